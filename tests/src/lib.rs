@@ -1,0 +1,491 @@
+//! The test harness for lienthong's end-to-end scenarios.
+//!
+//! Every scenario in `tests/tests/` runs against real services — Apache Kafka (KRaft), PostgreSQL,
+//! Prometheus and a Python environment with clients nobody here wrote — that `ops/test` installs
+//! and starts, then describes to the tests through environment variables (see
+//! `ops/services.sh`). This crate finds those services, gives each test its own topic and its own
+//! database so that tests run in parallel, and makes a test **fail**, naming the command to run,
+//! when a service it needs is not there. Nothing here ever lets a test pass silently.
+
+use std::collections::HashMap;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+
+/// The command that starts every service for tests run by hand with `cargo test`.
+pub const START_SERVICES: &str = "eval \"$(ops/services.sh up)\"";
+/// The command that installs and starts everything, runs every test, and stops the services.
+pub const TEST_COMMAND: &str = "ops/test";
+
+/// Environment variable naming the single-node broker's bootstrap address.
+pub const ENV_KAFKA: &str = "LIENTHONG_KAFKA_BOOTSTRAP";
+/// Environment variable naming the three-broker cluster's bootstrap addresses.
+pub const ENV_KAFKA_CLUSTER: &str = "LIENTHONG_KAFKA_CLUSTER_BOOTSTRAP";
+/// Environment variable naming the three-broker cluster's instance name for `ops/kafka.sh`.
+pub const ENV_KAFKA_CLUSTER_NAME: &str = "LIENTHONG_KAFKA_CLUSTER_NAME";
+/// Environment variable with the PostgreSQL admin URL.
+pub const ENV_POSTGRES: &str = "LIENTHONG_PG_URL";
+/// Environment variable with the path of the interoperability venv's Python.
+pub const ENV_PYTHON: &str = "LIENTHONG_PYTHON";
+
+/// Why a service a test needs cannot be used.
+#[derive(Debug)]
+pub enum ServiceError {
+    /// The environment variable that describes the service is not set.
+    NotConfigured {
+        /// Which service.
+        service: &'static str,
+        /// The variable that was expected.
+        var: &'static str,
+    },
+    /// The variable is set but nothing answers at the address.
+    Unreachable {
+        /// Which service.
+        service: &'static str,
+        /// The address tried.
+        address: String,
+        /// What the connection attempt said.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServiceError::NotConfigured { service, var } => write!(
+                f,
+                "{service} is needed by this test but {var} is not set. Run the whole suite with \
+                 `{TEST_COMMAND}`, or start the services for `cargo test` with `{START_SERVICES}`."
+            ),
+            ServiceError::Unreachable {
+                service,
+                address,
+                reason,
+            } => write!(
+                f,
+                "{service} is needed by this test but nothing answers at {address} ({reason}). \
+                 Run the whole suite with `{TEST_COMMAND}`, or restart the services with \
+                 `{START_SERVICES}`."
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+fn env_var(service: &'static str, var: &'static str) -> Result<String, ServiceError> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        _ => Err(ServiceError::NotConfigured { service, var }),
+    }
+}
+
+/// Check that every `host:port` in a comma-separated list accepts a TCP connection.
+fn check_reachable(service: &'static str, addresses: &str) -> Result<(), ServiceError> {
+    for address in addresses
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        let unreachable = |reason: String| ServiceError::Unreachable {
+            service,
+            address: address.to_string(),
+            reason,
+        };
+        let addr = address
+            .to_socket_addrs()
+            .map_err(|e| unreachable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unreachable("the address resolves to nothing".into()))?;
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .map_err(|e| unreachable(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Unwrap a service lookup, failing the test with the message that names the command to run.
+fn require<T>(found: Result<T, ServiceError>) -> T {
+    match found {
+        Ok(t) => t,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A unique suffix for names of per-test resources (topics, groups, databases).
+pub fn unique_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// The repository root, for calling the scripts under `ops/`.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// A running Apache Kafka, single node or cluster.
+#[derive(Debug, Clone)]
+pub struct Kafka {
+    bootstrap: String,
+    /// The `ops/kafka.sh --name` of a cluster whose brokers a test may kill and restart.
+    cluster_name: Option<String>,
+}
+
+/// Look up the single-node broker, without failing.
+pub fn try_kafka() -> Result<Kafka, ServiceError> {
+    let bootstrap = env_var("Apache Kafka", ENV_KAFKA)?;
+    check_reachable("Apache Kafka", &bootstrap)?;
+    Ok(Kafka {
+        bootstrap,
+        cluster_name: None,
+    })
+}
+
+/// The single-node broker; the test fails, naming the command to run, if it is not there.
+pub fn kafka() -> Kafka {
+    require(try_kafka())
+}
+
+/// Look up the three-broker cluster, without failing.
+pub fn try_kafka_cluster() -> Result<Kafka, ServiceError> {
+    let service = "The three-broker Apache Kafka cluster";
+    let bootstrap = env_var(service, ENV_KAFKA_CLUSTER)?;
+    let name = env_var(service, ENV_KAFKA_CLUSTER_NAME)?;
+    check_reachable(service, &bootstrap)?;
+    Ok(Kafka {
+        bootstrap,
+        cluster_name: Some(name),
+    })
+}
+
+/// The three-broker cluster (for fault tests); the test fails if it is not there.
+pub fn kafka_cluster() -> Kafka {
+    require(try_kafka_cluster())
+}
+
+impl Kafka {
+    /// The bootstrap address list.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// A client config pointing at this broker.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        config
+    }
+
+    /// An idempotent producer with `acks=all`.
+    pub fn idempotent_producer(&self) -> Result<FutureProducer> {
+        self.client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()
+            .context("creating an idempotent producer")
+    }
+
+    /// A consumer in `group` that starts at the earliest offset and never auto-commits.
+    pub fn consumer(&self, group: &str) -> Result<StreamConsumer> {
+        self.client_config()
+            .set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .context("creating a consumer")
+    }
+
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
+        self.client_config()
+            .create()
+            .context("creating an admin client")
+    }
+
+    /// Create a topic named `<prefix>-<unique suffix>` with the given partitions, replication
+    /// factor and topic configs, and wait until every partition has a leader. Returns its name.
+    pub async fn create_topic(
+        &self,
+        prefix: &str,
+        partitions: i32,
+        replication: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<String> {
+        let name = format!("{prefix}-{}", unique_suffix());
+        let admin = self.admin()?;
+        let mut topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(replication));
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics([&topic], &options)
+            .await
+            .context("CreateTopics request")?;
+        for result in results {
+            result.map_err(|(topic, code)| anyhow!("creating topic {topic}: {code}"))?;
+        }
+        self.wait_for_leaders(&name, partitions).await?;
+        Ok(name)
+    }
+
+    /// Wait until metadata shows `partitions` partitions of `topic`, each with a leader.
+    pub async fn wait_for_leaders(&self, topic: &str, partitions: i32) -> Result<()> {
+        let consumer: rdkafka::consumer::BaseConsumer = self.client_config().create()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))
+                && let Some(t) = md.topics().iter().find(|t| t.name() == topic)
+                && t.error().is_none()
+                && t.partitions().len() == partitions as usize
+                && t.partitions().iter().all(|p| p.leader() >= 0)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("topic {topic} has no leader for all {partitions} partitions after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Read every record of `topic` from the beginning until `expected` records were seen or
+    /// `timeout` passed, then keep reading for `settle` to catch any extra record. Returns
+    /// `(partition, offset, key, payload)` in the order received.
+    pub async fn read_all(
+        &self,
+        topic: &str,
+        expected: usize,
+        timeout: Duration,
+        settle: Duration,
+    ) -> Result<Vec<Record>> {
+        use futures::StreamExt;
+        use rdkafka::Message;
+        let consumer = self.consumer(&format!("reader-{}", unique_suffix()))?;
+        consumer.subscribe(&[topic])?;
+        let mut stream = consumer.stream();
+        let mut out = Vec::with_capacity(expected);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut settle_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let until = settle_deadline.unwrap_or(deadline);
+            match tokio::time::timeout_at(until, stream.next()).await {
+                Err(_) => break,
+                Ok(None) => bail!("consumer stream of {topic} ended"),
+                Ok(Some(Err(e))) => bail!("consuming {topic}: {e}"),
+                Ok(Some(Ok(m))) => {
+                    out.push(Record {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                    });
+                    if out.len() >= expected && settle_deadline.is_none() {
+                        settle_deadline = Some(tokio::time::Instant::now() + settle);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn cluster_name(&self) -> Result<&str> {
+        self.cluster_name
+            .as_deref()
+            .context("this broker is not the three-broker cluster; use kafka_cluster()")
+    }
+
+    /// SIGKILL broker `id` (1..=3) of the cluster.
+    pub fn kill_broker(&self, id: u32) -> Result<()> {
+        let name = self.cluster_name()?;
+        run_ops(
+            "kafka.sh",
+            &["kill", "--name", name, "--broker", &id.to_string()],
+        )
+    }
+
+    /// Start broker `id` of the cluster again on its data directory and ports; waits until ready.
+    pub fn restart_broker(&self, id: u32) -> Result<()> {
+        let name = self.cluster_name()?;
+        run_ops(
+            "kafka.sh",
+            &["restart", "--name", name, "--broker", &id.to_string()],
+        )
+    }
+}
+
+/// One consumed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Its offset in that partition.
+    pub offset: i64,
+    /// Its key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Its value, if any.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Run `ops/<script> args...`, failing with its output if it exits non-zero.
+pub fn run_ops(script: &str, args: &[&str]) -> Result<()> {
+    let path = repo_root().join("ops").join(script);
+    let out = Command::new(&path)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", path.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {} failed ({}):\n{}{}",
+            path.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A running PostgreSQL server.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    admin_url: String,
+}
+
+/// Look up PostgreSQL, without failing.
+pub fn try_postgres() -> Result<Postgres, ServiceError> {
+    let service = "PostgreSQL";
+    let admin_url = env_var(service, ENV_POSTGRES)?;
+    let hostport = admin_url
+        .split('@')
+        .next_back()
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    check_reachable(service, &hostport)?;
+    Ok(Postgres { admin_url })
+}
+
+/// PostgreSQL; the test fails, naming the command to run, if it is not there.
+pub fn postgres() -> Postgres {
+    require(try_postgres())
+}
+
+impl Postgres {
+    /// The URL of the administrative database.
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    /// The URL of database `db` on this server.
+    pub fn url_of(&self, db: &str) -> String {
+        match self.admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{db}"),
+            None => format!("{}/{db}", self.admin_url),
+        }
+    }
+
+    /// Create a fresh, empty database for one test and return its URL.
+    pub async fn fresh_database(&self, prefix: &str) -> Result<String> {
+        let db = format!("{prefix}_{}", unique_suffix());
+        let client = connect(&self.admin_url).await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{db}\""))
+            .await
+            .with_context(|| format!("CREATE DATABASE {db}"))?;
+        Ok(self.url_of(&db))
+    }
+}
+
+/// Connect to PostgreSQL at `url`, driving the connection on a background task.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("postgres connection closed with error: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Look up the interoperability venv's Python, without failing.
+pub fn try_python() -> Result<PathBuf, ServiceError> {
+    let service = "The Python interoperability environment";
+    let path = PathBuf::from(env_var(service, ENV_PYTHON)?);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ServiceError::Unreachable {
+            service,
+            address: path.display().to_string(),
+            reason: "no such file".into(),
+        })
+    }
+}
+
+/// The interoperability venv's Python; the test fails if it is not there.
+pub fn python() -> PathBuf {
+    require(try_python())
+}
+
+/// Count occurrences, for duplicate checks.
+pub fn counts<T: std::hash::Hash + Eq, I: IntoIterator<Item = T>>(items: I) -> HashMap<T, usize> {
+    let mut m = HashMap::new();
+    for i in items {
+        *m.entry(i).or_insert(0) += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_service_names_the_command_to_run() {
+        let err = env_var("Apache Kafka", "LIENTHONG_TEST_SURELY_UNSET_VARIABLE").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("LIENTHONG_TEST_SURELY_UNSET_VARIABLE"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(TEST_COMMAND) && msg.contains(START_SERVICES),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_service_is_an_error_not_a_pass() {
+        // Bind then drop a listener: the port is then (almost surely) closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let err = check_reachable("Apache Kafka", &format!("127.0.0.1:{port}")).unwrap_err();
+        assert!(matches!(err, ServiceError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains(TEST_COMMAND));
+    }
+
+    #[test]
+    fn database_urls_keep_the_server_and_change_the_database() {
+        let pg = Postgres {
+            admin_url: "postgres://lienthong@127.0.0.1:5433/postgres".into(),
+        };
+        assert_eq!(pg.url_of("t_1"), "postgres://lienthong@127.0.0.1:5433/t_1");
+    }
+}
