@@ -1,0 +1,260 @@
+//! The Confluent wire format and the Avro codec.
+//!
+//! A record on the bus is `0x00`, then the writer schema's registry id as 4 big-endian bytes,
+//! then the Avro binary encoding of the value. The [`Codec`] holds every schema it has seen,
+//! parsed once, by id; encoding and decoding never parse a schema.
+//!
+//! Two paths share the cache:
+//! - the **typed path** ([`Codec::encode`], [`Codec::decode`]) uses `serde_avro_fast` straight
+//!   between Rust types (see [`crate::events`]) and bytes — this is the hot path of the SDK and
+//!   the sinks;
+//! - the **generic path** ([`Codec::decode_value`]) uses `apache-avro`'s `Value` with
+//!   writer/reader schema resolution, for tools that handle any schema.
+//!
+//! Decoding never trusts a length from the input for an allocation: strings and bytes are
+//! borrowed or bounded by the input's own length, sequences are capped, nesting is capped, and
+//! trailing bytes are an error.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::sync::{Arc, RwLock};
+
+use apache_avro::Schema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ContractError, Result};
+
+/// The Confluent wire format's magic byte.
+pub const MAGIC: u8 = 0;
+/// Length of the Confluent header: the magic byte and the 4-byte schema id.
+pub const HEADER_LEN: usize = 5;
+/// Largest number of items in one array or map the decoder accepts.
+pub const MAX_SEQUENCE_ITEMS: usize = 1 << 20;
+/// Deepest nesting of records, arrays, maps and unions the decoder accepts.
+pub const MAX_DEPTH: usize = 32;
+
+/// Split a Confluent-framed record into its writer schema id and its Avro body.
+pub fn split_frame(bytes: &[u8]) -> Result<(u32, &[u8])> {
+    let Some((header, body)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+        return Err(ContractError::Truncated { len: bytes.len() });
+    };
+    if header[0] != MAGIC {
+        return Err(ContractError::BadMagic { found: header[0] });
+    }
+    let id = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    Ok((id, body))
+}
+
+/// Append the Confluent header for schema `id` to `out`.
+pub fn write_header(id: u32, out: &mut Vec<u8>) {
+    out.push(MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+}
+
+/// One schema known to the codec, parsed once for each decoder.
+pub struct RegisteredSchema {
+    id: u32,
+    json: String,
+    canonical: String,
+    avro: Schema,
+    fast: serde_avro_fast::Schema,
+}
+
+impl std::fmt::Debug for RegisteredSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredSchema")
+            .field("id", &self.id)
+            .field("canonical", &self.canonical)
+            .finish()
+    }
+}
+
+impl RegisteredSchema {
+    /// Parse a schema for id `id`.
+    pub fn parse(id: u32, json: &str) -> Result<Self> {
+        let schema_err = |message: String| ContractError::Encode { id, message };
+        let avro =
+            Schema::parse_str(json).map_err(|e| schema_err(format!("invalid schema: {e}")))?;
+        let fast: serde_avro_fast::Schema = json
+            .parse()
+            .map_err(|e| schema_err(format!("invalid schema: {e}")))?;
+        Ok(RegisteredSchema {
+            id,
+            json: json.to_string(),
+            canonical: avro.canonical_form(),
+            avro,
+            fast,
+        })
+    }
+
+    /// The registry id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The schema as registered.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// Avro's Parsing Canonical Form of the schema.
+    pub fn canonical_form(&self) -> &str {
+        &self.canonical
+    }
+
+    /// The parsed schema.
+    pub fn schema(&self) -> &Schema {
+        &self.avro
+    }
+}
+
+/// Encodes and decodes Confluent-framed Avro with schemas cached by registry id.
+///
+/// Cloning is cheap and clones share the cache. Fill it with [`Codec::insert`] (the registry
+/// client does this as ids are learned).
+#[derive(Clone, Default)]
+pub struct Codec {
+    by_id: Arc<RwLock<HashMap<u32, Arc<RegisteredSchema>>>>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.by_id.read().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("Codec").field("schemas", &n).finish()
+    }
+}
+
+impl Codec {
+    /// An empty codec.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bind `id` to the schema `json`, parsing it once. Binding an id again to the same schema
+    /// (by canonical form) is a no-op; to a different one, an error.
+    pub fn insert(&self, id: u32, json: &str) -> Result<Arc<RegisteredSchema>> {
+        if let Some(existing) = self.get(id) {
+            let candidate = RegisteredSchema::parse(id, json)?;
+            return if existing.canonical == candidate.canonical {
+                Ok(existing)
+            } else {
+                Err(ContractError::ConflictingId { id })
+            };
+        }
+        let parsed = Arc::new(RegisteredSchema::parse(id, json)?);
+        let mut map = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        Ok(map.entry(id).or_insert(parsed).clone())
+    }
+
+    fn get(&self, id: u32) -> Option<Arc<RegisteredSchema>> {
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// The schema bound to `id`.
+    pub fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>> {
+        self.get(id).ok_or(ContractError::UnknownSchemaId { id })
+    }
+
+    /// Encode `value` with schema `id` in the Confluent wire format, appending to `out`.
+    /// On error, `out` is left as it was.
+    pub fn encode<T: Serialize + ?Sized>(
+        &self,
+        id: u32,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let schema = self.schema(id)?;
+        encode_with(&schema, value, out)
+    }
+
+    /// Encode `value` with schema `id` into a new buffer.
+    pub fn encode_to_vec<T: Serialize + ?Sized>(&self, id: u32, value: &T) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(256);
+        self.encode(id, value, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decode a Confluent-framed record into `T`, returning the writer schema id too. Fields of
+    /// `T` are matched by name, so a `T` written for an older or newer schema version reads
+    /// correctly as long as added fields are optional (`#[serde(default)]`).
+    pub fn decode<'a, T: Deserialize<'a>>(&self, bytes: &'a [u8]) -> Result<(u32, T)> {
+        let (id, body) = split_frame(bytes)?;
+        let schema = self.schema(id)?;
+        decode_with(&schema, body).map(|v| (id, v))
+    }
+
+    /// Decode a Confluent-framed record into a generic Avro value. With `reader`, the value is
+    /// resolved from the writer's schema to the reader's (Avro schema resolution).
+    pub fn decode_value(
+        &self,
+        bytes: &[u8],
+        reader: Option<&Schema>,
+    ) -> Result<(u32, apache_avro::types::Value)> {
+        let (id, body) = split_frame(bytes)?;
+        let schema = self.schema(id)?;
+        let decode_err = |message: String| ContractError::Decode { id, message };
+        // Validate the body first with the bounded, allocation-safe decoder: apache-avro would
+        // pre-allocate from untrusted lengths.
+        decode_with::<serde::de::IgnoredAny>(&schema, body)?;
+        let mut reader_bytes = body;
+        let value = apache_avro::from_avro_datum(&schema.avro, &mut reader_bytes, reader)
+            .map_err(|e| decode_err(e.to_string()))?;
+        Ok((id, value))
+    }
+}
+
+/// Encode with an already looked-up schema.
+pub fn encode_with<T: Serialize + ?Sized>(
+    schema: &RegisteredSchema,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let start = out.len();
+    write_header(schema.id, out);
+    let mut config = serde_avro_fast::ser::SerializerConfig::new(&schema.fast);
+    match serde_avro_fast::to_datum(value, &mut *out, &mut config) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            out.truncate(start);
+            Err(ContractError::Encode {
+                id: schema.id,
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+/// Decode an Avro body (no header) with an already looked-up writer schema.
+pub fn decode_with<'a, T: Deserialize<'a>>(schema: &RegisteredSchema, body: &'a [u8]) -> Result<T> {
+    let mut config = serde_avro_fast::de::DeserializerConfig::new(&schema.fast);
+    config.max_seq_size = MAX_SEQUENCE_ITEMS;
+    config.allowed_depth = MAX_DEPTH;
+    let mut state = serde_avro_fast::de::DeserializerState::with_config(
+        serde_avro_fast::de::read::SliceRead::new(body),
+        config,
+    );
+    let value = T::deserialize(state.deserializer()).map_err(|e| ContractError::Decode {
+        id: schema.id,
+        message: e.to_string(),
+    })?;
+    let mut rest = state.into_reader();
+    let mut probe = [0u8; 64];
+    let mut extra = 0usize;
+    loop {
+        match rest.read(&mut probe) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => extra += n,
+        }
+    }
+    if extra > 0 {
+        return Err(ContractError::TrailingBytes {
+            id: schema.id,
+            extra,
+        });
+    }
+    Ok(value)
+}

@@ -1,0 +1,33 @@
+//! The data contract of the lienthong bus: the first and last thing every event touches.
+//!
+//! A department's or ward's event is checked against the topic [`catalog`] and its Avro schema,
+//! encoded by the [`codec`] in the Confluent wire format (`0x00`, 4-byte schema id, Avro body)
+//! on its way into Kafka, and decoded by the same codec in every sink on its way into an
+//! agency's store. The [`compat`] checker decides how schemas may evolve, for the registry and
+//! for CI. Vietnamese text is normalised to NFC by [`nfc`] where it enters the bus.
+//!
+//! ```text
+//! schemas/catalog.toml + *.avsc ──► Catalog ──► Codec (schemas parsed once, cached by id)
+//!                                       │            ├─ encode: Rust event → wire bytes (SDK, gateway)
+//!                                       │            └─ decode: wire bytes → Rust event / Value (sinks)
+//!                                       └──► compat: may this schema replace that one?
+//! ```
+
+pub mod catalog;
+pub mod codec;
+pub mod compat;
+pub mod error;
+pub mod events;
+pub mod history;
+pub mod nfc;
+pub mod samples;
+
+pub use catalog::{AgencyKind, Catalog, CleanupPolicy, PersonalDataClass, TopicSpec};
+pub use codec::{Codec, RegisteredSchema};
+pub use compat::{CompatibilityMode, check_compatibility};
+pub use error::{ContractError, Result};
+
+/// The `schemas/` folder of this repository, for tests, tools and the embedded demo.
+pub fn repo_schemas_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+}

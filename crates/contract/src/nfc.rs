@@ -1,0 +1,73 @@
+//! Unicode normalisation of Vietnamese text.
+//!
+//! Vietnamese has many letters with two diacritics ("ệ", "ở"), which keyboards and old systems
+//! produce in different Unicode forms: one precomposed code point (NFC) or a base letter with
+//! combining marks (NFD). The same name in two forms compares unequal, hashes differently and
+//! breaks digests and lookups. The bus stores **NFC** only.
+//!
+//! Where it happens: at the edge, before encoding — the gateway and the SDK call [`normalize`]
+//! on every string of an event they publish. Sinks and digests never normalise: what is on the
+//! log is already NFC, and a sink must store exactly what the log says.
+
+use std::borrow::Cow;
+
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+
+/// `s` in NFC; borrows when it already is (the common case, checked without allocating).
+pub fn normalize(s: &str) -> Cow<'_, str> {
+    match is_nfc_quick(s.chars()) {
+        IsNormalized::Yes => Cow::Borrowed(s),
+        _ => {
+            let n: String = s.nfc().collect();
+            if n == s {
+                Cow::Borrowed(s)
+            } else {
+                Cow::Owned(n)
+            }
+        }
+    }
+}
+
+/// Normalise a string in place.
+pub fn normalize_in_place(s: &mut String) {
+    if let Cow::Owned(n) = normalize(s) {
+        *s = n;
+    }
+}
+
+/// Normalise every string inside a JSON value in place (keys stay as they are: they are
+/// schema field names, ASCII by the catalog's rules).
+pub fn normalize_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => normalize_in_place(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(normalize_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(normalize_json),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nfd_vietnamese_becomes_nfc_and_nfc_is_borrowed() {
+        let nfd = "Nguye\u{302}\u{303}n Thi\u{323} Hu\u{31b}\u{300}ng"; // Nguyễn Thị Hừng, decomposed
+        let nfc = normalize(nfd);
+        assert!(matches!(nfc, Cow::Owned(_)));
+        assert_eq!(nfc, "Nguyễn Thị Hừng");
+        assert_ne!(nfd.len(), nfc.len());
+        assert!(matches!(normalize("Phường Bến Thành"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn json_strings_are_normalised_deeply() {
+        let mut v =
+            serde_json::json!({"a": ["Thi\u{323}"], "b": {"c": "Hu\u{31b}\u{300}ng"}, "n": 1});
+        normalize_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"a": ["Thị"], "b": {"c": "Hừng"}, "n": 1})
+        );
+    }
+}

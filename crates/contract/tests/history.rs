@@ -1,0 +1,137 @@
+//! Schema evolution is checked against every version committed in git: the repository's own
+//! history passes, and an incompatible edit in a scratch repository fails with the subject, the
+//! field and the rule.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::Command;
+
+use lienthong_contract::history::check_history;
+use lienthong_contract::repo_schemas_dir;
+
+#[test]
+fn the_working_tree_is_compatible_with_every_committed_schema_version() {
+    let schemas = repo_schemas_dir().canonicalize().unwrap();
+    let repo = schemas.parent().unwrap();
+    let report = check_history(repo, "schemas").expect("the repository is a git checkout");
+    for s in &report.subjects {
+        eprintln!(
+            "{}: {} earlier version(s) in {} commit(s) touching schemas/",
+            s.subject,
+            s.versions.len(),
+            report.commits
+        );
+    }
+    let failures = report.failures();
+    assert!(
+        failures.is_empty(),
+        "incompatible schema changes:\n{}",
+        failures.join("\n")
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let st = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.email=ci@lienthong.invalid",
+            "-c",
+            "user.name=ci",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+fn scratch_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let out = Command::new("cp")
+        .arg("-r")
+        .arg(repo_schemas_dir())
+        .arg(root.join("schemas"))
+        .status()
+        .unwrap();
+    assert!(out.success());
+    git(root, &["init", "-q"]);
+    git(root, &["add", "."]);
+    git(root, &["commit", "-q", "-m", "v1"]);
+    dir
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from} not in {}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn a_compatible_edit_passes() {
+    let dir = scratch_repo();
+    // A new optional field with a default: FULL_TRANSITIVE allows it.
+    edit(
+        &dir.path().join("schemas/procedure.avsc"),
+        r#"{"name": "code", "type": "string", "lienthong.personal_data": "none"},"#,
+        r#"{"name": "code", "type": "string", "lienthong.personal_data": "none"},
+      {"name": "legal_basis", "type": ["null", "string"], "default": null, "lienthong.personal_data": "none"},"#,
+    );
+    let report = check_history(dir.path(), "schemas").unwrap();
+    assert_eq!(report.commits, 1);
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+}
+
+#[test]
+fn an_incompatible_edit_fails_naming_subject_field_and_rule() {
+    let dir = scratch_repo();
+    // A new required field: old records cannot be read (backward), under FULL_TRANSITIVE.
+    edit(
+        &dir.path().join("schemas/procedure.avsc"),
+        r#"{"name": "code", "type": "string", "lienthong.personal_data": "none"},"#,
+        r#"{"name": "code", "type": "string", "lienthong.personal_data": "none"},
+      {"name": "legal_basis", "type": "string", "lienthong.personal_data": "none"},"#,
+    );
+    let failures = check_history(dir.path(), "schemas").unwrap().failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let f = &failures[0];
+    assert!(f.contains("hcm.reference.procedures-value"), "{f}");
+    assert!(f.contains("/procedure/legal_basis"), "{f}");
+    assert!(f.contains("READER_FIELD_MISSING_DEFAULT_VALUE"), "{f}");
+
+    // Committing the bad edit does not make it pass: the earlier commit is still in history.
+    git(dir.path(), &["commit", "-q", "-am", "v2"]);
+    let failures = check_history(dir.path(), "schemas").unwrap().failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+}
+
+#[test]
+fn removing_an_enum_symbol_from_a_shared_type_fails_every_subject_using_it() {
+    let dir = scratch_repo();
+    edit(
+        &dir.path().join("schemas/common/channel.avsc"),
+        r#"["ONLINE", "COUNTER", "POSTAL"]"#,
+        r#"["ONLINE", "COUNTER"]"#,
+    );
+    let failures = check_history(dir.path(), "schemas").unwrap().failures();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("hcm.case.events-value") && f.contains("MISSING_ENUM_SYMBOLS")),
+        "{failures:?}"
+    );
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("hcm.feedback.events-value")),
+        "{failures:?}"
+    );
+}
