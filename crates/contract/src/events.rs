@@ -11,6 +11,68 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::nfc::NormalizeText;
+
+/// `NormalizeText` for a struct, by destructuring it: every field must be listed, so adding a
+/// field without deciding about its text fails to compile.
+macro_rules! normalize_fields {
+    ($($t:ident { $($f:ident),* $(,)? })*) => {$(
+        impl NormalizeText for $t {
+            fn normalize_text(&mut self) {
+                let $t { $($f),* } = self;
+                $($f.normalize_text();)*
+            }
+        }
+    )*};
+}
+
+/// `NormalizeText` for a union enum whose variants each hold one value.
+macro_rules! normalize_variants {
+    ($($t:ident { $($v:ident),* $(,)? })*) => {$(
+        impl NormalizeText for $t {
+            fn normalize_text(&mut self) {
+                match self {
+                    $($t::$v(inner) => inner.normalize_text(),)*
+                }
+            }
+        }
+    )*};
+}
+
+normalize_fields! {
+    Envelope { event_id, occurred_at, producer_unit, aggregate_id, aggregate_version, correlation_id }
+    CaseEvent { envelope, event }
+    CaseSubmitted { procedure_code, receiving_unit, home_unit, channel, end_to_end_online, applicant_id, due_date, documents }
+    Document { sha256, media_type, size_bytes, signature }
+    Signature { signer_name, signer_unit, certificate_serial, issuer, algorithm, signed_at }
+    CaseAccepted { processing_unit }
+    CaseAssigned { from_unit, to_unit, kind, note }
+    SupplementRequested { reason, requested_documents }
+    SupplementReceived { documents }
+    CaseCompleted { result, result_document }
+    CaseRejected { reason }
+    CaseWithdrawn { reason }
+    ResultReturned { channel }
+    CitizenRecord { envelope, profile }
+    CitizenProfile { personal_id, full_name, birth_date, sex, permanent_unit, temporary_unit, address_line, phone, email }
+    FeedbackEvent { envelope, event }
+    FeedbackSubmitted { receiving_unit, channel, category, content, related_case_id, citizen_id }
+    FeedbackAssigned { to_unit, due_date }
+    FeedbackResolved { resolution, satisfaction }
+    AdminUnitRecord { envelope, unit }
+    AdminUnit { code, name, kind, valid_from, valid_to, replaces }
+    ProcedureRecord { envelope, procedure }
+    Procedure { code, name, owning_department, processing_days, level }
+}
+
+normalize_variants! {
+    CaseEventKind { CaseSubmitted, CaseAccepted, CaseAssigned, SupplementRequested, SupplementReceived, CaseCompleted, CaseRejected, CaseWithdrawn, ResultReturned }
+    FeedbackEventKind { FeedbackSubmitted, FeedbackAssigned, FeedbackResolved }
+}
+
+// Avro enums: their symbols are ASCII, nothing to normalise.
+crate::nfc::no_text!(Channel, AssignmentKind, Sex, UnitKind, ServiceLevel);
+
 /// The envelope every event carries; see `schemas/common/envelope.avsc`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {

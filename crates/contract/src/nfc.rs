@@ -5,9 +5,11 @@
 //! combining marks (NFD). The same name in two forms compares unequal, hashes differently and
 //! breaks digests and lookups. The bus stores **NFC** only.
 //!
-//! Where it happens: at the edge, before encoding — the gateway and the SDK call [`normalize`]
-//! on every string of an event they publish. Sinks and digests never normalise: what is on the
-//! log is already NFC, and a sink must store exactly what the log says.
+//! Where it happens: at the edge, before encoding, once per event — [`NormalizeText`] for the
+//! typed events of [`crate::events`] (what the producer SDK publishes) and [`normalize_json`]
+//! for JSON input (what the HTTP gateway and the CLI receive). Sinks and digests never
+//! normalise: what is on the log is already NFC, and a sink must store exactly what the log
+//! says.
 
 use std::borrow::Cow;
 
@@ -46,7 +48,47 @@ pub fn normalize_json(v: &mut serde_json::Value) {
     }
 }
 
+/// Values whose text can be normalised to NFC in place. Implemented for every event type in
+/// [`crate::events`]; each implementation names every field, so a field added later without
+/// being considered does not compile.
+pub trait NormalizeText {
+    /// Normalise every string inside to NFC.
+    fn normalize_text(&mut self);
+}
+
+impl NormalizeText for String {
+    fn normalize_text(&mut self) {
+        normalize_in_place(self);
+    }
+}
+
+impl<T: NormalizeText> NormalizeText for Option<T> {
+    fn normalize_text(&mut self) {
+        if let Some(v) = self {
+            v.normalize_text();
+        }
+    }
+}
+
+impl<T: NormalizeText> NormalizeText for Vec<T> {
+    fn normalize_text(&mut self) {
+        self.iter_mut().for_each(NormalizeText::normalize_text);
+    }
+}
+
+/// `NormalizeText` for types without text.
+macro_rules! no_text {
+    ($($t:ty),*) => {$(
+        impl $crate::nfc::NormalizeText for $t {
+            fn normalize_text(&mut self) {}
+        }
+    )*};
+}
+pub(crate) use no_text;
+no_text!(bool, i32, i64);
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -58,6 +100,41 @@ mod tests {
         assert_eq!(nfc, "Nguyễn Thị Hừng");
         assert_ne!(nfd.len(), nfc.len());
         assert!(matches!(normalize("Phường Bến Thành"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn typed_events_are_normalised_in_every_text_field() {
+        use crate::samples;
+        let nfc = samples::case_lifecycle();
+        let mut nfd = nfc.clone();
+        // Decompose every string of every event, then normalise back.
+        for e in &mut nfd {
+            let mut json = serde_json::to_value(&*e).unwrap();
+            decompose(&mut json);
+            *e = serde_json::from_value(json).unwrap();
+        }
+        assert_ne!(
+            nfd, nfc,
+            "the samples hold Vietnamese text, which NFD changes"
+        );
+        for e in &mut nfd {
+            e.normalize_text();
+        }
+        assert_eq!(nfd, nfc);
+        let mut citizen = samples::citizen_record();
+        citizen.profile.full_name = "Nguye\u{302}\u{303}n Va\u{306}n Hu\u{300}ng".into();
+        citizen.normalize_text();
+        assert_eq!(citizen, samples::citizen_record());
+    }
+
+    fn decompose(v: &mut serde_json::Value) {
+        use unicode_normalization::UnicodeNormalization;
+        match v {
+            serde_json::Value::String(s) => *s = s.nfd().collect(),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(decompose),
+            serde_json::Value::Object(o) => o.values_mut().for_each(decompose),
+            _ => {}
+        }
     }
 
     #[test]
