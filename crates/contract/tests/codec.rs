@@ -34,11 +34,11 @@ fn id_of(catalog: &Catalog, topic: &str) -> u32 {
         + 1
 }
 
-fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
-    codec: &Codec,
-    id: u32,
-    value: &T,
-) -> Vec<u8> {
+/// Encode, then decode owned and generic.
+fn round_trip<T>(codec: &Codec, id: u32, value: &T) -> Vec<u8>
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
     let bytes = codec.encode_to_vec(id, value).unwrap();
     assert_eq!(&bytes[..5], &[0, 0, 0, 0, id as u8], "Confluent header");
     let (got_id, back): (u32, T) = codec.decode(&bytes).unwrap();
@@ -50,30 +50,49 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
     bytes
 }
 
+/// Decode `bytes` as a zero-copy view `V` (an event type over `&str`): same values as `owned`.
+fn assert_view<'a, V: serde::Deserialize<'a> + Serialize>(
+    codec: &Codec,
+    bytes: &'a [u8],
+    owned: &impl Serialize,
+) {
+    let (_, view): (u32, V) = codec.decode(bytes).unwrap();
+    assert_eq!(
+        serde_json::to_value(&view).unwrap(),
+        serde_json::to_value(owned).unwrap(),
+        "zero-copy view"
+    );
+}
+
 #[test]
 fn events_match_schemas() {
     let (catalog, codec) = catalog_codec();
     for e in samples::case_lifecycle() {
-        round_trip(&codec, id_of(&catalog, "hcm.case.events"), &e);
+        let b = round_trip(&codec, id_of(&catalog, "hcm.case.events"), &e);
+        assert_view::<CaseEvent<&str>>(&codec, &b, &e);
     }
-    round_trip(
+    let b = round_trip(
         &codec,
         id_of(&catalog, "hcm.citizen.records"),
         &samples::citizen_record(),
     );
+    assert_view::<CitizenRecord<&str>>(&codec, &b, &samples::citizen_record());
     for e in samples::feedback_lifecycle() {
-        round_trip(&codec, id_of(&catalog, "hcm.feedback.events"), &e);
+        let b = round_trip(&codec, id_of(&catalog, "hcm.feedback.events"), &e);
+        assert_view::<FeedbackEvent<&str>>(&codec, &b, &e);
     }
-    round_trip(
+    let b = round_trip(
         &codec,
         id_of(&catalog, "hcm.reference.units"),
         &samples::admin_unit(),
     );
-    round_trip(
+    assert_view::<AdminUnitRecord<&str>>(&codec, &b, &samples::admin_unit());
+    let b = round_trip(
         &codec,
         id_of(&catalog, "hcm.reference.procedures"),
         &samples::procedure(),
     );
+    assert_view::<ProcedureRecord<&str>>(&codec, &b, &samples::procedure());
 }
 
 #[test]
