@@ -1,0 +1,149 @@
+//! Where the registry's records live: a compacted Kafka topic shared by every instance, or
+//! memory (tests and the embedded demo). Both feed the same [`State::apply`].
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::RegistryError;
+use crate::state::State;
+
+/// The state, shared with the log's applier.
+pub type SharedState = Arc<RwLock<State>>;
+
+/// The schema log.
+pub enum SchemaLog {
+    /// In memory: appends apply at once. Not shared between processes.
+    Memory {
+        /// The records, for restarts within one process (tests).
+        records: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    },
+    /// A one-partition compacted Kafka topic.
+    Kafka(KafkaLog),
+}
+
+/// The Kafka side of the log.
+pub struct KafkaLog {
+    topic: String,
+    producer: FutureProducer,
+    watermarks: Arc<BaseConsumer>,
+}
+
+/// How to reach the Kafka log.
+#[derive(Debug, Clone)]
+pub struct KafkaLogConfig {
+    /// Bootstrap servers.
+    pub bootstrap: String,
+    /// Topic name.
+    pub topic: String,
+    /// Replication factor when the topic is created (1 for a single broker).
+    pub replication: i32,
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+impl SchemaLog {
+    /// Append a record; returns its offset once it is durable. Memory logs apply it at once.
+    pub async fn append(&self, state: &SharedState, applied: &watch::Sender<i64>, key: Vec<u8>, value: Vec<u8>) -> Result<i64, RegistryError> {
+        match self {
+            SchemaLog::Memory { records } => {
+                let offset = {
+                    let mut records = records.lock().unwrap_or_else(|p| p.into_inner());
+                    state.write().unwrap_or_else(|p| p.into_inner()).apply(&key, Some(&value));
+                    records.push((key, value));
+                    records.len() as i64 - 1
+                };
+                applied.send_replace(offset + 1);
+                Ok(offset)
+            }
+            SchemaLog::Kafka(k) => {
+                let record = FutureRecord::to(&k.topic).key(&key).payload(&value).partition(0);
+                let delivery = k.producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| RegistryError::Store(e.to_string()))?;
+                Ok(delivery.offset)
+            }
+        }
+    }
+
+    /// The offset one past the last record in the log now.
+    pub async fn end_offset(&self) -> Result<i64, RegistryError> {
+        match self {
+            SchemaLog::Memory { records } => Ok(records.lock().unwrap_or_else(|p| p.into_inner()).len() as i64),
+            SchemaLog::Kafka(k) => {
+                let (topic, consumer) = (k.topic.clone(), k.watermarks.clone());
+                let watermarks = tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, 0, Duration::from_secs(5)))
+                    .await
+                    .map_err(|e| RegistryError::Store(e.to_string()))?;
+                watermarks.map(|(_, high)| high).map_err(|e| RegistryError::Store(e.to_string()))
+            }
+        }
+    }
+}
+
+impl KafkaLog {
+    /// Connect, creating the topic if it does not exist, and start applying it into `state`
+    /// from the beginning, publishing the next offset to apply on `applied`.
+    pub async fn open(config: &KafkaLogConfig, state: SharedState, applied: watch::Sender<i64>, shutdown: CancellationToken) -> Result<KafkaLog, RegistryError> {
+        let store = |e: KafkaError| RegistryError::Store(e.to_string());
+        let admin: AdminClient<DefaultClientContext> = client(&config.bootstrap).create().map_err(store)?;
+        let topic = NewTopic::new(&config.topic, 1, TopicReplication::Fixed(config.replication))
+            .set("cleanup.policy", "compact")
+            .set("min.compaction.lag.ms", "0");
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+        for result in admin.create_topics([&topic], &options).await.map_err(store)? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => return Err(RegistryError::Store(format!("creating schema log topic {t}: {code}"))),
+            }
+        }
+        let producer: FutureProducer = client(&config.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .create()
+            .map_err(store)?;
+        let watermarks: BaseConsumer = client(&config.bootstrap).set("group.id", "lienthong-registry-watermarks").create().map_err(store)?;
+
+        let reader: BaseConsumer = client(&config.bootstrap)
+            .set("group.id", format!("lienthong-registry-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(store)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&config.topic, 0, Offset::Beginning).map_err(store)?;
+        reader.assign(&tpl).map_err(store)?;
+        std::thread::Builder::new()
+            .name("registry-log".into())
+            .spawn(move || apply_loop(reader, state, applied, shutdown))
+            .map_err(|e| RegistryError::Store(format!("starting the log reader: {e}")))?;
+        Ok(KafkaLog { topic: config.topic.clone(), producer, watermarks: Arc::new(watermarks) })
+    }
+}
+
+/// Read the log and apply each record, until shutdown. A blocking thread: librdkafka's poll.
+fn apply_loop(reader: BaseConsumer, state: SharedState, applied: watch::Sender<i64>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        match reader.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                let key = m.key().unwrap_or_default();
+                state.write().unwrap_or_else(|p| p.into_inner()).apply(key, m.payload());
+                applied.send_replace(m.offset() + 1);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "reading the schema log"),
+        }
+    }
+}
