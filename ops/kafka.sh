@@ -383,6 +383,11 @@ on_exit() {
   if (( SUCCESS == 0 )) && (( ${#STARTED_IDS[@]} > 0 )); then
     log "stopping the broker(s) started by this call: ${STARTED_IDS[*]}"
     stop_brokers 10 "${STARTED_IDS[@]}"
+    # A JVM whose pid file never appeared is not covered by the pid files: find it by name.
+    local left
+    left=$(name_java_pids || true)
+    # shellcheck disable=SC2086
+    [ -n "$left" ] && kill -KILL $left 2>/dev/null
     log "logs kept in $CLUSTER_DIR"
   fi
   exit "$rc"

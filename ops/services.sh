@@ -50,6 +50,8 @@ down() {
 
 up() {
   install
+  # Services left by an earlier run that was killed would make the starts below refuse.
+  down >/dev/null 2>&1 || true
   # Never leave half the services running: if any start fails, stop all of them. (A global,
   # because the EXIT trap runs after this function has returned.)
   UP_COMPLETE=""

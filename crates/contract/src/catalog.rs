@@ -390,6 +390,15 @@ impl Catalog {
             .ok_or_else(|| ContractError::UnknownTopic(name.to_string()))
     }
 
+    /// The id [`crate::Codec::from_catalog`] gives `topic`'s value schema.
+    pub fn local_id(&self, topic: &str) -> Result<u32> {
+        self.topics
+            .iter()
+            .position(|t| t.name == topic)
+            .map(crate::codec::local_id)
+            .ok_or_else(|| ContractError::UnknownTopic(topic.to_string()))
+    }
+
     /// The topic whose value subject is `subject`, if any.
     pub fn topic_by_subject(&self, subject: &str) -> Option<&TopicSpec> {
         self.topics.iter().find(|t| t.value_subject == subject)
@@ -572,7 +581,10 @@ fn check_personal_data_tags(file: &Path, json: &Json) -> Result<()> {
             None => problems.push(format!(
                 "field {path} has no \"{PERSONAL_DATA_ATTR}\" class"
             )),
-            Some("key") => {}
+            Some("key") if path == "envelope.aggregate_id" || path == "aggregate_id" => {}
+            Some("key") => problems.push(format!(
+                "field {path}: class \"key\" is only for the envelope's aggregate_id"
+            )),
             Some(c) if PersonalDataClass::parse(c).is_none() => {
                 problems.push(format!("field {path}: unknown personal-data class {c:?}"))
             }
@@ -642,8 +654,7 @@ pub fn field_at<'a>(schema: &'a Schema, path: &[String]) -> Option<&'a Schema> {
         let Schema::Record(record) = current else {
             return None;
         };
-        let idx = *record.lookup.get(name)?;
-        current = &record.fields.get(idx)?.schema;
+        current = &record.fields.iter().find(|f| &f.name == name)?.schema;
     }
     Some(current)
 }

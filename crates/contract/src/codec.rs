@@ -130,20 +130,31 @@ impl Codec {
         Self::default()
     }
 
+    /// A codec holding every value schema of `catalog` under local ids 1, 2, … in catalog
+    /// order: for tests, tools and the embedded demo, where no registry assigns ids.
+    pub fn from_catalog(catalog: &crate::Catalog) -> Result<Self> {
+        let codec = Codec::new();
+        for (i, topic) in catalog.topics().iter().enumerate() {
+            codec.insert(local_id(i), &topic.schema_json)?;
+        }
+        Ok(codec)
+    }
+
     /// Bind `id` to the schema `json`, parsing it once. Binding an id again to the same schema
     /// (by canonical form) is a no-op; to a different one, an error.
     pub fn insert(&self, id: u32, json: &str) -> Result<Arc<RegisteredSchema>> {
-        if let Some(existing) = self.get(id) {
-            let candidate = RegisteredSchema::parse(id, json)?;
-            return if existing.canonical == candidate.canonical {
-                Ok(existing)
-            } else {
-                Err(ContractError::ConflictingId { id })
-            };
-        }
+        // Parse outside the lock; decide under it, so two threads binding one id to different
+        // schemas cannot both succeed.
         let parsed = Arc::new(RegisteredSchema::parse(id, json)?);
         let mut map = self.by_id.write().unwrap_or_else(|p| p.into_inner());
-        Ok(map.entry(id).or_insert(parsed).clone())
+        match map.get(&id) {
+            Some(existing) if existing.canonical == parsed.canonical => Ok(existing.clone()),
+            Some(_) => Err(ContractError::ConflictingId { id }),
+            None => {
+                map.insert(id, parsed.clone());
+                Ok(parsed)
+            }
+        }
     }
 
     fn get(&self, id: u32) -> Option<Arc<RegisteredSchema>> {
@@ -205,6 +216,11 @@ impl Codec {
             .map_err(|e| decode_err(e.to_string()))?;
         Ok((id, value))
     }
+}
+
+/// The id [`Codec::from_catalog`] gives the catalog's topic at `index`.
+pub fn local_id(index: usize) -> u32 {
+    u32::try_from(index).map_or(u32::MAX, |i| i.saturating_add(1))
 }
 
 /// Encode with an already looked-up schema.

@@ -231,14 +231,23 @@ pub fn check_compatibility(
 /// Every reason a reader with schema `reader` cannot read data written with `writer`; empty
 /// when it can.
 pub fn can_read(writer: &Schema, reader: &Schema) -> Vec<Incompatibility> {
-    let names = |s| {
+    let names = |s, side: &str| {
         ResolvedSchema::try_from(s)
             .map(|r| r.get_names().clone())
-            .unwrap_or_default()
+            .map_err(|e| Incompatibility {
+                path: "/".into(),
+                rule: Rule::TypeMismatch,
+                message: format!("the {side} schema refers to a type it does not define: {e}"),
+            })
+    };
+    // Fail closed: a schema whose names do not resolve cannot be judged compatible.
+    let (writer_names, reader_names) = match (names(writer, "writer"), names(reader, "reader")) {
+        (Ok(w), Ok(r)) => (w, r),
+        (w, r) => return w.err().into_iter().chain(r.err()).collect(),
     };
     let mut checker = Checker {
-        writer_names: names(writer),
-        reader_names: names(reader),
+        writer_names,
+        reader_names,
         visiting: HashSet::new(),
         out: Vec::new(),
     };
@@ -333,7 +342,7 @@ fn names_match(
     reader_aliases
         .iter()
         .flatten()
-        .any(|a| a.fullname(reader.namespace.clone()) == full || a.name() == writer.name)
+        .any(|a| a.fullname(reader.namespace.clone()) == full)
 }
 
 fn child(path: &str, segment: &str) -> String {
@@ -421,6 +430,18 @@ impl<'a> Checker<'a> {
                     .collect();
                 self.fail(path, Rule::MissingUnionBranch, format!("the writer may write {}, which no branch of the reader's union [{}] can read", describe(writer), branches.join(", ")));
             }
+            return;
+        }
+        if matches!(writer, Schema::Ref { .. }) || matches!(reader, Schema::Ref { .. }) {
+            self.fail(
+                path,
+                Rule::TypeMismatch,
+                format!(
+                    "unresolved type reference ({} / {})",
+                    describe(writer),
+                    describe(reader)
+                ),
+            );
             return;
         }
         let (wbase, wlogical) = base_and_logical(writer);
@@ -550,11 +571,12 @@ impl<'a> Checker<'a> {
         }
         for rf in &r.fields {
             let fpath = child(path, &rf.name);
-            let found = w
-                .lookup
-                .get(&rf.name)
-                .or_else(|| rf.aliases.iter().flatten().find_map(|a| w.lookup.get(a)));
-            match found.and_then(|i| w.fields.get(*i)) {
+            // By the writer's field *names* only (apache-avro's `lookup` also holds the
+            // writer's aliases, which resolution must ignore), then by the reader's aliases.
+            let by_name = |n: &str| w.fields.iter().find(|f| f.name == n);
+            let found =
+                by_name(&rf.name).or_else(|| rf.aliases.iter().flatten().find_map(|a| by_name(a)));
+            match found {
                 Some(wf) => self.check(&wf.schema, &rf.schema, &fpath),
                 None => match &rf.default {
                     None => self.fail(&fpath, Rule::ReaderFieldMissingDefaultValue, format!("field {:?} is new to the reader and has no default, so old records cannot be read", rf.name)),

@@ -31,6 +31,9 @@ pub struct SubjectHistory {
 pub struct HistoryReport {
     /// Commits that touched the schemas folder, oldest first.
     pub commits: usize,
+    /// Committed versions that could not be loaded: each is a failure too, since a version
+    /// that cannot be read cannot be checked.
+    pub load_errors: Vec<String>,
     /// Per subject of the current catalog.
     pub subjects: Vec<SubjectHistory>,
 }
@@ -38,9 +41,10 @@ pub struct HistoryReport {
 impl HistoryReport {
     /// Every violation, as one line each naming the subject, the version, the field and the rule.
     pub fn failures(&self) -> Vec<String> {
-        self.subjects
+        self.load_errors
             .iter()
-            .flat_map(|s| {
+            .cloned()
+            .chain(self.subjects.iter().flat_map(|s| {
                 s.violations.iter().map(move |v| {
                     let commit = s
                         .versions
@@ -52,7 +56,7 @@ impl HistoryReport {
                         s.subject
                     )
                 })
-            })
+            }))
             .collect()
     }
 }
@@ -107,16 +111,25 @@ pub fn check_history(repo: &Path, schemas_rel: &str) -> Result<HistoryReport> {
     };
     let commits: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
 
-    // subject -> distinct versions (by canonical form), oldest first.
-    let mut history: BTreeMap<String, Vec<(String, Schema)>> = BTreeMap::new();
+    // subject -> distinct versions, oldest first. Distinct by the composed text, not by Avro's
+    // canonical form, which drops defaults and aliases: a commit that only removed a default is
+    // a version of its own and must be checked.
+    let mut history: BTreeMap<String, Vec<(String, String, Schema)>> = BTreeMap::new();
+    let mut load_errors = Vec::new();
     for commit in &commits {
+        let short = &commit[..commit.len().min(12)];
         let show = |rel: &str| git(repo, &["show", &format!("{commit}:{schemas_rel}/{rel}")]);
         let Ok(catalog_text) = show(CATALOG_FILE) else {
             continue;
-        };
-        let Ok(catalog) = toml::from_str::<LooseCatalog>(&catalog_text) else {
-            eprintln!("note: commit {commit}: catalog does not parse; skipped");
-            continue;
+        }; // no catalog yet then
+        let catalog = match toml::from_str::<LooseCatalog>(&catalog_text) {
+            Ok(c) => c,
+            Err(e) => {
+                load_errors.push(format!(
+                    "commit {short}: {CATALOG_FILE} does not parse: {e}"
+                ));
+                continue;
+            }
         };
         let common_list = git(
             repo,
@@ -129,9 +142,7 @@ pub fn check_history(repo: &Path, schemas_rel: &str) -> Result<HistoryReport> {
         .unwrap_or_default();
         let mut common_files = Vec::new();
         for name in common_list.lines().filter(|n| n.ends_with(".avsc")) {
-            if let Ok(text) = show(&format!("{COMMON_DIR}/{name}")) {
-                common_files.push((name.to_string(), text));
-            }
+            common_files.push((name.to_string(), show(&format!("{COMMON_DIR}/{name}"))?));
         }
         let common = match SharedTypes::from_files(
             Path::new(COMMON_DIR),
@@ -139,28 +150,26 @@ pub fn check_history(repo: &Path, schemas_rel: &str) -> Result<HistoryReport> {
         ) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("note: commit {commit}: shared types do not load ({e}); skipped");
+                load_errors.push(format!("commit {short}: shared types do not load: {e}"));
                 continue;
             }
         };
         for topic in catalog.topics {
-            let Ok(text) = show(&topic.schema) else {
-                continue;
-            };
-            let schema = match compose_schema(Path::new(&topic.schema), &text, &common) {
-                Ok((_, s)) => s,
+            let loaded = show(&topic.schema)
+                .and_then(|text| compose_schema(Path::new(&topic.schema), &text, &common));
+            let (json, schema) = match loaded {
+                Ok(loaded) => loaded,
                 Err(e) => {
-                    eprintln!("note: commit {commit}: {e}; skipped");
+                    load_errors.push(format!(
+                        "commit {short}: subject {}: {e}",
+                        topic.value_subject
+                    ));
                     continue;
                 }
             };
             let versions = history.entry(topic.value_subject).or_default();
-            let canonical = schema.canonical_form();
-            if versions
-                .last()
-                .is_none_or(|(_, last)| last.canonical_form() != canonical)
-            {
-                versions.push((commit.to_string(), schema));
+            if versions.last().is_none_or(|(_, last, _)| *last != json) {
+                versions.push((commit.to_string(), json, schema));
             }
         }
     }
@@ -169,7 +178,12 @@ pub fn check_history(repo: &Path, schemas_rel: &str) -> Result<HistoryReport> {
         .topics()
         .iter()
         .map(|topic| {
-            let versions = history.remove(&topic.value_subject).unwrap_or_default();
+            let versions: Vec<(String, Schema)> = history
+                .remove(&topic.value_subject)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(c, _, s)| (c, s))
+                .collect();
             let schemas: Vec<Schema> = versions.iter().map(|(_, s)| s.clone()).collect();
             let violations = check_compatibility(topic.compatibility, &topic.schema, &schemas);
             SubjectHistory {
@@ -181,6 +195,7 @@ pub fn check_history(repo: &Path, schemas_rel: &str) -> Result<HistoryReport> {
         .collect();
     Ok(HistoryReport {
         commits: commits.len(),
+        load_errors,
         subjects,
     })
 }

@@ -245,12 +245,34 @@ fn invalid_schema_json_names_the_file() {
 fn a_schema_without_the_envelope_first_is_refused() {
     let s = Scratch::new();
     s.edit("procedure.avsc", |t| {
-        t.replacen("{\"name\": \"envelope\"", "{\"name\": \"meta\"", 1)
+        t.replacen(
+            "{\"name\": \"envelope\"",
+            "{\"name\": \"x\", \"type\": \"int\", \"lienthong.personal_data\": \"none\"},\n    {\"name\": \"envelope\"",
+            1,
+        )
     });
-    s.edit("catalog.toml", |t| t.replace("key_field = \"envelope.aggregate_id\"\nkey_personal_data = \"none\"\nvalue_subject = \"hcm.reference.procedures-value\"", "key_field = \"meta.aggregate_id\"\nkey_personal_data = \"none\"\nvalue_subject = \"hcm.reference.procedures-value\""));
     let e = s.load_err();
     assert!(
         e.contains("procedure.avsc") && e.contains("first field must be `envelope`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_key_class_is_only_for_the_aggregate_id() {
+    let s = Scratch::new();
+    s.edit("procedure.avsc", |t| {
+        t.replacen(
+            "{\"name\": \"code\", \"type\": \"string\", \"lienthong.personal_data\": \"none\"}",
+            "{\"name\": \"code\", \"type\": \"string\", \"lienthong.personal_data\": \"key\"}",
+            1,
+        )
+    });
+    let e = s.load_err();
+    assert!(
+        e.contains("procedure.avsc")
+            && e.contains("procedure.code")
+            && e.contains("only for the envelope"),
         "{e}"
     );
 }

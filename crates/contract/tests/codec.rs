@@ -16,22 +16,14 @@ use serde::{Serialize, de::DeserializeOwned};
 fn catalog_codec() -> (Catalog, Codec) {
     static LOADED: LazyLock<(Catalog, Codec)> = LazyLock::new(|| {
         let catalog = Catalog::load(repo_schemas_dir()).unwrap();
-        let codec = Codec::new();
-        for (i, t) in catalog.topics().iter().enumerate() {
-            codec.insert(i as u32 + 1, &t.schema_json).unwrap();
-        }
+        let codec = Codec::from_catalog(&catalog).unwrap();
         (catalog, codec)
     });
     LOADED.clone()
 }
 
 fn id_of(catalog: &Catalog, topic: &str) -> u32 {
-    catalog
-        .topics()
-        .iter()
-        .position(|t| t.name == topic)
-        .unwrap() as u32
-        + 1
+    catalog.local_id(topic).unwrap()
 }
 
 /// Encode, then decode owned and generic.

@@ -125,6 +125,55 @@ fn renamed_fields_need_an_alias() {
 }
 
 #[test]
+fn writer_aliases_play_no_part_in_resolution() {
+    // The writer's alias "a" on field b must not make b's int look like field a.
+    let writer =
+        record(r#"{"name":"a","type":"string"},{"name":"b","type":"int","aliases":["a"]}"#);
+    let reader = record(r#"{"name":"a","type":"int"}"#);
+    assert_eq!(rules(&writer, &reader), [Rule::TypeMismatch]);
+    // Only the reader's aliases rename: a writer-side alias does not.
+    let writer = record(r#"{"name":"applicant","type":"string","aliases":["applicant_id"]}"#);
+    let reader = record(r#"{"name":"applicant_id","type":"string"}"#);
+    assert_eq!(
+        rules(&writer, &reader),
+        [Rule::ReaderFieldMissingDefaultValue]
+    );
+}
+
+#[test]
+fn an_alias_must_match_the_full_name() {
+    let writer = s(r#"{"type":"record","name":"Case","namespace":"y","fields":[]}"#);
+    let reader =
+        s(r#"{"type":"record","name":"Dossier","namespace":"b","aliases":["x.Case"],"fields":[]}"#);
+    assert_eq!(rules(&writer, &reader), [Rule::NameMismatch]);
+}
+
+#[test]
+fn renamed_enums_and_fixed_need_an_alias() {
+    let old = s(r#"{"type":"enum","name":"Kind","namespace":"a","symbols":["X"]}"#);
+    let renamed = s(r#"{"type":"enum","name":"Sort","namespace":"a","symbols":["X"]}"#);
+    let aliased =
+        s(r#"{"type":"enum","name":"Sort","namespace":"a","aliases":["a.Kind"],"symbols":["X"]}"#);
+    assert_eq!(rules(&old, &renamed), [Rule::NameMismatch]);
+    assert!(can_read(&old, &aliased).is_empty());
+    let f_old = s(r#"{"type":"fixed","name":"H","namespace":"a","size":4}"#);
+    let f_aliased = s(r#"{"type":"fixed","name":"G","namespace":"a","aliases":["a.H"],"size":4}"#);
+    assert!(can_read(&f_old, &f_aliased).is_empty());
+}
+
+#[test]
+fn decimal_precision_and_scale_must_match() {
+    let d = |p: u32, sc: u32| {
+        s(&format!(
+            r#"{{"type":"bytes","logicalType":"decimal","precision":{p},"scale":{sc}}}"#
+        ))
+    };
+    assert!(can_read(&d(10, 2), &d(10, 2)).is_empty());
+    assert_eq!(rules(&d(10, 2), &d(12, 2)), [Rule::TypeMismatch]);
+    assert_eq!(rules(&d(10, 2), &d(10, 3)), [Rule::TypeMismatch]);
+}
+
+#[test]
 fn renamed_records_need_an_alias() {
     let old = s(r#"{"type":"record","name":"Case","namespace":"a","fields":[]}"#);
     let renamed = s(r#"{"type":"record","name":"Dossier","namespace":"a","fields":[]}"#);

@@ -23,16 +23,11 @@ fn hex(bytes: &[u8]) -> String {
 /// `(name, topic, value as serde JSON, Avro body)` for every sample.
 fn current_vectors() -> Value {
     let catalog = Catalog::load(repo_schemas_dir()).unwrap();
-    let codec = Codec::new();
+    let codec = Codec::from_catalog(&catalog).unwrap();
     let mut vectors = Vec::new();
     let mut add = |name: String, topic: &str, value: &dyn erased::Encode| {
         let spec = catalog.topic(topic).unwrap();
-        let id = 1 + catalog
-            .topics()
-            .iter()
-            .position(|t| t.name == topic)
-            .unwrap() as u32;
-        codec.insert(id, &spec.schema_json).unwrap();
+        let id = catalog.local_id(topic).unwrap();
         let framed = value.encode(&codec, id);
         let (_, body) = split_frame(&framed).unwrap();
         vectors.push(json!({"name": name, "topic": topic, "schema": spec.schema_json, "value": value.json(), "avro_hex": hex(body)}));

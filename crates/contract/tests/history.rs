@@ -114,6 +114,67 @@ fn an_incompatible_edit_fails_naming_subject_field_and_rule() {
 }
 
 #[test]
+fn a_version_that_only_removed_a_default_is_still_checked() {
+    // v1: legal_basis with a default; v2 (committed): the default removed; working tree: the
+    // field dropped. v2 cannot read the new data (no value, no default) under FULL_TRANSITIVE,
+    // even though v1 and v2 have the same canonical form.
+    let dir = scratch_repo();
+    let file = dir.path().join("schemas/procedure.avsc");
+    let anchor = r#"{"name": "code", "type": "string", "lienthong.personal_data": "none"},"#;
+    edit(
+        &file,
+        anchor,
+        &format!(
+            "{anchor}\n      {{\"name\": \"legal_basis\", \"type\": \"string\", \"default\": \"\", \"lienthong.personal_data\": \"none\"}},"
+        ),
+    );
+    git(
+        dir.path(),
+        &["commit", "-q", "-am", "v1b: field with default"],
+    );
+    edit(
+        &file,
+        r#""type": "string", "default": "", "lienthong"#,
+        r#""type": "string", "lienthong"#,
+    );
+    git(dir.path(), &["commit", "-q", "-am", "v2: default removed"]);
+    edit(
+        &file,
+        r#"{"name": "legal_basis", "type": "string", "lienthong.personal_data": "none"},"#,
+        "",
+    );
+    let failures = check_history(dir.path(), "schemas").unwrap().failures();
+    assert!(
+        failures.iter().any(|f| f.contains("/procedure/legal_basis")
+            && f.contains("READER_FIELD_MISSING_DEFAULT_VALUE")),
+        "{failures:?}"
+    );
+}
+
+#[test]
+fn a_committed_version_that_does_not_load_is_a_failure() {
+    let dir = scratch_repo();
+    let file = dir.path().join("schemas/procedure.avsc");
+    edit(
+        &file,
+        r#""type": "record",
+  "name": "ProcedureRecord""#,
+        r#""type": "recrod",
+  "name": "ProcedureRecord""#,
+    );
+    git(dir.path(), &["commit", "-q", "-am", "broken"]);
+    // Repair the working tree; the broken commit stays in history.
+    edit(&file, r#""type": "recrod""#, r#""type": "record""#);
+    let failures = check_history(dir.path(), "schemas").unwrap().failures();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("hcm.reference.procedures-value") && f.contains("commit")),
+        "{failures:?}"
+    );
+}
+
+#[test]
 fn removing_an_enum_symbol_from_a_shared_type_fails_every_subject_using_it() {
     let dir = scratch_repo();
     edit(

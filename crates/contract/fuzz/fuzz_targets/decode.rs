@@ -11,11 +11,7 @@ use lienthong_contract::{Catalog, Codec, repo_schemas_dir};
 
 static CODEC: LazyLock<Codec> = LazyLock::new(|| {
     let catalog = Catalog::load(repo_schemas_dir()).expect("catalog");
-    let codec = Codec::new();
-    for (i, t) in catalog.topics().iter().enumerate() {
-        codec.insert(i as u32 + 1, &t.schema_json).expect("schema");
-    }
-    codec
+    Codec::from_catalog(&catalog).expect("schemas")
 });
 
 fuzz_target!(|data: &[u8]| {
