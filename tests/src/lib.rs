@@ -441,6 +441,18 @@ pub fn python() -> PathBuf {
     require(try_python())
 }
 
+/// Serve `router` on a free loopback port for the rest of the test; returns its base URL.
+pub async fn serve(router: axum::Router) -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            eprintln!("test server stopped: {e}");
+        }
+    });
+    Ok(format!("http://{addr}"))
+}
+
 /// Count occurrences, for duplicate checks.
 pub fn counts<T: std::hash::Hash + Eq, I: IntoIterator<Item = T>>(items: I) -> HashMap<T, usize> {
     let mut m = HashMap::new();

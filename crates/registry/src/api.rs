@@ -34,22 +34,45 @@ pub fn router(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route("/subjects/{subject}/versions", get(list_versions).post(register))
-        .route("/subjects/{subject}/versions/{version}", get(get_version).delete(delete_version))
-        .route("/subjects/{subject}/versions/{version}/schema", get(get_version_schema))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(get_version).delete(delete_version),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(get_version_schema),
+        )
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
         .route("/schemas/ids/{id}/versions", get(versions_of_id))
-        .route("/compatibility/subjects/{subject}/versions/{version}", post(compatibility))
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(compatibility),
+        )
         .route("/config", get(get_global_config).put(put_global_config))
-        .route("/config/{subject}", get(get_subject_config).put(put_subject_config).delete(delete_subject_config))
+        .route(
+            "/config/{subject}",
+            get(get_subject_config)
+                .put(put_subject_config)
+                .delete(delete_subject_config),
+        )
         .route("/mode", get(mode))
-        .layer(middleware::from_fn_with_state(registry.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            registry.clone(),
+            authenticate,
+        ))
         .with_state(registry)
 }
 
 async fn authenticate(State(registry): Shared, mut request: Request, next: Next) -> Response {
-    match registry.agencies().authenticate(request.headers().get(header::AUTHORIZATION)) {
+    match registry
+        .agencies()
+        .authenticate(request.headers().get(header::AUTHORIZATION))
+    {
         Ok(agency) => {
             request.extensions_mut().insert(agency);
             next.run(request).await
@@ -71,17 +94,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         check_content_type(req.headers())?;
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|_| RegistryError::TooLarge { limit: MAX_BODY_BYTES })?;
-        serde_json::from_slice(&bytes).map(Body).map_err(|e| RegistryError::InvalidSchema(format!("request body is not valid JSON for this call: {e}")))
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| RegistryError::TooLarge {
+                limit: MAX_BODY_BYTES,
+            })?;
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
+            RegistryError::InvalidSchema(format!(
+                "request body is not valid JSON for this call: {e}"
+            ))
+        })
     }
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), RegistryError> {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
     let ct = ct.to_str().unwrap_or_default();
-    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
-        "application/vnd.schemaregistry.v1+json" | "application/vnd.schemaregistry+json" | "application/json" | "application/octet-stream" => Ok(()),
+        "application/vnd.schemaregistry.v1+json"
+        | "application/vnd.schemaregistry+json"
+        | "application/json"
+        | "application/octet-stream" => Ok(()),
         _ => Err(RegistryError::UnsupportedMediaType(ct.to_string())),
     }
 }
@@ -99,7 +140,9 @@ impl SchemaBody {
     fn check_type(&self) -> Result<(), RegistryError> {
         match self.schema_type.as_deref() {
             None | Some("AVRO") => Ok(()),
-            Some(other) => Err(RegistryError::InvalidSchema(format!("schemaType {other} is not supported: lienthong speaks Avro"))),
+            Some(other) => Err(RegistryError::InvalidSchema(format!(
+                "schemaType {other} is not supported: lienthong speaks Avro"
+            ))),
         }
     }
 }
@@ -117,7 +160,8 @@ struct Flags {
 }
 
 fn view_json(v: &VersionView) -> Value {
-    let mut body = json!({"subject": v.subject, "version": v.version, "id": v.id, "schema": v.schema});
+    let mut body =
+        json!({"subject": v.subject, "version": v.version, "id": v.id, "schema": v.schema});
     if !v.references.is_empty() {
         body["references"] = json!(v.references);
     }
@@ -125,34 +169,64 @@ fn view_json(v: &VersionView) -> Value {
 }
 
 fn parse_id(id: &str) -> Result<u32, RegistryError> {
-    id.parse().map_err(|_| RegistryError::SchemaNotFound(format!("Schema {id} not found")))
+    id.parse()
+        .map_err(|_| RegistryError::SchemaNotFound(format!("Schema {id} not found")))
 }
 
 async fn list_subjects(State(r): Shared, Query(f): Query<Flags>) -> ApiResult {
     ok(json!(r.subjects(f.deleted)))
 }
 
-async fn register(State(r): Shared, Extension(agency): Extension<Agency>, Path(subject): Path<String>, Body(body): Body<SchemaBody>) -> ApiResult {
+async fn register(
+    State(r): Shared,
+    Extension(agency): Extension<Agency>,
+    Path(subject): Path<String>,
+    Body(body): Body<SchemaBody>,
+) -> ApiResult {
     body.check_type()?;
-    let id = r.register(&agency, &subject, &body.schema, body.references).await?;
+    let id = r
+        .register(&agency, &subject, &body.schema, body.references)
+        .await?;
     ok(json!({"id": id}))
 }
 
-async fn lookup(State(r): Shared, Path(subject): Path<String>, Body(body): Body<SchemaBody>) -> ApiResult {
+async fn lookup(
+    State(r): Shared,
+    Path(subject): Path<String>,
+    Body(body): Body<SchemaBody>,
+) -> ApiResult {
     body.check_type()?;
-    ok(view_json(&r.lookup(&subject, &body.schema, &body.references).await?))
+    ok(view_json(
+        &r.lookup(&subject, &body.schema, &body.references).await?,
+    ))
 }
 
-async fn list_versions(State(r): Shared, Path(subject): Path<String>, Query(f): Query<Flags>) -> ApiResult {
+async fn list_versions(
+    State(r): Shared,
+    Path(subject): Path<String>,
+    Query(f): Query<Flags>,
+) -> ApiResult {
     ok(json!(r.versions(&subject, f.deleted).await?))
 }
 
-async fn get_version(State(r): Shared, Path((subject, version)): Path<(String, String)>, Query(f): Query<Flags>) -> ApiResult {
-    ok(view_json(&r.version(&subject, VersionSpec::parse(&version)?, f.deleted).await?))
+async fn get_version(
+    State(r): Shared,
+    Path((subject, version)): Path<(String, String)>,
+    Query(f): Query<Flags>,
+) -> ApiResult {
+    ok(view_json(
+        &r.version(&subject, VersionSpec::parse(&version)?, f.deleted)
+            .await?,
+    ))
 }
 
-async fn get_version_schema(State(r): Shared, Path((subject, version)): Path<(String, String)>) -> ApiResult {
-    let v = r.version(&subject, VersionSpec::parse(&version)?, false).await?;
+async fn get_version_schema(
+    State(r): Shared,
+    Path((subject, version)): Path<(String, String)>,
+) -> ApiResult {
+    let v = r
+        .version(&subject, VersionSpec::parse(&version)?, false)
+        .await?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], v.schema).into_response())
 }
 
@@ -172,20 +246,56 @@ async fn raw_schema_by_id(State(r): Shared, Path(id): Path<String>) -> ApiResult
 
 async fn versions_of_id(State(r): Shared, Path(id): Path<String>) -> ApiResult {
     let list = r.subject_versions_of(parse_id(&id)?).await?;
-    ok(json!(list.into_iter().map(|(subject, version)| json!({"subject": subject, "version": version})).collect::<Vec<_>>()))
+    ok(json!(
+        list.into_iter()
+            .map(|(subject, version)| json!({"subject": subject, "version": version}))
+            .collect::<Vec<_>>()
+    ))
 }
 
-async fn delete_subject(State(r): Shared, Extension(agency): Extension<Agency>, Path(subject): Path<String>, Query(f): Query<Flags>) -> ApiResult {
-    ok(json!(r.delete_subject(&agency, &subject, f.permanent).await?))
+async fn delete_subject(
+    State(r): Shared,
+    Extension(agency): Extension<Agency>,
+    Path(subject): Path<String>,
+    Query(f): Query<Flags>,
+) -> ApiResult {
+    ok(json!(
+        r.delete_subject(&agency, &subject, f.permanent).await?
+    ))
 }
 
-async fn delete_version(State(r): Shared, Extension(agency): Extension<Agency>, Path((subject, version)): Path<(String, String)>, Query(f): Query<Flags>) -> ApiResult {
-    ok(json!(r.delete_version(&agency, &subject, VersionSpec::parse(&version)?, f.permanent).await?))
+async fn delete_version(
+    State(r): Shared,
+    Extension(agency): Extension<Agency>,
+    Path((subject, version)): Path<(String, String)>,
+    Query(f): Query<Flags>,
+) -> ApiResult {
+    ok(json!(
+        r.delete_version(
+            &agency,
+            &subject,
+            VersionSpec::parse(&version)?,
+            f.permanent
+        )
+        .await?
+    ))
 }
 
-async fn compatibility(State(r): Shared, Path((subject, version)): Path<(String, String)>, Query(f): Query<Flags>, Body(body): Body<SchemaBody>) -> ApiResult {
+async fn compatibility(
+    State(r): Shared,
+    Path((subject, version)): Path<(String, String)>,
+    Query(f): Query<Flags>,
+    Body(body): Body<SchemaBody>,
+) -> ApiResult {
     body.check_type()?;
-    let messages = r.test_compatibility(&subject, VersionSpec::parse(&version)?, &body.schema, &body.references).await?;
+    let messages = r
+        .test_compatibility(
+            &subject,
+            VersionSpec::parse(&version)?,
+            &body.schema,
+            &body.references,
+        )
+        .await?;
     let mut out = json!({"is_compatible": messages.is_empty()});
     if f.verbose {
         out["messages"] = json!(messages);
@@ -199,20 +309,33 @@ struct ConfigBody {
 }
 
 fn parse_mode(body: &ConfigBody) -> Result<CompatibilityMode, RegistryError> {
-    CompatibilityMode::parse(&body.compatibility).ok_or_else(|| RegistryError::InvalidRequest(format!("Invalid compatibility level {:?}", body.compatibility)))
+    CompatibilityMode::parse(&body.compatibility).ok_or_else(|| {
+        RegistryError::InvalidRequest(format!(
+            "Invalid compatibility level {:?}",
+            body.compatibility
+        ))
+    })
 }
 
 async fn get_global_config(State(r): Shared) -> ApiResult {
     ok(json!({"compatibilityLevel": r.config(None).1}))
 }
 
-async fn put_global_config(State(r): Shared, Extension(agency): Extension<Agency>, Body(body): Body<ConfigBody>) -> ApiResult {
+async fn put_global_config(
+    State(r): Shared,
+    Extension(agency): Extension<Agency>,
+    Body(body): Body<ConfigBody>,
+) -> ApiResult {
     let mode = parse_mode(&body)?;
     r.set_config(&agency, None, Some(mode)).await?;
     ok(json!({"compatibility": mode}))
 }
 
-async fn get_subject_config(State(r): Shared, Path(subject): Path<String>, Query(f): Query<Flags>) -> ApiResult {
+async fn get_subject_config(
+    State(r): Shared,
+    Path(subject): Path<String>,
+    Query(f): Query<Flags>,
+) -> ApiResult {
     match r.config(Some(&subject)) {
         (Some(mode), _) => ok(json!({"compatibilityLevel": mode})),
         (None, global) if f.default_to_global => ok(json!({"compatibilityLevel": global})),
@@ -220,13 +343,22 @@ async fn get_subject_config(State(r): Shared, Path(subject): Path<String>, Query
     }
 }
 
-async fn put_subject_config(State(r): Shared, Extension(agency): Extension<Agency>, Path(subject): Path<String>, Body(body): Body<ConfigBody>) -> ApiResult {
+async fn put_subject_config(
+    State(r): Shared,
+    Extension(agency): Extension<Agency>,
+    Path(subject): Path<String>,
+    Body(body): Body<ConfigBody>,
+) -> ApiResult {
     let mode = parse_mode(&body)?;
     r.set_config(&agency, Some(&subject), Some(mode)).await?;
     ok(json!({"compatibility": mode}))
 }
 
-async fn delete_subject_config(State(r): Shared, Extension(agency): Extension<Agency>, Path(subject): Path<String>) -> ApiResult {
+async fn delete_subject_config(
+    State(r): Shared,
+    Extension(agency): Extension<Agency>,
+    Path(subject): Path<String>,
+) -> ApiResult {
     let (previous, global) = r.config(Some(&subject));
     r.set_config(&agency, Some(&subject), None).await?;
     ok(json!({"compatibilityLevel": previous.unwrap_or(global)}))

@@ -32,7 +32,12 @@ pub struct AgencyCredential {
 
 impl std::fmt::Debug for AgencyCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgencyCredential").field("code", &self.code).field("kind", &self.kind).field("token_sha256", &"<redacted>").field("admin", &self.admin).finish()
+        f.debug_struct("AgencyCredential")
+            .field("code", &self.code)
+            .field("kind", &self.kind)
+            .field("token_sha256", &"<redacted>")
+            .field("admin", &self.admin)
+            .finish()
     }
 }
 
@@ -65,13 +70,22 @@ impl Agencies {
         let mut codes = std::collections::HashSet::new();
         for c in credentials {
             let mut hash = [0u8; 32];
-            hex::decode_to_slice(c.token_sha256.trim(), &mut hash).map_err(|_| format!("agency {}: token_sha256 must be 64 hex characters", c.code))?;
+            hex::decode_to_slice(c.token_sha256.trim(), &mut hash).map_err(|_| {
+                format!("agency {}: token_sha256 must be 64 hex characters", c.code)
+            })?;
             if !codes.insert(c.code.clone()) {
                 return Err(format!("agency {} is configured twice", c.code));
             }
-            let agency = Agency { code: c.code.clone(), kind: c.kind, admin: c.admin };
+            let agency = Agency {
+                code: c.code.clone(),
+                kind: c.kind,
+                admin: c.admin,
+            };
             if by_hash.insert(hash, agency).is_some() {
-                return Err(format!("agency {}: the same token is configured for two agencies", c.code));
+                return Err(format!(
+                    "agency {}: the same token is configured for two agencies",
+                    c.code
+                ));
             }
         }
         Ok(Agencies { by_hash })
@@ -79,12 +93,18 @@ impl Agencies {
 
     /// Who sent this `Authorization` header.
     pub fn authenticate(&self, header: Option<&HeaderValue>) -> Result<Agency, RegistryError> {
-        let header = header.and_then(|h| h.to_str().ok()).ok_or(RegistryError::Unauthenticated)?;
-        let (scheme, rest) = header.split_once(' ').ok_or(RegistryError::Unauthenticated)?;
+        let header = header
+            .and_then(|h| h.to_str().ok())
+            .ok_or(RegistryError::Unauthenticated)?;
+        let (scheme, rest) = header
+            .split_once(' ')
+            .ok_or(RegistryError::Unauthenticated)?;
         let (claimed, token) = if scheme.eq_ignore_ascii_case("bearer") {
             (None, rest.trim().to_string())
         } else if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).map_err(|_| RegistryError::Unauthenticated)?;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .map_err(|_| RegistryError::Unauthenticated)?;
             let text = String::from_utf8(decoded).map_err(|_| RegistryError::Unauthenticated)?;
             let (user, password) = text.split_once(':').ok_or(RegistryError::Unauthenticated)?;
             (Some(user.to_string()), password.to_string())
@@ -92,7 +112,10 @@ impl Agencies {
             return Err(RegistryError::Unauthenticated);
         };
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let agency = self.by_hash.get(&hash).ok_or(RegistryError::Unauthenticated)?;
+        let agency = self
+            .by_hash
+            .get(&hash)
+            .ok_or(RegistryError::Unauthenticated)?;
         match claimed {
             Some(user) if user != agency.code => Err(RegistryError::Unauthenticated),
             _ => Ok(agency.clone()),
@@ -109,7 +132,9 @@ pub fn owner_of(catalog: &Catalog, subject: &str) -> Option<String> {
     }
     let (prefix, _) = subject.split_once('.')?;
     let code = prefix.to_ascii_uppercase();
-    lienthong_contract::catalog::FieldFormat::UnitCode.accepts(&code).then_some(code)
+    lienthong_contract::catalog::FieldFormat::UnitCode
+        .accepts(&code)
+        .then_some(code)
 }
 
 /// May `agency` change `subject`?
@@ -118,7 +143,11 @@ pub fn check_owner(catalog: &Catalog, agency: &Agency, subject: &str) -> Result<
     if agency.admin || owner.as_deref() == Some(agency.code.as_str()) {
         Ok(())
     } else {
-        Err(RegistryError::Forbidden { agency: agency.code.clone(), subject: subject.to_string(), owner: owner.unwrap_or_else(|| "nobody (an admin only)".into()) })
+        Err(RegistryError::Forbidden {
+            agency: agency.code.clone(),
+            subject: subject.to_string(),
+            owner: owner.unwrap_or_else(|| "nobody (an admin only)".into()),
+        })
     }
 }
 
@@ -129,8 +158,18 @@ mod tests {
 
     fn agencies() -> Agencies {
         Agencies::new(&[
-            AgencyCredential { code: "STP".into(), kind: AgencyKind::Department, token_sha256: hash_token("stp-secret"), admin: false },
-            AgencyCredential { code: "26734".into(), kind: AgencyKind::Ward, token_sha256: hash_token("ward-secret"), admin: false },
+            AgencyCredential {
+                code: "STP".into(),
+                kind: AgencyKind::Department,
+                token_sha256: hash_token("stp-secret"),
+                admin: false,
+            },
+            AgencyCredential {
+                code: "26734".into(),
+                kind: AgencyKind::Ward,
+                token_sha256: hash_token("ward-secret"),
+                admin: false,
+            },
         ])
         .unwrap()
     }
@@ -140,8 +179,16 @@ mod tests {
         let a = agencies();
         let bearer = HeaderValue::from_static("Bearer stp-secret");
         assert_eq!(a.authenticate(Some(&bearer)).unwrap().code, "STP");
-        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("26734:ward-secret"));
-        assert_eq!(a.authenticate(Some(&HeaderValue::from_str(&basic).unwrap())).unwrap().code, "26734");
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("26734:ward-secret")
+        );
+        assert_eq!(
+            a.authenticate(Some(&HeaderValue::from_str(&basic).unwrap()))
+                .unwrap()
+                .code,
+            "26734"
+        );
     }
 
     #[test]
@@ -149,20 +196,56 @@ mod tests {
         let a = agencies();
         for h in ["Bearer nope", "Token stp-secret", "Basic !!!", "Bearer", ""] {
             let v = HeaderValue::from_str(h).unwrap();
-            assert!(matches!(a.authenticate(Some(&v)), Err(RegistryError::Unauthenticated)), "{h}");
+            assert!(
+                matches!(
+                    a.authenticate(Some(&v)),
+                    Err(RegistryError::Unauthenticated)
+                ),
+                "{h}"
+            );
         }
-        assert!(matches!(a.authenticate(None), Err(RegistryError::Unauthenticated)));
+        assert!(matches!(
+            a.authenticate(None),
+            Err(RegistryError::Unauthenticated)
+        ));
         // A ward's token presented under a department's name.
-        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("STP:ward-secret"));
-        assert!(matches!(a.authenticate(Some(&HeaderValue::from_str(&basic).unwrap())), Err(RegistryError::Unauthenticated)));
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("STP:ward-secret")
+        );
+        assert!(matches!(
+            a.authenticate(Some(&HeaderValue::from_str(&basic).unwrap())),
+            Err(RegistryError::Unauthenticated)
+        ));
     }
 
     #[test]
     fn config_rejects_bad_hashes_and_duplicates() {
-        let bad = AgencyCredential { code: "STP".into(), kind: AgencyKind::Department, token_sha256: "xyz".into(), admin: false };
+        let bad = AgencyCredential {
+            code: "STP".into(),
+            kind: AgencyKind::Department,
+            token_sha256: "xyz".into(),
+            admin: false,
+        };
         assert!(Agencies::new(&[bad]).is_err());
-        let one = AgencyCredential { code: "STP".into(), kind: AgencyKind::Department, token_sha256: hash_token("t"), admin: false };
+        let one = AgencyCredential {
+            code: "STP".into(),
+            kind: AgencyKind::Department,
+            token_sha256: hash_token("t"),
+            admin: false,
+        };
         assert!(Agencies::new(&[one.clone(), one]).is_err());
-        assert!(!format!("{:?}", AgencyCredential { code: "X1".into(), kind: AgencyKind::Ward, token_sha256: hash_token("t"), admin: false }).contains(&hash_token("t")));
+        assert!(
+            !format!(
+                "{:?}",
+                AgencyCredential {
+                    code: "X1".into(),
+                    kind: AgencyKind::Ward,
+                    token_sha256: hash_token("t"),
+                    admin: false
+                }
+            )
+            .contains(&hash_token("t"))
+        );
     }
 }

@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// No credential, or an unknown one.
-    #[error("authentication required: send `Authorization: Bearer <token>` or Basic <agency>:<token>")]
+    #[error(
+        "authentication required: send `Authorization: Bearer <token>` or Basic <agency>:<token>"
+    )]
     Unauthenticated,
     /// A known agency that may not change this subject.
     #[error("agency {agency} may not change subject {subject:?}: it is owned by {owner}")]
@@ -35,7 +37,9 @@ pub enum RegistryError {
     #[error("{0}")]
     SchemaNotFound(String),
     /// Not compatible with earlier versions.
-    #[error("Schema being registered is incompatible with an earlier schema for subject \"{subject}\": {details}")]
+    #[error(
+        "Schema being registered is incompatible with an earlier schema for subject \"{subject}\": {details}"
+    )]
     Incompatible {
         /// Subject.
         subject: String,
@@ -46,7 +50,9 @@ pub enum RegistryError {
     #[error("Invalid schema: {0}")]
     InvalidSchema(String),
     /// A version that is not a positive number or `latest`.
-    #[error("The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\"")]
+    #[error(
+        "The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
+    )]
     InvalidVersion(String),
     /// Invalid compatibility level or request body.
     #[error("{0}")]
@@ -55,7 +61,9 @@ pub enum RegistryError {
     #[error("Subject '{0}' does not have subject-level compatibility configured")]
     SubjectConfigNotFound(String),
     /// Permanent delete of a version that was not soft-deleted first.
-    #[error("Subject '{subject}' Version {version} was not deleted first before being permanently deleted")]
+    #[error(
+        "Subject '{subject}' Version {version} was not deleted first before being permanently deleted"
+    )]
     NotSoftDeleted {
         /// Subject.
         subject: String,
@@ -69,11 +77,25 @@ pub enum RegistryError {
         limit: usize,
     },
     /// The content type is not JSON.
-    #[error("unsupported content type {0:?}: send application/vnd.schemaregistry.v1+json or application/json")]
+    #[error(
+        "unsupported content type {0:?}: send application/vnd.schemaregistry.v1+json or application/json"
+    )]
     UnsupportedMediaType(String),
     /// Kafka, the store, did not answer (transient).
     #[error("Error in the backend data store: {0}")]
     Store(String),
+    /// A remote registry answered with an error.
+    #[error("registry at {url} answered {status} (error_code {error_code}): {message}")]
+    Remote {
+        /// The registry's base URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Confluent error code, 0 if the body had none.
+        error_code: u32,
+        /// The message.
+        message: String,
+    },
     /// A registration kept losing races (transient).
     #[error("registration did not settle after {0} attempts under concurrent writes; retry")]
     Contended(u32),
@@ -82,7 +104,11 @@ pub enum RegistryError {
 impl RegistryError {
     /// Transient errors are worth retrying: the store, or contention.
     pub fn is_transient(&self) -> bool {
-        matches!(self, RegistryError::Store(_) | RegistryError::Contended(_))
+        match self {
+            RegistryError::Store(_) | RegistryError::Contended(_) => true,
+            RegistryError::Remote { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
     }
 
     /// HTTP status and Confluent `error_code`.
@@ -103,6 +129,12 @@ impl RegistryError {
             InvalidVersion(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42202),
             InvalidRequest(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42203),
             Store(_) | Contended(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50001),
+            Remote {
+                status, error_code, ..
+            } => (
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                *error_code,
+            ),
         }
     }
 }

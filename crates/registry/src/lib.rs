@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod log;
 pub mod state;
@@ -45,6 +46,9 @@ pub struct Registry {
     log: SchemaLog,
     catalog: Arc<Catalog>,
     agencies: Agencies,
+    /// Registrations from this instance go one at a time, so they never race each other;
+    /// only other instances' proposals can win an id or a version from under them.
+    register_lock: tokio::sync::Mutex<()>,
 }
 
 /// A version as the API shows it.
@@ -85,21 +89,48 @@ impl VersionSpec {
 }
 
 impl Registry {
-    fn with_log(log: SchemaLog, catalog: Arc<Catalog>, agencies: Agencies, state: SharedState, applied_tx: watch::Sender<i64>) -> Self {
+    fn with_log(
+        log: SchemaLog,
+        catalog: Arc<Catalog>,
+        agencies: Agencies,
+        state: SharedState,
+        applied_tx: watch::Sender<i64>,
+    ) -> Self {
         let applied = applied_tx.subscribe();
-        Registry { state, applied, applied_tx, log, catalog, agencies }
+        Registry {
+            state,
+            applied,
+            applied_tx,
+            log,
+            catalog,
+            agencies,
+            register_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// A registry kept in memory: for tests and the embedded demo.
     pub fn in_memory(catalog: Arc<Catalog>, agencies: Agencies) -> Self {
         let state = Arc::new(RwLock::new(State::new(CompatibilityMode::Backward)));
         let (tx, _) = watch::channel(0);
-        Self::with_log(SchemaLog::Memory { records: Mutex::new(Vec::new()) }, catalog, agencies, state, tx)
+        Self::with_log(
+            SchemaLog::Memory {
+                records: Mutex::new(Vec::new()),
+            },
+            catalog,
+            agencies,
+            state,
+            tx,
+        )
     }
 
     /// A registry whose state is the Kafka topic in `config`, read from the beginning; waits
     /// until the state is caught up.
-    pub async fn with_kafka(config: &KafkaLogConfig, catalog: Arc<Catalog>, agencies: Agencies, shutdown: CancellationToken) -> Result<Self, RegistryError> {
+    pub async fn with_kafka(
+        config: &KafkaLogConfig,
+        catalog: Arc<Catalog>,
+        agencies: Agencies,
+        shutdown: CancellationToken,
+    ) -> Result<Self, RegistryError> {
         let state = Arc::new(RwLock::new(State::new(CompatibilityMode::Backward)));
         let (tx, _) = watch::channel(0);
         let log = KafkaLog::open(config, state.clone(), tx.clone(), shutdown).await?;
@@ -126,7 +157,11 @@ impl Registry {
         let mut rx = self.applied.clone();
         tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|applied| *applied >= next_offset))
             .await
-            .map_err(|_| RegistryError::Store(format!("the schema log was not read up to offset {next_offset} within {SYNC_TIMEOUT:?}")))?
+            .map_err(|_| {
+                RegistryError::Store(format!(
+                    "the schema log was not read up to offset {next_offset} within {SYNC_TIMEOUT:?}"
+                ))
+            })?
             .map_err(|_| RegistryError::Store("the schema log reader stopped".into()))?;
         Ok(())
     }
@@ -137,24 +172,40 @@ impl Registry {
         self.wait_applied(end).await
     }
 
-    async fn append(&self, key: &LogKey, value: &impl serde::Serialize) -> Result<i64, RegistryError> {
+    async fn append(
+        &self,
+        key: &LogKey,
+        value: &impl serde::Serialize,
+    ) -> Result<i64, RegistryError> {
         let key = serde_json::to_vec(key).map_err(|e| RegistryError::Store(e.to_string()))?;
         let value = serde_json::to_vec(value).map_err(|e| RegistryError::Store(e.to_string()))?;
-        let offset = self.log.append(&self.state, &self.applied_tx, key, value).await?;
+        let offset = self
+            .log
+            .append(&self.state, &self.applied_tx, key, value)
+            .await?;
         self.wait_applied(offset + 1).await?;
         Ok(offset)
     }
 
     /// Register `schema` under `subject` for `agency`; returns its id. Registering the same
     /// schema again returns the same id and changes nothing.
-    pub async fn register(&self, agency: &Agency, subject: &str, schema: &str, references: Vec<Reference>) -> Result<u32, RegistryError> {
+    pub async fn register(
+        &self,
+        agency: &Agency,
+        subject: &str,
+        schema: &str,
+        references: Vec<Reference>,
+    ) -> Result<u32, RegistryError> {
         validate_subject(subject)?;
         auth::check_owner(&self.catalog, agency, subject)?;
+        let _one_at_a_time = self.register_lock.lock().await;
         self.sync().await?;
         for _ in 0..MAX_ATTEMPTS {
             let (key, proposal, proposal_id) = {
                 let state = self.read();
-                let parsed = state.parse_with_references(schema, &references).map_err(RegistryError::InvalidSchema)?;
+                let parsed = state
+                    .parse_with_references(schema, &references)
+                    .map_err(RegistryError::InvalidSchema)?;
                 let canonical = parsed.canonical_form();
                 let known_id = state.by_canonical.get(&canonical).copied();
                 let subject_entry = state.subjects.get(subject);
@@ -164,19 +215,41 @@ impl Registry {
                     return Ok(id);
                 }
                 let existing: Vec<Schema> = subject_entry
-                    .map(|s| s.live().filter_map(|(_, v)| state.schemas.get(&v.id).and_then(|e| e.parsed.clone())).collect())
+                    .map(|s| {
+                        s.live()
+                            .filter_map(|(_, v)| {
+                                state.schemas.get(&v.id).and_then(|e| e.parsed.clone())
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let violations = check_compatibility(state.compat_for(subject), &parsed, &existing);
                 if !violations.is_empty() {
-                    let details = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-                    return Err(RegistryError::Incompatible { subject: subject.to_string(), details });
+                    let details = violations
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return Err(RegistryError::Incompatible {
+                        subject: subject.to_string(),
+                        details,
+                    });
                 }
                 let id = known_id.unwrap_or(state.max_id + 1);
                 let version = subject_entry.map_or(0, |s| s.last_version) + 1;
                 let proposal_id = uuid::Uuid::new_v4().to_string();
                 (
-                    LogKey::Schema { subject: subject.to_string(), version, proposal: proposal_id.clone() },
-                    Proposal { id, schema: schema.to_string(), references: references.clone(), agency: agency.code.clone() },
+                    LogKey::Schema {
+                        subject: subject.to_string(),
+                        version,
+                        proposal: proposal_id.clone(),
+                    },
+                    Proposal {
+                        id,
+                        schema: schema.to_string(),
+                        references: references.clone(),
+                        agency: agency.code.clone(),
+                    },
                     proposal_id,
                 )
             };
@@ -194,45 +267,91 @@ impl Registry {
     pub async fn bootstrap(&self) -> Result<Vec<(String, u32)>, RegistryError> {
         let mut ids = Vec::new();
         for topic in self.catalog.topics() {
-            let owner = Agency { code: topic.owner.clone(), kind: lienthong_contract::AgencyKind::Department, admin: false };
+            let owner = Agency {
+                code: topic.owner.clone(),
+                kind: lienthong_contract::AgencyKind::Department,
+                admin: false,
+            };
             if self.read().subject_compat.get(&topic.value_subject) != Some(&topic.compatibility) {
-                self.set_config(&owner, Some(&topic.value_subject), Some(topic.compatibility)).await?;
+                self.set_config(
+                    &owner,
+                    Some(&topic.value_subject),
+                    Some(topic.compatibility),
+                )
+                .await?;
             }
-            let id = self.register(&owner, &topic.value_subject, &topic.schema_json, Vec::new()).await?;
+            let id = self
+                .register(&owner, &topic.value_subject, &topic.schema_json, Vec::new())
+                .await?;
             ids.push((topic.value_subject.clone(), id));
         }
         Ok(ids)
     }
 
     /// Set (or, with `None`, remove) the compatibility of a subject, or the global one.
-    pub async fn set_config(&self, agency: &Agency, subject: Option<&str>, mode: Option<CompatibilityMode>) -> Result<(), RegistryError> {
+    pub async fn set_config(
+        &self,
+        agency: &Agency,
+        subject: Option<&str>,
+        mode: Option<CompatibilityMode>,
+    ) -> Result<(), RegistryError> {
         match subject {
             Some(s) => {
                 validate_subject(s)?;
                 auth::check_owner(&self.catalog, agency, s)?;
             }
             None if !agency.admin => {
-                return Err(RegistryError::Forbidden { agency: agency.code.clone(), subject: "(global config)".into(), owner: "an admin agency".into() });
+                return Err(RegistryError::Forbidden {
+                    agency: agency.code.clone(),
+                    subject: "(global config)".into(),
+                    owner: "an admin agency".into(),
+                });
             }
             None => {}
         }
-        self.append(&LogKey::Config { subject: subject.map(str::to_string) }, &ConfigValue { compatibility: mode, agency: agency.code.clone() }).await?;
+        self.append(
+            &LogKey::Config {
+                subject: subject.map(str::to_string),
+            },
+            &ConfigValue {
+                compatibility: mode,
+                agency: agency.code.clone(),
+            },
+        )
+        .await?;
         Ok(())
     }
 
     /// The subject's own mode (`None` if it has none), and the global mode.
     pub fn config(&self, subject: Option<&str>) -> (Option<CompatibilityMode>, CompatibilityMode) {
         let state = self.read();
-        (subject.and_then(|s| state.subject_compat.get(s).copied()), state.global_compat)
+        (
+            subject.and_then(|s| state.subject_compat.get(s).copied()),
+            state.global_compat,
+        )
     }
 
     /// Subjects with at least one live version (or any version, with `deleted`).
     pub fn subjects(&self, deleted: bool) -> Vec<String> {
         let state = self.read();
-        state.subjects.iter().filter(|(_, s)| if deleted { !s.versions.is_empty() } else { s.live().next().is_some() }).map(|(n, _)| n.clone()).collect()
+        state
+            .subjects
+            .iter()
+            .filter(|(_, s)| {
+                if deleted {
+                    !s.versions.is_empty()
+                } else {
+                    s.live().next().is_some()
+                }
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
-    async fn found_or_sync<T>(&self, f: impl Fn(&State) -> Result<T, RegistryError>) -> Result<T, RegistryError> {
+    async fn found_or_sync<T>(
+        &self,
+        f: impl Fn(&State) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
         let first = f(&self.read());
         if first.is_ok() {
             return first;
@@ -245,16 +364,34 @@ impl Registry {
     /// Version numbers of a subject.
     pub async fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<u32>, RegistryError> {
         self.found_or_sync(|state| {
-            let s = state.subjects.get(subject).ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?;
-            let v: Vec<u32> = s.versions.iter().filter(|(_, v)| deleted || !v.deleted).map(|(n, _)| *n).collect();
-            if v.is_empty() { Err(RegistryError::SubjectNotFound(subject.into())) } else { Ok(v) }
+            let s = state
+                .subjects
+                .get(subject)
+                .ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?;
+            let v: Vec<u32> = s
+                .versions
+                .iter()
+                .filter(|(_, v)| deleted || !v.deleted)
+                .map(|(n, _)| *n)
+                .collect();
+            if v.is_empty() {
+                Err(RegistryError::SubjectNotFound(subject.into()))
+            } else {
+                Ok(v)
+            }
         })
         .await
     }
 
     /// One version of a subject.
-    pub async fn version(&self, subject: &str, spec: VersionSpec, deleted: bool) -> Result<VersionView, RegistryError> {
-        self.found_or_sync(|state| version_view(state, subject, spec, deleted)).await
+    pub async fn version(
+        &self,
+        subject: &str,
+        spec: VersionSpec,
+        deleted: bool,
+    ) -> Result<VersionView, RegistryError> {
+        self.found_or_sync(|state| version_view(state, subject, spec, deleted))
+            .await
     }
 
     /// The schema with `id`, with its references; deleted schemas still resolve until purged.
@@ -272,75 +409,167 @@ impl Registry {
     /// Every `(subject, version)` that uses schema `id`.
     pub async fn subject_versions_of(&self, id: u32) -> Result<Vec<(String, u32)>, RegistryError> {
         self.found_or_sync(|state| {
-            if !state.schemas.get(&id).is_some_and(|e| e.schema.is_some()) {
-                return Err(RegistryError::SchemaNotFound(format!("Schema {id} not found")));
+            if state.schemas.get(&id).is_none_or(|e| e.schema.is_none()) {
+                return Err(RegistryError::SchemaNotFound(format!(
+                    "Schema {id} not found"
+                )));
             }
-            Ok(state.subjects.iter().flat_map(|(n, s)| s.live().filter(|(_, v)| v.id == id).map(move |(ver, _)| (n.clone(), ver))).collect())
+            Ok(state
+                .subjects
+                .iter()
+                .flat_map(|(n, s)| {
+                    s.live()
+                        .filter(|(_, v)| v.id == id)
+                        .map(move |(ver, _)| (n.clone(), ver))
+                })
+                .collect())
         })
         .await
     }
 
     /// Is `schema` registered under `subject`? Returns that version.
-    pub async fn lookup(&self, subject: &str, schema: &str, references: &[Reference]) -> Result<VersionView, RegistryError> {
-        let canonical = self.read().parse_with_references(schema, references).map_err(RegistryError::InvalidSchema)?.canonical_form();
+    pub async fn lookup(
+        &self,
+        subject: &str,
+        schema: &str,
+        references: &[Reference],
+    ) -> Result<VersionView, RegistryError> {
+        let canonical = self
+            .read()
+            .parse_with_references(schema, references)
+            .map_err(RegistryError::InvalidSchema)?
+            .canonical_form();
         self.found_or_sync(|state| {
-            let s = state.subjects.get(subject).filter(|s| s.live().next().is_some()).ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?;
+            let s = state
+                .subjects
+                .get(subject)
+                .filter(|s| s.live().next().is_some())
+                .ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?;
             let id = state.by_canonical.get(&canonical).copied();
-            let (version, _) = s.live().find(|(_, v)| Some(v.id) == id).ok_or_else(|| RegistryError::SchemaNotFound("Schema not found".into()))?;
+            let (version, _) = s
+                .live()
+                .find(|(_, v)| Some(v.id) == id)
+                .ok_or_else(|| RegistryError::SchemaNotFound("Schema not found".into()))?;
             version_view(state, subject, VersionSpec::Number(version), false)
         })
         .await
     }
 
     /// Would `schema` be accepted as a new version, judged against `against`?
-    pub async fn test_compatibility(&self, subject: &str, against: VersionSpec, schema: &str, references: &[Reference]) -> Result<Vec<String>, RegistryError> {
+    pub async fn test_compatibility(
+        &self,
+        subject: &str,
+        against: VersionSpec,
+        schema: &str,
+        references: &[Reference],
+    ) -> Result<Vec<String>, RegistryError> {
         self.sync().await?;
         let state = self.read();
-        let parsed = state.parse_with_references(schema, references).map_err(RegistryError::InvalidSchema)?;
+        let parsed = state
+            .parse_with_references(schema, references)
+            .map_err(RegistryError::InvalidSchema)?;
         let target = version_view(&state, subject, against, false)?;
         let mode = state.compat_for(subject);
         let existing: Vec<Schema> = match state.subjects.get(subject) {
-            Some(s) if matches!(mode, CompatibilityMode::BackwardTransitive | CompatibilityMode::ForwardTransitive | CompatibilityMode::FullTransitive) => {
-                s.live().filter(|(n, _)| *n <= target.version).filter_map(|(_, v)| state.schemas.get(&v.id).and_then(|e| e.parsed.clone())).collect()
+            Some(s)
+                if matches!(
+                    mode,
+                    CompatibilityMode::BackwardTransitive
+                        | CompatibilityMode::ForwardTransitive
+                        | CompatibilityMode::FullTransitive
+                ) =>
+            {
+                s.live()
+                    .filter(|(n, _)| *n <= target.version)
+                    .filter_map(|(_, v)| state.schemas.get(&v.id).and_then(|e| e.parsed.clone()))
+                    .collect()
             }
-            _ => state.schemas.get(&target.id).and_then(|e| e.parsed.clone()).into_iter().collect(),
+            _ => state
+                .schemas
+                .get(&target.id)
+                .and_then(|e| e.parsed.clone())
+                .into_iter()
+                .collect(),
         };
-        Ok(check_compatibility(mode, &parsed, &existing).iter().map(ToString::to_string).collect())
+        Ok(check_compatibility(mode, &parsed, &existing)
+            .iter()
+            .map(ToString::to_string)
+            .collect())
     }
 
     /// Delete one version (soft, or permanently after a soft delete). Returns the version.
-    pub async fn delete_version(&self, agency: &Agency, subject: &str, spec: VersionSpec, permanent: bool) -> Result<u32, RegistryError> {
+    pub async fn delete_version(
+        &self,
+        agency: &Agency,
+        subject: &str,
+        spec: VersionSpec,
+        permanent: bool,
+    ) -> Result<u32, RegistryError> {
         auth::check_owner(&self.catalog, agency, subject)?;
         self.sync().await?;
         let version = {
             let state = self.read();
             let v = version_view(&state, subject, spec, permanent)?;
-            let deleted = state.subjects.get(subject).and_then(|s| s.versions.get(&v.version)).is_some_and(|e| e.deleted);
+            let deleted = state
+                .subjects
+                .get(subject)
+                .and_then(|s| s.versions.get(&v.version))
+                .is_some_and(|e| e.deleted);
             if permanent && !deleted {
-                return Err(RegistryError::NotSoftDeleted { subject: subject.into(), version: v.version });
+                return Err(RegistryError::NotSoftDeleted {
+                    subject: subject.into(),
+                    version: v.version,
+                });
             }
             v.version
         };
-        self.append(&LogKey::Delete { subject: subject.into(), version, permanent }, &serde_json::json!({"agency": agency.code})).await?;
+        self.append(
+            &LogKey::Delete {
+                subject: subject.into(),
+                version,
+                permanent,
+            },
+            &serde_json::json!({"agency": agency.code}),
+        )
+        .await?;
         Ok(version)
     }
 
     /// Delete every version of a subject. Returns the versions deleted.
-    pub async fn delete_subject(&self, agency: &Agency, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
+    pub async fn delete_subject(
+        &self,
+        agency: &Agency,
+        subject: &str,
+        permanent: bool,
+    ) -> Result<Vec<u32>, RegistryError> {
         auth::check_owner(&self.catalog, agency, subject)?;
         let versions = self.versions(subject, permanent).await?;
         for v in &versions {
-            self.delete_version(agency, subject, VersionSpec::Number(*v), permanent).await?;
+            self.delete_version(agency, subject, VersionSpec::Number(*v), permanent)
+                .await?;
         }
         Ok(versions)
     }
 }
 
-fn version_view(state: &State, subject: &str, spec: VersionSpec, deleted: bool) -> Result<VersionView, RegistryError> {
-    let s = state.subjects.get(subject).filter(|s| deleted || s.live().next().is_some()).ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?;
+fn version_view(
+    state: &State,
+    subject: &str,
+    spec: VersionSpec,
+    deleted: bool,
+) -> Result<VersionView, RegistryError> {
+    let s = state
+        .subjects
+        .get(subject)
+        .filter(|s| deleted || s.live().next().is_some())
+        .ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?;
     let (version, entry) = match spec {
         VersionSpec::Latest => s.live().last(),
-        VersionSpec::Number(n) => s.versions.get(&n).filter(|v| deleted || !v.deleted).map(|v| (n, *v)),
+        VersionSpec::Number(n) => s
+            .versions
+            .get(&n)
+            .filter(|v| deleted || !v.deleted)
+            .map(|v| (n, *v)),
     }
     .ok_or_else(|| RegistryError::VersionNotFound {
         subject: subject.into(),
@@ -349,20 +578,28 @@ fn version_view(state: &State, subject: &str, spec: VersionSpec, deleted: bool) 
             VersionSpec::Number(n) => n.to_string(),
         },
     })?;
-    let schema = state.schemas.get(&entry.id).ok_or_else(|| RegistryError::SchemaNotFound(format!("Schema {} not found", entry.id)))?;
+    let schema = state
+        .schemas
+        .get(&entry.id)
+        .ok_or_else(|| RegistryError::SchemaNotFound(format!("Schema {} not found", entry.id)))?;
     Ok(VersionView {
         subject: subject.into(),
         version,
         id: entry.id,
-        schema: schema.schema.clone().ok_or_else(|| RegistryError::SchemaNotFound(format!("Schema {} not found", entry.id)))?,
+        schema: schema.schema.clone().ok_or_else(|| {
+            RegistryError::SchemaNotFound(format!("Schema {} not found", entry.id))
+        })?,
         references: schema.references.clone(),
     })
 }
 
 /// Subjects are any non-empty Unicode text without control characters, up to 255 characters.
 fn validate_subject(subject: &str) -> Result<(), RegistryError> {
-    if subject.is_empty() || subject.chars().count() > 255 || subject.chars().any(char::is_control) {
-        return Err(RegistryError::InvalidRequest(format!("invalid subject name {subject:?}")));
+    if subject.is_empty() || subject.chars().count() > 255 || subject.chars().any(char::is_control)
+    {
+        return Err(RegistryError::InvalidRequest(format!(
+            "invalid subject name {subject:?}"
+        )));
     }
     Ok(())
 }

@@ -57,12 +57,21 @@ fn client(bootstrap: &str) -> ClientConfig {
 
 impl SchemaLog {
     /// Append a record; returns its offset once it is durable. Memory logs apply it at once.
-    pub async fn append(&self, state: &SharedState, applied: &watch::Sender<i64>, key: Vec<u8>, value: Vec<u8>) -> Result<i64, RegistryError> {
+    pub async fn append(
+        &self,
+        state: &SharedState,
+        applied: &watch::Sender<i64>,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<i64, RegistryError> {
         match self {
             SchemaLog::Memory { records } => {
                 let offset = {
                     let mut records = records.lock().unwrap_or_else(|p| p.into_inner());
-                    state.write().unwrap_or_else(|p| p.into_inner()).apply(&key, Some(&value));
+                    state
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .apply(&key, Some(&value));
                     records.push((key, value));
                     records.len() as i64 - 1
                 };
@@ -70,8 +79,15 @@ impl SchemaLog {
                 Ok(offset)
             }
             SchemaLog::Kafka(k) => {
-                let record = FutureRecord::to(&k.topic).key(&key).payload(&value).partition(0);
-                let delivery = k.producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| RegistryError::Store(e.to_string()))?;
+                let record = FutureRecord::to(&k.topic)
+                    .key(&key)
+                    .payload(&value)
+                    .partition(0);
+                let delivery = k
+                    .producer
+                    .send(record, Duration::from_secs(10))
+                    .await
+                    .map_err(|(e, _)| RegistryError::Store(e.to_string()))?;
                 Ok(delivery.offset)
             }
         }
@@ -80,13 +96,19 @@ impl SchemaLog {
     /// The offset one past the last record in the log now.
     pub async fn end_offset(&self) -> Result<i64, RegistryError> {
         match self {
-            SchemaLog::Memory { records } => Ok(records.lock().unwrap_or_else(|p| p.into_inner()).len() as i64),
+            SchemaLog::Memory { records } => {
+                Ok(records.lock().unwrap_or_else(|p| p.into_inner()).len() as i64)
+            }
             SchemaLog::Kafka(k) => {
                 let (topic, consumer) = (k.topic.clone(), k.watermarks.clone());
-                let watermarks = tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, 0, Duration::from_secs(5)))
-                    .await
-                    .map_err(|e| RegistryError::Store(e.to_string()))?;
-                watermarks.map(|(_, high)| high).map_err(|e| RegistryError::Store(e.to_string()))
+                let watermarks = tokio::task::spawn_blocking(move || {
+                    consumer.fetch_watermarks(&topic, 0, Duration::from_secs(5))
+                })
+                .await
+                .map_err(|e| RegistryError::Store(e.to_string()))?;
+                watermarks
+                    .map(|(_, high)| high)
+                    .map_err(|e| RegistryError::Store(e.to_string()))
             }
         }
     }
@@ -95,17 +117,35 @@ impl SchemaLog {
 impl KafkaLog {
     /// Connect, creating the topic if it does not exist, and start applying it into `state`
     /// from the beginning, publishing the next offset to apply on `applied`.
-    pub async fn open(config: &KafkaLogConfig, state: SharedState, applied: watch::Sender<i64>, shutdown: CancellationToken) -> Result<KafkaLog, RegistryError> {
+    pub async fn open(
+        config: &KafkaLogConfig,
+        state: SharedState,
+        applied: watch::Sender<i64>,
+        shutdown: CancellationToken,
+    ) -> Result<KafkaLog, RegistryError> {
         let store = |e: KafkaError| RegistryError::Store(e.to_string());
-        let admin: AdminClient<DefaultClientContext> = client(&config.bootstrap).create().map_err(store)?;
-        let topic = NewTopic::new(&config.topic, 1, TopicReplication::Fixed(config.replication))
-            .set("cleanup.policy", "compact")
-            .set("min.compaction.lag.ms", "0");
+        let admin: AdminClient<DefaultClientContext> =
+            client(&config.bootstrap).create().map_err(store)?;
+        let topic = NewTopic::new(
+            &config.topic,
+            1,
+            TopicReplication::Fixed(config.replication),
+        )
+        .set("cleanup.policy", "compact")
+        .set("min.compaction.lag.ms", "0");
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-        for result in admin.create_topics([&topic], &options).await.map_err(store)? {
+        for result in admin
+            .create_topics([&topic], &options)
+            .await
+            .map_err(store)?
+        {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => return Err(RegistryError::Store(format!("creating schema log topic {t}: {code}"))),
+                Err((t, code)) => {
+                    return Err(RegistryError::Store(format!(
+                        "creating schema log topic {t}: {code}"
+                    )));
+                }
             }
         }
         let producer: FutureProducer = client(&config.bootstrap)
@@ -114,33 +154,52 @@ impl KafkaLog {
             .set("linger.ms", "0")
             .create()
             .map_err(store)?;
-        let watermarks: BaseConsumer = client(&config.bootstrap).set("group.id", "lienthong-registry-watermarks").create().map_err(store)?;
+        let watermarks: BaseConsumer = client(&config.bootstrap)
+            .set("group.id", "lienthong-registry-watermarks")
+            .create()
+            .map_err(store)?;
 
         let reader: BaseConsumer = client(&config.bootstrap)
-            .set("group.id", format!("lienthong-registry-{}", uuid::Uuid::new_v4()))
+            .set(
+                "group.id",
+                format!("lienthong-registry-{}", uuid::Uuid::new_v4()),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create()
             .map_err(store)?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&config.topic, 0, Offset::Beginning).map_err(store)?;
+        tpl.add_partition_offset(&config.topic, 0, Offset::Beginning)
+            .map_err(store)?;
         reader.assign(&tpl).map_err(store)?;
         std::thread::Builder::new()
             .name("registry-log".into())
             .spawn(move || apply_loop(reader, state, applied, shutdown))
             .map_err(|e| RegistryError::Store(format!("starting the log reader: {e}")))?;
-        Ok(KafkaLog { topic: config.topic.clone(), producer, watermarks: Arc::new(watermarks) })
+        Ok(KafkaLog {
+            topic: config.topic.clone(),
+            producer,
+            watermarks: Arc::new(watermarks),
+        })
     }
 }
 
 /// Read the log and apply each record, until shutdown. A blocking thread: librdkafka's poll.
-fn apply_loop(reader: BaseConsumer, state: SharedState, applied: watch::Sender<i64>, shutdown: CancellationToken) {
+fn apply_loop(
+    reader: BaseConsumer,
+    state: SharedState,
+    applied: watch::Sender<i64>,
+    shutdown: CancellationToken,
+) {
     while !shutdown.is_cancelled() {
         match reader.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(m)) => {
                 let key = m.key().unwrap_or_default();
-                state.write().unwrap_or_else(|p| p.into_inner()).apply(key, m.payload());
+                state
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(key, m.payload());
                 applied.send_replace(m.offset() + 1);
             }
             Some(Err(e)) => tracing::warn!(error = %e, "reading the schema log"),

@@ -122,7 +122,10 @@ pub struct SubjectEntry {
 impl SubjectEntry {
     /// Versions not deleted, in order.
     pub fn live(&self) -> impl Iterator<Item = (u32, VersionEntry)> + '_ {
-        self.versions.iter().filter(|(_, v)| !v.deleted).map(|(n, v)| (*n, *v))
+        self.versions
+            .iter()
+            .filter(|(_, v)| !v.deleted)
+            .map(|(n, v)| (*n, *v))
     }
 }
 
@@ -175,11 +178,18 @@ impl State {
 
     /// The mode in force for `subject`.
     pub fn compat_for(&self, subject: &str) -> CompatibilityMode {
-        self.subject_compat.get(subject).copied().unwrap_or(self.global_compat)
+        self.subject_compat
+            .get(subject)
+            .copied()
+            .unwrap_or(self.global_compat)
     }
 
     /// Parse a schema with its references, as registration and apply both do.
-    pub fn parse_with_references(&self, schema: &str, references: &[Reference]) -> Result<Schema, String> {
+    pub fn parse_with_references(
+        &self,
+        schema: &str,
+        references: &[Reference],
+    ) -> Result<Schema, String> {
         if references.is_empty() {
             return Schema::parse_str(schema).map_err(|e| e.to_string());
         }
@@ -191,30 +201,48 @@ impl State {
                 .and_then(|s| s.versions.get(&r.version))
                 .and_then(|v| self.schemas.get(&v.id))
                 .and_then(|e| e.schema.clone())
-                .ok_or_else(|| format!("reference {:?} to subject {:?} version {} does not exist", r.name, r.subject, r.version))?;
+                .ok_or_else(|| {
+                    format!(
+                        "reference {:?} to subject {:?} version {} does not exist",
+                        r.name, r.subject, r.version
+                    )
+                })?;
             texts.push(text);
         }
         texts.push(schema.to_string());
-        let mut parsed = Schema::parse_list(texts.iter().map(String::as_str)).map_err(|e| e.to_string())?;
+        let mut parsed =
+            Schema::parse_list(texts.iter().map(String::as_str)).map_err(|e| e.to_string())?;
         parsed.pop().ok_or_else(|| "empty schema list".to_string())
     }
 
     /// Apply one log record. `value` is `None` for a Kafka tombstone (ignored: nothing here is
     /// ever deleted by tombstone). Malformed records are skipped, deterministically.
     pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
-        let Ok(key) = serde_json::from_slice::<LogKey>(key) else { return };
+        let Ok(key) = serde_json::from_slice::<LogKey>(key) else {
+            return;
+        };
         let Some(value) = value else { return };
         match key {
-            LogKey::Schema { subject, version, proposal: proposal_id } => {
+            LogKey::Schema {
+                subject,
+                version,
+                proposal: proposal_id,
+            } => {
                 let outcome = match serde_json::from_slice::<Proposal>(value) {
                     Ok(p) => self.apply_proposal(&subject, version, p),
                     Err(_) => Outcome::Rejected,
                 };
                 self.outcomes.insert(proposal_id, outcome);
             }
-            LogKey::Delete { subject, version, permanent } => self.apply_delete(&subject, version, permanent),
+            LogKey::Delete {
+                subject,
+                version,
+                permanent,
+            } => self.apply_delete(&subject, version, permanent),
             LogKey::Config { subject } => {
-                let Ok(cfg) = serde_json::from_slice::<ConfigValue>(value) else { return };
+                let Ok(cfg) = serde_json::from_slice::<ConfigValue>(value) else {
+                    return;
+                };
                 match (subject, cfg.compatibility) {
                     (None, Some(mode)) => self.global_compat = mode,
                     (None, None) => {}
@@ -234,7 +262,9 @@ impl State {
         if version != last + 1 || p.id == 0 {
             return Outcome::Rejected;
         }
-        let Ok(parsed) = self.parse_with_references(&p.schema, &p.references) else { return Outcome::Rejected };
+        let Ok(parsed) = self.parse_with_references(&p.schema, &p.references) else {
+            return Outcome::Rejected;
+        };
         let canonical = parsed.canonical_form();
         match self.by_canonical.get(&canonical) {
             Some(&existing) if existing != p.id => return Outcome::Rejected,
@@ -251,7 +281,13 @@ impl State {
             return Outcome::Rejected; // already registered: nothing new to record
         }
         let entry = self.schemas.entry(p.id).or_insert_with(|| {
-            Arc::new(SchemaEntry { id: p.id, schema: None, canonical: canonical.clone(), parsed: None, references: Vec::new() })
+            Arc::new(SchemaEntry {
+                id: p.id,
+                schema: None,
+                canonical: canonical.clone(),
+                parsed: None,
+                references: Vec::new(),
+            })
         });
         if entry.schema.is_none() {
             // New, or revived after a permanent delete: keep the text for old messages.
@@ -266,14 +302,24 @@ impl State {
         self.by_canonical.insert(canonical, p.id);
         self.max_id = self.max_id.max(p.id);
         let s = self.subjects.entry(subject.to_string()).or_default();
-        s.versions.insert(version, VersionEntry { id: p.id, deleted: false });
+        s.versions.insert(
+            version,
+            VersionEntry {
+                id: p.id,
+                deleted: false,
+            },
+        );
         s.last_version = version;
         Outcome::Accepted { id: p.id, version }
     }
 
     fn apply_delete(&mut self, subject: &str, version: u32, permanent: bool) {
-        let Some(s) = self.subjects.get_mut(subject) else { return };
-        let Some(v) = s.versions.get_mut(&version) else { return };
+        let Some(s) = self.subjects.get_mut(subject) else {
+            return;
+        };
+        let Some(v) = s.versions.get_mut(&version) else {
+            return;
+        };
         if !permanent {
             v.deleted = true;
             return;
@@ -284,7 +330,10 @@ impl State {
         let id = v.id;
         s.versions.remove(&version);
         // Drop the text once no version anywhere uses the id; the id itself stays reserved.
-        let still_used = self.subjects.values().any(|s| s.versions.values().any(|v| v.id == id));
+        let still_used = self
+            .subjects
+            .values()
+            .any(|s| s.versions.values().any(|v| v.id == id));
         if !still_used && let Some(entry) = self.schemas.get_mut(&id) {
             *entry = Arc::new(SchemaEntry {
                 id,
@@ -305,9 +354,27 @@ mod tests {
     const A: &str = r#"{"type":"record","name":"A","fields":[{"name":"x","type":"int"}]}"#;
     const B: &str = r#"{"type":"record","name":"B","fields":[{"name":"y","type":"string"}]}"#;
 
-    fn propose(state: &mut State, subject: &str, version: u32, id: u32, schema: &str, proposal: &str) -> Outcome {
-        let key = serde_json::to_vec(&LogKey::Schema { subject: subject.into(), version, proposal: proposal.into() }).unwrap();
-        let value = serde_json::to_vec(&Proposal { id, schema: schema.into(), references: vec![], agency: "STP".into() }).unwrap();
+    fn propose(
+        state: &mut State,
+        subject: &str,
+        version: u32,
+        id: u32,
+        schema: &str,
+        proposal: &str,
+    ) -> Outcome {
+        let key = serde_json::to_vec(&LogKey::Schema {
+            subject: subject.into(),
+            version,
+            proposal: proposal.into(),
+        })
+        .unwrap();
+        let value = serde_json::to_vec(&Proposal {
+            id,
+            schema: schema.into(),
+            references: vec![],
+            agency: "STP".into(),
+        })
+        .unwrap();
         state.apply(&key, Some(&value));
         state.outcomes[proposal]
     }
@@ -316,40 +383,77 @@ mod tests {
     fn the_first_claim_on_an_id_wins_and_the_second_is_rejected() {
         let mut s = State::new(CompatibilityMode::Backward);
         // Two instances both saw max_id = 0 and propose id 1 for different schemas.
-        assert_eq!(propose(&mut s, "a", 1, 1, A, "p1"), Outcome::Accepted { id: 1, version: 1 });
+        assert_eq!(
+            propose(&mut s, "a", 1, 1, A, "p1"),
+            Outcome::Accepted { id: 1, version: 1 }
+        );
         assert_eq!(propose(&mut s, "b", 1, 1, B, "p2"), Outcome::Rejected);
         // The loser retries with the next id.
-        assert_eq!(propose(&mut s, "b", 1, 2, B, "p3"), Outcome::Accepted { id: 2, version: 1 });
-        assert_eq!(s.schemas[&1].canonical, Schema::parse_str(A).unwrap().canonical_form());
+        assert_eq!(
+            propose(&mut s, "b", 1, 2, B, "p3"),
+            Outcome::Accepted { id: 2, version: 1 }
+        );
+        assert_eq!(
+            s.schemas[&1].canonical,
+            Schema::parse_str(A).unwrap().canonical_form()
+        );
     }
 
     #[test]
     fn the_same_schema_keeps_its_id_across_subjects_and_versions_are_not_reused() {
         let mut s = State::new(CompatibilityMode::Backward);
         propose(&mut s, "a", 1, 1, A, "p1");
-        assert_eq!(propose(&mut s, "b", 1, 2, A, "p2"), Outcome::Rejected, "A already has id 1");
-        assert_eq!(propose(&mut s, "b", 1, 1, A, "p3"), Outcome::Accepted { id: 1, version: 1 });
-        assert_eq!(propose(&mut s, "a", 1, 2, B, "p4"), Outcome::Rejected, "version 1 of a is taken");
+        assert_eq!(
+            propose(&mut s, "b", 1, 2, A, "p2"),
+            Outcome::Rejected,
+            "A already has id 1"
+        );
+        assert_eq!(
+            propose(&mut s, "b", 1, 1, A, "p3"),
+            Outcome::Accepted { id: 1, version: 1 }
+        );
+        assert_eq!(
+            propose(&mut s, "a", 1, 2, B, "p4"),
+            Outcome::Rejected,
+            "version 1 of a is taken"
+        );
         let del = |s: &mut State, permanent| {
-            let key = serde_json::to_vec(&LogKey::Delete { subject: "a".into(), version: 1, permanent }).unwrap();
+            let key = serde_json::to_vec(&LogKey::Delete {
+                subject: "a".into(),
+                version: 1,
+                permanent,
+            })
+            .unwrap();
             s.apply(&key, Some(b"{}"));
         };
         del(&mut s, true);
-        assert!(!s.subjects["a"].versions[&1].deleted, "permanent needs soft first");
+        assert!(
+            !s.subjects["a"].versions[&1].deleted,
+            "permanent needs soft first"
+        );
         del(&mut s, false);
         del(&mut s, true);
         assert!(s.subjects["a"].versions.is_empty());
         assert!(s.schemas[&1].schema.is_some(), "still used by subject b");
-        assert_eq!(propose(&mut s, "a", 2, 2, B, "p5"), Outcome::Accepted { id: 2, version: 2 });
+        assert_eq!(
+            propose(&mut s, "a", 2, 2, B, "p5"),
+            Outcome::Accepted { id: 2, version: 2 }
+        );
     }
 
     #[test]
     fn malformed_records_are_skipped() {
         let mut s = State::new(CompatibilityMode::Backward);
         s.apply(b"not json", Some(b"{}"));
-        s.apply(br#"{"kind":"SCHEMA","subject":"a","version":1,"proposal":"p"}"#, Some(b"garbage"));
+        s.apply(
+            br#"{"kind":"SCHEMA","subject":"a","version":1,"proposal":"p"}"#,
+            Some(b"garbage"),
+        );
         assert_eq!(s.outcomes["p"], Outcome::Rejected);
-        s.apply(br#"{"kind":"SCHEMA","subject":"a","version":1,"proposal":"q"}"#, Some(br#"{"id":1,"schema":"{bad","agency":"X"}"#));
+        s.apply(
+            br#"{"kind":"SCHEMA","subject":"a","version":1,"proposal":"q"}"#,
+            Some(br#"{"id":1,"schema":"{bad","agency":"X"}"#),
+        );
         assert_eq!(s.outcomes["q"], Outcome::Rejected);
         assert!(s.subjects.is_empty());
     }

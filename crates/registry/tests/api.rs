@@ -20,7 +20,12 @@ const V3_INCOMPATIBLE: &str = r#"{"type":"record","name":"Note","namespace":"stp
 
 fn registry() -> Arc<Registry> {
     let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
-    let cred = |code: &str, kind, token: &str, admin| AgencyCredential { code: code.into(), kind, token_sha256: hash_token(token), admin };
+    let cred = |code: &str, kind, token: &str, admin| AgencyCredential {
+        code: code.into(),
+        kind,
+        token_sha256: hash_token(token),
+        admin,
+    };
     let agencies = Agencies::new(&[
         cred("STP", AgencyKind::Department, "stp-token", false),
         cred("SKHCN", AgencyKind::Department, "skhcn-token", true),
@@ -36,15 +41,28 @@ struct Client {
 
 impl Client {
     fn new(registry: Arc<Registry>) -> Self {
-        Client { app: api::router(registry) }
+        Client {
+            app: api::router(registry),
+        }
     }
 
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json");
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path).header(
+            header::CONTENT_TYPE,
+            "application/vnd.schemaregistry.v1+json",
+        );
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let body = body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty);
+        let body = body
+            .map(|b| Body::from(b.to_string()))
+            .unwrap_or_else(Body::empty);
         self.send(req.body(body).unwrap()).await
     }
 
@@ -52,7 +70,8 @@ impl Client {
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         (status, value)
     }
 
@@ -61,12 +80,20 @@ impl Client {
     }
 
     async fn register(&self, subject: &str, schema: &str, token: &str) -> (StatusCode, Value) {
-        self.call(Method::POST, &format!("/subjects/{subject}/versions"), Some(token), Some(json!({"schema": schema}))).await
+        self.call(
+            Method::POST,
+            &format!("/subjects/{subject}/versions"),
+            Some(token),
+            Some(json!({"schema": schema})),
+        )
+        .await
     }
 }
 
 fn error_code(v: &Value) -> i64 {
-    v["error_code"].as_i64().unwrap_or_else(|| panic!("not a Confluent error body: {v}"))
+    v["error_code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not a Confluent error body: {v}"))
 }
 
 #[tokio::test]
@@ -76,22 +103,50 @@ async fn register_read_and_look_up_a_schema() {
     assert_eq!(s, StatusCode::OK, "{v}");
     let id = v["id"].as_u64().unwrap();
     // The same schema again: same id, no new version.
-    assert_eq!(c.register("stp.notes-value", V1, "stp-token").await.1["id"], id);
+    assert_eq!(
+        c.register("stp.notes-value", V1, "stp-token").await.1["id"],
+        id
+    );
     let (_, v2) = c.register("stp.notes-value", V2, "stp-token").await;
     assert_ne!(v2["id"], id);
 
     assert_eq!(c.get("/subjects").await.1, json!(["stp.notes-value"]));
-    assert_eq!(c.get("/subjects/stp.notes-value/versions").await.1, json!([1, 2]));
+    assert_eq!(
+        c.get("/subjects/stp.notes-value/versions").await.1,
+        json!([1, 2])
+    );
     let (_, latest) = c.get("/subjects/stp.notes-value/versions/latest").await;
-    assert_eq!((latest["version"].as_u64(), latest["subject"].as_str()), (Some(2), Some("stp.notes-value")));
-    assert_eq!(c.get("/subjects/stp.notes-value/versions/1/schema").await.1, serde_json::from_str::<Value>(V1).unwrap());
+    assert_eq!(
+        (latest["version"].as_u64(), latest["subject"].as_str()),
+        (Some(2), Some("stp.notes-value"))
+    );
+    assert_eq!(
+        c.get("/subjects/stp.notes-value/versions/1/schema").await.1,
+        serde_json::from_str::<Value>(V1).unwrap()
+    );
     assert_eq!(c.get(&format!("/schemas/ids/{id}")).await.1["schema"], V1);
-    assert_eq!(c.get(&format!("/schemas/ids/{id}/schema")).await.1, serde_json::from_str::<Value>(V1).unwrap());
-    assert_eq!(c.get(&format!("/schemas/ids/{id}/versions")).await.1, json!([{"subject": "stp.notes-value", "version": 1}]));
+    assert_eq!(
+        c.get(&format!("/schemas/ids/{id}/schema")).await.1,
+        serde_json::from_str::<Value>(V1).unwrap()
+    );
+    assert_eq!(
+        c.get(&format!("/schemas/ids/{id}/versions")).await.1,
+        json!([{"subject": "stp.notes-value", "version": 1}])
+    );
 
-    let (s, found) = c.call(Method::POST, "/subjects/stp.notes-value", Some("ward-token"), Some(json!({"schema": V1}))).await;
+    let (s, found) = c
+        .call(
+            Method::POST,
+            "/subjects/stp.notes-value",
+            Some("ward-token"),
+            Some(json!({"schema": V1})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!((found["id"].as_u64(), found["version"].as_u64()), (Some(id), Some(1)));
+    assert_eq!(
+        (found["id"].as_u64(), found["version"].as_u64()),
+        (Some(id), Some(1))
+    );
     assert_eq!(c.get("/mode").await.1, json!({"mode": "READWRITE"}));
 }
 
@@ -99,64 +154,172 @@ async fn register_read_and_look_up_a_schema() {
 async fn an_incompatible_schema_is_409_and_compatibility_can_be_tested() {
     let c = Client::new(registry());
     c.register("stp.notes-value", V1, "stp-token").await;
-    let (s, v) = c.register("stp.notes-value", V3_INCOMPATIBLE, "stp-token").await;
+    let (s, v) = c
+        .register("stp.notes-value", V3_INCOMPATIBLE, "stp-token")
+        .await;
     assert_eq!((s, error_code(&v)), (StatusCode::CONFLICT, 409));
-    assert!(v["message"].as_str().unwrap().contains("READER_FIELD_MISSING_DEFAULT_VALUE"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("READER_FIELD_MISSING_DEFAULT_VALUE"),
+        "{v}"
+    );
 
     let path = "/compatibility/subjects/stp.notes-value/versions/latest?verbose=true";
-    let (_, ok) = c.call(Method::POST, path, Some("ward-token"), Some(json!({"schema": V2}))).await;
+    let (_, ok) = c
+        .call(
+            Method::POST,
+            path,
+            Some("ward-token"),
+            Some(json!({"schema": V2})),
+        )
+        .await;
     assert_eq!(ok["is_compatible"], true);
-    let (_, bad) = c.call(Method::POST, path, Some("ward-token"), Some(json!({"schema": V3_INCOMPATIBLE}))).await;
+    let (_, bad) = c
+        .call(
+            Method::POST,
+            path,
+            Some("ward-token"),
+            Some(json!({"schema": V3_INCOMPATIBLE})),
+        )
+        .await;
     assert_eq!(bad["is_compatible"], false);
     assert!(!bad["messages"].as_array().unwrap().is_empty());
 
     // NONE lets anything through.
-    let (s, _) = c.call(Method::PUT, "/config/stp.notes-value", Some("stp-token"), Some(json!({"compatibility": "NONE"}))).await;
+    let (s, _) = c
+        .call(
+            Method::PUT,
+            "/config/stp.notes-value",
+            Some("stp-token"),
+            Some(json!({"compatibility": "NONE"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(c.get("/config/stp.notes-value").await.1, json!({"compatibilityLevel": "NONE"}));
-    assert_eq!(c.register("stp.notes-value", V3_INCOMPATIBLE, "stp-token").await.0, StatusCode::OK);
+    assert_eq!(
+        c.get("/config/stp.notes-value").await.1,
+        json!({"compatibilityLevel": "NONE"})
+    );
+    assert_eq!(
+        c.register("stp.notes-value", V3_INCOMPATIBLE, "stp-token")
+            .await
+            .0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn credentials_401_and_ownership_403_never_500() {
     let c = Client::new(registry());
-    assert_eq!(error_code(&c.call(Method::GET, "/subjects", None, None).await.1), 40101);
+    assert_eq!(
+        error_code(&c.call(Method::GET, "/subjects", None, None).await.1),
+        40101
+    );
     let (s, v) = c.call(Method::GET, "/subjects", Some("wrong"), None).await;
     assert_eq!((s, error_code(&v)), (StatusCode::UNAUTHORIZED, 40101));
     // A ward may read, but not write a department's subject, nor a catalog subject it does not own.
     let (s, v) = c.register("stp.notes-value", V1, "ward-token").await;
     assert_eq!((s, error_code(&v)), (StatusCode::FORBIDDEN, 40301));
-    let (s, _) = c.register("hcm.citizen.records-value", V1, "stp-token").await;
+    let (s, _) = c
+        .register("hcm.citizen.records-value", V1, "stp-token")
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "citizen records belong to CATP");
     // Only an admin changes the global config.
-    let (s, _) = c.call(Method::PUT, "/config", Some("stp-token"), Some(json!({"compatibility": "NONE"}))).await;
+    let (s, _) = c
+        .call(
+            Method::PUT,
+            "/config",
+            Some("stp-token"),
+            Some(json!({"compatibility": "NONE"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = c.call(Method::PUT, "/config", Some("skhcn-token"), Some(json!({"compatibility": "FULL"}))).await;
+    let (s, _) = c
+        .call(
+            Method::PUT,
+            "/config",
+            Some("skhcn-token"),
+            Some(json!({"compatibility": "FULL"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(c.get("/config").await.1, json!({"compatibilityLevel": "FULL"}));
+    assert_eq!(
+        c.get("/config").await.1,
+        json!({"compatibilityLevel": "FULL"})
+    );
     // Deleting someone else's subject.
     c.register("stp.notes-value", V1, "stp-token").await;
-    let (s, _) = c.call(Method::DELETE, "/subjects/stp.notes-value", Some("ward-token"), None).await;
+    let (s, _) = c
+        .call(
+            Method::DELETE,
+            "/subjects/stp.notes-value",
+            Some("ward-token"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
 async fn soft_deleted_ids_still_resolve_until_permanently_deleted() {
     let c = Client::new(registry());
-    let id = c.register("stp.notes-value", V1, "stp-token").await.1["id"].as_u64().unwrap();
-    let (s, _) = c.call(Method::DELETE, "/subjects/stp.notes-value/versions/1?permanent=true", Some("stp-token"), None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "permanent needs a soft delete first");
-    let (s, v) = c.call(Method::DELETE, "/subjects/stp.notes-value/versions/1", Some("stp-token"), None).await;
+    let id = c.register("stp.notes-value", V1, "stp-token").await.1["id"]
+        .as_u64()
+        .unwrap();
+    let (s, _) = c
+        .call(
+            Method::DELETE,
+            "/subjects/stp.notes-value/versions/1?permanent=true",
+            Some("stp-token"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "permanent needs a soft delete first"
+    );
+    let (s, v) = c
+        .call(
+            Method::DELETE,
+            "/subjects/stp.notes-value/versions/1",
+            Some("stp-token"),
+            None,
+        )
+        .await;
     assert_eq!((s, v), (StatusCode::OK, json!(1)));
-    assert_eq!(error_code(&c.get("/subjects/stp.notes-value/versions").await.1), 40401);
-    assert_eq!(c.get("/subjects?deleted=true").await.1, json!(["stp.notes-value"]));
-    assert_eq!(c.get(&format!("/schemas/ids/{id}")).await.1["schema"], V1, "old messages still decode");
+    assert_eq!(
+        error_code(&c.get("/subjects/stp.notes-value/versions").await.1),
+        40401
+    );
+    assert_eq!(
+        c.get("/subjects?deleted=true").await.1,
+        json!(["stp.notes-value"])
+    );
+    assert_eq!(
+        c.get(&format!("/schemas/ids/{id}")).await.1["schema"],
+        V1,
+        "old messages still decode"
+    );
 
-    let (s, _) = c.call(Method::DELETE, "/subjects/stp.notes-value?permanent=true", Some("stp-token"), None).await;
+    let (s, _) = c
+        .call(
+            Method::DELETE,
+            "/subjects/stp.notes-value?permanent=true",
+            Some("stp-token"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(error_code(&c.get(&format!("/schemas/ids/{id}")).await.1), 40403);
+    assert_eq!(
+        error_code(&c.get(&format!("/schemas/ids/{id}")).await.1),
+        40403
+    );
     // The id is never reused.
-    let new_id = c.register("stp.other-value", V2, "stp-token").await.1["id"].as_u64().unwrap();
+    let new_id = c.register("stp.other-value", V2, "stp-token").await.1["id"]
+        .as_u64()
+        .unwrap();
     assert!(new_id > id);
 }
 
@@ -165,34 +328,100 @@ async fn bad_input_gets_confluent_errors() {
     let c = Client::new(registry());
     c.register("stp.notes-value", V1, "stp-token").await;
     // Invalid schema JSON, and valid JSON that is no Avro schema.
-    for bad in ["{not json", r#"{"type":"record","name":"X"}"#, r#"{"type":"nope"}"#] {
+    for bad in [
+        "{not json",
+        r#"{"type":"record","name":"X"}"#,
+        r#"{"type":"nope"}"#,
+    ] {
         let (s, v) = c.register("stp.notes-value", bad, "stp-token").await;
-        assert_eq!((s, error_code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, 42201), "{bad}");
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, 42201),
+            "{bad}"
+        );
     }
     // A body that is not even the request's JSON shape.
-    let (s, v) = c.call(Method::POST, "/subjects/stp.notes-value/versions", Some("stp-token"), Some(json!([1, 2]))).await;
-    assert_eq!((s, error_code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, 42201));
+    let (s, v) = c
+        .call(
+            Method::POST,
+            "/subjects/stp.notes-value/versions",
+            Some("stp-token"),
+            Some(json!([1, 2])),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, 42201)
+    );
     // Unknown subject and version; non-numeric and out-of-range versions.
-    assert_eq!(error_code(&c.get("/subjects/stp.missing/versions").await.1), 40401);
-    assert_eq!(error_code(&c.get("/subjects/stp.notes-value/versions/7").await.1), 40402);
+    assert_eq!(
+        error_code(&c.get("/subjects/stp.missing/versions").await.1),
+        40401
+    );
+    assert_eq!(
+        error_code(&c.get("/subjects/stp.notes-value/versions/7").await.1),
+        40402
+    );
     for v in ["abc", "0", "-2", "99999999999", "1.5"] {
-        let (s, body) = c.get(&format!("/subjects/stp.notes-value/versions/{v}")).await;
-        assert_eq!((s, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, 42202), "{v}");
+        let (s, body) = c
+            .get(&format!("/subjects/stp.notes-value/versions/{v}"))
+            .await;
+        assert_eq!(
+            (s, error_code(&body)),
+            (StatusCode::UNPROCESSABLE_ENTITY, 42202),
+            "{v}"
+        );
     }
     assert_eq!(error_code(&c.get("/schemas/ids/999").await.1), 40403);
-    assert_eq!(error_code(&c.get("/schemas/ids/not-a-number").await.1), 40403);
+    assert_eq!(
+        error_code(&c.get("/schemas/ids/not-a-number").await.1),
+        40403
+    );
     assert_eq!(error_code(&c.get("/config/stp.notes-value").await.1), 40408);
-    let (s, v) = c.call(Method::PUT, "/config/stp.notes-value", Some("stp-token"), Some(json!({"compatibility": "SIDEWAYS"}))).await;
-    assert_eq!((s, error_code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, 42203));
+    let (s, v) = c
+        .call(
+            Method::PUT,
+            "/config/stp.notes-value",
+            Some("stp-token"),
+            Some(json!({"compatibility": "SIDEWAYS"})),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, 42203)
+    );
     // References to schemas that do not exist.
     let with_ref = json!({"schema": r#"{"type":"record","name":"W","fields":[{"name":"n","type":"stp.Note"}]}"#,
                           "references": [{"name": "stp.Note", "subject": "stp.absent-value", "version": 1}]});
-    let (s, v) = c.call(Method::POST, "/subjects/stp.w-value/versions", Some("stp-token"), Some(with_ref)).await;
-    assert_eq!((s, error_code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, 42201));
-    assert!(v["message"].as_str().unwrap().contains("stp.absent-value"), "{v}");
+    let (s, v) = c
+        .call(
+            Method::POST,
+            "/subjects/stp.w-value/versions",
+            Some("stp-token"),
+            Some(with_ref),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, 42201)
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("stp.absent-value"),
+        "{v}"
+    );
     // Unsupported schema types.
-    let (s, v) = c.call(Method::POST, "/subjects/stp.p-value/versions", Some("stp-token"), Some(json!({"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"}))).await;
-    assert_eq!((s, error_code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, 42201));
+    let (s, v) = c
+        .call(
+            Method::POST,
+            "/subjects/stp.p-value/versions",
+            Some("stp-token"),
+            Some(json!({"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"})),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, 42201)
+    );
 }
 
 #[tokio::test]
@@ -201,7 +430,14 @@ async fn references_to_existing_schemas_work() {
     c.register("stp.notes-value", V1, "stp-token").await;
     let with_ref = json!({"schema": r#"{"type":"record","name":"W","namespace":"stp","fields":[{"name":"n","type":"stp.Note"}]}"#,
                           "references": [{"name": "stp.Note", "subject": "stp.notes-value", "version": 1}]});
-    let (s, v) = c.call(Method::POST, "/subjects/stp.w-value/versions", Some("stp-token"), Some(with_ref)).await;
+    let (s, v) = c
+        .call(
+            Method::POST,
+            "/subjects/stp.w-value/versions",
+            Some("stp-token"),
+            Some(with_ref),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (_, got) = c.get("/subjects/stp.w-value/versions/1").await;
     assert_eq!(got["references"][0]["subject"], "stp.notes-value");
@@ -211,7 +447,13 @@ async fn references_to_existing_schemas_work() {
 async fn oversized_bodies_are_413_and_wrong_media_types_415() {
     let c = Client::new(registry());
     let huge = json!({"schema": "x".repeat(api::MAX_BODY_BYTES + 10)});
-    let (s, v) = c.register("stp.notes-value", huge["schema"].as_str().unwrap(), "stp-token").await;
+    let (s, v) = c
+        .register(
+            "stp.notes-value",
+            huge["schema"].as_str().unwrap(),
+            "stp-token",
+        )
+        .await;
     assert_eq!((s, error_code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, 413));
     let req = Request::builder()
         .method(Method::POST)
@@ -221,7 +463,10 @@ async fn oversized_bodies_are_413_and_wrong_media_types_415() {
         .body(Body::from(json!({"schema": V1}).to_string()))
         .unwrap();
     let (s, v) = c.send(req).await;
-    assert_eq!((s, error_code(&v)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, 415));
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, 415)
+    );
     // Plain JSON is accepted.
     let req = Request::builder()
         .method(Method::POST)
@@ -242,7 +487,10 @@ async fn unicode_subject_names_work_and_control_characters_do_not() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(c.get("/subjects").await.1, json!([subject]));
     let (s, v) = c.register("stp.bad%07name", V1, "stp-token").await;
-    assert_eq!((s, error_code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, 42203));
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, 42203)
+    );
 }
 
 #[tokio::test]
@@ -253,6 +501,12 @@ async fn bootstrap_registers_the_catalog_once() {
     let second = r.bootstrap().await.unwrap();
     assert_eq!(first, second, "idempotent: same ids");
     let c = Client::new(r);
-    assert_eq!(c.get("/subjects/hcm.case.events-value/versions").await.1, json!([1]));
-    assert_eq!(c.get("/config/hcm.case.events-value").await.1, json!({"compatibilityLevel": "FULL_TRANSITIVE"}));
+    assert_eq!(
+        c.get("/subjects/hcm.case.events-value/versions").await.1,
+        json!([1])
+    );
+    assert_eq!(
+        c.get("/config/hcm.case.events-value").await.1,
+        json!({"compatibilityLevel": "FULL_TRANSITIVE"})
+    );
 }

@@ -1,0 +1,290 @@
+//! The schema registry on real Kafka: state survives a restart, two instances registering at
+//! once never give one id to two schemas, and Python's confluent-kafka client and serializers
+//! (nobody here wrote them) interoperate with it and with lienthong's codec.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use lienthong_contract::{AgencyKind, Catalog, Codec, repo_schemas_dir};
+use lienthong_registry::auth::hash_token;
+use lienthong_registry::{Agencies, Agency, AgencyCredential, KafkaLogConfig, Registry, api};
+use lienthong_tests::{Kafka, kafka, python, repo_root, serve, unique_suffix};
+use rdkafka::producer::FutureRecord;
+use tokio_util::sync::CancellationToken;
+
+fn agencies() -> Agencies {
+    let cred = |code: &str, kind, token: &str| AgencyCredential {
+        code: code.into(),
+        kind,
+        token_sha256: hash_token(token),
+        admin: false,
+    };
+    Agencies::new(&[
+        cred("PYTEST", AgencyKind::Department, "py-token"),
+        cred("26734", AgencyKind::Ward, "ward-token"),
+    ])
+    .unwrap()
+}
+
+fn pytest_agency() -> Agency {
+    Agency {
+        code: "PYTEST".into(),
+        kind: AgencyKind::Department,
+        admin: false,
+    }
+}
+
+async fn open(kafka: &Kafka, topic: &str, shutdown: &CancellationToken) -> Result<Registry> {
+    let catalog = Arc::new(Catalog::load(repo_schemas_dir())?);
+    let config = KafkaLogConfig {
+        bootstrap: kafka.bootstrap().into(),
+        topic: topic.into(),
+        replication: 1,
+    };
+    Ok(Registry::with_kafka(&config, catalog, agencies(), shutdown.child_token()).await?)
+}
+
+fn note_schema(i: usize) -> String {
+    format!(
+        r#"{{"type":"record","name":"N{i}","namespace":"pytest","fields":[{{"name":"f","type":"int"}}]}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_registry_rebuilds_the_same_ids_from_kafka() -> Result<()> {
+    let kafka = kafka();
+    let topic = format!("_lienthong_schemas-{}", unique_suffix());
+    let shutdown = CancellationToken::new();
+    let first = open(&kafka, &topic, &shutdown).await?;
+    let catalog_ids = first.bootstrap().await?;
+    let extra = first
+        .register(
+            &pytest_agency(),
+            "pytest.extra-value",
+            &note_schema(1),
+            vec![],
+        )
+        .await?;
+    first
+        .delete_version(
+            &pytest_agency(),
+            "pytest.extra-value",
+            lienthong_registry::VersionSpec::Latest,
+            false,
+        )
+        .await?;
+    drop(first);
+
+    let second = open(&kafka, &topic, &shutdown).await?;
+    assert_eq!(
+        second.bootstrap().await?,
+        catalog_ids,
+        "bootstrap again: same ids, nothing new"
+    );
+    assert_eq!(
+        second.schema_by_id(extra).await?.0,
+        note_schema(1),
+        "a soft-deleted id still resolves"
+    );
+    assert!(
+        second.versions("pytest.extra-value", false).await.is_err(),
+        "and stays deleted"
+    );
+    assert_eq!(second.subjects(false).len(), 5);
+    shutdown.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_registering_at_once_never_share_an_id() -> Result<()> {
+    let kafka = kafka();
+    let topic = format!("_lienthong_schemas-{}", unique_suffix());
+    let shutdown = CancellationToken::new();
+    let a = Arc::new(open(&kafka, &topic, &shutdown).await?);
+    let b = Arc::new(open(&kafka, &topic, &shutdown).await?);
+    let n = 40;
+    // Each instance registers its own schemas, and both register a shared set, all at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, reg, offset) in [("a", a.clone(), 0), ("b", b.clone(), 1000)] {
+        for i in 0..n {
+            let reg = reg.clone();
+            tasks.spawn(async move {
+                let own = reg
+                    .register(
+                        &pytest_agency(),
+                        &format!("pytest.{name}{i}-value"),
+                        &note_schema(offset + i),
+                        vec![],
+                    )
+                    .await?;
+                let shared = reg
+                    .register(
+                        &pytest_agency(),
+                        &format!("pytest.{name}-shared{i}-value"),
+                        &note_schema(5000 + i),
+                        vec![],
+                    )
+                    .await?;
+                anyhow::Ok(vec![
+                    (note_schema(offset + i), own),
+                    (note_schema(5000 + i), shared),
+                ])
+            });
+        }
+    }
+    let mut id_of: HashMap<String, u32> = HashMap::new();
+    while let Some(r) = tasks.join_next().await {
+        for (schema, id) in r?? {
+            let previous = id_of.insert(schema.clone(), id);
+            assert!(
+                previous.is_none() || previous == Some(id),
+                "{schema} got two ids"
+            );
+        }
+    }
+    assert_eq!(id_of.len(), 2 * n + n, "distinct schemas");
+    let ids: HashSet<u32> = id_of.values().copied().collect();
+    assert_eq!(
+        ids.len(),
+        id_of.len(),
+        "one id was given to two different schemas"
+    );
+    // Both instances agree on every id.
+    a.sync().await?;
+    b.sync().await?;
+    for (schema, id) in &id_of {
+        assert_eq!(&a.schema_by_id(*id).await?.0, schema);
+        assert_eq!(&b.schema_by_id(*id).await?.0, schema);
+    }
+    shutdown.cancel();
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct PyNote {
+    text: String,
+    n: i32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_confluent_kafka_and_lienthong_read_each_others_records() -> Result<()> {
+    let kafka = kafka();
+    let shutdown = CancellationToken::new();
+    let registry = Arc::new(
+        open(
+            &kafka,
+            &format!("_lienthong_schemas-{}", unique_suffix()),
+            &shutdown,
+        )
+        .await?,
+    );
+    let url = serve(api::router(registry.clone())).await?;
+    let py_topic = kafka.create_topic("pytest.py", 1, 1, &[]).await?;
+    let rust_topic = kafka.create_topic("pytest.rust", 1, 1, &[]).await?;
+
+    // lienthong encodes with a registered id; Python's AvroDeserializer must read it.
+    let schema = r#"{"type":"record","name":"PyNote","namespace":"pytest","fields":[{"name":"text","type":"string"},{"name":"n","type":"int"}]}"#;
+    let id = registry
+        .register(
+            &pytest_agency(),
+            &format!("{rust_topic}-value"),
+            schema,
+            vec![],
+        )
+        .await?;
+    let codec = Codec::new();
+    codec.insert(id, schema)?;
+    let producer = kafka.idempotent_producer()?;
+    let sent: Vec<PyNote> = (0..20)
+        .map(|n| PyNote {
+            text: format!("Phường Bến Thành {n}"),
+            n,
+        })
+        .collect();
+    for note in &sent {
+        let bytes = codec.encode_to_vec(id, note)?;
+        producer
+            .send(
+                FutureRecord::to(&rust_topic).key("k").payload(&bytes),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/interop/registry_interop.py"))
+        .args([
+            &url,
+            kafka.bootstrap(),
+            &py_topic,
+            &rust_topic,
+            "PYTEST",
+            "py-token",
+            "20",
+            "26734",
+            "ward-token",
+        ])
+        .output()
+        .context("running the Python interop script")?;
+    ensure!(
+        out.status.success(),
+        "python failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("python's report")?;
+    eprintln!("python report: {report}");
+
+    let python_read: Vec<PyNote> = serde_json::from_value(report["rust_values"].clone())?;
+    assert_eq!(
+        python_read, sent,
+        "Python's AvroDeserializer reads lienthong's records"
+    );
+    assert_eq!(
+        report["incompatible"],
+        serde_json::json!([409, 409]),
+        "incompatible schema: Confluent's 409"
+    );
+    assert_eq!(
+        report["foreign"],
+        serde_json::json!([403, 40301]),
+        "another agency: 403"
+    );
+
+    // Python's AvroSerializer registered its schema with us and produced; lienthong decodes.
+    let registered = u32::try_from(report["registered_id"].as_u64().context("registered_id")?)?;
+    let records = kafka
+        .read_all(
+            &py_topic,
+            50,
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )
+        .await?;
+    assert_eq!(records.len(), 50);
+    let reader = Codec::new();
+    for (i, r) in records.iter().enumerate() {
+        let bytes = r.payload.as_deref().context("no value")?;
+        let (writer_id, _) = lienthong_contract::codec::split_frame(bytes)?;
+        assert_eq!(writer_id, registered);
+        if reader.schema(writer_id).is_err() {
+            reader.insert(writer_id, &registry.schema_by_id(writer_id).await?.0)?;
+        }
+        let (_, note): (u32, PyNote) = reader.decode(bytes)?;
+        assert_eq!(
+            note,
+            PyNote {
+                text: format!("xin chào {i}"),
+                n: i as i32
+            }
+        );
+    }
+    shutdown.cancel();
+    Ok(())
+}
