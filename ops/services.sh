@@ -17,6 +17,7 @@ Usage: ops/services.sh COMMAND
               Apache Kafka, three brokers   LIENTHONG_KAFKA_CLUSTER_BOOTSTRAP, LIENTHONG_KAFKA_CLUSTER_NAME
               PostgreSQL                    LIENTHONG_PG_URL
               Python venv                   LIENTHONG_PYTHON
+              Apicurio Registry (external)  LIENTHONG_APICURIO_URL
               Prometheus, promtool          LIENTHONG_PROMETHEUS, LIENTHONG_PROMTOOL
             If any service fails to start, everything this call started is stopped again.
             Use it as:  eval "$(ops/services.sh up)"   then   cargo test
@@ -32,11 +33,13 @@ USAGE
 KAFKA_SINGLE=suite
 KAFKA_CLUSTER=suite-cluster
 PG=suite
+APICURIO=suite
 
 install() {
   "$OPS/postgres.sh" install
   "$OPS/prometheus.sh" install
   "$OPS/kafka.sh" fetch
+  "$OPS/apicurio.sh" fetch
   "$OPS/python-env.sh" create >/dev/null
 }
 
@@ -45,6 +48,7 @@ down() {
   "$OPS/kafka.sh" stop --name "$KAFKA_SINGLE" || rc=1
   "$OPS/kafka.sh" stop --name "$KAFKA_CLUSTER" || rc=1
   "$OPS/postgres.sh" stop --name "$PG" || rc=1
+  "$OPS/apicurio.sh" stop --name "$APICURIO" || rc=1
   return $rc
 }
 
@@ -56,10 +60,11 @@ up() {
   # because the EXIT trap runs after this function has returned.)
   UP_COMPLETE=""
   trap '[ -n "$UP_COMPLETE" ] || { log "a service failed to start; stopping the others"; down || true; }' EXIT
-  local single cluster pg py
+  local single cluster pg py apicurio
   single=$("$OPS/kafka.sh" start --name "$KAFKA_SINGLE" --brokers 1)
   cluster=$("$OPS/kafka.sh" start --name "$KAFKA_CLUSTER" --brokers 3)
   pg=$("$OPS/postgres.sh" start --name "$PG")
+  apicurio=$("$OPS/apicurio.sh" start --name "$APICURIO")
   py=$("$OPS/python-env.sh" python)
   UP_COMPLETE=1
   printf 'export LIENTHONG_STATE_DIR=%q\n' "$LIENTHONG_STATE_DIR"
@@ -69,6 +74,7 @@ up() {
   printf 'export LIENTHONG_KAFKA_CLUSTER_NAME=%q\n' "$KAFKA_CLUSTER"
   printf 'export LIENTHONG_PG_URL=%q\n' "$pg"
   printf 'export LIENTHONG_PYTHON=%q\n' "$py"
+  printf 'export LIENTHONG_APICURIO_URL=%q\n' "$apicurio"
   "$OPS/prometheus.sh" paths | sed -e 's/^/export LIENTHONG_/'
 }
 
@@ -77,6 +83,7 @@ status() {
   "$OPS/kafka.sh" status --name "$KAFKA_SINGLE" || rc=1
   "$OPS/kafka.sh" status --name "$KAFKA_CLUSTER" || rc=1
   "$OPS/postgres.sh" status --name "$PG" || rc=1
+  "$OPS/apicurio.sh" status --name "$APICURIO" || rc=1
   return $rc
 }
 

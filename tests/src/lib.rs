@@ -33,6 +33,8 @@ pub const ENV_KAFKA_CLUSTER: &str = "LIENTHONG_KAFKA_CLUSTER_BOOTSTRAP";
 pub const ENV_KAFKA_CLUSTER_NAME: &str = "LIENTHONG_KAFKA_CLUSTER_NAME";
 /// Environment variable with the PostgreSQL admin URL.
 pub const ENV_POSTGRES: &str = "LIENTHONG_PG_URL";
+/// Environment variable with the base URL of Apicurio Registry's Confluent-compatible API.
+pub const ENV_APICURIO: &str = "LIENTHONG_APICURIO_URL";
 /// Environment variable with the path of the interoperability venv's Python.
 pub const ENV_PYTHON: &str = "LIENTHONG_PYTHON";
 
@@ -451,6 +453,25 @@ pub async fn serve(router: axum::Router) -> Result<String> {
         }
     });
     Ok(format!("http://{addr}"))
+}
+
+/// Apicurio Registry (an external Confluent-compatible registry), without failing.
+pub fn try_apicurio() -> Result<String, ServiceError> {
+    let service = "Apicurio Registry";
+    let url = env_var(service, ENV_APICURIO)?;
+    let hostport = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    check_reachable(service, &hostport)?;
+    Ok(url)
+}
+
+/// Apicurio's Confluent-compatible API URL; the test fails if it is not running.
+pub fn apicurio() -> String {
+    require(try_apicurio())
 }
 
 /// Count occurrences, for duplicate checks.
