@@ -152,6 +152,8 @@ impl KafkaLog {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "0")
+            // A Kafka outage answers 50001 within seconds instead of hanging the request.
+            .set("message.timeout.ms", "10000")
             .create()
             .map_err(store)?;
         let watermarks: BaseConsumer = client(&config.bootstrap)
