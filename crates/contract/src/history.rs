@@ -96,6 +96,27 @@ fn git(repo: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// [`check_history`] for a schemas folder wherever it is: `None` when it is not inside a git
+/// checkout (nothing committed to compare with).
+pub fn check_history_of(schemas_dir: &Path) -> Result<Option<HistoryReport>> {
+    let dir = schemas_dir
+        .canonicalize()
+        .map_err(|source| ContractError::Io {
+            file: schemas_dir.to_path_buf(),
+            source,
+        })?;
+    let Ok(top) = git(&dir, &["rev-parse", "--show-toplevel"]) else {
+        return Ok(None);
+    };
+    let top = PathBuf::from(top.trim());
+    let rel = dir.strip_prefix(&top).map_err(|_| ContractError::Schema {
+        file: dir.clone(),
+        message: format!("not inside the git checkout {}", top.display()),
+    })?;
+    let rel = rel.to_string_lossy().into_owned();
+    check_history(&top, if rel.is_empty() { "." } else { &rel }).map(Some)
+}
+
 /// Check the working tree's schemas (in `<repo>/<schemas_rel>`) against every committed version.
 pub fn check_history(repo: &Path, schemas_rel: &str) -> Result<HistoryReport> {
     let current = Catalog::load(repo.join(schemas_rel))?;

@@ -1,0 +1,209 @@
+//! The `lienthong` binary, run as a user runs it: help, config errors, `schemas check`,
+//! `topics create` twice against real Kafka, and `up` serving the registry until Ctrl-C.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use lienthong_registry::auth::hash_token;
+use lienthong_tests::{kafka, repo_root, unique_suffix};
+
+fn lienthong() -> Command {
+    let mut c = Command::cargo_bin("lienthong").unwrap();
+    c.current_dir(repo_root());
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn output(c: &mut Command) -> (i32, String, String) {
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["up", "--help"],
+        &["schemas", "--help"],
+        &["schemas", "check", "--help"],
+        &["topics", "--help"],
+        &["topics", "create", "--help"],
+    ] {
+        let (code, out, _) = output(lienthong().args(args));
+        assert_eq!(code, 0, "{args:?}");
+        assert!(out.contains("Usage: lienthong"), "{args:?}: {out}");
+    }
+    let (code, _, err) = output(lienthong().arg("frobnicate"));
+    assert_eq!(code, 2);
+    assert!(err.contains("unrecognized subcommand"), "{err}");
+}
+
+#[test]
+fn schemas_check_passes_on_the_repository() {
+    let (code, out, err) = output(lienthong().args(["schemas", "check"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("5 topics, every schema valid"), "{out}");
+    assert!(out.contains("compatible with"), "{out}");
+}
+
+#[test]
+fn config_errors_name_the_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[kafka]\nbootstrapp = \"x\"\n").unwrap();
+    let (code, _, err) = output(
+        lienthong()
+            .arg("--config")
+            .arg(&file)
+            .args(["schemas", "check"]),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("bootstrapp"), "{err}");
+    let (code, _, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__NOPE", "1")
+            .args(["schemas", "check"]),
+    );
+    assert_eq!(code, 2);
+    assert!(err.to_lowercase().contains("nope"), "{err}");
+    std::fs::write(&file, "[kafka\n").unwrap();
+    let (code, _, err) = output(
+        lienthong()
+            .arg("--config")
+            .arg(&file)
+            .args(["schemas", "check"]),
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = output(
+        lienthong()
+            .env("LIENTHONG__SCHEMAS_DIR", "/nonexistent")
+            .args(["schemas", "check"]),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent"), "{err}");
+}
+
+#[test]
+fn topics_create_is_idempotent_on_real_kafka() {
+    let kafka = kafka();
+    let (code, out, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+            .args(["topics", "create"]),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, again, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+            .args(["topics", "create"]),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        again
+            .lines()
+            .filter(|l| l.starts_with("exists  hcm."))
+            .count(),
+        5,
+        "{again}"
+    );
+    assert!(!again.contains("created"), "{again}");
+    // The topics are as the catalog says.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = kafka.client_config().create().unwrap();
+    let md = consumer
+        .fetch_metadata(Some("hcm.case.events"), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(md.topics()[0].partitions().len(), 12);
+}
+
+#[test]
+fn topics_create_against_an_unreachable_broker_fails_clearly() {
+    let (code, _, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", "127.0.0.1:1")
+            .args(["topics", "create"]),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
+
+/// A raw HTTP GET (the test needs no HTTP client): status line and body.
+fn http_get(addr: &str, path: &str, token: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn up_serves_the_registry_until_interrupted() {
+    let kafka = kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lienthong.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_lienthong_schemas-{}\"\n[[registry.agencies]]\ncode = \"SKHCN\"\nkind = \"department\"\ntoken_sha256 = \"{}\"\n",
+            unique_suffix(),
+            hash_token("cli-token")
+        ),
+    )
+    .unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("lienthong");
+    let mut child = StdCommand::new(bin)
+        .current_dir(repo_root())
+        .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+        .arg("--config")
+        .arg(&config)
+        .arg("up")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        assert!(Instant::now() < deadline, "no 'listening' line");
+        let line = lines.next().expect("the process ended").unwrap();
+        if let Some(url) = line.strip_prefix("schema registry listening on http://") {
+            break url.to_string();
+        }
+    };
+    let answer = http_get(&addr, "/subjects", "cli-token");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("hcm.case.events-value"),
+        "the catalog is bootstrapped: {answer}"
+    );
+    assert!(http_get(&addr, "/subjects", "wrong").starts_with("HTTP/1.1 401"));
+
+    // Ctrl-C: a clean stop.
+    StdCommand::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not stop within 20 s of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    assert!(lines.any(|l| l.map(|l| l == "stopped").unwrap_or(false)));
+}
