@@ -345,6 +345,14 @@ fn names_match(
         .any(|a| a.fullname(reader.namespace.clone()) == full)
 }
 
+/// Follow a named reference to its definition.
+fn resolve<'a>(names: &NamesRef<'a>, s: &'a Schema) -> &'a Schema {
+    match s {
+        Schema::Ref { name } => names.get(name).copied().unwrap_or(s),
+        _ => s,
+    }
+}
+
 fn child(path: &str, segment: &str) -> String {
     if path == "/" {
         format!("/{segment}")
@@ -355,17 +363,35 @@ fn child(path: &str, segment: &str) -> String {
 
 impl<'a> Checker<'a> {
     fn resolve_writer(&self, s: &'a Schema) -> &'a Schema {
-        match s {
-            Schema::Ref { name } => self.writer_names.get(name).copied().unwrap_or(s),
-            _ => s,
-        }
+        resolve(&self.writer_names, s)
     }
 
     fn resolve_reader(&self, s: &'a Schema) -> &'a Schema {
-        match s {
-            Schema::Ref { name } => self.reader_names.get(name).copied().unwrap_or(s),
-            _ => s,
+        resolve(&self.reader_names, s)
+    }
+
+    /// Record a NAME_MISMATCH unless the reader's named type accepts the writer's name.
+    fn names_agree(
+        &mut self,
+        path: &str,
+        kind: &str,
+        writer: &Name,
+        reader: &Name,
+        reader_aliases: &Option<Vec<apache_avro::schema::Alias>>,
+    ) -> bool {
+        let ok = names_match(writer, reader, reader_aliases);
+        if !ok {
+            self.fail(
+                path,
+                Rule::NameMismatch,
+                format!(
+                    "{kind} {} is read as {kind} {} (add an alias to rename)",
+                    writer.fullname(None),
+                    reader.fullname(None)
+                ),
+            );
         }
+        ok
     }
 
     /// Whether `writer` and `reader` are named types of the same kind that name-match.
@@ -475,16 +501,7 @@ impl<'a> Checker<'a> {
         match (writer, reader) {
             (Schema::Record(w), Schema::Record(r)) => self.check_record(w, r, path),
             (Schema::Enum(w), Schema::Enum(r)) => {
-                if !names_match(&w.name, &r.name, &r.aliases) {
-                    self.fail(
-                        path,
-                        Rule::NameMismatch,
-                        format!(
-                            "enum {} is read as enum {}",
-                            w.name.fullname(None),
-                            r.name.fullname(None)
-                        ),
-                    );
+                if !self.names_agree(path, "enum", &w.name, &r.name, &r.aliases) {
                     return;
                 }
                 let missing: Vec<&str> = w
@@ -506,17 +523,8 @@ impl<'a> Checker<'a> {
                 }
             }
             (Schema::Fixed(w), Schema::Fixed(r)) => {
-                if !names_match(&w.name, &r.name, &r.aliases) {
-                    self.fail(
-                        path,
-                        Rule::NameMismatch,
-                        format!(
-                            "fixed {} is read as fixed {}",
-                            w.name.fullname(None),
-                            r.name.fullname(None)
-                        ),
-                    );
-                } else if w.size != r.size {
+                if self.names_agree(path, "fixed", &w.name, &r.name, &r.aliases) && w.size != r.size
+                {
                     self.fail(
                         path,
                         Rule::FixedSizeMismatch,
@@ -552,16 +560,7 @@ impl<'a> Checker<'a> {
     }
 
     fn check_record(&mut self, w: &'a RecordSchema, r: &'a RecordSchema, path: &str) {
-        if !names_match(&w.name, &r.name, &r.aliases) {
-            self.fail(
-                path,
-                Rule::NameMismatch,
-                format!(
-                    "record {} is read as record {} (add an alias to rename)",
-                    w.name.fullname(None),
-                    r.name.fullname(None)
-                ),
-            );
+        if !self.names_agree(path, "record", &w.name, &r.name, &r.aliases) {
             return;
         }
         // Recursive types: assume the pair compatible while checking it (coinduction).
