@@ -523,8 +523,8 @@ impl<'a> Checker<'a> {
                 }
             }
             (Schema::Fixed(w), Schema::Fixed(r)) => {
-                if self.names_agree(path, "fixed", &w.name, &r.name, &r.aliases) && w.size != r.size
-                {
+                let named = self.names_agree(path, "fixed", &w.name, &r.name, &r.aliases);
+                if named && w.size != r.size {
                     self.fail(
                         path,
                         Rule::FixedSizeMismatch,
