@@ -64,6 +64,17 @@ pub enum SchemasCommand {
     /// Validate the catalog and every schema, and check each against every version committed
     /// earlier in git under its subject's compatibility mode.
     Check,
+    /// Register every catalog schema under its subject, with the subject's compatibility
+    /// mode, in a Confluent-compatible registry (lienthong's or an external one). Running it
+    /// again changes nothing. The credential comes from LIENTHONG_REGISTRY_TOKEN.
+    Push {
+        /// The registry's base URL, e.g. http://127.0.0.1:8081 or an Apicurio …/apis/ccompat/v7.
+        #[arg(long)]
+        url: String,
+        /// The agency code to authenticate as (HTTP Basic user); without it, a bearer token.
+        #[arg(long)]
+        agency: Option<String>,
+    },
 }
 
 /// `lienthong topics …`
@@ -104,6 +115,9 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
     let catalog = Catalog::load(&config.schemas_dir).map_err(|e| CliError::Usage(e.to_string()))?;
     match cli.command {
         Command::Schemas(SchemasCommand::Check) => schemas_check(&config.schemas_dir, &catalog),
+        Command::Schemas(SchemasCommand::Push { url, agency }) => {
+            schemas_push(&catalog, &url, agency).await
+        }
         Command::Topics(TopicsCommand::Create { replication }) => {
             topics_create(&config, &catalog, replication).await
         }
@@ -138,6 +152,44 @@ fn schemas_check(dir: &Path, catalog: &Catalog) -> Result<(), CliError> {
                 report.commits
             );
         }
+    }
+    Ok(())
+}
+
+/// The environment variable that holds the registry credential for `schemas push`.
+pub const REGISTRY_TOKEN_ENV: &str = "LIENTHONG_REGISTRY_TOKEN";
+
+async fn schemas_push(
+    catalog: &Catalog,
+    url: &str,
+    agency: Option<String>,
+) -> Result<(), CliError> {
+    use lienthong_registry::client::{Credentials, RegistryClient};
+    let token = std::env::var(REGISTRY_TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty());
+    let credentials = match (agency, token) {
+        (Some(user), Some(password)) => Credentials::Basic { user, password },
+        (None, Some(t)) => Credentials::Bearer(t),
+        (Some(_), None) => {
+            return Err(CliError::Usage(format!(
+                "--agency needs the token in {REGISTRY_TOKEN_ENV}"
+            )));
+        }
+        (None, None) => Credentials::None,
+    };
+    let client = RegistryClient::new(url, credentials, lienthong_contract::Codec::new())
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    for topic in catalog.topics() {
+        client
+            .set_compatibility(&topic.value_subject, topic.compatibility)
+            .await
+            .map_err(|e| CliError::Failed(format!("{}: {e}", topic.value_subject)))?;
+        let id = client
+            .id_for(&topic.value_subject, &topic.schema_json, true)
+            .await
+            .map_err(|e| CliError::Failed(format!("{}: {e}", topic.value_subject)))?;
+        println!("{}\tid {id}\t{}", topic.value_subject, topic.compatibility);
     }
     Ok(())
 }

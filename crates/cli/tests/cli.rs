@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use lienthong_registry::auth::hash_token;
-use lienthong_tests::{kafka, repo_root, unique_suffix};
+use lienthong_tests::{apicurio, kafka, repo_root, unique_suffix};
 
 fn lienthong() -> Command {
     let mut c = Command::cargo_bin("lienthong").unwrap();
@@ -206,4 +206,30 @@ fn up_serves_the_registry_until_interrupted() {
     };
     assert!(status.success(), "{status}");
     assert!(lines.any(|l| l.map(|l| l == "stopped").unwrap_or(false)));
+}
+
+#[test]
+fn schemas_push_to_an_external_registry_is_idempotent() {
+    let url = apicurio();
+    let push = || {
+        output(
+            lienthong()
+                .env_remove("LIENTHONG_REGISTRY_TOKEN")
+                .args(["schemas", "push", "--url", &url]),
+        )
+    };
+    let (code, first, err) = push();
+    assert_eq!(code, 0, "{first}{err}");
+    assert_eq!(first.lines().count(), 5, "{first}");
+    assert!(first.contains("hcm.case.events-value\tid "), "{first}");
+    let (code, second, err) = push();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(first, second, "same ids the second time");
+    // A credential-less push with --agency is a usage error.
+    let (code, _, err) = output(
+        lienthong()
+            .env_remove("LIENTHONG_REGISTRY_TOKEN")
+            .args(["schemas", "push", "--url", &url, "--agency", "STP"]),
+    );
+    assert_eq!(code, 2, "{err}");
 }

@@ -199,6 +199,22 @@ impl RegistryClient {
         Ok(id)
     }
 
+    /// Set a subject's compatibility mode.
+    pub async fn set_compatibility(
+        &self,
+        subject: &str,
+        mode: lienthong_contract::CompatibilityMode,
+    ) -> Result<(), RegistryError> {
+        let path = format!("/config/{}", encode_path(subject));
+        self.call::<serde_json::Value>(
+            reqwest::Method::PUT,
+            &path,
+            Some(json!({"compatibility": mode.as_str()})),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Decode a Confluent-framed record, fetching its writer schema on first sight only.
     pub async fn decode<'a, T: serde::Deserialize<'a>>(
         &self,
