@@ -212,9 +212,16 @@ impl Codec {
         // pre-allocate from untrusted lengths.
         decode_with::<serde::de::IgnoredAny>(&schema, body)?;
         let mut reader_bytes = body;
-        let value = apache_avro::from_avro_datum(&schema.avro, &mut reader_bytes, reader)
+        let value = apache_avro::from_avro_datum(&schema.avro, &mut reader_bytes, None)
             .map_err(|e| decode_err(e.to_string()))?;
-        Ok((id, value))
+        // Resolution by the contract's own resolver: apache-avro 0.21 picks union branches by
+        // shape, not by name (see `crate::resolve`).
+        match reader {
+            None => Ok((id, value)),
+            Some(reader) => crate::resolve::resolve(value, &schema.avro, reader)
+                .map(|v| (id, v))
+                .map_err(decode_err),
+        }
     }
 }
 

@@ -115,6 +115,10 @@ pub enum Channel {
     Counter,
     /// By post.
     Postal,
+    /// A value added to the schema after this code was written (the schema's default).
+    /// Publishers never send it.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A step in the life of a case (`hcm.case.events`).
@@ -228,6 +232,10 @@ pub enum AssignmentKind {
     Assigned,
     /// Transferred to another competent unit.
     Transferred,
+    /// A value added to the schema after this code was written (the schema's default).
+    /// Publishers never send it.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The case moved to another unit.
@@ -424,6 +432,10 @@ pub enum UnitKind {
     Commune,
     /// Special zone (đặc khu).
     SpecialZone,
+    /// A value added to the schema after this code was written (the schema's default).
+    /// Publishers never send it.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One unit.
@@ -464,6 +476,10 @@ pub enum ServiceLevel {
     PartialOnline,
     /// End to end online.
     FullOnline,
+    /// A value added to the schema after this code was written (the schema's default).
+    /// Publishers never send it.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One procedure.

@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod history;
 pub mod nfc;
+pub mod resolve;
 pub mod samples;
 
 pub use catalog::{AgencyKind, Catalog, CleanupPolicy, PersonalDataClass, TopicSpec};

@@ -397,3 +397,49 @@ proptest! {
         prop_assert_eq!(codec.decode::<Small>(&b).unwrap().1, v);
     }
 }
+
+#[test]
+fn a_symbol_added_later_reads_as_unknown_on_both_paths() {
+    // A newer writer added KIOSK to Channel; this code's types and schema predate it.
+    let (catalog, _) = catalog_codec();
+    let current = &catalog.topic("hcm.case.events").unwrap().schema_json;
+    let newer = current.replace(r#""POSTAL","UNKNOWN"]"#, r#""POSTAL","UNKNOWN","KIOSK"]"#);
+    assert_ne!(
+        &newer, current,
+        "the channel symbols are where the test expects them"
+    );
+    let codec = Codec::new();
+    codec.insert(1, &newer).unwrap();
+    let mut event = samples::case_lifecycle().pop().unwrap();
+    event.event = CaseEventKind::ResultReturned(ResultReturned {
+        channel: Channel::Online,
+    });
+    let mut bytes = codec.encode_to_vec(1, &event).unwrap();
+    // Rewrite the channel's symbol index (the last byte: ONLINE = 0) to KIOSK = 4.
+    let last = bytes.len() - 1;
+    assert_eq!(bytes[last], 0);
+    bytes[last] = 8; // zigzag(4)
+    let (_, typed): (u32, CaseEvent) = codec.decode(&bytes).unwrap();
+    assert_eq!(
+        typed.event,
+        CaseEventKind::ResultReturned(ResultReturned {
+            channel: Channel::Unknown
+        })
+    );
+    let reader = apache_avro::Schema::parse_str(current).unwrap();
+    let (_, generic) = codec.decode_value(&bytes, Some(&reader)).unwrap();
+    assert!(
+        format!("{generic:?}").contains("Enum(3, \"UNKNOWN\")"),
+        "{generic:?}"
+    );
+    // The union branch is found by name: ResultReturned is branch 8, not the first branch the
+    // value happens to fit (apache-avro 0.21's own resolution picks SupplementReceived, 4).
+    let Value::Record(fields) = generic else {
+        panic!("not a record")
+    };
+    assert!(
+        matches!(fields[1].1, Value::Union(8, _)),
+        "{:?}",
+        fields[1].1
+    );
+}

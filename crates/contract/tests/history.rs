@@ -175,12 +175,27 @@ fn a_committed_version_that_does_not_load_is_a_failure() {
 }
 
 #[test]
-fn removing_an_enum_symbol_from_a_shared_type_fails_every_subject_using_it() {
+fn adding_a_channel_is_compatible_thanks_to_the_enum_default() {
     let dir = scratch_repo();
     edit(
         &dir.path().join("schemas/common/channel.avsc"),
-        r#"["ONLINE", "COUNTER", "POSTAL"]"#,
-        r#"["ONLINE", "COUNTER"]"#,
+        r#""POSTAL", "UNKNOWN"]"#,
+        r#""POSTAL", "UNKNOWN", "KIOSK"]"#,
+    );
+    let failures = check_history(dir.path(), "schemas").unwrap().failures();
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn removing_an_enum_symbol_and_its_default_from_a_shared_type_fails_every_subject_using_it() {
+    // With its default, Channel may lose a symbol (old data reads as UNKNOWN); without the
+    // default, data written with POSTAL can no longer be read.
+    let dir = scratch_repo();
+    edit(
+        &dir.path().join("schemas/common/channel.avsc"),
+        r#""symbols": ["ONLINE", "COUNTER", "POSTAL", "UNKNOWN"],
+  "default": "UNKNOWN""#,
+        r#""symbols": ["ONLINE", "COUNTER", "UNKNOWN"]"#,
     );
     let failures = check_history(dir.path(), "schemas").unwrap().failures();
     assert!(
