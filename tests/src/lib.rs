@@ -276,7 +276,7 @@ impl Kafka {
         let consumer = self.consumer(&format!("reader-{}", unique_suffix()))?;
         consumer.subscribe(&[topic])?;
         let mut stream = consumer.stream();
-        let mut out = Vec::with_capacity(expected);
+        let mut out = Vec::with_capacity(expected.min(100_000));
         let deadline = tokio::time::Instant::now() + timeout;
         let mut settle_deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -299,6 +299,32 @@ impl Kafka {
             }
         }
         Ok(out)
+    }
+
+    /// Create every catalog topic that does not exist yet (idempotent; tests share them and
+    /// tell their records apart by key).
+    pub async fn ensure_catalog_topics(&self) -> Result<()> {
+        let catalog = lienthong_contract::Catalog::load(lienthong_contract::repo_schemas_dir())?;
+        let admin = self.admin()?;
+        let topics: Vec<NewTopic> = catalog
+            .topics()
+            .iter()
+            .map(|t| {
+                NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1))
+                    .set("cleanup.policy", t.cleanup_policy.as_kafka())
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => bail!("creating {t}: {code}"),
+            }
+        }
+        for t in catalog.topics() {
+            self.wait_for_leaders(&t.name, t.partitions).await?;
+        }
+        Ok(())
     }
 
     fn cluster_name(&self) -> Result<&str> {

@@ -1,0 +1,322 @@
+//! The producer SDK: how a department's or ward's Rust system, and lienthong's own components,
+//! put a typed event on the bus.
+//!
+//! A [`Publisher`] is one agency's identity on the bus. [`Publisher::publish`] checks that the
+//! agency may write the event's topic and publishes only as itself, normalises the event's text
+//! to NFC, encodes it with its registered schema id (learned once, at [`Publisher::connect`]),
+//! keys it by the aggregate id so all events of one case stay in order, and hands it to an
+//! idempotent `acks=all` producer. The returned [`Receipt`] comes only once Kafka has the
+//! record. Many publishes may be in flight; a bounded number is, and the next waits
+//! (backpressure). [`Publisher::flush`] drains on shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lienthong_contract::events::{
+    AdminUnitRecord, CaseEvent, CitizenRecord, Envelope, FeedbackEvent, ProcedureRecord,
+};
+use lienthong_contract::nfc::NormalizeText;
+use lienthong_contract::{AgencyKind, Catalog, Codec};
+use lienthong_registry::client::RegistryClient;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+/// Everything publishing can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum SdkError {
+    /// The agency may not publish this (wrong kind for the topic, or posing as another unit).
+    /// Permanent; nothing reached Kafka.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The event cannot be encoded with its schema. Permanent; nothing reached Kafka.
+    #[error("event does not fit its schema: {0}")]
+    Invalid(String),
+    /// The registry did not give the schema's id.
+    #[error("schema registry: {0}")]
+    Registry(#[from] lienthong_registry::RegistryError),
+    /// Kafka did not take the record.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+impl SdkError {
+    /// Worth retrying: Kafka or the registry being unreachable, not a refused or invalid event.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SdkError::NotAllowed(_) | SdkError::Invalid(_) => false,
+            SdkError::Registry(e) => e.is_transient(),
+            SdkError::Kafka(e) => !matches!(
+                e.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::MessageSizeTooLarge
+                        | RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::UnknownTopicOrPartition
+                )
+            ),
+        }
+    }
+}
+
+/// Proof that Kafka has an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset in that partition.
+    pub offset: i64,
+    /// The event's id.
+    pub event_id: String,
+}
+
+/// An event type of the contract: which topic it goes to, and its envelope.
+pub trait Event: Serialize + NormalizeText {
+    /// The catalog topic of this event type.
+    const TOPIC: &'static str;
+    /// The envelope.
+    fn envelope(&self) -> &Envelope;
+}
+
+macro_rules! events {
+    ($($t:ty => $topic:literal),* $(,)?) => {$(
+        impl Event for $t {
+            const TOPIC: &'static str = $topic;
+            fn envelope(&self) -> &Envelope {
+                &self.envelope
+            }
+        }
+    )*};
+}
+
+events! {
+    CaseEvent => "hcm.case.events",
+    CitizenRecord => "hcm.citizen.records",
+    FeedbackEvent => "hcm.feedback.events",
+    AdminUnitRecord => "hcm.reference.units",
+    ProcedureRecord => "hcm.reference.procedures",
+}
+
+/// Who publishes, and how.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// The agency's unit code: events must carry it as `producer_unit`.
+    pub agency: String,
+    /// Department or ward.
+    pub kind: AgencyKind,
+    /// Kafka bootstrap servers.
+    pub bootstrap: String,
+    /// At most this many publishes in flight; the next waits.
+    pub max_in_flight: usize,
+    /// How long a record may wait for Kafka before the publish fails.
+    pub delivery_timeout: Duration,
+    /// Extra librdkafka settings (override the defaults below).
+    pub kafka_options: Vec<(String, String)>,
+}
+
+impl PublisherConfig {
+    /// Defaults for `agency`: 10,000 in flight, 30 s delivery timeout.
+    pub fn new(agency: impl Into<String>, kind: AgencyKind, bootstrap: impl Into<String>) -> Self {
+        PublisherConfig {
+            agency: agency.into(),
+            kind,
+            bootstrap: bootstrap.into(),
+            max_in_flight: 10_000,
+            delivery_timeout: Duration::from_secs(30),
+            kafka_options: Vec::new(),
+        }
+    }
+}
+
+/// Where schema ids come from.
+pub enum SchemaIds<'a> {
+    /// A registry (lienthong's or external): ids are looked up once, at connect.
+    Registry(&'a RegistryClient),
+    /// Local ids 1, 2, … in catalog order (tests, the embedded demo).
+    Local,
+}
+
+/// One agency's handle on the bus. Cheap to share behind an `Arc`.
+pub struct Publisher {
+    config: PublisherConfig,
+    producer: FutureProducer,
+    codec: Codec,
+    /// topic -> schema id; only the topics this agency may write.
+    ids: HashMap<String, u32>,
+    catalog: Arc<Catalog>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Publisher {
+    /// Create the producer and learn the schema id of every topic the agency may write.
+    pub async fn connect(
+        config: PublisherConfig,
+        catalog: Arc<Catalog>,
+        ids: SchemaIds<'_>,
+    ) -> Result<Self, SdkError> {
+        let mut kafka = ClientConfig::new();
+        kafka
+            .set("bootstrap.servers", &config.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            );
+        for (k, v) in &config.kafka_options {
+            kafka.set(k, v);
+        }
+        let producer: FutureProducer = kafka.create()?;
+        let codec = match &ids {
+            SchemaIds::Registry(client) => client.codec().clone(),
+            SchemaIds::Local => {
+                Codec::from_catalog(&catalog).map_err(|e| SdkError::Invalid(e.to_string()))?
+            }
+        };
+        let mut topic_ids = HashMap::new();
+        for topic in catalog
+            .topics()
+            .iter()
+            .filter(|t| t.allows_publisher(config.kind))
+        {
+            let id = match &ids {
+                SchemaIds::Registry(client) => {
+                    client
+                        .id_for(&topic.value_subject, &topic.schema_json, false)
+                        .await?
+                }
+                SchemaIds::Local => catalog
+                    .local_id(&topic.name)
+                    .map_err(|e| SdkError::Invalid(e.to_string()))?,
+            };
+            topic_ids.insert(topic.name.clone(), id);
+        }
+        let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+        Ok(Publisher {
+            config,
+            producer,
+            codec,
+            ids: topic_ids,
+            catalog,
+            in_flight,
+        })
+    }
+
+    /// The agency this publisher speaks for.
+    pub fn agency(&self) -> &str {
+        &self.config.agency
+    }
+
+    /// Check, normalise, encode and produce `event`; resolves once Kafka acknowledged it.
+    pub async fn publish<E: Event>(&self, mut event: E) -> Result<Receipt, SdkError> {
+        let id = self.check(E::TOPIC, event.envelope())?;
+        event.normalize_text();
+        let payload = self
+            .codec
+            .encode_to_vec(id, &event)
+            .map_err(|e| SdkError::Invalid(e.to_string()))?;
+        let envelope = event.envelope();
+        self.produce(
+            E::TOPIC,
+            &envelope.aggregate_id,
+            Some(&payload),
+            &envelope.event_id,
+        )
+        .await
+    }
+
+    /// Erase a citizen's record everywhere: a tombstone (null value) on the compacted citizen
+    /// topic, keyed by the personal id.
+    pub async fn erase_citizen(&self, personal_id: &str) -> Result<Receipt, SdkError> {
+        let topic = CitizenRecord::TOPIC;
+        if !self.ids.contains_key(topic) {
+            return Err(self.not_allowed(topic));
+        }
+        if !lienthong_contract::catalog::FieldFormat::PersonalId.accepts(personal_id) {
+            return Err(SdkError::Invalid(format!(
+                "{personal_id:?} is not a 12-digit personal id"
+            )));
+        }
+        self.produce(topic, personal_id, None, "").await
+    }
+
+    fn not_allowed(&self, topic: &str) -> SdkError {
+        let kinds = self
+            .catalog
+            .topic(topic)
+            .map(|t| {
+                t.publishers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        SdkError::NotAllowed(format!(
+            "agency {} ({}) may not publish to {topic}: only {kinds}",
+            self.config.agency, self.config.kind
+        ))
+    }
+
+    /// The schema id for `topic`, if this agency may publish there as the envelope says.
+    fn check(&self, topic: &str, envelope: &Envelope) -> Result<u32, SdkError> {
+        let id = *self.ids.get(topic).ok_or_else(|| self.not_allowed(topic))?;
+        if envelope.producer_unit != self.config.agency {
+            return Err(SdkError::NotAllowed(format!(
+                "agency {} may publish only as itself, not as {:?}",
+                self.config.agency, envelope.producer_unit
+            )));
+        }
+        if envelope.aggregate_id.is_empty() {
+            return Err(SdkError::Invalid(
+                "the envelope's aggregate_id (the Kafka key) is empty".into(),
+            ));
+        }
+        Ok(id)
+    }
+
+    async fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Option<&[u8]>,
+        event_id: &str,
+    ) -> Result<Receipt, SdkError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| SdkError::NotAllowed("the publisher is closed".into()))?;
+        let mut record = FutureRecord::<str, [u8]>::to(topic).key(key);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        let delivery = self
+            .producer
+            .send(record, Timeout::After(self.config.delivery_timeout))
+            .await
+            .map_err(|(e, _)| SdkError::Kafka(e))?;
+        Ok(Receipt {
+            topic: topic.to_string(),
+            partition: delivery.partition,
+            offset: delivery.offset,
+            event_id: event_id.to_string(),
+        })
+    }
+
+    /// Wait until everything handed to Kafka is acknowledged (or `timeout` passes).
+    pub fn flush(&self, timeout: Duration) -> Result<(), SdkError> {
+        self.in_flight.close();
+        self.producer
+            .flush(Timeout::After(timeout))
+            .map_err(SdkError::Kafka)
+    }
+}

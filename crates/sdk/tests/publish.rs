@@ -1,0 +1,217 @@
+//! The SDK against real Kafka: every event type arrives decodable, permissions are enforced
+//! before Kafka, text arrives NFC, many publishes are in flight, tombstones erase.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lienthong_contract::events::*;
+use lienthong_contract::{AgencyKind, Catalog, Codec, repo_schemas_dir, samples};
+use lienthong_sdk::{Publisher, PublisherConfig, SchemaIds, SdkError};
+use lienthong_tests::{Kafka, kafka, unique_suffix};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+async fn publisher(kafka: &Kafka, agency: &str, kind: AgencyKind) -> Publisher {
+    kafka.ensure_catalog_topics().await.unwrap();
+    let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
+    let mut config = PublisherConfig::new(agency, kind, kafka.bootstrap());
+    config.max_in_flight = 500;
+    Publisher::connect(config, catalog, SchemaIds::Local)
+        .await
+        .unwrap()
+}
+
+/// Every record of `topic` whose key is `key`, decoded with the local catalog ids.
+async fn read_key<T: serde::de::DeserializeOwned>(
+    kafka: &Kafka,
+    topic: &str,
+    key: &str,
+    expected: usize,
+) -> Vec<Option<T>> {
+    let codec = Codec::from_catalog(&Catalog::load(repo_schemas_dir()).unwrap()).unwrap();
+    let records = kafka
+        .read_all(topic, usize::MAX, Duration::from_secs(8), Duration::ZERO)
+        .await
+        .unwrap();
+    let mine: Vec<Option<T>> = records
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
+        .map(|r| {
+            r.payload
+                .as_deref()
+                .map(|p| codec.decode::<T>(p).unwrap().1)
+        })
+        .collect();
+    assert_eq!(mine.len(), expected, "records with key {key}");
+    mine
+}
+
+fn case_id() -> String {
+    format!("HS-TEST-{}", unique_suffix())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_case_step_arrives_in_order_and_decodes() {
+    let kafka = kafka();
+    let ward = publisher(&kafka, "26734", AgencyKind::Ward).await;
+    let id = case_id();
+    let mut sent = Vec::new();
+    for (i, mut e) in samples::case_lifecycle().into_iter().enumerate() {
+        e.envelope.aggregate_id = id.clone();
+        e.envelope.producer_unit = "26734".into();
+        e.envelope.aggregate_version = i as i64 + 1;
+        let receipt = ward.publish(e.clone()).await.unwrap();
+        assert_eq!(
+            (receipt.topic.as_str(), receipt.event_id.as_str()),
+            ("hcm.case.events", e.envelope.event_id.as_str())
+        );
+        sent.push(e);
+    }
+    let got: Vec<CaseEvent> = read_key(&kafka, "hcm.case.events", &id, sent.len())
+        .await
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    assert_eq!(
+        got, sent,
+        "same events, same order (one key, one partition)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_publishes_citizen_and_reference_data_and_erases() {
+    let kafka = kafka();
+    let police = publisher(&kafka, "CATP", AgencyKind::Department).await;
+    let mut citizen = samples::citizen_record();
+    let pid = format!("0{:011}", rand_digits());
+    citizen.envelope.aggregate_id = pid.clone();
+    citizen.profile.personal_id = pid.clone();
+    police.publish(citizen.clone()).await.unwrap();
+    police.erase_citizen(&pid).await.unwrap();
+    let got = read_key::<CitizenRecord>(&kafka, "hcm.citizen.records", &pid, 2).await;
+    assert_eq!(got[0].as_ref(), Some(&citizen));
+    assert!(got[1].is_none(), "the erasure is a tombstone");
+    assert!(matches!(
+        police.erase_citizen("12345").await,
+        Err(SdkError::Invalid(_))
+    ));
+
+    let mut unit = samples::admin_unit();
+    unit.envelope.producer_unit = "CATP".into();
+    unit.envelope.aggregate_id = format!("U{}", unique_suffix());
+    police.publish(unit.clone()).await.unwrap();
+    let mut feedback = samples::feedback_lifecycle().remove(2);
+    feedback.envelope.producer_unit = "CATP".into();
+    feedback.envelope.aggregate_id = format!("PA-{}", unique_suffix());
+    police.publish(feedback.clone()).await.unwrap();
+    assert_eq!(
+        read_key::<FeedbackEvent>(
+            &kafka,
+            "hcm.feedback.events",
+            &feedback.envelope.aggregate_id,
+            1
+        )
+        .await[0]
+            .as_ref(),
+        Some(&feedback)
+    );
+}
+
+fn rand_digits() -> u64 {
+    u64::from_str_radix(&unique_suffix()[..10], 16).unwrap() % 100_000_000_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_happen_before_kafka() {
+    let kafka = kafka();
+    let ward = publisher(&kafka, "26734", AgencyKind::Ward).await;
+    let high = |kafka: &Kafka| {
+        let c: BaseConsumer = kafka.client_config().create().unwrap();
+        (0..6)
+            .map(|p| {
+                c.fetch_watermarks("hcm.citizen.records", p, Duration::from_secs(5))
+                    .unwrap()
+                    .1
+            })
+            .sum::<i64>()
+    };
+    // A ward may not publish citizen records.
+    let before = high(&kafka);
+    let err = ward.publish(samples::citizen_record()).await.unwrap_err();
+    assert!(
+        matches!(err, SdkError::NotAllowed(_)) && !err.is_transient(),
+        "{err}"
+    );
+    assert!(err.to_string().contains("hcm.citizen.records"), "{err}");
+    assert!(matches!(
+        ward.erase_citizen("079203001234").await,
+        Err(SdkError::NotAllowed(_))
+    ));
+    assert_eq!(high(&kafka), before, "nothing reached Kafka");
+    // A ward publishes only as itself.
+    let mut e = samples::typical_case_submitted();
+    e.envelope.producer_unit = "27004".into();
+    let err = ward.publish(e).await.unwrap_err();
+    assert!(
+        matches!(err, SdkError::NotAllowed(_)) && err.to_string().contains("27004"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vietnamese_text_arrives_nfc() {
+    let kafka = kafka();
+    let ward = publisher(&kafka, "26734", AgencyKind::Ward).await;
+    let mut e = samples::case_lifecycle().remove(3); // SupplementRequested
+    e.envelope.producer_unit = "26734".into();
+    e.envelope.aggregate_id = case_id();
+    let CaseEventKind::SupplementRequested(ref mut s) = e.event else {
+        panic!()
+    };
+    s.reason = "Thie\u{302}\u{301}u gia\u{302}\u{301}y chu\u{31b}\u{301}ng sinh".into(); // NFD
+    ward.publish(e.clone()).await.unwrap();
+    let got: CaseEvent = read_key(&kafka, "hcm.case.events", &e.envelope.aggregate_id, 1)
+        .await
+        .remove(0)
+        .unwrap();
+    let CaseEventKind::SupplementRequested(s) = got.event else {
+        panic!()
+    };
+    assert_eq!(s.reason, "Thiếu giấy chứng sinh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_in_flight_get_one_receipt_each() {
+    let kafka = kafka();
+    let ward = Arc::new(publisher(&kafka, "26734", AgencyKind::Ward).await);
+    let n = 5_000;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let ward = ward.clone();
+        tasks.spawn(async move {
+            let mut e = samples::typical_case_submitted();
+            e.envelope.aggregate_id = format!("HS-LOAD-{}", i % 97);
+            e.envelope.event_id = samples::uuid_like(1_000_000 + i as u64);
+            ward.publish(e).await
+        });
+    }
+    let mut receipts = HashSet::new();
+    while let Some(r) = tasks.join_next().await {
+        let r = r.unwrap().unwrap();
+        assert!(
+            receipts.insert((r.partition, r.offset)),
+            "two events at one offset"
+        );
+    }
+    assert_eq!(receipts.len(), n);
+    ward.flush(Duration::from_secs(10)).unwrap();
+    assert!(
+        matches!(
+            ward.publish(samples::typical_case_submitted()).await,
+            Err(SdkError::NotAllowed(_))
+        ),
+        "closed after flush"
+    );
+}
