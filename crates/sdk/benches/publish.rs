@@ -1,0 +1,121 @@
+//! SDK publishing against raw rdkafka producing the same records pre-encoded, on the same real
+//! broker, in one run. Goal (issue 5): the SDK at >= 0.8x the raw rate.
+//!
+//! Run with the suite's broker: `eval "$(ops/services.sh up)"; cargo bench -p lienthong-sdk
+//! --bench publish`. Prints events/s per round and the median of 5 rounds for each.
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use lienthong_contract::{AgencyKind, Catalog, Codec, repo_schemas_dir, samples};
+use lienthong_sdk::{Publisher, PublisherConfig, SchemaIds};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const N: usize = 100_000;
+const ROUNDS: usize = 5;
+const IN_FLIGHT: usize = 10_000;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let Ok(bootstrap) = std::env::var("LIENTHONG_KAFKA_BOOTSTRAP") else {
+        eprintln!(
+            "set LIENTHONG_KAFKA_BOOTSTRAP (eval \"$(ops/services.sh up)\") to run this benchmark"
+        );
+        std::process::exit(2);
+    };
+    let kafka = lienthong_tests::kafka();
+    kafka.ensure_catalog_topics().await.unwrap();
+    let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
+    let codec = Codec::from_catalog(&catalog).unwrap();
+    let id = catalog.local_id("hcm.case.events").unwrap();
+    let events: Vec<_> = (0..N)
+        .map(|i| {
+            let mut e = samples::typical_case_submitted();
+            e.envelope.aggregate_id = format!("HS-BENCH-{}", i % 5_000);
+            e
+        })
+        .collect();
+    let encoded: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.envelope.aggregate_id.clone(),
+                codec.encode_to_vec(id, e).unwrap(),
+            )
+        })
+        .collect();
+
+    let raw: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .create()
+        .unwrap();
+    let mut config = PublisherConfig::new("26734", AgencyKind::Ward, &bootstrap);
+    config.max_in_flight = IN_FLIGHT;
+    let sdk = Arc::new(
+        Publisher::connect(config, catalog.clone(), SchemaIds::Local)
+            .await
+            .unwrap(),
+    );
+
+    let (mut raw_rates, mut sdk_rates) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let t = Instant::now();
+        let mut in_flight = FuturesUnordered::new();
+        for (key, payload) in &encoded {
+            let record: FutureRecord<'_, String, Vec<u8>> = FutureRecord::to("hcm.case.events")
+                .key(key)
+                .payload(payload);
+            in_flight.push(raw.send(record, Duration::from_secs(30)));
+            if in_flight.len() >= IN_FLIGHT {
+                in_flight.next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(r) = in_flight.next().await {
+            r.unwrap();
+        }
+        raw_rates.push(N as f64 / t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
+        for e in &events {
+            let sdk = sdk.clone();
+            let e = e.clone();
+            in_flight.push(async move { sdk.publish(e).await.map(drop) });
+            if in_flight.len() >= IN_FLIGHT {
+                in_flight.next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(r) = in_flight.next().await {
+            r.unwrap();
+        }
+        sdk_rates.push(N as f64 / t.elapsed().as_secs_f64());
+        println!(
+            "round {}: raw {:.0} events/s, sdk {:.0} events/s",
+            round + 1,
+            raw_rates[round],
+            sdk_rates[round]
+        );
+    }
+    let (raw_m, sdk_m) = (median(raw_rates), median(sdk_rates));
+    println!(
+        "median of {ROUNDS} rounds of {N} typical case-submitted events (acks=all, idempotent, lz4):"
+    );
+    println!("  raw rdkafka, pre-encoded bytes: {raw_m:.0} events/s");
+    println!("  lienthong SDK (check, NFC, encode, produce): {sdk_m:.0} events/s");
+    println!("  ratio SDK / raw: {:.2}x (goal >= 0.8x)", sdk_m / raw_m);
+}
