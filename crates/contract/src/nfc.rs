@@ -17,6 +17,10 @@ use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
 /// `s` in NFC; borrows when it already is (the common case, checked without allocating).
 pub fn normalize(s: &str) -> Cow<'_, str> {
+    // ASCII is NFC: codes, ids and hashes, most of an event, skip the table lookups.
+    if s.is_ascii() {
+        return Cow::Borrowed(s);
+    }
     match is_nfc_quick(s.chars()) {
         IsNormalized::Yes => Cow::Borrowed(s),
         _ => {

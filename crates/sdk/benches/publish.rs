@@ -38,13 +38,17 @@ async fn main() {
     let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
     let codec = Codec::from_catalog(&catalog).unwrap();
     let id = catalog.local_id("hcm.case.events").unwrap();
-    let events: Vec<_> = (0..N)
-        .map(|i| {
-            let mut e = samples::typical_case_submitted();
-            e.envelope.aggregate_id = format!("HS-BENCH-{}", i % 5_000);
-            e
-        })
-        .collect();
+    // Events as a producer holds them: built before timing, moved into `publish`.
+    let make_events = || -> Vec<_> {
+        (0..N)
+            .map(|i| {
+                let mut e = samples::typical_case_submitted();
+                e.envelope.aggregate_id = format!("HS-BENCH-{}", i % 5_000);
+                e
+            })
+            .collect()
+    };
+    let events = make_events();
     let encoded: Vec<(String, Vec<u8>)> = events
         .iter()
         .map(|e| {
@@ -90,11 +94,11 @@ async fn main() {
         }
         raw_rates.push(N as f64 / t.elapsed().as_secs_f64());
 
+        let round_events = make_events();
         let t = Instant::now();
         let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
-        for e in &events {
+        for e in round_events {
             let sdk = sdk.clone();
-            let e = e.clone();
             in_flight.push(async move { sdk.publish(e).await.map(drop) });
             if in_flight.len() >= IN_FLIGHT {
                 in_flight.next().await.unwrap().unwrap();
