@@ -55,7 +55,7 @@ pub fn write_header(id: u32, out: &mut Vec<u8>) {
 pub struct RegisteredSchema {
     id: u32,
     json: String,
-    canonical: String,
+    identity: String,
     avro: Schema,
     fast: serde_avro_fast::Schema,
 }
@@ -64,7 +64,7 @@ impl std::fmt::Debug for RegisteredSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegisteredSchema")
             .field("id", &self.id)
-            .field("canonical", &self.canonical)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -81,7 +81,7 @@ impl RegisteredSchema {
         Ok(RegisteredSchema {
             id,
             json: json.to_string(),
-            canonical: avro.canonical_form(),
+            identity: schema_identity(json).map_err(schema_err)?,
             avro,
             fast,
         })
@@ -97,9 +97,10 @@ impl RegisteredSchema {
         &self.json
     }
 
-    /// Avro's Parsing Canonical Form of the schema.
-    pub fn canonical_form(&self) -> &str {
-        &self.canonical
+    /// The schema's identity: its JSON with keys sorted and no whitespace (see
+    /// [`schema_identity`]).
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// The parsed schema.
@@ -141,14 +142,14 @@ impl Codec {
     }
 
     /// Bind `id` to the schema `json`, parsing it once. Binding an id again to the same schema
-    /// (by canonical form) is a no-op; to a different one, an error.
+    /// (by [`schema_identity`]) is a no-op; to a different one, an error.
     pub fn insert(&self, id: u32, json: &str) -> Result<Arc<RegisteredSchema>> {
         // Parse outside the lock; decide under it, so two threads binding one id to different
         // schemas cannot both succeed.
         let parsed = Arc::new(RegisteredSchema::parse(id, json)?);
         let mut map = self.by_id.write().unwrap_or_else(|p| p.into_inner());
         match map.get(&id) {
-            Some(existing) if existing.canonical == parsed.canonical => Ok(existing.clone()),
+            Some(existing) if existing.identity == parsed.identity => Ok(existing.clone()),
             Some(_) => Err(ContractError::ConflictingId { id }),
             None => {
                 map.insert(id, parsed.clone());
@@ -223,6 +224,33 @@ impl Codec {
                 .map_err(decode_err),
         }
     }
+}
+
+/// A schema's identity: its JSON, keys sorted, no insignificant whitespace.
+///
+/// Not Avro's Parsing Canonical Form, which drops defaults, aliases, docs and logical types: two
+/// schemas that differ only there are different contracts (a default decides what old records
+/// read as) and must not share an id. This depends on JSON alone, so it is the same for every
+/// Avro library version that ever replays the registry's log.
+pub fn schema_identity(json: &str) -> std::result::Result<String, String> {
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<_> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sorted).collect())
+            }
+            other => other,
+        }
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("invalid schema JSON: {e}"))?;
+    Ok(sorted(value).to_string())
 }
 
 /// The id [`Codec::from_catalog`] gives the catalog's topic at `index`.

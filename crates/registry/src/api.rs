@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,8 +24,9 @@ use crate::error::RegistryError;
 use crate::state::Reference;
 use crate::{CONTENT_TYPE, Registry, VersionSpec, VersionView};
 
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Largest accepted request body. A registration becomes one Kafka record holding the schema
+/// JSON-escaped, which must stay under Kafka's default 1 MB record limit.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 type Shared = State<Arc<Registry>>;
 type ApiResult = Result<Response, RegistryError>;
@@ -61,6 +63,8 @@ pub fn router(registry: Arc<Registry>) -> Router {
                 .delete(delete_subject_config),
         )
         .route("/mode", get(mode))
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(no_such_route)
         .layer(middleware::from_fn_with_state(
             registry.clone(),
             authenticate,
@@ -83,6 +87,34 @@ async fn authenticate(State(registry): Shared, mut request: Request, next: Next)
 
 fn ok(body: Value) -> ApiResult {
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response())
+}
+
+/// Path parameters, with a Confluent-style error when they do not decode.
+struct Path<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = RegistryError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Path(v))
+            .map_err(|e| RegistryError::InvalidRequest(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+/// Query flags, with a Confluent-style error when they do not parse.
+struct Query<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Query<T> {
+    type Rejection = RegistryError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| RegistryError::InvalidRequest(format!("invalid query: {}", e.body_text())))
+    }
 }
 
 /// A JSON body in the Confluent media type or plain JSON, bounded in size, with
@@ -362,6 +394,10 @@ async fn delete_subject_config(
     let (previous, global) = r.config(Some(&subject));
     r.set_config(&agency, Some(&subject), None).await?;
     ok(json!({"compatibilityLevel": previous.unwrap_or(global)}))
+}
+
+async fn no_such_route(method: axum::http::Method, uri: axum::http::Uri) -> RegistryError {
+    RegistryError::NoSuchRoute(format!("{method} {}", uri.path()))
 }
 
 async fn mode() -> ApiResult {

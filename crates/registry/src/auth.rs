@@ -131,10 +131,38 @@ pub fn owner_of(catalog: &Catalog, subject: &str) -> Option<String> {
         return Some(topic.owner.clone());
     }
     let (prefix, _) = subject.split_once('.')?;
+    // The catalog's own prefixes (`hcm.`) belong to nobody but admins, even if an agency's
+    // code happened to spell the same.
+    if catalog
+        .topics()
+        .iter()
+        .any(|t| t.name.split('.').next() == Some(prefix))
+    {
+        return None;
+    }
     let code = prefix.to_ascii_uppercase();
     lienthong_contract::catalog::FieldFormat::UnitCode
         .accepts(&code)
         .then_some(code)
+}
+
+/// May `agency` change the compatibility mode of `subject`, or delete its versions? For a
+/// catalog subject only an admin may: the catalog sets its mode, and its old versions must stay
+/// readable. Otherwise, as for registering.
+pub fn check_admin_of(
+    catalog: &Catalog,
+    agency: &Agency,
+    subject: &str,
+) -> Result<(), RegistryError> {
+    if catalog.topic_by_subject(subject).is_some() && !agency.admin {
+        return Err(RegistryError::Forbidden {
+            agency: agency.code.clone(),
+            subject: subject.to_string(),
+            owner: "an admin agency (the catalog sets this subject's mode and keeps its versions)"
+                .into(),
+        });
+    }
+    check_owner(catalog, agency, subject)
 }
 
 /// May `agency` change `subject`?

@@ -161,10 +161,9 @@ impl RegistryClient {
         schema: &str,
         register: bool,
     ) -> Result<u32, RegistryError> {
-        let canonical = apache_avro::Schema::parse_str(schema)
-            .map_err(|e| RegistryError::InvalidSchema(e.to_string()))?
-            .canonical_form();
-        let key = (subject.to_string(), canonical);
+        let identity = lienthong_contract::codec::schema_identity(schema)
+            .map_err(RegistryError::InvalidSchema)?;
+        let key = (subject.to_string(), identity);
         if let Some(id) = self.ids.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(*id);
         }

@@ -57,6 +57,9 @@ pub enum RegistryError {
     /// Invalid compatibility level or request body.
     #[error("{0}")]
     InvalidRequest(String),
+    /// No such call in the API.
+    #[error("no such call: {0}")]
+    NoSuchRoute(String),
     /// A subject with no subject-level config.
     #[error("Subject '{0}' does not have subject-level compatibility configured")]
     SubjectConfigNotFound(String),
@@ -118,6 +121,7 @@ impl RegistryError {
             Unauthenticated => (StatusCode::UNAUTHORIZED, 40101),
             Forbidden { .. } => (StatusCode::FORBIDDEN, 40301),
             SubjectNotFound(_) => (StatusCode::NOT_FOUND, 40401),
+            NoSuchRoute(_) => (StatusCode::NOT_FOUND, 404),
             VersionNotFound { .. } => (StatusCode::NOT_FOUND, 40402),
             SchemaNotFound(_) => (StatusCode::NOT_FOUND, 40403),
             NotSoftDeleted { .. } => (StatusCode::NOT_FOUND, 40407),

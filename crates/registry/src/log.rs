@@ -132,6 +132,11 @@ impl KafkaLog {
             TopicReplication::Fixed(config.replication),
         )
         .set("cleanup.policy", "compact")
+        // With 3 or more replicas, an acknowledged proposal survives a broker loss.
+        .set(
+            "min.insync.replicas",
+            if config.replication >= 3 { "2" } else { "1" },
+        )
         .set("min.compaction.lag.ms", "0");
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
         for result in admin
@@ -168,6 +173,8 @@ impl KafkaLog {
             )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
+            // Never skip ahead: the state is the whole log.
+            .set("auto.offset.reset", "earliest")
             .create()
             .map_err(store)?;
         let mut tpl = TopicPartitionList::new();
@@ -198,10 +205,19 @@ fn apply_loop(
             None => {}
             Some(Ok(m)) => {
                 let key = m.key().unwrap_or_default();
-                state
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .apply(key, m.payload());
+                let mut state = state.write().unwrap_or_else(|p| p.into_inner());
+                // A record that trips a panic is skipped like any malformed record: the reader
+                // must outlive every record ever written (the same skip on every instance).
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    state.apply(key, m.payload())
+                }));
+                if outcome.is_err() {
+                    tracing::error!(
+                        offset = m.offset(),
+                        "a schema-log record could not be applied; skipped"
+                    );
+                }
+                drop(state);
                 applied.send_replace(m.offset() + 1);
             }
             Some(Err(e)) => tracing::warn!(error = %e, "reading the schema log"),

@@ -22,6 +22,31 @@ use apache_avro::Schema;
 use lienthong_contract::CompatibilityMode;
 use serde::{Deserialize, Serialize};
 
+/// The largest id ever given: Java clients hold ids in a signed 32-bit int.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// A schema's identity with its references: two registrations are the same schema exactly when
+/// these are equal. See [`lienthong_contract::codec::schema_identity`] for why this is not
+/// Avro's canonical form.
+pub fn identity_of(schema: &str, references: &[Reference]) -> Result<String, String> {
+    let mut identity = lienthong_contract::codec::schema_identity(schema)?;
+    if !references.is_empty() {
+        identity.push('|');
+        identity.push_str(&serde_json::to_string(references).map_err(|e| e.to_string())?);
+    }
+    Ok(identity)
+}
+
+/// Parse a schema, treating a panic inside the Avro library as "does not parse": registry input
+/// comes from any agency, and one bad record must never stop the log's reader.
+pub fn guarded_parse(state: &State, schema: &str, references: &[Reference]) -> Option<Schema> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        state.parse_with_references(schema, references).ok()
+    }))
+    .ok()
+    .flatten()
+}
+
 /// A schema reference (Confluent's `references`): a named type defined in another subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reference {
@@ -67,6 +92,9 @@ pub enum LogKey {
 pub struct Proposal {
     /// Proposed id.
     pub id: u32,
+    /// The schema's identity ([`identity_of`]), computed by the proposer and stored, so that
+    /// replaying the log decides from recorded fields only, whatever Avro library replays it.
+    pub identity: String,
     /// The schema text as registered.
     pub schema: String,
     /// References it depends on.
@@ -93,8 +121,8 @@ pub struct SchemaEntry {
     /// The text as first registered; `None` once every version using it was permanently
     /// deleted (the id stays reserved).
     pub schema: Option<String>,
-    /// Avro's canonical form, its identity.
-    pub canonical: String,
+    /// Its identity ([`identity_of`]).
+    pub identity: String,
     /// Parsed, for compatibility checks.
     pub parsed: Option<Schema>,
     /// References.
@@ -148,8 +176,8 @@ pub enum Outcome {
 pub struct State {
     /// Schemas by id.
     pub schemas: HashMap<u32, Arc<SchemaEntry>>,
-    /// Ids by canonical form.
-    pub by_canonical: HashMap<String, u32>,
+    /// Ids by identity.
+    pub by_identity: HashMap<String, u32>,
     /// Highest id ever accepted.
     pub max_id: u32,
     /// Subjects.
@@ -167,7 +195,7 @@ impl State {
     pub fn new(global_compat: CompatibilityMode) -> Self {
         State {
             schemas: HashMap::new(),
-            by_canonical: HashMap::new(),
+            by_identity: HashMap::new(),
             max_id: 0,
             subjects: BTreeMap::new(),
             global_compat,
@@ -259,47 +287,38 @@ impl State {
 
     fn apply_proposal(&mut self, subject: &str, version: u32, p: Proposal) -> Outcome {
         let last = self.subjects.get(subject).map_or(0, |s| s.last_version);
-        if version != last + 1 || p.id == 0 {
+        // Ids stay within what Java clients can hold (a signed 32-bit int).
+        if version != last + 1 || p.id == 0 || p.id > MAX_ID {
             return Outcome::Rejected;
         }
-        let Ok(parsed) = self.parse_with_references(&p.schema, &p.references) else {
-            return Outcome::Rejected;
-        };
-        let canonical = parsed.canonical_form();
-        match self.by_canonical.get(&canonical) {
+        match self.by_identity.get(&p.identity) {
             Some(&existing) if existing != p.id => return Outcome::Rejected,
             Some(_) => {}
-            None => {
-                if p.id <= self.max_id {
-                    return Outcome::Rejected; // ids are never reused
-                }
-            }
+            None if p.id <= self.max_id => return Outcome::Rejected, // ids are never reused
+            None => {}
         }
         if let Some(s) = self.subjects.get(subject)
             && s.live().any(|(_, v)| v.id == p.id)
         {
             return Outcome::Rejected; // already registered: nothing new to record
         }
-        let entry = self.schemas.entry(p.id).or_insert_with(|| {
-            Arc::new(SchemaEntry {
-                id: p.id,
-                schema: None,
-                canonical: canonical.clone(),
-                parsed: None,
-                references: Vec::new(),
-            })
-        });
-        if entry.schema.is_none() {
-            // New, or revived after a permanent delete: keep the text for old messages.
-            *entry = Arc::new(SchemaEntry {
-                id: p.id,
-                schema: Some(p.schema),
-                canonical: canonical.clone(),
-                parsed: Some(parsed),
-                references: p.references,
-            });
+        let needs_text = self.schemas.get(&p.id).is_none_or(|e| e.schema.is_none());
+        if needs_text {
+            // New, or revived after a permanent delete. Parsing is for later compatibility
+            // checks only; the decision above stands on the recorded fields.
+            let parsed = guarded_parse(self, &p.schema, &p.references);
+            self.schemas.insert(
+                p.id,
+                Arc::new(SchemaEntry {
+                    id: p.id,
+                    schema: Some(p.schema),
+                    identity: p.identity.clone(),
+                    parsed,
+                    references: p.references,
+                }),
+            );
         }
-        self.by_canonical.insert(canonical, p.id);
+        self.by_identity.insert(p.identity, p.id);
         self.max_id = self.max_id.max(p.id);
         let s = self.subjects.entry(subject.to_string()).or_default();
         s.versions.insert(
@@ -338,7 +357,7 @@ impl State {
             *entry = Arc::new(SchemaEntry {
                 id,
                 schema: None,
-                canonical: entry.canonical.clone(),
+                identity: entry.identity.clone(),
                 parsed: None,
                 references: Vec::new(),
             });
@@ -370,6 +389,7 @@ mod tests {
         .unwrap();
         let value = serde_json::to_vec(&Proposal {
             id,
+            identity: identity_of(schema, &[]).unwrap_or_default(),
             schema: schema.into(),
             references: vec![],
             agency: "STP".into(),
@@ -393,10 +413,7 @@ mod tests {
             propose(&mut s, "b", 1, 2, B, "p3"),
             Outcome::Accepted { id: 2, version: 1 }
         );
-        assert_eq!(
-            s.schemas[&1].canonical,
-            Schema::parse_str(A).unwrap().canonical_form()
-        );
+        assert_eq!(s.schemas[&1].identity, identity_of(A, &[]).unwrap());
     }
 
     #[test]

@@ -510,3 +510,129 @@ async fn bootstrap_registers_the_catalog_once() {
         json!({"compatibilityLevel": "FULL_TRANSITIVE"})
     );
 }
+
+#[tokio::test]
+async fn schemas_that_differ_only_in_a_default_are_different_schemas() {
+    let c = Client::new(registry());
+    let (_, a) = c.register("stp.notes-value", V2, "stp-token").await;
+    let with_default = V2.replace(
+        r#"{"name":"text","type":"string"}"#,
+        r#"{"name":"text","type":"string","default":"-"}"#,
+    );
+    assert_ne!(with_default, V2);
+    let (s, b) = c
+        .register("stp.notes-value", &with_default, "stp-token")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_ne!(
+        a["id"], b["id"],
+        "a default changes what old records read as: a new id"
+    );
+    assert_eq!(
+        c.get("/subjects/stp.notes-value/versions").await.1,
+        json!([1, 2])
+    );
+    // Whitespace and key order do not make a new schema.
+    let respaced = format!(
+        " {} ",
+        V2.replace(
+            r#""type":"record","name":"Note""#,
+            r#""name":"Note", "type":"record""#
+        )
+    );
+    assert_eq!(
+        c.register("stp.notes-value", &respaced, "stp-token")
+            .await
+            .1["id"],
+        a["id"]
+    );
+}
+
+#[tokio::test]
+async fn schemas_that_trip_the_avro_library_get_an_answer_not_a_crash() {
+    let c = Client::new(registry());
+    for (i, weird) in [
+        r#"{"type":"record","name":"W","fields":[{"name":"a","type":"int","size":"x"}]}"#,
+        r#"{"type":"record","name":"W","fields":[{"name":"a","type":"bytes","logicalType":"decimal","precision":true}]}"#,
+        r#"{"type":"record","name":"W","fields":1}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (s, v) = c.register(&format!("stp.weird{i}-value"), weird, "stp-token").await;
+        assert!(
+            s == StatusCode::OK || s == StatusCode::UNPROCESSABLE_ENTITY,
+            "{weird}: {s} {v}"
+        );
+    }
+    // And the registry still works.
+    assert_eq!(
+        c.register("stp.notes-value", V1, "stp-token").await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn catalog_subjects_keep_their_mode_and_versions_and_their_prefix_is_reserved() {
+    let r = registry();
+    r.bootstrap().await.unwrap();
+    let c = Client::new(r);
+    // The owner of the case topic (SKHCN here is admin; STP is not the owner anyway): a
+    // non-admin cannot loosen a catalog subject's mode or delete its versions.
+    let (s, _) = c
+        .call(
+            Method::PUT,
+            "/config/hcm.case.events-value",
+            Some("stp-token"),
+            Some(json!({"compatibility": "NONE"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = c
+        .call(
+            Method::DELETE,
+            "/subjects/hcm.case.events-value/versions/1",
+            Some("stp-token"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        c.get("/config/hcm.case.events-value").await.1,
+        json!({"compatibilityLevel": "FULL_TRANSITIVE"})
+    );
+    // A subject under the catalog's prefix but outside the catalog belongs to no agency.
+    let (s, _) = c.register("hcm.private-value", V1, "stp-token").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        c.register("hcm.private-value", V1, "skhcn-token").await.0,
+        StatusCode::OK,
+        "an admin may"
+    );
+}
+
+#[tokio::test]
+async fn bad_queries_paths_and_routes_get_confluent_errors_too() {
+    let c = Client::new(registry());
+    let (s, v) = c.get("/subjects?deleted=yes").await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, 42203)
+    );
+    let (s, v) = c.get("/subjects/%FF%FE/versions").await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, 42203),
+        "invalid UTF-8 in the path"
+    );
+    let (s, v) = c.get("/no/such/call").await;
+    assert_eq!((s, error_code(&v)), (StatusCode::NOT_FOUND, 404));
+    let (s, v) = c
+        .call(Method::PATCH, "/subjects", Some("ward-token"), None)
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, 404),
+        "a method the call lacks"
+    );
+}
