@@ -89,33 +89,33 @@ fn ok(body: Value) -> ApiResult {
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response())
 }
 
-/// Path parameters, with a Confluent-style error when they do not decode.
-struct Path<T>(T);
+/// An axum extractor whose rejection is a Confluent-style error instead of plain text.
+macro_rules! confluent_extractor {
+    ($(#[$doc:meta])* $name:ident wraps $inner:ident, $what:literal) => {
+        $(#[$doc])*
+        struct $name<T>(T);
 
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
-    type Rejection = RegistryError;
+        impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for $name<T> {
+            type Rejection = RegistryError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(v)| Path(v))
-            .map_err(|e| RegistryError::InvalidRequest(format!("invalid path: {}", e.body_text())))
-    }
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+                axum::extract::$inner::<T>::from_request_parts(parts, state)
+                    .await
+                    .map(|axum::extract::$inner(v)| $name(v))
+                    .map_err(|e| RegistryError::InvalidRequest(format!(concat!("invalid ", $what, ": {}"), e.body_text())))
+            }
+        }
+    };
 }
 
-/// Query flags, with a Confluent-style error when they do not parse.
-struct Query<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Query<T> {
-    type Rejection = RegistryError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(v)| Query(v))
-            .map_err(|e| RegistryError::InvalidRequest(format!("invalid query: {}", e.body_text())))
-    }
-}
+confluent_extractor!(
+    /// Path parameters.
+    Path wraps Path, "path"
+);
+confluent_extractor!(
+    /// Query flags.
+    Query wraps Query, "query"
+);
 
 /// A JSON body in the Confluent media type or plain JSON, bounded in size, with
 /// Confluent-style errors for every way it can be wrong.
