@@ -288,3 +288,27 @@ async fn python_confluent_kafka_and_lienthong_read_each_others_records() -> Resu
     shutdown.cancel();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_log_topic_that_is_not_compacted_is_refused() {
+    let kafka = kafka();
+    let topic = kafka
+        .create_topic(
+            "_lienthong_schemas-delete",
+            1,
+            1,
+            &[("cleanup.policy", "delete")],
+        )
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let err = match open(&kafka, &topic, &shutdown).await {
+        Ok(_) => panic!("a delete-policy log was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("cleanup.policy") && err.contains("compact"),
+        "{err}"
+    );
+    shutdown.cancel();
+}

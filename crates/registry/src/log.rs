@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -153,6 +153,10 @@ impl KafkaLog {
                 }
             }
         }
+        // A topic that existed already must still be one partition, compacted only: with
+        // `delete` its oldest records would expire, the highest id with them, and ids would be
+        // given again.
+        check_log_topic(&admin, &config.topic).await?;
         let producer: FutureProducer = client(&config.bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -191,6 +195,48 @@ impl KafkaLog {
             watermarks: Arc::new(watermarks),
         })
     }
+}
+
+async fn check_log_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+) -> Result<(), RegistryError> {
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    // A topic created a moment ago may not be describable yet: retry for a while.
+    let mut last_error = String::new();
+    for _ in 0..20 {
+        let described = match admin
+            .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                last_error = e.to_string();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        match described.into_iter().next() {
+            Some(Ok(resource)) => {
+                let policy = resource
+                    .get("cleanup.policy")
+                    .and_then(|e| e.value.clone())
+                    .unwrap_or_default();
+                if policy != "compact" {
+                    return Err(RegistryError::Store(format!(
+                        "schema log topic {topic} has cleanup.policy={policy:?}; it must be \"compact\" (alone), or old records, and with them used ids, would expire"
+                    )));
+                }
+                return Ok(());
+            }
+            Some(Err(code)) => last_error = code.to_string(),
+            None => last_error = "no description returned".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(RegistryError::Store(format!(
+        "describing schema log topic {topic}: {last_error}"
+    )))
 }
 
 /// Read the log and apply each record, until shutdown. A blocking thread: librdkafka's poll.
