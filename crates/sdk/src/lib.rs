@@ -210,6 +210,12 @@ impl Publisher {
         })
     }
 
+    /// How many publishes are handed to Kafka and not yet acknowledged (at most
+    /// `max_in_flight`; further publishes wait for a slot).
+    pub fn in_flight(&self) -> usize {
+        self.config.max_in_flight.max(1) - self.in_flight.available_permits()
+    }
+
     /// The agency this publisher speaks for.
     pub fn agency(&self) -> &str {
         &self.config.agency

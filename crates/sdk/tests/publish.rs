@@ -222,3 +222,35 @@ async fn thousands_in_flight_get_one_receipt_each() {
         "closed after flush"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_max_in_flight_publishes_wait_on_kafka() {
+    // A broker that never answers holds every handed-over publish until its timeout, so the
+    // bound is visible: 4 slots, 10 publishes, 4 in flight, 6 waiting for a slot.
+    let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
+    let mut config = PublisherConfig::new("26734", AgencyKind::Ward, "127.0.0.1:1");
+    config.max_in_flight = 4;
+    config.delivery_timeout = Duration::from_secs(3);
+    let ward = Arc::new(
+        Publisher::connect(config, catalog, SchemaIds::Local)
+            .await
+            .unwrap(),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let ward = ward.clone();
+        tasks.spawn(async move { ward.publish(samples::typical_case_submitted()).await });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ward.in_flight(),
+        4,
+        "the bound holds while Kafka does not answer"
+    );
+    let mut failed = 0;
+    while let Some(r) = tasks.join_next().await {
+        assert!(matches!(r.unwrap(), Err(SdkError::Kafka(_))));
+        failed += 1;
+    }
+    assert_eq!((failed, ward.in_flight()), (10, 0));
+}
