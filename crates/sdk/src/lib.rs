@@ -10,6 +10,7 @@
 //! (backpressure). [`Publisher::flush`] drains on shutdown.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +82,8 @@ pub trait Event: Serialize + NormalizeText {
     const TOPIC: &'static str;
     /// The envelope.
     fn envelope(&self) -> &Envelope;
+    /// The envelope, to move the key and event id out once the event is encoded.
+    fn envelope_mut(&mut self) -> &mut Envelope;
 }
 
 macro_rules! events {
@@ -89,6 +92,9 @@ macro_rules! events {
             const TOPIC: &'static str = $topic;
             fn envelope(&self) -> &Envelope {
                 &self.envelope
+            }
+            fn envelope_mut(&mut self) -> &mut Envelope {
+                &mut self.envelope
             }
         }
     )*};
@@ -222,21 +228,30 @@ impl Publisher {
     }
 
     /// Check, normalise, encode and produce `event`; resolves once Kafka acknowledged it.
-    pub async fn publish<E: Event>(&self, mut event: E) -> Result<Receipt, SdkError> {
-        let id = self.check(E::TOPIC, event.envelope())?;
-        event.normalize_text();
-        let payload = self
-            .codec
-            .encode_to_vec(id, &event)
-            .map_err(|e| SdkError::Invalid(e.to_string()))?;
-        let envelope = event.envelope();
-        self.produce(
-            E::TOPIC,
-            &envelope.aggregate_id,
-            Some(&payload),
-            &envelope.event_id,
-        )
-        .await
+    ///
+    /// The checks and the encoding happen at once, when this is called; the returned future
+    /// holds only the encoded bytes while it waits for Kafka, so many can be in flight cheaply.
+    pub fn publish<E: Event>(
+        &self,
+        mut event: E,
+    ) -> impl Future<Output = Result<Receipt, SdkError>> + Send + '_ {
+        let prepared = self.check(E::TOPIC, event.envelope()).and_then(|id| {
+            event.normalize_text();
+            let payload = self
+                .codec
+                .encode_to_vec(id, &event)
+                .map_err(|e| SdkError::Invalid(e.to_string()))?;
+            let envelope = event.envelope_mut();
+            Ok((
+                std::mem::take(&mut envelope.aggregate_id),
+                std::mem::take(&mut envelope.event_id),
+                payload,
+            ))
+        });
+        async move {
+            let (key, event_id, payload) = prepared?;
+            self.produce(E::TOPIC, &key, Some(&payload), event_id).await
+        }
     }
 
     /// Erase a citizen's record everywhere: a tombstone (null value) on the compacted citizen
@@ -251,7 +266,7 @@ impl Publisher {
                 "{personal_id:?} is not a 12-digit personal id"
             )));
         }
-        self.produce(topic, personal_id, None, "").await
+        self.produce(topic, personal_id, None, String::new()).await
     }
 
     fn not_allowed(&self, topic: &str) -> SdkError {
@@ -294,7 +309,7 @@ impl Publisher {
         topic: &str,
         key: &str,
         payload: Option<&[u8]>,
-        event_id: &str,
+        event_id: String,
     ) -> Result<Receipt, SdkError> {
         let _permit = self
             .in_flight
@@ -314,7 +329,7 @@ impl Publisher {
             topic: topic.to_string(),
             partition: delivery.partition,
             offset: delivery.offset,
-            event_id: event_id.to_string(),
+            event_id,
         })
     }
 
