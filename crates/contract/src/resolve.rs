@@ -14,6 +14,7 @@ use apache_avro::types::Value;
 /// Resolve `value`, decoded with `writer`, to `reader`.
 pub fn resolve(value: Value, writer: &Schema, reader: &Schema) -> Result<Value, String> {
     let r = Resolver {
+        reader_root: reader,
         writer_names: names_of(writer)?,
         reader_names: names_of(reader)?,
     };
@@ -27,6 +28,7 @@ fn names_of(schema: &Schema) -> Result<NamesRef<'_>, String> {
 }
 
 struct Resolver<'a> {
+    reader_root: &'a Schema,
     writer_names: NamesRef<'a>,
     reader_names: NamesRef<'a>,
 }
@@ -133,8 +135,13 @@ impl<'a> Resolver<'a> {
                             let default = rf.default.clone().ok_or_else(|| {
                                 format!("field {:?} is missing and has no default", rf.name)
                             })?;
+                            // With the whole reader schema at hand, so a default may use a
+                            // named type defined elsewhere in it.
                             Value::from(default)
-                                .resolve(deref(&self.reader_names, &rf.schema))
+                                .resolve_schemata(
+                                    deref(&self.reader_names, &rf.schema),
+                                    vec![self.reader_root],
+                                )
                                 .map_err(|e| format!("default of {:?}: {e}", rf.name))?
                         }
                     };

@@ -443,3 +443,34 @@ fn a_symbol_added_later_reads_as_unknown_on_both_paths() {
         fields[1].1
     );
 }
+
+#[test]
+fn a_new_field_whose_type_is_a_named_type_defined_earlier_resolves_its_default() {
+    // v2 adds `previous: ["null", Doc]`, Doc being defined by an earlier field: old records
+    // read with v2 get null there.
+    let v1 = r#"{"type":"record","name":"R","fields":[{"name":"doc","type":{"type":"record","name":"Doc","fields":[{"name":"n","type":"int"}]}}]}"#;
+    let v2 = r#"{"type":"record","name":"R","fields":[{"name":"doc","type":{"type":"record","name":"Doc","fields":[{"name":"n","type":"int"}]}},{"name":"previous","type":["null","Doc"],"default":null}]}"#;
+    let codec = Codec::new();
+    codec.insert(1, v1).unwrap();
+    #[derive(serde::Serialize)]
+    struct Doc {
+        n: i32,
+    }
+    #[derive(serde::Serialize)]
+    struct R {
+        doc: Doc,
+    }
+    let bytes = codec.encode_to_vec(1, &R { doc: Doc { n: 7 } }).unwrap();
+    let reader = apache_avro::Schema::parse_str(v2).unwrap();
+    let (_, v) = codec.decode_value(&bytes, Some(&reader)).unwrap();
+    let Value::Record(fields) = v else {
+        panic!("not a record")
+    };
+    assert_eq!(
+        fields[1],
+        (
+            "previous".to_string(),
+            Value::Union(0, Box::new(Value::Null))
+        )
+    );
+}
