@@ -218,16 +218,21 @@ async fn check_log_topic(
         };
         match described.into_iter().next() {
             Some(Ok(resource)) => {
-                let policy = resource
+                // A fresh topic may be described before its config is: no value yet means
+                // "ask again", not "wrong".
+                match resource
                     .get("cleanup.policy")
                     .and_then(|e| e.value.clone())
-                    .unwrap_or_default();
-                if policy != "compact" {
-                    return Err(RegistryError::Store(format!(
-                        "schema log topic {topic} has cleanup.policy={policy:?}; it must be \"compact\" (alone), or old records, and with them used ids, would expire"
-                    )));
+                    .filter(|v| !v.is_empty())
+                {
+                    Some(policy) if policy == "compact" => return Ok(()),
+                    Some(policy) => {
+                        return Err(RegistryError::Store(format!(
+                            "schema log topic {topic} has cleanup.policy={policy:?}; it must be \"compact\" (alone), or old records, and with them used ids, would expire"
+                        )));
+                    }
+                    None => last_error = "cleanup.policy not described yet".into(),
                 }
-                return Ok(());
             }
             Some(Err(code)) => last_error = code.to_string(),
             None => last_error = "no description returned".into(),
