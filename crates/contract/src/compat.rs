@@ -202,27 +202,22 @@ pub fn check_compatibility(
         existing.len() - 1
     };
     for (i, old) in existing.iter().enumerate().skip(first) {
-        if mode.backward() {
-            out.extend(
-                can_read(old, candidate)
-                    .into_iter()
-                    .map(|problem| Violation {
-                        against: i,
-                        new_reads_old: true,
-                        problem,
-                    }),
-            );
-        }
-        if mode.forward() {
-            out.extend(
-                can_read(candidate, old)
-                    .into_iter()
-                    .map(|problem| Violation {
-                        against: i,
-                        new_reads_old: false,
-                        problem,
-                    }),
-            );
+        // Backward: the new schema reads the old data; forward: the old schema reads the new.
+        for (applies, new_reads_old, writer, reader) in [
+            (mode.backward(), true, old, candidate),
+            (mode.forward(), false, candidate, old),
+        ] {
+            if applies {
+                out.extend(
+                    can_read(writer, reader)
+                        .into_iter()
+                        .map(|problem| Violation {
+                            against: i,
+                            new_reads_old,
+                            problem,
+                        }),
+                );
+            }
         }
     }
     out

@@ -212,31 +212,7 @@ impl Registry {
                 {
                     return Ok(id);
                 }
-                let existing: Vec<Schema> = subject_entry
-                    .map(|s| {
-                        s.live()
-                            .filter_map(|(_, v)| {
-                                state.schemas.get(&v.id).and_then(|e| e.parsed.clone())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mode = state.compat_for(subject);
-                // Parsing and checking run guarded: input from any agency must never take the
-                // server down, even if it trips a panic inside the Avro library.
-                let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let parsed = state.parse_with_references(schema, &references)?;
-                    Ok::<_, String>(check_compatibility(mode, &parsed, &existing))
-                }));
-                let violations = match checked {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(e)) => return Err(RegistryError::InvalidSchema(e)),
-                    Err(_) => {
-                        return Err(RegistryError::InvalidSchema(
-                            "the schema could not be processed".into(),
-                        ));
-                    }
-                };
+                let violations = guarded_check(&state, subject, None, schema, &references)?;
                 if !violations.is_empty() {
                     let details = violations
                         .iter()
@@ -486,36 +462,9 @@ impl Registry {
     ) -> Result<Vec<String>, RegistryError> {
         self.sync().await?;
         let state = self.read();
-        let parsed = state
-            .parse_with_references(schema, references)
-            .map_err(RegistryError::InvalidSchema)?;
         let target = version_view(&state, subject, against, false)?;
-        let mode = state.compat_for(subject);
-        let existing: Vec<Schema> = match state.subjects.get(subject) {
-            Some(s)
-                if matches!(
-                    mode,
-                    CompatibilityMode::BackwardTransitive
-                        | CompatibilityMode::ForwardTransitive
-                        | CompatibilityMode::FullTransitive
-                ) =>
-            {
-                s.live()
-                    .filter(|(n, _)| *n <= target.version)
-                    .filter_map(|(_, v)| state.schemas.get(&v.id).and_then(|e| e.parsed.clone()))
-                    .collect()
-            }
-            _ => state
-                .schemas
-                .get(&target.id)
-                .and_then(|e| e.parsed.clone())
-                .into_iter()
-                .collect(),
-        };
-        Ok(check_compatibility(mode, &parsed, &existing)
-            .iter()
-            .map(ToString::to_string)
-            .collect())
+        let violations = guarded_check(&state, subject, Some(target.version), schema, references)?;
+        Ok(violations.iter().map(ToString::to_string).collect())
     }
 
     /// Delete one version (soft, or permanently after a soft delete). Returns the version.
@@ -570,6 +519,41 @@ impl Registry {
                 .await?;
         }
         Ok(versions)
+    }
+}
+
+/// Parse `schema` and check it against the subject's live versions (up to `up_to`, if given)
+/// under the subject's mode; `check_compatibility` picks the latest or all of them. Guarded:
+/// input from any agency must never take the server down, even if it trips a panic inside the
+/// Avro library.
+fn guarded_check(
+    state: &State,
+    subject: &str,
+    up_to: Option<u32>,
+    schema: &str,
+    references: &[Reference],
+) -> Result<Vec<lienthong_contract::compat::Violation>, RegistryError> {
+    let existing: Vec<Schema> = state
+        .subjects
+        .get(subject)
+        .map(|s| {
+            s.live()
+                .filter(|(n, _)| up_to.is_none_or(|max| *n <= max))
+                .filter_map(|(_, v)| state.schemas.get(&v.id).and_then(|e| e.parsed.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mode = state.compat_for(subject);
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let parsed = state.parse_with_references(schema, references)?;
+        Ok::<_, String>(check_compatibility(mode, &parsed, &existing))
+    }));
+    match checked {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(RegistryError::InvalidSchema(e)),
+        Err(_) => Err(RegistryError::InvalidSchema(
+            "the schema could not be processed".into(),
+        )),
     }
 }
 
