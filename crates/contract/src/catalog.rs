@@ -94,7 +94,8 @@ pub enum FieldFormat {
 }
 
 impl FieldFormat {
-    fn parse(s: &str) -> Option<Self> {
+    /// The format named by a `lienthong.format` attribute value.
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "unit_code" => Some(FieldFormat::UnitCode),
             "personal_id" => Some(FieldFormat::PersonalId),
@@ -174,6 +175,64 @@ impl TopicSpec {
     /// Whether an agency of `kind` may publish to this topic.
     pub fn allows_publisher(&self, kind: AgencyKind) -> bool {
         self.publishers.contains(&kind)
+    }
+
+    /// May agency `agency` (of `kind`) publish to this topic at all? The one rule every
+    /// publishing path (SDK, gateway) applies before anything reaches Kafka.
+    pub fn check_publisher(&self, agency: &str, kind: AgencyKind) -> Result<(), PublishRefusal> {
+        if self.allows_publisher(kind) {
+            Ok(())
+        } else {
+            Err(PublishRefusal::TopicNotAllowed {
+                agency: agency.to_string(),
+                kind,
+                topic: self.name.clone(),
+                allowed: self
+                    .publishers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
+    }
+}
+
+/// Why an agency may not publish an event. Permanent: nothing reaches Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishRefusal {
+    /// The agency's kind may not write the topic.
+    #[error("agency {agency} ({kind}) may not publish to {topic}: only {allowed}")]
+    TopicNotAllowed {
+        /// The agency's code.
+        agency: String,
+        /// Its kind.
+        kind: AgencyKind,
+        /// The topic.
+        topic: String,
+        /// The kinds that may, comma-separated.
+        allowed: String,
+    },
+    /// The event names another unit as its producer.
+    #[error("agency {agency} may publish only as itself, not as {claimed:?}")]
+    PosingAs {
+        /// The agency's code.
+        agency: String,
+        /// The envelope's `producer_unit`.
+        claimed: String,
+    },
+}
+
+/// An agency publishes only as itself: the envelope's `producer_unit` must be its own code, so
+/// a ward cannot publish as another ward or as a department.
+pub fn check_publishes_as_itself(agency: &str, producer_unit: &str) -> Result<(), PublishRefusal> {
+    if producer_unit == agency {
+        Ok(())
+    } else {
+        Err(PublishRefusal::PosingAs {
+            agency: agency.to_string(),
+            claimed: producer_unit.to_string(),
+        })
     }
 }
 

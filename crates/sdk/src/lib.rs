@@ -270,32 +270,23 @@ impl Publisher {
     }
 
     fn not_allowed(&self, topic: &str) -> SdkError {
-        let kinds = self
-            .catalog
-            .topic(topic)
-            .map(|t| {
-                t.publishers
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
-        SdkError::NotAllowed(format!(
-            "agency {} ({}) may not publish to {topic}: only {kinds}",
-            self.config.agency, self.config.kind
-        ))
+        match self.catalog.topic(topic) {
+            Ok(spec) => match spec.check_publisher(&self.config.agency, self.config.kind) {
+                Err(refusal) => SdkError::NotAllowed(refusal.to_string()),
+                Ok(()) => SdkError::NotAllowed(format!("{topic}: no schema id known")),
+            },
+            Err(e) => SdkError::NotAllowed(e.to_string()),
+        }
     }
 
     /// The schema id for `topic`, if this agency may publish there as the envelope says.
     fn check(&self, topic: &str, envelope: &Envelope) -> Result<u32, SdkError> {
         let id = *self.ids.get(topic).ok_or_else(|| self.not_allowed(topic))?;
-        if envelope.producer_unit != self.config.agency {
-            return Err(SdkError::NotAllowed(format!(
-                "agency {} may publish only as itself, not as {:?}",
-                self.config.agency, envelope.producer_unit
-            )));
-        }
+        lienthong_contract::catalog::check_publishes_as_itself(
+            &self.config.agency,
+            &envelope.producer_unit,
+        )
+        .map_err(|refusal| SdkError::NotAllowed(refusal.to_string()))?;
         if envelope.aggregate_id.is_empty() {
             return Err(SdkError::Invalid(
                 "the envelope's aggregate_id (the Kafka key) is empty".into(),

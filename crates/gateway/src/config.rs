@@ -1,0 +1,110 @@
+//! The gateway's configuration (the `[gateway]` section of `lienthong.toml`).
+
+use std::collections::BTreeMap;
+
+use lienthong_registry::AgencyCredential;
+use serde::Deserialize;
+
+/// Everything the gateway can be configured with. Every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Agencies and the SHA-256 of their tokens (`lienthong_registry::auth::hash_token`).
+    /// Empty: the registry's list (`[registry] agencies`) is used.
+    pub agencies: Vec<AgencyCredential>,
+    /// Largest request body, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Most events in one batch (413 above).
+    pub max_batch_events: usize,
+    /// Most problems reported for one request (the rest are counted, not listed).
+    pub max_problems: usize,
+    /// The producer's `transactional.id`. Must be unique per gateway instance: a second
+    /// instance with the same id fences the first.
+    pub transactional_id: String,
+    /// How long the committer waits to gather concurrent requests into one transaction.
+    pub group_commit_ms: u64,
+    /// Most records in one transaction.
+    pub max_transaction_records: usize,
+    /// Bound on every Kafka wait (delivery, commit, abort, init): past it the request is 503.
+    pub kafka_timeout_ms: u64,
+    /// `Retry-After` of a 503.
+    pub retry_after_secs: u64,
+    /// How long an event id is remembered for deduplication.
+    pub idempotency_window_secs: u64,
+    /// Most event ids remembered (the oldest are forgotten first).
+    pub idempotency_max_entries: usize,
+    /// How often Kafka's reachability is probed (for `/readyz` and fast 503s).
+    pub health_interval_ms: u64,
+    /// On shutdown, how long in-flight work may take to finish.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:8080".into(),
+            agencies: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_batch_events: 1000,
+            max_problems: 100,
+            transactional_id: "lienthong-gateway-1".into(),
+            group_commit_ms: 2,
+            max_transaction_records: 20_000,
+            kafka_timeout_ms: 5_000,
+            retry_after_secs: 2,
+            idempotency_window_secs: 24 * 3600,
+            idempotency_max_entries: 2_000_000,
+            health_interval_ms: 500,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// How to reach Kafka (shared with the rest of the process; the CLI's `[kafka]` section).
+#[derive(Clone, Default)]
+pub struct KafkaConnection {
+    /// Bootstrap servers.
+    pub bootstrap: String,
+    /// Extra librdkafka settings passed through (security, etc.).
+    pub options: BTreeMap<String, String>,
+}
+
+impl KafkaConnection {
+    /// Just a bootstrap list.
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        KafkaConnection {
+            bootstrap: bootstrap.into(),
+            options: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn client(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+impl std::fmt::Debug for KafkaConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let secret = ["password", "secret", "token", "key"]
+                    .iter()
+                    .any(|s| k.to_ascii_lowercase().contains(s));
+                (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaConnection")
+            .field("bootstrap", &self.bootstrap)
+            .field("options", &options)
+            .finish()
+    }
+}

@@ -1,0 +1,635 @@
+//! The HTTP API: routes, authentication, body limits, and the OpenAPI document generated from
+//! the handlers' annotations (so it cannot drift from the routes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use lienthong_contract::catalog::check_publishes_as_itself;
+use serde::Serialize;
+use serde_json::Value as Json;
+use tokio::sync::oneshot;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::encode::{Encoded, Problem};
+use crate::error::{ErrorBody, GatewayError};
+use crate::idem::{Receipt, Reserve, content_hash};
+use crate::producer::{Job, OutRecord, ProducerState};
+use crate::{Gateway, Route};
+
+type Shared = State<Arc<Gateway>>;
+
+/// The receipts of a batch, in the order of its events.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchReceipts {
+    /// One receipt per event.
+    pub receipts: Vec<Receipt>,
+}
+
+/// `/readyz`'s body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// What is missing, when not ready.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "lienthong gateway",
+        description = "Publish events to Ho Chi Minh City's data exchange bus as JSON. Each event is checked against its topic's Avro schema, converted to Avro and produced to Kafka; the answer comes only after Kafka acknowledged. See docs/gateway.md."
+    ),
+    components(schemas(ErrorBody, Problem, Receipt, BatchReceipts, Readiness)),
+    modifiers(&Security)
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "agency_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The agency's token (only its SHA-256 is configured)."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The gateway's router: the publish routes, `/healthz`, `/readyz` and `/openapi.json`.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(publish_event))
+        .routes(routes!(publish_batch))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .split_for_parts();
+    add_topic_schemas(&mut api, &gateway);
+    let doc = api
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let doc = Arc::new(doc);
+    router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
+            }),
+        )
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(no_such_route)
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            refuse_when_stopping,
+        ))
+        .with_state(gateway)
+}
+
+/// The gateway's router with the schema registry's (Confluent API) mounted under `/registry`:
+/// one server for both. Point registry clients at `http://host:port/registry`.
+pub fn with_registry(gateway: Router, registry: Router) -> Router {
+    gateway.nest("/registry", registry)
+}
+
+/// Per-topic request schemas, generated from the Avro schemas at start.
+fn add_topic_schemas(api: &mut utoipa::openapi::OpenApi, gw: &Gateway) {
+    let components = api.components.get_or_insert_with(Default::default);
+    for topic in gw.catalog.topics() {
+        if !gw.routes.contains_key(&topic.name) {
+            continue;
+        }
+        let json = crate::http::schema_json(&topic.schema, &mut Vec::new());
+        if let Ok(schema) =
+            serde_json::from_value::<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>>(json)
+        {
+            components
+                .schemas
+                .insert(format!("event.{}", topic.name), schema);
+        }
+    }
+}
+
+/// A JSON Schema (OpenAPI 3.1) of what the gateway accepts for an Avro schema.
+pub fn schema_json(schema: &apache_avro::Schema, seen: &mut Vec<String>) -> Json {
+    use apache_avro::Schema as S;
+    use serde_json::json;
+    match schema {
+        S::Null => json!({"type": "null"}),
+        S::Boolean => json!({"type": "boolean"}),
+        S::Int | S::TimeMillis => json!({"type": "integer", "format": "int32"}),
+        S::Long
+        | S::TimeMicros
+        | S::TimestampNanos
+        | S::LocalTimestampMillis
+        | S::LocalTimestampMicros
+        | S::LocalTimestampNanos => {
+            json!({"type": "integer", "format": "int64"})
+        }
+        S::Date => {
+            json!({"oneOf": [{"type": "string", "format": "date"}, {"type": "integer", "description": "days since 1970-01-01"}]})
+        }
+        S::TimestampMillis | S::TimestampMicros => {
+            json!({"oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "description": "since the Unix epoch"}]})
+        }
+        S::Float | S::Double => json!({"type": "number"}),
+        S::Bytes | S::Fixed(_) | S::Decimal(_) | S::BigDecimal | S::Duration => {
+            json!({"type": "string"})
+        }
+        S::String => json!({"type": "string"}),
+        S::Uuid => json!({"type": "string", "format": "uuid"}),
+        S::Enum(e) => json!({"type": "string", "enum": e.symbols}),
+        S::Array(a) => json!({"type": "array", "items": schema_json(&a.items, seen)}),
+        S::Map(m) => json!({"type": "object", "additionalProperties": schema_json(&m.types, seen)}),
+        S::Union(u) => {
+            let branches = u.variants();
+            let non_null: Vec<_> = branches.iter().filter(|b| !matches!(b, S::Null)).collect();
+            if let [only] = non_null[..] {
+                let inner = schema_json(only, seen);
+                if non_null.len() < branches.len() {
+                    json!({"oneOf": [{"type": "null"}, inner]})
+                } else {
+                    inner
+                }
+            } else {
+                let tagged: Vec<Json> = branches
+                    .iter()
+                    .map(|b| match b {
+                        S::Null => json!({"type": "null"}),
+                        other => {
+                            let name = match other {
+                                S::Record(r) => r.name.name.clone(),
+                                S::Ref { name } => name.name.clone(),
+                                S::Enum(e) => e.name.name.clone(),
+                                _ => "value".into(),
+                            };
+                            json!({"type": "object", "required": [name.clone()], "additionalProperties": false, "properties": {name: schema_json(other, seen)}})
+                        }
+                    })
+                    .collect();
+                json!({"oneOf": tagged})
+            }
+        }
+        S::Record(r) => {
+            let full = r.name.fullname(None);
+            if seen.contains(&full) {
+                return json!({"type": "object", "description": format!("{full} (recursive)")});
+            }
+            seen.push(full);
+            let mut props = serde_json::Map::new();
+            let mut required = Vec::new();
+            for f in &r.fields {
+                let mut s = schema_json(&f.schema, seen);
+                if let (Some(doc), Json::Object(o)) = (&f.doc, &mut s) {
+                    o.insert("description".into(), doc.clone().into());
+                }
+                if let (Some(fmt), Json::Object(o)) = (
+                    f.custom_attributes
+                        .get(lienthong_contract::catalog::FORMAT_ATTR),
+                    &mut s,
+                ) {
+                    o.insert("x-lienthong-format".into(), fmt.clone());
+                }
+                if f.default.is_none() {
+                    required.push(f.name.clone());
+                }
+                props.insert(f.name.clone(), s);
+            }
+            seen.pop();
+            json!({"type": "object", "title": r.name.name, "additionalProperties": false, "required": required, "properties": props})
+        }
+        S::Ref { name } => json!({"description": format!("an {} (defined above)", name.name)}),
+    }
+}
+
+async fn refuse_when_stopping(State(gw): Shared, request: Request, next: Next) -> Response {
+    if gw.shutdown.is_cancelled() {
+        return GatewayError::Unavailable {
+            message: "the gateway is shutting down; retry on another instance".into(),
+            retry_after_secs: gw.config.retry_after_secs,
+        }
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn no_such_route(method: axum::http::Method, uri: axum::http::Uri) -> GatewayError {
+    GatewayError::NotFound(format!("no such route: {method} {}", uri.path()))
+}
+
+/// Is the gateway alive? Always 200 while the process serves.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "alive"}))
+}
+
+/// Can it take events? Kafka reachable, producer initialised, idempotency index rebuilt, and
+/// the schema registry reachable.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, body = Readiness, description = "ready"),
+    (status = 503, body = Readiness, description = "not ready; the problems say why")
+))]
+async fn readyz(State(gw): Shared) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = gw.ready() {
+        problems.push(e);
+    }
+    if let Some(probe) = &gw.registry_probe {
+        match tokio::time::timeout(Duration::from_secs(3), probe()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!("schema registry: {e}")),
+            Err(_) => problems.push("schema registry: no answer within 3 s".into()),
+        }
+    }
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if problems.is_empty() {
+            "ready"
+        } else {
+            "not_ready"
+        }
+        .into(),
+        problems,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Publish one event to a topic.
+///
+/// The body is one event as JSON (see the `event.<topic>` schemas). 201 with the receipt once
+/// Kafka committed it; 200 with the original receipt (`duplicate: true`) if this event id was
+/// already published with the same content.
+#[utoipa::path(
+    post,
+    path = "/topics/{topic}/events",
+    params(("topic" = String, Path, description = "Catalog topic, e.g. hcm.case.events")),
+    request_body(content = Object, content_type = "application/json", description = "One event"),
+    responses(
+        (status = 201, body = Receipt, description = "Committed to Kafka"),
+        (status = 200, body = Receipt, description = "Already published (same event id, same content): the original receipt"),
+        (status = 400, body = ErrorBody, description = "Malformed JSON or an invalid event; each problem names its path"),
+        (status = 401, body = ErrorBody, description = "No or unknown token"),
+        (status = 403, body = ErrorBody, description = "The agency may not publish to this topic, or not as this unit"),
+        (status = 404, body = ErrorBody, description = "Unknown topic"),
+        (status = 409, body = ErrorBody, description = "The event id was used for different content"),
+        (status = 413, body = ErrorBody, description = "Body too large"),
+        (status = 415, body = ErrorBody, description = "Not application/json"),
+        (status = 503, body = ErrorBody, description = "Kafka unavailable; nothing was produced. Retry after Retry-After seconds"),
+    ),
+    security(("agency_token" = []))
+)]
+async fn publish_event(
+    State(gw): Shared,
+    topic: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match accept(gw, topic, &headers, body, false).await {
+        Ok((status, mut receipts)) => match receipts.pop() {
+            Some(r) => (status, axum::Json(r)).into_response(),
+            None => GatewayError::Malformed("no event".into()).into_response(),
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Publish a batch of events to a topic, all or nothing.
+///
+/// The body is a JSON array of events. If any event is invalid, nothing is produced and every
+/// problem is listed with the event's index. 201 with one receipt per event (in order) once
+/// Kafka committed them all; 200 if every one was a duplicate.
+#[utoipa::path(
+    post,
+    path = "/topics/{topic}/events:batch",
+    params(("topic" = String, Path, description = "Catalog topic, e.g. hcm.case.events")),
+    request_body(content = Vec<Object>, content_type = "application/json", description = "A JSON array of events"),
+    responses(
+        (status = 201, body = BatchReceipts, description = "Committed to Kafka, all of them"),
+        (status = 200, body = BatchReceipts, description = "Every event was already published"),
+        (status = 400, body = ErrorBody, description = "Malformed JSON or invalid events; nothing was produced"),
+        (status = 401, body = ErrorBody, description = "No or unknown token"),
+        (status = 403, body = ErrorBody, description = "The agency may not publish to this topic, or not as this unit"),
+        (status = 404, body = ErrorBody, description = "Unknown topic"),
+        (status = 409, body = ErrorBody, description = "An event id was used for different content; nothing was produced"),
+        (status = 413, body = ErrorBody, description = "Body or batch too large"),
+        (status = 415, body = ErrorBody, description = "Not application/json"),
+        (status = 503, body = ErrorBody, description = "Kafka unavailable; nothing was produced. Retry after Retry-After seconds"),
+    ),
+    security(("agency_token" = []))
+)]
+async fn publish_batch(
+    State(gw): Shared,
+    topic: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match accept(gw, topic, &headers, body, true).await {
+        Ok((status, receipts)) => (status, axum::Json(BatchReceipts { receipts })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("<not text>"))
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType(ct.to_string()))
+    }
+}
+
+async fn accept(
+    gw: Arc<Gateway>,
+    topic: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    body: Body,
+    batch: bool,
+) -> Result<(StatusCode, Vec<Receipt>), GatewayError> {
+    let agency = gw
+        .agencies
+        .authenticate(headers.get(header::AUTHORIZATION))
+        .map_err(|_| GatewayError::Unauthenticated)?;
+    let Path(topic) = topic.map_err(|e| GatewayError::Malformed(e.body_text()))?;
+    let spec = gw
+        .catalog
+        .topic(&topic)
+        .map_err(|e| GatewayError::NotFound(e.to_string()))?;
+    let route = gw
+        .routes
+        .get(&topic)
+        .ok_or_else(|| GatewayError::NotFound(format!("topic {topic:?} is not served here")))?;
+    spec.check_publisher(&agency.code, agency.kind)
+        .map_err(|e| GatewayError::Forbidden(e.to_string()))?;
+    check_content_type(headers)?;
+    let limit = gw.config.max_body_bytes;
+    let too_large = || GatewayError::TooLarge(format!("request body larger than {limit} bytes"));
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    let json: Json = serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::Malformed(format!("the body is not valid JSON: {e}")))?;
+    let mut events: Vec<Json> = match (batch, json) {
+        (true, Json::Array(a)) => a,
+        (true, other) => {
+            return Err(GatewayError::Malformed(format!(
+                "a batch is a JSON array of events, not {}",
+                kind_of(&other)
+            )));
+        }
+        (false, obj @ Json::Object(_)) => vec![obj],
+        (false, other) => {
+            return Err(GatewayError::Malformed(format!(
+                "an event is a JSON object, not {} (use /topics/{topic}/events:batch for arrays)",
+                kind_of(&other)
+            )));
+        }
+    };
+    if events.is_empty() {
+        return Err(GatewayError::Malformed("the batch is empty".into()));
+    }
+    if events.len() > gw.config.max_batch_events {
+        return Err(GatewayError::TooLarge(format!(
+            "{} events in the batch; at most {}",
+            events.len(),
+            gw.config.max_batch_events
+        )));
+    }
+    let encoded = encode_all(&gw, route, &mut events, batch)?;
+    drop(events);
+    for (i, e) in encoded.iter().enumerate() {
+        check_publishes_as_itself(&agency.code, &e.producer_unit).map_err(|r| {
+            GatewayError::Forbidden(if batch {
+                format!("event [{i}]: {r}")
+            } else {
+                r.to_string()
+            })
+        })?;
+    }
+    if let Err(why) = fast_unavailable(&gw) {
+        return Err(GatewayError::Unavailable {
+            message: format!("{why}; nothing was produced"),
+            retry_after_secs: gw.config.retry_after_secs,
+        });
+    }
+    // From here on the work runs in its own task: if the client goes away, reservations are
+    // still completed or released, never left dangling.
+    let name = route.name.clone();
+    tokio::spawn(async move { publish(gw, name, encoded).await })
+        .await
+        .map_err(|e| GatewayError::Unavailable {
+            message: format!("publishing task failed: {e}"),
+            retry_after_secs: 1,
+        })?
+}
+
+fn kind_of(j: &Json) -> &'static str {
+    match j {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+fn fast_unavailable(gw: &Gateway) -> Result<(), String> {
+    if gw.health.producer() == ProducerState::Fenced {
+        return Err("this instance was fenced by another using the same transactional.id".into());
+    }
+    if !gw.health.kafka_reachable() {
+        return Err("Kafka is unreachable".into());
+    }
+    if !gw.index_ready.load(Ordering::Relaxed) {
+        return Err("the idempotency index is being rebuilt from the log".into());
+    }
+    Ok(())
+}
+
+fn encode_all(
+    gw: &Gateway,
+    route: &Route,
+    events: &mut [Json],
+    batch: bool,
+) -> Result<Vec<Encoded>, GatewayError> {
+    let max = gw.config.max_problems.max(1);
+    let mut problems = Vec::new();
+    let mut count = 0usize;
+    let mut out = Vec::with_capacity(events.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, event) in events.iter_mut().enumerate() {
+        let index = batch.then_some(i);
+        match route.encoder.encode(event, index, max) {
+            Ok(e) => {
+                if let Some(first) = seen.insert(e.event_id.clone(), i) {
+                    count += 1;
+                    if problems.len() < max {
+                        problems.push(Problem {
+                            index,
+                            path: format!("$[{i}].envelope.event_id"),
+                            problem: format!("the same event id as event [{first}] of this batch"),
+                        });
+                    }
+                }
+                out.push(e);
+            }
+            Err(p) => {
+                count += p.len();
+                let room = max.saturating_sub(problems.len());
+                problems.extend(p.into_iter().take(room));
+            }
+        }
+    }
+    if count > 0 {
+        return Err(GatewayError::Invalid { problems, count });
+    }
+    Ok(out)
+}
+
+/// Reserve the event ids, produce the new ones in one transaction, and answer.
+async fn publish(
+    gw: Arc<Gateway>,
+    topic: Arc<str>,
+    encoded: Vec<Encoded>,
+) -> Result<(StatusCode, Vec<Receipt>), GatewayError> {
+    let hashes: Vec<[u8; 32]> = encoded
+        .iter()
+        .map(|e| content_hash(&topic, e.key.as_bytes(), &e.value))
+        .collect();
+    let wait_limit = Duration::from_millis(gw.config.kafka_timeout_ms.saturating_mul(3).max(1000));
+    let unavailable = |message: String| GatewayError::Unavailable {
+        message,
+        retry_after_secs: gw.config.retry_after_secs,
+    };
+    // Reserve every id; if one is in flight elsewhere, let go of ours, wait, start again (so
+    // two requests never hold one id each while waiting for the other's).
+    let (fresh, mut receipts) = 'reserve: loop {
+        let mut fresh = Vec::new();
+        let mut receipts: Vec<Option<Receipt>> = vec![None; encoded.len()];
+        let mut conflicts = Vec::new();
+        for (i, (e, h)) in encoded.iter().zip(&hashes).enumerate() {
+            match gw.index.reserve(&e.event_id, *h) {
+                Reserve::Fresh => fresh.push(i),
+                Reserve::Duplicate(r) => receipts[i] = Some(r),
+                Reserve::Conflict => conflicts.push(i),
+                Reserve::Wait(mut rx) => {
+                    for &f in &fresh {
+                        gw.index.release(&encoded[f].event_id);
+                    }
+                    if tokio::time::timeout(wait_limit, rx.wait_for(Option::is_some))
+                        .await
+                        .is_err()
+                    {
+                        return Err(unavailable(
+                            "an earlier request with the same event id is still in flight".into(),
+                        ));
+                    }
+                    continue 'reserve;
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            for &f in &fresh {
+                gw.index.release(&encoded[f].event_id);
+            }
+            let which: Vec<String> = conflicts
+                .iter()
+                .map(|&i| format!("{:?}", encoded[i].event_id))
+                .collect();
+            return Err(GatewayError::Conflict(format!(
+                "event id(s) {} already published with different content; nothing was produced",
+                which.join(", ")
+            )));
+        }
+        break (fresh, receipts);
+    };
+    if fresh.is_empty() {
+        return Ok((StatusCode::OK, receipts.into_iter().flatten().collect()));
+    }
+    let release_all = |gw: &Gateway| {
+        for &f in &fresh {
+            gw.index.release(&encoded[f].event_id);
+        }
+    };
+    let records: Vec<OutRecord> = fresh
+        .iter()
+        .map(|&i| OutRecord {
+            topic: topic.clone(),
+            key: encoded[i].key.clone(),
+            value: encoded[i].value.clone(),
+        })
+        .collect();
+    let (reply, answer) = oneshot::channel();
+    let Some(sender) = gw.sender() else {
+        release_all(&gw);
+        return Err(unavailable("the gateway is shutting down".into()));
+    };
+    if sender.send(Job { records, reply }).await.is_err() {
+        release_all(&gw);
+        return Err(unavailable("the gateway is shutting down".into()));
+    }
+    drop(sender);
+    match answer.await {
+        Ok(Ok(placed)) => {
+            for (&i, p) in fresh.iter().zip(placed) {
+                let r = Receipt {
+                    topic: topic.to_string(),
+                    partition: p.partition,
+                    offset: p.offset,
+                    event_id: encoded[i].event_id.clone(),
+                    duplicate: false,
+                };
+                gw.index.complete(&r);
+                receipts[i] = Some(r);
+            }
+            Ok((
+                StatusCode::CREATED,
+                receipts.into_iter().flatten().collect(),
+            ))
+        }
+        Ok(Err(e)) => {
+            release_all(&gw);
+            Err(unavailable(format!("Kafka did not take the events: {e}")))
+        }
+        Err(_) => {
+            release_all(&gw);
+            Err(unavailable("the committer stopped".into()))
+        }
+    }
+}

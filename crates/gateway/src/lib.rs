@@ -1,0 +1,236 @@
+//! The HTTP gateway: how department and ward systems written in any language put events on the
+//! bus.
+//!
+//! ```text
+//! POST /topics/{topic}/events[:batch]  (JSON, Bearer token)
+//!   → authenticate the agency, check it may write the topic and publishes only as itself
+//!   → NFC-normalise, check against the topic's Avro schema and encode (`encode`), key by the
+//!     catalog's key field
+//!   → reserve the event ids (`idem`): a retry gets the original receipt, never a second event
+//!   → the committer (`producer`) puts the records of concurrent requests in one Kafka
+//!     transaction (group commit) and answers 201 with receipts only after the commit;
+//!     a batch is all or nothing, and on any failure nothing is visible (503)
+//! ```
+//!
+//! [`Gateway::start`] builds it; [`http::router`] is its axum router (with `/openapi.json`,
+//! `/healthz`, `/readyz`), and [`http::with_registry`] mounts the schema registry beside it.
+//! See `docs/gateway.md` for the API, the idempotency guarantee and the configuration.
+
+pub mod config;
+pub mod encode;
+pub mod error;
+pub mod http;
+pub mod idem;
+pub mod producer;
+pub mod replay;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use lienthong_contract::Catalog;
+use lienthong_registry::Agencies;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::config::{GatewayConfig, KafkaConnection};
+use crate::encode::TopicEncoder;
+pub use crate::error::GatewayError;
+use crate::idem::Index;
+pub use crate::idem::Receipt;
+use crate::producer::{Health, Job, ProducerState};
+
+/// A check that some dependency (the schema registry) is reachable, for `/readyz`.
+pub type ReadinessProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// One catalog topic as the gateway serves it.
+struct Route {
+    name: Arc<str>,
+    encoder: TopicEncoder,
+}
+
+/// A running gateway: share it behind an `Arc` with [`http::router`].
+pub struct Gateway {
+    catalog: Arc<Catalog>,
+    routes: HashMap<String, Route>,
+    agencies: Agencies,
+    config: GatewayConfig,
+    index: Arc<Index>,
+    index_ready: Arc<AtomicBool>,
+    health: Arc<Health>,
+    jobs: RwLock<Option<mpsc::Sender<Job>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    committer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    registry_probe: Option<ReadinessProbe>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("topics", &self.routes.len())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Schema ids of the catalog's topics as a [`lienthong_contract::Codec::from_catalog`] gives
+/// them (1, 2, … in catalog order): for tests and the embedded demo.
+pub fn local_ids(catalog: &Catalog) -> HashMap<String, u32> {
+    catalog
+        .topics()
+        .iter()
+        .filter_map(|t| Some((t.name.clone(), catalog.local_id(&t.name).ok()?)))
+        .collect()
+}
+
+impl Gateway {
+    /// Build the gateway and start its background tasks: the committer (which initialises the
+    /// transactional producer), the Kafka health probe and the idempotency replay. `ids` maps
+    /// each catalog topic to its value schema's registry id; topics without one are not served.
+    /// Returns at once: `/readyz` says when it can take events.
+    pub fn start(
+        config: GatewayConfig,
+        kafka: KafkaConnection,
+        catalog: Arc<Catalog>,
+        ids: &HashMap<String, u32>,
+        registry_probe: Option<ReadinessProbe>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Gateway>, GatewayError> {
+        let agencies = Agencies::new(&config.agencies).map_err(GatewayError::Config)?;
+        if config.transactional_id.trim().is_empty() {
+            return Err(GatewayError::Config("transactional_id is empty".into()));
+        }
+        let mut routes = HashMap::new();
+        for topic in catalog.topics() {
+            let Some(&id) = ids.get(&topic.name) else {
+                continue;
+            };
+            let encoder = TopicEncoder::new(id, &topic.schema, &topic.key_field)
+                .map_err(|e| GatewayError::Config(format!("{}: {e}", topic.name)))?;
+            routes.insert(
+                topic.name.clone(),
+                Route {
+                    name: Arc::from(topic.name.as_str()),
+                    encoder,
+                },
+            );
+        }
+        let health = Arc::new(Health::default());
+        let index = Arc::new(Index::new(
+            Duration::from_secs(config.idempotency_window_secs),
+            config.idempotency_max_entries,
+        ));
+        let index_ready = Arc::new(AtomicBool::new(false));
+        let probe = producer::spawn_health_probe(
+            &kafka,
+            health.clone(),
+            Duration::from_millis(config.health_interval_ms),
+            shutdown.child_token(),
+        )?;
+        let replay = replay::spawn(
+            kafka.clone(),
+            routes.keys().cloned().collect(),
+            index.clone(),
+            Duration::from_secs(config.idempotency_window_secs),
+            index_ready.clone(),
+            shutdown.child_token(),
+        );
+        let (jobs, committer) = producer::spawn_committer(&config, &kafka, health.clone());
+        Ok(Arc::new(Gateway {
+            catalog,
+            routes,
+            agencies,
+            config,
+            index,
+            index_ready,
+            health,
+            jobs: RwLock::new(Some(jobs)),
+            tasks: Mutex::new(vec![probe, replay]),
+            committer: Mutex::new(Some(committer)),
+            registry_probe,
+            shutdown,
+        }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Whether events can be taken now: Kafka reachable, producer initialised, idempotency
+    /// index rebuilt. `Err` says what is missing.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.shutdown.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        match self.health.producer() {
+            ProducerState::Fenced => {
+                return Err(format!(
+                    "fenced: another instance uses transactional.id {:?}",
+                    self.config.transactional_id
+                ));
+            }
+            ProducerState::Down if !self.health.kafka_reachable() => {
+                return Err("Kafka is unreachable".into());
+            }
+            _ if !self.health.kafka_reachable() => return Err("Kafka is unreachable".into()),
+            _ => {}
+        }
+        if !self.index_ready.load(Ordering::Relaxed) {
+            return Err("rebuilding the idempotency index from the log".into());
+        }
+        Ok(())
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Job>> {
+        self.jobs.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stop after the HTTP server has drained: the committer finishes what it holds, commits,
+    /// and the producer flushes; background tasks stop. Bounded by `drain_timeout_ms`.
+    pub async fn close(&self) {
+        self.shutdown.cancel();
+        self.jobs.write().unwrap_or_else(|p| p.into_inner()).take();
+        let committer = self
+            .committer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let drain = Duration::from_millis(self.config.drain_timeout_ms);
+        if let Some(c) = committer
+            && tokio::time::timeout(drain, c).await.is_err()
+        {
+            tracing::warn!("the committer did not stop within the drain timeout");
+        }
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            if tokio::time::timeout(drain, t).await.is_err() {
+                tracing::warn!("a background task did not stop within the drain timeout");
+            }
+        }
+    }
+}
+
+/// Serve `router` (built from `gateway`) on `listener` until `shutdown`: then stop accepting,
+/// let in-flight requests finish, and close the gateway (commit, flush).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let signal = shutdown.clone();
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { signal.cancelled().await })
+        .await;
+    gateway.close().await;
+    result
+}

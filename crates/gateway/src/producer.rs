@@ -1,0 +1,355 @@
+//! The committer: every accepted request's records go to Kafka inside a transaction.
+//!
+//! One task owns a transactional producer. It takes the first waiting request, gathers the
+//! requests that arrive within `group_commit_ms` (group commit), and runs one transaction for
+//! all of them: begin, produce every record, commit. Each request is answered only after the
+//! commit — its receipts are then durable and visible to `read_committed` consumers — or, on
+//! any failure, after an abort: then nothing of it is visible, so a 503 means "nothing was
+//! produced". If even the abort fails (the broker is gone), the producer is dropped and a new
+//! one is initialised with the same `transactional.id` before the next transaction; the
+//! broker's transaction coordinator then aborts whatever the old one left open.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::{GatewayConfig, KafkaConnection};
+
+/// One record to produce.
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Key.
+    pub key: String,
+    /// Value (Confluent-framed Avro).
+    pub value: Vec<u8>,
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// A request's records and where to send the outcome.
+pub struct Job {
+    /// The records, all committed together or not at all.
+    pub records: Vec<OutRecord>,
+    /// Where they landed, or why nothing was produced.
+    pub reply: oneshot::Sender<Result<Vec<Placed>, String>>,
+}
+
+/// The producer's state, for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ProducerState {
+    /// Not initialised (yet, or after a failure).
+    Down = 0,
+    /// Initialised: transactions can run.
+    Ready = 1,
+    /// Fenced by another instance using the same `transactional.id`; stays so.
+    Fenced = 2,
+}
+
+/// Shared view of Kafka's health.
+#[derive(Debug, Default)]
+pub struct Health {
+    kafka_reachable: AtomicBool,
+    producer: AtomicU8,
+}
+
+impl Health {
+    /// Did the last probe reach a broker?
+    pub fn kafka_reachable(&self) -> bool {
+        self.kafka_reachable.load(Ordering::Relaxed)
+    }
+
+    /// The producer's state.
+    pub fn producer(&self) -> ProducerState {
+        match self.producer.load(Ordering::Relaxed) {
+            1 => ProducerState::Ready,
+            2 => ProducerState::Fenced,
+            _ => ProducerState::Down,
+        }
+    }
+
+    fn set_producer(&self, s: ProducerState) {
+        self.producer.store(s as u8, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_reachable(&self, up: bool) {
+        self.kafka_reachable.store(up, Ordering::Relaxed);
+    }
+}
+
+struct Committer {
+    config: GatewayConfig,
+    kafka: KafkaConnection,
+    producer: Option<Arc<FutureProducer>>,
+    health: Arc<Health>,
+    timeout: Duration,
+}
+
+fn is_fenced(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    )
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("Kafka call did not finish: {e}"))
+}
+
+impl Committer {
+    async fn ensure_producer(&mut self) -> Result<Arc<FutureProducer>, String> {
+        if self.health.producer() == ProducerState::Fenced {
+            return Err(format!(
+                "fenced: another gateway instance uses transactional.id {:?}",
+                self.config.transactional_id
+            ));
+        }
+        if let Some(p) = &self.producer {
+            return Ok(p.clone());
+        }
+        let timeout_ms = self.timeout.as_millis().max(1000);
+        let producer: FutureProducer = self
+            .kafka
+            .client()
+            .set("transactional.id", &self.config.transactional_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "1")
+            .set("batch.num.messages", "10000")
+            .set("message.timeout.ms", timeout_ms.to_string())
+            .set(
+                "transaction.timeout.ms",
+                (timeout_ms * 2).max(10_000).to_string(),
+            )
+            .set("socket.connection.setup.timeout.ms", timeout_ms.to_string())
+            .create()
+            .map_err(|e| format!("creating the Kafka producer: {e}"))?;
+        let producer = Arc::new(producer);
+        let p = producer.clone();
+        let timeout = self.timeout;
+        match blocking(move || p.init_transactions(timeout)).await? {
+            Ok(()) => {
+                self.health.set_producer(ProducerState::Ready);
+                self.producer = Some(producer.clone());
+                Ok(producer)
+            }
+            Err(e) => {
+                if is_fenced(&e) {
+                    self.health.set_producer(ProducerState::Fenced);
+                }
+                let _ = blocking(move || drop(producer)).await;
+                Err(format!("initialising Kafka transactions: {e}"))
+            }
+        }
+    }
+
+    async fn reset(&mut self) {
+        self.health.set_producer(ProducerState::Down);
+        if let Some(p) = self.producer.take() {
+            let _ = blocking(move || drop(p)).await;
+        }
+    }
+
+    /// Run one transaction holding every record of `jobs`.
+    async fn transaction(&mut self, jobs: &[Job]) -> Result<Vec<Vec<Placed>>, String> {
+        let producer = self.ensure_producer().await?;
+        if let Err(e) = producer.begin_transaction() {
+            self.reset().await;
+            return Err(format!("begin transaction: {e}"));
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut futures = Vec::new();
+        let mut failure = None;
+        'jobs: for job in jobs {
+            for r in &job.records {
+                let mut record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value);
+                loop {
+                    match producer.send_result(record) {
+                        Ok(f) => {
+                            futures.push(f);
+                            break;
+                        }
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                            if Instant::now() < deadline =>
+                        {
+                            record = back;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Err((e, _)) => {
+                            failure = Some(format!("produce: {e}"));
+                            break 'jobs;
+                        }
+                    }
+                }
+            }
+        }
+        if failure.is_none() {
+            let p = producer.clone();
+            let timeout = self.timeout;
+            match blocking(move || p.commit_transaction(timeout)).await? {
+                Ok(()) => {
+                    let results = join_all(futures).await;
+                    let mut placed = Vec::with_capacity(results.len());
+                    for r in results {
+                        match r {
+                            Ok(Ok(d)) => placed.push(Placed {
+                                partition: d.partition,
+                                offset: d.offset,
+                            }),
+                            // Committed, so delivered; a missing report would be a client bug.
+                            Ok(Err((e, _))) => return Err(format!("delivery report: {e}")),
+                            Err(_) => return Err("delivery report lost".into()),
+                        }
+                    }
+                    let mut out = Vec::with_capacity(jobs.len());
+                    let mut it = placed.into_iter();
+                    for job in jobs {
+                        out.push(it.by_ref().take(job.records.len()).collect());
+                    }
+                    return Ok(out);
+                }
+                Err(e) => {
+                    if is_fenced(&e) {
+                        self.health.set_producer(ProducerState::Fenced);
+                    }
+                    failure = Some(format!("commit: {e}"));
+                }
+            }
+        }
+        let why = failure.unwrap_or_default();
+        let p = producer.clone();
+        let timeout = self.timeout;
+        let aborted = blocking(move || p.abort_transaction(timeout)).await;
+        drop(futures);
+        match aborted {
+            Ok(Ok(())) => {}
+            other => {
+                tracing::warn!(
+                    ?other,
+                    "abort failed: recreating the transactional producer"
+                );
+                let fenced = self.health.producer() == ProducerState::Fenced;
+                self.reset().await;
+                if fenced {
+                    self.health.set_producer(ProducerState::Fenced);
+                }
+            }
+        }
+        Err(format!("nothing was produced: {why}"))
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        // Initialise eagerly, so the first request does not pay for it (failure is retried
+        // at the first transaction).
+        if let Err(e) = self.ensure_producer().await {
+            tracing::warn!(error = %e, "Kafka producer not ready yet");
+        }
+        let linger = Duration::from_millis(self.config.group_commit_ms);
+        let max = self.config.max_transaction_records.max(1);
+        while let Some(first) = rx.recv().await {
+            let mut count = first.records.len();
+            let mut jobs = vec![first];
+            let until = Instant::now() + linger;
+            while count < max {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(job)) => {
+                        count += job.records.len();
+                        jobs.push(job);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            match self.transaction(&jobs).await {
+                Ok(placed) => {
+                    for (job, p) in jobs.into_iter().zip(placed) {
+                        let _ = job.reply.send(Ok(p));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, records = count, "transaction failed");
+                    for job in jobs {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        // Every sender is gone: drain done. Let the producer go with nothing pending.
+        if let Some(p) = self.producer.take() {
+            let timeout = self.timeout;
+            let _ = blocking(move || {
+                let _ = p.flush(timeout);
+            })
+            .await;
+        }
+        tracing::info!("committer stopped");
+    }
+}
+
+/// Start the committer task; send it [`Job`]s. It stops when every sender is dropped.
+pub fn spawn_committer(
+    config: &GatewayConfig,
+    kafka: &KafkaConnection,
+    health: Arc<Health>,
+) -> (mpsc::Sender<Job>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(4096);
+    let committer = Committer {
+        config: config.clone(),
+        kafka: kafka.clone(),
+        producer: None,
+        health,
+        timeout: Duration::from_millis(config.kafka_timeout_ms.max(100)),
+    };
+    (tx, tokio::spawn(committer.run(rx)))
+}
+
+/// Probe Kafka every `interval` until `shutdown`: a metadata request with a short timeout.
+pub fn spawn_health_probe(
+    kafka: &KafkaConnection,
+    health: Arc<Health>,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
+    let probe: BaseProducer = kafka.client().create()?;
+    let probe = Arc::new(probe);
+    let interval = interval.max(Duration::from_millis(50));
+    Ok(tokio::spawn(async move {
+        loop {
+            let p = probe.clone();
+            let timeout = interval.max(Duration::from_millis(500));
+            let up = tokio::task::spawn_blocking(move || {
+                p.client()
+                    .fetch_metadata(None, timeout)
+                    .is_ok_and(|m| !m.brokers().is_empty())
+            })
+            .await
+            .unwrap_or(false);
+            health.set_reachable(up);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }))
+}

@@ -1,0 +1,198 @@
+//! Fill the idempotency index from the log: at start from `now - window`, then by tailing.
+//!
+//! Each catalog topic is read with `read_committed` (aborted transactions are not events). A
+//! record's event id is the first field of its envelope, which is the first field of every value
+//! schema (the catalog enforces it), so the id is the first Avro string of the body whatever the
+//! schema version — no schema lookup is needed, even for records other publishers wrote. The
+//! index is *ready* once every partition has been read up to where it stood at start.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KafkaConnection;
+use crate::idem::{Index, Receipt, content_hash, now_ms};
+
+/// The event id at the start of an Avro body (the envelope's first field), if any.
+pub fn leading_event_id(value: &[u8]) -> Option<&str> {
+    let (_, body) = lienthong_contract::codec::split_frame(value).ok()?;
+    // Zig-zag varint length, then the UTF-8 bytes.
+    let (mut n, mut shift, mut i) = (0u64, 0u32, 0usize);
+    loop {
+        let b = *body.get(i)?;
+        n |= u64::from(b & 0x7f) << shift;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+    let len = usize::try_from((n >> 1) as i64 ^ -((n & 1) as i64)).ok()?;
+    std::str::from_utf8(body.get(i..i.checked_add(len)?)?).ok()
+}
+
+/// Read `topics` into `index` from `now - window` on; `ready` is set once each partition is
+/// caught up to where it stood. Runs until `shutdown`; retries (with a pause) if Kafka fails.
+pub fn spawn(
+    kafka: KafkaConnection,
+    topics: Vec<String>,
+    index: Arc<Index>,
+    window: Duration,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let done: Arc<std::sync::Mutex<HashMap<String, bool>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for topic in topics {
+            done.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(topic.clone(), false);
+            let (kafka, index, ready, done, shutdown) = (
+                kafka.clone(),
+                index.clone(),
+                ready.clone(),
+                done.clone(),
+                shutdown.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let caught_up = || {
+                        let mut d = done.lock().unwrap_or_else(|p| p.into_inner());
+                        d.insert(topic.clone(), true);
+                        if d.values().all(|v| *v) {
+                            ready.store(true, Ordering::Relaxed);
+                        }
+                    };
+                    match tail(&kafka, &topic, &index, window, &shutdown, caught_up).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(%topic, error = %e, "idempotency replay failed; retrying");
+                            tokio::select! {
+                                _ = shutdown.cancelled() => break,
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+}
+
+async fn tail(
+    kafka: &KafkaConnection,
+    topic: &str,
+    index: &Index,
+    window: Duration,
+    shutdown: &CancellationToken,
+    mut caught_up: impl FnMut(),
+) -> Result<(), KafkaError> {
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        kafka
+            .client()
+            .set("group.id", format!("lienthong-gateway-replay-{}", now_ms()))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .create()?,
+    );
+    let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+    let (c, t) = (consumer.clone(), topic.to_string());
+    let (start, targets) = tokio::task::spawn_blocking(move || -> Result<_, KafkaError> {
+        let timeout = Duration::from_secs(10);
+        let md = c.fetch_metadata(Some(&t), timeout)?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|mt| mt.name() == t)
+            .flat_map(|mt| mt.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ));
+        }
+        let mut query = TopicPartitionList::new();
+        let mut targets = HashMap::new();
+        for p in &partitions {
+            query.add_partition_offset(&t, *p, Offset::Offset(since.max(0)))?;
+            let (_, high) = c.fetch_watermarks(&t, *p, timeout)?;
+            targets.insert(*p, high);
+        }
+        Ok((c.offsets_for_times(query, timeout)?, targets))
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)??;
+    consumer.assign(&start)?;
+    let mut pending: HashMap<i32, i64> = targets;
+    for e in start.elements() {
+        if let (Offset::Offset(o), Some(&t)) = (e.offset(), pending.get(&e.partition()))
+            && o >= t
+        {
+            pending.remove(&e.partition());
+        } else if matches!(e.offset(), Offset::End) {
+            pending.remove(&e.partition());
+        }
+    }
+    if pending.is_empty() {
+        caught_up();
+    }
+    let mut stream = consumer.stream();
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            n = stream.next() => n,
+        };
+        match next {
+            None => return Ok(()),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                if pending.remove(&p).is_some() && pending.is_empty() {
+                    caught_up();
+                }
+            }
+            Some(Err(e)) => tracing::debug!(%topic, error = %e, "replay consumer"),
+            Some(Ok(m)) => {
+                if let (Some(value), Some(key)) = (m.payload(), m.key())
+                    && let Some(id) = leading_event_id(value)
+                {
+                    let at = m.timestamp().to_millis().unwrap_or_else(now_ms);
+                    index.record(
+                        content_hash(topic, key, value),
+                        Receipt {
+                            topic: topic.to_string(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            event_id: id.to_string(),
+                            duplicate: false,
+                        },
+                        at,
+                    );
+                }
+                if let Some(&t) = pending.get(&m.partition())
+                    && m.offset() + 1 >= t
+                {
+                    pending.remove(&m.partition());
+                    if pending.is_empty() {
+                        caught_up();
+                    }
+                }
+            }
+        }
+    }
+}
