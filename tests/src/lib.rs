@@ -352,6 +352,217 @@ impl Kafka {
     }
 }
 
+/// A single broker of the test's own (`ops/kafka.sh start --name NAME --brokers 1`), for fault
+/// tests that stop and start it without disturbing anyone else. Stopped (and its data deleted)
+/// on drop.
+#[derive(Debug)]
+pub struct OwnKafka {
+    kafka: Kafka,
+    name: String,
+}
+
+impl OwnKafka {
+    /// Start a broker named `<prefix>-<unique suffix>` and wait until it is ready.
+    pub fn start(prefix: &str) -> Result<OwnKafka> {
+        let name = format!("{prefix}-{}", unique_suffix());
+        let bootstrap = run_ops_output("kafka.sh", &["start", "--name", &name, "--brokers", "1"])?;
+        let bootstrap = bootstrap.trim().to_string();
+        if bootstrap.is_empty() {
+            bail!("ops/kafka.sh start --name {name} printed no bootstrap address");
+        }
+        Ok(OwnKafka {
+            kafka: Kafka {
+                bootstrap,
+                cluster_name: Some(name.clone()),
+            },
+            name,
+        })
+    }
+
+    /// The broker.
+    pub fn kafka(&self) -> &Kafka {
+        &self.kafka
+    }
+
+    /// SIGKILL the broker (its data stays).
+    pub fn kill(&self) -> Result<()> {
+        self.kafka.kill_broker(1)
+    }
+
+    /// Start it again on the same data and port; waits until ready.
+    pub fn restart(&self) -> Result<()> {
+        self.kafka.restart_broker(1)
+    }
+}
+
+impl Drop for OwnKafka {
+    fn drop(&mut self) {
+        if let Err(e) = run_ops("kafka.sh", &["stop", "--name", &self.name]) {
+            eprintln!("stopping the test's own broker {}: {e}", self.name);
+        }
+    }
+}
+
+impl Kafka {
+    /// The end offset (high watermark) of every partition of `topic`.
+    pub fn end_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>> {
+        let consumer: rdkafka::consumer::BaseConsumer = self.client_config().create()?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .context("topic not in metadata")?;
+        let mut out = Vec::new();
+        for p in t.partitions() {
+            let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            out.push((p.id(), high));
+        }
+        Ok(out)
+    }
+
+    /// Every record of `topic` from the offsets `from` (per partition; as [`Kafka::end_offsets`]
+    /// gave them earlier) to the current end, read with `isolation.level = read_committed` if
+    /// `committed_only`, else `read_uncommitted`.
+    pub async fn read_since(
+        &self,
+        topic: &str,
+        from: &[(i32, i64)],
+        committed_only: bool,
+    ) -> Result<Vec<Record>> {
+        use futures::StreamExt;
+        use rdkafka::Message;
+        let ends = self.end_offsets(topic)?;
+        let consumer: StreamConsumer = self
+            .client_config()
+            .set("group.id", format!("reader-{}", unique_suffix()))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set(
+                "isolation.level",
+                if committed_only {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
+            )
+            .create()?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut pending = std::collections::HashSet::new();
+        for (p, end) in &ends {
+            let start = from.iter().find(|(q, _)| q == p).map_or(0, |(_, o)| *o);
+            if start < *end {
+                tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(start))?;
+                pending.insert(*p);
+            }
+        }
+        let mut out = Vec::new();
+        if pending.is_empty() {
+            return Ok(out);
+        }
+        consumer.assign(&tpl)?;
+        let mut stream = consumer.stream();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !pending.is_empty() {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => {
+                    bail!("reading {topic}: partitions {pending:?} did not reach their end in 30 s")
+                }
+                Ok(None) => bail!("consumer stream of {topic} ended"),
+                Ok(Some(Err(rdkafka::error::KafkaError::PartitionEOF(p)))) => {
+                    pending.remove(&p);
+                }
+                Ok(Some(Err(e))) => bail!("consuming {topic}: {e}"),
+                Ok(Some(Ok(m))) => {
+                    let end = ends
+                        .iter()
+                        .find(|(p, _)| *p == m.partition())
+                        .map_or(0, |e| e.1);
+                    if m.offset() < end {
+                        out.push(Record {
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            payload: m.payload().map(<[u8]>::to_vec),
+                        });
+                    }
+                    if m.offset() + 1 >= end {
+                        pending.remove(&m.partition());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Helpers shared by the benchmarks (which print medians of several rounds and ratios).
+pub mod bench {
+    use std::time::{Duration, Instant};
+
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    /// The median of `v`.
+    pub fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    /// The `q` quantile (0..=1) of `v`.
+    pub fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((v.len() - 1) as f64 * q).round() as usize;
+        v[i.min(v.len() - 1)]
+    }
+
+    /// The baseline: a raw rdkafka producer (idempotent, `acks=all`, lz4, linger 5 ms), as the
+    /// SDK and gateway benchmarks compare against.
+    pub fn raw_producer(bootstrap: &str) -> anyhow::Result<FutureProducer> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .create()?)
+    }
+
+    /// Produce pre-encoded `(key, value)` records to `topic` with at most `in_flight` awaiting
+    /// acknowledgement; returns events/s.
+    pub async fn raw_rate(
+        producer: &FutureProducer,
+        topic: &str,
+        records: &[(String, Vec<u8>)],
+        in_flight: usize,
+    ) -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let mut pending = FuturesUnordered::new();
+        for (key, payload) in records {
+            let record: FutureRecord<'_, String, Vec<u8>> =
+                FutureRecord::to(topic).key(key).payload(payload);
+            pending.push(producer.send(record, Duration::from_secs(30)));
+            if pending.len() >= in_flight {
+                if let Some(Err((e, _))) = pending.next().await {
+                    anyhow::bail!("raw produce failed: {e}");
+                }
+            }
+        }
+        while let Some(r) = pending.next().await {
+            if let Err((e, _)) = r {
+                anyhow::bail!("raw produce failed: {e}");
+            }
+        }
+        Ok(records.len() as f64 / t.elapsed().as_secs_f64())
+    }
+}
+
 /// One consumed record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -383,6 +594,27 @@ pub fn run_ops(script: &str, args: &[&str]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Run `ops/<script> args...` and return its stdout, failing with its output if it exits
+/// non-zero.
+pub fn run_ops_output(script: &str, args: &[&str]) -> Result<String> {
+    let path = repo_root().join("ops").join(script);
+    let out = Command::new(&path)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", path.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {} failed ({}):\n{}{}",
+            path.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A running PostgreSQL server.

@@ -7,23 +7,17 @@
 #![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lienthong_contract::{AgencyKind, Catalog, Codec, repo_schemas_dir, samples};
 use lienthong_sdk::{Publisher, PublisherConfig, SchemaIds};
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use lienthong_tests::bench;
 
 const N: usize = 100_000;
 const ROUNDS: usize = 5;
 const IN_FLIGHT: usize = 10_000;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 #[tokio::main]
 async fn main() {
@@ -59,15 +53,7 @@ async fn main() {
         })
         .collect();
 
-    let raw: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .create()
-        .unwrap();
+    let raw = bench::raw_producer(&bootstrap).unwrap();
     let mut config = PublisherConfig::new("26734", AgencyKind::Ward, &bootstrap);
     config.max_in_flight = IN_FLIGHT;
     let sdk = Arc::new(
@@ -78,21 +64,11 @@ async fn main() {
 
     let (mut raw_rates, mut sdk_rates) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let t = Instant::now();
-        let mut in_flight = FuturesUnordered::new();
-        for (key, payload) in &encoded {
-            let record: FutureRecord<'_, String, Vec<u8>> = FutureRecord::to("hcm.case.events")
-                .key(key)
-                .payload(payload);
-            in_flight.push(raw.send(record, Duration::from_secs(30)));
-            if in_flight.len() >= IN_FLIGHT {
-                in_flight.next().await.unwrap().unwrap();
-            }
-        }
-        while let Some(r) = in_flight.next().await {
-            r.unwrap();
-        }
-        raw_rates.push(N as f64 / t.elapsed().as_secs_f64());
+        raw_rates.push(
+            bench::raw_rate(&raw, "hcm.case.events", &encoded, IN_FLIGHT)
+                .await
+                .unwrap(),
+        );
 
         let round_events = make_events();
         let t = Instant::now();
@@ -115,7 +91,7 @@ async fn main() {
             sdk_rates[round]
         );
     }
-    let (raw_m, sdk_m) = (median(raw_rates), median(sdk_rates));
+    let (raw_m, sdk_m) = (bench::median(raw_rates), bench::median(sdk_rates));
     println!(
         "median of {ROUNDS} rounds of {N} typical case-submitted events (acks=all, idempotent, lz4):"
     );

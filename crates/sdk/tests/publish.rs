@@ -254,3 +254,83 @@ async fn at_most_max_in_flight_publishes_wait_on_kafka() {
     }
     assert_eq!((failed, ward.in_flight()), (10, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_ids_come_from_a_registry_served_over_http() {
+    use lienthong_registry::auth::hash_token;
+    use lienthong_registry::client::{Credentials, RegistryClient};
+    use lienthong_registry::{Agencies, AgencyCredential, Registry, api};
+
+    let kafka = kafka();
+    kafka.ensure_catalog_topics().await.unwrap();
+    let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
+    let agencies = Agencies::new(&[AgencyCredential {
+        code: "STP".into(),
+        kind: AgencyKind::Department,
+        token_sha256: hash_token("stp-token"),
+        admin: false,
+    }])
+    .unwrap();
+    let registry = Arc::new(Registry::in_memory(catalog.clone(), agencies));
+    let url = lienthong_tests::serve(api::router(registry.clone()))
+        .await
+        .unwrap();
+    let client =
+        RegistryClient::new(&url, Credentials::Bearer("stp-token".into()), Codec::new()).unwrap();
+    // Another subject first, so the catalog's registry ids are not the local ids 1, 2, …
+    let scratch = r#"{"type":"record","name":"Scratch","namespace":"stp","fields":[{"name":"x","type":"int"}]}"#;
+    let scratch_id = client
+        .id_for("stp.scratch-value", scratch, true)
+        .await
+        .unwrap();
+    let ids: std::collections::HashMap<String, u32> =
+        registry.bootstrap().await.unwrap().into_iter().collect();
+    let case_id_in_registry = ids["hcm.case.events-value"];
+    assert_ne!(case_id_in_registry, scratch_id);
+    assert_ne!(
+        case_id_in_registry,
+        catalog.local_id("hcm.case.events").unwrap(),
+        "the test must tell registry ids from local ids"
+    );
+
+    let config = PublisherConfig::new("26734", AgencyKind::Ward, kafka.bootstrap());
+    let before = client.requests();
+    let ward = Publisher::connect(config, catalog.clone(), SchemaIds::Registry(&client))
+        .await
+        .unwrap();
+    let looked_up = client.requests() - before;
+    assert!(looked_up >= 1, "connect asks the registry");
+    let mut event = samples::typical_case_submitted();
+    event.envelope.aggregate_id = case_id();
+    ward.publish(event.clone()).await.unwrap();
+    ward.publish(event.clone()).await.unwrap();
+    assert_eq!(
+        client.requests() - before,
+        looked_up,
+        "no registry call per publish"
+    );
+    let records = kafka
+        .read_all(
+            "hcm.case.events",
+            usize::MAX,
+            Duration::from_secs(8),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    let mine: Vec<_> = records
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(event.envelope.aggregate_id.as_bytes()))
+        .collect();
+    assert_eq!(mine.len(), 2);
+    for r in mine {
+        let payload = r.payload.as_deref().unwrap();
+        let (id, _) = lienthong_contract::codec::split_frame(payload).unwrap();
+        assert_eq!(
+            id, case_id_in_registry,
+            "the header carries the registry's id"
+        );
+        let (_, back): (u32, CaseEvent) = client.codec().decode(payload).unwrap();
+        assert_eq!(back, event);
+    }
+}
