@@ -548,10 +548,10 @@ pub mod bench {
             let record: FutureRecord<'_, String, Vec<u8>> =
                 FutureRecord::to(topic).key(key).payload(payload);
             pending.push(producer.send(record, Duration::from_secs(30)));
-            if pending.len() >= in_flight {
-                if let Some(Err((e, _))) = pending.next().await {
-                    anyhow::bail!("raw produce failed: {e}");
-                }
+            if pending.len() >= in_flight
+                && let Some(Err((e, _))) = pending.next().await
+            {
+                anyhow::bail!("raw produce failed: {e}");
             }
         }
         while let Some(r) = pending.next().await {
