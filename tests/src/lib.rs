@@ -421,6 +421,64 @@ impl Kafka {
         Ok(out)
     }
 
+    /// The record at `offset` of `topic`/`partition`, read with `read_committed` (so a record
+    /// of an aborted or open transaction is not returned).
+    pub async fn read_at(&self, topic: &str, partition: i32, offset: i64) -> Result<Record> {
+        let records = self
+            .read_partition_range(topic, partition, offset, offset + 1)
+            .await?;
+        records
+            .into_iter()
+            .find(|r| r.offset == offset)
+            .with_context(|| format!("no committed record at {topic}/{partition}@{offset}"))
+    }
+
+    async fn read_partition_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Record>> {
+        use futures::StreamExt;
+        use rdkafka::Message;
+        let consumer: StreamConsumer = self
+            .client_config()
+            .set("group.id", format!("reader-{}", unique_suffix()))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .create()?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(from))?;
+        consumer.assign(&tpl)?;
+        let mut stream = consumer.stream();
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => bail!("reading {topic}/{partition}: nothing at {from}..{to} in 30 s"),
+                Ok(None) | Ok(Some(Err(rdkafka::error::KafkaError::PartitionEOF(_)))) => break,
+                Ok(Some(Err(e))) => bail!("consuming {topic}: {e}"),
+                Ok(Some(Ok(m))) => {
+                    if m.offset() >= to {
+                        break;
+                    }
+                    out.push(Record {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                    });
+                    if m.offset() + 1 >= to {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every record of `topic` from the offsets `from` (per partition; as [`Kafka::end_offsets`]
     /// gave them earlier) to the current end, read with `isolation.level = read_committed` if
     /// `committed_only`, else `read_uncommitted`.

@@ -46,6 +46,16 @@ pub enum GatewayError {
         /// Seconds for `Retry-After`.
         retry_after_secs: u64,
     },
+    /// Kafka went away between the commit and its confirmation: the events may or may not be
+    /// on the log (503). Retry with the same event ids: a retry is answered with the original
+    /// receipts once the gateway has read them back from the log.
+    #[error("{message}")]
+    OutcomeUnknown {
+        /// Why.
+        message: String,
+        /// Seconds for `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// The configuration is invalid (at start).
     #[error("invalid gateway configuration: {0}")]
     Config(String),
@@ -77,6 +87,9 @@ impl GatewayError {
             GatewayError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
             GatewayError::Conflict(_) => (StatusCode::CONFLICT, "event_id_conflict"),
             GatewayError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            GatewayError::OutcomeUnknown { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown")
+            }
             GatewayError::Config(_) | GatewayError::Kafka(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
@@ -89,7 +102,8 @@ impl GatewayError {
 pub struct ErrorBody {
     /// Machine-readable code: `unauthenticated`, `forbidden`, `not_found`,
     /// `unsupported_media_type`, `too_large`, `malformed`, `invalid_event`,
-    /// `event_id_conflict`, `unavailable`.
+    /// `event_id_conflict`, `unavailable` (nothing was produced), `outcome_unknown` (Kafka went
+    /// away during the commit; retry with the same event ids).
     pub error: String,
     /// What went wrong, for a person.
     pub message: String,
@@ -105,6 +119,9 @@ impl IntoResponse for GatewayError {
         let (problems, retry) = match self {
             GatewayError::Invalid { problems, .. } => (problems, None),
             GatewayError::Unavailable {
+                retry_after_secs, ..
+            }
+            | GatewayError::OutcomeUnknown {
                 retry_after_secs, ..
             } => (Vec::new(), Some(retry_after_secs)),
             GatewayError::Config(_) | GatewayError::Kafka(_) => (Vec::new(), Some(5)),

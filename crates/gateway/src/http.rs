@@ -84,11 +84,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .split_for_parts();
-    add_topic_schemas(&mut api, &gateway);
-    let doc = api
-        .to_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    let doc = Arc::new(doc);
+    api.info.version = env!("CARGO_PKG_VERSION").into();
+    let mut doc = serde_json::to_value(&api).unwrap_or(Json::Null);
+    add_topic_schemas(&mut doc, &gateway);
+    let doc = Arc::new(doc.to_string());
     router
         .route(
             "/openapi.json",
@@ -112,20 +111,20 @@ pub fn with_registry(gateway: Router, registry: Router) -> Router {
     gateway.nest("/registry", registry)
 }
 
-/// Per-topic request schemas, generated from the Avro schemas at start.
-fn add_topic_schemas(api: &mut utoipa::openapi::OpenApi, gw: &Gateway) {
-    let components = api.components.get_or_insert_with(Default::default);
+/// Per-topic request schemas (`event.<topic>`), generated from the Avro schemas at start.
+fn add_topic_schemas(doc: &mut Json, gw: &Gateway) {
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Json::as_object_mut)
+    else {
+        return;
+    };
     for topic in gw.catalog.topics() {
-        if !gw.routes.contains_key(&topic.name) {
-            continue;
-        }
-        let json = crate::http::schema_json(&topic.schema, &mut Vec::new());
-        if let Ok(schema) =
-            serde_json::from_value::<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>>(json)
-        {
-            components
-                .schemas
-                .insert(format!("event.{}", topic.name), schema);
+        if gw.routes.contains_key(&topic.name) {
+            schemas.insert(
+                format!("event.{}", topic.name),
+                schema_json(&topic.schema, &mut Vec::new()),
+            );
         }
     }
 }
@@ -623,9 +622,22 @@ async fn publish(
                 receipts.into_iter().flatten().collect(),
             ))
         }
-        Ok(Err(e)) => {
+        Ok(Err(f)) if f.maybe_committed => {
             release_all(&gw);
-            Err(unavailable(format!("Kafka did not take the events: {e}")))
+            Err(GatewayError::OutcomeUnknown {
+                message: format!(
+                    "Kafka went away during the commit ({}); the events may or may not be on the log: retry with the same event ids",
+                    f.message
+                ),
+                retry_after_secs: gw.config.retry_after_secs,
+            })
+        }
+        Ok(Err(f)) => {
+            release_all(&gw);
+            Err(unavailable(format!(
+                "Kafka did not take the events: {}",
+                f.message
+            )))
         }
         Err(_) => {
             release_all(&gw);

@@ -45,8 +45,18 @@ pub struct Placed {
 pub struct Job {
     /// The records, all committed together or not at all.
     pub records: Vec<OutRecord>,
-    /// Where they landed, or why nothing was produced.
-    pub reply: oneshot::Sender<Result<Vec<Placed>, String>>,
+    /// Where they landed, or why not.
+    pub reply: oneshot::Sender<Result<Vec<Placed>, Failure>>,
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What happened.
+    pub message: String,
+    /// The commit was sent but neither it nor the abort was confirmed (Kafka went away in
+    /// between): the broker may yet complete the commit. Otherwise nothing was produced.
+    pub maybe_committed: bool,
 }
 
 /// The producer's state, for readiness.
@@ -173,15 +183,20 @@ impl Committer {
     }
 
     /// Run one transaction holding every record of `jobs`.
-    async fn transaction(&mut self, jobs: &[Job]) -> Result<Vec<Vec<Placed>>, String> {
-        let producer = self.ensure_producer().await?;
+    async fn transaction(&mut self, jobs: &[Job]) -> Result<Vec<Vec<Placed>>, Failure> {
+        let sure = |message: String| Failure {
+            message: format!("nothing was produced: {message}"),
+            maybe_committed: false,
+        };
+        let producer = self.ensure_producer().await.map_err(sure)?;
         if let Err(e) = producer.begin_transaction() {
             self.reset().await;
-            return Err(format!("begin transaction: {e}"));
+            return Err(sure(format!("begin transaction: {e}")));
         }
         let deadline = Instant::now() + self.timeout;
         let mut futures = Vec::new();
         let mut failure = None;
+        let mut commit_sent = false;
         'jobs: for job in jobs {
             for r in &job.records {
                 let mut record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value);
@@ -208,8 +223,10 @@ impl Committer {
         if failure.is_none() {
             let p = producer.clone();
             let timeout = self.timeout;
-            match blocking(move || p.commit_transaction(timeout)).await? {
-                Ok(()) => {
+            commit_sent = true;
+            match blocking(move || p.commit_transaction(timeout)).await {
+                Err(e) => failure = Some(format!("commit: {e}")),
+                Ok(Ok(())) => {
                     let results = join_all(futures).await;
                     let mut placed = Vec::with_capacity(results.len());
                     for r in results {
@@ -219,8 +236,18 @@ impl Committer {
                                 offset: d.offset,
                             }),
                             // Committed, so delivered; a missing report would be a client bug.
-                            Ok(Err((e, _))) => return Err(format!("delivery report: {e}")),
-                            Err(_) => return Err("delivery report lost".into()),
+                            Ok(Err((e, _))) => {
+                                return Err(Failure {
+                                    message: format!("committed, but a delivery report says: {e}"),
+                                    maybe_committed: true,
+                                });
+                            }
+                            Err(_) => {
+                                return Err(Failure {
+                                    message: "committed, but a delivery report was lost".into(),
+                                    maybe_committed: true,
+                                });
+                            }
                         }
                     }
                     let mut out = Vec::with_capacity(jobs.len());
@@ -230,7 +257,7 @@ impl Committer {
                     }
                     return Ok(out);
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     if is_fenced(&e) {
                         self.health.set_producer(ProducerState::Fenced);
                     }
@@ -244,7 +271,7 @@ impl Committer {
         let aborted = blocking(move || p.abort_transaction(timeout)).await;
         drop(futures);
         match aborted {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => Err(sure(why)),
             other => {
                 tracing::warn!(
                     ?other,
@@ -255,9 +282,19 @@ impl Committer {
                 if fenced {
                     self.health.set_producer(ProducerState::Fenced);
                 }
+                if commit_sent {
+                    Err(Failure {
+                        message: format!(
+                            "{why}; the abort failed too, so the broker may yet complete the commit"
+                        ),
+                        maybe_committed: true,
+                    })
+                } else {
+                    // Never committed: the new producer's initialisation aborts it.
+                    Err(sure(why))
+                }
             }
         }
-        Err(format!("nothing was produced: {why}"))
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
@@ -288,7 +325,7 @@ impl Committer {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, records = count, "transaction failed");
+                    tracing::warn!(error = %e.message, records = count, "transaction failed");
                     for job in jobs {
                         let _ = job.reply.send(Err(e.clone()));
                     }
