@@ -29,6 +29,10 @@ pub struct GatewayConfig {
     pub max_transaction_records: usize,
     /// Bound on every Kafka wait (delivery, commit, abort, init): past it the request is 503.
     pub kafka_timeout_ms: u64,
+    /// When Kafka goes away after a commit was sent but before it was confirmed, how long to
+    /// wait for it to come back and say whether the transaction committed (the request waits);
+    /// past it the answer is 503 `outcome_unknown`.
+    pub outcome_resolve_ms: u64,
     /// `Retry-After` of a 503.
     pub retry_after_secs: u64,
     /// How long an event id is remembered for deduplication.
@@ -53,6 +57,7 @@ impl Default for GatewayConfig {
             group_commit_ms: 2,
             max_transaction_records: 20_000,
             kafka_timeout_ms: 5_000,
+            outcome_resolve_ms: 60_000,
             retry_after_secs: 2,
             idempotency_window_secs: 24 * 3600,
             idempotency_max_entries: 2_000_000,

@@ -14,8 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -266,35 +269,121 @@ impl Committer {
             }
         }
         let why = failure.unwrap_or_default();
+        // librdkafka sends the commit (EndTxn) only once every record is acknowledged. If one
+        // was not, the commit never left and the transaction will be aborted whatever happens
+        // next: the outcome is certain. (Reports of acknowledged records arrive within
+        // milliseconds of the acknowledgement, hence the short wait.)
+        let acked: Option<Vec<Placed>> = if commit_sent {
+            match tokio::time::timeout(Duration::from_millis(200), join_all(futures.iter_mut()))
+                .await
+            {
+                Ok(results) => results
+                    .into_iter()
+                    .map(|d| match d {
+                        Ok(Ok(d)) => Some(Placed {
+                            partition: d.partition,
+                            offset: d.offset,
+                        }),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
         let p = producer.clone();
         let timeout = self.timeout;
         let aborted = blocking(move || p.abort_transaction(timeout)).await;
         drop(futures);
-        match aborted {
-            Ok(Ok(())) => Err(sure(why)),
-            other => {
-                tracing::warn!(
-                    ?other,
-                    "abort failed: recreating the transactional producer"
-                );
-                let fenced = self.health.producer() == ProducerState::Fenced;
-                self.reset().await;
-                if fenced {
-                    self.health.set_producer(ProducerState::Fenced);
+        if let Ok(Ok(())) = aborted {
+            return Err(sure(why));
+        }
+        tracing::warn!(
+            ?aborted,
+            "abort failed: recreating the transactional producer"
+        );
+        let fenced = self.health.producer() == ProducerState::Fenced;
+        self.reset().await;
+        if fenced {
+            self.health.set_producer(ProducerState::Fenced);
+        }
+        let Some(placed) = acked else {
+            // The commit never left: the coordinator aborts the transaction (at the new
+            // producer's initialisation, or at the transaction timeout).
+            return Err(sure(why));
+        };
+        // The commit may have reached the coordinator. Find out: a new producer with the same
+        // transactional.id makes the coordinator finish the old transaction one way or the
+        // other; then a read_committed read at one of its offsets tells which.
+        let Some(first) = jobs.iter().find_map(|j| j.records.first()) else {
+            return Err(sure(why));
+        };
+        match self.resolve(&first.topic, placed[0]).await {
+            Some(true) => {
+                tracing::info!("the unconfirmed commit turned out committed");
+                let mut out = Vec::with_capacity(jobs.len());
+                let mut it = placed.into_iter();
+                for job in jobs {
+                    out.push(it.by_ref().take(job.records.len()).collect());
                 }
-                if commit_sent {
-                    Err(Failure {
-                        message: format!(
-                            "{why}; the abort failed too, so the broker may yet complete the commit"
-                        ),
-                        maybe_committed: true,
-                    })
-                } else {
-                    // Never committed: the new producer's initialisation aborts it.
-                    Err(sure(why))
+                Ok(out)
+            }
+            Some(false) => Err(sure(format!("{why}; the transaction was aborted"))),
+            None => Err(Failure {
+                message: format!(
+                    "{why}; Kafka did not come back within {} ms to say whether the commit happened",
+                    self.config.outcome_resolve_ms
+                ),
+                maybe_committed: true,
+            }),
+        }
+    }
+
+    /// After an unconfirmed commit: was the record at `at` of `topic` committed? `None` if
+    /// Kafka did not come back within `outcome_resolve_ms`.
+    async fn resolve(&mut self, topic: &str, at: Placed) -> Option<bool> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.outcome_resolve_ms);
+        loop {
+            if self.ensure_producer().await.is_ok() {
+                break;
+            }
+            if Instant::now() >= deadline || self.health.producer() == ProducerState::Fenced {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let consumer: BaseConsumer = self
+            .kafka
+            .client()
+            .set(
+                "group.id",
+                format!("lienthong-gateway-resolve-{}", crate::idem::now_ms()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .create()
+            .ok()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, at.partition, Offset::Offset(at.offset))
+            .ok()?;
+        consumer.assign(&tpl).ok()?;
+        let timeout = self.timeout.max(Duration::from_secs(5));
+        blocking(move || {
+            let until = std::time::Instant::now() + timeout;
+            while std::time::Instant::now() < until {
+                match consumer.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) => return Some(m.offset() == at.offset),
+                    Some(Err(KafkaError::PartitionEOF(_))) => return Some(false),
+                    _ => {}
                 }
             }
-        }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
