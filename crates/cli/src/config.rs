@@ -22,6 +22,10 @@ pub struct Config {
     /// The schema registry.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// The HTTP gateway: `up` runs it (with the registry mounted under `/registry`) when this
+    /// section is present.
+    #[serde(default)]
+    pub gateway: Option<lienthong_gateway::GatewayConfig>,
 }
 
 fn default_schemas_dir() -> PathBuf {
@@ -48,6 +52,14 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The same settings as the gateway takes them.
+    pub fn connection(&self) -> lienthong_gateway::KafkaConnection {
+        lienthong_gateway::KafkaConnection {
+            bootstrap: self.bootstrap.clone(),
+            options: self.options.clone(),
+        }
+    }
+
     /// A librdkafka client config with the bootstrap servers and the pass-through options.
     pub fn client(&self) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();

@@ -1,6 +1,7 @@
 //! The `lienthong` command: how a city's IT staff meet the bus.
 //!
-//! It runs the bus's long-lived components (`up`: the schema registry for now), and manages
+//! It runs the bus's long-lived components (`up`: the schema registry, and the HTTP gateway
+//! when configured), and manages
 //! what they share: the schemas (`schemas check`) and the Kafka topics of the catalog
 //! (`topics create`). The binary in `main.rs` only parses arguments and calls [`run`] with a
 //! shutdown token; everything else lives here and in the component crates.
@@ -48,7 +49,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the bus's components in one process until Ctrl-C: the schema registry (HTTP).
+    /// Run the bus's components in one process until Ctrl-C: the schema registry (HTTP), and
+    /// the HTTP gateway (with the registry also under /registry) if [gateway] is configured.
     Up,
     /// Work with the schemas in the catalog.
     #[command(subcommand)]
@@ -255,6 +257,61 @@ async fn topics_create(
     }
 }
 
+async fn bind(listen: &str, key: &str) -> Result<tokio::net::TcpListener, CliError> {
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| CliError::Usage(format!("{key} {listen:?}: {e}")))?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))
+}
+
+/// Start the gateway (schema ids from the registry's bootstrap; its agencies unless the
+/// gateway has its own) and return the future that serves it until `shutdown`.
+async fn gateway(
+    config: &Config,
+    mut gateway_config: lienthong_gateway::GatewayConfig,
+    registry: Arc<Registry>,
+    ids: Vec<(String, u32)>,
+    shutdown: CancellationToken,
+) -> Result<impl std::future::Future<Output = Result<(), CliError>>, CliError> {
+    use lienthong_gateway::{Gateway, ReadinessProbe, http};
+    if gateway_config.agencies.is_empty() {
+        gateway_config.agencies = config.registry.agencies.clone();
+    }
+    let catalog = Arc::new(registry.catalog().clone());
+    let ids = ids
+        .into_iter()
+        .filter_map(|(subject, id)| Some((catalog.topic_by_subject(&subject)?.name.clone(), id)))
+        .collect();
+    let probe_registry = registry.clone();
+    let probe: ReadinessProbe = Arc::new(move || {
+        let r = probe_registry.clone();
+        Box::pin(async move { r.sync().await.map_err(|e| e.to_string()) })
+    });
+    let listener = bind(&gateway_config.listen, "gateway.listen").await?;
+    let gw = Gateway::start(
+        gateway_config,
+        config.kafka.connection(),
+        catalog,
+        &ids,
+        Some(probe),
+        shutdown.clone(),
+    )
+    .map_err(|e| CliError::Failed(e.to_string()))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    println!("gateway listening on http://{local} (schema registry under /registry)");
+    tracing::info!(%local, "gateway listening");
+    let app = http::with_registry(http::router(gw.clone()), api::router(registry));
+    Ok(async move {
+        lienthong_gateway::serve(listener, app, gw, shutdown)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))
+    })
+}
+
 async fn up(
     config: &Config,
     catalog: Catalog,
@@ -274,21 +331,27 @@ async fn up(
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     tracing::info!(subjects = ids.len(), "catalog schemas registered");
-    let addr: SocketAddr = config.registry.listen.parse().map_err(|e| {
-        CliError::Usage(format!("registry.listen {:?}: {e}", config.registry.listen))
-    })?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))?;
+    let registry = Arc::new(registry);
+    let listener = bind(&config.registry.listen, "registry.listen").await?;
     let local = listener
         .local_addr()
         .map_err(|e| CliError::Failed(e.to_string()))?;
     println!("schema registry listening on http://{local}");
     tracing::info!(%local, "schema registry listening");
-    axum::serve(listener, api::router(Arc::new(registry)))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let signal = shutdown.clone();
+    let registry_server = axum::serve(listener, api::router(registry.clone()))
+        .with_graceful_shutdown(async move { signal.cancelled().await });
+    let Some(gateway_config) = config.gateway.clone() else {
+        registry_server
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        println!("stopped");
+        return Ok(());
+    };
+    let gateway_server = gateway(config, gateway_config, registry, ids, shutdown.clone()).await?;
+    let (r, g) = tokio::join!(registry_server, gateway_server);
+    r.map_err(|e| CliError::Failed(e.to_string()))?;
+    g?;
     println!("stopped");
     Ok(())
 }

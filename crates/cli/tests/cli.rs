@@ -233,3 +233,92 @@ fn schemas_push_to_an_external_registry_is_idempotent() {
     );
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn up_runs_the_gateway_with_the_registry_mounted() {
+    let kafka = kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lienthong.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_lienthong_schemas-{s}\"\n[[registry.agencies]]\ncode = \"26734\"\nkind = \"ward\"\ntoken_sha256 = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:0\"\ntransactional_id = \"cli-gw-{s}\"\nidempotency_window_secs = 60\n",
+            hash_token("ward-token"),
+            s = unique_suffix(),
+        ),
+    )
+    .unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("lienthong");
+    let mut child = StdCommand::new(bin)
+        .current_dir(repo_root())
+        .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+        .arg("--config")
+        .arg(&config)
+        .arg("up")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        assert!(Instant::now() < deadline, "no 'gateway listening' line");
+        let line = lines.next().expect("the process ended").unwrap();
+        if let Some(rest) = line.strip_prefix("gateway listening on http://") {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let ready = http_get(&addr, "/readyz", "");
+        if ready.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gateway not ready: {ready}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let registry = http_get(&addr, "/registry/subjects", "ward-token");
+    assert!(registry.contains("hcm.case.events-value"), "{registry}");
+    let mut event =
+        serde_json::to_value(lienthong_contract::samples::typical_case_submitted()).unwrap();
+    event["envelope"]["event_id"] = uuid_text().into();
+    event["envelope"]["aggregate_id"] = format!("HS-CLI-{}", unique_suffix()).into();
+    let body = event.to_string();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "POST /topics/hcm.case.events/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer ward-token\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    StdCommand::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not stop within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+}
+
+fn uuid_text() -> String {
+    let hex = format!("{}{}{}", unique_suffix(), unique_suffix(), unique_suffix());
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..15],
+        &hex[15..18],
+        &hex[18..30]
+    )
+}

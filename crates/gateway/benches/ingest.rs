@@ -1,2 +1,219 @@
-//! placeholder
-fn main() {}
+//! The gateway on the suite's real broker, in one run:
+//! (a) batched ingest (concurrent JSON batches over HTTP, validated, encoded, produced in
+//!     transactions, answered after commit) against raw rdkafka producing the same events
+//!     pre-encoded (`lienthong_tests::bench`, the SDK benchmark's baseline). Goal (issue 5):
+//!     the gateway at >= 0.3x the raw rate;
+//! (b) p50 and p99 latency of single-event POSTs sent at a steady 1,000 events/s.
+//!
+//! Run with the suite's broker: `eval "$(ops/services.sh up)"; cargo bench -p
+//! lienthong-gateway --bench ingest`. Prints every round and the median of 5 rounds.
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lienthong_contract::{Catalog, Codec, repo_schemas_dir, samples};
+use lienthong_gateway::http::router;
+use lienthong_gateway::{Gateway, GatewayConfig, KafkaConnection, local_ids, serve};
+use lienthong_registry::AgencyCredential;
+use lienthong_registry::auth::hash_token;
+use lienthong_tests::bench;
+use tokio_util::sync::CancellationToken;
+
+const N: usize = 100_000;
+const BATCH: usize = 500;
+const CLIENTS: usize = 8;
+const ROUNDS: usize = 5;
+const RAW_IN_FLIGHT: usize = 10_000;
+const TOPIC: &str = "hcm.case.events";
+const STEADY_RATE: u64 = 1_000;
+const STEADY_SECS: u64 = 5;
+
+fn event_json(i: usize, round: usize) -> serde_json::Value {
+    let mut e = samples::typical_case_submitted();
+    e.envelope.event_id = uuid::Uuid::new_v4().to_string();
+    e.envelope.aggregate_id = format!("HS-GWBENCH-{round}-{}", i % 5_000);
+    serde_json::to_value(e).unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::var("LIENTHONG_KAFKA_BOOTSTRAP").is_err() {
+        eprintln!(
+            "set LIENTHONG_KAFKA_BOOTSTRAP (eval \"$(ops/services.sh up)\") to run this benchmark"
+        );
+        std::process::exit(2);
+    }
+    let kafka = lienthong_tests::kafka();
+    kafka.ensure_catalog_topics().await.unwrap();
+    let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
+    let codec = Codec::from_catalog(&catalog).unwrap();
+    let id = catalog.local_id(TOPIC).unwrap();
+
+    let config = GatewayConfig {
+        agencies: vec![AgencyCredential {
+            code: "26734".into(),
+            kind: lienthong_contract::AgencyKind::Ward,
+            token_sha256: hash_token("bench-token"),
+            admin: false,
+        }],
+        transactional_id: format!("gw-bench-{}", lienthong_tests::unique_suffix()),
+        idempotency_window_secs: 60,
+        max_batch_events: BATCH,
+        ..GatewayConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let gateway = Gateway::start(
+        config,
+        KafkaConnection::new(kafka.bootstrap()),
+        catalog.clone(),
+        &local_ids(&catalog),
+        None,
+        shutdown.clone(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(serve(
+        listener,
+        router(gateway.clone()),
+        gateway.clone(),
+        shutdown.clone(),
+    ));
+    let http = reqwest::Client::new();
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != reqwest::StatusCode::OK)
+        .unwrap_or(true)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let raw = bench::raw_producer(kafka.bootstrap()).unwrap();
+    let batch_url = format!("{base}/topics/{TOPIC}/events:batch");
+    let one_url = format!("{base}/topics/{TOPIC}/events");
+
+    // (a) batched ingest vs raw.
+    let (mut raw_rates, mut gw_rates) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let events: Vec<serde_json::Value> = (0..N).map(|i| event_json(i, round)).collect();
+        let encoded: Vec<(String, Vec<u8>)> = events
+            .iter()
+            .map(|e| {
+                let typed: lienthong_contract::events::CaseEvent =
+                    serde_json::from_value(e.clone()).unwrap();
+                (
+                    typed.envelope.aggregate_id.clone(),
+                    codec.encode_to_vec(id, &typed).unwrap(),
+                )
+            })
+            .collect();
+        raw_rates.push(
+            bench::raw_rate(&raw, TOPIC, &encoded, RAW_IN_FLIGHT)
+                .await
+                .unwrap(),
+        );
+        let bodies: Vec<String> = events
+            .chunks(BATCH)
+            .map(|c| serde_json::Value::Array(c.to_vec()).to_string())
+            .collect();
+        let queue = Arc::new(std::sync::Mutex::new(bodies));
+        let t = Instant::now();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (queue, http, url) = (queue.clone(), http.clone(), batch_url.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let Some(body) = queue.lock().unwrap().pop() else {
+                            break;
+                        };
+                        let r = http
+                            .post(&url)
+                            .bearer_auth("bench-token")
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+                        r.bytes().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.await.unwrap();
+        }
+        gw_rates.push(N as f64 / t.elapsed().as_secs_f64());
+        println!(
+            "round {}: raw {:.0} events/s, gateway {:.0} events/s",
+            round + 1,
+            raw_rates[round],
+            gw_rates[round]
+        );
+    }
+    let (raw_m, gw_m) = (bench::median(raw_rates), bench::median(gw_rates));
+
+    // (b) latency at a steady rate, single events.
+    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let total = (STEADY_RATE * STEADY_SECS) as usize;
+        let bodies: Vec<String> = (0..total)
+            .map(|i| event_json(i, 100 + round).to_string())
+            .collect();
+        let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / STEADY_RATE));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = Vec::with_capacity(total);
+        for body in bodies {
+            ticker.tick().await;
+            let (http, url) = (http.clone(), one_url.clone());
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let r = http
+                    .post(&url)
+                    .bearer_auth("bench-token")
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+                r.bytes().await.unwrap();
+                t.elapsed().as_secs_f64() * 1000.0
+            }));
+        }
+        let mut latencies = Vec::with_capacity(total);
+        for t in tasks {
+            latencies.push(t.await.unwrap());
+        }
+        let (p50, p99) = (
+            bench::quantile(latencies.clone(), 0.50),
+            bench::quantile(latencies, 0.99),
+        );
+        println!(
+            "steady round {}: {} events at {STEADY_RATE}/s: p50 {p50:.1} ms, p99 {p99:.1} ms",
+            round + 1,
+            total
+        );
+        p50s.push(p50);
+        p99s.push(p99);
+    }
+
+    println!(
+        "median of {ROUNDS} rounds of {N} typical case-submitted events ({CLIENTS} clients, batches of {BATCH}):"
+    );
+    println!("  raw rdkafka, pre-encoded bytes (idempotent, acks=all, lz4): {raw_m:.0} events/s");
+    println!(
+        "  gateway (HTTP JSON, auth, validate, NFC, encode, transactional produce, answer after commit): {gw_m:.0} events/s"
+    );
+    println!("  ratio gateway / raw: {:.2}x (goal >= 0.3x)", gw_m / raw_m);
+    println!(
+        "gateway latency, single-event POSTs at a steady {STEADY_RATE} events/s, median of {ROUNDS} rounds of {STEADY_SECS} s: p50 {:.1} ms, p99 {:.1} ms",
+        bench::median(p50s),
+        bench::median(p99s)
+    );
+    shutdown.cancel();
+    let _ = server.await;
+}

@@ -9,7 +9,7 @@
 //! learns what other instances published.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -51,7 +51,8 @@ type Outcome = Option<Option<Receipt>>;
 
 enum State {
     InFlight(watch::Sender<Outcome>),
-    Done(Receipt),
+    /// Where the event is: topic (shared), partition, offset.
+    Done(Arc<str>, i32, i64),
 }
 
 struct Entry {
@@ -76,6 +77,18 @@ pub enum Reserve {
 struct Inner {
     map: HashMap<String, Entry>,
     order: VecDeque<(i64, String)>,
+    topics: HashMap<String, Arc<str>>,
+}
+
+impl Inner {
+    fn topic(&mut self, name: &str) -> Arc<str> {
+        if let Some(t) = self.topics.get(name) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(name);
+        self.topics.insert(name.to_string(), t.clone());
+        t
+    }
 }
 
 /// The event-id index.
@@ -127,7 +140,7 @@ impl Index {
             };
             if let Some(e) = inner.map.get(&id)
                 && e.at_ms == at
-                && matches!(e.state, State::Done(_))
+                && matches!(e.state, State::Done(..))
             {
                 inner.map.remove(&id);
             }
@@ -144,9 +157,12 @@ impl Index {
                 return Reserve::Conflict;
             }
             return match &e.state {
-                State::Done(r) => Reserve::Duplicate(Receipt {
+                State::Done(topic, partition, offset) => Reserve::Duplicate(Receipt {
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    offset: *offset,
+                    event_id: event_id.to_string(),
                     duplicate: true,
-                    ..r.clone()
                 }),
                 State::InFlight(tx) => Reserve::Wait(tx.subscribe()),
             };
@@ -167,11 +183,12 @@ impl Index {
     pub fn complete(&self, receipt: &Receipt) {
         let mut inner = self.lock();
         let now = now_ms();
+        let topic = inner.topic(&receipt.topic);
         if let Some(e) = inner.map.get_mut(&receipt.event_id) {
             if let State::InFlight(tx) = &e.state {
                 tx.send_replace(Some(Some(receipt.clone())));
             }
-            e.state = State::Done(receipt.clone());
+            e.state = State::Done(topic, receipt.partition, receipt.offset);
             e.at_ms = now;
             inner.order.push_back((now, receipt.event_id.clone()));
         }
@@ -188,23 +205,30 @@ impl Index {
         }
     }
 
-    /// An event read from the log (written at `at_ms`); the first receipt of an id wins.
-    pub fn record(&self, hash: [u8; 32], receipt: Receipt, at_ms: i64) {
+    /// An event read from the log (written at `at_ms`); the first place of an id wins.
+    pub fn record(
+        &self,
+        hash: [u8; 32],
+        event_id: &str,
+        (topic, partition, offset): (&str, i32, i64),
+        at_ms: i64,
+    ) {
         let mut inner = self.lock();
         let now = now_ms();
         if now.saturating_sub(at_ms) > self.window_ms {
             return;
         }
-        if inner.map.contains_key(&receipt.event_id) {
+        if inner.map.contains_key(event_id) {
             return;
         }
-        inner.order.push_back((at_ms, receipt.event_id.clone()));
+        let topic = inner.topic(topic);
+        inner.order.push_back((at_ms, event_id.to_string()));
         inner.map.insert(
-            receipt.event_id.clone(),
+            event_id.to_string(),
             Entry {
                 hash,
                 at_ms,
-                state: State::Done(receipt),
+                state: State::Done(topic, partition, offset),
             },
         );
         self.evict(&mut inner, now);
@@ -248,10 +272,10 @@ mod tests {
     #[test]
     fn old_and_excess_ids_are_forgotten() {
         let idx = Index::new(Duration::from_secs(60), 3);
-        idx.record([0; 32], receipt("old"), now_ms() - 120_000);
+        idx.record([0; 32], "old", ("t", 0, 1), now_ms() - 120_000);
         assert!(idx.is_empty());
         for id in ["a", "b", "c", "d"] {
-            idx.record([0; 32], receipt(id), now_ms());
+            idx.record([0; 32], id, ("t", 0, 1), now_ms());
         }
         assert_eq!(idx.len(), 3);
         assert!(matches!(idx.reserve("a", [0; 32]), Reserve::Fresh));

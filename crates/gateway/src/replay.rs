@@ -19,7 +19,20 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConnection;
-use crate::idem::{Index, Receipt, content_hash, now_ms};
+use crate::idem::{Index, content_hash, now_ms};
+
+/// Reaching a partition's end is expected here, not an error worth logging as one.
+struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(%error, reason, "Kafka client error (idempotency replay)");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 /// The event id at the start of an Avro body (the envelope's first field), if any.
 pub fn leading_event_id(value: &[u8]) -> Option<&str> {
@@ -102,7 +115,7 @@ async fn tail(
     shutdown: &CancellationToken,
     mut caught_up: impl FnMut(),
 ) -> Result<(), KafkaError> {
-    let consumer: Arc<StreamConsumer> = Arc::new(
+    let consumer: Arc<StreamConsumer<Quiet>> = Arc::new(
         kafka
             .client()
             .set("group.id", format!("lienthong-gateway-replay-{}", now_ms()))
@@ -110,7 +123,7 @@ async fn tail(
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
-            .create()?,
+            .create_with_context(Quiet)?,
     );
     let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
     let (c, t) = (consumer.clone(), topic.to_string());
@@ -174,13 +187,8 @@ async fn tail(
                     let at = m.timestamp().to_millis().unwrap_or_else(now_ms);
                     index.record(
                         content_hash(topic, key, value),
-                        Receipt {
-                            topic: topic.to_string(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            event_id: id.to_string(),
-                            duplicate: false,
-                        },
+                        id,
+                        (topic, m.partition(), m.offset()),
                         at,
                     );
                 }

@@ -67,7 +67,7 @@ async fn start_with(kafka: &Kafka, txn_id: &str, tweak: impl FnOnce(&mut Gateway
     let mut config = GatewayConfig {
         agencies: credentials(),
         transactional_id: txn_id.to_string(),
-        idempotency_window_secs: 600,
+        idempotency_window_secs: 120,
         ..GatewayConfig::default()
     };
     tweak(&mut config);
