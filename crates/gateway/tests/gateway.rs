@@ -887,7 +887,8 @@ async fn kafka_down_is_503_with_retry_after_then_recovers_and_nothing_partial_is
         recovered.body["partition"].as_i64().unwrap(),
         recovered.body["offset"].as_i64().unwrap(),
     ));
-    assert!(unavailable > 0, "some batches met the dead broker");
+    // (The load clients' requests in flight at the kill wait for the outcome of their
+    // transaction, so they may see 201 or 503; the probe above saw the fast 503.)
     // What read_committed consumers see is exactly what was acknowledged: every 201's records
     // at their receipts' offsets, nothing of a 503.
     let committed: Vec<_> = kafka
@@ -898,7 +899,7 @@ async fn kafka_down_is_503_with_retry_after_then_recovers_and_nothing_partial_is
         .filter(|r| !maybe.contains(std::str::from_utf8(r.key.as_deref().unwrap()).unwrap()))
         .collect();
     eprintln!(
-        "{} batches refused, {} with outcome unknown, {} records acknowledged",
+        "{unavailable} answers 503: {} batches refused, {} with outcome unknown; {} records acknowledged",
         refused.len(),
         maybe.len(),
         accepted.len()
