@@ -115,6 +115,9 @@ async fn main() {
                 .await
                 .unwrap(),
         );
+        // New event ids: the gateway has read the raw round's records back from the log, and
+        // would (rightly) answer them as duplicates.
+        let events: Vec<serde_json::Value> = (0..N).map(|i| event_json(i, round)).collect();
         let bodies: Vec<String> = events
             .chunks(BATCH)
             .map(|c| serde_json::Value::Array(c.to_vec()).to_string())
