@@ -23,6 +23,9 @@ pub struct GatewayConfig {
     /// The producer's `transactional.id`. Must be unique per gateway instance: a second
     /// instance with the same id fences the first.
     pub transactional_id: String,
+    /// How many transactional producers commit in turn (pipelining: while one commits, the
+    /// next gathers). With more than one, their ids are `<transactional_id>-0`, `-1`, ….
+    pub producers: usize,
     /// How long the committer waits to gather concurrent requests into one transaction.
     pub group_commit_ms: u64,
     /// Most records in one transaction.
@@ -54,6 +57,7 @@ impl Default for GatewayConfig {
             max_batch_events: 1000,
             max_problems: 100,
             transactional_id: "lienthong-gateway-1".into(),
+            producers: 4,
             group_commit_ms: 2,
             max_transaction_records: 20_000,
             kafka_timeout_ms: 5_000,

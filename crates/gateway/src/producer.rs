@@ -107,6 +107,7 @@ impl Health {
 
 struct Committer {
     config: GatewayConfig,
+    transactional_id: String,
     kafka: KafkaConnection,
     producer: Option<Arc<FutureProducer>>,
     health: Arc<Health>,
@@ -135,7 +136,7 @@ impl Committer {
         if self.health.producer() == ProducerState::Fenced {
             return Err(format!(
                 "fenced: another gateway instance uses transactional.id {:?}",
-                self.config.transactional_id
+                self.transactional_id
             ));
         }
         if let Some(p) = &self.producer {
@@ -145,7 +146,7 @@ impl Committer {
         let producer: FutureProducer = self
             .kafka
             .client()
-            .set("transactional.id", &self.config.transactional_id)
+            .set("transactional.id", &self.transactional_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")
@@ -372,7 +373,7 @@ impl Committer {
         .flatten()
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    async fn run(mut self, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
         // Initialise eagerly, so the first request does not pay for it (failure is retried
         // at the first transaction).
         if let Err(e) = self.ensure_producer().await {
@@ -380,19 +381,28 @@ impl Committer {
         }
         let linger = Duration::from_millis(self.config.group_commit_ms);
         let max = self.config.max_transaction_records.max(1);
-        while let Some(first) = rx.recv().await {
-            let mut count = first.records.len();
-            let mut jobs = vec![first];
-            let until = Instant::now() + linger;
-            while count < max {
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(job)) => {
-                        count += job.records.len();
-                        jobs.push(job);
+        loop {
+            // Gather while holding the queue; run the transaction after letting go of it, so
+            // the next committer gathers the next group meanwhile (pipelining).
+            let (jobs, count) = {
+                let mut rx = rx.lock().await;
+                let Some(first) = rx.recv().await else {
+                    break;
+                };
+                let mut count = first.records.len();
+                let mut jobs = vec![first];
+                let until = Instant::now() + linger;
+                while count < max {
+                    match tokio::time::timeout_at(until, rx.recv()).await {
+                        Ok(Some(job)) => {
+                            count += job.records.len();
+                            jobs.push(job);
+                        }
+                        Ok(None) | Err(_) => break,
                     }
-                    Ok(None) | Err(_) => break,
                 }
-            }
+                (jobs, count)
+            };
             match self.transaction(&jobs).await {
                 Ok(placed) => {
                     for (job, p) in jobs.into_iter().zip(placed) {
@@ -419,21 +429,40 @@ impl Committer {
     }
 }
 
-/// Start the committer task; send it [`Job`]s. It stops when every sender is dropped.
+/// Start `config.producers` committer tasks, each with its own transactional producer
+/// (`<transactional_id>-<i>` when more than one), sharing one queue: while one commits, the
+/// next gathers. Send them [`Job`]s; they stop when every sender is dropped.
 pub fn spawn_committer(
     config: &GatewayConfig,
     kafka: &KafkaConnection,
     health: Arc<Health>,
 ) -> (mpsc::Sender<Job>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
-    let committer = Committer {
-        config: config.clone(),
-        kafka: kafka.clone(),
-        producer: None,
-        health,
-        timeout: Duration::from_millis(config.kafka_timeout_ms.max(100)),
-    };
-    (tx, tokio::spawn(committer.run(rx)))
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let n = config.producers.max(1);
+    let committers: Vec<_> = (0..n)
+        .map(|i| {
+            let committer = Committer {
+                config: config.clone(),
+                transactional_id: if n == 1 {
+                    config.transactional_id.clone()
+                } else {
+                    format!("{}-{i}", config.transactional_id)
+                },
+                kafka: kafka.clone(),
+                producer: None,
+                health: health.clone(),
+                timeout: Duration::from_millis(config.kafka_timeout_ms.max(100)),
+            };
+            tokio::spawn(committer.run(rx.clone()))
+        })
+        .collect();
+    let all = tokio::spawn(async move {
+        for c in committers {
+            let _ = c.await;
+        }
+    });
+    (tx, all)
 }
 
 /// Probe Kafka every `interval` until `shutdown`: a metadata request with a short timeout.
