@@ -37,6 +37,7 @@ fn every_subcommand_has_help() {
         &["schemas", "check", "--help"],
         &["topics", "--help"],
         &["topics", "create", "--help"],
+        &["demo", "--help"],
     ] {
         let (code, out, _) = output(lienthong().args(args));
         assert_eq!(code, 0, "{args:?}");
@@ -232,4 +233,64 @@ fn schemas_push_to_an_external_registry_is_idempotent() {
             .args(["schemas", "push", "--url", &url, "--agency", "STP"]),
     );
     assert_eq!(code, 2, "{err}");
+}
+
+/// The README's main command, shortened to 20 s: its summary proves the log holds what was
+/// published.
+#[test]
+fn demo_plays_a_day_and_proves_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = output(lienthong().args([
+        "demo",
+        "--duration",
+        "20",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("demo").to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("embedded in-memory broker"), "{out}");
+    let summary = out.split("== summary ==").nth(1).expect("a summary");
+    let mut topics = 0;
+    for line in summary.lines().filter(|l| l.starts_with("log ")) {
+        // log <topic>: published <n> on_log <m> MATCH
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let published: u64 = words[3].parse().unwrap();
+        let on_log: u64 = words[5].parse().unwrap();
+        assert_eq!(published, on_log, "{line}");
+        assert_eq!(words[6], "MATCH", "{line}");
+        if words[1] == "hcm.case.events:" {
+            // 20 s at 500 steps/s plus the backlog.
+            assert!(published > 5_000, "{line}");
+        }
+        topics += 1;
+    }
+    assert_eq!(topics, 4, "{summary}");
+    assert!(summary.contains("result: CONSISTENT"), "{summary}");
+    // Progress lines were printed while it ran.
+    assert!(
+        out.lines().filter(|l| l.starts_with('[')).count() >= 15,
+        "{out}"
+    );
+}
+
+#[test]
+fn demo_refuses_bad_options_and_an_unreachable_broker() {
+    let (code, _, err) = output(lienthong().args(["demo", "--duration", "0"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--duration"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = output(lienthong().args([
+        "demo",
+        "--kafka",
+        "127.0.0.1:1",
+        "--duration",
+        "1",
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
