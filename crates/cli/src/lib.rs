@@ -10,6 +10,7 @@
 //! never appear in logs or `Debug` output.
 
 pub mod config;
+pub mod tail;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -55,6 +56,9 @@ pub enum Command {
     /// Play a day of the city on embedded defaults: an in-memory Kafka, the registry,
     /// `/metrics`, and cases filed, transferred, completed and rated at wards and departments.
     Demo(DemoArgs),
+    /// Print a topic's records as JSON lines, decoded with their schemas; from the end, the
+    /// beginning, an offset or a time, optionally only one key.
+    Tail(tail::TailArgs),
 }
 
 /// `lienthong demo` options.
@@ -145,6 +149,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
         }
         Command::Up => up(&config, catalog, shutdown).await,
         Command::Demo(args) => demo(args, catalog, shutdown).await,
+        Command::Tail(args) => tail::tail(&config, &catalog, args, shutdown).await,
     }
 }
 

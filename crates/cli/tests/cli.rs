@@ -38,6 +38,7 @@ fn every_subcommand_has_help() {
         &["topics", "--help"],
         &["topics", "create", "--help"],
         &["demo", "--help"],
+        &["tail", "--help"],
     ] {
         let (code, out, _) = output(lienthong().args(args));
         assert_eq!(code, 0, "{args:?}");
@@ -293,4 +294,113 @@ fn demo_refuses_bad_options_and_an_unreachable_broker() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("127.0.0.1:1"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `tail` prints decoded records as JSON lines, from the beginning, an offset or a time, for
+/// one key, and shows a record it cannot decode instead of stopping.
+#[test]
+fn tail_prints_decoded_json_from_where_asked() {
+    use lienthong_contract::{Catalog, Codec, repo_schemas_dir, samples};
+    use rdkafka::producer::FutureRecord;
+    let kafka = kafka();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let topic = rt.block_on(kafka.create_topic("tail", 1, 1, &[])).unwrap();
+    let catalog = Catalog::load(repo_schemas_dir()).unwrap();
+    let codec = Codec::from_catalog(&catalog).unwrap();
+    let id = catalog.local_id("hcm.case.events").unwrap();
+    let producer = kafka.idempotent_producer().unwrap();
+    let t0 = 1_762_070_400_000i64;
+    rt.block_on(async {
+        for (i, event) in samples::case_lifecycle().into_iter().enumerate() {
+            let bytes = codec.encode_to_vec(id, &event).unwrap();
+            let key = if i % 2 == 0 { "HS-A" } else { "HS-B" };
+            producer
+                .send(
+                    FutureRecord::to(&topic)
+                        .key(key)
+                        .payload(&bytes)
+                        .timestamp(t0 + i as i64 * 60_000),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+        // Not Avro, then a tombstone.
+        for payload in [Some(&b"not avro"[..]), None] {
+            let mut record = FutureRecord::<str, [u8]>::to(&topic)
+                .key("HS-A")
+                .timestamp(t0 + 3_600_000);
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+    });
+    let events = samples::case_lifecycle().len();
+    let tail = |args: &[&str]| {
+        let (code, out, err) = output(
+            lienthong()
+                .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+                .args(["tail", topic.as_str(), "--until-end"])
+                .args(args),
+        );
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let all = tail(&["--from", "beginning"]);
+    assert_eq!(all.len(), events + 2);
+    assert_eq!(
+        all[0]["value"]["event"]["CaseSubmitted"]["receiving_unit"],
+        "26734"
+    );
+    assert_eq!(all[0]["value"]["envelope"]["aggregate_version"], 1);
+    assert_eq!(all[0]["schema_id"], id);
+    assert!(
+        all[events]["error"]
+            .as_str()
+            .unwrap()
+            .contains("magic byte"),
+        "{:?}",
+        all[events]
+    );
+    assert!(all[events + 1]["value"].is_null());
+    // One key.
+    let only_b = tail(&["--from", "beginning", "--key", "HS-B"]);
+    assert_eq!(only_b.len(), events / 2);
+    assert!(only_b.iter().all(|l| l["key"] == "HS-B"));
+    // From an offset, and from a time (the third event's timestamp).
+    assert_eq!(tail(&["--from", "offset:3"])[0]["offset"], 3);
+    let from_time = tail(&["--from", "time:2025-11-02T08:02:00Z"]);
+    assert_eq!(from_time[0]["offset"], 2);
+    assert_eq!(from_time[0]["timestamp"], "2025-11-02T08:02:00.000Z");
+    // --max stops early; from the end with --until-end prints nothing.
+    assert_eq!(tail(&["--from", "beginning", "--max", "2"]).len(), 2);
+    assert!(tail(&["--from", "end"]).is_empty());
+}
+
+#[test]
+fn tail_refuses_an_unknown_topic_a_bad_start_and_an_unreachable_broker() {
+    let kafka = kafka();
+    let (code, _, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+            .args(["tail", &format!("no-such-topic-{}", unique_suffix())]),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown topic"), "{err}");
+    let (code, _, err) = output(lienthong().args(["tail", "hcm.case.events", "--from", "middle"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--from"), "{err}");
+    let (code, _, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", "127.0.0.1:1")
+            .args(["tail", "hcm.case.events"]),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Kafka"), "{err}");
 }

@@ -19,6 +19,7 @@ pub mod compat;
 pub mod error;
 pub mod events;
 pub mod history;
+pub mod json;
 pub mod nfc;
 pub mod resolve;
 pub mod samples;
