@@ -10,6 +10,7 @@
 //! never appear in logs or `Debug` output.
 
 pub mod config;
+pub mod schemas;
 pub mod tail;
 
 use std::net::SocketAddr;
@@ -101,6 +102,20 @@ pub enum SchemasCommand {
         #[arg(long)]
         agency: Option<String>,
     },
+    /// Show, field by field, how the working tree's schemas differ from a registry's latest
+    /// versions (--url) or from a git revision (--against, default HEAD), and whether each
+    /// change is compatible under its subject's mode. Exits 1 on an incompatible change.
+    Diff {
+        /// Compare with this Confluent-compatible registry (token from LIENTHONG_REGISTRY_TOKEN).
+        #[arg(long, conflicts_with = "against")]
+        url: Option<String>,
+        /// The agency code to authenticate as (HTTP Basic user); without it, a bearer token.
+        #[arg(long, requires = "url")]
+        agency: Option<String>,
+        /// Compare with the catalog committed at this git revision.
+        #[arg(long, value_name = "REV")]
+        against: Option<String>,
+    },
 }
 
 /// `lienthong topics …`
@@ -144,6 +159,25 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
         Command::Schemas(SchemasCommand::Push { url, agency }) => {
             schemas_push(&catalog, &url, agency).await
         }
+        Command::Schemas(SchemasCommand::Diff {
+            url,
+            agency,
+            against,
+        }) => match url {
+            Some(url) => {
+                let client = registry_client(&url, agency)?;
+                schemas::diff(
+                    &config.schemas_dir,
+                    &catalog,
+                    schemas::Baseline::Registry(&client),
+                )
+                .await
+            }
+            None => {
+                let rev = against.unwrap_or_else(|| "HEAD".into());
+                schemas::diff(&config.schemas_dir, &catalog, schemas::Baseline::Git(rev)).await
+            }
+        },
         Command::Topics(TopicsCommand::Create { replication }) => {
             topics_create(&config, &catalog, replication).await
         }
@@ -187,11 +221,12 @@ fn schemas_check(dir: &Path, catalog: &Catalog) -> Result<(), CliError> {
 /// The environment variable that holds the registry credential for `schemas push`.
 pub const REGISTRY_TOKEN_ENV: &str = "LIENTHONG_REGISTRY_TOKEN";
 
-async fn schemas_push(
-    catalog: &Catalog,
+/// A registry client with the credential from [`REGISTRY_TOKEN_ENV`]: HTTP Basic as
+/// `agency` when given, else a bearer token, else none.
+pub fn registry_client(
     url: &str,
     agency: Option<String>,
-) -> Result<(), CliError> {
+) -> Result<lienthong_registry::client::RegistryClient, CliError> {
     use lienthong_registry::client::{Credentials, RegistryClient};
     let token = std::env::var(REGISTRY_TOKEN_ENV)
         .ok()
@@ -206,8 +241,16 @@ async fn schemas_push(
         }
         (None, None) => Credentials::None,
     };
-    let client = RegistryClient::new(url, credentials, lienthong_contract::Codec::new())
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    RegistryClient::new(url, credentials, lienthong_contract::Codec::new())
+        .map_err(|e| CliError::Usage(format!("--url {url}: {e}")))
+}
+
+async fn schemas_push(
+    catalog: &Catalog,
+    url: &str,
+    agency: Option<String>,
+) -> Result<(), CliError> {
+    let client = registry_client(url, agency)?;
     for topic in catalog.topics() {
         client
             .set_compatibility(&topic.value_subject, topic.compatibility)

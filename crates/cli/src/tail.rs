@@ -5,15 +5,15 @@ use std::io::Write;
 use std::time::Duration;
 
 use lienthong_contract::{Catalog, Codec};
-use lienthong_registry::client::{Credentials, RegistryClient};
+use lienthong_registry::client::RegistryClient;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::CliError;
 use crate::config::Config;
-use crate::{CliError, REGISTRY_TOKEN_ENV};
 
 /// `lienthong tail` options.
 #[derive(Debug, clap::Args)]
@@ -84,16 +84,7 @@ pub async fn tail(
 ) -> Result<(), CliError> {
     let start = parse_start(&args.from)?;
     let decoder = match &args.registry {
-        Some(url) => {
-            let credentials = match std::env::var(REGISTRY_TOKEN_ENV) {
-                Ok(t) if !t.is_empty() => Credentials::Bearer(t),
-                _ => Credentials::None,
-            };
-            Decoder::Registry(
-                RegistryClient::new(url, credentials, Codec::new())
-                    .map_err(|e| CliError::Usage(format!("--registry: {e}")))?,
-            )
-        }
+        Some(url) => Decoder::Registry(crate::registry_client(url, None)?),
         None => Decoder::Local(
             Codec::from_catalog(catalog).map_err(|e| CliError::Failed(e.to_string()))?,
         ),

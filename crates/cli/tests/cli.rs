@@ -39,6 +39,7 @@ fn every_subcommand_has_help() {
         &["topics", "create", "--help"],
         &["demo", "--help"],
         &["tail", "--help"],
+        &["schemas", "diff", "--help"],
     ] {
         let (code, out, _) = output(lienthong().args(args));
         assert_eq!(code, 0, "{args:?}");
@@ -227,6 +228,14 @@ fn schemas_push_to_an_external_registry_is_idempotent() {
     let (code, second, err) = push();
     assert_eq!(code, 0, "{err}");
     assert_eq!(first, second, "same ids the second time");
+    // After a push, the registry holds exactly the working tree's schemas.
+    let (code, diff, err) = output(
+        lienthong()
+            .env_remove("LIENTHONG_REGISTRY_TOKEN")
+            .args(["schemas", "diff", "--url", &url]),
+    );
+    assert_eq!(code, 0, "{diff}{err}");
+    assert_eq!(diff.matches(": unchanged").count(), 5, "{diff}");
     // A credential-less push with --agency is a usage error.
     let (code, _, err) = output(
         lienthong()
@@ -403,4 +412,99 @@ fn tail_refuses_an_unknown_topic_a_bad_start_and_an_unreachable_broker() {
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("Kafka"), "{err}");
+}
+
+/// `schemas diff` against git: a new optional field is a compatible change named by its path;
+/// removing a required field is not, and exits 1.
+#[test]
+fn schemas_diff_against_git_names_each_change() {
+    let (code, out, err) = output(lienthong().args(["schemas", "diff"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("differ from git HEAD"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let schemas = dir.path().join("schemas");
+    let copy = StdCommand::new("cp")
+        .args([
+            "-r",
+            repo_root().join("schemas").to_str().unwrap(),
+            schemas.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let git = |args: &[&str]| {
+        let ok = StdCommand::new("git")
+            .current_dir(dir.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "schemas"]);
+    let file = schemas.join("procedure.avsc");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let diff = |json: &serde_json::Value| {
+        std::fs::write(&file, serde_json::to_string_pretty(json).unwrap()).unwrap();
+        output(
+            lienthong()
+                .env("LIENTHONG__SCHEMAS_DIR", schemas.to_str().unwrap())
+                .args(["schemas", "diff", "--against", "HEAD"]),
+        )
+    };
+    // A new optional field in the procedure record.
+    let procedure_fields = json["fields"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|f| f["name"] == "procedure")
+        .unwrap()["type"]["fields"]
+        .as_array_mut()
+        .unwrap();
+    procedure_fields.push(serde_json::json!({
+        "name": "fee_vnd", "type": ["null", "long"], "default": null,
+        "lienthong.personal_data": "none"
+    }));
+    let (code, out, err) = diff(&json);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("hcm.reference.procedures-value: changed, compatible"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+ procedure.fee_vnd: union [null, long] = null"),
+        "{out}"
+    );
+    assert!(out.contains("hcm.case.events-value: unchanged"), "{out}");
+    // Removing a required field breaks FULL_TRANSITIVE.
+    let procedure_fields = json["fields"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|f| f["name"] == "procedure")
+        .unwrap()["type"]["fields"]
+        .as_array_mut()
+        .unwrap();
+    procedure_fields.retain(|f| f["name"] != "processing_days");
+    let (code, out, err) = diff(&json);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("INCOMPATIBLE (FULL_TRANSITIVE)"), "{out}");
+    assert!(out.contains("- procedure.processing_days: int"), "{out}");
+    assert!(err.contains("incompatible"), "{err}");
+    // A revision that does not exist is a clear error.
+    let (code, _, err) = output(
+        lienthong()
+            .env("LIENTHONG__SCHEMAS_DIR", schemas.to_str().unwrap())
+            .args(["schemas", "diff", "--against", "no-such-rev"]),
+    );
+    assert_ne!(code, 0);
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -16,6 +16,7 @@
 pub mod catalog;
 pub mod codec;
 pub mod compat;
+pub mod diff;
 pub mod error;
 pub mod events;
 pub mod history;
