@@ -391,7 +391,10 @@ async fn drain(
             return Ok(());
         };
         let receipt = receipt?;
-        *summary.published.entry(receipt.topic.to_string()).or_insert(0) += 1;
+        *summary
+            .published
+            .entry(receipt.topic.to_string())
+            .or_insert(0) += 1;
     }
 }
 

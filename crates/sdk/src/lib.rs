@@ -54,7 +54,10 @@ thread_local! {
 fn receipt(
     topic: &'static str,
     event_id: String,
-    result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+    result: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
 ) -> Result<Receipt, SdkError> {
     match result {
         Ok(Ok(delivery)) => Ok(Receipt {
@@ -308,10 +311,7 @@ impl Publisher {
                     key,
                     event_id,
                     payload,
-                } => {
-                    self.produce(E::TOPIC, &key, Some(&payload), event_id)
-                        .await
-                }
+                } => self.produce(E::TOPIC, &key, Some(&payload), event_id).await,
             }
         }
     }
