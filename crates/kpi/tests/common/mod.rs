@@ -298,8 +298,11 @@ pub const SCENARIO_FIRST: usize = 25;
 /// Records in its second part: 5 duplicates on the case topic, 9 feedback events.
 pub const SCENARIO_SECOND: usize = 14;
 
-/// Every indicator the scenario must produce: (metric, labels, value).
-pub fn scenario_expectations() -> Vec<(&'static str, Vec<(&'static str, &'static str)>, f64)> {
+/// (metric, labels, value).
+pub type Expectation = (&'static str, Vec<(&'static str, &'static str)>, f64);
+
+/// Every indicator the scenario must produce.
+pub fn scenario_expectations() -> Vec<Expectation> {
     let unit = |u| vec![("unit", u)];
     let uc = |u, c| vec![("unit", u), ("channel", c)];
     let ut = |u, t| vec![("unit", u), ("timeliness", t)];
