@@ -669,6 +669,11 @@ impl Running {
 pub struct Samples(Vec<(String, BTreeMap<String, String>, f64)>);
 
 impl Samples {
+    /// From (name, labels, value) triples.
+    pub fn from_series(series: Vec<(String, BTreeMap<String, String>, f64)>) -> Samples {
+        Samples(series)
+    }
+
     /// Parse the text exposition format (what `/metrics` serves).
     pub fn parse(text: &str) -> Samples {
         let mut out = Vec::new();
