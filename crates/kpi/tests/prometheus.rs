@@ -181,7 +181,7 @@ async fn prometheus_scrapes_the_indicators_while_events_flow() {
     prometheus
         .until("lienthong_kpi_caught_up", |s| {
             match s.get("lienthong_kpi_caught_up", &[]) {
-                Some(v) if v == 1.0 => vec![],
+                Some(1.0) => vec![],
                 v => vec![format!("caught_up = {v:?}")],
             }
         })
