@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lienthong_contract::codec::split_frame;
@@ -58,17 +59,18 @@ pub async fn run_with_listener(
     );
     let local = listener.local_addr().ok();
     tracing::info!(?local, "KPI engine: /metrics listening");
+    let rebuilt = Arc::new(AtomicBool::new(false));
     let server_stop = CancellationToken::new();
     let server = {
         let stop = server_stop.clone();
-        let app = lienthong_telemetry::router(Arc::clone(&telemetry));
+        let app = metrics_router(Arc::clone(&telemetry), Arc::clone(&rebuilt));
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         })
     };
-    let result = consume(&config, engine, decoder, exporter, shutdown).await;
+    let result = consume(&config, engine, decoder, exporter, &rebuilt, shutdown).await;
     server_stop.cancel();
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "KPI metrics server stopped with an error"),
@@ -76,6 +78,62 @@ pub async fn run_with_listener(
         Err(_) => tracing::warn!("KPI metrics server did not stop within 5 s"),
     }
     result
+}
+
+/// `GET /metrics`, hiding the indicator families while the state is being rebuilt.
+///
+/// After a restart the engine re-reads the log and its counters climb from zero back to their
+/// totals. Were Prometheus to scrape that climb, it would see a counter reset followed by the
+/// whole history counted again, and `increase()` over the restart would be wildly wrong.
+/// Hidden until rebuilt, the counters reappear at (at least) the value they had before the
+/// restart, so no reset is seen at all. `lienthong_kpi_caught_up` (0) and the process's other
+/// families stay visible.
+fn metrics_router(telemetry: Arc<Telemetry>, rebuilt: Arc<AtomicBool>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let telemetry = Arc::clone(&telemetry);
+            let rebuilt = rebuilt.load(Ordering::Acquire);
+            async move {
+                let body = if rebuilt {
+                    telemetry.render()
+                } else {
+                    render_while_rebuilding(&telemetry)
+                };
+                (
+                    StatusCode::OK,
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    body,
+                )
+                    .into_response()
+            }
+        }),
+    )
+}
+
+/// Every family except the indicators (the KPI families other than the engine's own state).
+fn render_while_rebuilding(telemetry: &Telemetry) -> String {
+    use prometheus::Encoder;
+    let visible = [
+        lienthong_telemetry::catalog::KPI_CAUGHT_UP.name,
+        lienthong_telemetry::catalog::KPI_CASES_TRACKED.name,
+    ];
+    let families: Vec<_> = telemetry
+        .registry()
+        .gather()
+        .into_iter()
+        .filter(|f| !f.name().starts_with("lienthong_kpi_") || visible.contains(&f.name()))
+        .collect();
+    let mut out = Vec::new();
+    if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
+        return format!("# encoding failed: {e}\n");
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Writer schemas by id: the catalog's local ids, or a registry fetched on first sight.
@@ -210,6 +268,7 @@ async fn consume(
     mut engine: Engine,
     decoder: Decoder,
     mut exporter: Exporter,
+    rebuilt: &AtomicBool,
     shutdown: CancellationToken,
 ) -> Result<(), KpiError> {
     let mut client = ClientConfig::new();
@@ -234,6 +293,7 @@ async fn consume(
     let calendar = engine.calendar().clone();
     let today = || calendar.local_day(now_millis());
     exporter.export(&mut engine, today(), caught_up);
+    rebuilt.store(caught_up, Ordering::Release);
     let mut last_export = Instant::now();
     let mut read = 0u64;
     loop {
@@ -280,6 +340,8 @@ async fn consume(
         if just_caught_up || last_export.elapsed() >= interval {
             exporter.export(&mut engine, today(), caught_up);
             last_export = Instant::now();
+            // Only now may a scrape see the indicators: the export above holds the full state.
+            rebuilt.store(caught_up, Ordering::Release);
         }
     }
     exporter.export(&mut engine, today(), caught_up);
@@ -313,4 +375,36 @@ fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indicators_are_hidden_while_rebuilding() {
+        let telemetry = Telemetry::new("kpi").unwrap();
+        telemetry
+            .kpi
+            .unit_received
+            .with_label_values(&["26734", "online"])
+            .inc_by(7);
+        telemetry
+            .kpi
+            .caught_up
+            .with_label_values(&[] as &[&str])
+            .set(0);
+        let hidden = render_while_rebuilding(&telemetry);
+        assert!(
+            !hidden.contains("lienthong_kpi_unit_cases_received_total"),
+            "{hidden}"
+        );
+        assert!(hidden.contains("lienthong_kpi_caught_up 0"), "{hidden}");
+        assert!(hidden.contains("lienthong_build_info{"), "{hidden}");
+        let full = telemetry.render();
+        assert!(full.contains(
+            "lienthong_kpi_unit_cases_received_total{channel=\"online\",unit=\"26734\"} 7"
+        ));
+    }
 }
