@@ -215,7 +215,38 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| KpiError::Config(format!("a blocking Kafka call panicked: {e}")))?
 }
 
+/// Partitions of `topic` with their (low, high) watermarks; `None` while the topic does not
+/// exist or has no partitions yet.
+async fn describe(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+) -> Result<Option<Vec<(i32, i64, i64)>>, KpiError> {
+    let c = Arc::clone(consumer);
+    let t = topic.to_string();
+    blocking(move || {
+        let md = c.fetch_metadata(Some(&t), KAFKA_TIMEOUT)?;
+        let Some(partitions) = md
+            .topics()
+            .iter()
+            .find(|m| m.name() == t && m.error().is_none())
+            .map(|m| m.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+            .filter(|p| !p.is_empty())
+        else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let (low, high) = c.fetch_watermarks(&t, p, KAFKA_TIMEOUT)?;
+            out.push((p, low, high));
+        }
+        Ok(Some(out))
+    })
+    .await
+}
+
 /// Assign every partition of both topics from the beginning; returns the end offsets seen.
+/// Waits (retrying every second) for topics that do not exist yet and for a broker that does
+/// not answer; `None` if `shutdown` came first.
 async fn assign(
     consumer: &Arc<StreamConsumer>,
     topics: &[String],
@@ -224,36 +255,19 @@ async fn assign(
     let mut tpl = TopicPartitionList::new();
     let mut remaining = HashMap::new();
     for topic in topics {
-        // Wait for the topic to exist: the engine may start before the topics are created.
         let partitions = loop {
-            let c = Arc::clone(consumer);
-            let t = topic.clone();
-            let found = blocking(move || {
-                let md = c.fetch_metadata(Some(&t), KAFKA_TIMEOUT)?;
-                Ok(md
-                    .topics()
-                    .iter()
-                    .find(|m| m.name() == t && m.error().is_none())
-                    .map(|m| m.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
-                    .filter(|p| !p.is_empty()))
-            })
-            .await;
-            match found {
+            match describe(consumer, topic).await {
                 Ok(Some(p)) => break p,
                 Ok(None) => tracing::warn!(%topic, "topic does not exist yet; waiting"),
-                Err(e) => tracing::warn!(%topic, error = %e, "cannot read metadata; retrying"),
+                Err(e) => tracing::warn!(%topic, error = %e, "cannot describe topic; retrying"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         };
-        for p in partitions {
+        for (p, low, high) in partitions {
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-            let c = Arc::clone(consumer);
-            let t = topic.clone();
-            let (low, high) =
-                blocking(move || Ok(c.fetch_watermarks(&t, p, KAFKA_TIMEOUT)?)).await?;
             if high > low {
                 remaining.insert((topic.clone(), p), high);
             }
