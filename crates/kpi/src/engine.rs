@@ -193,7 +193,7 @@ pub struct Observation {
 /// The gauges, computed from the open cases for a given day.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gauges {
-    /// Open cases by responsible unit (every unit that ever had a case, zeros included).
+    /// Open cases by responsible unit (units with open cases only; the exporter adds zeros).
     pub unit_open: BTreeMap<String, i64>,
     /// Open overdue cases by responsible unit.
     pub unit_overdue: BTreeMap<String, i64>,
@@ -275,7 +275,11 @@ struct FeedbackEntry {
 pub struct Engine {
     calendar: Calendar,
     reference: Reference,
-    cases: HashMap<String, CaseEntry>,
+    /// Case id → index in `entries`.
+    cases: HashMap<String, usize>,
+    entries: Vec<CaseEntry>,
+    /// Indexes of the open cases, so the gauges visit only those.
+    open: std::collections::HashSet<usize>,
     feedback: HashMap<String, FeedbackEntry>,
     tallies: Tallies,
     observations: Vec<Observation>,
@@ -288,6 +292,8 @@ impl Engine {
             calendar,
             reference,
             cases: HashMap::new(),
+            entries: Vec::new(),
+            open: std::collections::HashSet::new(),
             feedback: HashMap::new(),
             tallies: Tallies::default(),
             observations: Vec::new(),
@@ -338,13 +344,19 @@ impl Engine {
     fn case_step(&mut self, event: &CaseEvent<&str>) -> Outcome {
         let key = event_key(event.envelope.event_id);
         let aggregate = event.envelope.aggregate_id;
-        let entry = self
-            .cases
-            .entry(aggregate.to_string())
-            .or_insert_with(|| CaseEntry {
-                seen: Vec::new(),
-                state: CaseState::Orphan,
-            });
+        let index = match self.cases.get(aggregate) {
+            Some(i) => *i,
+            None => {
+                self.entries.push(CaseEntry {
+                    seen: Vec::new(),
+                    state: CaseState::Orphan,
+                });
+                let i = self.entries.len() - 1;
+                self.cases.insert(aggregate.to_string(), i);
+                i
+            }
+        };
+        let entry = &mut self.entries[index];
         if entry.seen.contains(&key) {
             return Outcome::Duplicate;
         }
@@ -370,6 +382,11 @@ impl Engine {
             },
             CaseState::Known(case) => step(reference, calendar, tallies, observations, case, event),
         };
+        if matches!(&entry.state, CaseState::Known(case) if !case.closed) {
+            self.open.insert(index);
+        } else {
+            self.open.remove(&index);
+        }
         match result {
             Ok(()) => Outcome::Applied,
             Err(kind) => {
@@ -471,21 +488,32 @@ impl Engine {
     /// supplement is pending, and `today` is after its due date extended by the working days
     /// its supplements were pending.
     pub fn gauges(&self, today: Day) -> Gauges {
-        let mut g = Gauges::default();
-        for entry in self.cases.values() {
-            let CaseState::Known(case) = &entry.state else {
+        // Count under borrowed keys (no allocation per case), then copy the few keys out.
+        let mut units: HashMap<&str, (i64, i64)> = HashMap::new();
+        let mut procedures: HashMap<&ProcedureKey, (i64, i64)> = HashMap::new();
+        for index in &self.open {
+            let Some(CaseState::Known(case)) = self.entries.get(*index).map(|e| &e.state) else {
                 continue;
             };
             let open = i64::from(!case.closed);
             let overdue = i64::from(
                 !case.closed && case.pending_since.is_none() && today > case.effective_due,
             );
-            *g.unit_open.entry(case.unit.clone()).or_insert(0) += open;
-            *g.unit_overdue.entry(case.unit.clone()).or_insert(0) += overdue;
-            *g.procedure_open.entry(case.procedure.clone()).or_insert(0) += open;
-            *g.procedure_overdue
-                .entry(case.procedure.clone())
-                .or_insert(0) += overdue;
+            let u = units.entry(case.unit.as_str()).or_default();
+            u.0 += open;
+            u.1 += overdue;
+            let p = procedures.entry(&case.procedure).or_default();
+            p.0 += open;
+            p.1 += overdue;
+        }
+        let mut g = Gauges::default();
+        for (unit, (open, overdue)) in units {
+            g.unit_open.insert(unit.to_string(), open);
+            g.unit_overdue.insert(unit.to_string(), overdue);
+        }
+        for (key, (open, overdue)) in procedures {
+            g.procedure_open.insert(key.clone(), open);
+            g.procedure_overdue.insert(key.clone(), overdue);
         }
         g
     }
@@ -815,8 +843,8 @@ mod tests {
         assert_eq!(obs[0].seconds, 4.0 * 86_400.0);
         assert_eq!(obs[1].unit, "W1");
         let g = e.gauges(day("2026-11-28"));
-        assert_eq!(g.unit_open["STP"], 0);
-        assert_eq!(g.unit_overdue["W1"], 0);
+        assert_eq!(g.unit_open.get("STP").copied().unwrap_or(0), 0);
+        assert_eq!(g.unit_overdue.get("W1").copied().unwrap_or(0), 0);
     }
 
     #[test]
@@ -831,10 +859,22 @@ mod tests {
             ),
         );
         let g = e.gauges(day("2026-11-06"));
-        assert_eq!((g.unit_open["W1"], g.unit_overdue["W1"]), (1, 0));
+        assert_eq!(
+            (
+                g.unit_open.get("W1").copied().unwrap_or(0),
+                g.unit_overdue.get("W1").copied().unwrap_or(0)
+            ),
+            (1, 0)
+        );
         let g = e.gauges(day("2026-11-07"));
-        assert_eq!((g.unit_open["W1"], g.unit_overdue["W1"]), (1, 1));
-        assert_eq!(g.procedure_overdue[&p1()], 1);
+        assert_eq!(
+            (
+                g.unit_open.get("W1").copied().unwrap_or(0),
+                g.unit_overdue.get("W1").copied().unwrap_or(0)
+            ),
+            (1, 1)
+        );
+        assert_eq!(g.procedure_overdue.get(&p1()).copied().unwrap_or(0), 1);
         apply(
             &mut e,
             &a.event(
@@ -849,8 +889,8 @@ mod tests {
         );
         let g = e.gauges(day("2026-11-07"));
         assert_eq!(g.unit_open.get("W1"), None);
-        assert_eq!(g.unit_open["W2"], 1);
-        assert_eq!(g.unit_overdue["W2"], 1);
+        assert_eq!(g.unit_open.get("W2").copied().unwrap_or(0), 1);
+        assert_eq!(g.unit_overdue.get("W2").copied().unwrap_or(0), 1);
         apply(
             &mut e,
             &a.event(
@@ -859,7 +899,13 @@ mod tests {
             ),
         );
         let g = e.gauges(day("2026-11-30"));
-        assert_eq!((g.unit_open["W2"], g.unit_overdue["W2"]), (0, 0));
+        assert_eq!(
+            (
+                g.unit_open.get("W2").copied().unwrap_or(0),
+                g.unit_overdue.get("W2").copied().unwrap_or(0)
+            ),
+            (0, 0)
+        );
         assert_eq!(e.tallies().unit_ended[&("W2".to_string(), "withdrawn")], 1);
     }
 
@@ -879,10 +925,30 @@ mod tests {
         apply(&mut e, &a.event(at("2026-11-04"), supplement_requested()));
         // While pending, never overdue.
         let g = e.gauges(day("2026-11-10"));
-        assert_eq!((g.unit_open["W1"], g.unit_overdue["W1"]), (1, 0));
+        assert_eq!(
+            (
+                g.unit_open.get("W1").copied().unwrap_or(0),
+                g.unit_overdue.get("W1").copied().unwrap_or(0)
+            ),
+            (1, 0)
+        );
         apply(&mut e, &a.event(at("2026-11-11"), supplement_received()));
-        assert_eq!(e.gauges(day("2026-11-13")).unit_overdue["W1"], 0);
-        assert_eq!(e.gauges(day("2026-11-14")).unit_overdue["W1"], 1);
+        assert_eq!(
+            e.gauges(day("2026-11-13"))
+                .unit_overdue
+                .get("W1")
+                .copied()
+                .unwrap_or(0),
+            0
+        );
+        assert_eq!(
+            e.gauges(day("2026-11-14"))
+                .unit_overdue
+                .get("W1")
+                .copied()
+                .unwrap_or(0),
+            1
+        );
         apply(&mut e, &a.event(at("2026-11-13"), completed()));
         let t = e.tallies();
         assert_eq!(t.unit_completed[&("W1".to_string(), Timeliness::OnTime)], 1);

@@ -165,6 +165,26 @@ impl Exporter {
             }
         }
         let mut g = engine.gauges(today);
+        // Every unit and procedure that ever had a case gets its gauges, zero when nothing is
+        // open (and the unit selector of the dashboard lists it).
+        let t = engine.tallies();
+        let units = t
+            .unit_received
+            .keys()
+            .map(|(u, _)| u)
+            .chain(t.unit_accepted.keys())
+            .chain(t.unit_completed.keys().map(|(u, _)| u))
+            .chain(t.unit_ended.keys().map(|(u, _)| u));
+        for unit in units {
+            if !self.units_seen.contains(unit) {
+                self.units_seen.insert(unit.clone());
+            }
+        }
+        for (key, _) in t.procedure_received.keys() {
+            if !self.procedures_seen.contains(key) {
+                self.procedures_seen.insert(key.clone());
+            }
+        }
         for unit in &self.units_seen {
             g.unit_open.entry(unit.clone()).or_insert(0);
         }
