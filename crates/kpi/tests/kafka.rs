@@ -248,3 +248,61 @@ async fn an_engine_started_before_its_topics_exist_waits_then_counts() {
     );
     engine.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_schemas_come_from_a_registry_by_id() {
+    use lienthong_contract::{Catalog, Codec};
+    use lienthong_registry::client::{Credentials, RegistryClient};
+    use rdkafka::producer::FutureRecord;
+    let kafka = lienthong_tests::kafka();
+    let registry = lienthong_tests::apicurio();
+    let (case_topic, feedback_topic) = topics(&kafka).await;
+    let catalog = Catalog::load(lienthong_contract::repo_schemas_dir()).unwrap();
+    let schema = &catalog.topic("hcm.case.events").unwrap().schema_json;
+    let client = RegistryClient::new(&registry, Credentials::None, Codec::new()).unwrap();
+    let id = client
+        .id_for(&format!("{case_topic}-value"), schema, true)
+        .await
+        .unwrap();
+    let mut a = Aggregate::new(&lienthong_tests::unique_suffix(), "A");
+    let event = a.case(
+        "2026-11-02",
+        submitted(
+            "SXD",
+            PROC_TOP_PARTIAL,
+            Channel::Postal,
+            false,
+            "2027-01-04",
+        ),
+    );
+    let good = client.codec().encode_to_vec(id, &event).unwrap();
+    // The same body under a schema id no registry has.
+    let mut unknown = good.clone();
+    unknown[1..5].copy_from_slice(&0x7fff_fff0u32.to_be_bytes());
+    let producer = kafka.idempotent_producer().unwrap();
+    for payload in [&good, &unknown] {
+        producer
+            .send(
+                FutureRecord::to(&case_topic).key("k").payload(payload),
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let mut cfg = config(kafka.bootstrap(), &case_topic, &feedback_topic);
+    cfg.registry_url = Some(registry);
+    let engine = Running::start(cfg).await.unwrap();
+    let s = engine.wait_for_records(2.0).await.unwrap();
+    engine.stop().await.unwrap();
+    assert_eq!(
+        s.get(
+            "lienthong_kpi_unit_cases_received_total",
+            &[("unit", "SXD"), ("channel", "postal")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.get("lienthong_kpi_anomalies_total", &[("kind", "undecodable")]),
+        Some(1.0)
+    );
+}
