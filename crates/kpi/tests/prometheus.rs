@@ -262,6 +262,73 @@ async fn prometheus_scrapes_the_indicators_while_events_flow() {
         .await
         .unwrap();
     assert_eq!(ratio.get("", &[("unit", "26734")]), Some(0.25));
+
+    // Restart: a new process on the same address rebuilds from the log. Prometheus sees the
+    // target go away and come back with the same values, and no counter reset.
+    let addr = engine.addr;
+    engine.stop().await.unwrap();
+    prometheus
+        .until("up{job=\"lienthong-kpi\"}", |s| {
+            if s.sum("up") == 0.0 {
+                vec![]
+            } else {
+                vec!["still up".into()]
+            }
+        })
+        .await;
+    let engine = Running::start_on(
+        config(kafka.bootstrap(), &case_topic, &feedback_topic),
+        addr,
+    )
+    .await
+    .unwrap();
+    prometheus
+        .until("up{job=\"lienthong-kpi\"}", |s| {
+            if s.sum("up") == 1.0 {
+                vec![]
+            } else {
+                vec!["not up again".into()]
+            }
+        })
+        .await;
+    let again = prometheus
+        .until("{__name__=~\"lienthong_kpi_.*\"}", mismatches)
+        .await;
+    assert_eq!(
+        again.get(
+            "lienthong_kpi_events_total",
+            &[("topic", &case_topic), ("outcome", "applied")]
+        ),
+        all.get(
+            "lienthong_kpi_events_total",
+            &[("topic", &case_topic), ("outcome", "applied")]
+        ),
+    );
+    for spec in lienthong_telemetry::catalog::ALL {
+        if !spec.name.starts_with("lienthong_kpi_") || !spec.name.ends_with("_total") {
+            continue;
+        }
+        let resets = prometheus
+            .query(&format!("sum(resets({}[5m]))", spec.name))
+            .await
+            .unwrap();
+        assert_eq!(
+            resets.get("", &[]),
+            Some(0.0),
+            "{}: a counter reset was seen",
+            spec.name
+        );
+    }
+    let increase = prometheus
+        .query("sum(increase(lienthong_kpi_unit_cases_received_total[5m]))")
+        .await
+        .unwrap();
+    let received = all.sum("lienthong_kpi_unit_cases_received_total");
+    assert!(
+        increase.get("", &[]).unwrap() <= received + 1e-9,
+        "increase {:?} counts more than the {received} cases received",
+        increase.get("", &[])
+    );
     drop(prometheus);
     engine.stop().await.unwrap();
 }

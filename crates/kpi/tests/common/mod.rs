@@ -613,8 +613,13 @@ pub struct Running {
 
 impl Running {
     pub async fn start(config: KpiConfig) -> Result<Running> {
+        Running::start_on(config, "127.0.0.1:0".parse()?).await
+    }
+
+    /// Start on a given address (a restart on the address Prometheus scrapes).
+    pub async fn start_on(config: KpiConfig, addr: std::net::SocketAddr) -> Result<Running> {
         let telemetry = Telemetry::new("kpi")?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(lienthong_kpi::run_with_listener(
