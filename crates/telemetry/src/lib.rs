@@ -5,7 +5,7 @@
 //! The families are declared once, in [`catalog`]; `docs/metrics.md` is generated from that
 //! table, and the dashboards and alert rules under `ops/` are checked against it. Components
 //! reach their families through typed fields ([`Telemetry::connector`], [`Telemetry::gateway`],
-//! …) so a name cannot be mistyped at the call site.
+//! [`Telemetry::kpi`], …) so a name cannot be mistyped at the call site.
 
 pub mod catalog;
 
