@@ -10,6 +10,7 @@
 //! never appear in logs or `Debug` output.
 
 pub mod config;
+pub mod kpi;
 pub mod schemas;
 pub mod tail;
 
@@ -46,7 +47,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the bus's components in one process until Ctrl-C: the schema registry (HTTP).
+    /// Run the bus's components in one process until Ctrl-C: the schema registry (HTTP), and
+    /// the KPI engine when the config has a `[kpi]` section.
     Up,
     /// Work with the schemas in the catalog.
     #[command(subcommand)]
@@ -325,6 +327,7 @@ async fn up(
     catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<(), CliError> {
+    let kpi = kpi::start(config, shutdown.child_token()).await?;
     let agencies = Agencies::new(&config.registry.agencies).map_err(CliError::Usage)?;
     let log = KafkaLogConfig {
         bootstrap: config.kafka.bootstrap.clone(),
@@ -354,6 +357,7 @@ async fn up(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    kpi::finish(kpi).await?;
     println!("stopped");
     Ok(())
 }
