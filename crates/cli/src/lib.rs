@@ -184,7 +184,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
             topics_create(&config, &catalog, replication).await
         }
         Command::Up => up(&config, catalog, shutdown).await,
-        Command::Demo(args) => demo(args, catalog, shutdown).await,
+        Command::Demo(args) => demo(args, &config.schemas_dir, catalog, shutdown).await,
         Command::Tail(args) => tail::tail(&config, &catalog, args, shutdown).await,
     }
 }
@@ -292,6 +292,7 @@ async fn topics_create(
 
 async fn demo(
     args: DemoArgs,
+    schemas_dir: &Path,
     catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<(), CliError> {
@@ -307,17 +308,18 @@ async fn demo(
         rate: args.rate,
         seed: args.seed,
         listen: args.listen,
+        schemas_dir: schemas_dir.to_path_buf(),
         ..lienthong_demo::DemoConfig::default()
     };
     let summary = lienthong_demo::run(config, Arc::new(catalog), shutdown)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     print!("{}", summary.render());
-    if summary.log_matches() {
+    if summary.consistent() {
         Ok(())
     } else {
         Err(CliError::Failed(
-            "the log does not hold what was published".into(),
+            "the summary found a mismatch (see the lines marked MISMATCH)".into(),
         ))
     }
 }

@@ -277,6 +277,15 @@ fn demo_plays_a_day_and_proves_the_log() {
         topics += 1;
     }
     assert_eq!(topics, 4, "{summary}");
+    // kpi open cases: simulation <n> kpi <m> MATCH (overdue <k>)
+    let kpi = summary
+        .lines()
+        .find(|l| l.starts_with("kpi open cases:"))
+        .expect("a KPI line");
+    let words: Vec<&str> = kpi.split_whitespace().collect();
+    let (simulated, counted): (u64, u64) = (words[4].parse().unwrap(), words[6].parse().unwrap());
+    assert_eq!(simulated, counted, "{kpi}");
+    assert!(simulated > 100, "{kpi}");
     assert!(summary.contains("result: CONSISTENT"), "{summary}");
     // Progress lines were printed while it ran.
     assert!(

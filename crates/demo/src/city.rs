@@ -282,9 +282,16 @@ impl Simulator {
         }
     }
 
-    /// Cases and feedback items still open.
+    /// Cases not yet completed, rejected or withdrawn (returning the result comes after).
     pub fn open_cases(&self) -> usize {
-        self.cases.len()
+        self.cases
+            .iter()
+            .filter(|c| {
+                c.steps
+                    .iter()
+                    .any(|s| matches!(s, Step::Complete | Step::Reject | Step::Withdraw))
+            })
+            .count()
     }
 
     fn envelope(

@@ -84,6 +84,8 @@ pub struct DemoConfig {
     pub backlog_days: i32,
     /// Cases filed per backlog day.
     pub backlog_cases_per_day: usize,
+    /// The schemas folder (for the KPI engine's decoder).
+    pub schemas_dir: PathBuf,
 }
 
 impl Default for DemoConfig {
@@ -97,6 +99,7 @@ impl Default for DemoConfig {
             listen: "127.0.0.1:8080".into(),
             backlog_days: 10,
             backlog_cases_per_day: 60,
+            schemas_dir: PathBuf::from("schemas"),
         }
     }
 }
@@ -108,14 +111,19 @@ pub struct Summary {
     pub published: BTreeMap<String, u64>,
     /// Records on the log after the run, per topic (high watermark minus low watermark).
     pub on_log: BTreeMap<String, u64>,
-    /// Cases still open at the end of the day.
+    /// Cases still open at the end of the day, as the simulation knows them.
     pub open_cases: usize,
+    /// Open cases as the KPI engine counted them from the log.
+    pub kpi_open: i64,
+    /// Of those, past their due date (working days).
+    pub kpi_overdue: i64,
 }
 
 impl Summary {
-    /// The log holds exactly what was published, topic by topic.
-    pub fn log_matches(&self) -> bool {
-        self.published == self.on_log
+    /// The log holds exactly what was published, topic by topic, and the KPI engine counts
+    /// as many open cases as the simulation left open.
+    pub fn consistent(&self) -> bool {
+        self.published == self.on_log && self.kpi_open == self.open_cases as i64
     }
 
     /// The summary as printed at the end; `lienthong demo`'s test parses these lines.
@@ -132,10 +140,20 @@ impl Summary {
                 "log {topic}: published {published} on_log {on_log} {verdict}\n"
             ));
         }
-        out.push_str(&format!("open cases at end of day: {}\n", self.open_cases));
+        out.push_str(&format!(
+            "kpi open cases: simulation {} kpi {} {} (overdue {})\n",
+            self.open_cases,
+            self.kpi_open,
+            if self.kpi_open == self.open_cases as i64 {
+                "MATCH"
+            } else {
+                "MISMATCH"
+            },
+            self.kpi_overdue
+        ));
         out.push_str(&format!(
             "result: {}\n",
-            if self.log_matches() {
+            if self.consistent() {
                 "CONSISTENT"
             } else {
                 "INCONSISTENT"
@@ -196,12 +214,27 @@ pub async fn run(
     }])
     .map_err(DemoError::Startup)?;
     let registry = Arc::new(Registry::in_memory(Arc::clone(&catalog), agencies));
-    registry
+    let ids = registry
         .bootstrap()
         .await
         .map_err(|e| DemoError::Startup(format!("registry: {e}")))?;
+    // A fresh registry gives the catalog's subjects the ids 1, 2, … in catalog order, so the
+    // in-process consumers can decode with the catalog's local ids. Check rather than assume.
+    for (subject, id) in &ids {
+        let local = catalog
+            .topic_by_subject(subject)
+            .and_then(|t| catalog.local_id(&t.name).ok());
+        if local != Some(*id) {
+            return Err(DemoError::Startup(format!(
+                "registry gave {subject} id {id}, not its catalog id {local:?}"
+            )));
+        }
+    }
     let telemetry = Telemetry::new("demo").map_err(|e| DemoError::Startup(e.to_string()))?;
-    let app = api::router(Arc::clone(&registry)).merge(lienthong_telemetry::router(telemetry));
+    let components = CancellationToken::new();
+    let kpi = start_kpi(&config, &bootstrap, &telemetry, components.clone()).await?;
+    let app = api::router(Arc::clone(&registry))
+        .merge(lienthong_telemetry::router(Arc::clone(&telemetry)));
     let addr: SocketAddr = config
         .listen
         .parse()
@@ -222,6 +255,7 @@ pub async fn run(
         })
     };
     println!("schema registry: http://{local}/subjects");
+    println!("KPI engine:      service-chain indicators under lienthong_kpi_* in /metrics");
     println!("metrics:         http://{local}/metrics");
 
     // A real cluster may hold earlier runs: count only what this run adds.
@@ -232,12 +266,23 @@ pub async fn run(
         &bootstrap,
         &format!("http://{local}"),
         &token,
+        &telemetry,
         &shutdown,
     )
     .await;
+    // Let the KPI engine see the last events before the summary reads its gauges.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let open = gauge_sum(&telemetry, "lienthong_kpi_unit_cases_open");
+    let overdue = gauge_sum(&telemetry, "lienthong_kpi_unit_cases_open_overdue");
+    components.cancel();
+    if let Err(e) = kpi.await {
+        tracing::warn!(error = %e, "the KPI engine task failed");
+    }
     server_stop.cancel();
     let _ = server.await;
     let mut summary = result?;
+    summary.kpi_open = open;
+    summary.kpi_overdue = overdue;
     summary.on_log = log_counts(&bootstrap, &catalog)?
         .into_iter()
         .map(|(topic, n)| {
@@ -247,6 +292,65 @@ pub async fn run(
         .filter(|(_, n)| *n > 0)
         .collect();
     Ok(summary)
+}
+
+/// The KPI engine, in this process, on this process's metrics; its own `/metrics` listener is
+/// an unused ephemeral port (the demo's server shows the same registry).
+async fn start_kpi(
+    config: &DemoConfig,
+    bootstrap: &str,
+    telemetry: &Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<(), lienthong_kpi::KpiError>>, DemoError> {
+    use lienthong_kpi::reference::{Level, ProcedureRef};
+    let kpi = lienthong_kpi::KpiConfig {
+        bootstrap: bootstrap.to_string(),
+        schemas_dir: config.schemas_dir.clone(),
+        units: WARDS
+            .iter()
+            .chain(DEPARTMENTS)
+            .map(|u| u.code.to_string())
+            .collect(),
+        procedures: city::PROCEDURES
+            .iter()
+            .map(|p| ProcedureRef {
+                code: p.code.to_string(),
+                level: match p.level {
+                    lienthong_contract::events::ServiceLevel::FullOnline => Level::FullOnline,
+                    lienthong_contract::events::ServiceLevel::PartialOnline => Level::PartialOnline,
+                    _ => Level::Offline,
+                },
+            })
+            .collect(),
+        top_procedures: city::PROCEDURES
+            .iter()
+            .map(|p| p.code.to_string())
+            .collect(),
+        ..lienthong_kpi::KpiConfig::default()
+    };
+    kpi.validate()
+        .map_err(|e| DemoError::Startup(format!("KPI engine: {e}")))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| DemoError::Startup(format!("KPI engine: {e}")))?;
+    Ok(tokio::spawn(lienthong_kpi::run_with_listener(
+        kpi,
+        listener,
+        Arc::clone(telemetry),
+        shutdown,
+    )))
+}
+
+/// The sum of a gauge family over all its label values (0 when it has none yet).
+fn gauge_sum(telemetry: &Telemetry, name: &str) -> i64 {
+    telemetry
+        .registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| m.get_gauge().get_value() as i64)
+        .sum()
 }
 
 fn prepare_data_dir(dir: &PathBuf) -> Result<(), DemoError> {
@@ -273,6 +377,7 @@ async fn play(
     bootstrap: &str,
     registry_url: &str,
     token: &str,
+    telemetry: &Telemetry,
     shutdown: &CancellationToken,
 ) -> Result<Summary, DemoError> {
     let client = RegistryClient::new(
@@ -337,9 +442,10 @@ async fn play(
             let total: u64 = summary.published.values().sum();
             let rate = (total - last_count) as f64 / last_report.elapsed().as_secs_f64();
             println!(
-                "[{:>4.0} s] events {total:>8}  {rate:>7.0}/s  open cases {:>6}",
+                "[{:>4.0} s] events {total:>8}  {rate:>7.0}/s  open cases {:>6}  overdue {:>5}",
                 started.elapsed().as_secs_f64(),
-                sim.open_cases()
+                gauge_sum(telemetry, "lienthong_kpi_unit_cases_open"),
+                gauge_sum(telemetry, "lienthong_kpi_unit_cases_open_overdue"),
             );
             last_report = Instant::now();
             last_count = total;
