@@ -26,6 +26,9 @@ pub struct Config {
     /// section is present.
     #[serde(default)]
     pub gateway: Option<lienthong_gateway::GatewayConfig>,
+    /// The KPI engine, run by `lienthong up` when this section is present (see `kpi.rs`).
+    #[serde(default)]
+    pub kpi: Option<lienthong_kpi::KpiConfig>,
 }
 
 fn default_schemas_dir() -> PathBuf {
