@@ -365,6 +365,8 @@ async fn gateway(
         catalog,
         &ids,
         Some(probe),
+        lienthong_telemetry::Telemetry::new("gateway+registry")
+            .map_err(|e| CliError::Failed(e.to_string()))?,
         shutdown.clone(),
     )
     .map_err(|e| CliError::Failed(e.to_string()))?;

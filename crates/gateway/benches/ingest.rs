@@ -70,6 +70,7 @@ async fn main() {
         catalog.clone(),
         &local_ids(&catalog),
         None,
+        lienthong_telemetry::Telemetry::new("gateway").unwrap(),
         shutdown.clone(),
     )
     .unwrap();

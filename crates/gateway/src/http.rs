@@ -76,7 +76,8 @@ impl utoipa::Modify for Security {
     }
 }
 
-/// The gateway's router: the publish routes, `/healthz`, `/readyz` and `/openapi.json`.
+/// The gateway's router: the publish routes, `/healthz`, `/readyz`, `/openapi.json` and
+/// `/metrics` (Prometheus).
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(publish_event))
@@ -102,7 +103,52 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             gateway.clone(),
             refuse_when_stopping,
         ))
-        .with_state(gateway)
+        .layer(middleware::from_fn_with_state(gateway.clone(), record))
+        .with_state(gateway.clone())
+        .merge(lienthong_telemetry::router(gateway.telemetry.clone()))
+}
+
+/// Requests and their duration, by route template (bounded labels).
+async fn record(State(gw): Shared, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let m = &gw.telemetry.gateway;
+    m.requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .inc();
+    m.request_duration
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Count refused events by topic (catalog topics only) and reason.
+fn count_rejected(gw: &Gateway, topic: &str, events: usize, e: &GatewayError) {
+    let reason = match e {
+        GatewayError::Invalid { .. }
+        | GatewayError::Malformed(_)
+        | GatewayError::UnsupportedMediaType(_) => "invalid",
+        GatewayError::Unauthenticated => "unauthorized",
+        GatewayError::Forbidden(_) => "forbidden",
+        GatewayError::TooLarge(_) => "too_large",
+        GatewayError::Conflict(_) => "conflict",
+        GatewayError::Unavailable { .. }
+        | GatewayError::OutcomeUnknown { .. }
+        | GatewayError::Config(_)
+        | GatewayError::Kafka(_) => "unavailable",
+        GatewayError::NotFound(_) => return,
+    };
+    if gw.routes.contains_key(topic) {
+        gw.telemetry
+            .gateway
+            .events_rejected
+            .with_label_values(&[topic, reason])
+            .inc_by(events.max(1) as u64);
+    }
 }
 
 /// The gateway's router with the schema registry's (Confluent API) mounted under `/registry`:
@@ -307,12 +353,17 @@ async fn publish_event(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match accept(gw, topic, &headers, body, false).await {
+    let name = topic.as_ref().map(|Path(t)| t.clone()).unwrap_or_default();
+    let mut events = 1;
+    match accept(gw.clone(), topic, &headers, body, false, &mut events).await {
         Ok((status, mut receipts)) => match receipts.pop() {
             Some(r) => (status, axum::Json(r)).into_response(),
             None => GatewayError::Malformed("no event".into()).into_response(),
         },
-        Err(e) => e.into_response(),
+        Err(e) => {
+            count_rejected(&gw, &name, events, &e);
+            e.into_response()
+        }
     }
 }
 
@@ -346,9 +397,14 @@ async fn publish_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match accept(gw, topic, &headers, body, true).await {
+    let name = topic.as_ref().map(|Path(t)| t.clone()).unwrap_or_default();
+    let mut events = 1;
+    match accept(gw.clone(), topic, &headers, body, true, &mut events).await {
         Ok((status, receipts)) => (status, axum::Json(BatchReceipts { receipts })).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            count_rejected(&gw, &name, events, &e);
+            e.into_response()
+        }
     }
 }
 
@@ -371,6 +427,7 @@ async fn accept(
     headers: &HeaderMap,
     body: Body,
     batch: bool,
+    n_events: &mut usize,
 ) -> Result<(StatusCode, Vec<Receipt>), GatewayError> {
     let agency = gw
         .agencies
@@ -419,6 +476,7 @@ async fn accept(
             )));
         }
     };
+    *n_events = events.len();
     if events.is_empty() {
         return Err(GatewayError::Malformed("the batch is empty".into()));
     }
@@ -578,6 +636,14 @@ async fn publish(
         }
         break (fresh, receipts);
     };
+    let duplicates = receipts.iter().flatten().count() as u64;
+    if duplicates > 0 {
+        gw.telemetry
+            .gateway
+            .duplicates
+            .with_label_values(&[&*topic])
+            .inc_by(duplicates);
+    }
     if fresh.is_empty() {
         return Ok((StatusCode::OK, receipts.into_iter().flatten().collect()));
     }
@@ -606,6 +672,11 @@ async fn publish(
     drop(sender);
     match answer.await {
         Ok(Ok(placed)) => {
+            gw.telemetry
+                .bus
+                .events_produced
+                .with_label_values(&[&*topic, "gateway"])
+                .inc_by(fresh.len() as u64);
             for (&i, p) in fresh.iter().zip(placed) {
                 let r = Receipt {
                     topic: topic.to_string(),

@@ -64,6 +64,7 @@ pub struct Gateway {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     committer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     registry_probe: Option<ReadinessProbe>,
+    telemetry: Arc<lienthong_telemetry::Telemetry>,
     shutdown: CancellationToken,
 }
 
@@ -97,6 +98,7 @@ impl Gateway {
         catalog: Arc<Catalog>,
         ids: &HashMap<String, u32>,
         registry_probe: Option<ReadinessProbe>,
+        telemetry: Arc<lienthong_telemetry::Telemetry>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Gateway>, GatewayError> {
         let agencies = Agencies::new(&config.agencies).map_err(GatewayError::Config)?;
@@ -151,8 +153,14 @@ impl Gateway {
             tasks: Mutex::new(vec![probe, replay]),
             committer: Mutex::new(Some(committer)),
             registry_probe,
+            telemetry,
             shutdown,
         }))
+    }
+
+    /// The metrics it records (served at `/metrics` by [`http::router`]).
+    pub fn telemetry(&self) -> &Arc<lienthong_telemetry::Telemetry> {
+        &self.telemetry
     }
 
     /// The configuration.

@@ -80,6 +80,7 @@ async fn start_with(kafka: &Kafka, txn_id: &str, tweak: impl FnOnce(&mut Gateway
         catalog.clone(),
         &ids,
         None,
+        lienthong_telemetry::Telemetry::new("gateway").unwrap(),
         shutdown.clone(),
     )
     .unwrap();
@@ -732,6 +733,13 @@ async fn openapi_health_and_the_mounted_registry() {
     let a = gw.get("/no/such/route").await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(a.body["error"], "not_found");
+    let metrics = gw.get("/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = metrics.body.as_str().unwrap();
+    assert!(
+        text.contains("lienthong_gateway_requests_total{route=\"/readyz\",status=\"200\"}"),
+        "{text}"
+    );
     gw.stop().await;
 }
 
