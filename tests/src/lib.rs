@@ -479,6 +479,35 @@ impl Kafka {
         Ok(out)
     }
 
+    /// For every partition of `topic`, the offset of its first record written at or after
+    /// `ms_since_epoch` (the end offset if none): a start for [`Kafka::read_since`] that skips
+    /// the history of a busy shared topic.
+    pub fn offsets_at_time(&self, topic: &str, ms_since_epoch: i64) -> Result<Vec<(i32, i64)>> {
+        let consumer: rdkafka::consumer::BaseConsumer = self
+            .client_config()
+            .set("group.id", format!("reader-{}", unique_suffix()))
+            .create()?;
+        let ends = self.end_offsets(topic)?;
+        let mut query = rdkafka::TopicPartitionList::new();
+        for (p, _) in &ends {
+            query.add_partition_offset(topic, *p, rdkafka::Offset::Offset(ms_since_epoch))?;
+        }
+        let found = consumer.offsets_for_times(query, Duration::from_secs(10))?;
+        Ok(ends
+            .iter()
+            .map(|(p, end)| {
+                let at = found
+                    .find_partition(topic, *p)
+                    .and_then(|e| match e.offset() {
+                        rdkafka::Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .unwrap_or(*end);
+                (*p, at)
+            })
+            .collect())
+    }
+
     /// Every record of `topic` from the offsets `from` (per partition; as [`Kafka::end_offsets`]
     /// gave them earlier) to the current end, read with `isolation.level = read_committed` if
     /// `committed_only`, else `read_uncommitted`.
