@@ -1,1 +1,2 @@
+//! Sink throughput benchmark (placeholder until the measurement lands).
 fn main() {}
