@@ -229,6 +229,19 @@ impl PostgresSink {
         Ok(())
     }
 
+    /// Forget `connector`'s offsets, so that its next start replays every topic from the
+    /// beginning (the version guard makes the replay change nothing).
+    pub async fn forget_offsets(&mut self, connector: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM lienthong_offsets WHERE connector = $1",
+                &[&connector],
+            )
+            .await
+            .map_err(|e| classify(&e))
+    }
+
     fn drop_client_on(&mut self, e: &StoreError) {
         if e.is_transient() {
             self.client = None;

@@ -70,6 +70,8 @@ enum RebalanceEvent {
 /// partitions until the loop has positioned them at the store's offsets.
 struct Ctx {
     events: Arc<Mutex<Vec<RebalanceEvent>>>,
+    /// Wakes the loop: newly assigned partitions are paused, so no record would.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl ClientContext for Ctx {}
@@ -100,6 +102,7 @@ impl ConsumerContext for Ctx {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(RebalanceEvent::Assigned(tpl_list(tpl)));
+            self.wake.notify_one();
         }
     }
 }
@@ -133,6 +136,7 @@ struct Runner<S: Sink> {
     layouts: HashMap<u32, Result<Arc<Layout>, String>>,
     consumer: StreamConsumer<Ctx>,
     events: Arc<Mutex<Vec<RebalanceEvent>>>,
+    wake: Arc<tokio::sync::Notify>,
     producer: FutureProducer,
     /// Partitions positioned at the store's offset, with that offset (None: the store has none).
     positions: HashMap<Tp, Option<i64>>,
@@ -161,6 +165,7 @@ pub async fn run<S: Sink>(
     metrics.up.with_label_values(&[&name]).set(1);
     let result = async {
         let mut runner = Runner::new(config, catalog, sink, metrics.clone(), shutdown)?;
+        tracing::info!(connector = %runner.name(), store = runner.sink.kind(), group = runner.config.group(), "connector started");
         runner.run().await
     }
     .await;
@@ -208,8 +213,10 @@ impl<S: Sink> Runner<S> {
             kc.set(k, v);
         }
         let events = Arc::new(Mutex::new(Vec::new()));
+        let wake = Arc::new(tokio::sync::Notify::new());
         let consumer: StreamConsumer<Ctx> = kc.create_with_context(Ctx {
             events: events.clone(),
+            wake: wake.clone(),
         })?;
         let topic_names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
         consumer.subscribe(&topic_names)?;
@@ -236,6 +243,7 @@ impl<S: Sink> Runner<S> {
             layouts: HashMap::new(),
             consumer,
             events,
+            wake,
             producer,
             positions: HashMap::new(),
             seen: HashMap::new(),
@@ -279,6 +287,7 @@ impl<S: Sink> Runner<S> {
                     biased;
                     _ = self.shutdown.cancelled() => None,
                     _ = tokio::time::sleep_until(deadline.into()) => None,
+                    _ = self.wake.notified() => None,
                     m = self.consumer.recv() => Some(m.map(|m| m.detach())),
                 };
                 match received {

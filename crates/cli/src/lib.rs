@@ -10,6 +10,7 @@
 //! never appear in logs or `Debug` output.
 
 pub mod config;
+pub mod connect;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -56,6 +57,11 @@ pub enum Command {
     /// Work with the catalog's Kafka topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// Run a sink connector described by a TOML file until Ctrl-C (see docs/connectors.md).
+    Connect {
+        /// The connector's TOML file.
+        config: std::path::PathBuf,
+    },
 }
 
 /// `lienthong schemas …`
@@ -112,6 +118,9 @@ impl CliError {
 
 /// Run one command until it is done or `shutdown` is cancelled.
 pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
+    if let Command::Connect { config } = &cli.command {
+        return connect::run_file(config, shutdown).await;
+    }
     let catalog = Catalog::load(&config.schemas_dir).map_err(|e| CliError::Usage(e.to_string()))?;
     match cli.command {
         Command::Schemas(SchemasCommand::Check) => schemas_check(&config.schemas_dir, &catalog),
@@ -122,6 +131,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
             topics_create(&config, &catalog, replication).await
         }
         Command::Up => up(&config, catalog, shutdown).await,
+        Command::Connect { .. } => Ok(()),
     }
 }
 
