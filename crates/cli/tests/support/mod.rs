@@ -409,7 +409,7 @@ pub async fn fold_in_memory(toml: &str, topics: &[&str], kafka: &Kafka) -> Vec<R
     config.name = name.clone();
     config.group = None;
     config.metrics_listen = None;
-    config.dead_letter_topic = format!("fold-dlq-{}", unique_suffix());
+    config.dead_letter_topic = kafka.create_topic("fold-dlq", 1, 1, &[]).await.unwrap();
     let memory = MemoryStore::new();
     let telemetry = lienthong_telemetry::Telemetry::new("test").unwrap();
     let token = CancellationToken::new();
