@@ -60,7 +60,8 @@ pub enum Command {
     /// Run a sink connector described by a TOML file until Ctrl-C (see docs/connectors.md).
     Connect {
         /// The connector's TOML file.
-        config: std::path::PathBuf,
+        #[arg(value_name = "CONNECTOR_TOML")]
+        connector: std::path::PathBuf,
     },
 }
 
@@ -118,8 +119,8 @@ impl CliError {
 
 /// Run one command until it is done or `shutdown` is cancelled.
 pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
-    if let Command::Connect { config } = &cli.command {
-        return connect::run_file(config, shutdown).await;
+    if let Command::Connect { connector } = &cli.command {
+        return connect::run_file(connector, shutdown).await;
     }
     let catalog = Catalog::load(&config.schemas_dir).map_err(|e| CliError::Usage(e.to_string()))?;
     match cli.command {

@@ -329,7 +329,11 @@ pub fn producer(kafka: &Kafka) -> FutureProducer {
 
 /// Produce `records` (key, value or tombstone) to `topic`, waiting for every acknowledgement.
 pub async fn produce(kafka: &Kafka, topic: &str, records: &[(String, Option<Vec<u8>>)]) {
-    let p = producer(kafka);
+    produce_with(&producer(kafka), topic, records).await
+}
+
+/// Produce with an existing producer.
+pub async fn produce_with(p: &FutureProducer, topic: &str, records: &[(String, Option<Vec<u8>>)]) {
     for chunk in records.chunks(5_000) {
         let futures: Vec<_> = chunk
             .iter()
