@@ -849,6 +849,57 @@ impl Layout {
     }
 }
 
+/// Decoded case-event changes for benchmarks and tests: `n` events of cases with 2 to 7 steps
+/// each (round-robin, so a case's steps are spread over the stream), decoded by the same path
+/// the runner takes (Avro bytes → value → [`Change`]).
+pub fn sample_case_ops(n: usize, prefix: &str) -> Result<Vec<Op>, Invalid> {
+    use lienthong_contract::events::CaseEvent;
+    use lienthong_contract::samples;
+    let catalog = lienthong_contract::Catalog::load(lienthong_contract::repo_schemas_dir())
+        .map_err(|e| Invalid(e.to_string()))?;
+    let codec =
+        lienthong_contract::Codec::from_catalog(&catalog).map_err(|e| Invalid(e.to_string()))?;
+    let id = catalog
+        .local_id("hcm.case.events")
+        .map_err(|e| Invalid(e.to_string()))?;
+    let spec = catalog
+        .topic("hcm.case.events")
+        .map_err(|e| Invalid(e.to_string()))?;
+    let layout = Layout::new(Entity::Cases, &spec.schema)?;
+    let lifecycle = samples::case_lifecycle();
+    let cases = n / 4 + 1;
+    let mut out = Vec::with_capacity(n);
+    let mut seed = 0u64;
+    'rounds: for (step, template) in lifecycle.iter().take(7).enumerate() {
+        for c in 0..cases {
+            if step >= 2 + c % 6 {
+                continue;
+            }
+            if out.len() == n {
+                break 'rounds;
+            }
+            seed += 1;
+            let event = CaseEvent {
+                envelope: samples::envelope(
+                    seed,
+                    "26734",
+                    &format!("{prefix}-{c:07}"),
+                    step as i64 + 1,
+                ),
+                event: template.event.clone(),
+            };
+            let bytes = codec
+                .encode_to_vec(id, &event)
+                .map_err(|e| Invalid(e.to_string()))?;
+            let (_, value) = codec
+                .decode_value(&bytes, None)
+                .map_err(|e| Invalid(e.to_string()))?;
+            out.push(Op::Upsert(layout.change(value, None)?));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -937,55 +988,4 @@ mod tests {
             column_name(&["a".repeat(40).as_str(), "b".repeat(40).as_str()])
         );
     }
-}
-
-/// Decoded case-event changes for benchmarks and tests: `n` events of cases with 2 to 7 steps
-/// each (round-robin, so a case's steps are spread over the stream), decoded by the same path
-/// the runner takes (Avro bytes → value → [`Change`]).
-pub fn sample_case_ops(n: usize, prefix: &str) -> Result<Vec<Op>, Invalid> {
-    use lienthong_contract::events::CaseEvent;
-    use lienthong_contract::samples;
-    let catalog = lienthong_contract::Catalog::load(lienthong_contract::repo_schemas_dir())
-        .map_err(|e| Invalid(e.to_string()))?;
-    let codec =
-        lienthong_contract::Codec::from_catalog(&catalog).map_err(|e| Invalid(e.to_string()))?;
-    let id = catalog
-        .local_id("hcm.case.events")
-        .map_err(|e| Invalid(e.to_string()))?;
-    let spec = catalog
-        .topic("hcm.case.events")
-        .map_err(|e| Invalid(e.to_string()))?;
-    let layout = Layout::new(Entity::Cases, &spec.schema)?;
-    let lifecycle = samples::case_lifecycle();
-    let cases = n / 4 + 1;
-    let mut out = Vec::with_capacity(n);
-    let mut seed = 0u64;
-    'rounds: for step in 0..7 {
-        for c in 0..cases {
-            if step >= 2 + c % 6 {
-                continue;
-            }
-            if out.len() == n {
-                break 'rounds;
-            }
-            seed += 1;
-            let event = CaseEvent {
-                envelope: samples::envelope(
-                    seed,
-                    "26734",
-                    &format!("{prefix}-{c:07}"),
-                    step as i64 + 1,
-                ),
-                event: lifecycle[step].event.clone(),
-            };
-            let bytes = codec
-                .encode_to_vec(id, &event)
-                .map_err(|e| Invalid(e.to_string()))?;
-            let (_, value) = codec
-                .decode_value(&bytes, None)
-                .map_err(|e| Invalid(e.to_string()))?;
-            out.push(Op::Upsert(layout.change(value, None)?));
-        }
-    }
-    Ok(out)
 }

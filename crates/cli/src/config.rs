@@ -22,6 +22,9 @@ pub struct Config {
     /// The schema registry.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// The KPI engine, run by `lienthong up` when this section is present (see `kpi.rs`).
+    #[serde(default)]
+    pub kpi: Option<lienthong_kpi::KpiConfig>,
 }
 
 fn default_schemas_dir() -> PathBuf {

@@ -11,18 +11,17 @@
 
 pub mod config;
 pub mod connect;
+pub mod kpi;
+pub mod schemas;
+pub mod tail;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lienthong_contract::Catalog;
 use lienthong_registry::{Agencies, KafkaLogConfig, Registry, api};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
@@ -49,7 +48,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the bus's components in one process until Ctrl-C: the schema registry (HTTP).
+    /// Run the bus's components in one process until Ctrl-C: the schema registry (HTTP), and
+    /// the KPI engine when the config has a `[kpi]` section.
     Up,
     /// Work with the schemas in the catalog.
     #[command(subcommand)]
@@ -63,6 +63,35 @@ pub enum Command {
         #[arg(value_name = "CONNECTOR_TOML")]
         connector: std::path::PathBuf,
     },
+    /// Play a day of the city on embedded defaults: an in-memory Kafka, the registry,
+    /// `/metrics`, and cases filed, transferred, completed and rated at wards and departments.
+    Demo(DemoArgs),
+    /// Print a topic's records as JSON lines, decoded with their schemas; from the end, the
+    /// beginning, an offset or a time, optionally only one key.
+    Tail(tail::TailArgs),
+}
+
+/// `lienthong demo` options.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Run against this Kafka cluster (bootstrap servers) instead of the embedded broker.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka: Option<String>,
+    /// How long today runs, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub duration: u64,
+    /// Today's steps per second.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u32,
+    /// The simulation's seed: the same seed plays the same day.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Where the demo's stores are written (emptied first).
+    #[arg(long, default_value = "lienthong-demo", value_name = "DIR")]
+    pub data_dir: std::path::PathBuf,
+    /// Address of the demo's HTTP server (registry, /metrics).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: String,
 }
 
 /// `lienthong schemas …`
@@ -81,6 +110,20 @@ pub enum SchemasCommand {
         /// The agency code to authenticate as (HTTP Basic user); without it, a bearer token.
         #[arg(long)]
         agency: Option<String>,
+    },
+    /// Show, field by field, how the working tree's schemas differ from a registry's latest
+    /// versions (--url) or from a git revision (--against, default HEAD), and whether each
+    /// change is compatible under its subject's mode. Exits 1 on an incompatible change.
+    Diff {
+        /// Compare with this Confluent-compatible registry (token from LIENTHONG_REGISTRY_TOKEN).
+        #[arg(long, conflicts_with = "against")]
+        url: Option<String>,
+        /// The agency code to authenticate as (HTTP Basic user); without it, a bearer token.
+        #[arg(long, requires = "url")]
+        agency: Option<String>,
+        /// Compare with the catalog committed at this git revision.
+        #[arg(long, value_name = "REV")]
+        against: Option<String>,
     },
 }
 
@@ -128,11 +171,32 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
         Command::Schemas(SchemasCommand::Push { url, agency }) => {
             schemas_push(&catalog, &url, agency).await
         }
+        Command::Schemas(SchemasCommand::Diff {
+            url,
+            agency,
+            against,
+        }) => match url {
+            Some(url) => {
+                let client = registry_client(&url, agency)?;
+                schemas::diff(
+                    &config.schemas_dir,
+                    &catalog,
+                    schemas::Baseline::Registry(&client),
+                )
+                .await
+            }
+            None => {
+                let rev = against.unwrap_or_else(|| "HEAD".into());
+                schemas::diff(&config.schemas_dir, &catalog, schemas::Baseline::Git(rev)).await
+            }
+        },
         Command::Topics(TopicsCommand::Create { replication }) => {
             topics_create(&config, &catalog, replication).await
         }
         Command::Up => up(&config, catalog, shutdown).await,
         Command::Connect { .. } => Ok(()),
+        Command::Demo(args) => demo(args, &config.schemas_dir, catalog, shutdown).await,
+        Command::Tail(args) => tail::tail(&config, &catalog, args, shutdown).await,
     }
 }
 
@@ -170,11 +234,12 @@ fn schemas_check(dir: &Path, catalog: &Catalog) -> Result<(), CliError> {
 /// The environment variable that holds the registry credential for `schemas push`.
 pub const REGISTRY_TOKEN_ENV: &str = "LIENTHONG_REGISTRY_TOKEN";
 
-async fn schemas_push(
-    catalog: &Catalog,
+/// A registry client with the credential from [`REGISTRY_TOKEN_ENV`]: HTTP Basic as
+/// `agency` when given, else a bearer token, else none.
+pub fn registry_client(
     url: &str,
     agency: Option<String>,
-) -> Result<(), CliError> {
+) -> Result<lienthong_registry::client::RegistryClient, CliError> {
     use lienthong_registry::client::{Credentials, RegistryClient};
     let token = std::env::var(REGISTRY_TOKEN_ENV)
         .ok()
@@ -189,8 +254,16 @@ async fn schemas_push(
         }
         (None, None) => Credentials::None,
     };
-    let client = RegistryClient::new(url, credentials, lienthong_contract::Codec::new())
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    RegistryClient::new(url, credentials, lienthong_contract::Codec::new())
+        .map_err(|e| CliError::Usage(format!("--url {url}: {e}")))
+}
+
+async fn schemas_push(
+    catalog: &Catalog,
+    url: &str,
+    agency: Option<String>,
+) -> Result<(), CliError> {
+    let client = registry_client(url, agency)?;
     for topic in catalog.topics() {
         client
             .set_compatibility(&topic.value_subject, topic.compatibility)
@@ -210,59 +283,55 @@ async fn topics_create(
     catalog: &Catalog,
     replication: i32,
 ) -> Result<(), CliError> {
-    if replication < 1 {
-        return Err(CliError::Usage("--replication must be at least 1".into()));
-    }
-    let admin: AdminClient<DefaultClientContext> = config
-        .kafka
-        .client()
-        .create()
-        .map_err(|e| CliError::Failed(format!("Kafka client: {e}")))?;
-    let retention: Vec<String> = catalog
-        .topics()
-        .iter()
-        .map(|t| t.retention_ms.to_string())
-        .collect();
-    let min_isr: Vec<String> = catalog
-        .topics()
-        .iter()
-        .map(|t| t.min_insync_replicas.min(replication).to_string())
-        .collect();
-    let topics: Vec<NewTopic> = catalog
-        .topics()
-        .iter()
-        .zip(retention.iter().zip(&min_isr))
-        .map(|(t, (retention, min_isr))| {
-            NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication))
-                .set("cleanup.policy", t.cleanup_policy.as_kafka())
-                .set("retention.ms", retention)
-                .set("min.insync.replicas", min_isr)
-        })
-        .collect();
-    let options = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(15)))
-        .request_timeout(Some(Duration::from_secs(15)));
-    let results = admin.create_topics(&topics, &options).await.map_err(|e| {
-        CliError::Failed(format!(
-            "Kafka at {} unreachable: {e}",
-            config.kafka.bootstrap
-        ))
-    })?;
-    let mut failed = Vec::new();
-    for r in results {
-        match r {
-            Ok(name) => println!("created {name}"),
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => println!("exists  {name}"),
-            Err((name, code)) => failed.push(format!("{name}: {code}")),
+    use lienthong_bus::{BusError, TopicOutcome};
+    let outcomes =
+        lienthong_bus::create_catalog_topics(&config.kafka.client(), catalog, replication)
+            .await
+            .map_err(|e| match e {
+                BusError::Invalid(m) => CliError::Usage(format!("--replication: {m}")),
+                BusError::Kafka { .. } => CliError::Failed(format!("{e} (is Kafka unreachable?)")),
+                e => CliError::Failed(e.to_string()),
+            })?;
+    for outcome in outcomes {
+        match outcome {
+            TopicOutcome::Created(name) => println!("created {name}"),
+            TopicOutcome::Exists(name) => println!("exists  {name}"),
         }
     }
-    if failed.is_empty() {
+    Ok(())
+}
+
+async fn demo(
+    args: DemoArgs,
+    schemas_dir: &Path,
+    catalog: Catalog,
+    shutdown: CancellationToken,
+) -> Result<(), CliError> {
+    if args.duration == 0 || args.rate == 0 {
+        return Err(CliError::Usage(
+            "--duration and --rate must be at least 1".into(),
+        ));
+    }
+    let config = lienthong_demo::DemoConfig {
+        data_dir: args.data_dir,
+        kafka: args.kafka,
+        duration: std::time::Duration::from_secs(args.duration),
+        rate: args.rate,
+        seed: args.seed,
+        listen: args.listen,
+        schemas_dir: schemas_dir.to_path_buf(),
+        ..lienthong_demo::DemoConfig::default()
+    };
+    let summary = lienthong_demo::run(config, Arc::new(catalog), shutdown)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    print!("{}", summary.render());
+    if summary.consistent() {
         Ok(())
     } else {
-        Err(CliError::Failed(format!(
-            "could not create: {}",
-            failed.join(", ")
-        )))
+        Err(CliError::Failed(
+            "the summary found a mismatch (see the lines marked MISMATCH)".into(),
+        ))
     }
 }
 
@@ -271,6 +340,7 @@ async fn up(
     catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<(), CliError> {
+    let kpi = kpi::start(config, shutdown.child_token()).await?;
     let agencies = Agencies::new(&config.registry.agencies).map_err(CliError::Usage)?;
     let log = KafkaLogConfig {
         bootstrap: config.kafka.bootstrap.clone(),
@@ -300,6 +370,7 @@ async fn up(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    kpi::finish(kpi).await?;
     println!("stopped");
     Ok(())
 }

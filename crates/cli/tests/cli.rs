@@ -37,6 +37,9 @@ fn every_subcommand_has_help() {
         &["schemas", "check", "--help"],
         &["topics", "--help"],
         &["topics", "create", "--help"],
+        &["demo", "--help"],
+        &["tail", "--help"],
+        &["schemas", "diff", "--help"],
     ] {
         let (code, out, _) = output(lienthong().args(args));
         assert_eq!(code, 0, "{args:?}");
@@ -225,6 +228,14 @@ fn schemas_push_to_an_external_registry_is_idempotent() {
     let (code, second, err) = push();
     assert_eq!(code, 0, "{err}");
     assert_eq!(first, second, "same ids the second time");
+    // After a push, the registry holds exactly the working tree's schemas.
+    let (code, diff, err) = output(
+        lienthong()
+            .env_remove("LIENTHONG_REGISTRY_TOKEN")
+            .args(["schemas", "diff", "--url", &url]),
+    );
+    assert_eq!(code, 0, "{diff}{err}");
+    assert_eq!(diff.matches(": unchanged").count(), 5, "{diff}");
     // A credential-less push with --agency is a usage error.
     let (code, _, err) = output(
         lienthong()
@@ -232,4 +243,277 @@ fn schemas_push_to_an_external_registry_is_idempotent() {
             .args(["schemas", "push", "--url", &url, "--agency", "STP"]),
     );
     assert_eq!(code, 2, "{err}");
+}
+
+/// The README's main command, shortened to 20 s: its summary proves the log holds what was
+/// published.
+#[test]
+fn demo_plays_a_day_and_proves_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = output(lienthong().args([
+        "demo",
+        "--duration",
+        "20",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("demo").to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("embedded in-memory broker"), "{out}");
+    let summary = out.split("== summary ==").nth(1).expect("a summary");
+    let mut topics = 0;
+    for line in summary.lines().filter(|l| l.starts_with("log ")) {
+        // log <topic>: published <n> on_log <m> MATCH
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let published: u64 = words[3].parse().unwrap();
+        let on_log: u64 = words[5].parse().unwrap();
+        assert_eq!(published, on_log, "{line}");
+        assert_eq!(words[6], "MATCH", "{line}");
+        if words[1] == "hcm.case.events:" {
+            // 20 s at 500 steps/s plus the backlog.
+            assert!(published > 5_000, "{line}");
+        }
+        topics += 1;
+    }
+    assert_eq!(topics, 4, "{summary}");
+    // kpi open cases: simulation <n> kpi <m> MATCH (overdue <k>)
+    let kpi = summary
+        .lines()
+        .find(|l| l.starts_with("kpi open cases:"))
+        .expect("a KPI line");
+    let words: Vec<&str> = kpi.split_whitespace().collect();
+    let (simulated, counted): (u64, u64) = (words[4].parse().unwrap(), words[6].parse().unwrap());
+    assert_eq!(simulated, counted, "{kpi}");
+    assert!(simulated > 100, "{kpi}");
+    assert!(summary.contains("result: CONSISTENT"), "{summary}");
+    // Progress lines were printed while it ran.
+    assert!(
+        out.lines().filter(|l| l.starts_with('[')).count() >= 15,
+        "{out}"
+    );
+}
+
+#[test]
+fn demo_refuses_bad_options_and_an_unreachable_broker() {
+    let (code, _, err) = output(lienthong().args(["demo", "--duration", "0"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--duration"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = output(lienthong().args([
+        "demo",
+        "--kafka",
+        "127.0.0.1:1",
+        "--duration",
+        "1",
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `tail` prints decoded records as JSON lines, from the beginning, an offset or a time, for
+/// one key, and shows a record it cannot decode instead of stopping.
+#[test]
+fn tail_prints_decoded_json_from_where_asked() {
+    use lienthong_contract::{Catalog, Codec, repo_schemas_dir, samples};
+    use rdkafka::producer::FutureRecord;
+    let kafka = kafka();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let topic = rt.block_on(kafka.create_topic("tail", 1, 1, &[])).unwrap();
+    let catalog = Catalog::load(repo_schemas_dir()).unwrap();
+    let codec = Codec::from_catalog(&catalog).unwrap();
+    let id = catalog.local_id("hcm.case.events").unwrap();
+    let producer = kafka.idempotent_producer().unwrap();
+    let t0 = 1_762_070_400_000i64;
+    rt.block_on(async {
+        for (i, event) in samples::case_lifecycle().into_iter().enumerate() {
+            let bytes = codec.encode_to_vec(id, &event).unwrap();
+            let key = if i % 2 == 0 { "HS-A" } else { "HS-B" };
+            producer
+                .send(
+                    FutureRecord::to(&topic)
+                        .key(key)
+                        .payload(&bytes)
+                        .timestamp(t0 + i as i64 * 60_000),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+        // Not Avro, then a tombstone.
+        for payload in [Some(&b"not avro"[..]), None] {
+            let mut record = FutureRecord::<str, [u8]>::to(&topic)
+                .key("HS-A")
+                .timestamp(t0 + 3_600_000);
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+    });
+    let events = samples::case_lifecycle().len();
+    let tail = |args: &[&str]| {
+        let (code, out, err) = output(
+            lienthong()
+                .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+                .args(["tail", topic.as_str(), "--until-end"])
+                .args(args),
+        );
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let all = tail(&["--from", "beginning"]);
+    assert_eq!(all.len(), events + 2);
+    assert_eq!(
+        all[0]["value"]["event"]["CaseSubmitted"]["receiving_unit"],
+        "26734"
+    );
+    assert_eq!(all[0]["value"]["envelope"]["aggregate_version"], 1);
+    assert_eq!(all[0]["schema_id"], id);
+    assert!(
+        all[events]["error"]
+            .as_str()
+            .unwrap()
+            .contains("magic byte"),
+        "{:?}",
+        all[events]
+    );
+    assert!(all[events + 1]["value"].is_null());
+    // One key.
+    let only_b = tail(&["--from", "beginning", "--key", "HS-B"]);
+    assert_eq!(only_b.len(), events / 2);
+    assert!(only_b.iter().all(|l| l["key"] == "HS-B"));
+    // From an offset, and from a time (the third event's timestamp).
+    assert_eq!(tail(&["--from", "offset:3"])[0]["offset"], 3);
+    let from_time = tail(&["--from", "time:2025-11-02T08:02:00Z"]);
+    assert_eq!(from_time[0]["offset"], 2);
+    assert_eq!(from_time[0]["timestamp"], "2025-11-02T08:02:00.000Z");
+    // --max stops early; from the end with --until-end prints nothing.
+    assert_eq!(tail(&["--from", "beginning", "--max", "2"]).len(), 2);
+    assert!(tail(&["--from", "end"]).is_empty());
+}
+
+#[test]
+fn tail_refuses_an_unknown_topic_a_bad_start_and_an_unreachable_broker() {
+    let kafka = kafka();
+    let (code, _, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+            .args(["tail", &format!("no-such-topic-{}", unique_suffix())]),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown topic"), "{err}");
+    let (code, _, err) = output(lienthong().args(["tail", "hcm.case.events", "--from", "middle"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--from"), "{err}");
+    let (code, _, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", "127.0.0.1:1")
+            .args(["tail", "hcm.case.events"]),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Kafka"), "{err}");
+}
+
+/// `schemas diff` against git: a new optional field is a compatible change named by its path;
+/// removing a required field is not, and exits 1.
+#[test]
+fn schemas_diff_against_git_names_each_change() {
+    let (code, out, err) = output(lienthong().args(["schemas", "diff"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("differ from git HEAD"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let schemas = dir.path().join("schemas");
+    let copy = StdCommand::new("cp")
+        .args([
+            "-r",
+            repo_root().join("schemas").to_str().unwrap(),
+            schemas.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let git = |args: &[&str]| {
+        let ok = StdCommand::new("git")
+            .current_dir(dir.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "schemas"]);
+    let file = schemas.join("procedure.avsc");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let diff = |json: &serde_json::Value| {
+        std::fs::write(&file, serde_json::to_string_pretty(json).unwrap()).unwrap();
+        output(
+            lienthong()
+                .env("LIENTHONG__SCHEMAS_DIR", schemas.to_str().unwrap())
+                .args(["schemas", "diff", "--against", "HEAD"]),
+        )
+    };
+    // A new optional field in the procedure record.
+    let procedure_fields = json["fields"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|f| f["name"] == "procedure")
+        .unwrap()["type"]["fields"]
+        .as_array_mut()
+        .unwrap();
+    procedure_fields.push(serde_json::json!({
+        "name": "fee_vnd", "type": ["null", "long"], "default": null,
+        "lienthong.personal_data": "none"
+    }));
+    let (code, out, err) = diff(&json);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("hcm.reference.procedures-value: changed, compatible"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+ procedure.fee_vnd: union [null, long] = null"),
+        "{out}"
+    );
+    assert!(out.contains("hcm.case.events-value: unchanged"), "{out}");
+    // Removing a required field breaks FULL_TRANSITIVE.
+    let procedure_fields = json["fields"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|f| f["name"] == "procedure")
+        .unwrap()["type"]["fields"]
+        .as_array_mut()
+        .unwrap();
+    procedure_fields.retain(|f| f["name"] != "processing_days");
+    let (code, out, err) = diff(&json);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("INCOMPATIBLE (FULL_TRANSITIVE)"), "{out}");
+    assert!(out.contains("- procedure.processing_days: int"), "{out}");
+    assert!(err.contains("incompatible"), "{err}");
+    // A revision that does not exist is a clear error.
+    let (code, _, err) = output(
+        lienthong()
+            .env("LIENTHONG__SCHEMAS_DIR", schemas.to_str().unwrap())
+            .args(["schemas", "diff", "--against", "no-such-rev"]),
+    );
+    assert_ne!(code, 0);
+    assert!(!err.contains("panicked"), "{err}");
 }

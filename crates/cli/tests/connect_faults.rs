@@ -229,8 +229,7 @@ async fn two_instances_share_the_partitions_and_one_is_killed(store: Store) {
             std::fs::read_to_string(p)
                 .unwrap_or_default()
                 .lines()
-                .filter(|l| l.contains("positioned at the store's offsets"))
-                .last()
+                .rfind(|l| l.contains("positioned at the store's offsets"))
                 .map(|l| l.contains("partitions=3"))
                 .unwrap_or(false)
         };

@@ -99,22 +99,10 @@ fn git(repo: &Path, args: &[&str]) -> Result<String> {
 /// [`check_history`] for a schemas folder wherever it is: `None` when it is not inside a git
 /// checkout (nothing committed to compare with).
 pub fn check_history_of(schemas_dir: &Path) -> Result<Option<HistoryReport>> {
-    let dir = schemas_dir
-        .canonicalize()
-        .map_err(|source| ContractError::Io {
-            file: schemas_dir.to_path_buf(),
-            source,
-        })?;
-    let Ok(top) = git(&dir, &["rev-parse", "--show-toplevel"]) else {
-        return Ok(None);
-    };
-    let top = PathBuf::from(top.trim());
-    let rel = dir.strip_prefix(&top).map_err(|_| ContractError::Schema {
-        file: dir.clone(),
-        message: format!("not inside the git checkout {}", top.display()),
-    })?;
-    let rel = rel.to_string_lossy().into_owned();
-    check_history(&top, if rel.is_empty() { "." } else { &rel }).map(Some)
+    match checkout_of(schemas_dir)? {
+        None => Ok(None),
+        Some((top, rel)) => check_history(&top, &rel).map(Some),
+    }
 }
 
 /// Check the working tree's schemas (in `<repo>/<schemas_rel>`) against every committed version.
@@ -138,60 +126,18 @@ pub fn check_history(repo: &Path, schemas_rel: &str) -> Result<HistoryReport> {
     let mut history: BTreeMap<String, Vec<(String, String, Schema)>> = BTreeMap::new();
     let mut load_errors = Vec::new();
     for commit in &commits {
-        let short = &commit[..commit.len().min(12)];
-        let show = |rel: &str| git(repo, &["show", &format!("{commit}:{schemas_rel}/{rel}")]);
-        let Ok(catalog_text) = show(CATALOG_FILE) else {
-            continue;
-        }; // no catalog yet then
-        let catalog = match toml::from_str::<LooseCatalog>(&catalog_text) {
-            Ok(c) => c,
-            Err(e) => {
-                load_errors.push(format!(
-                    "commit {short}: {CATALOG_FILE} does not parse: {e}"
-                ));
-                continue;
-            }
-        };
-        let common_list = git(
-            repo,
-            &[
-                "ls-tree",
-                "--name-only",
-                &format!("{commit}:{schemas_rel}/{COMMON_DIR}"),
-            ],
-        )
-        .unwrap_or_default();
-        let mut common_files = Vec::new();
-        for name in common_list.lines().filter(|n| n.ends_with(".avsc")) {
-            common_files.push((name.to_string(), show(&format!("{COMMON_DIR}/{name}"))?));
-        }
-        let common = match SharedTypes::from_files(
-            Path::new(COMMON_DIR),
-            common_files.iter().map(|(n, t)| (n.as_str(), t.as_str())),
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                load_errors.push(format!("commit {short}: shared types do not load: {e}"));
-                continue;
-            }
-        };
-        for topic in catalog.topics {
-            let loaded = show(&topic.schema)
-                .and_then(|text| compose_schema(Path::new(&topic.schema), &text, &common));
-            let (json, schema) = match loaded {
-                Ok(loaded) => loaded,
-                Err(e) => {
-                    load_errors.push(format!(
-                        "commit {short}: subject {}: {e}",
-                        topic.value_subject
-                    ));
-                    continue;
+        match schemas_at(repo, schemas_rel, commit) {
+            Ok(None) => {} // no catalog yet then
+            Ok(Some(at)) => {
+                load_errors.extend(at.errors);
+                for (subject, (json, schema)) in at.subjects {
+                    let versions = history.entry(subject).or_default();
+                    if versions.last().is_none_or(|(_, last, _)| *last != json) {
+                        versions.push((commit.to_string(), json, schema));
+                    }
                 }
-            };
-            let versions = history.entry(topic.value_subject).or_default();
-            if versions.last().is_none_or(|(_, last, _)| *last != json) {
-                versions.push((commit.to_string(), json, schema));
             }
+            Err(e) => return Err(e),
         }
     }
 
@@ -219,4 +165,97 @@ pub fn check_history(repo: &Path, schemas_rel: &str) -> Result<HistoryReport> {
         load_errors,
         subjects,
     })
+}
+
+/// The value schemas of the catalog as committed at `rev`.
+#[derive(Debug, Default)]
+pub struct SchemasAt {
+    /// subject → (composed JSON, parsed schema).
+    pub subjects: BTreeMap<String, (String, Schema)>,
+    /// Subjects (or the whole catalog) that did not load at that revision.
+    pub errors: Vec<String>,
+}
+
+/// The catalog's value schemas at git revision `rev` of `repo`; `None` when the catalog did not
+/// exist there yet.
+pub fn schemas_at(repo: &Path, schemas_rel: &str, rev: &str) -> Result<Option<SchemasAt>> {
+    // An unknown revision is an error, not "no catalog yet".
+    git(
+        repo,
+        &["rev-parse", "--verify", "-q", &format!("{rev}^{{commit}}")],
+    )?;
+    let short: String = rev.chars().take(12).collect();
+    let show = |rel: &str| git(repo, &["show", &format!("{rev}:{schemas_rel}/{rel}")]);
+    let Ok(catalog_text) = show(CATALOG_FILE) else {
+        return Ok(None);
+    };
+    let mut at = SchemasAt::default();
+    let catalog = match toml::from_str::<LooseCatalog>(&catalog_text) {
+        Ok(c) => c,
+        Err(e) => {
+            at.errors.push(format!(
+                "commit {short}: {CATALOG_FILE} does not parse: {e}"
+            ));
+            return Ok(Some(at));
+        }
+    };
+    let common_list = git(
+        repo,
+        &[
+            "ls-tree",
+            "--name-only",
+            &format!("{rev}:{schemas_rel}/{COMMON_DIR}"),
+        ],
+    )
+    .unwrap_or_default();
+    let mut common_files = Vec::new();
+    for name in common_list.lines().filter(|n| n.ends_with(".avsc")) {
+        common_files.push((name.to_string(), show(&format!("{COMMON_DIR}/{name}"))?));
+    }
+    let common = match SharedTypes::from_files(
+        Path::new(COMMON_DIR),
+        common_files.iter().map(|(n, t)| (n.as_str(), t.as_str())),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            at.errors
+                .push(format!("commit {short}: shared types do not load: {e}"));
+            return Ok(Some(at));
+        }
+    };
+    for topic in catalog.topics {
+        let loaded = show(&topic.schema)
+            .and_then(|text| compose_schema(Path::new(&topic.schema), &text, &common));
+        match loaded {
+            Ok(loaded) => {
+                at.subjects.insert(topic.value_subject, loaded);
+            }
+            Err(e) => at.errors.push(format!(
+                "commit {short}: subject {}: {e}",
+                topic.value_subject
+            )),
+        }
+    }
+    Ok(Some(at))
+}
+
+/// The git checkout that holds `schemas_dir`, and the folder's path inside it; `None` outside
+/// a checkout.
+pub fn checkout_of(schemas_dir: &Path) -> Result<Option<(PathBuf, String)>> {
+    let dir = schemas_dir
+        .canonicalize()
+        .map_err(|source| ContractError::Io {
+            file: schemas_dir.to_path_buf(),
+            source,
+        })?;
+    let Ok(top) = git(&dir, &["rev-parse", "--show-toplevel"]) else {
+        return Ok(None);
+    };
+    let top = PathBuf::from(top.trim());
+    let rel = dir.strip_prefix(&top).map_err(|_| ContractError::Schema {
+        file: dir.clone(),
+        message: format!("not inside the git checkout {}", top.display()),
+    })?;
+    let rel = rel.to_string_lossy().into_owned();
+    Ok(Some((top, if rel.is_empty() { ".".into() } else { rel })))
 }

@@ -16,9 +16,11 @@
 pub mod catalog;
 pub mod codec;
 pub mod compat;
+pub mod diff;
 pub mod error;
 pub mod events;
 pub mod history;
+pub mod json;
 pub mod nfc;
 pub mod resolve;
 pub mod samples;

@@ -63,6 +63,17 @@ struct SchemaBody {
     schema: String,
 }
 
+/// A subject's version as the registry holds it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubjectVersion {
+    /// Version number under the subject.
+    pub version: u32,
+    /// Global schema id.
+    pub id: u32,
+    /// The schema's JSON.
+    pub schema: String,
+}
+
 impl RegistryClient {
     /// A client of the registry at `url` (e.g. `http://127.0.0.1:8081` or an Apicurio
     /// `…/apis/ccompat/v7`), filling `codec` as it learns schemas.
@@ -196,6 +207,16 @@ impl RegistryClient {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, id);
         Ok(id)
+    }
+
+    /// The latest version of `subject`, or `None` when the registry has no such subject.
+    pub async fn latest(&self, subject: &str) -> Result<Option<SubjectVersion>, RegistryError> {
+        let path = format!("/subjects/{}/versions/latest", encode_path(subject));
+        match self.call(reqwest::Method::GET, &path, None).await {
+            Ok(v) => Ok(Some(v)),
+            Err(RegistryError::Remote { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Set a subject's compatibility mode.

@@ -98,8 +98,8 @@ async fn main() {
         let t = Instant::now();
         let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
         for e in round_events {
-            let sdk = sdk.clone();
-            in_flight.push(async move { sdk.publish(e).await.map(drop) });
+            // As an application calls it: the check, encode and hand-over happen here.
+            in_flight.push(sdk.publish(e));
             if in_flight.len() >= IN_FLIGHT {
                 in_flight.next().await.unwrap().unwrap();
             }

@@ -22,10 +22,54 @@ use lienthong_contract::{AgencyKind, Catalog, Codec};
 use lienthong_registry::client::RegistryClient;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Where a publish stands when [`Publisher::publish`] returns.
+enum Publish {
+    /// Refused or not encodable; nothing reached Kafka.
+    Failed(SdkError),
+    /// Handed to librdkafka; waiting for the acknowledgement.
+    Enqueued {
+        delivery: DeliveryFuture,
+        permit: OwnedSemaphorePermit,
+        event_id: String,
+    },
+    /// Encoded, waiting for a slot (or for room in librdkafka's queue).
+    Waiting {
+        key: String,
+        event_id: String,
+        payload: Vec<u8>,
+    },
+}
+
+thread_local! {
+    /// Encoding buffer reused by every publish on this thread: librdkafka copies the bytes
+    /// when it takes the record, so the common path allocates nothing for the payload.
+    static ENCODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn receipt(
+    topic: &'static str,
+    event_id: String,
+    result: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
+) -> Result<Receipt, SdkError> {
+    match result {
+        Ok(Ok(delivery)) => Ok(Receipt {
+            topic,
+            partition: delivery.partition,
+            offset: delivery.offset,
+            event_id,
+        }),
+        Ok(Err((e, _))) => Err(SdkError::Kafka(e)),
+        Err(_) => Err(SdkError::Kafka(KafkaError::Canceled)),
+    }
+}
 
 /// Everything publishing can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +111,7 @@ impl SdkError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     /// Topic.
-    pub topic: String,
+    pub topic: &'static str,
     /// Partition.
     pub partition: i32,
     /// Offset in that partition.
@@ -229,28 +273,73 @@ impl Publisher {
 
     /// Check, normalise, encode and produce `event`; resolves once Kafka acknowledged it.
     ///
-    /// The checks and the encoding happen at once, when this is called; the returned future
-    /// holds only the encoded bytes while it waits for Kafka, so many can be in flight cheaply.
+    /// Everything happens when this is called: the checks, the encoding, and — when a slot is
+    /// free and librdkafka's queue has room, the usual case — handing the record to Kafka's
+    /// client, which copies it. The returned future then only waits for the acknowledgement.
+    /// When no slot is free, the future holds the encoded bytes and hands them over once one
+    /// is (backpressure).
     pub fn publish<E: Event>(
         &self,
         mut event: E,
     ) -> impl Future<Output = Result<Receipt, SdkError>> + Send + '_ {
-        let prepared = self.check(E::TOPIC, event.envelope()).and_then(|id| {
-            event.normalize_text();
-            let payload = self
-                .codec
-                .encode_to_vec(id, &event)
-                .map_err(|e| SdkError::Invalid(e.to_string()))?;
-            let envelope = event.envelope_mut();
-            Ok((
-                std::mem::take(&mut envelope.aggregate_id),
-                std::mem::take(&mut envelope.event_id),
-                payload,
-            ))
-        });
+        let state = match self.check(E::TOPIC, event.envelope()) {
+            Err(e) => Publish::Failed(e),
+            Ok(id) => {
+                event.normalize_text();
+                ENCODE_BUFFER.with_borrow_mut(|buffer| {
+                    buffer.clear();
+                    match self.codec.encode(id, &event, buffer) {
+                        Err(e) => Publish::Failed(SdkError::Invalid(e.to_string())),
+                        Ok(()) => self.enqueue(E::TOPIC, event.envelope_mut(), buffer),
+                    }
+                })
+            }
+        };
         async move {
-            let (key, event_id, payload) = prepared?;
-            self.produce(E::TOPIC, &key, Some(&payload), event_id).await
+            match state {
+                Publish::Failed(e) => Err(e),
+                Publish::Enqueued {
+                    delivery,
+                    permit,
+                    event_id,
+                } => {
+                    let result = delivery.await;
+                    drop(permit);
+                    receipt(E::TOPIC, event_id, result)
+                }
+                Publish::Waiting {
+                    key,
+                    event_id,
+                    payload,
+                } => self.produce(E::TOPIC, &key, Some(&payload), event_id).await,
+            }
+        }
+    }
+
+    /// Hand the encoded record to librdkafka now if a slot is free and its queue has room;
+    /// otherwise keep the bytes for [`Publisher::produce`].
+    fn enqueue(&self, topic: &'static str, envelope: &mut Envelope, payload: &[u8]) -> Publish {
+        let event_id = std::mem::take(&mut envelope.event_id);
+        if let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() {
+            let record = FutureRecord::<str, [u8]>::to(topic)
+                .key(envelope.aggregate_id.as_str())
+                .payload(payload);
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    return Publish::Enqueued {
+                        delivery,
+                        permit,
+                        event_id,
+                    };
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {}
+                Err((e, _)) => return Publish::Failed(SdkError::Kafka(e)),
+            }
+        }
+        Publish::Waiting {
+            key: std::mem::take(&mut envelope.aggregate_id),
+            event_id,
+            payload: payload.to_vec(),
         }
     }
 
@@ -306,7 +395,7 @@ impl Publisher {
 
     async fn produce(
         &self,
-        topic: &str,
+        topic: &'static str,
         key: &str,
         payload: Option<&[u8]>,
         event_id: String,
@@ -326,7 +415,7 @@ impl Publisher {
             .await
             .map_err(|(e, _)| SdkError::Kafka(e))?;
         Ok(Receipt {
-            topic: topic.to_string(),
+            topic,
             partition: delivery.partition,
             offset: delivery.offset,
             event_id,

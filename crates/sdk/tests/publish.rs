@@ -63,7 +63,7 @@ async fn every_case_step_arrives_in_order_and_decodes() {
         e.envelope.aggregate_version = i as i64 + 1;
         let receipt = ward.publish(e.clone()).await.unwrap();
         assert_eq!(
-            (receipt.topic.as_str(), receipt.event_id.as_str()),
+            (receipt.topic, receipt.event_id.as_str()),
             ("hcm.case.events", e.envelope.event_id.as_str())
         );
         sent.push(e);

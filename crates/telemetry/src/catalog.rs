@@ -250,6 +250,205 @@ pub const CONNECTOR_CONSUMER_LAG: MetricSpec = gauge(
      offset). Partitions are few and fixed per topic, so the label is bounded.",
 );
 
+// --- KPI engine --------------------------------------------------------------------------------
+//
+// Two views, never crossed: by `unit` (about 170 unit codes from the engine's reference list)
+// and by `procedure` (the configured top-N procedure codes, every other code folded into
+// `other`) with the procedure's online `level`. See docs/kpi.md for the cardinality budget.
+
+/// Buckets for case processing time, 1 h to 120 days (wall-clock seconds).
+pub const PROCESSING_TIME_BUCKETS: &[f64] = &[
+    3600.0,
+    14_400.0,
+    43_200.0,
+    86_400.0,
+    172_800.0,
+    259_200.0,
+    432_000.0,
+    604_800.0,
+    864_000.0,
+    1_296_000.0,
+    1_814_400.0,
+    2_592_000.0,
+    5_184_000.0,
+    10_368_000.0,
+];
+
+/// Cases received, by unit and channel.
+pub const KPI_UNIT_RECEIVED: MetricSpec = counter(
+    "lienthong_kpi_unit_cases_received_total",
+    &["unit", "channel"],
+    "Cases submitted (CaseSubmitted), by receiving unit and channel (`online`, `counter`, \
+     `postal`, `unknown`).",
+);
+/// Cases received end-to-end online, by unit.
+pub const KPI_UNIT_END_TO_END_ONLINE: MetricSpec = counter(
+    "lienthong_kpi_unit_cases_end_to_end_online_total",
+    &["unit"],
+    "Cases submitted with `end_to_end_online` set (toàn trình), by receiving unit.",
+);
+/// Share of cases handled end-to-end online, by unit.
+pub const KPI_UNIT_END_TO_END_ONLINE_RATIO: MetricSpec = gauge(
+    "lienthong_kpi_unit_end_to_end_online_ratio",
+    &["unit"],
+    "Cases submitted end-to-end online divided by cases submitted, by receiving unit, over \
+     the whole log (0 to 1).",
+);
+/// Cases accepted, by unit.
+pub const KPI_UNIT_ACCEPTED: MetricSpec = counter(
+    "lienthong_kpi_unit_cases_accepted_total",
+    &["unit"],
+    "Cases accepted for processing (CaseAccepted), by processing unit.",
+);
+/// Cases completed, by unit and timeliness.
+pub const KPI_UNIT_COMPLETED: MetricSpec = counter(
+    "lienthong_kpi_unit_cases_completed_total",
+    &["unit", "timeliness"],
+    "Cases decided (CaseCompleted), by the unit responsible at completion and timeliness \
+     (`on_time`: completed on or before the due date extended by supplement pauses, in \
+     working days; `late`).",
+);
+/// Cases closed without a result, by unit and outcome.
+pub const KPI_UNIT_ENDED: MetricSpec = counter(
+    "lienthong_kpi_unit_cases_ended_total",
+    &["unit", "outcome"],
+    "Cases closed without a decision in the applicant's favour, by responsible unit and \
+     outcome (`rejected`, `withdrawn`).",
+);
+/// Open cases, by unit.
+pub const KPI_UNIT_OPEN: MetricSpec = gauge(
+    "lienthong_kpi_unit_cases_open",
+    &["unit"],
+    "Cases submitted and not yet completed, rejected or withdrawn, by responsible unit (the \
+     receiving unit, then the processing unit once accepted or assigned).",
+);
+/// Open cases past their due date, by unit.
+pub const KPI_UNIT_OPEN_OVERDUE: MetricSpec = gauge(
+    "lienthong_kpi_unit_cases_open_overdue",
+    &["unit"],
+    "Open cases whose extended due date is before today (Vietnam time) and that are not \
+     waiting for a supplement, by responsible unit.",
+);
+/// Share of open cases that are overdue, by unit.
+pub const KPI_UNIT_OPEN_OVERDUE_RATIO: MetricSpec = gauge(
+    "lienthong_kpi_unit_open_overdue_ratio",
+    &["unit"],
+    "Open overdue cases divided by open cases, by responsible unit (0 when none are open).",
+);
+/// Supplement requests, by unit.
+pub const KPI_UNIT_SUPPLEMENTS: MetricSpec = counter(
+    "lienthong_kpi_unit_supplement_requests_total",
+    &["unit"],
+    "Requests for more documents (SupplementRequested), by responsible unit.",
+);
+/// Processing time, by unit.
+pub const KPI_UNIT_PROCESSING_TIME: MetricSpec = histogram(
+    "lienthong_kpi_unit_processing_duration_seconds",
+    &["unit"],
+    "Wall-clock time from submission to completion of completed cases, by the unit \
+     responsible at completion.",
+    PROCESSING_TIME_BUCKETS,
+);
+/// Feedback received, by unit.
+pub const KPI_UNIT_FEEDBACK_RECEIVED: MetricSpec = counter(
+    "lienthong_kpi_unit_feedback_received_total",
+    &["unit"],
+    "Feedback items submitted (FeedbackSubmitted), by receiving unit.",
+);
+/// Feedback resolved, by unit.
+pub const KPI_UNIT_FEEDBACK_RESOLVED: MetricSpec = counter(
+    "lienthong_kpi_unit_feedback_resolved_total",
+    &["unit"],
+    "Feedback items resolved (FeedbackResolved), by the unit last assigned (else the \
+     receiving unit).",
+);
+/// Average satisfaction, by unit.
+pub const KPI_UNIT_FEEDBACK_SATISFACTION: MetricSpec = gauge(
+    "lienthong_kpi_unit_feedback_satisfaction_average_score",
+    &["unit"],
+    "Mean of the citizens' ratings (1 to 5) of resolved feedback, by resolving unit; absent \
+     until a rating arrived.",
+);
+/// Cases received, by procedure.
+pub const KPI_PROCEDURE_RECEIVED: MetricSpec = counter(
+    "lienthong_kpi_procedure_cases_received_total",
+    &["procedure", "level", "channel"],
+    "Cases submitted, by procedure (a configured top-N code, or `other`), its online level \
+     (`offline`, `partial_online`, `full_online`) and channel.",
+);
+/// Cases accepted, by procedure.
+pub const KPI_PROCEDURE_ACCEPTED: MetricSpec = counter(
+    "lienthong_kpi_procedure_cases_accepted_total",
+    &["procedure", "level"],
+    "Cases accepted for processing, by procedure and level.",
+);
+/// Cases completed, by procedure.
+pub const KPI_PROCEDURE_COMPLETED: MetricSpec = counter(
+    "lienthong_kpi_procedure_cases_completed_total",
+    &["procedure", "level", "timeliness"],
+    "Cases decided, by procedure, level and timeliness (`on_time`, `late`).",
+);
+/// Open cases, by procedure.
+pub const KPI_PROCEDURE_OPEN: MetricSpec = gauge(
+    "lienthong_kpi_procedure_cases_open",
+    &["procedure", "level"],
+    "Open cases, by procedure and level.",
+);
+/// Open overdue cases, by procedure.
+pub const KPI_PROCEDURE_OPEN_OVERDUE: MetricSpec = gauge(
+    "lienthong_kpi_procedure_cases_open_overdue",
+    &["procedure", "level"],
+    "Open cases past their extended due date, by procedure and level.",
+);
+/// End-to-end online share, by procedure.
+pub const KPI_PROCEDURE_END_TO_END_ONLINE_RATIO: MetricSpec = gauge(
+    "lienthong_kpi_procedure_end_to_end_online_ratio",
+    &["procedure", "level"],
+    "Cases submitted end-to-end online divided by cases submitted, by procedure and level.",
+);
+/// Supplement requests, by procedure.
+pub const KPI_PROCEDURE_SUPPLEMENTS: MetricSpec = counter(
+    "lienthong_kpi_procedure_supplement_requests_total",
+    &["procedure", "level"],
+    "Requests for more documents, by procedure and level.",
+);
+/// Processing time, by procedure.
+pub const KPI_PROCEDURE_PROCESSING_TIME: MetricSpec = histogram(
+    "lienthong_kpi_procedure_processing_duration_seconds",
+    &["procedure", "level"],
+    "Wall-clock time from submission to completion, by procedure and level.",
+    PROCESSING_TIME_BUCKETS,
+);
+/// Records the KPI engine read, by outcome.
+pub const KPI_EVENTS: MetricSpec = counter(
+    "lienthong_kpi_events_total",
+    &["topic", "outcome"],
+    "Records the KPI engine read, by topic and outcome (`applied`, `duplicate`: an event id \
+     already applied, `ignored`: an event of a case that was itself refused, `anomaly`).",
+);
+/// Anomalies, by kind.
+pub const KPI_ANOMALIES: MetricSpec = counter(
+    "lienthong_kpi_anomalies_total",
+    &["kind"],
+    "Records that could not be counted, by kind (`undecodable`, `unknown_unit`, \
+     `unknown_procedure`, `before_submission`, `duplicate_submission`, `out_of_order`, \
+     `after_close`, `completed_before_submitted`, `no_pending_supplement`, \
+     `invalid_satisfaction`). They change no indicator.",
+);
+/// Whether the engine has caught up with the log.
+pub const KPI_CAUGHT_UP: MetricSpec = gauge(
+    "lienthong_kpi_caught_up",
+    &[],
+    "0 while the engine rebuilds its state by re-reading its topics from the beginning after \
+     a start, 1 once it reached the end offsets it saw at start. Indicators are partial while 0.",
+);
+/// Cases held in memory.
+pub const KPI_CASES_TRACKED: MetricSpec = gauge(
+    "lienthong_kpi_cases_tracked",
+    &[],
+    "Cases (open and closed) the engine holds in memory, for capacity planning.",
+);
+
 /// Every metric family, in documentation order.
 pub const ALL: &[&MetricSpec] = &[
     &BUILD_INFO,
@@ -272,6 +471,32 @@ pub const ALL: &[&MetricSpec] = &[
     &CONNECTOR_BATCH_DURATION,
     &CONNECTOR_END_TO_END_LATENCY,
     &CONNECTOR_CONSUMER_LAG,
+    &KPI_UNIT_RECEIVED,
+    &KPI_UNIT_END_TO_END_ONLINE,
+    &KPI_UNIT_END_TO_END_ONLINE_RATIO,
+    &KPI_UNIT_ACCEPTED,
+    &KPI_UNIT_COMPLETED,
+    &KPI_UNIT_ENDED,
+    &KPI_UNIT_OPEN,
+    &KPI_UNIT_OPEN_OVERDUE,
+    &KPI_UNIT_OPEN_OVERDUE_RATIO,
+    &KPI_UNIT_SUPPLEMENTS,
+    &KPI_UNIT_PROCESSING_TIME,
+    &KPI_UNIT_FEEDBACK_RECEIVED,
+    &KPI_UNIT_FEEDBACK_RESOLVED,
+    &KPI_UNIT_FEEDBACK_SATISFACTION,
+    &KPI_PROCEDURE_RECEIVED,
+    &KPI_PROCEDURE_ACCEPTED,
+    &KPI_PROCEDURE_COMPLETED,
+    &KPI_PROCEDURE_OPEN,
+    &KPI_PROCEDURE_OPEN_OVERDUE,
+    &KPI_PROCEDURE_END_TO_END_ONLINE_RATIO,
+    &KPI_PROCEDURE_SUPPLEMENTS,
+    &KPI_PROCEDURE_PROCESSING_TIME,
+    &KPI_EVENTS,
+    &KPI_ANOMALIES,
+    &KPI_CAUGHT_UP,
+    &KPI_CASES_TRACKED,
 ];
 
 /// The catalog as the Markdown table in `docs/metrics.md`.

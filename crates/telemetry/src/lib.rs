@@ -5,7 +5,7 @@
 //! The families are declared once, in [`catalog`]; `docs/metrics.md` is generated from that
 //! table, and the dashboards and alert rules under `ops/` are checked against it. Components
 //! reach their families through typed fields ([`Telemetry::connector`], [`Telemetry::gateway`],
-//! …) so a name cannot be mistyped at the call site.
+//! [`Telemetry::kpi`], …) so a name cannot be mistyped at the call site.
 
 pub mod catalog;
 
@@ -16,7 +16,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::catalog::{Kind, MetricSpec};
@@ -105,6 +106,64 @@ pub struct ConnectorMetrics {
     pub consumer_lag: IntGaugeVec,
 }
 
+/// Families of the KPI engine (service-chain indicators), in two views: by unit and by
+/// procedure (top-N codes and `other`, with the procedure's online level).
+#[derive(Clone)]
+pub struct KpiMetrics {
+    /// [`catalog::KPI_UNIT_RECEIVED`].
+    pub unit_received: IntCounterVec,
+    /// [`catalog::KPI_UNIT_END_TO_END_ONLINE`].
+    pub unit_end_to_end_online: IntCounterVec,
+    /// [`catalog::KPI_UNIT_END_TO_END_ONLINE_RATIO`].
+    pub unit_end_to_end_online_ratio: GaugeVec,
+    /// [`catalog::KPI_UNIT_ACCEPTED`].
+    pub unit_accepted: IntCounterVec,
+    /// [`catalog::KPI_UNIT_COMPLETED`].
+    pub unit_completed: IntCounterVec,
+    /// [`catalog::KPI_UNIT_ENDED`].
+    pub unit_ended: IntCounterVec,
+    /// [`catalog::KPI_UNIT_OPEN`].
+    pub unit_open: IntGaugeVec,
+    /// [`catalog::KPI_UNIT_OPEN_OVERDUE`].
+    pub unit_open_overdue: IntGaugeVec,
+    /// [`catalog::KPI_UNIT_OPEN_OVERDUE_RATIO`].
+    pub unit_open_overdue_ratio: GaugeVec,
+    /// [`catalog::KPI_UNIT_SUPPLEMENTS`].
+    pub unit_supplements: IntCounterVec,
+    /// [`catalog::KPI_UNIT_PROCESSING_TIME`].
+    pub unit_processing_time: HistogramVec,
+    /// [`catalog::KPI_UNIT_FEEDBACK_RECEIVED`].
+    pub unit_feedback_received: IntCounterVec,
+    /// [`catalog::KPI_UNIT_FEEDBACK_RESOLVED`].
+    pub unit_feedback_resolved: IntCounterVec,
+    /// [`catalog::KPI_UNIT_FEEDBACK_SATISFACTION`].
+    pub unit_feedback_satisfaction: GaugeVec,
+    /// [`catalog::KPI_PROCEDURE_RECEIVED`].
+    pub procedure_received: IntCounterVec,
+    /// [`catalog::KPI_PROCEDURE_ACCEPTED`].
+    pub procedure_accepted: IntCounterVec,
+    /// [`catalog::KPI_PROCEDURE_COMPLETED`].
+    pub procedure_completed: IntCounterVec,
+    /// [`catalog::KPI_PROCEDURE_OPEN`].
+    pub procedure_open: IntGaugeVec,
+    /// [`catalog::KPI_PROCEDURE_OPEN_OVERDUE`].
+    pub procedure_open_overdue: IntGaugeVec,
+    /// [`catalog::KPI_PROCEDURE_END_TO_END_ONLINE_RATIO`].
+    pub procedure_end_to_end_online_ratio: GaugeVec,
+    /// [`catalog::KPI_PROCEDURE_SUPPLEMENTS`].
+    pub procedure_supplements: IntCounterVec,
+    /// [`catalog::KPI_PROCEDURE_PROCESSING_TIME`].
+    pub procedure_processing_time: HistogramVec,
+    /// [`catalog::KPI_EVENTS`].
+    pub events: IntCounterVec,
+    /// [`catalog::KPI_ANOMALIES`].
+    pub anomalies: IntCounterVec,
+    /// [`catalog::KPI_CAUGHT_UP`].
+    pub caught_up: IntGaugeVec,
+    /// [`catalog::KPI_CASES_TRACKED`].
+    pub cases_tracked: IntGaugeVec,
+}
+
 /// One process's metrics: a Prometheus registry holding every family of the catalog.
 pub struct Telemetry {
     registry: Registry,
@@ -116,6 +175,8 @@ pub struct Telemetry {
     pub registry_ops: RegistryMetrics,
     /// Sink connectors.
     pub connector: ConnectorMetrics,
+    /// KPI engine.
+    pub kpi: KpiMetrics,
 }
 
 impl Telemetry {
@@ -154,12 +215,47 @@ impl Telemetry {
             end_to_end_latency: histogram(r, &catalog::CONNECTOR_END_TO_END_LATENCY)?,
             consumer_lag: gauge(r, &catalog::CONNECTOR_CONSUMER_LAG)?,
         };
+        let kpi = KpiMetrics {
+            unit_received: counter(r, &catalog::KPI_UNIT_RECEIVED)?,
+            unit_end_to_end_online: counter(r, &catalog::KPI_UNIT_END_TO_END_ONLINE)?,
+            unit_end_to_end_online_ratio: float_gauge(
+                r,
+                &catalog::KPI_UNIT_END_TO_END_ONLINE_RATIO,
+            )?,
+            unit_accepted: counter(r, &catalog::KPI_UNIT_ACCEPTED)?,
+            unit_completed: counter(r, &catalog::KPI_UNIT_COMPLETED)?,
+            unit_ended: counter(r, &catalog::KPI_UNIT_ENDED)?,
+            unit_open: gauge(r, &catalog::KPI_UNIT_OPEN)?,
+            unit_open_overdue: gauge(r, &catalog::KPI_UNIT_OPEN_OVERDUE)?,
+            unit_open_overdue_ratio: float_gauge(r, &catalog::KPI_UNIT_OPEN_OVERDUE_RATIO)?,
+            unit_supplements: counter(r, &catalog::KPI_UNIT_SUPPLEMENTS)?,
+            unit_processing_time: histogram(r, &catalog::KPI_UNIT_PROCESSING_TIME)?,
+            unit_feedback_received: counter(r, &catalog::KPI_UNIT_FEEDBACK_RECEIVED)?,
+            unit_feedback_resolved: counter(r, &catalog::KPI_UNIT_FEEDBACK_RESOLVED)?,
+            unit_feedback_satisfaction: float_gauge(r, &catalog::KPI_UNIT_FEEDBACK_SATISFACTION)?,
+            procedure_received: counter(r, &catalog::KPI_PROCEDURE_RECEIVED)?,
+            procedure_accepted: counter(r, &catalog::KPI_PROCEDURE_ACCEPTED)?,
+            procedure_completed: counter(r, &catalog::KPI_PROCEDURE_COMPLETED)?,
+            procedure_open: gauge(r, &catalog::KPI_PROCEDURE_OPEN)?,
+            procedure_open_overdue: gauge(r, &catalog::KPI_PROCEDURE_OPEN_OVERDUE)?,
+            procedure_end_to_end_online_ratio: float_gauge(
+                r,
+                &catalog::KPI_PROCEDURE_END_TO_END_ONLINE_RATIO,
+            )?,
+            procedure_supplements: counter(r, &catalog::KPI_PROCEDURE_SUPPLEMENTS)?,
+            procedure_processing_time: histogram(r, &catalog::KPI_PROCEDURE_PROCESSING_TIME)?,
+            events: counter(r, &catalog::KPI_EVENTS)?,
+            anomalies: counter(r, &catalog::KPI_ANOMALIES)?,
+            caught_up: gauge(r, &catalog::KPI_CAUGHT_UP)?,
+            cases_tracked: gauge(r, &catalog::KPI_CASES_TRACKED)?,
+        };
         Ok(Arc::new(Telemetry {
             registry,
             bus,
             gateway,
             registry_ops,
             connector,
+            kpi,
         }))
     }
 
@@ -239,6 +335,14 @@ pub fn register_gauge(registry: &Registry, spec: &MetricSpec) -> Result<IntGauge
     registered(registry, spec, made)
 }
 
+/// Creates and registers a gauge family declared in the catalog whose values are fractions
+/// (ratios, averages) rather than counts.
+pub fn register_float_gauge(registry: &Registry, spec: &MetricSpec) -> Result<GaugeVec> {
+    check(spec, Kind::Gauge)?;
+    let made = GaugeVec::new(Opts::new(spec.name, spec.help), spec.labels);
+    registered(registry, spec, made)
+}
+
 /// Creates and registers a histogram family declared in the catalog.
 pub fn register_histogram(registry: &Registry, spec: &MetricSpec) -> Result<HistogramVec> {
     check(spec, Kind::Histogram)?;
@@ -248,5 +352,6 @@ pub fn register_histogram(registry: &Registry, spec: &MetricSpec) -> Result<Hist
 }
 
 use register_counter as counter;
+use register_float_gauge as float_gauge;
 use register_gauge as gauge;
 use register_histogram as histogram;

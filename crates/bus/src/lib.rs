@@ -1,0 +1,204 @@
+//! Kafka building blocks shared by lienthong's components: the catalog's topics created with
+//! their partitions, cleanup policy, retention and min ISR ([`create_catalog_topics`]), and the
+//! embedded in-memory broker of the demo ([`EmbeddedKafka`]).
+//!
+//! Every event of the bus lives on one of these topics; the CLI's `topics create`, the demo
+//! and the tests create them the same way, so a topic's settings are defined once, in
+//! `schemas/catalog.toml`.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use lienthong_contract::Catalog;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Errors of the Kafka building blocks.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The Kafka client could not be created or a request failed (broker unreachable, timeout).
+    #[error("Kafka at {bootstrap}: {source}")]
+    Kafka {
+        /// Where we tried.
+        bootstrap: String,
+        /// Why.
+        #[source]
+        source: KafkaError,
+    },
+    /// Kafka refused to create some topics (for example a replication factor above the
+    /// number of brokers).
+    #[error("could not create: {0}")]
+    TopicsRefused(String),
+    /// A request was wrong (a replication factor below 1).
+    #[error("{0}")]
+    Invalid(String),
+    /// The embedded broker did not start.
+    #[error("the embedded Kafka broker did not start: {0}")]
+    Embedded(String),
+}
+
+impl BusError {
+    /// Worth retrying: Kafka unreachable, not a refused request.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BusError::Kafka { .. })
+    }
+}
+
+/// What happened to one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicOutcome {
+    /// Created now.
+    Created(String),
+    /// It was there already (left as it is).
+    Exists(String),
+}
+
+/// Create every catalog topic that does not exist yet, with its partitions, cleanup policy,
+/// retention and min ISR (capped at `replication`). Topics that exist are left alone, so
+/// running it twice changes nothing.
+pub async fn create_catalog_topics(
+    client: &ClientConfig,
+    catalog: &Catalog,
+    replication: i32,
+) -> Result<Vec<TopicOutcome>, BusError> {
+    if replication < 1 {
+        return Err(BusError::Invalid(
+            "the replication factor must be at least 1".into(),
+        ));
+    }
+    let bootstrap = client.get("bootstrap.servers").unwrap_or("?").to_string();
+    let kafka = |source| BusError::Kafka {
+        bootstrap: bootstrap.clone(),
+        source,
+    };
+    let admin: AdminClient<DefaultClientContext> = client.create().map_err(kafka)?;
+    let settings: Vec<(String, String)> = catalog
+        .topics()
+        .iter()
+        .map(|t| {
+            (
+                t.retention_ms.to_string(),
+                t.min_insync_replicas.min(replication).to_string(),
+            )
+        })
+        .collect();
+    let topics: Vec<NewTopic> = catalog
+        .topics()
+        .iter()
+        .zip(&settings)
+        .map(|(t, (retention, min_isr))| {
+            NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication))
+                .set("cleanup.policy", t.cleanup_policy.as_kafka())
+                .set("retention.ms", retention)
+                .set("min.insync.replicas", min_isr)
+        })
+        .collect();
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(15)))
+        .request_timeout(Some(Duration::from_secs(15)));
+    let results = admin
+        .create_topics(&topics, &options)
+        .await
+        .map_err(kafka)?;
+    let mut outcomes = Vec::new();
+    let mut refused = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => outcomes.push(TopicOutcome::Created(name)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                outcomes.push(TopicOutcome::Exists(name))
+            }
+            Err((name, code)) => refused.push(format!("{name}: {code}")),
+        }
+    }
+    if refused.is_empty() {
+        Ok(outcomes)
+    } else {
+        Err(BusError::TopicsRefused(refused.join(", ")))
+    }
+}
+
+/// librdkafka's in-memory mock cluster, for the demo: it speaks the Kafka protocol on
+/// loopback ports, keeps nothing on disk, and has no compaction. It lives on a thread of its
+/// own (the cluster handle may not move between threads) until this is dropped.
+pub struct EmbeddedKafka {
+    bootstrap: String,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedKafka {
+    /// Start `brokers` in-memory brokers with `topics` (name, partitions) created.
+    pub fn start(brokers: i32, topics: &[(String, i32)]) -> Result<EmbeddedKafka, BusError> {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let topics = topics.to_vec();
+        let thread = std::thread::Builder::new()
+            .name("embedded-kafka".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(brokers) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let replication = brokers.min(3);
+                for (name, partitions) in &topics {
+                    if let Err(e) = cluster.create_topic(name, *partitions, replication) {
+                        let _ = ready_tx.send(Err(format!("topic {name}: {e}")));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Hold the cluster until told to stop (or the handle is dropped).
+                let _ = stop_rx.recv();
+                drop(cluster);
+            })
+            .map_err(|e| BusError::Embedded(e.to_string()))?;
+        let bootstrap = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|e| BusError::Embedded(e.to_string()))?
+            .map_err(BusError::Embedded)?;
+        Ok(EmbeddedKafka {
+            bootstrap,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The catalog's topics plus `extra` (name, partitions).
+    pub fn for_catalog(
+        catalog: &Catalog,
+        extra: &[(String, i32)],
+    ) -> Result<EmbeddedKafka, BusError> {
+        let mut topics: Vec<(String, i32)> = catalog
+            .topics()
+            .iter()
+            .map(|t| (t.name.clone(), t.partitions))
+            .collect();
+        topics.extend(extra.iter().cloned());
+        EmbeddedKafka::start(3, &topics)
+    }
+
+    /// Bootstrap servers (loopback).
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+impl Drop for EmbeddedKafka {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The KPI engine's configuration (the `[kpi]` section of `lienthong up`'s config).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::KpiError;
+use crate::calendar::{Calendar, VIETNAM_2026};
+use crate::reference::{ProcedureRef, Reference, ReferenceFile};
+
+/// Where the engine reads, what it checks events against, and where it serves `/metrics`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KpiConfig {
+    /// Address of the `/metrics` endpoint.
+    pub listen: String,
+    /// Kafka bootstrap servers. Empty under `lienthong up`: the `[kafka]` section's is used.
+    pub bootstrap: String,
+    /// Extra librdkafka settings (e.g. `security.protocol`); secret values are redacted in logs.
+    pub kafka_options: BTreeMap<String, String>,
+    /// The case events topic.
+    pub case_topic: String,
+    /// The feedback events topic.
+    pub feedback_topic: String,
+    /// The schemas folder, for decoding with the catalog's local schema ids.
+    pub schemas_dir: PathBuf,
+    /// A Confluent-compatible schema registry to fetch writer schemas from by id; without it,
+    /// the catalog's local ids are used (tests, the embedded demo).
+    pub registry_url: Option<String>,
+    /// A working-day calendar file (see `crates/kpi/calendars/vn-2026.toml`); without it, the
+    /// built-in Viet Nam 2026 calendar.
+    pub calendar_file: Option<PathBuf>,
+    /// A reference file: `units = [...]` and `[[procedures]] code, level`.
+    pub reference_file: Option<PathBuf>,
+    /// Known unit codes, in addition to the reference file's.
+    pub units: Vec<String>,
+    /// Known procedures, in addition to the reference file's.
+    pub procedures: Vec<ProcedureRef>,
+    /// Procedures that get their own `procedure` label (at most 100); the rest are `other`.
+    pub top_procedures: Vec<String>,
+    /// How often the metrics are refreshed from the state (gauges depend on today's date).
+    pub export_interval_ms: u64,
+}
+
+impl Default for KpiConfig {
+    fn default() -> Self {
+        KpiConfig {
+            listen: "127.0.0.1:9464".into(),
+            bootstrap: String::new(),
+            kafka_options: BTreeMap::new(),
+            case_topic: "hcm.case.events".into(),
+            feedback_topic: "hcm.feedback.events".into(),
+            schemas_dir: PathBuf::from("schemas"),
+            registry_url: None,
+            calendar_file: None,
+            reference_file: None,
+            units: Vec::new(),
+            procedures: Vec::new(),
+            top_procedures: Vec::new(),
+            export_interval_ms: 1_000,
+        }
+    }
+}
+
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+impl std::fmt::Debug for KpiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .kafka_options
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KpiConfig")
+            .field("listen", &self.listen)
+            .field("bootstrap", &self.bootstrap)
+            .field("kafka_options", &options)
+            .field("case_topic", &self.case_topic)
+            .field("feedback_topic", &self.feedback_topic)
+            .field("schemas_dir", &self.schemas_dir)
+            .field("registry_url", &self.registry_url)
+            .field("calendar_file", &self.calendar_file)
+            .field("reference_file", &self.reference_file)
+            .field("units", &self.units.len())
+            .field("procedures", &self.procedures.len())
+            .field("top_procedures", &self.top_procedures)
+            .field("export_interval_ms", &self.export_interval_ms)
+            .finish()
+    }
+}
+
+impl KpiConfig {
+    /// The calendar: the file's, or the built-in Viet Nam 2026 one.
+    pub fn calendar(&self) -> Result<Calendar, KpiError> {
+        match &self.calendar_file {
+            None => Calendar::from_toml(VIETNAM_2026, "built-in vn-2026.toml"),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| KpiError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                Calendar::from_toml(&text, &path.display().to_string())
+            }
+        }
+    }
+
+    /// The reference lists: the file's and the inline ones. At least one unit and one
+    /// procedure must be known, or every event would be an anomaly.
+    pub fn reference(&self) -> Result<Reference, KpiError> {
+        let mut files = Vec::new();
+        if let Some(path) = &self.reference_file {
+            files.push(ReferenceFile::load(path)?);
+        }
+        files.push(ReferenceFile {
+            units: self.units.clone(),
+            procedures: self.procedures.clone(),
+        });
+        let units: usize = files.iter().map(|f| f.units.len()).sum();
+        let procedures: usize = files.iter().map(|f| f.procedures.len()).sum();
+        if units == 0 || procedures == 0 {
+            return Err(KpiError::Config(
+                "no known units or procedures: set reference_file (or units and procedures)".into(),
+            ));
+        }
+        Reference::new(files, &self.top_procedures)
+    }
+
+    /// Check what can be checked without the network.
+    pub fn validate(&self) -> Result<(), KpiError> {
+        if self.bootstrap.trim().is_empty() {
+            return Err(KpiError::Config("bootstrap is empty".into()));
+        }
+        if self.case_topic.is_empty() || self.feedback_topic.is_empty() {
+            return Err(KpiError::Config(
+                "case_topic and feedback_topic are required".into(),
+            ));
+        }
+        if self.case_topic == self.feedback_topic {
+            return Err(KpiError::Config(
+                "case_topic and feedback_topic must differ".into(),
+            ));
+        }
+        if self.export_interval_ms == 0 {
+            return Err(KpiError::Config(
+                "export_interval_ms must be positive".into(),
+            ));
+        }
+        self.calendar()?;
+        self.reference()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn good() -> KpiConfig {
+        toml::from_str(
+            r#"
+            bootstrap = "127.0.0.1:9092"
+            units = ["W1"]
+            top_procedures = ["P1"]
+            kafka_options = { "sasl.password" = "hunter2", "client.id" = "kpi" }
+            [[procedures]]
+            code = "P1"
+            level = "PARTIAL_ONLINE"
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_good_config_validates_and_hides_secrets() {
+        let c = good();
+        c.validate().unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("client.id"));
+        assert!(c.calendar().unwrap().name().contains("2026"));
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let mut c = good();
+        c.units.clear();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("no known units")
+        );
+        let mut c = good();
+        c.bootstrap.clear();
+        assert!(c.validate().unwrap_err().to_string().contains("bootstrap"));
+        let mut c = good();
+        c.feedback_topic = c.case_topic.clone();
+        assert!(c.validate().is_err());
+        let mut c = good();
+        c.calendar_file = Some("/nonexistent/calendar.toml".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read")
+        );
+        let mut c = good();
+        c.top_procedures = vec!["nope".into()];
+        assert!(c.validate().is_err());
+        let err = toml::from_str::<KpiConfig>("listen_addr = 1").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}

@@ -1,0 +1,225 @@
+//! Copies the engine's state into the Prometheus families of [`lienthong_telemetry::KpiMetrics`].
+//!
+//! Counters are *set from the tallies* (raised by the difference), never incremented per
+//! record, so the exported value is always exactly the engine's count. Gauges (open, overdue,
+//! ratios) are recomputed from the state for "today". Histograms take the processing times
+//! recorded since the last export.
+
+use lienthong_telemetry::KpiMetrics;
+use prometheus::{GaugeVec, IntCounterVec};
+
+use std::collections::BTreeSet;
+
+use crate::calendar::Day;
+use crate::engine::{Anomaly, Engine, Outcome, Stream};
+use crate::reference::ProcedureKey;
+
+fn set_counter(family: &IntCounterVec, labels: &[&str], value: u64) {
+    let counter = family.with_label_values(labels);
+    let current = counter.get();
+    if value > current {
+        counter.inc_by(value - current);
+    }
+}
+
+fn ratio(num: u64, den: u64) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+fn set_ratio(family: &GaugeVec, labels: &[&str], value: f64) {
+    family.with_label_values(labels).set(value);
+}
+
+/// Writes an engine's state into the KPI families.
+pub struct Exporter {
+    metrics: KpiMetrics,
+    /// Gauge label sets exported before: one that no longer appears is set to 0, not left
+    /// at its last value (a case moved to another unit).
+    units_seen: BTreeSet<String>,
+    procedures_seen: BTreeSet<ProcedureKey>,
+    case_topic: String,
+    feedback_topic: String,
+}
+
+impl Exporter {
+    /// An exporter into `metrics`; records are labelled with these topic names.
+    pub fn new(metrics: KpiMetrics, case_topic: &str, feedback_topic: &str) -> Exporter {
+        Exporter {
+            metrics,
+            units_seen: BTreeSet::new(),
+            procedures_seen: BTreeSet::new(),
+            case_topic: case_topic.to_string(),
+            feedback_topic: feedback_topic.to_string(),
+        }
+    }
+
+    /// Export everything as of local day `today`.
+    pub fn export(&mut self, engine: &mut Engine, today: Day, caught_up: bool) {
+        let m = &self.metrics;
+        for obs in engine.take_observations() {
+            m.unit_processing_time
+                .with_label_values(&[obs.unit.as_str()])
+                .observe(obs.seconds);
+            m.procedure_processing_time
+                .with_label_values(&[obs.procedure.0.as_str(), obs.procedure.1.as_label()])
+                .observe(obs.seconds);
+        }
+        let t = engine.tallies();
+        let mut received_by_unit = std::collections::BTreeMap::<&str, u64>::new();
+        for ((unit, channel), n) in &t.unit_received {
+            set_counter(&m.unit_received, &[unit, channel], *n);
+            *received_by_unit.entry(unit).or_insert(0) += n;
+        }
+        for (unit, received) in &received_by_unit {
+            let online = t.unit_end_to_end_online.get(*unit).copied().unwrap_or(0);
+            set_counter(&m.unit_end_to_end_online, &[unit], online);
+            set_ratio(
+                &m.unit_end_to_end_online_ratio,
+                &[unit],
+                ratio(online, *received),
+            );
+        }
+        for (unit, n) in &t.unit_accepted {
+            set_counter(&m.unit_accepted, &[unit], *n);
+        }
+        for ((unit, timeliness), n) in &t.unit_completed {
+            set_counter(&m.unit_completed, &[unit, timeliness.as_label()], *n);
+        }
+        for ((unit, outcome), n) in &t.unit_ended {
+            set_counter(&m.unit_ended, &[unit, outcome], *n);
+        }
+        for (unit, n) in &t.unit_supplements {
+            set_counter(&m.unit_supplements, &[unit], *n);
+        }
+        for (unit, n) in &t.unit_feedback_received {
+            set_counter(&m.unit_feedback_received, &[unit], *n);
+        }
+        for (unit, n) in &t.unit_feedback_resolved {
+            set_counter(&m.unit_feedback_resolved, &[unit], *n);
+        }
+        for (unit, (sum, count)) in &t.unit_satisfaction {
+            if *count > 0 {
+                set_ratio(
+                    &m.unit_feedback_satisfaction,
+                    &[unit],
+                    *sum as f64 / *count as f64,
+                );
+            }
+        }
+        let mut received_by_procedure = std::collections::BTreeMap::new();
+        for (((code, level), channel), n) in &t.procedure_received {
+            set_counter(
+                &m.procedure_received,
+                &[code, level.as_label(), channel],
+                *n,
+            );
+            *received_by_procedure.entry((code, *level)).or_insert(0) += n;
+        }
+        for ((code, level), received) in &received_by_procedure {
+            let key = ((*code).clone(), *level);
+            let online = t
+                .procedure_end_to_end_online
+                .get(&key)
+                .copied()
+                .unwrap_or(0);
+            set_ratio(
+                &m.procedure_end_to_end_online_ratio,
+                &[code, level.as_label()],
+                ratio(online, *received),
+            );
+        }
+        for ((code, level), n) in &t.procedure_accepted {
+            set_counter(&m.procedure_accepted, &[code, level.as_label()], *n);
+        }
+        for (((code, level), timeliness), n) in &t.procedure_completed {
+            set_counter(
+                &m.procedure_completed,
+                &[code, level.as_label(), timeliness.as_label()],
+                *n,
+            );
+        }
+        for ((code, level), n) in &t.procedure_supplements {
+            set_counter(&m.procedure_supplements, &[code, level.as_label()], *n);
+        }
+        for kind in Anomaly::ALL {
+            let n = t.anomalies.get(&kind).copied().unwrap_or(0);
+            set_counter(&m.anomalies, &[kind.as_label()], n);
+        }
+        for stream in [Stream::Case, Stream::Feedback] {
+            let topic = match stream {
+                Stream::Case => self.case_topic.as_str(),
+                Stream::Feedback => self.feedback_topic.as_str(),
+            };
+            for outcome in [
+                Outcome::Applied,
+                Outcome::Duplicate,
+                Outcome::Ignored,
+                Outcome::Anomaly,
+            ] {
+                let n = t.events.get(&(stream, outcome)).copied().unwrap_or(0);
+                set_counter(&m.events, &[topic, outcome.as_label()], n);
+            }
+        }
+        let mut g = engine.gauges(today);
+        // Every unit and procedure that ever had a case gets its gauges, zero when nothing is
+        // open (and the unit selector of the dashboard lists it).
+        let t = engine.tallies();
+        let units = t
+            .unit_received
+            .keys()
+            .map(|(u, _)| u)
+            .chain(t.unit_accepted.keys())
+            .chain(t.unit_completed.keys().map(|(u, _)| u))
+            .chain(t.unit_ended.keys().map(|(u, _)| u));
+        for unit in units {
+            if !self.units_seen.contains(unit) {
+                self.units_seen.insert(unit.clone());
+            }
+        }
+        for (key, _) in t.procedure_received.keys() {
+            if !self.procedures_seen.contains(key) {
+                self.procedures_seen.insert(key.clone());
+            }
+        }
+        for unit in &self.units_seen {
+            g.unit_open.entry(unit.clone()).or_insert(0);
+        }
+        for key in &self.procedures_seen {
+            g.procedure_open.entry(key.clone()).or_insert(0);
+        }
+        self.units_seen.extend(g.unit_open.keys().cloned());
+        self.procedures_seen
+            .extend(g.procedure_open.keys().cloned());
+        for (unit, open) in &g.unit_open {
+            let overdue = g.unit_overdue.get(unit).copied().unwrap_or(0);
+            m.unit_open.with_label_values(&[unit]).set(*open);
+            m.unit_open_overdue.with_label_values(&[unit]).set(overdue);
+            let share = if *open > 0 {
+                overdue as f64 / *open as f64
+            } else {
+                0.0
+            };
+            set_ratio(&m.unit_open_overdue_ratio, &[unit], share);
+        }
+        for ((code, level), open) in &g.procedure_open {
+            let key = (code.clone(), *level);
+            let overdue = g.procedure_overdue.get(&key).copied().unwrap_or(0);
+            m.procedure_open
+                .with_label_values(&[code, level.as_label()])
+                .set(*open);
+            m.procedure_open_overdue
+                .with_label_values(&[code, level.as_label()])
+                .set(overdue);
+        }
+        m.cases_tracked
+            .with_label_values(&[] as &[&str])
+            .set(engine.cases_tracked() as i64);
+        m.caught_up
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(caught_up));
+    }
+}

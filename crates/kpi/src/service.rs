@@ -1,0 +1,424 @@
+//! The thin consumer loop: read both topics from the beginning, decode, hand each event to the
+//! engine, export the metrics, serve `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lienthong_contract::codec::split_frame;
+use lienthong_contract::events::{CaseEvent, FeedbackEvent};
+use lienthong_contract::{Catalog, Codec};
+use lienthong_registry::client::{Credentials, RegistryClient};
+use lienthong_telemetry::Telemetry;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, Stream};
+use crate::export::Exporter;
+use crate::{KpiConfig, KpiError};
+
+/// How long a metadata or watermark request may take.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bind `config.listen` and run until `shutdown` is cancelled: see [`run_with_listener`].
+pub async fn run(
+    config: KpiConfig,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> Result<(), KpiError> {
+    config.validate()?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| KpiError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    run_with_listener(config, listener, telemetry, shutdown).await
+}
+
+/// Serve `telemetry` at `/metrics` on `listener`, rebuild the indicators from the beginning of
+/// both topics, then keep them current until `shutdown` is cancelled. Returns once the HTTP
+/// server and the consumer have stopped (within about a second of the cancellation).
+pub async fn run_with_listener(
+    config: KpiConfig,
+    listener: TcpListener,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> Result<(), KpiError> {
+    config.validate()?;
+    let engine = Engine::new(config.calendar()?, config.reference()?);
+    let decoder = Decoder::new(&config)?;
+    let exporter = Exporter::new(
+        telemetry.kpi.clone(),
+        &config.case_topic,
+        &config.feedback_topic,
+    );
+    let local = listener.local_addr().ok();
+    tracing::info!(?local, "KPI engine: /metrics listening");
+    let rebuilt = Arc::new(AtomicBool::new(false));
+    let server_stop = CancellationToken::new();
+    let server = {
+        let stop = server_stop.clone();
+        let app = metrics_router(Arc::clone(&telemetry), Arc::clone(&rebuilt));
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+    let result = consume(&config, engine, decoder, exporter, &rebuilt, shutdown).await;
+    server_stop.cancel();
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "KPI metrics server stopped with an error"),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("KPI metrics server did not stop within 5 s"),
+    }
+    result
+}
+
+/// `GET /metrics`, hiding the indicator families while the state is being rebuilt.
+///
+/// After a restart the engine re-reads the log and its counters climb from zero back to their
+/// totals. Were Prometheus to scrape that climb, it would see a counter reset followed by the
+/// whole history counted again, and `increase()` over the restart would be wildly wrong.
+/// Hidden until rebuilt, the counters reappear at (at least) the value they had before the
+/// restart, so no reset is seen at all. `lienthong_kpi_caught_up` (0) and the process's other
+/// families stay visible.
+fn metrics_router(telemetry: Arc<Telemetry>, rebuilt: Arc<AtomicBool>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let telemetry = Arc::clone(&telemetry);
+            let rebuilt = rebuilt.load(Ordering::Acquire);
+            async move {
+                let body = if rebuilt {
+                    telemetry.render()
+                } else {
+                    render_while_rebuilding(&telemetry)
+                };
+                (
+                    StatusCode::OK,
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    body,
+                )
+                    .into_response()
+            }
+        }),
+    )
+}
+
+/// Every family except the indicators (the KPI families other than the engine's own state).
+fn render_while_rebuilding(telemetry: &Telemetry) -> String {
+    use prometheus::Encoder;
+    let visible = [
+        lienthong_telemetry::catalog::KPI_CAUGHT_UP.name,
+        lienthong_telemetry::catalog::KPI_CASES_TRACKED.name,
+    ];
+    let families: Vec<_> = telemetry
+        .registry()
+        .gather()
+        .into_iter()
+        .filter(|f| !f.name().starts_with("lienthong_kpi_") || visible.contains(&f.name()))
+        .collect();
+    let mut out = Vec::new();
+    if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
+        return format!("# encoding failed: {e}\n");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writer schemas by id: the catalog's local ids, or a registry fetched on first sight.
+enum Decoder {
+    Local(Codec),
+    Registry(RegistryClient),
+}
+
+impl Decoder {
+    fn new(config: &KpiConfig) -> Result<Decoder, KpiError> {
+        match &config.registry_url {
+            Some(url) => Ok(Decoder::Registry(RegistryClient::new(
+                url,
+                Credentials::None,
+                Codec::new(),
+            )?)),
+            None => {
+                let catalog = Catalog::load(&config.schemas_dir)?;
+                Ok(Decoder::Local(Codec::from_catalog(&catalog)?))
+            }
+        }
+    }
+
+    fn codec(&self) -> &Codec {
+        match self {
+            Decoder::Local(c) => c,
+            Decoder::Registry(r) => r.codec(),
+        }
+    }
+
+    /// Make sure the writer schema of `payload` is known. `Err` only for a transient failure
+    /// (the registry is unreachable); an unknown id is left for decoding to report.
+    async fn prepare(&self, payload: &[u8]) -> Result<(), KpiError> {
+        let Decoder::Registry(client) = self else {
+            return Ok(());
+        };
+        let Ok((id, _)) = split_frame(payload) else {
+            return Ok(());
+        };
+        if client.codec().schema(id).is_ok() {
+            return Ok(());
+        }
+        match client.schema(id).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_transient() => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(id, error = %e, "writer schema not in the registry");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Per partition, the offset the engine must reach to have read what was on the log at start.
+struct Progress {
+    remaining: HashMap<(String, i32), i64>,
+}
+
+impl Progress {
+    fn done(&self) -> bool {
+        self.remaining.is_empty()
+    }
+
+    fn advance(&mut self, topic: &str, partition: i32, offset: i64) {
+        let key = (topic.to_string(), partition);
+        if let Some(end) = self.remaining.get(&key)
+            && offset + 1 >= *end
+        {
+            self.remaining.remove(&key);
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KpiError> + Send + 'static,
+) -> Result<T, KpiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| KpiError::Config(format!("a blocking Kafka call panicked: {e}")))?
+}
+
+/// Partitions of `topic` with their (low, high) watermarks; `None` while the topic does not
+/// exist or has no partitions yet.
+async fn describe(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+) -> Result<Option<Vec<(i32, i64, i64)>>, KpiError> {
+    let c = Arc::clone(consumer);
+    let t = topic.to_string();
+    blocking(move || {
+        let md = c.fetch_metadata(Some(&t), KAFKA_TIMEOUT)?;
+        let Some(partitions) = md
+            .topics()
+            .iter()
+            .find(|m| m.name() == t && m.error().is_none())
+            .map(|m| m.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+            .filter(|p| !p.is_empty())
+        else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let (low, high) = c.fetch_watermarks(&t, p, KAFKA_TIMEOUT)?;
+            out.push((p, low, high));
+        }
+        Ok(Some(out))
+    })
+    .await
+}
+
+/// Assign every partition of both topics from the beginning; returns the end offsets seen.
+/// Waits (retrying every second) for topics that do not exist yet and for a broker that does
+/// not answer; `None` if `shutdown` came first.
+async fn assign(
+    consumer: &Arc<StreamConsumer>,
+    topics: &[String],
+    shutdown: &CancellationToken,
+) -> Result<Option<Progress>, KpiError> {
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = HashMap::new();
+    for topic in topics {
+        let partitions = loop {
+            match describe(consumer, topic).await {
+                Ok(Some(p)) => break p,
+                Ok(None) => tracing::warn!(%topic, "topic does not exist yet; waiting"),
+                Err(e) => tracing::warn!(%topic, error = %e, "cannot describe topic; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        for (p, low, high) in partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            if high > low {
+                remaining.insert((topic.clone(), p), high);
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok(Some(Progress { remaining }))
+}
+
+async fn consume(
+    config: &KpiConfig,
+    mut engine: Engine,
+    decoder: Decoder,
+    mut exporter: Exporter,
+    rebuilt: &AtomicBool,
+    shutdown: CancellationToken,
+) -> Result<(), KpiError> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.bootstrap)
+        // No group membership and no commits: the engine always starts from the beginning.
+        .set("group.id", "lienthong-kpi-unused")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    for (k, v) in &config.kafka_options {
+        client.set(k, v);
+    }
+    let consumer: Arc<StreamConsumer> = Arc::new(client.create()?);
+    let topics = [config.case_topic.clone(), config.feedback_topic.clone()];
+    let Some(mut progress) = assign(&consumer, &topics, &shutdown).await? else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let interval = Duration::from_millis(config.export_interval_ms);
+    let mut caught_up = progress.done();
+    let calendar = engine.calendar().clone();
+    let today = || calendar.local_day(now_millis());
+    exporter.export(&mut engine, today(), caught_up);
+    rebuilt.store(caught_up, Ordering::Release);
+    let mut last_export = Instant::now();
+    let mut read = 0u64;
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = tokio::time::timeout(interval, consumer.recv()) => next,
+        };
+        match next {
+            Err(_) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(Ok(message)) => {
+                read += 1;
+                let stream = if message.topic() == config.case_topic {
+                    Stream::Case
+                } else {
+                    Stream::Feedback
+                };
+                let payload = message.payload().unwrap_or_default();
+                // A registry that is down is waited for: skipping would lose the event.
+                while let Err(e) = decoder.prepare(payload).await {
+                    tracing::warn!(error = %e, "schema registry unavailable; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                apply(&mut engine, decoder.codec(), stream, payload);
+                progress.advance(message.topic(), message.partition(), message.offset());
+            }
+        }
+        let just_caught_up = !caught_up && progress.done();
+        if just_caught_up {
+            caught_up = true;
+            tracing::info!(
+                records = read,
+                cases = engine.cases_tracked(),
+                secs = started.elapsed().as_secs_f64(),
+                "KPI state rebuilt from the beginning of the log"
+            );
+        }
+        if just_caught_up || last_export.elapsed() >= interval {
+            exporter.export(&mut engine, today(), caught_up);
+            last_export = Instant::now();
+            // Only now may a scrape see the indicators: the export above holds the full state.
+            rebuilt.store(caught_up, Ordering::Release);
+        }
+    }
+    exporter.export(&mut engine, today(), caught_up);
+    Ok(())
+}
+
+/// Decode one record and apply it; an undecodable one is an anomaly.
+fn apply(engine: &mut Engine, codec: &Codec, stream: Stream, payload: &[u8]) {
+    match stream {
+        Stream::Case => match codec.decode::<CaseEvent<&str>>(payload) {
+            Ok((_, event)) => {
+                engine.apply_case(&event);
+            }
+            Err(_) => {
+                engine.undecodable(stream);
+            }
+        },
+        Stream::Feedback => match codec.decode::<FeedbackEvent<&str>>(payload) {
+            Ok((_, event)) => {
+                engine.apply_feedback(&event);
+            }
+            Err(_) => {
+                engine.undecodable(stream);
+            }
+        },
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indicators_are_hidden_while_rebuilding() {
+        let telemetry = Telemetry::new("kpi").unwrap();
+        telemetry
+            .kpi
+            .unit_received
+            .with_label_values(&["26734", "online"])
+            .inc_by(7);
+        telemetry
+            .kpi
+            .caught_up
+            .with_label_values(&[] as &[&str])
+            .set(0);
+        let hidden = render_while_rebuilding(&telemetry);
+        assert!(
+            !hidden.contains("lienthong_kpi_unit_cases_received_total"),
+            "{hidden}"
+        );
+        assert!(hidden.contains("lienthong_kpi_caught_up 0"), "{hidden}");
+        assert!(hidden.contains("lienthong_build_info{"), "{hidden}");
+        let full = telemetry.render();
+        assert!(full.contains(
+            "lienthong_kpi_unit_cases_received_total{channel=\"online\",unit=\"26734\"} 7"
+        ));
+    }
+}

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Writes the Grafana dashboards in ops/grafana/dashboards/ (JSON, Grafana 10+ schema).
+
+The JSON files are what Grafana imports and what the tests check (every `lienthong_*` metric
+an expression names must be exported by the code). Edit this script, run it, commit both.
+"""
+import json
+import pathlib
+
+HERE = pathlib.Path(__file__).resolve().parent
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+
+class Layout:
+    def __init__(self):
+        self.panels = []
+        self.x = 0
+        self.y = 0
+        self.next_id = 1
+
+    def row(self, title):
+        if self.x:
+            self.x, self.y = 0, self.y + 8
+        self.panels.append({"type": "row", "title": title, "id": self.next_id, "collapsed": False,
+                            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}, "panels": []})
+        self.next_id += 1
+        self.y += 1
+
+    def panel(self, kind, title, targets, unit="short", w=8, h=8, description="", extra=None):
+        if self.x + w > 24:
+            self.x, self.y = 0, self.y + h
+        p = {
+            "type": kind,
+            "title": title,
+            "description": description,
+            "id": self.next_id,
+            "datasource": DS,
+            "gridPos": {"h": h, "w": w, "x": self.x, "y": self.y},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "options": {},
+            "targets": [
+                {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": chr(65 + i)}
+                for i, (expr, legend) in enumerate(targets)
+            ],
+        }
+        if kind == "table":
+            for t in p["targets"]:
+                t["format"] = "table"
+                t["instant"] = True
+        if extra:
+            p.update(extra)
+        self.panels.append(p)
+        self.next_id += 1
+        self.x += w
+        if self.x >= 24:
+            self.x, self.y = 0, self.y + h
+
+
+def dashboard(uid, title, description, layout, variables):
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["lienthong"],
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "time": {"from": "now-24h", "to": "now"},
+        "refresh": "1m",
+        "timezone": "Asia/Ho_Chi_Minh",
+        "templating": {"list": [
+            {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
+             "current": {}, "hide": 0},
+        ] + variables},
+        "annotations": {"list": []},
+        "panels": layout.panels,
+    }
+
+
+def bus_health():
+    l = Layout()
+    l.row("Targets and versions")
+    l.panel("stat", "Components up", [('sum by (job) (up{job=~"lienthong-.*"})', "{{job}}")], w=12, h=5,
+            description="Scrape targets answering, by job (0 means Prometheus cannot reach it).")
+    l.panel("table", "Build info", [("lienthong_build_info", "")], w=12, h=5,
+            description="Which lienthong version runs which components.")
+    l.row("Flow")
+    l.panel("timeseries", "Events produced /s", [
+        ("sum by (topic, producer) (rate(lienthong_bus_events_produced_total[5m]))", "{{topic}} ({{producer}})")],
+        unit="ops")
+    l.panel("timeseries", "Events consumed /s", [
+        ("sum by (connector, topic) (rate(lienthong_connector_events_consumed_total[5m]))", "{{connector}} {{topic}}")],
+        unit="ops")
+    l.panel("timeseries", "Events applied /s", [
+        ("sum by (connector, topic) (rate(lienthong_connector_events_applied_total[5m]))", "{{connector}} {{topic}}"),
+        ("sum by (connector, topic) (rate(lienthong_connector_events_filtered_total[5m]))", "{{connector}} {{topic}} filtered")],
+        unit="ops")
+    l.panel("timeseries", "Consumer lag (records)", [
+        ("sum by (connector, topic) (lienthong_connector_consumer_lag_records)", "{{connector}} {{topic}}")],
+        description="Records on the log not yet applied; alert LienthongConsumerLagGrowing.")
+    l.panel("timeseries", "Failed and dead-lettered /s", [
+        ("sum by (connector, class) (rate(lienthong_connector_events_failed_total[5m]))", "failed {{connector}} {{class}}"),
+        ("sum by (connector, class) (rate(lienthong_connector_events_dead_lettered_total[5m]))", "DLQ {{connector}} {{class}}")],
+        unit="ops", description="Alert LienthongDeadLetters fires on any dead-lettered record.")
+    l.panel("timeseries", "Connectors up / retrying", [
+        ("lienthong_connector_up", "up {{connector}}"),
+        ("lienthong_connector_retrying", "retrying {{connector}}")])
+    l.row("Latency")
+    l.panel("timeseries", "End-to-end latency p95 (event time → row committed)", [
+        ("histogram_quantile(0.95, sum by (connector, le) (rate(lienthong_connector_end_to_end_latency_seconds_bucket[5m])))", "{{connector}}")],
+        unit="s")
+    l.panel("timeseries", "Batch apply latency p95", [
+        ("histogram_quantile(0.95, sum by (connector, le) (rate(lienthong_connector_batch_duration_seconds_bucket[5m])))", "{{connector}}")],
+        unit="s")
+    l.panel("timeseries", "Mean batch size", [
+        ("sum by (connector) (rate(lienthong_connector_batch_size_records_sum[5m])) / sum by (connector) (rate(lienthong_connector_batch_size_records_count[5m]))", "{{connector}}")])
+    l.panel("timeseries", "Transient retries /s", [
+        ("sum by (connector, class) (rate(lienthong_connector_retries_total[5m]))", "{{connector}} {{class}}")], unit="ops")
+    l.row("Gateway and registry")
+    l.panel("timeseries", "Gateway requests /s by status", [
+        ("sum by (status) (rate(lienthong_gateway_requests_total[5m]))", "{{status}}")], unit="reqps")
+    l.panel("timeseries", "Gateway 5xx share by route", [
+        ('sum by (route) (rate(lienthong_gateway_requests_total{status=~"5.."}[5m])) / sum by (route) (rate(lienthong_gateway_requests_total[5m]))', "{{route}}")],
+        unit="percentunit", description="Alert LienthongGatewayErrors above 1%.")
+    l.panel("timeseries", "Gateway latency p95 by route", [
+        ("histogram_quantile(0.95, sum by (route, le) (rate(lienthong_gateway_request_duration_seconds_bucket[5m])))", "{{route}}")],
+        unit="s")
+    l.panel("timeseries", "Gateway rejections and duplicates /s", [
+        ("sum by (topic, reason) (rate(lienthong_gateway_events_rejected_total[5m]))", "{{topic}} {{reason}}"),
+        ("sum by (topic) (rate(lienthong_gateway_duplicate_events_total[5m]))", "{{topic}} duplicate")], unit="ops")
+    l.panel("timeseries", "Registry operations /s", [
+        ("sum by (operation, outcome) (rate(lienthong_registry_operations_total[5m]))", "{{operation}} {{outcome}}")], unit="ops")
+    l.panel("timeseries", "Kafka client errors /s", [
+        ("sum by (component, code) (rate(lienthong_kafka_client_errors_total[5m]))", "{{component}} {{code}}")], unit="ops")
+    return dashboard("lienthong-bus-health", "lienthong — bus health",
+                     "Flow, lag, dead letters, latency and errors of every lienthong component.", l, [])
+
+
+def service_chain():
+    u = 'unit=~"$unit"'
+    l = Layout()
+    l.row("Selected units ($unit)")
+    l.panel("stat", "Open cases", [(f"sum(lienthong_kpi_unit_cases_open{{{u}}})", "open")], w=4, h=5)
+    l.panel("stat", "Open past due", [(f"sum(lienthong_kpi_unit_cases_open_overdue{{{u}}})", "overdue")], w=4, h=5)
+    l.panel("stat", "Overdue share of open", [
+        (f"sum(lienthong_kpi_unit_cases_open_overdue{{{u}}}) / sum(lienthong_kpi_unit_cases_open{{{u}}})", "share")],
+        unit="percentunit", w=4, h=5)
+    l.panel("stat", "Completed on time", [
+        (f'sum(lienthong_kpi_unit_cases_completed_total{{{u},timeliness="on_time"}}) / sum(lienthong_kpi_unit_cases_completed_total{{{u}}})', "on time")],
+        unit="percentunit", w=4, h=5, description="Share of completed cases decided by the due date (working days, supplement pauses added).")
+    l.panel("stat", "Handled end-to-end online", [
+        (f"sum(lienthong_kpi_unit_cases_end_to_end_online_total{{{u}}}) / sum(lienthong_kpi_unit_cases_received_total{{{u}}})", "online")],
+        unit="percentunit", w=4, h=5)
+    l.panel("stat", "Feedback satisfaction (1–5)", [
+        (f"avg(lienthong_kpi_unit_feedback_satisfaction_average_score{{{u}}})", "score")], w=4, h=5,
+        description="Mean over the selected units of each unit's average rating.")
+    l.row("Flow of cases")
+    l.panel("timeseries", "Received per day by channel", [
+        (f"sum by (channel) (increase(lienthong_kpi_unit_cases_received_total{{{u}}}[1d]))", "{{channel}}")])
+    l.panel("timeseries", "Accepted, completed and closed per day", [
+        (f"sum(increase(lienthong_kpi_unit_cases_accepted_total{{{u}}}[1d]))", "accepted"),
+        (f"sum by (timeliness) (increase(lienthong_kpi_unit_cases_completed_total{{{u}}}[1d]))", "completed {{timeliness}}"),
+        (f"sum by (outcome) (increase(lienthong_kpi_unit_cases_ended_total{{{u}}}[1d]))", "{{outcome}}")])
+    l.panel("timeseries", "Supplement requests per day", [
+        (f"sum(increase(lienthong_kpi_unit_supplement_requests_total{{{u}}}[1d]))", "requests")])
+    l.panel("timeseries", "Processing time (submission → completion), 7-day window", [
+        (f"histogram_quantile(0.5, sum by (le) (rate(lienthong_kpi_unit_processing_duration_seconds_bucket{{{u}}}[7d])))", "median"),
+        (f"histogram_quantile(0.9, sum by (le) (rate(lienthong_kpi_unit_processing_duration_seconds_bucket{{{u}}}[7d])))", "p90")],
+        unit="s")
+    l.panel("timeseries", "Open and overdue", [
+        (f"sum(lienthong_kpi_unit_cases_open{{{u}}})", "open"),
+        (f"sum(lienthong_kpi_unit_cases_open_overdue{{{u}}})", "overdue")])
+    l.panel("timeseries", "Feedback per day", [
+        (f"sum(increase(lienthong_kpi_unit_feedback_received_total{{{u}}}[1d]))", "received"),
+        (f"sum(increase(lienthong_kpi_unit_feedback_resolved_total{{{u}}}[1d]))", "resolved")])
+    l.panel("table", "Units by overdue share", [
+        (f"sort_desc(lienthong_kpi_unit_open_overdue_ratio{{{u}}})", ""),
+    ], w=12, h=10, description="Alert LienthongOverdueShareHigh above 20% with at least 10 open cases.")
+    l.panel("table", "Units by end-to-end online share", [
+        (f"sort_desc(lienthong_kpi_unit_end_to_end_online_ratio{{{u}}})", ""),
+    ], w=12, h=10)
+    l.row("By procedure (top-N codes, the rest as other; not filtered by unit)")
+    l.panel("timeseries", "Open and overdue by procedure", [
+        ("sum by (procedure, level) (lienthong_kpi_procedure_cases_open)", "open {{procedure}}"),
+        ("sum by (procedure, level) (lienthong_kpi_procedure_cases_open_overdue)", "overdue {{procedure}}")])
+    l.panel("timeseries", "Received per day by online level", [
+        ("sum by (level) (increase(lienthong_kpi_procedure_cases_received_total[1d]))", "{{level}}"),
+        ("sum by (level) (increase(lienthong_kpi_procedure_cases_accepted_total[1d]))", "accepted {{level}}")])
+    l.panel("timeseries", "Completed late share by procedure", [
+        ('sum by (procedure) (lienthong_kpi_procedure_cases_completed_total{timeliness="late"}) / sum by (procedure) (lienthong_kpi_procedure_cases_completed_total)', "{{procedure}}")],
+        unit="percentunit")
+    l.panel("timeseries", "Processing time p90 by procedure, 7-day window", [
+        ("histogram_quantile(0.9, sum by (procedure, le) (rate(lienthong_kpi_procedure_processing_duration_seconds_bucket[7d])))", "{{procedure}}")],
+        unit="s")
+    l.panel("timeseries", "End-to-end online share by procedure", [
+        ("lienthong_kpi_procedure_end_to_end_online_ratio", "{{procedure}} ({{level}})")], unit="percentunit")
+    l.panel("timeseries", "Supplement requests per day by procedure", [
+        ("sum by (procedure) (increase(lienthong_kpi_procedure_supplement_requests_total[1d]))", "{{procedure}}")])
+    l.row("KPI engine")
+    l.panel("stat", "Caught up with the log", [("min(lienthong_kpi_caught_up)", "caught up")], w=6, h=5,
+            description="0 while the engine re-reads its topics after a start: indicators are partial.")
+    l.panel("stat", "Cases in memory", [("sum(lienthong_kpi_cases_tracked)", "cases")], w=6, h=5)
+    l.panel("timeseries", "Anomalies per hour by kind", [
+        ("sum by (kind) (increase(lienthong_kpi_anomalies_total[1h]))", "{{kind}}")], w=6, h=5)
+    l.panel("timeseries", "Records read /s by outcome", [
+        ("sum by (topic, outcome) (rate(lienthong_kpi_events_total[5m]))", "{{topic}} {{outcome}}")], unit="ops", w=6, h=5)
+    unit_var = {
+        "name": "unit", "label": "Unit", "type": "query", "datasource": DS,
+        "query": {"query": "label_values(lienthong_kpi_unit_cases_open, unit)", "refId": "units"},
+        "definition": "label_values(lienthong_kpi_unit_cases_open, unit)",
+        "multi": True, "includeAll": True, "allValue": ".*", "refresh": 2, "sort": 1,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "hide": 0,
+    }
+    return dashboard("lienthong-service-chain", "lienthong — service-chain indicators",
+                     "Cases received, accepted, completed on time or late, open and overdue (working days), "
+                     "end-to-end online share, supplements, processing time and feedback, per unit and per procedure. "
+                     "Definitions: docs/kpi.md.", l, [unit_var])
+
+
+if __name__ == "__main__":
+    out = HERE / "dashboards"
+    out.mkdir(exist_ok=True)
+    for name, d in [("bus-health.json", bus_health()), ("service-chain.json", service_chain())]:
+        (out / name).write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {out / name}")
