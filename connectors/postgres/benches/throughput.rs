@@ -208,7 +208,7 @@ async fn staging_round(admin: &str, ops: &[Op]) -> Duration {
         tx.batch_execute(
             "CREATE TEMP TABLE IF NOT EXISTS stage_events (LIKE case_events) ON COMMIT DELETE ROWS;
              CREATE TEMP TABLE IF NOT EXISTS stage_cases (LIKE cases) ON COMMIT DELETE ROWS;
-             CREATE TEMP TABLE IF NOT EXISTS stage_set (id TEXT, col TEXT) ON COMMIT DELETE ROWS;",
+             CREATE TEMP TABLE IF NOT EXISTS stage_set (id TEXT, col TEXT, PRIMARY KEY (id, col)) ON COMMIT DELETE ROWS;",
         )
         .await
         .unwrap();
@@ -317,11 +317,15 @@ async fn main() {
         std::process::exit(2);
     };
     let ops = sample_case_ops(EVENTS, "bench").unwrap();
+    eprintln!("{} events prepared", ops.len());
     let (mut sink, mut staging, mut copy) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    for round in 1..=ROUNDS {
         sink.push(sink_round(&admin, &ops).await);
+        eprintln!("round {round}: sink {:?}", sink.last());
         staging.push(staging_round(&admin, &ops).await);
+        eprintln!("round {round}: staging {:?}", staging.last());
         copy.push(copy_floor_round(&admin, &ops).await);
+        eprintln!("round {round}: copy {:?}", copy.last());
     }
     let (s, g, c) = (median(sink), median(staging), median(copy));
     println!(

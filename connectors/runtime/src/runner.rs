@@ -149,6 +149,9 @@ struct Runner<S: Sink> {
     held_back: VecDeque<OwnedMessage>,
     shutdown: CancellationToken,
     shutdown_deadline: Option<Instant>,
+    /// A client outside the group, for high watermarks (the lag gauge).
+    watermarks: Arc<BaseConsumer>,
+    lag_updated: Option<Instant>,
 }
 
 /// Run a connector over `sink` until `shutdown` is cancelled (then finish the in-flight batch
@@ -232,6 +235,14 @@ impl<S: Sink> Runner<S> {
             }
         }
         let producer: FutureProducer = pc.create()?;
+        let mut wc = ClientConfig::new();
+        wc.set("bootstrap.servers", &config.kafka.bootstrap);
+        for (k, v) in &config.kafka.options {
+            if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+                wc.set(k, v);
+            }
+        }
+        let watermarks: BaseConsumer = wc.create()?;
         Ok(Runner {
             config,
             sink,
@@ -253,6 +264,8 @@ impl<S: Sink> Runner<S> {
             held_back: VecDeque::new(),
             shutdown,
             shutdown_deadline: None,
+            watermarks: Arc::new(watermarks),
+            lag_updated: None,
         })
     }
 
@@ -818,6 +831,12 @@ impl<S: Sink> Runner<S> {
                             let _ = self.consumer.pause(&a);
                             paused = Some(a);
                         }
+                        if self.shutdown.is_cancelled() && self.shutdown_deadline.is_none() {
+                            self.shutdown_deadline = Some(
+                                Instant::now()
+                                    + Duration::from_secs(self.config.shutdown_timeout_secs),
+                            );
+                        }
                         if self.shutdown_expired() {
                             tracing::warn!(connector = %self.name(), "shutdown time is up: abandoning the in-flight batch (it will be read again)");
                             break 'outer Ok(());
@@ -891,8 +910,10 @@ impl<S: Sink> Runner<S> {
     async fn wait_serving_rebalances(&mut self, d: Duration) -> Result<(), ConnectError> {
         let until = tokio::time::Instant::now() + d;
         loop {
+            let watch_shutdown = !self.shutdown.is_cancelled();
             let got = tokio::select! {
                 _ = tokio::time::sleep_until(until) => None,
+                _ = self.shutdown.cancelled(), if watch_shutdown => return Ok(()),
                 m = self.consumer.recv() => Some(m.map(|m| m.detach())),
             };
             match got {
@@ -978,6 +999,38 @@ impl<S: Sink> Runner<S> {
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(error = %e, "committing offsets to Kafka (lag visibility only)");
         }
+        self.update_lag();
+    }
+
+    /// At most every 5 s, set the lag gauge (high watermark minus the store's offset) from a
+    /// client outside the group, on a blocking thread.
+    fn update_lag(&mut self) {
+        if self
+            .lag_updated
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.lag_updated = Some(Instant::now());
+        let positions: Vec<(String, i32, i64)> = self
+            .positions
+            .iter()
+            .filter_map(|((t, p), o)| o.map(|o| (t.to_string(), *p, o)))
+            .collect();
+        let client = self.watermarks.clone();
+        let gauge = self.metrics.consumer_lag.clone();
+        let name = self.config.name.clone();
+        tokio::task::spawn_blocking(move || {
+            for (topic, partition, next) in positions {
+                if let Ok((_, high)) =
+                    client.fetch_watermarks(&topic, partition, Duration::from_secs(5))
+                {
+                    gauge
+                        .with_label_values(&[name.as_str(), &topic, &partition.to_string()])
+                        .set((high - next).max(0));
+                }
+            }
+        });
     }
 }
 
