@@ -11,6 +11,7 @@
 //! never appear in logs or `Debug` output.
 
 pub mod config;
+pub mod connect;
 pub mod kpi;
 pub mod schemas;
 pub mod tail;
@@ -58,6 +59,12 @@ pub enum Command {
     /// Work with the catalog's Kafka topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// Run a sink connector described by a TOML file until Ctrl-C (see docs/connectors.md).
+    Connect {
+        /// The connector's TOML file.
+        #[arg(value_name = "CONNECTOR_TOML")]
+        connector: std::path::PathBuf,
+    },
     /// Play a day of the city on embedded defaults: an in-memory Kafka, the registry,
     /// `/metrics`, and cases filed, transferred, completed and rated at wards and departments.
     Demo(DemoArgs),
@@ -157,6 +164,9 @@ impl CliError {
 
 /// Run one command until it is done or `shutdown` is cancelled.
 pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
+    if let Command::Connect { connector } = &cli.command {
+        return connect::run_file(connector, shutdown).await;
+    }
     let catalog = Catalog::load(&config.schemas_dir).map_err(|e| CliError::Usage(e.to_string()))?;
     match cli.command {
         Command::Schemas(SchemasCommand::Check) => schemas_check(&config.schemas_dir, &catalog),
@@ -186,6 +196,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
             topics_create(&config, &catalog, replication).await
         }
         Command::Up => up(&config, catalog, shutdown).await,
+        Command::Connect { .. } => Ok(()),
         Command::Demo(args) => demo(args, &config.schemas_dir, catalog, shutdown).await,
         Command::Tail(args) => tail::tail(&config, &catalog, args, shutdown).await,
     }

@@ -1,0 +1,351 @@
+//! PostgreSQL sink throughput, release build, in one run against the PostgreSQL of
+//! `LIENTHONG_PG_URL` (`source /tmp/svc.env` or `eval "$(ops/services.sh up)"`):
+//!
+//! - **sink**: 50,000 case events applied by `PostgresSink::apply` in batches of 5,000, each
+//!   batch with its offsets in one transaction (version guard, history, fencing): the
+//!   effectively-once path, with `unnest` multi-row upserts;
+//! - **staging**: the same batches written the other way the issue names — binary `COPY` of
+//!   the planned rows into temporary staging tables, then one merge statement per table;
+//! - **copy floor**: a binary `COPY` of the same 50,000 history rows into an empty history table,
+//!   nothing else (no upsert, no guard, no offsets).
+//!
+//! Each variant runs in a fresh database, several rounds; the median is printed, with ratios.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::pin_mut;
+use lienthong_connect::model::{Cell, Entity, HistoryRow, Op, plan, sample_case_ops};
+use lienthong_connect::sink::{Batch, OffsetUpdate, Sink};
+use lienthong_sink_postgres::PostgresSink;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+
+const EVENTS: usize = 50_000;
+const BATCH: usize = 5_000;
+const ROUNDS: usize = 3;
+
+async fn fresh_db(admin: &str, tag: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let db = format!(
+        "bench_{tag}_{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{db}\""))
+        .await
+        .unwrap();
+    admin
+        .rsplit_once('/')
+        .map(|(s, _)| format!("{s}/{db}"))
+        .unwrap()
+}
+
+fn batches(ops: &[Op]) -> Vec<Batch> {
+    ops.chunks(BATCH)
+        .enumerate()
+        .map(|(i, chunk)| Batch {
+            connector: "bench".into(),
+            ops: chunk.to_vec(),
+            offsets: vec![OffsetUpdate {
+                topic: "t".into(),
+                partition: 0,
+                expected: (i > 0).then_some((i * BATCH) as i64),
+                next: ((i + 1) * BATCH) as i64,
+            }],
+        })
+        .collect()
+}
+
+async fn sink_round(admin: &str, ops: &[Op]) -> Duration {
+    let url = fresh_db(admin, "sink").await;
+    let mut sink = PostgresSink::open(&url).await.unwrap();
+    // Warm the columns so that the timed run measures steady-state apply, not DDL.
+    let warm = sample_case_ops(2_000, "warm").unwrap();
+    sink.apply(Batch {
+        connector: "warm".into(),
+        ops: warm,
+        offsets: vec![],
+    })
+    .await
+    .unwrap();
+    let bs = batches(ops);
+    let t = Instant::now();
+    for b in bs {
+        sink.apply(b).await.unwrap();
+    }
+    t.elapsed()
+}
+
+async fn client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+async fn copy_history(tx: &tokio_postgres::Transaction<'_>, table: &str, rows: &[&HistoryRow]) {
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {table} (event_id, id, version, occurred_at, producer_unit, correlation_id, kind, body) FROM STDIN BINARY"
+        ))
+        .await
+        .unwrap();
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for h in rows {
+        writer
+            .as_mut()
+            .write(&[
+                &h.event_id,
+                &h.id,
+                &h.version,
+                &h.occurred_at,
+                &h.producer_unit,
+                &h.correlation_id,
+                &h.kind,
+                &h.body,
+            ])
+            .await
+            .unwrap();
+    }
+    writer.finish().await.unwrap();
+}
+
+async fn copy_floor_round(admin: &str, ops: &[Op]) -> Duration {
+    let url = fresh_db(admin, "copy").await;
+    PostgresSink::open(&url).await.unwrap();
+    let history: Vec<HistoryRow> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::Upsert(c) => c.history.clone(),
+            Op::Delete { .. } => None,
+        })
+        .collect();
+    let mut c = client(&url).await;
+    let t = Instant::now();
+    for chunk in history.chunks(BATCH) {
+        let tx = c.transaction().await.unwrap();
+        let rows: Vec<&HistoryRow> = chunk.iter().collect();
+        copy_history(&tx, "case_events", &rows).await;
+        tx.commit().await.unwrap();
+    }
+    t.elapsed()
+}
+
+/// The alternative write path: COPY the planned rows into staging tables, merge once per table.
+async fn staging_round(admin: &str, ops: &[Op]) -> Duration {
+    let url = fresh_db(admin, "staging").await;
+    let mut sink = PostgresSink::open(&url).await.unwrap();
+    let warm = sample_case_ops(2_000, "warm").unwrap();
+    sink.apply(Batch {
+        connector: "warm".into(),
+        ops: warm,
+        offsets: vec![],
+    })
+    .await
+    .unwrap();
+    let mut c = client(&url).await;
+    // Every body column of the cases table, with its type.
+    let cols: Vec<(String, String)> = c
+        .query(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'cases' AND column_name NOT IN ('id') ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let t = Instant::now();
+    for (i, chunk) in ops.chunks(BATCH).enumerate() {
+        let tx = c.transaction().await.unwrap();
+        let moved = if i == 0 {
+            tx.execute(
+                "INSERT INTO lienthong_offsets VALUES ('bench', 't', 0, $1)",
+                &[&(BATCH as i64)],
+            )
+            .await
+            .unwrap()
+        } else {
+            tx.execute(
+                "UPDATE lienthong_offsets SET next_offset = $2 WHERE connector = 'bench' AND next_offset = $1",
+                &[&((i * BATCH) as i64), &(((i + 1) * BATCH) as i64)],
+            )
+            .await
+            .unwrap()
+        };
+        assert_eq!(moved, 1);
+        let keys: Vec<&str> = chunk.iter().map(|o| o.target().1).collect();
+        let mut held = HashMap::new();
+        for r in tx
+            .query("SELECT id, version FROM cases WHERE id = ANY($1)", &[&keys])
+            .await
+            .unwrap()
+        {
+            held.insert((Entity::Cases, r.get::<_, String>(0)), r.get::<_, i64>(1));
+        }
+        let p = plan(chunk.to_vec(), &held);
+        tx.batch_execute(
+            "CREATE TEMP TABLE IF NOT EXISTS stage_events (LIKE case_events) ON COMMIT DELETE ROWS;
+             CREATE TEMP TABLE IF NOT EXISTS stage_cases (LIKE cases) ON COMMIT DELETE ROWS;
+             CREATE TEMP TABLE IF NOT EXISTS stage_set (id TEXT, col TEXT, PRIMARY KEY (id, col)) ON COMMIT DELETE ROWS;",
+        )
+        .await
+        .unwrap();
+        let history: Vec<&HistoryRow> = p.history.iter().map(|(_, h)| h).collect();
+        copy_history(&tx, "stage_events", &history).await;
+        // Staged rows carry every column; which columns an upsert sets differs per row, so
+        // the merge takes a staged value only where the batch set it (`stage_set`).
+        let mut names = vec!["id".to_string()];
+        let mut types = vec![Type::TEXT];
+        for (n, t) in &cols {
+            names.push(format!("\"{n}\""));
+            types.push(match t.as_str() {
+                "bigint" => Type::INT8,
+                "boolean" => Type::BOOL,
+                "double precision" => Type::FLOAT8,
+                _ => Type::TEXT,
+            });
+        }
+        let copy = tx
+            .copy_in(&format!(
+                "COPY stage_cases ({}) FROM STDIN BINARY",
+                names.join(", ")
+            ))
+            .await
+            .unwrap();
+        let writer = BinaryCopyInWriter::new(copy, &types);
+        pin_mut!(writer);
+        let mut set_rows = Vec::new();
+        for u in &p.upserts {
+            let mut values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
+                vec![Box::new(u.key.clone())];
+            for (n, t) in &cols {
+                let cell = if n == "version" {
+                    Some(Cell::Int(u.version))
+                } else {
+                    u.cells
+                        .iter()
+                        .find(|(c, _)| &*c.name == n)
+                        .map(|(_, v)| v.clone())
+                };
+                if cell.is_some() {
+                    set_rows.push((u.key.clone(), n.clone()));
+                }
+                values.push(match (cell, t.as_str()) {
+                    (Some(Cell::Int(i)), _) => Box::new(Some(i)),
+                    (Some(Cell::Bool(b)), _) => Box::new(Some(b)),
+                    (Some(Cell::Double(d)), _) => Box::new(Some(d)),
+                    (Some(Cell::Text(s)), _) => Box::new(Some(s)),
+                    (_, "bigint") => Box::new(None::<i64>),
+                    (_, "boolean") => Box::new(None::<bool>),
+                    (_, "double precision") => Box::new(None::<f64>),
+                    _ => Box::new(None::<String>),
+                });
+            }
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+                .iter()
+                .map(|b| &**b as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            writer.as_mut().write(&refs).await.unwrap();
+        }
+        writer.finish().await.unwrap();
+        let ids: Vec<&str> = set_rows.iter().map(|(i, _)| i.as_str()).collect();
+        let cs: Vec<&str> = set_rows.iter().map(|(_, c)| c.as_str()).collect();
+        tx.execute(
+            "INSERT INTO stage_set SELECT * FROM unnest($1::text[], $2::text[])",
+            &[&ids, &cs],
+        )
+        .await
+        .unwrap();
+        let sets: Vec<String> = cols
+            .iter()
+            .filter(|(n, _)| n != "version")
+            .map(|(n, _)| {
+                format!(
+                    "\"{n}\" = CASE WHEN EXISTS (SELECT 1 FROM stage_set s WHERE s.id = EXCLUDED.id AND s.col = '{n}') THEN EXCLUDED.\"{n}\" ELSE t.\"{n}\" END"
+                )
+            })
+            .collect();
+        tx.batch_execute(&format!(
+            "INSERT INTO cases AS t SELECT * FROM stage_cases ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, {} WHERE t.version < EXCLUDED.version;
+             INSERT INTO case_events SELECT * FROM stage_events ON CONFLICT (event_id) DO NOTHING;",
+            sets.join(", ")
+        ))
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    t.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn rate(d: Duration) -> f64 {
+    EVENTS as f64 / d.as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let Ok(admin) = std::env::var("LIENTHONG_PG_URL") else {
+        eprintln!(
+            "LIENTHONG_PG_URL is not set: source /tmp/svc.env or eval \"$(ops/services.sh up)\""
+        );
+        std::process::exit(2);
+    };
+    let ops = sample_case_ops(EVENTS, "bench").unwrap();
+    eprintln!("{} events prepared", ops.len());
+    let (mut sink, mut staging, mut copy) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        sink.push(sink_round(&admin, &ops).await);
+        eprintln!("round {round}: sink {:?}", sink.last());
+        staging.push(staging_round(&admin, &ops).await);
+        eprintln!("round {round}: staging {:?}", staging.last());
+        copy.push(copy_floor_round(&admin, &ops).await);
+        eprintln!("round {round}: copy {:?}", copy.last());
+    }
+    let (s, g, c) = (median(sink), median(staging), median(copy));
+    println!(
+        "PostgreSQL sink, {EVENTS} case events in batches of {BATCH}, median of {ROUNDS} rounds:"
+    );
+    println!(
+        "  sink (unnest upserts, effectively once): {:>9.0} events/s  ({s:?})",
+        rate(s)
+    );
+    println!(
+        "  COPY into staging + merge:                {:>9.0} events/s  ({g:?})",
+        rate(g)
+    );
+    println!(
+        "  binary COPY of the history rows (floor):  {:>9.0} rows/s    ({c:?})",
+        rate(c)
+    );
+    println!(
+        "  sink / COPY floor = {:.2}x;  sink / staging = {:.2}x",
+        rate(s) / rate(c),
+        rate(s) / rate(g)
+    );
+}

@@ -1,0 +1,687 @@
+//! The PostgreSQL sink: a department's own store, kept in sync with the log effectively once.
+//!
+//! The runtime (`lienthong-connect`) owns the loop; this crate applies one batch and its
+//! offsets in one PostgreSQL transaction:
+//!
+//! 1. **fence** — each partition's offset row moves from the offset the runtime expects to the
+//!    new one (`UPDATE … WHERE next_offset = expected`); if another instance moved it, the
+//!    transaction is refused;
+//! 2. read the versions held for the batch's keys, and fold the batch with
+//!    [`lienthong_connect::model::plan`];
+//! 3. add any column a newer writer schema brought (`ALTER TABLE … ADD COLUMN`, recorded in
+//!    `lienthong_migrations`);
+//! 4. delete tombstoned keys; upsert the merged rows, one statement per table and column set,
+//!    with `INSERT … SELECT FROM unnest($1::text[], …) ON CONFLICT (id) DO UPDATE … WHERE
+//!    version < EXCLUDED.version`; insert history rows `ON CONFLICT (event_id) DO NOTHING`;
+//! 5. commit.
+//!
+//! Errors are classed for the runtime: serialization failures (40001), deadlocks (40P01), a
+//! lost or refused connection and server shutdowns are transient; integrity (class 23) and data
+//! (class 22) errors are per-record constraint violations; anything else stops the connector.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lienthong_connect::model::{Cell, Column, Entity, HISTORY_COLUMNS, SqlType, Upsert, plan};
+use lienthong_connect::sink::{Applied, Batch, Sink, StoredOffset};
+use lienthong_connect::{Row, StoreError};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement, Transaction};
+
+/// How long one batch transaction may take before it counts as a lost connection.
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Class a PostgreSQL error for the runtime.
+pub fn classify(e: &tokio_postgres::Error) -> StoreError {
+    let message = e.to_string();
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{message}: {}", db.message()),
+        None => message,
+    };
+    match e.code() {
+        None => StoreError::Transient {
+            class: "store_unavailable",
+            message: detail,
+        },
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => StoreError::Transient {
+            class: "serialization",
+            message: detail,
+        },
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => StoreError::Transient {
+            class: "deadlock",
+            message: detail,
+        },
+        Some(c) => {
+            let code = c.code();
+            if code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "55P03"
+                || code == "40003"
+            {
+                StoreError::Transient {
+                    class: "store_unavailable",
+                    message: detail,
+                }
+            } else if code.starts_with("23") || code.starts_with("22") {
+                StoreError::Constraint(detail)
+            } else {
+                StoreError::Fatal(detail)
+            }
+        }
+    }
+}
+
+fn sql_type(t: SqlType) -> &'static str {
+    match t {
+        SqlType::Bool => "BOOLEAN",
+        SqlType::Int => "BIGINT",
+        SqlType::Double => "DOUBLE PRECISION",
+        SqlType::Text => "TEXT",
+    }
+}
+
+fn array_type(t: SqlType) -> &'static str {
+    match t {
+        SqlType::Bool => "bool[]",
+        SqlType::Int => "int8[]",
+        SqlType::Double => "float8[]",
+        SqlType::Text => "text[]",
+    }
+}
+
+/// Quote an identifier.
+fn q(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The DDL of the base tables (idempotent).
+pub fn base_ddl() -> String {
+    let mut ddl = String::from(
+        "CREATE TABLE IF NOT EXISTS lienthong_offsets (
+            connector TEXT NOT NULL, topic TEXT NOT NULL, partition INT NOT NULL,
+            next_offset BIGINT NOT NULL, PRIMARY KEY (connector, topic, partition));
+         CREATE TABLE IF NOT EXISTS lienthong_migrations (
+            table_name TEXT NOT NULL, column_name TEXT NOT NULL, column_type TEXT NOT NULL,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (table_name, column_name));
+         INSERT INTO lienthong_migrations (table_name, column_name, column_type)
+            VALUES ('*', 'base', 'v1') ON CONFLICT DO NOTHING;\n",
+    );
+    for e in Entity::ALL {
+        let mut cols = vec![
+            "id TEXT PRIMARY KEY".to_string(),
+            "version BIGINT NOT NULL CHECK (version >= 1)".to_string(),
+        ];
+        for (name, ty) in e.fixed_columns() {
+            cols.push(format!("{} {} NOT NULL", q(name), sql_type(*ty)));
+        }
+        ddl.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {} ({});\n",
+            q(e.table()),
+            cols.join(", ")
+        ));
+        if let Some(h) = e.history_table() {
+            let mut cols = vec!["event_id TEXT PRIMARY KEY".to_string()];
+            for (name, ty) in HISTORY_COLUMNS {
+                let check = if *name == "version" {
+                    " CHECK (version >= 1)"
+                } else {
+                    ""
+                };
+                cols.push(format!("{} {} NOT NULL{check}", q(name), sql_type(*ty)));
+            }
+            ddl.push_str(&format!(
+                "CREATE TABLE IF NOT EXISTS {} ({});\nCREATE INDEX IF NOT EXISTS {} ON {} (id, version);\n",
+                q(h),
+                cols.join(", "),
+                q(&format!("{h}_by_id")),
+                q(h)
+            ));
+        }
+    }
+    ddl
+}
+
+/// A PostgreSQL store.
+pub struct PostgresSink {
+    config: tokio_postgres::Config,
+    client: Option<Client>,
+    statements: HashMap<String, Statement>,
+    /// Body columns per table, as recorded in `lienthong_migrations`.
+    known: HashMap<String, HashMap<String, SqlType>>,
+}
+
+impl std::fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSink")
+            .field("connected", &self.client.is_some())
+            .finish()
+    }
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| classify(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+impl PostgresSink {
+    /// Connect to `url`, create the base tables if missing, and load the applied migrations.
+    /// A store that cannot be reached is a transient error: the caller may retry.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Fatal(format!("invalid PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.keepalives_idle(Duration::from_secs(30));
+        let mut sink = PostgresSink {
+            config,
+            client: None,
+            statements: HashMap::new(),
+            known: HashMap::new(),
+        };
+        sink.migrate().await?;
+        Ok(sink)
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.statements.clear();
+            self.client = Some(connect(&self.config).await?);
+        }
+        self.client
+            .as_mut()
+            .ok_or_else(|| StoreError::Fatal("no client".into()))
+    }
+
+    async fn migrate(&mut self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| classify(&e))?;
+        // Two instances opening at once must not race on CREATE TABLE.
+        tx.batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock(7411250706);\n{}",
+            base_ddl()
+        ))
+        .await
+        .map_err(|e| classify(&e))?;
+        let rows = tx
+            .query(
+                "SELECT table_name, column_name, column_type FROM lienthong_migrations WHERE table_name <> '*'",
+                &[],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        tx.commit().await.map_err(|e| classify(&e))?;
+        self.known.clear();
+        for r in rows {
+            let (t, c, ty): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            let ty = SqlType::parse(&ty)
+                .ok_or_else(|| StoreError::Fatal(format!("unknown column type {ty:?}")))?;
+            self.known.entry(t).or_default().insert(c, ty);
+        }
+        Ok(())
+    }
+
+    /// Forget `connector`'s offsets, so that its next start replays every topic from the
+    /// beginning (the version guard makes the replay change nothing).
+    pub async fn forget_offsets(&mut self, connector: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM lienthong_offsets WHERE connector = $1",
+                &[&connector],
+            )
+            .await
+            .map_err(|e| classify(&e))
+    }
+
+    fn drop_client_on(&mut self, e: &StoreError) {
+        if e.is_transient() {
+            self.client = None;
+            self.statements.clear();
+        }
+    }
+
+    async fn apply_inner(&mut self, batch: Batch) -> Result<Applied, StoreError> {
+        let mut known = std::mem::take(&mut self.known);
+        let mut statements = std::mem::take(&mut self.statements);
+        let result = async {
+            let client = self.client().await?;
+            let tx = client.transaction().await.map_err(|e| classify(&e))?;
+            let applied = apply_in(&tx, &batch, &mut known, &mut statements).await?;
+            tx.commit().await.map_err(|e| classify(&e))?;
+            Ok(applied)
+        }
+        .await;
+        match &result {
+            Ok(_) => {
+                self.known = known;
+                self.statements = statements;
+            }
+            Err(_) => {
+                // Columns added in a rolled-back transaction are not there: the next batch
+                // asks `lienthong_migrations` again for every column it uses.
+                self.statements = statements;
+                self.known.clear();
+            }
+        }
+        result
+    }
+}
+
+async fn prepared(
+    tx: &Transaction<'_>,
+    statements: &mut HashMap<String, Statement>,
+    sql: String,
+) -> Result<Statement, StoreError> {
+    if let Some(s) = statements.get(&sql) {
+        return Ok(s.clone());
+    }
+    let s = tx.prepare(&sql).await.map_err(|e| classify(&e))?;
+    statements.insert(sql, s.clone());
+    Ok(s)
+}
+
+/// One column of values for `unnest`.
+enum ColumnValues<'a> {
+    Bool(Vec<Option<bool>>),
+    Int(Vec<Option<i64>>),
+    Double(Vec<Option<f64>>),
+    Text(Vec<Option<&'a str>>),
+}
+
+impl<'a> ColumnValues<'a> {
+    fn new(ty: SqlType, n: usize) -> Self {
+        match ty {
+            SqlType::Bool => ColumnValues::Bool(Vec::with_capacity(n)),
+            SqlType::Int => ColumnValues::Int(Vec::with_capacity(n)),
+            SqlType::Double => ColumnValues::Double(Vec::with_capacity(n)),
+            SqlType::Text => ColumnValues::Text(Vec::with_capacity(n)),
+        }
+    }
+
+    fn push(&mut self, cell: &'a Cell) -> Result<(), StoreError> {
+        match (self, cell) {
+            (ColumnValues::Bool(v), Cell::Bool(b)) => v.push(Some(*b)),
+            (ColumnValues::Bool(v), Cell::Null) => v.push(None),
+            (ColumnValues::Int(v), Cell::Int(i)) => v.push(Some(*i)),
+            (ColumnValues::Int(v), Cell::Null) => v.push(None),
+            (ColumnValues::Double(v), Cell::Double(d)) => v.push(Some(*d)),
+            (ColumnValues::Double(v), Cell::Null) => v.push(None),
+            (ColumnValues::Text(v), Cell::Text(s)) => v.push(Some(s)),
+            (ColumnValues::Text(v), Cell::Null) => v.push(None),
+            (_, c) => {
+                return Err(StoreError::Incompatible(format!(
+                    "value {c:?} does not fit its column's type"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            ColumnValues::Bool(v) => v,
+            ColumnValues::Int(v) => v,
+            ColumnValues::Double(v) => v,
+            ColumnValues::Text(v) => v,
+        }
+    }
+}
+
+async fn ensure_columns(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &[&Column],
+    known: &mut HashMap<String, HashMap<String, SqlType>>,
+) -> Result<(), StoreError> {
+    for c in columns {
+        let have = known.get(table).and_then(|t| t.get(&*c.name)).copied();
+        let have = match have {
+            Some(t) => Some(t),
+            None => tx
+                .query_opt(
+                    "SELECT column_type FROM lienthong_migrations WHERE table_name = $1 AND column_name = $2",
+                    &[&table, &&*c.name],
+                )
+                .await
+                .map_err(|e| classify(&e))?
+                .and_then(|r| SqlType::parse(r.get::<_, &str>(0))),
+        };
+        match have {
+            Some(t) if t == c.ty => {}
+            Some(t) => {
+                return Err(StoreError::Incompatible(format!(
+                    "column {table}.{} is {} but a writer schema now sends {}",
+                    c.name,
+                    t.as_str(),
+                    c.ty.as_str()
+                )));
+            }
+            None => {
+                tx.batch_execute(&format!(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+                    q(table),
+                    q(&c.name),
+                    sql_type(c.ty)
+                ))
+                .await
+                .map_err(|e| classify(&e))?;
+                tx.execute(
+                    "INSERT INTO lienthong_migrations (table_name, column_name, column_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&table, &&*c.name, &c.ty.as_str()],
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+                tracing::info!(table, column = %c.name, ty = c.ty.as_str(), "added a column for a newer writer schema");
+            }
+        }
+        known
+            .entry(table.to_string())
+            .or_default()
+            .insert(c.name.to_string(), c.ty);
+    }
+    Ok(())
+}
+
+fn is_fixed(entity: Entity, name: &str) -> bool {
+    entity.fixed_columns().iter().any(|(n, _)| *n == name)
+}
+
+async fn apply_in(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    known: &mut HashMap<String, HashMap<String, SqlType>>,
+    statements: &mut HashMap<String, Statement>,
+) -> Result<Applied, StoreError> {
+    // 1. Fence and move the offsets.
+    for o in &batch.offsets {
+        let n = match o.expected {
+            Some(expected) => tx
+                .execute(
+                    "UPDATE lienthong_offsets SET next_offset = $5 WHERE connector = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
+                    &[&batch.connector, &o.topic, &o.partition, &expected, &o.next],
+                )
+                .await,
+            None => tx
+                .execute(
+                    "INSERT INTO lienthong_offsets (connector, topic, partition, next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[&batch.connector, &o.topic, &o.partition, &o.next],
+                )
+                .await,
+        }
+        .map_err(|e| classify(&e))?;
+        if n != 1 {
+            return Err(StoreError::Fenced {
+                topic: o.topic.clone(),
+                partition: o.partition,
+            });
+        }
+    }
+    // 2. Versions held for the batch's keys.
+    let mut keys: HashMap<Entity, Vec<&str>> = HashMap::new();
+    for op in &batch.ops {
+        let (e, k) = op.target();
+        keys.entry(e).or_default().push(k);
+    }
+    let mut held = HashMap::new();
+    for (e, ks) in &keys {
+        let stmt = prepared(
+            tx,
+            statements,
+            format!(
+                "SELECT id, version FROM {} WHERE id = ANY($1)",
+                q(e.table())
+            ),
+        )
+        .await?;
+        for r in tx.query(&stmt, &[ks]).await.map_err(|e| classify(&e))? {
+            held.insert((*e, r.get::<_, String>(0)), r.get::<_, i64>(1));
+        }
+    }
+    let p = plan(batch.ops.clone(), &held);
+    // 3. Columns.
+    let mut by_table: HashMap<Entity, Vec<&Column>> = HashMap::new();
+    for u in &p.upserts {
+        let cols = by_table.entry(u.entity).or_default();
+        for (c, _) in &u.cells {
+            if !is_fixed(u.entity, &c.name) && !cols.iter().any(|x| x.name == c.name) {
+                cols.push(c);
+            }
+        }
+    }
+    for (e, cols) in &by_table {
+        ensure_columns(tx, e.table(), cols, known).await?;
+    }
+    // 4. Deletes, upserts, history.
+    let mut deletes: HashMap<Entity, Vec<&str>> = HashMap::new();
+    for (e, k) in &p.deletes {
+        deletes.entry(*e).or_default().push(k);
+    }
+    for (e, ks) in &deletes {
+        let stmt = prepared(
+            tx,
+            statements,
+            format!("DELETE FROM {} WHERE id = ANY($1)", q(e.table())),
+        )
+        .await?;
+        tx.execute(&stmt, &[ks]).await.map_err(|e| classify(&e))?;
+    }
+    let mut groups: HashMap<(Entity, Signature<'_>), Vec<&Upsert>> = HashMap::new();
+    for u in &p.upserts {
+        let sig: Vec<(&str, SqlType)> = u.cells.iter().map(|(c, _)| (&*c.name, c.ty)).collect();
+        groups.entry((u.entity, sig)).or_default().push(u);
+    }
+    for ((entity, sig), rows) in &groups {
+        upsert_group(tx, statements, *entity, sig, rows).await?;
+    }
+    let mut history: HashMap<Entity, Vec<&lienthong_connect::model::HistoryRow>> = HashMap::new();
+    for (e, h) in &p.history {
+        history.entry(*e).or_default().push(h);
+    }
+    for (e, rows) in &history {
+        insert_history(tx, statements, *e, rows).await?;
+    }
+    Ok(Applied {
+        applied: p.applied,
+        filtered: p.filtered,
+        stale: p.stale,
+    })
+}
+
+/// The columns an upsert sets, in order: rows with the same signature share one statement.
+type Signature<'a> = Vec<(&'a str, SqlType)>;
+
+async fn upsert_group(
+    tx: &Transaction<'_>,
+    statements: &mut HashMap<String, Statement>,
+    entity: Entity,
+    sig: &[(&str, SqlType)],
+    rows: &[&Upsert],
+) -> Result<(), StoreError> {
+    let mut names = vec!["id".to_string(), "version".to_string()];
+    let mut types = vec!["text[]", "int8[]"];
+    let mut sets = vec!["version = EXCLUDED.version".to_string()];
+    for (n, t) in sig {
+        names.push(q(n));
+        types.push(array_type(*t));
+        sets.push(format!("{} = EXCLUDED.{}", q(n), q(n)));
+    }
+    let params: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}", i + 1))
+        .collect();
+    let table = q(entity.table());
+    let sql = format!(
+        "INSERT INTO {table} AS t ({}) SELECT * FROM unnest({}) ON CONFLICT (id) DO UPDATE SET {} WHERE t.version < EXCLUDED.version",
+        names.join(", "),
+        params.join(", "),
+        sets.join(", ")
+    );
+    let stmt = prepared(tx, statements, sql).await?;
+    let ids: Vec<&str> = rows.iter().map(|u| u.key.as_str()).collect();
+    let versions: Vec<i64> = rows.iter().map(|u| u.version).collect();
+    let mut cols: Vec<ColumnValues<'_>> = sig
+        .iter()
+        .map(|(_, t)| ColumnValues::new(*t, rows.len()))
+        .collect();
+    for u in rows {
+        for (i, (_, cell)) in u.cells.iter().enumerate() {
+            cols[i].push(cell)?;
+        }
+    }
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids, &versions];
+    params.extend(cols.iter().map(ColumnValues::as_sql));
+    tx.execute(&stmt, &params).await.map_err(|e| classify(&e))?;
+    Ok(())
+}
+
+async fn insert_history(
+    tx: &Transaction<'_>,
+    statements: &mut HashMap<String, Statement>,
+    entity: Entity,
+    rows: &[&lienthong_connect::model::HistoryRow],
+) -> Result<(), StoreError> {
+    let Some(table) = entity.history_table() else {
+        return Ok(());
+    };
+    let sql = format!(
+        "INSERT INTO {} (event_id, id, version, occurred_at, producer_unit, correlation_id, kind, body) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[]) \
+         ON CONFLICT (event_id) DO NOTHING",
+        q(table)
+    );
+    let stmt = prepared(tx, statements, sql).await?;
+    let event_id: Vec<&str> = rows.iter().map(|h| h.event_id.as_str()).collect();
+    let id: Vec<&str> = rows.iter().map(|h| h.id.as_str()).collect();
+    let version: Vec<i64> = rows.iter().map(|h| h.version).collect();
+    let at: Vec<i64> = rows.iter().map(|h| h.occurred_at).collect();
+    let unit: Vec<&str> = rows.iter().map(|h| h.producer_unit.as_str()).collect();
+    let corr: Vec<&str> = rows.iter().map(|h| h.correlation_id.as_str()).collect();
+    let kind: Vec<&str> = rows.iter().map(|h| h.kind.as_str()).collect();
+    let body: Vec<&str> = rows.iter().map(|h| h.body.as_str()).collect();
+    tx.execute(
+        &stmt,
+        &[&event_id, &id, &version, &at, &unit, &corr, &kind, &body],
+    )
+    .await
+    .map_err(|e| classify(&e))?;
+    Ok(())
+}
+
+fn cell_of(row: &tokio_postgres::Row, i: usize) -> Result<Cell, StoreError> {
+    use tokio_postgres::types::Type;
+    let ty = row.columns()[i].type_().clone();
+    let err = |e: tokio_postgres::Error| StoreError::Fatal(e.to_string());
+    Ok(if ty == Type::BOOL {
+        row.try_get::<_, Option<bool>>(i)
+            .map_err(err)?
+            .map_or(Cell::Null, Cell::Bool)
+    } else if ty == Type::INT8 {
+        row.try_get::<_, Option<i64>>(i)
+            .map_err(err)?
+            .map_or(Cell::Null, Cell::Int)
+    } else if ty == Type::INT4 {
+        row.try_get::<_, Option<i32>>(i)
+            .map_err(err)?
+            .map_or(Cell::Null, |v| Cell::Int(i64::from(v)))
+    } else if ty == Type::FLOAT8 {
+        row.try_get::<_, Option<f64>>(i)
+            .map_err(err)?
+            .map_or(Cell::Null, Cell::Double)
+    } else {
+        row.try_get::<_, Option<String>>(i)
+            .map_err(err)?
+            .map_or(Cell::Null, Cell::Text)
+    })
+}
+
+impl Sink for PostgresSink {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn offsets(&mut self, connector: &str) -> Result<Vec<StoredOffset>, StoreError> {
+        let result = async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT topic, partition, next_offset FROM lienthong_offsets WHERE connector = $1",
+                    &[&connector],
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(rows
+                .iter()
+                .map(|r| StoredOffset {
+                    topic: r.get(0),
+                    partition: r.get(1),
+                    next: r.get(2),
+                })
+                .collect())
+        }
+        .await;
+        if let Err(e) = &result {
+            self.drop_client_on(e);
+        }
+        result
+    }
+
+    async fn apply(&mut self, batch: Batch) -> Result<Applied, StoreError> {
+        let result = match tokio::time::timeout(APPLY_TIMEOUT, self.apply_inner(batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Transient {
+                class: "store_unavailable",
+                message: format!("the batch transaction took longer than {APPLY_TIMEOUT:?}"),
+            }),
+        };
+        if let Err(e) = &result {
+            self.drop_client_on(e);
+        }
+        result
+    }
+
+    async fn rows(&mut self) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let mut out = Vec::new();
+        for e in Entity::ALL {
+            let tables = [(e.table(), "id")]
+                .into_iter()
+                .chain(e.history_table().map(|h| (h, "event_id")));
+            for (table, key) in tables {
+                let rows = client
+                    .query(&format!("SELECT * FROM {}", q(table)), &[])
+                    .await
+                    .map_err(|e| classify(&e))?;
+                for r in rows {
+                    let mut cells = std::collections::BTreeMap::new();
+                    let mut id = String::new();
+                    for (i, c) in r.columns().iter().enumerate() {
+                        let cell = cell_of(&r, i)?;
+                        if c.name() == key {
+                            if let Cell::Text(s) = cell {
+                                id = s;
+                            }
+                        } else if cell != Cell::Null {
+                            cells.insert(c.name().to_string(), cell);
+                        }
+                    }
+                    out.push(Row {
+                        table: table.to_string(),
+                        key: id,
+                        cells,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}

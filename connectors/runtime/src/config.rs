@@ -1,0 +1,395 @@
+//! A connector's configuration: one TOML file, unknown keys refused by name, secrets redacted
+//! in `Debug`. See `docs/connectors.md` for the reference.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConnectError;
+use crate::model::Entity;
+
+/// Everything a connector is configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// The connector's name: its consumer group (unless `group` says otherwise), the key of its
+    /// offsets in the store, a metric label and a DLQ header.
+    pub name: String,
+    /// Consumer group; defaults to `name`.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Kafka.
+    pub kafka: KafkaSection,
+    /// The topics to consume, each with the entity its records are.
+    pub topics: Vec<TopicConfig>,
+    /// The store.
+    pub store: StoreConfig,
+    /// Which records this store takes.
+    #[serde(default)]
+    pub filter: FilterConfig,
+    /// Batching.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// The dead-letter topic for records that can never be applied.
+    pub dead_letter_topic: String,
+    /// Backoff for transient store errors.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Where writer schemas come from.
+    #[serde(default)]
+    pub schemas: SchemasConfig,
+    /// Serve `/metrics` on this address (e.g. `127.0.0.1:9464`); none if absent.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    /// How long a shutdown may take to finish the in-flight batch.
+    #[serde(default = "default_shutdown")]
+    pub shutdown_timeout_secs: u64,
+}
+
+fn default_shutdown() -> u64 {
+    10
+}
+
+/// Kafka settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Bootstrap servers.
+    pub bootstrap: String,
+    /// librdkafka options passed through (e.g. `session.timeout.ms`, `security.protocol`).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+impl std::fmt::Debug for KafkaSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaSection")
+            .field("bootstrap", &self.bootstrap)
+            .field("options", &options)
+            .finish()
+    }
+}
+
+/// One consumed topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Topic name.
+    pub name: String,
+    /// What its records are; defaults to the catalog topic of that name.
+    #[serde(default)]
+    pub entity: Option<Entity>,
+}
+
+/// The store to write.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum StoreConfig {
+    /// PostgreSQL, by URL (`postgres://user:password@host:port/db`).
+    Postgres {
+        /// Connection URL; its password is never shown.
+        url: String,
+    },
+    /// SQLite, by file path.
+    Sqlite {
+        /// The database file (created if missing).
+        path: PathBuf,
+    },
+}
+
+/// `url` with any password replaced by `<redacted>`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        if let Some(at) = rest.find('@') {
+            let userinfo = &rest[..at];
+            if let Some(colon) = userinfo.find(':') {
+                out = format!(
+                    "{}{}:<redacted>{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &rest[at..]
+                );
+            }
+        }
+    }
+    // key=value form: `host=... password=...`, and `?password=` query parameters.
+    let lower = out.to_ascii_lowercase();
+    if let Some(i) = lower.find("password=") {
+        let start = i + "password=".len();
+        let end = out[start..]
+            .find([' ', '&'])
+            .map(|e| start + e)
+            .unwrap_or(out.len());
+        out.replace_range(start..end, "<redacted>");
+    }
+    out
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Postgres { url } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_url(url))
+                .finish(),
+            StoreConfig::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+        }
+    }
+}
+
+/// Which records the store takes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Unit codes this store is for (a ward's own code). Empty: every record. A case is taken
+    /// when one of these units receives, processes or is home to it (or it is assigned to one),
+    /// and from then on every later event of it.
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// Whether the store is granted citizen records. Without the grant they never reach it.
+    #[serde(default)]
+    pub citizen_records: bool,
+}
+
+/// Batching.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Apply once this many records are waiting.
+    pub max_records: usize,
+    /// Apply once the oldest waiting record waited this long.
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_records: 5_000,
+            max_wait_ms: 100,
+        }
+    }
+}
+
+/// Backoff for transient errors: doubling from `initial_ms` up to `max_ms`, with ±50% jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First wait.
+    pub initial_ms: u64,
+    /// Longest wait.
+    pub max_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_ms: 200,
+            max_ms: 10_000,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The wait before attempt `attempt` (1-based), jittered.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .initial_ms
+            .max(1)
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
+            .min(self.max_ms.max(1));
+        let jitter = fastrand::u64(0..=base);
+        Duration::from_millis(base / 2 + jitter / 2)
+    }
+}
+
+/// Where writer schemas come from.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemasConfig {
+    /// The schemas folder (catalog and `.avsc` files): the connector's reader schemas.
+    pub dir: PathBuf,
+    /// A Confluent-compatible registry to fetch writer schemas by id. Without it, ids are the
+    /// catalog's local ids (1, 2, … in catalog order).
+    pub registry_url: Option<String>,
+}
+
+impl std::fmt::Debug for SchemasConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemasConfig")
+            .field("dir", &self.dir)
+            .field(
+                "registry_url",
+                &self.registry_url.as_deref().map(redact_url),
+            )
+            .finish()
+    }
+}
+
+impl Default for SchemasConfig {
+    fn default() -> Self {
+        SchemasConfig {
+            dir: PathBuf::from("schemas"),
+            registry_url: None,
+        }
+    }
+}
+
+impl ConnectorConfig {
+    /// Parse and check a TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConnectError> {
+        let config: ConnectorConfig =
+            toml::from_str(text).map_err(|e| ConnectError::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read and check a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConnectError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConnectError::Config(format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConnectError::Config(m) => ConnectError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConnectError> {
+        let bad = |m: String| Err(ConnectError::Config(m));
+        if self.name.trim().is_empty() || self.name.chars().any(char::is_control) {
+            return bad(format!("invalid connector name {:?}", self.name));
+        }
+        if self.topics.is_empty() {
+            return bad("topics is empty: nothing to consume".into());
+        }
+        for t in &self.topics {
+            self.entity_of(&t.name)?;
+        }
+        if self.batch.max_records == 0 {
+            return bad("batch.max_records must be at least 1".into());
+        }
+        if self.dead_letter_topic.trim().is_empty() {
+            return bad("dead_letter_topic is empty".into());
+        }
+        if self.topics.iter().any(|t| t.name == self.dead_letter_topic) {
+            return bad("dead_letter_topic must not be a consumed topic".into());
+        }
+        for u in &self.filter.units {
+            if !lienthong_contract::catalog::FieldFormat::UnitCode.accepts(u) {
+                return bad(format!("filter.units: {u:?} is not a unit code"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The entity of consumed topic `topic`.
+    pub fn entity_of(&self, topic: &str) -> Result<Entity, ConnectError> {
+        let t = self
+            .topics
+            .iter()
+            .find(|t| t.name == topic)
+            .ok_or_else(|| ConnectError::Config(format!("topic {topic} is not consumed")))?;
+        t.entity
+            .or_else(|| Entity::of_catalog_topic(&t.name))
+            .ok_or_else(|| {
+                ConnectError::Config(format!(
+                    "topic {}: not a catalog topic, so say its entity (cases, citizens, feedback, units, procedures)",
+                    t.name
+                ))
+            })
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        self.group.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+name = "ward-26734"
+dead_letter_topic = "dlq"
+[kafka]
+bootstrap = "127.0.0.1:9092"
+options = { "sasl.password" = "hunter2" }
+[[topics]]
+name = "hcm.case.events"
+[store]
+kind = "postgres"
+url = "postgres://sink:s3cret@db:5432/ward"
+[filter]
+units = ["26734"]
+"#;
+
+    #[test]
+    fn a_config_parses_and_hides_its_secrets() {
+        let c = ConnectorConfig::from_toml(OK).unwrap();
+        assert_eq!(c.entity_of("hcm.case.events").unwrap(), Entity::Cases);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("sink:<redacted>@db"), "{shown}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        let e =
+            ConnectorConfig::from_toml(&OK.replace("[filter]", "[filter]\nward = 1")).unwrap_err();
+        assert!(e.to_string().contains("ward"), "{e}");
+        let e = ConnectorConfig::from_toml(&OK.replace("hcm.case.events", "x")).unwrap_err();
+        assert!(e.to_string().contains("entity"), "{e}");
+        let e = ConnectorConfig::from_toml(&OK.replace("26734", "abc")).unwrap_err();
+        assert!(e.to_string().contains("unit code"), "{e}");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let r = RetryConfig {
+            initial_ms: 100,
+            max_ms: 1_000,
+        };
+        for _ in 0..50 {
+            let b1 = r.backoff(1).as_millis();
+            assert!((50..=100).contains(&b1), "{b1}");
+            let b9 = r.backoff(9).as_millis();
+            assert!((500..=1_000).contains(&b9), "{b9}");
+        }
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_url("host=db user=a password=x dbname=y"),
+            "host=db user=a password=<redacted> dbname=y"
+        );
+        assert_eq!(redact_url("postgres://a@h/d"), "postgres://a@h/d");
+    }
+}

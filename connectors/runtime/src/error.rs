@@ -1,0 +1,83 @@
+//! The one error type of the sink runtime, and the errors a store reports to it.
+
+/// What a store's transaction can fail with; the runtime decides what to do by the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store is unreachable, the connection was lost, a serialization failure or a
+    /// deadlock: retry the same batch later (consumption paused meanwhile).
+    #[error("store unavailable ({class}): {message}")]
+    Transient {
+        /// `store_unavailable`, `serialization` or `deadlock` (a metric label).
+        class: &'static str,
+        /// What the store said.
+        message: String,
+    },
+    /// A record of the batch violates a constraint or holds a value the store refuses: the
+    /// runtime bisects the batch to find it and dead-letters only that record.
+    #[error("constraint violated: {0}")]
+    Constraint(String),
+    /// Another instance moved this partition's offsets: the batch is abandoned and the
+    /// partition re-read from the store's offset.
+    #[error("offsets of {topic}[{partition}] were moved by another instance")]
+    Fenced {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+    /// A newer writer schema does not fit the tables (a column changed type): stop.
+    #[error("incompatible schema change: {0}")]
+    Incompatible(String),
+    /// Anything else that retrying cannot fix (bad URL, permissions, a bug): stop.
+    #[error("store error: {0}")]
+    Fatal(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same batch may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient { .. })
+    }
+}
+
+/// Everything a connector can stop with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The configuration is invalid.
+    #[error("config: {0}")]
+    Config(String),
+    /// The contract (catalog, schemas) could not be loaded.
+    #[error("contract: {0}")]
+    Contract(#[from] lienthong_contract::ContractError),
+    /// Kafka refused something that retrying will not fix.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The store failed permanently.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A writer schema cannot be read as the connector's entity: stop rather than write
+    /// wrong data.
+    #[error("incompatible schema {id} on {topic}: {message}")]
+    IncompatibleSchema {
+        /// Topic.
+        topic: String,
+        /// Writer schema id.
+        id: u32,
+        /// Why.
+        message: String,
+    },
+    /// Metrics could not be set up.
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] lienthong_telemetry::TelemetryError),
+}
+
+impl ConnectError {
+    /// Whether running again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::Store(e) => e.is_transient(),
+            ConnectError::Kafka(_) => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! A store in memory, with exactly the semantics of the real ones: for unit tests, and to fold a
+//! topic's records into the state a store should hold (the digest "from the log").
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crate::digest::Row;
+use crate::error::StoreError;
+use crate::model::{Cell, Entity, plan};
+use crate::sink::{Applied, Batch, Sink, StoredOffset};
+
+/// Tables in memory. Clones share the same tables, so a test can keep one clone while a
+/// connector runs over another.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Tables>>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    tables: BTreeMap<String, BTreeMap<String, BTreeMap<String, Cell>>>,
+    offsets: BTreeMap<(String, String, i32), i64>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every row, for the digest or a row-by-row comparison.
+    pub fn all_rows(&self) -> Vec<Row> {
+        self.lock().all_rows()
+    }
+
+    /// The offsets held for `connector`.
+    pub fn offsets_of(&self, connector: &str) -> Vec<StoredOffset> {
+        self.lock()
+            .offsets
+            .iter()
+            .filter(|((c, _, _), _)| c == connector)
+            .map(|((_, t, p), n)| StoredOffset {
+                topic: t.clone(),
+                partition: *p,
+                next: *n,
+            })
+            .collect()
+    }
+
+    /// Apply a batch (what [`Sink::apply`] does, synchronously).
+    pub fn apply_now(&self, batch: Batch) -> Result<Applied, StoreError> {
+        self.lock().apply(batch)
+    }
+}
+
+impl Tables {
+    fn all_rows(&self) -> Vec<Row> {
+        let mut out = Vec::new();
+        for (table, rows) in &self.tables {
+            for (key, cells) in rows {
+                out.push(Row {
+                    table: table.clone(),
+                    key: key.clone(),
+                    cells: cells
+                        .iter()
+                        .filter(|(_, c)| **c != Cell::Null)
+                        .map(|(k, c)| (k.clone(), c.clone()))
+                        .collect(),
+                });
+            }
+        }
+        out
+    }
+
+    fn apply(&mut self, batch: Batch) -> Result<Applied, StoreError> {
+        for o in &batch.offsets {
+            let k = (batch.connector.clone(), o.topic.clone(), o.partition);
+            if self.offsets.get(&k).copied() != o.expected {
+                return Err(StoreError::Fenced {
+                    topic: o.topic.clone(),
+                    partition: o.partition,
+                });
+            }
+        }
+        let mut held = HashMap::new();
+        for op in &batch.ops {
+            let (entity, key) = op.target();
+            if let Some(v) = self
+                .tables
+                .get(entity.table())
+                .and_then(|t| t.get(key))
+                .and_then(|r| match r.get("version") {
+                    Some(Cell::Int(v)) => Some(*v),
+                    _ => None,
+                })
+            {
+                held.insert((entity, key.to_string()), v);
+            }
+        }
+        let p = plan(batch.ops, &held);
+        // Check constraints first, so a failure changes nothing (a transaction).
+        if p.upserts.iter().any(|u| u.version < 1) || p.history.iter().any(|(_, h)| h.version < 1) {
+            return Err(StoreError::Constraint(
+                "check constraint: version must be at least 1".into(),
+            ));
+        }
+        for (entity, key) in &p.deletes {
+            if let Some(t) = self.tables.get_mut(entity.table()) {
+                t.remove(key);
+            }
+        }
+        for u in p.upserts {
+            let row = self
+                .tables
+                .entry(u.entity.table().to_string())
+                .or_default()
+                .entry(u.key.clone())
+                .or_default();
+            let current = match row.get("version") {
+                Some(Cell::Int(v)) => Some(*v),
+                _ => None,
+            };
+            if current.is_some_and(|v| v >= u.version) {
+                continue;
+            }
+            row.insert("version".into(), Cell::Int(u.version));
+            for (c, v) in u.cells {
+                row.insert(c.name.to_string(), v);
+            }
+        }
+        for (entity, h) in p.history {
+            let Some(table) = entity.history_table() else {
+                continue;
+            };
+            let t = self.tables.entry(table.to_string()).or_default();
+            t.entry(h.event_id.clone()).or_insert_with(|| {
+                BTreeMap::from([
+                    ("id".to_string(), Cell::Text(h.id)),
+                    ("version".to_string(), Cell::Int(h.version)),
+                    ("occurred_at".to_string(), Cell::Int(h.occurred_at)),
+                    ("producer_unit".to_string(), Cell::Text(h.producer_unit)),
+                    ("correlation_id".to_string(), Cell::Text(h.correlation_id)),
+                    ("kind".to_string(), Cell::Text(h.kind)),
+                    ("body".to_string(), Cell::Text(h.body)),
+                ])
+            });
+        }
+        for o in batch.offsets {
+            self.offsets
+                .insert((batch.connector.clone(), o.topic, o.partition), o.next);
+        }
+        Ok(Applied {
+            applied: p.applied,
+            filtered: p.filtered,
+            stale: p.stale,
+        })
+    }
+}
+
+impl Sink for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn offsets(&mut self, connector: &str) -> Result<Vec<StoredOffset>, StoreError> {
+        Ok(self.offsets_of(connector))
+    }
+
+    async fn apply(&mut self, batch: Batch) -> Result<Applied, StoreError> {
+        self.apply_now(batch)
+    }
+
+    async fn rows(&mut self) -> Result<Vec<Row>, StoreError> {
+        Ok(self.all_rows())
+    }
+}
+
+/// Every entity table name and history table name, for stores that list their tables.
+pub fn all_tables() -> Vec<(&'static str, Option<Entity>)> {
+    let mut out = Vec::new();
+    for e in Entity::ALL {
+        out.push((e.table(), Some(e)));
+        if let Some(h) = e.history_table() {
+            out.push((h, None));
+        }
+    }
+    out
+}

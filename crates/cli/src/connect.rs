@@ -1,0 +1,97 @@
+//! `lienthong connect <config.toml>`: run one sink connector until SIGINT/SIGTERM.
+//!
+//! The connector's TOML names its store (`[store] kind = "postgres"` or `"sqlite"`); this
+//! module opens that store (waiting, with backoff, while it is unreachable), serves `/metrics`
+//! if asked, and hands both to the runtime's loop (`lienthong_connect::run`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use lienthong_connect::config::StoreConfig;
+use lienthong_connect::{ConnectError, ConnectorConfig, StoreError};
+use lienthong_contract::Catalog;
+use lienthong_telemetry::Telemetry;
+use tokio_util::sync::CancellationToken;
+
+use crate::CliError;
+
+/// Load the connector's config from `path` and run it.
+pub async fn run_file(path: &Path, shutdown: CancellationToken) -> Result<(), CliError> {
+    let config = ConnectorConfig::load(path).map_err(|e| CliError::Usage(e.to_string()))?;
+    tracing::info!(?config, "connector configuration");
+    run(config, shutdown).await.map_err(|e| match e {
+        ConnectError::Config(m) => CliError::Usage(m),
+        other => CliError::Failed(other.to_string()),
+    })
+}
+
+/// Open a store, retrying while it is unreachable (until `shutdown`).
+async fn open_retrying<T, F, Fut>(
+    config: &ConnectorConfig,
+    shutdown: &CancellationToken,
+    mut open: F,
+) -> Result<Option<T>, ConnectError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match open().await {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) if e.is_transient() => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "store unreachable; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(config.retry.backoff(attempt)) => {}
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Run a connector in this process until `shutdown` (used by the binary and by tests).
+pub async fn run(config: ConnectorConfig, shutdown: CancellationToken) -> Result<(), ConnectError> {
+    let catalog = Arc::new(Catalog::load(&config.schemas.dir)?);
+    let telemetry = Telemetry::new("connector")?;
+    if let Some(listen) = &config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| ConnectError::Config(format!("metrics_listen {listen}: {e}")))?;
+        let router = lienthong_telemetry::router(telemetry.clone());
+        let stop = shutdown.clone();
+        tracing::info!(address = %listen, "serving /metrics");
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "metrics server stopped");
+            }
+        });
+    }
+    match config.store.clone() {
+        StoreConfig::Postgres { url } => {
+            let Some(sink) = open_retrying(&config, &shutdown, || {
+                lienthong_sink_postgres::PostgresSink::open(&url)
+            })
+            .await?
+            else {
+                return Ok(());
+            };
+            lienthong_connect::run(config, catalog, sink, telemetry, shutdown).await
+        }
+        StoreConfig::Sqlite { path } => {
+            let Some(sink) = open_retrying(&config, &shutdown, || {
+                lienthong_sink_sqlite::SqliteSink::open(&path)
+            })
+            .await?
+            else {
+                return Ok(());
+            };
+            lienthong_connect::run(config, catalog, sink, telemetry, shutdown).await
+        }
+    }
+}

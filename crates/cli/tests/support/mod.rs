@@ -1,0 +1,474 @@
+//! Shared test support for the connector scenarios: stores of both kinds behind one type, event
+//! streams, producing, waiting for a connector to catch up, and the expected state folded from
+//! the log by the in-memory store.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lienthong_connect::{ConnectorConfig, MemoryStore, Row, Sink, StoredOffset};
+use lienthong_contract::events::*;
+use lienthong_contract::samples;
+use lienthong_contract::{Catalog, Codec};
+use lienthong_sink_postgres::PostgresSink;
+use lienthong_sink_sqlite::SqliteSink;
+use lienthong_tests::{Kafka, postgres, unique_suffix};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+/// A store of either kind, created fresh for one test.
+pub enum Store {
+    /// A fresh PostgreSQL database.
+    Postgres { url: String },
+    /// A SQLite file in a temporary folder.
+    Sqlite {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+}
+
+pub async fn postgres_store() -> Store {
+    let url = postgres().fresh_database("sink").await.unwrap();
+    Store::Postgres { url }
+}
+
+pub async fn sqlite_store() -> Store {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ward.db");
+    Store::Sqlite { path, _dir: dir }
+}
+
+impl Store {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Postgres { .. } => "postgres",
+            Store::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    /// The `[store]` section of a connector config.
+    pub fn toml(&self) -> String {
+        match self {
+            Store::Postgres { url } => format!("[store]\nkind = \"postgres\"\nurl = \"{url}\"\n"),
+            Store::Sqlite { path, .. } => format!(
+                "[store]\nkind = \"sqlite\"\npath = \"{}\"\n",
+                path.display()
+            ),
+        }
+    }
+
+    pub async fn rows(&self) -> Vec<Row> {
+        let mut rows = match self {
+            Store::Postgres { url } => PostgresSink::open(url).await.unwrap().rows().await,
+            Store::Sqlite { path, .. } => SqliteSink::open(path).await.unwrap().rows().await,
+        }
+        .unwrap();
+        sort(&mut rows);
+        rows
+    }
+
+    pub async fn offsets(&self, connector: &str) -> Vec<StoredOffset> {
+        match self {
+            Store::Postgres { url } => {
+                PostgresSink::open(url)
+                    .await
+                    .unwrap()
+                    .offsets(connector)
+                    .await
+            }
+            Store::Sqlite { path, .. } => {
+                SqliteSink::open(path)
+                    .await
+                    .unwrap()
+                    .offsets(connector)
+                    .await
+            }
+        }
+        .unwrap()
+    }
+
+    pub async fn forget_offsets(&self, connector: &str) -> u64 {
+        match self {
+            Store::Postgres { url } => PostgresSink::open(url)
+                .await
+                .unwrap()
+                .forget_offsets(connector)
+                .await
+                .unwrap(),
+            Store::Sqlite { path, .. } => SqliteSink::open(path)
+                .await
+                .unwrap()
+                .forget_offsets(connector)
+                .await
+                .unwrap(),
+        }
+    }
+}
+
+pub fn sort(rows: &mut [Row]) {
+    rows.sort_by(|a, b| (&a.table, &a.key).cmp(&(&b.table, &b.key)));
+}
+
+pub fn catalog() -> Arc<Catalog> {
+    Arc::new(Catalog::load(lienthong_contract::repo_schemas_dir()).unwrap())
+}
+
+/// A connector config as TOML: `topics` as (name, entity), plus extra lines.
+pub fn config_toml(
+    name: &str,
+    kafka: &Kafka,
+    topics: &[(&str, &str)],
+    store: &Store,
+    dlq: &str,
+    extra: &str,
+) -> String {
+    let mut t = format!(
+        "name = \"{name}\"\ndead_letter_topic = \"{dlq}\"\nshutdown_timeout_secs = 10\n{extra}\n\
+         [kafka]\nbootstrap = \"{}\"\noptions = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}\n\
+         [schemas]\ndir = \"{}\"\n[batch]\nmax_records = 2000\nmax_wait_ms = 50\n[retry]\ninitial_ms = 100\nmax_ms = 2000\n",
+        kafka.bootstrap(),
+        lienthong_contract::repo_schemas_dir().display()
+    );
+    for (topic, entity) in topics {
+        t.push_str(&format!(
+            "[[topics]]\nname = \"{topic}\"\nentity = \"{entity}\"\n"
+        ));
+    }
+    t.push_str(&store.toml());
+    t
+}
+
+pub fn config(toml: &str) -> ConnectorConfig {
+    ConnectorConfig::from_toml(toml).unwrap()
+}
+
+/// Run a connector in this process; returns its token and task.
+pub fn spawn(
+    config: ConnectorConfig,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), lienthong_connect::ConnectError>>,
+) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let task = tokio::spawn(async move { lienthong_cli::connect::run(config, t).await });
+    (token, task)
+}
+
+/// Units used by the generated streams (wards of Ho Chi Minh City, and a department).
+pub const UNITS: [&str; 4] = ["26734", "26737", "26740", "STP"];
+
+/// The lifecycle steps of case `i`: 2 to 7 of them, with units depending on `i`.
+pub fn case_steps(i: usize) -> Vec<CaseEventKind> {
+    let base = samples::case_lifecycle();
+    let receiving = UNITS[i % 3];
+    let home = UNITS[(i / 3) % 3];
+    let processing = UNITS[(i / 9) % 4];
+    let steps = 2 + i % 6;
+    base.into_iter()
+        .take(7)
+        .take(steps)
+        .map(|k| match k.event {
+            CaseEventKind::CaseSubmitted(mut s) => {
+                s.receiving_unit = receiving.into();
+                s.home_unit = home.into();
+                s.due_date += (i % 30) as i32;
+                CaseEventKind::CaseSubmitted(s)
+            }
+            CaseEventKind::CaseAccepted(_) => CaseEventKind::CaseAccepted(CaseAccepted {
+                processing_unit: processing.into(),
+            }),
+            CaseEventKind::CaseAssigned(mut a) => {
+                a.from_unit = processing.into();
+                a.to_unit = UNITS[(i / 9 + 1) % 4].into();
+                CaseEventKind::CaseAssigned(a)
+            }
+            other => other,
+        })
+        .collect()
+}
+
+/// Case `i`'s id in stream `prefix`.
+pub fn case_id(prefix: &str, i: usize) -> String {
+    format!("{prefix}-{i:06}")
+}
+
+/// The events of `cases` cases, interleaved round-robin (each case's events stay in order).
+pub fn case_stream(prefix: &str, cases: usize) -> Vec<CaseEvent> {
+    let per_case: Vec<Vec<CaseEventKind>> = (0..cases).map(case_steps).collect();
+    let rounds = per_case.iter().map(Vec::len).max().unwrap_or(0);
+    let mut out = Vec::new();
+    let mut seed = fastrand::u64(..) >> 16;
+    for r in 0..rounds {
+        for (i, steps) in per_case.iter().enumerate() {
+            if let Some(kind) = steps.get(r) {
+                seed += 1;
+                out.push(CaseEvent {
+                    envelope: samples::envelope(seed, "26734", &case_id(prefix, i), r as i64 + 1),
+                    event: kind.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What the log says a store holding `events` must hold, computed independently of the
+/// runtime: per case its version, status and number of history rows.
+pub fn expected_cases(events: &[CaseEvent]) -> BTreeMap<String, (i64, String, usize)> {
+    let mut m: BTreeMap<String, (i64, String, usize)> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for e in events {
+        let entry = m
+            .entry(e.envelope.aggregate_id.clone())
+            .or_insert((0, String::new(), 0));
+        if seen.insert(e.envelope.event_id.clone()) {
+            entry.2 += 1;
+        }
+        if e.envelope.aggregate_version > entry.0 {
+            entry.0 = e.envelope.aggregate_version;
+            entry.1 = status_of(&e.event).to_string();
+        }
+    }
+    m
+}
+
+pub fn status_of(k: &CaseEventKind) -> &'static str {
+    match k {
+        CaseEventKind::CaseSubmitted(_) => "case_submitted",
+        CaseEventKind::CaseAccepted(_) => "case_accepted",
+        CaseEventKind::CaseAssigned(_) => "case_assigned",
+        CaseEventKind::SupplementRequested(_) => "supplement_requested",
+        CaseEventKind::SupplementReceived(_) => "supplement_received",
+        CaseEventKind::CaseCompleted(_) => "case_completed",
+        CaseEventKind::CaseRejected(_) => "case_rejected",
+        CaseEventKind::CaseWithdrawn(_) => "case_withdrawn",
+        CaseEventKind::ResultReturned(_) => "result_returned",
+    }
+}
+
+/// Check the store's cases and history against the independent expectation.
+pub fn check_cases(rows: &[Row], expected: &BTreeMap<String, (i64, String, usize)>) {
+    let cases: BTreeMap<&str, &Row> = rows
+        .iter()
+        .filter(|r| r.table == "cases")
+        .map(|r| (r.key.as_str(), r))
+        .collect();
+    assert_eq!(cases.len(), expected.len(), "number of cases");
+    let mut history: HashMap<String, usize> = HashMap::new();
+    for r in rows.iter().filter(|r| r.table == "case_events") {
+        let lienthong_connect::model::Cell::Text(id) = &r.cells["id"] else {
+            panic!("history row without id: {r:?}");
+        };
+        *history.entry(id.clone()).or_default() += 1;
+    }
+    for (id, (version, status, events)) in expected {
+        let row = cases
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("case {id} missing"));
+        assert_eq!(
+            row.cells["version"],
+            lienthong_connect::model::Cell::Int(*version),
+            "version of {id}"
+        );
+        assert_eq!(
+            row.cells["status"],
+            lienthong_connect::model::Cell::Text(status.clone()),
+            "status of {id}"
+        );
+        assert_eq!(
+            history.get(id).copied().unwrap_or(0),
+            *events,
+            "history rows of {id}"
+        );
+    }
+    assert_eq!(
+        history.values().sum::<usize>(),
+        expected.values().map(|e| e.2).sum::<usize>(),
+        "history rows in total (no duplicates)"
+    );
+}
+
+/// Encode case events with the catalog's local schema id.
+pub fn encode_cases(events: &[CaseEvent]) -> Vec<(String, Option<Vec<u8>>)> {
+    let catalog = catalog();
+    let codec = Codec::from_catalog(&catalog).unwrap();
+    let id = catalog.local_id("hcm.case.events").unwrap();
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.envelope.aggregate_id.clone(),
+                Some(codec.encode_to_vec(id, e).unwrap()),
+            )
+        })
+        .collect()
+}
+
+pub fn producer(kafka: &Kafka) -> FutureProducer {
+    kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .create()
+        .unwrap()
+}
+
+/// Produce `records` (key, value or tombstone) to `topic`, waiting for every acknowledgement.
+pub async fn produce(kafka: &Kafka, topic: &str, records: &[(String, Option<Vec<u8>>)]) {
+    produce_with(&producer(kafka), topic, records).await
+}
+
+/// Produce with an existing producer.
+pub async fn produce_with(p: &FutureProducer, topic: &str, records: &[(String, Option<Vec<u8>>)]) {
+    for chunk in records.chunks(5_000) {
+        let futures: Vec<_> = chunk
+            .iter()
+            .map(|(k, v)| {
+                let mut r = FutureRecord::<str, [u8]>::to(topic).key(k);
+                if let Some(v) = v {
+                    r = r.payload(v);
+                }
+                p.send(r, Duration::from_secs(30))
+            })
+            .collect();
+        for f in futures {
+            f.await.map_err(|(e, _)| e).unwrap();
+        }
+    }
+}
+
+/// Each partition's end offset (high watermark).
+pub async fn end_offsets(kafka: &Kafka, topic: &str) -> BTreeMap<i32, i64> {
+    let kafka = kafka.clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = kafka.client_config().create().unwrap();
+        let md = c
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap();
+        let parts = md.topics()[0].partitions().len() as i32;
+        (0..parts)
+            .map(|p| {
+                let (_, high) = c
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .unwrap();
+                (p, high)
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// Wait until the store's offsets for `connector` reach `ends` on `topic`.
+pub async fn wait_caught_up(
+    store: &Store,
+    connector: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let held: BTreeMap<i32, i64> = store
+            .offsets(connector)
+            .await
+            .into_iter()
+            .filter(|o| o.topic == topic)
+            .map(|o| (o.partition, o.next))
+            .collect();
+        let done = ends
+            .iter()
+            .all(|(p, end)| *end == 0 || held.get(p).is_some_and(|h| h >= end));
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{connector} did not catch up on {topic} within {timeout:?}: holds {held:?}, log ends at {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The rows a store must hold after consuming `topics` with `toml`'s filters: the same
+/// connector config run over the in-memory store (the digest "from the log").
+pub async fn fold_in_memory(toml: &str, topics: &[&str], kafka: &Kafka) -> Vec<Row> {
+    let name = format!("fold-{}", unique_suffix());
+    let mut config = config(toml);
+    config.name = name.clone();
+    config.group = None;
+    config.metrics_listen = None;
+    config.dead_letter_topic = kafka.create_topic("fold-dlq", 1, 1, &[]).await.unwrap();
+    let memory = MemoryStore::new();
+    let telemetry = lienthong_telemetry::Telemetry::new("test").unwrap();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(lienthong_connect::run(
+        config,
+        catalog(),
+        memory.clone(),
+        telemetry,
+        token.clone(),
+    ));
+    for topic in topics {
+        let ends = end_offsets(kafka, topic).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let held: BTreeMap<i32, i64> = memory
+                .offsets_of(&name)
+                .into_iter()
+                .filter(|o| o.topic == *topic)
+                .map(|o| (o.partition, o.next))
+                .collect();
+            if ends
+                .iter()
+                .all(|(p, e)| *e == 0 || held.get(p).is_some_and(|h| h >= e))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "memory fold did not catch up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    token.cancel();
+    task.await.unwrap().unwrap();
+    let mut rows = memory.all_rows();
+    sort(&mut rows);
+    rows
+}
+
+/// Assert two row sets are equal, naming the first difference.
+pub fn assert_same_rows(actual: &[Row], expected: &[Row], what: &str) {
+    let a: BTreeMap<(&str, &str), &Row> = actual
+        .iter()
+        .map(|r| ((r.table.as_str(), r.key.as_str()), r))
+        .collect();
+    let e: BTreeMap<(&str, &str), &Row> = expected
+        .iter()
+        .map(|r| ((r.table.as_str(), r.key.as_str()), r))
+        .collect();
+    for (k, row) in &e {
+        match a.get(k) {
+            None => panic!("{what}: row {k:?} missing"),
+            Some(got) => assert_eq!(got, row, "{what}: row {k:?} differs"),
+        }
+    }
+    for k in a.keys() {
+        assert!(e.contains_key(k), "{what}: unexpected row {k:?}");
+    }
+    assert_eq!(actual.len(), expected.len(), "{what}: row count");
+}
