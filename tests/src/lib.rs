@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -126,12 +126,10 @@ pub fn unique_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
-/// The repository root, for calling the scripts under `ops/`.
+/// The repository root, for calling the scripts under `ops/` (found at run time: see
+/// [`lienthong_contract::repo_root`]).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
+    lienthong_contract::repo_root()
 }
 
 /// A running Apache Kafka, single node or cluster.
@@ -582,6 +580,8 @@ impl Kafka {
         Ok(out)
     }
 }
+
+pub mod prometheus;
 
 /// Helpers shared by the benchmarks (which print medians of several rounds and ratios).
 pub mod bench {

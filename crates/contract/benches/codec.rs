@@ -81,10 +81,13 @@ fn main() {
     });
 
     let fastavro = std::env::var("LIENTHONG_PYTHON").ok().and_then(|py| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/fastavro_bench.py");
-        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/vectors.json");
+        let here = lienthong_contract::repo_root().join("crates/contract");
+        let script = here.join("benches/fastavro_bench.py");
+        let golden = here.join("tests/golden/vectors.json");
         let out = Command::new(py)
-            .args([script, golden, "case_0"])
+            .arg(&script)
+            .arg(&golden)
+            .arg("case_0")
             .output()
             .ok()?;
         if !out.status.success() {

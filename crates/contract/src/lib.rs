@@ -30,7 +30,23 @@ pub use codec::{Codec, RegisteredSchema};
 pub use compat::{CompatibilityMode, check_compatibility};
 pub use error::{ContractError, Result};
 
+/// The root of this repository's checkout, for tests, benchmarks and tools run by cargo.
+///
+/// Found at run time, from the `CARGO_MANIFEST_DIR` cargo sets for the running test or bench,
+/// walking up to the folder that holds `schemas/catalog.toml`: a build directory shared between
+/// two clones (`ops/test` keeps one) must not point one clone's tests into the other.
+pub fn repo_root() -> std::path::PathBuf {
+    let compiled = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let running = std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from);
+    running
+        .iter()
+        .flat_map(|d| d.ancestors())
+        .chain(compiled.ancestors())
+        .find(|d| d.join("schemas").join("catalog.toml").is_file())
+        .map_or_else(|| compiled.join("../.."), std::path::Path::to_path_buf)
+}
+
 /// The `schemas/` folder of this repository, for tests, tools and the embedded demo.
 pub fn repo_schemas_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+    repo_root().join("schemas")
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 fn golden_file() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/vectors.json")
+    lienthong_contract::repo_root().join("crates/contract/tests/golden/vectors.json")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -8,7 +8,7 @@ use lienthong_telemetry::Telemetry;
 use lienthong_telemetry::catalog::{self, Kind};
 
 fn docs_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/metrics.md")
+    lienthong_contract::repo_root().join("docs/metrics.md")
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::process::Command;
 use lienthong_telemetry::catalog;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    lienthong_contract::repo_root()
 }
 
 fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -175,7 +175,7 @@ fn dashboards_and_rules_name_only_exported_metrics() {
 
 #[test]
 fn the_check_fails_on_a_wrong_name() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = lienthong_contract::repo_root().join("crates/telemetry/tests/fixtures");
     let unknown: Vec<String> = unknown_metrics(&[
         dir.join("wrong-names-dashboard.json"),
         dir.join("wrong-names-rules.yml"),
