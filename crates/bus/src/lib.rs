@@ -1,6 +1,7 @@
 //! Kafka building blocks shared by lienthong's components: the catalog's topics created with
 //! their partitions, cleanup policy, retention and min ISR ([`create_catalog_topics`]), and the
-//! embedded in-memory broker of the demo ([`EmbeddedKafka`]).
+//! embedded in-memory broker of the demo ([`EmbeddedKafka`]), and reading partitions back as a
+//! consumer sees them ([`read_back`], [`record_ends`]) to tell when a store has caught up.
 //!
 //! Every event of the bus lives on one of these topics; the CLI's `topics create`, the demo
 //! and the tests create them the same way, so a topic's settings are defined once, in
@@ -40,13 +41,182 @@ pub enum BusError {
     /// The embedded broker did not start.
     #[error("the embedded Kafka broker did not start: {0}")]
     Embedded(String),
+    /// Reading a partition back did not reach its end in time.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl BusError {
     /// Worth retrying: Kafka unreachable, not a refused request.
     pub fn is_transient(&self) -> bool {
-        matches!(self, BusError::Kafka { .. })
+        matches!(self, BusError::Kafka { .. } | BusError::Timeout(_))
     }
+}
+
+/// What a `read_committed` consumer sees of a partition between two points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionRead {
+    /// Records delivered (committed data, no transaction markers, nothing aborted).
+    pub records: u64,
+    /// Offset of the last one.
+    pub last: Option<i64>,
+}
+
+/// A topic's partition.
+pub type Partition = (String, i32);
+
+/// Reaching a partition's end is what reading back is for, not an error to log.
+struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end_of_partition = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end_of_partition {
+            tracing::warn!(%error, reason, "Kafka client error while reading back");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
+/// Read each partition from its start offset to its end as a `read_committed` consumer
+/// (blocking; one consumer for all; at most `timeout`). Transaction markers take offsets but
+/// are never delivered, so the offset after the last record, not the high watermark, is where
+/// a consumer that read everything has its stored position.
+pub fn read_back(
+    client: &ClientConfig,
+    from: &[(Partition, i64)],
+    timeout: Duration,
+) -> Result<std::collections::BTreeMap<Partition, PartitionRead>, BusError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let bootstrap = client.get("bootstrap.servers").unwrap_or("?").to_string();
+    let kafka = |source| BusError::Kafka {
+        bootstrap: bootstrap.clone(),
+        source,
+    };
+    let consumer: BaseConsumer<QuietEof> = client
+        .clone()
+        .set("group.id", "lienthong-read-back")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "50")
+        .create_with_context(QuietEof)
+        .map_err(kafka)?;
+    let mut reads = std::collections::BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    // Partition → the high watermark to reach (the end as it is now).
+    let mut pending = std::collections::BTreeMap::new();
+    for ((topic, partition), start) in from {
+        reads.insert((topic.clone(), *partition), PartitionRead::default());
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+            .map_err(kafka)?;
+        let start = (*start).max(low);
+        if start < high {
+            assignment
+                .add_partition_offset(topic, *partition, Offset::Offset(start))
+                .map_err(kafka)?;
+            pending.insert((topic.clone(), *partition), high);
+        }
+    }
+    if pending.is_empty() {
+        return Ok(reads);
+    }
+    consumer.assign(&assignment).map_err(kafka)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut since_check = 0u32;
+    while !pending.is_empty() {
+        if std::time::Instant::now() >= deadline {
+            return Err(BusError::Timeout(format!(
+                "reading back did not reach the end of {} partition(s) within {timeout:?}",
+                pending.len()
+            )));
+        }
+        let check = match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if let Some(read) = reads.get_mut(&(m.topic().to_string(), m.partition())) {
+                    read.records += 1;
+                    read.last = Some(m.offset());
+                }
+                since_check += 1;
+                since_check >= 1_000
+            }
+            // An end reached (the error names only the partition number) or nothing new.
+            Some(Err(KafkaError::PartitionEOF(_))) | None => true,
+            Some(Err(e)) => return Err(kafka(e)),
+        };
+        if check {
+            since_check = 0;
+            // Where the consumer stands: past the last record and any markers after it.
+            let positions = consumer.position().map_err(kafka)?;
+            pending.retain(|(topic, partition), high| {
+                let at = positions
+                    .find_partition(topic, *partition)
+                    .and_then(|e| e.offset().to_raw());
+                at.is_none_or(|at| at < *high)
+            });
+        }
+    }
+    Ok(reads)
+}
+
+/// For each partition, the offset after the last record a `read_committed` consumer sees
+/// (`None`: it sees none). Reads back from the ends in growing windows.
+pub fn record_ends(
+    client: &ClientConfig,
+    partitions: &[Partition],
+    timeout: Duration,
+) -> Result<std::collections::BTreeMap<Partition, Option<i64>>, BusError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let bootstrap = client.get("bootstrap.servers").unwrap_or("?").to_string();
+    let consumer: BaseConsumer = client.create().map_err(|source| BusError::Kafka {
+        bootstrap: bootstrap.clone(),
+        source,
+    })?;
+    let mut bounds = std::collections::BTreeMap::new();
+    for (topic, partition) in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+            .map_err(|source| BusError::Kafka {
+                bootstrap: bootstrap.clone(),
+                source,
+            })?;
+        bounds.insert((topic.clone(), *partition), (low, high));
+    }
+    let mut ends = std::collections::BTreeMap::new();
+    let mut window = 64i64;
+    let mut todo: Vec<Partition> = partitions.to_vec();
+    while !todo.is_empty() {
+        let from: Vec<(Partition, i64)> = todo
+            .iter()
+            .map(|p| {
+                let (low, high) = bounds[p];
+                (p.clone(), (high - window).max(low))
+            })
+            .collect();
+        let reads = read_back(client, &from, timeout)?;
+        let mut again = Vec::new();
+        for (p, start) in from {
+            match reads.get(&p).and_then(|r| r.last) {
+                Some(last) => {
+                    ends.insert(p, Some(last + 1));
+                }
+                None if start > bounds[&p].0 => again.push(p),
+                None => {
+                    ends.insert(p, None);
+                }
+            }
+        }
+        todo = again;
+        window = window.saturating_mul(16);
+    }
+    Ok(ends)
 }
 
 /// What happened to one topic.
