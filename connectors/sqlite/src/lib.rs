@@ -374,6 +374,8 @@ fn apply_batch(inner: &mut Inner, batch: Batch) -> Result<Applied, StoreError> {
 }
 
 fn read_rows(inner: &mut Inner) -> Result<Vec<Row>, StoreError> {
+    // Another connection (the connector, while this one reads) may have added columns since.
+    inner.known = load_known(&inner.conn)?;
     let mut out = Vec::new();
     for e in Entity::ALL {
         let mut types: HashMap<String, SqlType> = HashMap::new();

@@ -573,99 +573,8 @@ fn is_uuid(s: &str) -> bool {
         })
 }
 
-fn digits(s: &str) -> Option<i64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// `YYYY-MM-DD` as days since the epoch.
-pub fn parse_date(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (y, m, d) = (digits(&s[0..4])?, digits(&s[5..7])?, digits(&s[8..10])?);
-    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
-        return None;
-    }
-    Some(days_from_civil(y, m, d))
-}
-
-/// An RFC 3339 timestamp with an offset as (seconds since the epoch, nanoseconds).
-pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
-    if !s.is_ascii() || s.len() < 20 {
-        return None;
-    }
-    let days = parse_date(&s[..10])?;
-    let b = s.as_bytes();
-    if !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (h, mi, sec) = (
-        digits(&s[11..13])?,
-        digits(&s[14..16])?,
-        digits(&s[17..19])?,
-    );
-    if h > 23 || mi > 59 || sec > 59 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut nanos = 0u32;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 || n > 9 {
-            return None;
-        }
-        let mut v: u32 = frac[..n].parse().ok()?;
-        for _ in n..9 {
-            v *= 10;
-        }
-        nanos = v;
-        rest = &frac[n..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let rb = rest.as_bytes();
-            if rb.len() != 6 || rb[3] != b':' {
-                return None;
-            }
-            let (oh, om) = (digits(&rest[1..3])?, digits(&rest[4..6])?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let o = oh * 3600 + om * 60;
-            match rb[0] {
-                b'+' => o,
-                b'-' => -o,
-                _ => return None,
-            }
-        }
-    };
-    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset, nanos))
-}
+/// Dates and timestamps are read by the contract, the same code that writes them for `tail`.
+pub use lienthong_contract::json::{parse_date, parse_rfc3339};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -765,16 +674,7 @@ mod tests {
     }
 
     fn civil(days: i64) -> String {
-        // Search is fine in a test.
-        let mut y = 1970;
-        while days_from_civil(y + 1, 1, 1) <= days {
-            y += 1;
-        }
-        let mut m = 1;
-        while m < 12 && days_from_civil(y, m + 1, 1) <= days {
-            m += 1;
-        }
-        let d = days - days_from_civil(y, m, 1) + 1;
+        let (y, m, d) = lienthong_contract::json::civil_from_days(days);
         format!("{y:04}-{m:02}-{d:02}")
     }
 
