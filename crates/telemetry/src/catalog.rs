@@ -180,7 +180,7 @@ pub const CONNECTOR_EVENTS_CONSUMED: MetricSpec = counter(
 pub const CONNECTOR_EVENTS_APPLIED: MetricSpec = counter(
     "lienthong_connector_events_applied_total",
     &["connector", "topic"],
-    "Records whose store transaction committed (including version-guarded no-ops).",
+    "Records whose store transaction committed, including version-guarded no-ops and the records the filter left out (also counted as filtered).",
 );
 /// Records skipped by the connector's filter.
 pub const CONNECTOR_EVENTS_FILTERED: MetricSpec = counter(

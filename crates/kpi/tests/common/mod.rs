@@ -3,7 +3,6 @@
 //! its metrics.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -669,72 +668,7 @@ impl Running {
     }
 }
 
-/// Samples of one scrape, by metric name and label set.
-#[derive(Debug, Clone, Default)]
-pub struct Samples(Vec<(String, BTreeMap<String, String>, f64)>);
-
-impl Samples {
-    /// From (name, labels, value) triples.
-    pub fn from_series(series: Vec<(String, BTreeMap<String, String>, f64)>) -> Samples {
-        Samples(series)
-    }
-
-    /// Parse the text exposition format (what `/metrics` serves).
-    pub fn parse(text: &str) -> Samples {
-        let mut out = Vec::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let value: f64 = value.parse().unwrap();
-            let (name, labels) = match series.split_once('{') {
-                None => (series.to_string(), BTreeMap::new()),
-                Some((name, rest)) => {
-                    let body = rest.trim_end_matches('}');
-                    let mut labels = BTreeMap::new();
-                    for pair in body.split("\",").filter(|p| !p.is_empty()) {
-                        let (k, v) = pair.split_once("=\"").unwrap();
-                        labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
-                    }
-                    (name.to_string(), labels)
-                }
-            };
-            out.push((name, labels, value));
-        }
-        Samples(out)
-    }
-
-    /// The value of the series with exactly these labels.
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let want: BTreeMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self.0
-            .iter()
-            .find(|(n, l, _)| n == name && *l == want)
-            .map(|(_, _, v)| *v)
-    }
-
-    /// The sum over every series of `name`.
-    pub fn sum(&self, name: &str) -> f64 {
-        self.0
-            .iter()
-            .filter(|(n, _, _)| n == name)
-            .map(|(_, _, v)| v)
-            .sum()
-    }
-
-    /// Every series of `name`, as (labels, value).
-    pub fn series(&self, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-        self.0
-            .iter()
-            .filter(|(n, _, _)| n == name)
-            .map(|(_, l, v)| (l.clone(), *v))
-            .collect()
-    }
-}
+pub use lienthong_tests::prometheus::Samples;
 
 /// Check every expectation; returns the list of mismatches.
 pub fn mismatches(samples: &Samples) -> Vec<String> {
