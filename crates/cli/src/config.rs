@@ -29,6 +29,10 @@ pub struct Config {
     /// The KPI engine, run by `lienthong up` when this section is present (see `kpi.rs`).
     #[serde(default)]
     pub kpi: Option<lienthong_kpi::KpiConfig>,
+    /// Sink connectors `lienthong up` runs, each a connector TOML file as `lienthong connect`
+    /// takes it (relative paths are from the working directory).
+    #[serde(default)]
+    pub connectors: Vec<PathBuf>,
 }
 
 fn default_schemas_dir() -> PathBuf {

@@ -1,4 +1,5 @@
-//! `lienthong connect <config.toml>`: run one sink connector until SIGINT/SIGTERM.
+//! `lienthong connect <config.toml>`: run one sink connector until SIGINT/SIGTERM (and `up`'s
+//! `connectors = [...]`: several, beside the other components).
 //!
 //! The connector's TOML names its store (`[store] kind = "postgres"` or `"sqlite"`); this
 //! module opens that store (waiting, with backoff, while it is unreachable), serves `/metrics`
@@ -92,6 +93,61 @@ pub async fn run(config: ConnectorConfig, shutdown: CancellationToken) -> Result
                 return Ok(());
             };
             lienthong_connect::run(config, catalog, sink, telemetry, shutdown).await
+        }
+    }
+}
+
+/// The connectors `up` runs.
+pub struct Running {
+    tasks: Vec<(String, tokio::task::JoinHandle<Result<(), ConnectError>>)>,
+}
+
+/// Load every connector config first (a bad one stops `up` before anything runs), then start
+/// them. A connector that stops with an error stops the whole process (`shutdown`), so a
+/// supervisor restarts it rather than leaving a store silently behind.
+pub fn start_all(
+    paths: &[std::path::PathBuf],
+    shutdown: CancellationToken,
+) -> Result<Running, CliError> {
+    let configs = paths
+        .iter()
+        .map(|p| ConnectorConfig::load(p).map_err(|e| CliError::Usage(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tasks = configs
+        .into_iter()
+        .map(|config| {
+            let name = config.name.clone();
+            println!("connector {name} running");
+            let stop = shutdown.clone();
+            let task = tokio::spawn(async move {
+                let result = run(config, stop.child_token()).await;
+                if result.is_err() {
+                    stop.cancel();
+                }
+                result
+            });
+            (name, task)
+        })
+        .collect();
+    Ok(Running { tasks })
+}
+
+impl Running {
+    /// Wait for every connector to stop; the first error, by connector name.
+    pub async fn finish(self) -> Result<(), CliError> {
+        let mut first = None;
+        for (name, task) in self.tasks {
+            let failure = match task.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => format!("connector {name}: {e}"),
+                Err(e) => format!("connector {name}: the task failed: {e}"),
+            };
+            tracing::error!("{failure}");
+            first.get_or_insert(failure);
+        }
+        match first {
+            None => Ok(()),
+            Some(f) => Err(CliError::Failed(f)),
         }
     }
 }

@@ -13,6 +13,8 @@
 pub mod config;
 pub mod connect;
 pub mod kpi;
+pub mod publish;
+pub mod replay;
 pub mod schemas;
 pub mod tail;
 
@@ -51,7 +53,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the bus's components in one process until Ctrl-C: the schema registry (HTTP), and
     /// the HTTP gateway (with the registry also under /registry) if [gateway] is configured,
-    /// and the KPI engine when the config has a `[kpi]` section.
+    /// the KPI engine when the config has a `[kpi]` section, and the sink connectors listed in
+    /// `connectors = ["ward.toml", …]`.
     Up,
     /// Work with the schemas in the catalog.
     #[command(subcommand)]
@@ -65,9 +68,19 @@ pub enum Command {
         #[arg(value_name = "CONNECTOR_TOML")]
         connector: std::path::PathBuf,
     },
+    /// Rebuild a connector's store from the beginning of the log, with a progress bar and an
+    /// ETA; stop when it holds everything that was on the log at the start, and print its digest.
+    Replay {
+        /// The connector's TOML file (the same as for `connect`).
+        #[arg(value_name = "CONNECTOR_TOML")]
+        connector: std::path::PathBuf,
+    },
     /// Play a day of the city on embedded defaults: an in-memory Kafka, the registry,
     /// `/metrics`, and cases filed, transferred, completed and rated at wards and departments.
     Demo(DemoArgs),
+    /// Publish JSON events (the gateway's JSON form) from a file or stdin through the producer
+    /// SDK, as one agency; print a receipt per event. Every event is checked before any is sent.
+    Publish(publish::PublishArgs),
     /// Print a topic's records as JSON lines, decoded with their schemas; from the end, the
     /// beginning, an offset or a time, optionally only one key.
     Tail(tail::TailArgs),
@@ -164,8 +177,10 @@ impl CliError {
 
 /// Run one command until it is done or `shutdown` is cancelled.
 pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
-    if let Command::Connect { connector } = &cli.command {
-        return connect::run_file(connector, shutdown).await;
+    match &cli.command {
+        Command::Connect { connector } => return connect::run_file(connector, shutdown).await,
+        Command::Replay { connector } => return replay::run_file(connector, shutdown).await,
+        _ => {}
     }
     let catalog = Catalog::load(&config.schemas_dir).map_err(|e| CliError::Usage(e.to_string()))?;
     match cli.command {
@@ -196,9 +211,10 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
             topics_create(&config, &catalog, replication).await
         }
         Command::Up => up(&config, catalog, shutdown).await,
-        Command::Connect { .. } => Ok(()),
+        Command::Connect { .. } | Command::Replay { .. } => Ok(()),
         Command::Demo(args) => demo(args, &config.schemas_dir, catalog, shutdown).await,
         Command::Tail(args) => tail::tail(&config, &catalog, args, shutdown).await,
+        Command::Publish(args) => publish::publish(&config, catalog, args, shutdown).await,
     }
 }
 
@@ -399,6 +415,7 @@ async fn up(
     catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<(), CliError> {
+    let connectors = connect::start_all(&config.connectors, shutdown.clone())?;
     let kpi = kpi::start(config, shutdown.child_token()).await?;
     let agencies = Agencies::new(&config.registry.agencies).map_err(CliError::Usage)?;
     let log = KafkaLogConfig {
@@ -437,6 +454,7 @@ async fn up(
         }
     }
     kpi::finish(kpi).await?;
+    connectors.finish().await?;
     println!("stopped");
     Ok(())
 }

@@ -38,8 +38,12 @@ fn every_subcommand_has_help() {
         &["topics", "--help"],
         &["topics", "create", "--help"],
         &["demo", "--help"],
+        &["publish", "--help"],
+        &["replay", "--help"],
+        &["connect", "--help"],
         &["tail", "--help"],
         &["schemas", "diff", "--help"],
+        &["schemas", "push", "--help"],
     ] {
         let (code, out, _) = output(lienthong().args(args));
         assert_eq!(code, 0, "{args:?}");
@@ -248,14 +252,34 @@ fn schemas_push_to_an_external_registry_is_idempotent() {
 #[test]
 fn up_runs_the_gateway_with_the_registry_mounted() {
     let kafka = kafka();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(kafka.ensure_catalog_topics()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("lienthong.toml");
+    // A ward store kept by a connector that `up` runs beside the gateway.
+    let store = dir.path().join("ward-26734.sqlite");
+    let connector = dir.path().join("ward.toml");
+    let suffix = unique_suffix();
+    let dlq = rt
+        .block_on(kafka.create_topic("up-dlq", 1, 1, &[]))
+        .unwrap();
+    std::fs::write(
+        &connector,
+        format!(
+            "name = \"up-ward-{suffix}\"\ndead_letter_topic = \"{dlq}\"\n[kafka]\nbootstrap = \"{}\"\n[schemas]\ndir = \"{}\"\n[[topics]]\nname = \"hcm.case.events\"\n[filter]\nunits = [\"26734\"]\n[store]\nkind = \"sqlite\"\npath = \"{}\"\n",
+            kafka.bootstrap(),
+            lienthong_contract::repo_schemas_dir().display(),
+            store.display()
+        ),
+    )
+    .unwrap();
     std::fs::write(
         &config,
         format!(
-            "[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_lienthong_schemas-{s}\"\n[[registry.agencies]]\ncode = \"26734\"\nkind = \"ward\"\ntoken_sha256 = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:0\"\ntransactional_id = \"cli-gw-{s}\"\nidempotency_window_secs = 60\n",
+            "connectors = [\"{}\"]\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_lienthong_schemas-{s}\"\n[[registry.agencies]]\ncode = \"26734\"\nkind = \"ward\"\ntoken_sha256 = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:0\"\ntransactional_id = \"cli-gw-{s}\"\nidempotency_window_secs = 60\n",
+            connector.display(),
             hash_token("ward-token"),
-            s = unique_suffix(),
+            s = suffix,
         ),
     )
     .unwrap();
@@ -305,6 +329,29 @@ fn up_runs_the_gateway_with_the_registry_mounted() {
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    // The connector `up` runs puts the case in the ward's store.
+    let case = event["envelope"]["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = rt.block_on(async {
+            use lienthong_connect::Sink;
+            let mut sink = lienthong_sink_sqlite::SqliteSink::open(&store)
+                .await
+                .unwrap();
+            sink.rows().await.unwrap()
+        });
+        if rows.iter().any(|r| r.table == "cases" && r.key == case) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "case {case} not in the ward's store within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     StdCommand::new("kill")
         .arg("-INT")
@@ -375,10 +422,33 @@ fn demo_plays_a_day_and_proves_the_log() {
     let (simulated, counted): (u64, u64) = (words[4].parse().unwrap(), words[6].parse().unwrap());
     assert_eq!(simulated, counted, "{kpi}");
     assert!(simulated > 100, "{kpi}");
+    // gateway: <n> of those events came in over HTTP
+    let gateway = summary
+        .lines()
+        .find(|l| l.starts_with("gateway:"))
+        .expect("a gateway line");
+    let via_http: u64 = gateway.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(via_http > 100, "{gateway}");
+    // store <code>: rows <n> log_rows <m> digest <hex> log_digest <hex> MATCH (<path>)
+    let mut stores = Vec::new();
+    for line in summary.lines().filter(|l| l.starts_with("store ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (rows, log_rows): (u64, u64) = (words[3].parse().unwrap(), words[5].parse().unwrap());
+        assert!(rows > 100, "{line}");
+        assert_eq!(rows, log_rows, "{line}");
+        assert_eq!(words[7], words[9], "digests differ: {line}");
+        assert_eq!(words[10], "MATCH", "{line}");
+        let path = words[11].trim_matches(|c| c == '(' || c == ')');
+        assert!(std::path::Path::new(path).is_file(), "{line}");
+        stores.push(words[1].trim_end_matches(':').to_string());
+    }
+    assert_eq!(stores, ["STP", "26734", "26740", "27259"], "{summary}");
     assert!(summary.contains("result: CONSISTENT"), "{summary}");
-    // Progress lines were printed while it ran.
+    // Progress lines were printed while it ran, with rows applied per store.
+    let progress: Vec<&str> = out.lines().filter(|l| l.starts_with('[')).collect();
+    assert!(progress.len() >= 15, "{out}");
     assert!(
-        out.lines().filter(|l| l.starts_with('[')).count() >= 15,
+        progress.iter().all(|l| l.contains("rows applied: STP ")),
         "{out}"
     );
 }
@@ -604,5 +674,148 @@ fn schemas_diff_against_git_names_each_change() {
             .args(["schemas", "diff", "--against", "no-such-rev"]),
     );
     assert_ne!(code, 0);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The gateway's JSON form of typed sample events (what `tail` prints as `value`).
+fn gateway_json<T: serde::Serialize>(
+    catalog: &lienthong_contract::Catalog,
+    topic: &str,
+    event: &T,
+) -> serde_json::Value {
+    let codec = lienthong_contract::Codec::from_catalog(catalog).unwrap();
+    let bytes = codec
+        .encode_to_vec(catalog.local_id(topic).unwrap(), event)
+        .unwrap();
+    let (_, value) = codec.decode_value(&bytes, None).unwrap();
+    lienthong_contract::json::to_json(&value, &catalog.topic(topic).unwrap().schema)
+}
+
+/// `publish` sends JSON events through the SDK and prints a receipt per event; Kafka has each
+/// at its receipt, keyed by the case. A bad event, an event published as another unit, an
+/// unknown topic or an unreachable broker is a clear error, and a bad event publishes nothing.
+#[test]
+fn publish_sends_json_events_and_prints_receipts() {
+    use lienthong_contract::{Catalog, Codec, repo_schemas_dir, samples};
+    let kafka = kafka();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(kafka.ensure_catalog_topics()).unwrap();
+    let catalog = Catalog::load(repo_schemas_dir()).unwrap();
+    let topic = "hcm.case.events";
+    let case = format!("HS-PUB-{}", unique_suffix());
+    let events: Vec<_> = samples::case_lifecycle()
+        .into_iter()
+        .map(|mut e| {
+            e.envelope.aggregate_id = case.clone();
+            e.envelope.event_id = uuid::Uuid::new_v4().to_string();
+            e.envelope.producer_unit = "26734".into();
+            e
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| gateway_json(&catalog, topic, e).to_string())
+        .collect();
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let publish = |args: &[&str], stdin: Option<&str>| {
+        let mut c = lienthong();
+        c.env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+            .args(["publish", "--topic"])
+            .args(args);
+        if let Some(input) = stdin {
+            c.write_stdin(input.to_string());
+        }
+        output(&mut c)
+    };
+
+    let (code, out, err) = publish(&[topic, "--as", "26734", file.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let receipts: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(receipts.len(), events.len(), "{out}");
+    let codec = Codec::from_catalog(&catalog).unwrap();
+    for (receipt, event) in receipts.iter().zip(&events) {
+        assert_eq!(receipt["topic"], topic);
+        assert_eq!(receipt["event_id"], event.envelope.event_id);
+        let record = rt
+            .block_on(kafka.read_at(
+                topic,
+                receipt["partition"].as_i64().unwrap() as i32,
+                receipt["offset"].as_i64().unwrap(),
+            ))
+            .unwrap();
+        assert_eq!(record.key.as_deref(), Some(case.as_bytes()));
+        let (_, on_log): (u32, lienthong_contract::events::CaseEvent) =
+            codec.decode(record.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(&on_log, event);
+    }
+    // The same events as one JSON array on stdin (new ids: the SDK does not deduplicate).
+    let again: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["envelope"]["event_id"] = uuid::Uuid::new_v4().to_string().into();
+            v
+        })
+        .collect();
+    let (code, out, err) = publish(
+        &[topic, "--as", "26734", "-"],
+        Some(&serde_json::Value::Array(again.clone()).to_string()),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), events.len(), "{out}");
+
+    // One bad event among good ones: every problem named, nothing published.
+    let bad_case = format!("HS-BAD-{}", unique_suffix());
+    let mut bad: Vec<serde_json::Value> = again
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            v["envelope"]["aggregate_id"] = bad_case.clone().into();
+            v["envelope"]["event_id"] = uuid::Uuid::new_v4().to_string().into();
+            v
+        })
+        .collect();
+    bad[1]["envelope"]["producer_unit"] = "not a unit".into();
+    let (code, out, err) = publish(
+        &[topic, "--as", "26734"],
+        Some(&serde_json::Value::Array(bad).to_string()),
+    );
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("event 1: $.envelope.producer_unit"), "{err}");
+    assert!(err.contains("nothing was published"), "{err}");
+    assert!(out.is_empty(), "{out}");
+    let (code, on_log, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+            .args(["tail", topic, "--from", "beginning", "--until-end"])
+            .args(["--key", bad_case.as_str()]),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(on_log.is_empty(), "{on_log}");
+
+    // Publishing as another unit, to an unknown topic, malformed JSON, an unreachable broker.
+    let (code, _, err) = publish(&[topic, "--as", "26737", file.to_str().unwrap()], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("publishes only as itself"), "{err}");
+    let (code, _, err) = publish(&["hcm.no.such", "--as", "26734"], Some("{}"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown topic"), "{err}");
+    let (code, _, err) = publish(&[topic, "--as", "26734"], Some("{\"envelope\": \n{oops"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("line 1"), "{err}");
+    let (code, _, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", "127.0.0.1:1")
+            .args(["publish", "--topic", topic, "--as", "26734"])
+            .arg(&file)
+            .timeout(Duration::from_secs(90)),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }

@@ -37,6 +37,7 @@ both_stores!(
     poison_records_go_to_the_dead_letter_topic_and_the_rest_is_applied,
     a_ward_store_takes_its_own_cases_and_only_granted_citizens,
     a_new_optional_field_adds_a_column_and_an_incompatible_change_stops,
+    replay_rebuilds_a_store_from_the_beginning_of_the_log,
 );
 
 /// 600 cases (about 2,700 events, some sent twice) over 4 partitions: the store holds exactly
@@ -572,4 +573,107 @@ async fn a_new_optional_field_adds_a_column_and_an_incompatible_change_stops(sto
     );
     let after = store.rows().await;
     assert_eq!(Digest::of(after, 16), Digest::of(rows, 16));
+}
+
+/// `lienthong replay` rebuilds an empty store from the beginning of the log, showing progress
+/// and an ETA, and stops by itself once it holds the whole log: the same rows (by digest) as
+/// the store the connector kept live and as the log folded in memory. Replaying a store that
+/// is already whole changes nothing.
+async fn replay_rebuilds_a_store_from_the_beginning_of_the_log(store: Store) {
+    let kafka = kafka();
+    let topic = kafka.create_topic("replay", 4, 1, &[]).await.unwrap();
+    let dlq = kafka.create_topic("replay-dlq", 1, 1, &[]).await.unwrap();
+    let events = case_stream(&format!("RP-{}", unique_suffix()), 300);
+    produce(&kafka, &topic, &encode_cases(&events)).await;
+    let ends = end_offsets(&kafka, &topic).await;
+
+    // The live store, kept by the connector.
+    let name = format!("replay-{}", unique_suffix());
+    let live_toml = config_toml(&name, &kafka, &[(&topic, "cases")], &store, &dlq, "");
+    let (token, task) = spawn(config(&live_toml));
+    wait_caught_up(&store, &name, &topic, &ends, Duration::from_secs(120)).await;
+    token.cancel();
+    task.await.unwrap().unwrap();
+    let live_rows = store.rows().await;
+    let live = Digest::of(live_rows.clone(), 64);
+    assert!(live.rows >= 300, "{live:?}");
+
+    // An empty store of the same kind, rebuilt by `replay`.
+    let fresh = match store {
+        Store::Postgres { .. } => postgres_store().await,
+        Store::Sqlite { .. } => sqlite_store().await,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("connector.toml");
+    let fresh_toml = config_toml(&name, &kafka, &[(&topic, "cases")], &fresh, &dlq, "");
+    std::fs::write(&file, &fresh_toml).unwrap();
+    let replay = |file: &std::path::Path| {
+        let out = assert_cmd::Command::cargo_bin("lienthong")
+            .unwrap()
+            .env_remove("RUST_LOG")
+            .arg("replay")
+            .arg(file)
+            .timeout(Duration::from_secs(180))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = tokio::task::block_in_place(|| replay(&file));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let total: i64 = ends.values().sum();
+    assert!(
+        err.contains(&format!("replaying {total} records of 4 partition(s)")),
+        "{err}"
+    );
+    let last = err
+        .lines()
+        .rfind(|l| l.starts_with("replay: "))
+        .expect("progress lines");
+    assert!(
+        last.contains(&format!("{total}/{total} records (100%), ETA")),
+        "{err}"
+    );
+    let rebuilt = fresh.rows().await;
+    assert_same_rows(&rebuilt, &live_rows, fresh.kind());
+    // replayed <n> records in <t> s; the store holds <rows> rows, digest <hex>
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words[0], "replayed", "{out}");
+    assert_eq!(words[1], total.to_string(), "{out}");
+    assert_eq!(words[words.len() - 1], live.overall, "{out}");
+    assert_eq!(Digest::of(rebuilt.clone(), 64), live);
+    let folded = fold_in_memory(&fresh_toml, &[&topic], &kafka).await;
+    assert_same_rows(&rebuilt, &folded, fresh.kind());
+
+    // Again, over the whole store: nothing changes.
+    let (code, out, err) = tokio::task::block_in_place(|| replay(&file));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.trim_end().ends_with(&live.overall), "{out}");
+    assert_eq!(Digest::of(fresh.rows().await, 64), live);
+
+    // A topic that does not exist, a broker that does not answer, a malformed file.
+    let missing = config_toml(
+        &name,
+        &kafka,
+        &[(&format!("no-such-topic-{}", unique_suffix()), "cases")],
+        &fresh,
+        &dlq,
+        "",
+    );
+    std::fs::write(&file, missing).unwrap();
+    let (code, _, err) = tokio::task::block_in_place(|| replay(&file));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    std::fs::write(&file, fresh_toml.replace(kafka.bootstrap(), "127.0.0.1:1")).unwrap();
+    let (code, _, err) = tokio::task::block_in_place(|| replay(&file));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    std::fs::write(&file, "name = \"x\"\nnot toml at all [").unwrap();
+    let (code, _, err) = tokio::task::block_in_place(|| replay(&file));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("connector.toml"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -253,6 +253,9 @@ struct OpenCase {
 #[derive(Debug, Clone)]
 struct OpenFeedback {
     id: String,
+    /// The case it is about: feedback follows the case's correlation id.
+    case_id: String,
+    correlation_id: String,
     receiving: &'static str,
     version: i64,
     assigned_to: Option<&'static str>,
@@ -319,7 +322,9 @@ impl Simulator {
     pub fn reference_data(&mut self, now_ms: i64) -> Vec<CityEvent> {
         let mut out = Vec::new();
         for unit in WARDS.iter().chain(DEPARTMENTS) {
-            let envelope = self.envelope(now_ms, "SNV", unit.code, 1, unit.code);
+            // A register entry starts its own chain: a fresh correlation id.
+            let correlation = lienthong_contract::samples::uuid_like(self.rng.next());
+            let envelope = self.envelope(now_ms, "SNV", unit.code, 1, &correlation);
             out.push(CityEvent::Unit(AdminUnitRecord {
                 envelope,
                 unit: AdminUnit {
@@ -338,7 +343,9 @@ impl Simulator {
         }
         for p in PROCEDURES {
             let owner = p.department.unwrap_or("SNV");
-            let envelope = self.envelope(now_ms, "SNV", p.code, 1, p.code);
+            // A register entry starts its own chain: a fresh correlation id.
+            let correlation = lienthong_contract::samples::uuid_like(self.rng.next());
+            let envelope = self.envelope(now_ms, "SNV", p.code, 1, &correlation);
             out.push(CityEvent::Procedure(ProcedureRecord {
                 envelope,
                 procedure: Procedure {
@@ -543,6 +550,8 @@ impl Simulator {
             if self.rng.chance(10) {
                 self.feedback.push(OpenFeedback {
                     id: format!("PA-{}-{:06}", case.receiving, self.next_feedback),
+                    case_id: case.id.clone(),
+                    correlation_id: case.correlation_id.clone(),
                     receiving: case.receiving,
                     version: 0,
                     assigned_to: None,
@@ -564,7 +573,7 @@ impl Simulator {
                     channel: Channel::Online,
                     category: "thai_do_phuc_vu".into(),
                     content: "Cán bộ hướng dẫn tận tình, nhưng thời gian chờ còn lâu.".into(),
-                    related_case_id: None,
+                    related_case_id: Some(item.case_id.clone()),
                     citizen_id: None,
                 }),
             ),
@@ -587,7 +596,7 @@ impl Simulator {
                 }),
             ),
         };
-        let envelope = self.envelope(at, producer, &item.id, version, &item.id);
+        let envelope = self.envelope(at, producer, &item.id, version, &item.correlation_id);
         if matches!(event, FeedbackEventKind::FeedbackResolved(_)) {
             self.feedback.swap_remove(idx);
         } else {

@@ -8,6 +8,8 @@
 //! summary that checks the log holds exactly what was published.
 
 pub mod city;
+pub mod portal;
+pub mod stores;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -21,6 +23,8 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use lienthong_bus::EmbeddedKafka;
 use lienthong_contract::{AgencyKind, Catalog};
+use lienthong_gateway::http as gateway_http;
+use lienthong_gateway::{Gateway, GatewayConfig, KafkaConnection};
 use lienthong_registry::auth::{Agencies, AgencyCredential, hash_token};
 use lienthong_registry::client::{Credentials, RegistryClient};
 use lienthong_registry::{Registry, api};
@@ -43,6 +47,9 @@ pub enum DemoError {
     /// Publishing failed.
     #[error("publishing: {0}")]
     Publish(#[from] SdkError),
+    /// The gateway refused or failed a request of the demo's HTTP publisher.
+    #[error("gateway: {0}")]
+    Gateway(String),
     /// The data directory could not be prepared.
     #[error("data directory {path}: {source}")]
     DataDir {
@@ -60,7 +67,7 @@ impl DemoError {
         match self {
             DemoError::Kafka(_) => true,
             DemoError::Publish(e) => e.is_transient(),
-            DemoError::Startup(_) | DemoError::DataDir { .. } => false,
+            DemoError::Startup(_) | DemoError::Gateway(_) | DemoError::DataDir { .. } => false,
         }
     }
 }
@@ -107,9 +114,11 @@ impl Default for DemoConfig {
 /// What the demo proved.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
-    /// Events acknowledged by Kafka, per topic.
+    /// Events acknowledged by Kafka, per topic (through the SDK and through the gateway).
     pub published: BTreeMap<String, u64>,
-    /// Records on the log after the run, per topic (high watermark minus low watermark).
+    /// Of those, events that came in over HTTP through the gateway.
+    pub via_gateway: u64,
+    /// Records on the log after the run, per topic (read back, committed records only).
     pub on_log: BTreeMap<String, u64>,
     /// Cases still open at the end of the day, as the simulation knows them.
     pub open_cases: usize,
@@ -117,13 +126,22 @@ pub struct Summary {
     pub kpi_open: i64,
     /// Of those, past their due date (working days).
     pub kpi_overdue: i64,
+    /// Each agency store compared with the log.
+    pub stores: Vec<stores::StoreCheck>,
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "MATCH" } else { "MISMATCH" }
 }
 
 impl Summary {
-    /// The log holds exactly what was published, topic by topic, and the KPI engine counts
-    /// as many open cases as the simulation left open.
+    /// The log holds exactly what was published, topic by topic; the KPI engine counts as
+    /// many open cases as the simulation left open; and every store holds what the log says.
     pub fn consistent(&self) -> bool {
-        self.published == self.on_log && self.kpi_open == self.open_cases as i64
+        self.published == self.on_log
+            && self.kpi_open == self.open_cases as i64
+            && !self.stores.is_empty()
+            && self.stores.iter().all(stores::StoreCheck::matches)
     }
 
     /// The summary as printed at the end; `lienthong demo`'s test parses these lines.
@@ -131,26 +149,40 @@ impl Summary {
         let mut out = String::from("== summary ==\n");
         for (topic, published) in &self.published {
             let on_log = self.on_log.get(topic).copied().unwrap_or(0);
-            let verdict = if on_log == *published {
-                "MATCH"
-            } else {
-                "MISMATCH"
-            };
             out.push_str(&format!(
-                "log {topic}: published {published} on_log {on_log} {verdict}\n"
+                "log {topic}: published {published} on_log {on_log} {}\n",
+                verdict(on_log == *published)
             ));
         }
+        out.push_str(&format!(
+            "gateway: {} of those events came in over HTTP\n",
+            self.via_gateway
+        ));
         out.push_str(&format!(
             "kpi open cases: simulation {} kpi {} {} (overdue {})\n",
             self.open_cases,
             self.kpi_open,
-            if self.kpi_open == self.open_cases as i64 {
-                "MATCH"
-            } else {
-                "MISMATCH"
-            },
+            verdict(self.kpi_open == self.open_cases as i64),
             self.kpi_overdue
         ));
+        for s in &self.stores {
+            // store <code>: rows <n> log_rows <m> digest <hex> log_digest <hex> MATCH (<path>)
+            out.push_str(&format!(
+                "store {}: rows {} log_rows {} digest {} log_digest {} {}{} ({})\n",
+                s.code,
+                s.rows,
+                s.log_rows,
+                short(&s.digest),
+                short(&s.log_digest),
+                verdict(s.matches()),
+                if s.caught_up {
+                    ""
+                } else {
+                    " (did not catch up)"
+                },
+                s.path
+            ));
+        }
         out.push_str(&format!(
             "result: {}\n",
             if self.consistent() {
@@ -163,6 +195,11 @@ impl Summary {
     }
 }
 
+/// The first 16 hex digits of a digest: enough to see two differ.
+fn short(digest: &str) -> &str {
+    digest.get(..16).unwrap_or(digest)
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -172,6 +209,9 @@ fn now_ms() -> i64 {
 
 type InFlight<'a> = Pin<Box<dyn Future<Output = Result<Receipt, SdkError>> + Send + 'a>>;
 
+/// The units whose agency stores the demo keeps: one department and a handful of wards.
+pub const STORE_UNITS: &[&str] = &["STP", "26734", "26740", "27259"];
+
 /// Run the demo until `config.duration` passes or `shutdown` is cancelled; print progress
 /// to stdout; return the summary.
 pub async fn run(
@@ -180,6 +220,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Summary, DemoError> {
     prepare_data_dir(&config.data_dir)?;
+    let run_id = now_ms();
     // Kafka: embedded unless a cluster is named.
     let embedded;
     let bootstrap = match &config.kafka {
@@ -191,8 +232,9 @@ pub async fn run(
             b.clone()
         }
         None => {
-            embedded = EmbeddedKafka::for_catalog(&catalog, &[])
-                .map_err(|e| DemoError::Kafka(e.to_string()))?;
+            embedded =
+                EmbeddedKafka::for_catalog(&catalog, &[(stores::DEAD_LETTER_TOPIC.to_string(), 1)])
+                    .map_err(|e| DemoError::Kafka(e.to_string()))?;
             println!(
                 "Kafka: an embedded in-memory broker (librdkafka's mock cluster, 3 brokers) at {} — nothing is kept after the demo",
                 embedded.bootstrap()
@@ -200,12 +242,17 @@ pub async fn run(
             embedded.bootstrap().to_string()
         }
     };
+    // A real cluster may hold earlier runs: count only what this run adds.
+    let before = high_watermarks(&bootstrap, &catalog).await?;
 
-    // The registry and /metrics on one HTTP server. The demo's own credential is an admin's.
-    let token = format!(
-        "demo-{}",
-        lienthong_contract::samples::uuid_like(config.seed)
-    );
+    // Every unit gets a gateway token; the demo's own credential is a registry admin's.
+    let secret = lienthong_contract::samples::uuid_like(config.seed);
+    let token = format!("demo-{secret}");
+    let unit_tokens: HashMap<&'static str, String> = WARDS
+        .iter()
+        .chain(DEPARTMENTS)
+        .map(|u| (u.code, format!("demo-{}-{secret}", u.code)))
+        .collect();
     let agencies = Agencies::new(&[AgencyCredential {
         code: "SKHCN".into(),
         kind: AgencyKind::Department,
@@ -220,21 +267,51 @@ pub async fn run(
         .map_err(|e| DemoError::Startup(format!("registry: {e}")))?;
     // A fresh registry gives the catalog's subjects the ids 1, 2, … in catalog order, so the
     // in-process consumers can decode with the catalog's local ids. Check rather than assume.
+    let mut topic_ids = HashMap::new();
     for (subject, id) in &ids {
-        let local = catalog
-            .topic_by_subject(subject)
-            .and_then(|t| catalog.local_id(&t.name).ok());
+        let topic = catalog.topic_by_subject(subject);
+        let local = topic.and_then(|t| catalog.local_id(&t.name).ok());
         if local != Some(*id) {
             return Err(DemoError::Startup(format!(
                 "registry gave {subject} id {id}, not its catalog id {local:?}"
             )));
         }
+        if let Some(t) = topic {
+            topic_ids.insert(t.name.clone(), *id);
+        }
     }
     let telemetry = Telemetry::new("demo").map_err(|e| DemoError::Startup(e.to_string()))?;
     let components = CancellationToken::new();
     let kpi = start_kpi(&config, &bootstrap, &telemetry, components.clone()).await?;
-    let app = api::router(Arc::clone(&registry))
-        .merge(lienthong_telemetry::router(Arc::clone(&telemetry)));
+    let gateway = Gateway::start(
+        GatewayConfig {
+            agencies: WARDS
+                .iter()
+                .chain(DEPARTMENTS)
+                .map(|u| AgencyCredential {
+                    code: u.code.to_string(),
+                    kind: u.kind,
+                    token_sha256: hash_token(&unit_tokens[u.code]),
+                    admin: false,
+                })
+                .collect(),
+            transactional_id: format!("lienthong-demo-gateway-{run_id}"),
+            producers: 2,
+            ..GatewayConfig::default()
+        },
+        KafkaConnection::new(bootstrap.clone()),
+        Arc::clone(&catalog),
+        &topic_ids,
+        None,
+        Arc::clone(&telemetry),
+        components.clone(),
+    )
+    .map_err(|e| DemoError::Startup(format!("gateway: {e}")))?;
+    // One HTTP server: the gateway, the registry under /registry, and /metrics.
+    let app = gateway_http::with_registry(
+        gateway_http::router(Arc::clone(&gateway)),
+        api::router(Arc::clone(&registry)),
+    );
     let addr: SocketAddr = config
         .listen
         .parse()
@@ -246,52 +323,97 @@ pub async fn run(
         .local_addr()
         .map_err(|e| DemoError::Startup(e.to_string()))?;
     let server_stop = CancellationToken::new();
-    let server = {
-        let stop = server_stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
-    };
-    println!("schema registry: http://{local}/subjects");
+    let server = tokio::spawn(lienthong_gateway::serve(
+        listener,
+        app,
+        Arc::clone(&gateway),
+        server_stop.clone(),
+    ));
+    let mut agency_stores = Vec::new();
+    for code in STORE_UNITS {
+        let unit = WARDS
+            .iter()
+            .chain(DEPARTMENTS)
+            .find(|u| u.code == *code)
+            .ok_or_else(|| DemoError::Startup(format!("store unit {code} is not in the city")))?;
+        agency_stores.push(
+            stores::start(
+                unit,
+                &config.data_dir,
+                &bootstrap,
+                &catalog,
+                &config.schemas_dir,
+                &telemetry,
+                run_id,
+            )
+            .await?,
+        );
+    }
+    println!("gateway:         http://{local}/openapi.json (POST /topics/{{topic}}/events)");
+    println!("schema registry: http://{local}/registry/subjects");
     println!("KPI engine:      service-chain indicators under lienthong_kpi_* in /metrics");
     println!("metrics:         http://{local}/metrics");
+    println!(
+        "stores:          SQLite files under {}: {}",
+        config.data_dir.display(),
+        STORE_UNITS.join(", ")
+    );
 
-    // A real cluster may hold earlier runs: count only what this run adds.
-    let before = log_counts(&bootstrap, &catalog)?;
     let result = play(
         &config,
         &catalog,
         &bootstrap,
-        &format!("http://{local}"),
-        &token,
+        &Endpoints {
+            base: format!("http://{local}"),
+            admin_token: token,
+            unit_tokens,
+        },
         &telemetry,
+        &agency_stores,
         &shutdown,
     )
     .await;
+    let mut summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            for store in agency_stores {
+                store.abandon().await;
+            }
+            components.cancel();
+            server_stop.cancel();
+            let _ = kpi.await;
+            let _ = server.await;
+            return Err(e);
+        }
+    };
     // Let the KPI engine see the last events before the summary reads its gauges.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let open = gauge_sum(&telemetry, "lienthong_kpi_unit_cases_open");
-    let overdue = gauge_sum(&telemetry, "lienthong_kpi_unit_cases_open_overdue");
+    summary.kpi_open = gauge_sum(&telemetry, "lienthong_kpi_unit_cases_open");
+    summary.kpi_overdue = gauge_sum(&telemetry, "lienthong_kpi_unit_cases_open_overdue");
+    let after = scan_log(&bootstrap, &catalog, &before).await?;
+    summary.on_log = after.counts;
+    println!("checking each store against the log …");
+    let ends = stores::consumed(&after.ends);
+    let checks = agency_stores
+        .into_iter()
+        .map(|store| store.check(&ends, &catalog, Duration::from_secs(60), run_id));
+    for check in futures::future::join_all(checks).await {
+        summary.stores.push(check?);
+    }
     components.cancel();
     if let Err(e) = kpi.await {
         tracing::warn!(error = %e, "the KPI engine task failed");
     }
     server_stop.cancel();
     let _ = server.await;
-    let mut summary = result?;
-    summary.kpi_open = open;
-    summary.kpi_overdue = overdue;
-    summary.on_log = log_counts(&bootstrap, &catalog)?
-        .into_iter()
-        .map(|(topic, n)| {
-            let earlier = before.get(&topic).copied().unwrap_or(0);
-            (topic, n.saturating_sub(earlier))
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect();
     Ok(summary)
+}
+
+/// Where the demo's HTTP publisher and registry client reach the server.
+struct Endpoints {
+    base: String,
+    admin_token: String,
+    unit_tokens: HashMap<&'static str, String>,
 }
 
 /// The KPI engine, in this process, on this process's metrics; its own `/metrics` listener is
@@ -370,19 +492,20 @@ fn kafka_client(bootstrap: &str) -> rdkafka::ClientConfig {
     c
 }
 
-/// Publish the day; returns what Kafka acknowledged.
+/// Publish the day; returns what Kafka acknowledged. Feedback comes in over HTTP through the
+/// gateway (the public service portal's path); everything else through the SDK.
 async fn play(
     config: &DemoConfig,
     catalog: &Arc<Catalog>,
     bootstrap: &str,
-    registry_url: &str,
-    token: &str,
+    endpoints: &Endpoints,
     telemetry: &Telemetry,
+    agency_stores: &[stores::AgencyStore],
     shutdown: &CancellationToken,
 ) -> Result<Summary, DemoError> {
     let client = RegistryClient::new(
-        registry_url,
-        Credentials::Bearer(token.to_string()),
+        &format!("{}/registry", endpoints.base),
+        Credentials::Bearer(endpoints.admin_token.clone()),
         lienthong_contract::Codec::new(),
     )
     .map_err(|e| DemoError::Startup(e.to_string()))?;
@@ -396,67 +519,116 @@ async fn play(
         .await?;
         publishers.insert(unit.code, publisher);
     }
-    let mut summary = Summary::default();
-    let mut sim = Simulator::new(config.seed);
-    let start_ms = now_ms();
-    let mut opening = sim.reference_data(start_ms);
-    opening.extend(sim.backlog(start_ms, config.backlog_days, config.backlog_cases_per_day));
-    println!(
-        "opening the day: {} events of reference data and backlog",
-        opening.len()
-    );
-    let mut in_flight: FuturesUnordered<InFlight<'_>> = FuturesUnordered::new();
-    for event in opening {
-        in_flight.push(publish(&publishers, event)?);
-    }
-    drain(&mut in_flight, &mut summary, 0).await?;
+    let (to_portal, portal_rx) = tokio::sync::mpsc::channel(10_000);
+    let mut portal = Some(tokio::spawn(portal::run(
+        portal_rx,
+        endpoints.base.clone(),
+        endpoints.unit_tokens.clone(),
+        Arc::clone(catalog),
+    )));
+    let played = async {
+        let mut summary = Summary::default();
+        let mut sim = Simulator::new(config.seed);
+        let start_ms = now_ms();
+        let mut opening = sim.reference_data(start_ms);
+        opening.extend(sim.backlog(start_ms, config.backlog_days, config.backlog_cases_per_day));
+        println!(
+            "opening the day: {} events of reference data and backlog",
+            opening.len()
+        );
+        let mut in_flight: FuturesUnordered<InFlight<'_>> = FuturesUnordered::new();
+        for event in opening {
+            route(&publishers, &to_portal, &mut in_flight, event).await?;
+        }
+        drain(&mut in_flight, &mut summary, 0).await?;
 
-    println!(
-        "today: {} steps/s for {} s (Ctrl-C ends the day early)",
-        config.rate,
-        config.duration.as_secs()
-    );
-    let started = Instant::now();
-    let tick = Duration::from_millis(20);
-    let per_tick = (config.rate as f64 * tick.as_secs_f64()).max(1.0);
-    let mut owed = 0.0;
-    let mut ticker = tokio::time::interval(tick);
-    let mut last_report = Instant::now();
-    let mut last_count = summary.published.values().sum::<u64>();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
+        println!(
+            "today: {} steps/s for {} s (Ctrl-C ends the day early)",
+            config.rate,
+            config.duration.as_secs()
+        );
+        let started = Instant::now();
+        let tick = Duration::from_millis(20);
+        let per_tick = (config.rate as f64 * tick.as_secs_f64()).max(1.0);
+        let mut owed = 0.0;
+        let mut ticker = tokio::time::interval(tick);
+        let mut last_report = Instant::now();
+        let mut last_count = summary.published.values().sum::<u64>();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            if started.elapsed() >= config.duration {
+                break;
+            }
+            owed += per_tick;
+            while owed >= 1.0 {
+                owed -= 1.0;
+                route(&publishers, &to_portal, &mut in_flight, sim.step(now_ms())).await?;
+            }
+            // Keep at most a few thousand in flight; collect what is done.
+            drain(&mut in_flight, &mut summary, 5_000).await?;
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                let total: u64 = summary.published.values().sum();
+                let rate = (total - last_count) as f64 / last_report.elapsed().as_secs_f64();
+                let applied: Vec<String> = agency_stores
+                    .iter()
+                    .map(|s| format!("{} {}", s.unit.code, s.applied(telemetry)))
+                    .collect();
+                println!(
+                    "[{:>4.0} s] events {total:>8} {rate:>6.0}/s  open cases {:>5}  overdue {:>4}  rows applied: {}",
+                    started.elapsed().as_secs_f64(),
+                    gauge_sum(telemetry, "lienthong_kpi_unit_cases_open"),
+                    gauge_sum(telemetry, "lienthong_kpi_unit_cases_open_overdue"),
+                    applied.join(", "),
+                );
+                last_report = Instant::now();
+                last_count = total;
+            }
         }
-        if started.elapsed() >= config.duration {
-            break;
+        drain(&mut in_flight, &mut summary, 0).await?;
+        for publisher in publishers.values() {
+            publisher.flush(Duration::from_secs(10))?;
         }
-        owed += per_tick;
-        while owed >= 1.0 {
-            owed -= 1.0;
-            in_flight.push(publish(&publishers, sim.step(now_ms()))?);
-        }
-        // Keep at most a few thousand in flight; collect what is done.
-        drain(&mut in_flight, &mut summary, 5_000).await?;
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            let total: u64 = summary.published.values().sum();
-            let rate = (total - last_count) as f64 / last_report.elapsed().as_secs_f64();
-            println!(
-                "[{:>4.0} s] events {total:>8}  {rate:>7.0}/s  open cases {:>6}  overdue {:>5}",
-                started.elapsed().as_secs_f64(),
-                gauge_sum(telemetry, "lienthong_kpi_unit_cases_open"),
-                gauge_sum(telemetry, "lienthong_kpi_unit_cases_open_overdue"),
-            );
-            last_report = Instant::now();
-            last_count = total;
-        }
+        summary.open_cases = sim.open_cases();
+        Ok::<_, DemoError>(summary)
     }
-    drain(&mut in_flight, &mut summary, 0).await?;
-    for publisher in publishers.values() {
-        publisher.flush(Duration::from_secs(10))?;
+    .await;
+    // The HTTP publisher ends once everything sent to it is acknowledged (or it failed).
+    drop(to_portal);
+    let via_gateway = match portal.take() {
+        Some(task) => task
+            .await
+            .map_err(|e| DemoError::Gateway(format!("the HTTP publisher failed: {e}")))?,
+        None => Ok(portal::Counts::new()),
+    };
+    // Its error explains a refused hand-over better than the hand-over's own.
+    let via_gateway = via_gateway?;
+    let mut summary = played?;
+    for (topic, n) in via_gateway {
+        summary.via_gateway += n;
+        *summary.published.entry(topic).or_insert(0) += n;
     }
-    summary.open_cases = sim.open_cases();
     Ok(summary)
+}
+
+/// Hand `event` to the HTTP publisher (feedback) or publish it through the SDK.
+async fn route<'a>(
+    publishers: &'a HashMap<&'static str, Publisher>,
+    to_portal: &tokio::sync::mpsc::Sender<CityEvent>,
+    in_flight: &mut FuturesUnordered<InFlight<'a>>,
+    event: CityEvent,
+) -> Result<(), DemoError> {
+    if matches!(event, CityEvent::Feedback(_)) {
+        to_portal
+            .send(event)
+            .await
+            .map_err(|_| DemoError::Gateway("the HTTP publisher stopped".into()))
+    } else {
+        in_flight.push(publish(publishers, event)?);
+        Ok(())
+    }
 }
 
 fn publish<'a>(
@@ -504,24 +676,89 @@ async fn drain(
     }
 }
 
-/// Records on the log per catalog topic.
-fn log_counts(bootstrap: &str, catalog: &Catalog) -> Result<BTreeMap<String, u64>, DemoError> {
-    let consumer: BaseConsumer = kafka_client(bootstrap)
-        .set("group.id", "lienthong-demo-summary")
-        .create()
-        .map_err(|e| DemoError::Kafka(e.to_string()))?;
-    let mut counts = BTreeMap::new();
-    for topic in catalog.topics() {
-        let mut n = 0u64;
-        for p in 0..topic.partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic.name, p, Duration::from_secs(10))
-                .map_err(|e| DemoError::Kafka(format!("{}[{p}]: {e}", topic.name)))?;
-            n += (high - low).max(0) as u64;
+/// The high watermark of every partition of every catalog topic.
+async fn high_watermarks(
+    bootstrap: &str,
+    catalog: &Arc<Catalog>,
+) -> Result<stores::Ends, DemoError> {
+    let (bootstrap, catalog) = (bootstrap.to_string(), Arc::clone(catalog));
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = kafka_client(&bootstrap)
+            .create()
+            .map_err(|e| DemoError::Kafka(e.to_string()))?;
+        let mut ends = stores::Ends::new();
+        for topic in catalog.topics() {
+            for p in 0..topic.partitions {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic.name, p, Duration::from_secs(10))
+                    .map_err(|e| DemoError::Kafka(format!("{}[{p}]: {e}", topic.name)))?;
+                ends.insert((topic.name.clone(), p), high);
+            }
         }
-        if n > 0 {
-            counts.insert(topic.name.clone(), n);
+        Ok(ends)
+    })
+    .await
+    .map_err(|e| DemoError::Kafka(format!("reading watermarks: {e}")))?
+}
+
+/// How long reading one partition back may take.
+const SCAN: Duration = Duration::from_secs(60);
+
+/// What reading the log back found.
+struct LogScan {
+    /// Committed records per topic since the given offsets.
+    counts: BTreeMap<String, u64>,
+    /// Per partition with records, the offset after its last record: where a consumer that
+    /// read everything stands (transaction markers after it are never delivered).
+    ends: stores::Ends,
+}
+
+/// Read every catalog topic back from `since` (per partition) to its end, as a consumer sees
+/// it (`read_committed`): count the records and note where each partition's last one is.
+async fn scan_log(
+    bootstrap: &str,
+    catalog: &Arc<Catalog>,
+    since: &stores::Ends,
+) -> Result<LogScan, DemoError> {
+    let (bootstrap, catalog, since) = (bootstrap.to_string(), Arc::clone(catalog), since.clone());
+    tokio::task::spawn_blocking(move || {
+        let client = kafka_client(&bootstrap);
+        let kafka = |e: lienthong_bus::BusError| DemoError::Kafka(e.to_string());
+        let from: Vec<(lienthong_bus::Partition, i64)> = catalog
+            .topics()
+            .iter()
+            .flat_map(|t| (0..t.partitions).map(move |p| (t.name.clone(), p)))
+            .map(|tp| {
+                let start = since.get(&tp).copied().unwrap_or(0);
+                (tp, start)
+            })
+            .collect();
+        let reads = lienthong_bus::read_back(&client, &from, SCAN).map_err(kafka)?;
+        let mut scan = LogScan {
+            counts: BTreeMap::new(),
+            ends: stores::Ends::new(),
+        };
+        // Partitions with nothing new: where their earlier records end still matters.
+        let quiet: Vec<lienthong_bus::Partition> = from
+            .iter()
+            .filter(|(tp, start)| *start > 0 && reads.get(tp).is_none_or(|r| r.last.is_none()))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        let earlier = lienthong_bus::record_ends(&client, &quiet, SCAN).map_err(kafka)?;
+        for (tp, read) in reads {
+            if read.records > 0 {
+                *scan.counts.entry(tp.0.clone()).or_insert(0) += read.records;
+            }
+            let end = read
+                .last
+                .map(|last| last + 1)
+                .or_else(|| earlier.get(&tp).copied().flatten());
+            if let Some(end) = end {
+                scan.ends.insert(tp, end);
+            }
         }
-    }
-    Ok(counts)
+        Ok(scan)
+    })
+    .await
+    .map_err(|e| DemoError::Kafka(format!("reading the log back: {e}")))?
 }

@@ -1,0 +1,302 @@
+//! The demo's agency stores: a SQLite database per chosen ward and department, each kept in sync
+//! with the log by a sink connector in this process (the same runtime as `lienthong connect`),
+//! and the proof at the end that each holds exactly what the log says.
+//!
+//! The proof folds the log into memory with the store's own connector config (same filter,
+//! same fold) and compares the two digests (`lienthong_connect::digest`): equal digests mean
+//! the same rows, column by column.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lienthong_connect::config::{
+    BatchConfig, FilterConfig, KafkaSection, RetryConfig, SchemasConfig, StoreConfig, TopicConfig,
+};
+use lienthong_connect::{ConnectError, ConnectorConfig, Digest, MemoryStore, Sink, StoredOffset};
+use lienthong_contract::Catalog;
+use lienthong_sink_sqlite::SqliteSink;
+use lienthong_telemetry::Telemetry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::DemoError;
+use crate::city::Unit;
+
+/// Where the connectors send what they can never apply.
+pub const DEAD_LETTER_TOPIC: &str = "lienthong.demo.dead-letters";
+
+/// The topics every demo store consumes.
+const TOPICS: &[&str] = &[
+    "hcm.case.events",
+    "hcm.feedback.events",
+    "hcm.reference.units",
+    "hcm.reference.procedures",
+];
+
+/// One agency's store and its running connector.
+pub struct AgencyStore {
+    /// The unit whose store it is.
+    pub unit: &'static Unit,
+    config: ConnectorConfig,
+    sink: SqliteSink,
+    task: JoinHandle<Result<(), ConnectError>>,
+    stop: CancellationToken,
+}
+
+/// What the end-of-day check found for one store.
+#[derive(Debug, Clone)]
+pub struct StoreCheck {
+    /// The unit's code.
+    pub code: String,
+    /// The database file.
+    pub path: String,
+    /// Rows the store holds.
+    pub rows: u64,
+    /// Rows the log says it should hold.
+    pub log_rows: u64,
+    /// Digest of what the store holds.
+    pub digest: String,
+    /// Digest of the log folded with the store's connector config.
+    pub log_digest: String,
+    /// Whether it caught up with the log before the check.
+    pub caught_up: bool,
+}
+
+impl StoreCheck {
+    /// The store holds exactly what the log says.
+    pub fn matches(&self) -> bool {
+        self.caught_up && self.rows == self.log_rows && self.digest == self.log_digest
+    }
+}
+
+/// Connector name of `unit`'s store (the `connector` label of its metrics).
+pub fn connector_name(unit: &Unit) -> String {
+    format!("demo-{}", unit.code)
+}
+
+fn connector_config(
+    name: String,
+    group: String,
+    unit: &Unit,
+    bootstrap: &str,
+    store: StoreConfig,
+    schemas_dir: &Path,
+) -> ConnectorConfig {
+    ConnectorConfig {
+        name,
+        group: Some(group),
+        kafka: KafkaSection {
+            bootstrap: bootstrap.to_string(),
+            options: BTreeMap::new(),
+        },
+        topics: TOPICS
+            .iter()
+            .map(|t| TopicConfig {
+                name: (*t).to_string(),
+                entity: None,
+            })
+            .collect(),
+        store,
+        filter: FilterConfig {
+            units: vec![unit.code.to_string()],
+            citizen_records: false,
+        },
+        batch: BatchConfig {
+            max_records: 2_000,
+            max_wait_ms: 200,
+        },
+        dead_letter_topic: DEAD_LETTER_TOPIC.to_string(),
+        retry: RetryConfig::default(),
+        schemas: SchemasConfig {
+            dir: schemas_dir.to_path_buf(),
+            registry_url: None,
+        },
+        metrics_listen: None,
+        shutdown_timeout_secs: 10,
+    }
+}
+
+/// Open `unit`'s SQLite store under `data_dir` and start its connector. `run_id` makes the
+/// consumer groups this run's own (a real cluster may remember earlier runs' groups).
+pub async fn start(
+    unit: &'static Unit,
+    data_dir: &Path,
+    bootstrap: &str,
+    catalog: &Arc<Catalog>,
+    schemas_dir: &Path,
+    telemetry: &Arc<Telemetry>,
+    run_id: i64,
+) -> Result<AgencyStore, DemoError> {
+    let path = data_dir.join(format!("{}.sqlite", unit.code));
+    let sink = SqliteSink::open(&path)
+        .await
+        .map_err(|e| DemoError::Startup(format!("store {}: {e}", path.display())))?;
+    let name = connector_name(unit);
+    let config = connector_config(
+        name.clone(),
+        format!("lienthong-{name}-{run_id}"),
+        unit,
+        bootstrap,
+        StoreConfig::Sqlite { path },
+        schemas_dir,
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(lienthong_connect::run(
+        config.clone(),
+        Arc::clone(catalog),
+        sink.clone(),
+        Arc::clone(telemetry),
+        stop.clone(),
+    ));
+    Ok(AgencyStore {
+        unit,
+        config,
+        sink,
+        task,
+        stop,
+    })
+}
+
+/// Where each partition of the consumed topics ends: the offset after its last record (not
+/// after a transaction marker, which a consumer never sees).
+pub type Ends = BTreeMap<(String, i32), i64>;
+
+/// Whether `held` reaches `ends` on every partition that has records.
+fn reached(held: &[StoredOffset], ends: &Ends) -> bool {
+    ends.iter().all(|((topic, partition), end)| {
+        held.iter()
+            .any(|o| &o.topic == topic && o.partition == *partition && o.next >= *end)
+    })
+}
+
+/// The consumed topics' ends, from the log scan (`ends` of every catalog topic).
+pub fn consumed(ends: &Ends) -> Ends {
+    ends.iter()
+        .filter(|((topic, _), _)| TOPICS.contains(&topic.as_str()))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+impl AgencyStore {
+    /// Rows applied so far by this store's connector (from the shared metrics).
+    pub fn applied(&self, telemetry: &Telemetry) -> u64 {
+        telemetry
+            .registry()
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "lienthong_connector_events_applied_total")
+            .flat_map(|f| f.get_metric().iter())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "connector" && l.value() == self.config.name)
+            })
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    /// Wait (up to `timeout`) until the store holds `ends`, stop its connector, and compare
+    /// what it holds with the log folded in memory by the same config.
+    pub async fn check(
+        mut self,
+        ends: &Ends,
+        catalog: &Arc<Catalog>,
+        timeout: Duration,
+        run_id: i64,
+    ) -> Result<StoreCheck, DemoError> {
+        let store_err = |e: lienthong_connect::StoreError| {
+            DemoError::Startup(format!("store {}: {e}", self.unit.code))
+        };
+        let deadline = Instant::now() + timeout;
+        let mut caught_up = false;
+        while Instant::now() < deadline && !self.task.is_finished() {
+            let held = self
+                .sink
+                .offsets(&self.config.name)
+                .await
+                .map_err(store_err)?;
+            if reached(&held, ends) {
+                caught_up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.stop.cancel();
+        match (&mut self.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(DemoError::Startup(format!(
+                    "the connector of store {} stopped: {e}",
+                    self.unit.code
+                )));
+            }
+            Err(e) => return Err(DemoError::Startup(format!("connector task: {e}"))),
+        }
+        let rows = self.sink.rows().await.map_err(store_err)?;
+        let digest = Digest::of(rows, lienthong_connect::digest::DEFAULT_BUCKETS);
+        let folded = fold_in_memory(&self.config, ends, catalog, timeout, run_id).await?;
+        let log_digest = Digest::of(folded, lienthong_connect::digest::DEFAULT_BUCKETS);
+        Ok(StoreCheck {
+            code: self.unit.code.to_string(),
+            path: match &self.config.store {
+                StoreConfig::Sqlite { path } => path.display().to_string(),
+                StoreConfig::Postgres { .. } => String::new(),
+            },
+            rows: digest.rows,
+            log_rows: log_digest.rows,
+            digest: digest.overall,
+            log_digest: log_digest.overall,
+            caught_up,
+        })
+    }
+
+    /// Stop the connector without checking (the run failed).
+    pub async fn abandon(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// The rows a store with `config` must hold once it has read up to `ends`: the same connector
+/// run over a store in memory.
+async fn fold_in_memory(
+    config: &ConnectorConfig,
+    ends: &Ends,
+    catalog: &Arc<Catalog>,
+    timeout: Duration,
+    run_id: i64,
+) -> Result<Vec<lienthong_connect::Row>, DemoError> {
+    let mut config = config.clone();
+    config.name = format!("{}-log-fold", config.name);
+    config.group = Some(format!("lienthong-{}-{run_id}", config.name));
+    let memory = MemoryStore::new();
+    let telemetry = Telemetry::new("demo-fold").map_err(|e| DemoError::Startup(e.to_string()))?;
+    let stop = CancellationToken::new();
+    let name = config.name.clone();
+    let task = tokio::spawn(lienthong_connect::run(
+        config,
+        Arc::clone(catalog),
+        memory.clone(),
+        telemetry,
+        stop.clone(),
+    ));
+    let deadline = Instant::now() + timeout;
+    while !reached(&memory.offsets_of(&name), ends) {
+        if Instant::now() >= deadline || task.is_finished() {
+            stop.cancel();
+            let _ = task.await;
+            return Err(DemoError::Startup(format!(
+                "folding the log for {name} did not reach the end of the log within {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    match task.await {
+        Ok(Ok(())) => Ok(memory.all_rows()),
+        Ok(Err(e)) => Err(DemoError::Startup(format!("folding the log: {e}"))),
+        Err(e) => Err(DemoError::Startup(format!("folding the log: {e}"))),
+    }
+}
