@@ -282,8 +282,31 @@ fn apply_batch(inner: &mut Inner, batch: Batch) -> Result<Applied, StoreError> {
             if u.entity.fixed_columns().iter().any(|(n, _)| *n == &*c.name) {
                 continue;
             }
-            match known.get(table).and_then(|t| t.get(&*c.name)) {
-                Some(t) if *t == c.ty => {}
+            let have = match known.get(table).and_then(|t| t.get(&*c.name)) {
+                Some(t) => Some(*t),
+                // Another connection (a second instance of the connector) may have added it;
+                // this transaction holds the write lock, so the migrations table is current.
+                None => tx
+                    .query_row(
+                        "SELECT column_type FROM lienthong_migrations WHERE table_name = ?1 AND column_name = ?2",
+                        rusqlite::params![table, &*c.name],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })
+                    .map_err(err)?
+                    .and_then(|ty| SqlType::parse(&ty)),
+            };
+            match have {
+                Some(t) if t == c.ty => {
+                    known
+                        .entry(table.to_string())
+                        .or_default()
+                        .insert(c.name.to_string(), t);
+                }
                 Some(t) => {
                     return Err(StoreError::Incompatible(format!(
                         "column {table}.{} is {} but a writer schema now sends {}",
