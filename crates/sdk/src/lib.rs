@@ -381,6 +381,24 @@ impl Publisher {
                 "the envelope's aggregate_id (the Kafka key) is empty".into(),
             ));
         }
+        // The schema types these as `uuid`: a consumer decoding with the logical type (the
+        // connectors, apache-avro, fastavro) would refuse anything else as a poison record.
+        for (field, value) in [
+            ("event_id", &envelope.event_id),
+            ("correlation_id", &envelope.correlation_id),
+        ] {
+            if uuid::Uuid::try_parse(value).is_err() {
+                return Err(SdkError::Invalid(format!(
+                    "the envelope's {field} {value:?} is not a UUID"
+                )));
+            }
+        }
+        if envelope.aggregate_version < 1 {
+            return Err(SdkError::Invalid(format!(
+                "the envelope's aggregate_version is {}; versions start at 1",
+                envelope.aggregate_version
+            )));
+        }
         Ok(id)
     }
 

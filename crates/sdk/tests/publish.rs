@@ -156,6 +156,22 @@ async fn refusals_happen_before_kafka() {
         matches!(err, SdkError::NotAllowed(_)) && err.to_string().contains("27004"),
         "{err}"
     );
+    // An envelope the schema's logical types would refuse: not a UUID, version 0.
+    let mut e = samples::typical_case_submitted();
+    e.envelope.correlation_id = "PA-2026-000001".into();
+    let err = ward.publish(e).await.unwrap_err();
+    assert!(
+        matches!(err, SdkError::Invalid(_)) && err.to_string().contains("correlation_id"),
+        "{err}"
+    );
+    let mut e = samples::typical_case_submitted();
+    e.envelope.event_id = "not-a-uuid".into();
+    let err = ward.publish(e).await.unwrap_err();
+    assert!(err.to_string().contains("event_id"), "{err}");
+    let mut e = samples::typical_case_submitted();
+    e.envelope.aggregate_version = 0;
+    let err = ward.publish(e).await.unwrap_err();
+    assert!(err.to_string().contains("aggregate_version"), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "refusals do not wait for Kafka"
