@@ -28,7 +28,7 @@ use apache_avro::Schema;
 use lienthong_contract::codec::split_frame;
 use lienthong_contract::{Catalog, Codec, ContractError};
 use lienthong_registry::client::{Credentials, RegistryClient};
-use lienthong_telemetry::{ConnectorMetrics, Telemetry};
+use lienthong_telemetry::{ConnectorMetrics, KafkaClientContext, Telemetry};
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -72,9 +72,15 @@ struct Ctx {
     events: Arc<Mutex<Vec<RebalanceEvent>>>,
     /// Wakes the loop: newly assigned partitions are paused, so no record would.
     wake: Arc<tokio::sync::Notify>,
+    /// Counts the client's errors.
+    kafka: KafkaClientContext,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.kafka.count(&error, reason);
+    }
+}
 
 fn tpl_list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements()
@@ -137,7 +143,7 @@ struct Runner<S: Sink> {
     consumer: StreamConsumer<Ctx>,
     events: Arc<Mutex<Vec<RebalanceEvent>>>,
     wake: Arc<tokio::sync::Notify>,
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaClientContext>,
     /// Partitions positioned at the store's offset, with that offset (None: the store has none).
     positions: HashMap<Tp, Option<i64>>,
     /// Highest offset taken into the batch per partition.
@@ -167,7 +173,8 @@ pub async fn run<S: Sink>(
     let name = config.name.clone();
     metrics.up.with_label_values(&[&name]).set(1);
     let result = async {
-        let mut runner = Runner::new(config, catalog, sink, metrics.clone(), shutdown)?;
+        let kafka = KafkaClientContext::new(&telemetry, "connector");
+        let mut runner = Runner::new(config, catalog, sink, metrics.clone(), kafka, shutdown)?;
         tracing::info!(connector = %runner.name(), store = runner.sink.kind(), group = runner.config.group(), "connector started");
         runner.run().await
     }
@@ -186,6 +193,7 @@ impl<S: Sink> Runner<S> {
         catalog: Arc<Catalog>,
         sink: S,
         metrics: ConnectorMetrics,
+        kafka: KafkaClientContext,
         shutdown: CancellationToken,
     ) -> Result<Self, ConnectError> {
         let mut readers = HashMap::new();
@@ -220,6 +228,7 @@ impl<S: Sink> Runner<S> {
         let consumer: StreamConsumer<Ctx> = kc.create_with_context(Ctx {
             events: events.clone(),
             wake: wake.clone(),
+            kafka: kafka.clone(),
         })?;
         let topic_names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
         consumer.subscribe(&topic_names)?;
@@ -234,7 +243,7 @@ impl<S: Sink> Runner<S> {
                 pc.set(k, v);
             }
         }
-        let producer: FutureProducer = pc.create()?;
+        let producer: FutureProducer<KafkaClientContext> = pc.create_with_context(kafka)?;
         let mut wc = ClientConfig::new();
         wc.set("bootstrap.servers", &config.kafka.bootstrap);
         for (k, v) in &config.kafka.options {

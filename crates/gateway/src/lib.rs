@@ -140,7 +140,12 @@ impl Gateway {
             index_ready.clone(),
             shutdown.child_token(),
         );
-        let (jobs, committer) = producer::spawn_committer(&config, &kafka, health.clone());
+        let (jobs, committer) = producer::spawn_committer(
+            &config,
+            &kafka,
+            health.clone(),
+            lienthong_telemetry::KafkaClientContext::new(&telemetry, "gateway"),
+        );
         Ok(Arc::new(Gateway {
             catalog,
             routes,

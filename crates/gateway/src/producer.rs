@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
+use lienthong_telemetry::KafkaClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -109,9 +110,11 @@ struct Committer {
     config: GatewayConfig,
     transactional_id: String,
     kafka: KafkaConnection,
-    producer: Option<Arc<FutureProducer>>,
+    producer: Option<Arc<FutureProducer<KafkaClientContext>>>,
     health: Arc<Health>,
     timeout: Duration,
+    /// Counts the producer's client errors.
+    errors: KafkaClientContext,
 }
 
 fn is_fenced(e: &KafkaError) -> bool {
@@ -132,7 +135,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Committer {
-    async fn ensure_producer(&mut self) -> Result<Arc<FutureProducer>, String> {
+    async fn ensure_producer(&mut self) -> Result<Arc<FutureProducer<KafkaClientContext>>, String> {
         if self.health.producer() == ProducerState::Fenced {
             return Err(format!(
                 "fenced: another gateway instance uses transactional.id {:?}",
@@ -143,7 +146,7 @@ impl Committer {
             return Ok(p.clone());
         }
         let timeout_ms = self.timeout.as_millis().max(1000);
-        let producer: FutureProducer = self
+        let producer: FutureProducer<KafkaClientContext> = self
             .kafka
             .client()
             .set("transactional.id", &self.transactional_id)
@@ -158,7 +161,7 @@ impl Committer {
                 (timeout_ms * 2).max(10_000).to_string(),
             )
             .set("socket.connection.setup.timeout.ms", timeout_ms.to_string())
-            .create()
+            .create_with_context(self.errors.clone())
             .map_err(|e| format!("creating the Kafka producer: {e}"))?;
         let producer = Arc::new(producer);
         let p = producer.clone();
@@ -436,6 +439,7 @@ pub fn spawn_committer(
     config: &GatewayConfig,
     kafka: &KafkaConnection,
     health: Arc<Health>,
+    errors: KafkaClientContext,
 ) -> (mpsc::Sender<Job>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -453,6 +457,7 @@ pub fn spawn_committer(
                 producer: None,
                 health: health.clone(),
                 timeout: Duration::from_millis(config.kafka_timeout_ms.max(100)),
+                errors: errors.clone(),
             };
             tokio::spawn(committer.run(rx.clone()))
         })

@@ -10,7 +10,7 @@ use lienthong_contract::codec::split_frame;
 use lienthong_contract::events::{CaseEvent, FeedbackEvent};
 use lienthong_contract::{Catalog, Codec};
 use lienthong_registry::client::{Credentials, RegistryClient};
-use lienthong_telemetry::Telemetry;
+use lienthong_telemetry::{KafkaClientContext, Telemetry};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -70,7 +70,11 @@ pub async fn run_with_listener(
                 .await
         })
     };
-    let result = consume(&config, engine, decoder, exporter, &rebuilt, shutdown).await;
+    let errors = KafkaClientContext::new(&telemetry, "kpi");
+    let result = consume(
+        &config, engine, decoder, exporter, errors, &rebuilt, shutdown,
+    )
+    .await;
     server_stop.cancel();
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "KPI metrics server stopped with an error"),
@@ -218,7 +222,7 @@ async fn blocking<T: Send + 'static>(
 /// Partitions of `topic` with their (low, high) watermarks; `None` while the topic does not
 /// exist or has no partitions yet.
 async fn describe(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<StreamConsumer<KafkaClientContext>>,
     topic: &str,
 ) -> Result<Option<Vec<(i32, i64, i64)>>, KpiError> {
     let c = Arc::clone(consumer);
@@ -248,7 +252,7 @@ async fn describe(
 /// Waits (retrying every second) for topics that do not exist yet and for a broker that does
 /// not answer; `None` if `shutdown` came first.
 async fn assign(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<StreamConsumer<KafkaClientContext>>,
     topics: &[String],
     shutdown: &CancellationToken,
 ) -> Result<Option<Progress>, KpiError> {
@@ -282,6 +286,7 @@ async fn consume(
     mut engine: Engine,
     decoder: Decoder,
     mut exporter: Exporter,
+    errors: KafkaClientContext,
     rebuilt: &AtomicBool,
     shutdown: CancellationToken,
 ) -> Result<(), KpiError> {
@@ -296,7 +301,8 @@ async fn consume(
     for (k, v) in &config.kafka_options {
         client.set(k, v);
     }
-    let consumer: Arc<StreamConsumer> = Arc::new(client.create()?);
+    let consumer: Arc<StreamConsumer<KafkaClientContext>> =
+        Arc::new(client.create_with_context(errors)?);
     let topics = [config.case_topic.clone(), config.feedback_topic.clone()];
     let Some(mut progress) = assign(&consumer, &topics, &shutdown).await? else {
         return Ok(());

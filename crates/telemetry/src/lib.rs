@@ -276,6 +276,46 @@ impl Telemetry {
     }
 }
 
+/// The librdkafka client context of every long-running component's Kafka clients: it counts
+/// each error the client reports in [`catalog::KAFKA_CLIENT_ERRORS`], labelled by component and
+/// librdkafka error code name (a fixed enumeration), and logs it as rdkafka's default context
+/// would. Components whose clients need a context of their own (a consumer's rebalance hooks)
+/// delegate their `error` callback to [`KafkaClientContext::count`].
+#[derive(Clone)]
+pub struct KafkaClientContext {
+    errors: IntCounterVec,
+    component: &'static str,
+}
+
+impl KafkaClientContext {
+    /// A context counting into `telemetry` for `component` (`gateway`, `connector`, …).
+    pub fn new(telemetry: &Telemetry, component: &'static str) -> Self {
+        KafkaClientContext {
+            errors: telemetry.bus.kafka_client_errors.clone(),
+            component,
+        }
+    }
+
+    /// Count and log one client error.
+    pub fn count(&self, error: &rdkafka::error::KafkaError, reason: &str) {
+        let code = error
+            .rdkafka_error_code()
+            .map_or_else(|| "Other".to_string(), |c| format!("{c:?}"));
+        self.errors
+            .with_label_values(&[self.component, code.as_str()])
+            .inc();
+        tracing::warn!(component = self.component, %error, reason, "Kafka client error");
+    }
+}
+
+impl rdkafka::ClientContext for KafkaClientContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.count(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for KafkaClientContext {}
+
 /// `GET /metrics`, for merging into a component's router.
 pub fn router(telemetry: Arc<Telemetry>) -> Router {
     Router::new().route(
