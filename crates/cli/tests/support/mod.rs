@@ -345,8 +345,9 @@ pub async fn produce_with(p: &FutureProducer, topic: &str, records: &[(String, O
                 p.send(r, Duration::from_secs(30))
             })
             .collect();
-        for f in futures {
-            f.await.map_err(|(e, _)| e).unwrap();
+        // `send` is lazy: awaited one by one, each record would wait out the linger alone.
+        for result in futures::future::join_all(futures).await {
+            result.map_err(|(e, _)| e).unwrap();
         }
     }
 }
