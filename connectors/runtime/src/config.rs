@@ -46,10 +46,18 @@ pub struct ConnectorConfig {
     /// How long a shutdown may take to finish the in-flight batch.
     #[serde(default = "default_shutdown")]
     pub shutdown_timeout_secs: u64,
+    /// How long Kafka may take to answer when the connector starts; after that the connector
+    /// stops with an error (an outage later on is waited out instead).
+    #[serde(default = "default_startup")]
+    pub startup_timeout_secs: u64,
 }
 
 fn default_shutdown() -> u64 {
     10
+}
+
+fn default_startup() -> u64 {
+    30
 }
 
 /// Kafka settings.

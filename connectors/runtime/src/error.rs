@@ -66,6 +66,25 @@ pub enum ConnectError {
         /// Why.
         message: String,
     },
+    /// Kafka did not answer when the connector started.
+    #[error("Kafka at {bootstrap} did not answer within {seconds} s: {source}")]
+    KafkaUnreachable {
+        /// The bootstrap servers tried.
+        bootstrap: String,
+        /// How long the connector waited.
+        seconds: u64,
+        /// The client's last error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A configured topic does not exist on the cluster.
+    #[error("topic {topic} does not exist on Kafka at {bootstrap}")]
+    UnknownTopic {
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers asked.
+        bootstrap: String,
+    },
     /// Metrics could not be set up.
     #[error("telemetry: {0}")]
     Telemetry(#[from] lienthong_telemetry::TelemetryError),
@@ -76,7 +95,7 @@ impl ConnectError {
     pub fn is_transient(&self) -> bool {
         match self {
             ConnectError::Store(e) => e.is_transient(),
-            ConnectError::Kafka(_) => true,
+            ConnectError::Kafka(_) | ConnectError::KafkaUnreachable { .. } => true,
             _ => false,
         }
     }

@@ -173,6 +173,7 @@ pub async fn run<S: Sink>(
     let name = config.name.clone();
     metrics.up.with_label_values(&[&name]).set(1);
     let result = async {
+        check_kafka(&config).await?;
         let kafka = KafkaClientContext::new(&telemetry, "connector");
         let mut runner = Runner::new(config, catalog, sink, metrics.clone(), kafka, shutdown)?;
         tracing::info!(connector = %runner.name(), store = runner.sink.kind(), group = runner.config.group(), "connector started");
@@ -185,6 +186,47 @@ pub async fn run<S: Sink>(
         tracing::error!(connector = %name, error = %e, "connector stopped");
     }
     result
+}
+
+/// Before anything else: Kafka answers within `startup_timeout_secs`, and every configured
+/// topic exists. A connector started against a wrong address or topic says so and stops,
+/// instead of waiting silently for records that will never come.
+async fn check_kafka(config: &ConnectorConfig) -> Result<(), ConnectError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.kafka.bootstrap);
+    for (k, v) in &config.kafka.options {
+        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+            client.set(k, v);
+        }
+    }
+    let bootstrap = config.kafka.bootstrap.clone();
+    let seconds = config.startup_timeout_secs.max(1);
+    let topics: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client.create()?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(seconds))
+            .map_err(|source| ConnectError::KafkaUnreachable {
+                bootstrap: bootstrap.clone(),
+                seconds,
+                source,
+            })?;
+        for topic in topics {
+            let known = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            if !known {
+                return Err(ConnectError::UnknownTopic {
+                    topic,
+                    bootstrap: bootstrap.clone(),
+                });
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ConnectError::Config(format!("checking Kafka: {e}")))?
 }
 
 impl<S: Sink> Runner<S> {
@@ -321,6 +363,11 @@ impl<S: Sink> Runner<S> {
                             .retries
                             .with_label_values(&[&self.config.name, "kafka"])
                             .inc();
+                        // While Kafka is away every receive fails at once: do not spin.
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => {}
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
                     }
                 }
             }

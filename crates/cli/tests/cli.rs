@@ -819,3 +819,167 @@ fn publish_sends_json_events_and_prints_receipts() {
     assert!(err.contains("127.0.0.1:1"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Start `lienthong <args>`, let it run for `after`, send SIGINT, and return its exit status,
+/// stdout and stderr once it stopped (at most `within` later).
+fn interrupt(
+    args: &[&str],
+    env: &[(&str, &str)],
+    after: Duration,
+    within: Duration,
+) -> (std::process::ExitStatus, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut command = StdCommand::new(assert_cmd::cargo::cargo_bin("lienthong"));
+    command.current_dir(repo_root());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
+        .args(args)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{args:?} ended before the interrupt: {}",
+        read(&err_path)
+    );
+    StdCommand::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "{args:?} did not stop within {within:?} of SIGINT: {}",
+                read(&err_path)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status, read(&out_path), read(&err_path))
+}
+
+/// Ctrl-C stops the long-running subcommands cleanly: `tail` following a topic, `connect`
+/// applying one, and `demo` in the middle of its day, which still ends with its summary.
+#[test]
+fn ctrl_c_stops_tail_connect_and_demo_cleanly() {
+    let kafka = kafka();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(kafka.ensure_catalog_topics()).unwrap();
+    let bootstrap = [("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())];
+
+    let (status, _, err) = interrupt(
+        &["tail", "hcm.case.events", "--from", "end"],
+        &bootstrap,
+        Duration::from_secs(3),
+        Duration::from_secs(15),
+    );
+    assert!(status.success(), "tail: {status}\n{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let topic = rt
+        .block_on(kafka.create_topic("ctrl-c", 2, 1, &[]))
+        .unwrap();
+    let dlq = rt
+        .block_on(kafka.create_topic("ctrl-c-dlq", 1, 1, &[]))
+        .unwrap();
+    let config = dir.path().join("connector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"ctrl-c-{}\"\ndead_letter_topic = \"{dlq}\"\n[kafka]\nbootstrap = \"{}\"\n\
+             [schemas]\ndir = \"{}\"\n[[topics]]\nname = \"{topic}\"\nentity = \"cases\"\n\
+             [store]\nkind = \"sqlite\"\npath = \"{}\"\n",
+            unique_suffix(),
+            kafka.bootstrap(),
+            lienthong_contract::repo_schemas_dir().display(),
+            dir.path().join("ward.db").display()
+        ),
+    )
+    .unwrap();
+    let (status, _, err) = interrupt(
+        &["connect", config.to_str().unwrap()],
+        &[],
+        Duration::from_secs(4),
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "connect: {status}\n{err}");
+    assert!(dir.path().join("ward.db").is_file(), "{err}");
+
+    let data = dir.path().join("demo");
+    let (status, out, err) = interrupt(
+        &[
+            "demo",
+            "--duration",
+            "600",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+        Duration::from_secs(8),
+        Duration::from_secs(90),
+    );
+    assert!(status.success(), "demo: {status}\n{out}\n{err}");
+    assert!(out.contains("result: CONSISTENT"), "{out}\n{err}");
+}
+
+/// `connect` refuses a malformed config (naming the problem) and reports a broker that does
+/// not answer, without a panic.
+#[test]
+fn connect_refuses_a_bad_config_and_an_unreachable_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("connector.toml");
+    std::fs::write(&config, "name = \"x\"\n[store\nkind = \"sqlite\"\n").unwrap();
+    let (code, _, err) = output(lienthong().arg("connect").arg(&config));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("connector.toml"), "{err}");
+    let (code, _, err) = output(lienthong().args(["connect", "/no/such/connector.toml"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/no/such/connector.toml"), "{err}");
+    let toml = |bootstrap: &str, topic: &str| {
+        format!(
+            "name = \"unreachable\"\ndead_letter_topic = \"dlq\"\nstartup_timeout_secs = 3\n\
+             [kafka]\nbootstrap = \"{bootstrap}\"\n\
+             [schemas]\ndir = \"{}\"\n[[topics]]\nname = \"{topic}\"\nentity = \"cases\"\n\
+             [store]\nkind = \"sqlite\"\npath = \"{}\"\n",
+            lienthong_contract::repo_schemas_dir().display(),
+            dir.path().join("ward.db").display()
+        )
+    };
+    let connect = |bootstrap: &str, topic: &str| {
+        std::fs::write(&config, toml(bootstrap, topic)).unwrap();
+        output(
+            lienthong()
+                .arg("connect")
+                .arg(&config)
+                .timeout(Duration::from_secs(60)),
+        )
+    };
+    let (code, _, err) = connect("127.0.0.1:1", "hcm.case.events");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("error: Kafka at 127.0.0.1:1 did not answer within 3 s"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let missing = format!("no-such-topic-{}", unique_suffix());
+    let (code, _, err) = connect(kafka().bootstrap(), &missing);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("error: topic {missing} does not exist")),
+        "{err}"
+    );
+}
