@@ -55,8 +55,16 @@ where
 
 /// Run a connector in this process until `shutdown` (used by the binary and by tests).
 pub async fn run(config: ConnectorConfig, shutdown: CancellationToken) -> Result<(), ConnectError> {
+    run_with(config, Telemetry::new("connector")?, shutdown).await
+}
+
+/// Run a connector recording into `telemetry` (the process's one registry, under `up`).
+pub async fn run_with(
+    config: ConnectorConfig,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> Result<(), ConnectError> {
     let catalog = Arc::new(Catalog::load(&config.schemas.dir)?);
-    let telemetry = Telemetry::new("connector")?;
     if let Some(listen) = &config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -107,6 +115,7 @@ pub struct Running {
 /// supervisor restarts it rather than leaving a store silently behind.
 pub fn start_all(
     paths: &[std::path::PathBuf],
+    telemetry: &Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> Result<Running, CliError> {
     let configs = paths
@@ -119,8 +128,9 @@ pub fn start_all(
             let name = config.name.clone();
             println!("connector {name} running");
             let stop = shutdown.clone();
+            let telemetry = Arc::clone(telemetry);
             let task = tokio::spawn(async move {
-                let result = run(config, stop.child_token()).await;
+                let result = run_with(config, telemetry, stop.child_token()).await;
                 if result.is_err() {
                     stop.cancel();
                 }

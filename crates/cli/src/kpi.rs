@@ -1,7 +1,7 @@
 //! The KPI engine under `lienthong up`: run when the config has a `[kpi]` section (it may be
 //! empty, or only `LIENTHONG__KPI__…` variables). It takes Kafka's address, its options and
 //! the schemas folder from the rest of the config unless the section sets its own, and serves
-//! its own `/metrics` on `kpi.listen`.
+//! the process's `/metrics` on `kpi.listen`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,13 +34,16 @@ pub fn engine_config(config: &Config) -> Option<lienthong_kpi::KpiConfig> {
 }
 
 /// Check the section and start the engine; configuration errors are usage errors (exit 2).
-pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<KpiTask, CliError> {
+pub async fn start(
+    config: &Config,
+    telemetry: &Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> Result<KpiTask, CliError> {
     let Some(kpi) = engine_config(config) else {
         return Ok(None);
     };
     kpi.validate()
         .map_err(|e| CliError::Usage(format!("[kpi]: {e}")))?;
-    let telemetry = Telemetry::new("kpi").map_err(|e| CliError::Failed(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(&kpi.listen)
         .await
         .map_err(|e| CliError::Failed(format!("kpi.listen {}: {e}", kpi.listen)))?;
@@ -51,7 +54,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<KpiTa
     Ok(Some(tokio::spawn(lienthong_kpi::run_with_listener(
         kpi,
         listener,
-        Arc::clone(&telemetry),
+        Arc::clone(telemetry),
         shutdown,
     ))))
 }

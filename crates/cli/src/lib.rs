@@ -25,6 +25,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use lienthong_contract::Catalog;
 use lienthong_registry::{Agencies, KafkaLogConfig, Registry, api};
+use lienthong_telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
@@ -369,6 +370,7 @@ async fn gateway(
     mut gateway_config: lienthong_gateway::GatewayConfig,
     registry: Arc<Registry>,
     ids: Vec<(String, u32)>,
+    telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> Result<impl std::future::Future<Output = Result<(), CliError>>, CliError> {
     use lienthong_gateway::{Gateway, ReadinessProbe, http};
@@ -392,8 +394,7 @@ async fn gateway(
         catalog,
         &ids,
         Some(probe),
-        lienthong_telemetry::Telemetry::new("gateway+registry")
-            .map_err(|e| CliError::Failed(e.to_string()))?,
+        Arc::clone(&telemetry),
         shutdown.clone(),
     )
     .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -402,7 +403,10 @@ async fn gateway(
         .map_err(|e| CliError::Failed(e.to_string()))?;
     println!("gateway listening on http://{local} (schema registry under /registry)");
     tracing::info!(%local, "gateway listening");
-    let app = http::with_registry(http::router(gw.clone()), api::router(registry));
+    let app = http::with_registry(
+        http::router(gw.clone()),
+        lienthong_telemetry::count_registry_operations(api::router(registry), &telemetry),
+    );
     Ok(async move {
         lienthong_gateway::serve(listener, app, gw, shutdown)
             .await
@@ -415,8 +419,11 @@ async fn up(
     catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<(), CliError> {
-    let connectors = connect::start_all(&config.connectors, shutdown.clone())?;
-    let kpi = kpi::start(config, shutdown.child_token()).await?;
+    // One metrics registry for the whole process: every component's families, on every
+    // component's /metrics.
+    let telemetry = Telemetry::new("up").map_err(|e| CliError::Failed(e.to_string()))?;
+    let connectors = connect::start_all(&config.connectors, &telemetry, shutdown.clone())?;
+    let kpi = kpi::start(config, &telemetry, shutdown.child_token()).await?;
     let agencies = Agencies::new(&config.registry.agencies).map_err(CliError::Usage)?;
     let log = KafkaLogConfig {
         bootstrap: config.kafka.bootstrap.clone(),
@@ -439,15 +446,25 @@ async fn up(
     println!("schema registry listening on http://{local}");
     tracing::info!(%local, "schema registry listening");
     let signal = shutdown.clone();
-    let registry_server = axum::serve(listener, api::router(registry.clone()))
-        .with_graceful_shutdown(async move { signal.cancelled().await });
+    let app =
+        lienthong_telemetry::count_registry_operations(api::router(registry.clone()), &telemetry)
+            .merge(lienthong_telemetry::router(Arc::clone(&telemetry)));
+    let registry_server =
+        axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await });
     match config.gateway.clone() {
         None => registry_server
             .await
             .map_err(|e| CliError::Failed(e.to_string()))?,
         Some(gateway_config) => {
-            let gateway_server =
-                gateway(config, gateway_config, registry, ids, shutdown.clone()).await?;
+            let gateway_server = gateway(
+                config,
+                gateway_config,
+                registry,
+                ids,
+                Arc::clone(&telemetry),
+                shutdown.clone(),
+            )
+            .await?;
             let (r, g) = tokio::join!(registry_server, gateway_server);
             r.map_err(|e| CliError::Failed(e.to_string()))?;
             g?;

@@ -121,14 +121,14 @@ level = "FULL_ONLINE"
         registry |= line.starts_with("schema registry listening on");
     }
     let addr = addr.unwrap();
-    // The engine serves /metrics at once, says which components run, and reports when it
-    // has read its (empty) topics.
+    // The engine serves the process's /metrics at once (one registry for all of `up`), and
+    // reports when it has read its (empty) topics.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let body = get(&addr, "/metrics");
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
         assert!(
-            body.contains("lienthong_build_info{component=\"kpi\""),
+            body.contains("lienthong_build_info{component=\"up\""),
             "{body}"
         );
         if body.contains("lienthong_kpi_caught_up 1") {

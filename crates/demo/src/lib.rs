@@ -310,7 +310,10 @@ pub async fn run(
     // One HTTP server: the gateway, the registry under /registry, and /metrics.
     let app = gateway_http::with_registry(
         gateway_http::router(Arc::clone(&gateway)),
-        api::router(Arc::clone(&registry)),
+        lienthong_telemetry::count_registry_operations(
+            api::router(Arc::clone(&registry)),
+            &telemetry,
+        ),
     );
     let addr: SocketAddr = config
         .listen

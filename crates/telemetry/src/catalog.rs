@@ -165,7 +165,7 @@ pub const REGISTRY_OPERATIONS: MetricSpec = counter(
     "lienthong_registry_operations_total",
     &["operation", "outcome"],
     "Schema registry calls, by operation (`register`, `lookup`, `get_schema`, `compatibility`, \
-     `config`, `delete`, `list`) and outcome (`ok`, `client_error`, `server_error`).",
+     `config`, `delete`, `list`, `other` for a call the API does not have) and outcome (`ok`, `client_error`, `server_error`).",
 );
 
 // --- connectors --------------------------------------------------------------------------------
