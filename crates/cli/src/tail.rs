@@ -122,10 +122,24 @@ pub async fn tail(
             .map_err(kafka_err)?;
     }
     consumer.assign(&assignment).map_err(kafka_err)?;
-    // With --until-end, a partition is done once its position reaches the end seen at start.
-    let mut pending: std::collections::HashMap<i32, i64> =
-        ends.into_iter().filter(|(_, end)| *end > 0).collect();
+    // With --until-end, a partition is done once its last record at start has been read: the
+    // offset after it, not the high watermark, which a transaction's commit marker can hold
+    // beyond any record this (read_committed) consumer will ever receive.
+    let mut pending: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
     if args.until_end {
+        let partitions: Vec<lienthong_bus::Partition> =
+            ends.iter().map(|(p, _)| (args.topic.clone(), *p)).collect();
+        let reader = client.clone();
+        let record_ends = tokio::task::spawn_blocking(move || {
+            lienthong_bus::record_ends(&reader, &partitions, Duration::from_secs(30))
+        })
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+        pending = record_ends
+            .into_iter()
+            .filter_map(|((_, partition), end)| Some((partition, end?)))
+            .collect();
         // Partitions whose start is already at or past their end have nothing to show.
         for elem in assignment.elements() {
             let end = pending.get(&elem.partition()).copied();

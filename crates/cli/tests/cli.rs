@@ -193,6 +193,22 @@ fn up_serves_the_registry_until_interrupted() {
         "the catalog is bootstrapped: {answer}"
     );
     assert!(http_get(&addr, "/subjects", "wrong").starts_with("HTTP/1.1 401"));
+    // The process's /metrics, beside the registry, counts those calls.
+    let metrics = http_get(&addr, "/metrics", "");
+    let count = |operation: &str, outcome: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("lienthong_registry_operations_total{")
+                    && l.contains(&format!("operation=\"{operation}\""))
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count("list", "ok"), 1.0, "{metrics}");
+    assert_eq!(count("list", "client_error"), 1.0, "{metrics}");
+    assert!(metrics.contains("lienthong_build_info{"), "{metrics}");
 
     // Ctrl-C: a clean stop.
     StdCommand::new("kill")
@@ -982,4 +998,53 @@ fn connect_refuses_a_bad_config_and_an_unreachable_broker() {
         err.contains(&format!("error: topic {missing} does not exist")),
         "{err}"
     );
+}
+
+/// `tail --until-end` stops after the last record even when a transaction's commit marker,
+/// which takes an offset but is never delivered, ends the partition.
+#[test]
+fn tail_until_end_stops_after_a_transaction() {
+    use lienthong_contract::{Catalog, Codec, samples};
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let kafka = kafka();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let topic = rt
+        .block_on(kafka.create_topic("tail-txn", 1, 1, &[]))
+        .unwrap();
+    let catalog = Catalog::load(lienthong_contract::repo_schemas_dir()).unwrap();
+    let codec = Codec::from_catalog(&catalog).unwrap();
+    let id = catalog.local_id("hcm.case.events").unwrap();
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("transactional.id", format!("tail-txn-{}", unique_suffix()))
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    let events = samples::case_lifecycle();
+    rt.block_on(async {
+        for event in events.iter().take(3) {
+            let bytes = codec.encode_to_vec(id, event).unwrap();
+            producer
+                .send(
+                    FutureRecord::to(&topic).key("HS-TXN").payload(&bytes),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+    let high = kafka.end_offsets(&topic).unwrap()[0].1;
+    assert_eq!(high, 4, "three records and the commit marker");
+    let (code, out, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+            .args(["tail", &topic, "--from", "beginning", "--until-end"])
+            .timeout(Duration::from_secs(60)),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
 }
