@@ -519,7 +519,8 @@ async fn play(
             Arc::clone(catalog),
             SchemaIds::Registry(&client),
         )
-        .await?;
+        .await?
+        .with_metrics(telemetry);
         publishers.insert(unit.code, publisher);
     }
     let (to_portal, portal_rx) = tokio::sync::mpsc::channel(10_000);

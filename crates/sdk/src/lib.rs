@@ -200,6 +200,8 @@ pub struct Publisher {
     ids: HashMap<String, u32>,
     catalog: Arc<Catalog>,
     in_flight: Arc<Semaphore>,
+    /// `lienthong_bus_events_produced_total`, if this publisher records metrics.
+    produced: Option<prometheus::IntCounterVec>,
 }
 
 impl Publisher {
@@ -257,6 +259,7 @@ impl Publisher {
             ids: topic_ids,
             catalog,
             in_flight,
+            produced: None,
         })
     }
 
@@ -305,7 +308,7 @@ impl Publisher {
                 } => {
                     let result = delivery.await;
                     drop(permit);
-                    receipt(E::TOPIC, event_id, result)
+                    self.count(receipt(E::TOPIC, event_id, result))
                 }
                 Publish::Waiting {
                     key,
@@ -423,12 +426,28 @@ impl Publisher {
             .send(record, Timeout::After(self.config.delivery_timeout))
             .await
             .map_err(|(e, _)| SdkError::Kafka(e))?;
-        Ok(Receipt {
+        self.count(Ok(Receipt {
             topic,
             partition: delivery.partition,
             offset: delivery.offset,
             event_id,
-        })
+        }))
+    }
+
+    /// Count an acknowledged event in `lienthong_bus_events_produced_total{producer="sdk"}`
+    /// when the publisher records metrics ([`Publisher::with_metrics`]).
+    fn count(&self, result: Result<Receipt, SdkError>) -> Result<Receipt, SdkError> {
+        if let (Ok(r), Some(produced)) = (&result, &self.produced) {
+            produced.with_label_values(&[r.topic, "sdk"]).inc();
+        }
+        result
+    }
+
+    /// Record every acknowledged event in `telemetry` (the process's metrics registry), as
+    /// `lienthong_bus_events_produced_total{topic, producer="sdk"}`.
+    pub fn with_metrics(mut self, telemetry: &lienthong_telemetry::Telemetry) -> Self {
+        self.produced = Some(telemetry.bus.events_produced.clone());
+        self
     }
 
     /// Wait until everything handed to Kafka is acknowledged (or `timeout` passes).

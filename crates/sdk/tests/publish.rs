@@ -58,7 +58,10 @@ fn case_id() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_case_step_arrives_in_order_and_decodes() {
     let kafka = kafka();
-    let ward = publisher(&kafka, "26734", AgencyKind::Ward).await;
+    let telemetry = lienthong_telemetry::Telemetry::new("test").unwrap();
+    let ward = publisher(&kafka, "26734", AgencyKind::Ward)
+        .await
+        .with_metrics(&telemetry);
     let id = case_id();
     let mut sent = Vec::new();
     for (i, mut e) in samples::case_lifecycle().into_iter().enumerate() {
@@ -80,6 +83,16 @@ async fn every_case_step_arrives_in_order_and_decodes() {
     assert_eq!(
         got, sent,
         "same events, same order (one key, one partition)"
+    );
+    let produced = telemetry
+        .bus
+        .events_produced
+        .with_label_values(&["hcm.case.events", "sdk"])
+        .get();
+    assert_eq!(
+        produced,
+        sent.len() as u64,
+        "each acknowledged event counted once"
     );
 }
 
