@@ -110,18 +110,21 @@ pub struct Running {
     tasks: Vec<(String, tokio::task::JoinHandle<Result<(), ConnectError>>)>,
 }
 
-/// Load every connector config first (a bad one stops `up` before anything runs), then start
-/// them. A connector that stops with an error stops the whole process (`shutdown`), so a
-/// supervisor restarts it rather than leaving a store silently behind.
-pub fn start_all(
-    paths: &[std::path::PathBuf],
-    telemetry: &Arc<Telemetry>,
-    shutdown: CancellationToken,
-) -> Result<Running, CliError> {
-    let configs = paths
+/// Load every connector config (a bad one stops `up` before anything runs).
+pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<ConnectorConfig>, CliError> {
+    paths
         .iter()
         .map(|p| ConnectorConfig::load(p).map_err(|e| CliError::Usage(e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// Start the connectors. A connector that stops with an error stops the whole process
+/// (`shutdown`), so a supervisor restarts it rather than leaving a store silently behind.
+pub fn start_all(
+    configs: Vec<ConnectorConfig>,
+    telemetry: &Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> Running {
     let tasks = configs
         .into_iter()
         .map(|config| {
@@ -139,7 +142,7 @@ pub fn start_all(
             (name, task)
         })
         .collect();
-    Ok(Running { tasks })
+    Running { tasks }
 }
 
 impl Running {

@@ -422,7 +422,9 @@ async fn up(
     // One metrics registry for the whole process: every component's families, on every
     // component's /metrics.
     let telemetry = Telemetry::new("up").map_err(|e| CliError::Failed(e.to_string()))?;
-    let connectors = connect::start_all(&config.connectors, &telemetry, shutdown.clone())?;
+    // Connector configs are checked now and the connectors started last, once every other
+    // component has its config checked and its port bound.
+    let connector_configs = connect::load_all(&config.connectors)?;
     let kpi = kpi::start(config, &telemetry, shutdown.child_token()).await?;
     let agencies = Agencies::new(&config.registry.agencies).map_err(CliError::Usage)?;
     let log = KafkaLogConfig {
@@ -451,12 +453,10 @@ async fn up(
             .merge(lienthong_telemetry::router(Arc::clone(&telemetry)));
     let registry_server =
         axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await });
-    match config.gateway.clone() {
-        None => registry_server
-            .await
-            .map_err(|e| CliError::Failed(e.to_string()))?,
-        Some(gateway_config) => {
-            let gateway_server = gateway(
+    let gateway_server = match config.gateway.clone() {
+        None => None,
+        Some(gateway_config) => Some(
+            gateway(
                 config,
                 gateway_config,
                 registry,
@@ -464,7 +464,15 @@ async fn up(
                 Arc::clone(&telemetry),
                 shutdown.clone(),
             )
-            .await?;
+            .await?,
+        ),
+    };
+    let connectors = connect::start_all(connector_configs, &telemetry, shutdown.clone());
+    match gateway_server {
+        None => registry_server
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?,
+        Some(gateway_server) => {
             let (r, g) = tokio::join!(registry_server, gateway_server);
             r.map_err(|e| CliError::Failed(e.to_string()))?;
             g?;

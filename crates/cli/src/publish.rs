@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 use lienthong_contract::events::{
     AdminUnitRecord, CaseEvent, CitizenRecord, FeedbackEvent, ProcedureRecord,
 };
@@ -216,30 +215,35 @@ pub async fn publish(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let in_flight = publisher_config.max_in_flight.max(1);
     let publisher = Arc::new(
         Publisher::connect(publisher_config, Arc::new(catalog.clone()), ids)
             .await
             .map_err(sdk_error)?,
     );
-    // Every event is handed to the SDK at once (it bounds what is in flight); after Ctrl-C,
-    // events not yet handed over are not sent, and those already with Kafka are waited for.
-    let mut pending = FuturesOrdered::new();
-    for event in valid {
-        let (p, stop) = (Arc::clone(&publisher), shutdown.clone());
-        pending.push_back(async move {
-            if stop.is_cancelled() {
-                return None;
+    // At most `max_in_flight` events are handed to the SDK at a time (so memory stays bounded
+    // and Ctrl-C takes effect); after Ctrl-C, events not yet handed over are not sent, and
+    // those already with Kafka are waited for.
+    let total = valid.len();
+    drop(events);
+    drop(text);
+    let mut pending = futures::stream::iter(valid)
+        .map(|event| {
+            let (p, stop) = (Arc::clone(&publisher), shutdown.clone());
+            async move {
+                if stop.is_cancelled() {
+                    return None;
+                }
+                Some(match event {
+                    Typed::Case(e) => p.publish(e).await,
+                    Typed::Citizen(e) => p.publish(e).await,
+                    Typed::Feedback(e) => p.publish(e).await,
+                    Typed::Unit(e) => p.publish(e).await,
+                    Typed::Procedure(e) => p.publish(e).await,
+                })
             }
-            Some(match event {
-                Typed::Case(e) => p.publish(e).await,
-                Typed::Citizen(e) => p.publish(e).await,
-                Typed::Feedback(e) => p.publish(e).await,
-                Typed::Unit(e) => p.publish(e).await,
-                Typed::Procedure(e) => p.publish(e).await,
-            })
-        });
-    }
-    let total = pending.len();
+        })
+        .buffered(in_flight);
     let (mut index, mut published, mut not_sent) = (0usize, 0usize, 0usize);
     let mut first_error = None;
     while let Some(result) = pending.next().await {

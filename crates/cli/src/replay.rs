@@ -112,7 +112,14 @@ async fn spans(config: &ConnectorConfig) -> Result<BTreeMap<(String, i32), Span>
             let (low, _) = consumer
                 .fetch_watermarks(&topic, p, Duration::from_secs(10))
                 .map_err(kafka)?;
-            spans.insert((topic, p), Span { start: low, end });
+            // Retention may have moved the start past the end read a moment ago.
+            spans.insert(
+                (topic, p),
+                Span {
+                    start: low.min(end),
+                    end,
+                },
+            );
         }
         Ok(spans)
     })
@@ -165,7 +172,12 @@ pub async fn run_file(path: &Path, shutdown: CancellationToken) -> Result<(), Cl
         config.name
     );
     let stop = CancellationToken::new();
-    let connector = tokio::spawn(crate::connect::run(config.clone(), stop.clone()));
+    // A consumer group of its own, and no metrics port: the live connector may still be
+    // running (against another store), and must keep its partitions and its port.
+    let mut replaying = config.clone();
+    replaying.group = Some(format!("{}-replay-{}", config.group(), std::process::id()));
+    replaying.metrics_listen = None;
+    let connector = tokio::spawn(crate::connect::run(replaying, stop.clone()));
     let started = Instant::now();
     let bar = bar(total);
     // Without a terminal the bar stays hidden: print a line every few seconds instead.

@@ -287,9 +287,13 @@ async fn fold_in_memory(
     while !reached(&memory.offsets_of(&name), ends) {
         if Instant::now() >= deadline || task.is_finished() {
             stop.cancel();
-            let _ = task.await;
+            let why = match task.await {
+                Ok(Err(e)) => format!("it stopped: {e}"),
+                Err(e) => format!("it failed: {e}"),
+                Ok(Ok(())) => format!("it did not reach the end of the log within {timeout:?}"),
+            };
             return Err(DemoError::Startup(format!(
-                "folding the log for {name} did not reach the end of the log within {timeout:?}"
+                "folding the log for {name}: {why}"
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

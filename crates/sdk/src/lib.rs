@@ -390,7 +390,8 @@ impl Publisher {
             ("event_id", &envelope.event_id),
             ("correlation_id", &envelope.correlation_id),
         ] {
-            if uuid::Uuid::try_parse(value).is_err() {
+            // The hyphenated form only, as the gateway and Java's UUID.fromString read it.
+            if value.len() != 36 || uuid::Uuid::try_parse(value).is_err() {
                 return Err(SdkError::Invalid(format!(
                     "the envelope's {field} {value:?} is not a UUID"
                 )));
