@@ -289,6 +289,12 @@ async fn prometheus_scrapes_the_gateway_and_a_connector_while_events_flow() {
         }
     };
 
+    // Before anything is sent, Prometheus sees what the connector's /metrics said when it
+    // had caught up (so a later difference is in what the events did, not in the baseline).
+    prometheus
+        .until("{__name__=~\"lienthong_.*\"}", expect(0.0, 0.0, 0.0))
+        .await;
+
     // Forty cases in one batch.
     let answer = post(
         &format!("/topics/{TOPIC}/events:batch"),
