@@ -389,8 +389,29 @@ pub async fn run(
             return Err(e);
         }
     };
-    // Let the KPI engine see the last events before the summary reads its gauges.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Let the KPI engine read the last events before the summary reads its gauges. On the
+    // fresh embedded log it has read them all once it counted as many records as were
+    // published; it must also have stopped counting for half a second (a real cluster may
+    // hold earlier days too, which it reads first).
+    let published: u64 = summary
+        .published
+        .iter()
+        .filter(|(topic, _)| *topic == "hcm.case.events" || *topic == "hcm.feedback.events")
+        .map(|(_, n)| *n)
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut read, mut since) = (u64::MAX, Instant::now());
+    loop {
+        let now_read = counter_sum(&telemetry, "lienthong_kpi_events_total");
+        if now_read != read {
+            (read, since) = (now_read, Instant::now());
+        }
+        let settled = read >= published && since.elapsed() >= Duration::from_millis(500);
+        if settled || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     summary.kpi_open = gauge_sum(&telemetry, "lienthong_kpi_unit_cases_open");
     summary.kpi_overdue = gauge_sum(&telemetry, "lienthong_kpi_unit_cases_open_overdue");
     let after = scan_log(&bootstrap, &catalog, &before).await?;
@@ -467,6 +488,17 @@ async fn start_kpi(
 }
 
 /// The sum of a gauge family over all its label values (0 when it has none yet).
+fn counter_sum(telemetry: &Telemetry, name: &str) -> u64 {
+    telemetry
+        .registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
 fn gauge_sum(telemetry: &Telemetry, name: &str) -> i64 {
     telemetry
         .registry()
