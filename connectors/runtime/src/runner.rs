@@ -2,12 +2,14 @@
 //! store transaction, retry, dead-letter, and shut down cleanly.
 //!
 //! **Offsets.** The store is the only source of truth. When the group assigns partitions, the
-//! context pauses them; the loop reads the store's offsets and assigns the partitions again at
-//! exactly those offsets (the beginning if the store has none), then resumes them. Records of a
-//! partition not (yet) positioned this way are dropped unread. Each batch tells the store which
-//! offset it expects each partition to be at; a store that holds another offset (another
-//! instance got there first) refuses the batch ([`StoreError::Fenced`]) and the loop re-reads
-//! from the store. Offsets are committed to Kafka after each batch only so that lag shows.
+//! loop reads the store's offsets and assigns the partitions again at exactly those offsets
+//! (the beginning if the store has none). Records of a partition not (yet) positioned this way
+//! are dropped unread (librdkafka drops what the first assignment fetched once the second is
+//! made). No partition is ever paused across an assignment (see `resume_paused`). Each batch
+//! tells the store which offset it expects each partition to be at; a store that holds another
+//! offset (another instance got there first) refuses the batch ([`StoreError::Fenced`]) and
+//! the loop re-reads from the store. Offsets are committed to Kafka after each batch only so
+//! that lag shows.
 //!
 //! **Rebalances.** Callbacks run only while the loop polls, never while a batch is being
 //! applied, so a batch is always finished before its partitions can be revoked; a batch that
@@ -66,12 +68,14 @@ enum RebalanceEvent {
     Revoked(Vec<(String, i32)>),
 }
 
-/// The consumer context: records rebalances for the loop and pauses newly assigned
-/// partitions until the loop has positioned them at the store's offsets.
+/// The consumer context: records rebalances for the loop, and lifts the loop's pause before
+/// the group's assignment changes.
 struct Ctx {
     events: Arc<Mutex<Vec<RebalanceEvent>>>,
-    /// Wakes the loop: newly assigned partitions are paused, so no record would.
+    /// Wakes the loop to position newly assigned partitions.
     wake: Arc<tokio::sync::Notify>,
+    /// Partitions the loop paused while a store was away.
+    paused: Arc<Mutex<Vec<(String, i32)>>>,
     /// Counts the client's errors.
     kafka: KafkaClientContext,
 }
@@ -89,8 +93,27 @@ fn tpl_list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
+/// Resume every partition the loop paused. It runs before any assignment is made, by the
+/// group or by the loop: a partition still paused when it is assigned again can stay paused
+/// for good, its records never fetched (librdkafka issues #5591 and #2190; seen here as a
+/// demo store that never received one partition after a pause in the rebalance callback).
+fn resume_paused(consumer: &impl Consumer<Ctx>, paused: &Mutex<Vec<(String, i32)>>) {
+    let tps = std::mem::take(&mut *paused.lock().unwrap_or_else(|p| p.into_inner()));
+    if tps.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in &tps {
+        tpl.add_partition(t, *p);
+    }
+    if let Err(e) = consumer.resume(&tpl) {
+        tracing::warn!(error = %e, "resuming paused partitions");
+    }
+}
+
 impl ConsumerContext for Ctx {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        resume_paused(consumer, &self.paused);
         if let Rebalance::Revoke(tpl) = rebalance {
             self.events
                 .lock()
@@ -99,11 +122,8 @@ impl ConsumerContext for Ctx {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            if let Err(e) = consumer.pause(tpl) {
-                tracing::warn!(error = %e, "pausing newly assigned partitions");
-            }
             self.events
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -143,6 +163,8 @@ struct Runner<S: Sink> {
     consumer: StreamConsumer<Ctx>,
     events: Arc<Mutex<Vec<RebalanceEvent>>>,
     wake: Arc<tokio::sync::Notify>,
+    /// Partitions paused while a batch waits for its store (shared with the context).
+    paused: Arc<Mutex<Vec<(String, i32)>>>,
     producer: FutureProducer<KafkaClientContext>,
     /// Partitions positioned at the store's offset, with that offset (None: the store has none).
     positions: HashMap<Tp, Option<i64>>,
@@ -267,9 +289,11 @@ impl<S: Sink> Runner<S> {
         }
         let events = Arc::new(Mutex::new(Vec::new()));
         let wake = Arc::new(tokio::sync::Notify::new());
+        let paused = Arc::new(Mutex::new(Vec::new()));
         let consumer: StreamConsumer<Ctx> = kc.create_with_context(Ctx {
             events: events.clone(),
             wake: wake.clone(),
+            paused: paused.clone(),
             kafka: kafka.clone(),
         })?;
         let topic_names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
@@ -306,6 +330,7 @@ impl<S: Sink> Runner<S> {
             consumer,
             events,
             wake,
+            paused,
             producer,
             positions: HashMap::new(),
             seen: HashMap::new(),
@@ -785,8 +810,8 @@ impl<S: Sink> Runner<S> {
         }
         // Records of these partitions read before this point came from elsewhere.
         self.forget_batch_of(&tps);
+        resume_paused(&self.consumer, &self.paused);
         self.consumer.assign(&tpl)?;
-        self.consumer.resume(&tpl)?;
         tracing::info!(connector = %self.name(), partitions = tps.len(), "positioned at the store's offsets");
         Ok(())
     }
@@ -856,7 +881,7 @@ impl<S: Sink> Runner<S> {
         let mut items = std::mem::take(&mut self.batch);
         self.batch_since = None;
         let mut queue: VecDeque<(usize, usize)> = VecDeque::from([(0, items.len())]);
-        let mut paused: Option<TopicPartitionList> = None;
+        let mut paused = false;
         let result = 'outer: loop {
             let Some((lo, hi)) = queue.pop_front() else {
                 break Ok(());
@@ -881,11 +906,14 @@ impl<S: Sink> Runner<S> {
                     Err(e @ StoreError::Transient { .. }) => {
                         attempt += 1;
                         self.note_retry(&e, attempt);
-                        if paused.is_none()
-                            && let Ok(a) = self.consumer.assignment()
-                        {
-                            let _ = self.consumer.pause(&a);
-                            paused = Some(a);
+                        // Paused once per flush; a rebalance meanwhile lifts the pause
+                        // (`resume_paused`) and the records that still come are held back.
+                        if !paused && let Ok(a) = self.consumer.assignment() {
+                            paused = true;
+                            if a.count() > 0 && self.consumer.pause(&a).is_ok() {
+                                *self.paused.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    tpl_list(&a);
+                            }
                         }
                         if self.shutdown.is_cancelled() && self.shutdown_deadline.is_none() {
                             self.shutdown_deadline = Some(
@@ -941,18 +969,8 @@ impl<S: Sink> Runner<S> {
                 }
             }
         };
-        if let Some(p) = paused {
-            let still: Vec<(String, i32)> = tpl_list(&p)
-                .into_iter()
-                .filter(|(t, part)| self.positions.keys().any(|(a, b)| **a == **t && b == part))
-                .collect();
-            let mut tpl = TopicPartitionList::new();
-            for (t, part) in &still {
-                tpl.add_partition(t, *part);
-            }
-            if tpl.count() > 0 {
-                let _ = self.consumer.resume(&tpl);
-            }
+        if paused {
+            resume_paused(&self.consumer, &self.paused);
             self.metrics
                 .retrying
                 .with_label_values(&[&self.config.name])

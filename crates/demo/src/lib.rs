@@ -175,10 +175,10 @@ impl Summary {
                 short(&s.digest),
                 short(&s.log_digest),
                 verdict(s.matches()),
-                if s.caught_up {
-                    ""
+                if s.behind.is_empty() {
+                    String::new()
                 } else {
-                    " (did not catch up)"
+                    format!(" (did not catch up: {})", s.behind.join(", "))
                 },
                 s.path
             ));

@@ -60,14 +60,15 @@ pub struct StoreCheck {
     pub digest: String,
     /// Digest of the log folded with the store's connector config.
     pub log_digest: String,
-    /// Whether it caught up with the log before the check.
-    pub caught_up: bool,
+    /// Partitions the store had not caught up on when the check's time ran out, as
+    /// `topic/partition at <held> of <end>`; empty when it caught up.
+    pub behind: Vec<String>,
 }
 
 impl StoreCheck {
     /// The store holds exactly what the log says.
     pub fn matches(&self) -> bool {
-        self.caught_up && self.rows == self.log_rows && self.digest == self.log_digest
+        self.behind.is_empty() && self.rows == self.log_rows && self.digest == self.log_digest
     }
 }
 
@@ -164,12 +165,27 @@ pub async fn start(
 /// after a transaction marker, which a consumer never sees).
 pub type Ends = BTreeMap<(String, i32), i64>;
 
+/// The partitions on which `held` has not reached `ends`, as `topic/partition at <held> of
+/// <end>` (`held` is `-` for a partition the store has no offset for).
+fn behind(held: &[StoredOffset], ends: &Ends) -> Vec<String> {
+    ends.iter()
+        .filter_map(|((topic, partition), end)| {
+            let next = held
+                .iter()
+                .find(|o| &o.topic == topic && o.partition == *partition)
+                .map(|o| o.next);
+            match next {
+                Some(next) if next >= *end => None,
+                Some(next) => Some(format!("{topic}/{partition} at {next} of {end}")),
+                None => Some(format!("{topic}/{partition} at - of {end}")),
+            }
+        })
+        .collect()
+}
+
 /// Whether `held` reaches `ends` on every partition that has records.
 fn reached(held: &[StoredOffset], ends: &Ends) -> bool {
-    ends.iter().all(|((topic, partition), end)| {
-        held.iter()
-            .any(|o| &o.topic == topic && o.partition == *partition && o.next >= *end)
-    })
+    behind(held, ends).is_empty()
 }
 
 /// The consumed topics' ends, from the log scan (`ends` of every catalog topic).
@@ -211,19 +227,18 @@ impl AgencyStore {
             DemoError::Startup(format!("store {}: {e}", self.unit.code))
         };
         let deadline = Instant::now() + timeout;
-        let mut caught_up = false;
-        while Instant::now() < deadline && !self.task.is_finished() {
+        let behind = loop {
             let held = self
                 .sink
                 .offsets(&self.config.name)
                 .await
                 .map_err(store_err)?;
-            if reached(&held, ends) {
-                caught_up = true;
-                break;
+            let behind = behind(&held, ends);
+            if behind.is_empty() || Instant::now() >= deadline || self.task.is_finished() {
+                break behind;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
         self.stop.cancel();
         match (&mut self.task).await {
             Ok(Ok(())) => {}
@@ -249,7 +264,7 @@ impl AgencyStore {
             log_rows: log_digest.rows,
             digest: digest.overall,
             log_digest: log_digest.overall,
-            caught_up,
+            behind,
         })
     }
 
