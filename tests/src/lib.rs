@@ -583,6 +583,19 @@ impl Kafka {
 
 pub mod prometheus;
 
+/// A child process (a `lienthong` under test) that is killed if the test ends without
+/// stopping it, so that a failed test leaves no process behind holding ports and pipes.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Helpers shared by the benchmarks (which print medians of several rounds and ratios).
 pub mod bench {
     use std::time::{Duration, Instant};
@@ -596,6 +609,13 @@ pub mod bench {
     pub fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    /// The median of the per-round ratios `a[i] / b[i]`. Two variants timed seconds apart in
+    /// the same round share that moment's load, so on a shared machine this is steadier than
+    /// the ratio of the two medians.
+    pub fn median_ratio(a: &[f64], b: &[f64]) -> f64 {
+        median(a.iter().zip(b).map(|(a, b)| a / b).collect())
     }
 
     /// The `q` quantile (0..=1) of `v`.

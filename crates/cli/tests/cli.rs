@@ -167,7 +167,7 @@ fn up_serves_the_registry_until_interrupted() {
     )
     .unwrap();
     let bin = assert_cmd::cargo::cargo_bin("lienthong");
-    let mut child = StdCommand::new(bin)
+    let child = StdCommand::new(bin)
         .current_dir(repo_root())
         .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
         .arg("--config")
@@ -177,7 +177,8 @@ fn up_serves_the_registry_until_interrupted() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = lienthong_tests::ChildGuard(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
     let addr = loop {
         assert!(Instant::now() < deadline, "no 'listening' line");
@@ -213,12 +214,12 @@ fn up_serves_the_registry_until_interrupted() {
     // Ctrl-C: a clean stop.
     StdCommand::new("kill")
         .arg("-INT")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -300,7 +301,7 @@ fn up_runs_the_gateway_with_the_registry_mounted() {
     )
     .unwrap();
     let bin = assert_cmd::cargo::cargo_bin("lienthong");
-    let mut child = StdCommand::new(bin)
+    let child = StdCommand::new(bin)
         .current_dir(repo_root())
         .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
         .arg("--config")
@@ -310,7 +311,8 @@ fn up_runs_the_gateway_with_the_registry_mounted() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = lienthong_tests::ChildGuard(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
     let addr = loop {
         assert!(Instant::now() < deadline, "no 'gateway listening' line");
@@ -371,12 +373,12 @@ fn up_runs_the_gateway_with_the_registry_mounted() {
 
     StdCommand::new("kill")
         .arg("-INT")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "did not stop within 30 s");
@@ -851,31 +853,31 @@ fn interrupt(
     for (k, v) in env {
         command.env(k, v);
     }
-    let mut child = command
+    let child = command
         .args(args)
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
+    let mut child = lienthong_tests::ChildGuard(child);
     std::thread::sleep(after);
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
     assert!(
-        child.try_wait().unwrap().is_none(),
+        child.0.try_wait().unwrap().is_none(),
         "{args:?} ended before the interrupt: {}",
         read(&err_path)
     );
     StdCommand::new("kill")
         .arg("-INT")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .unwrap();
     let deadline = Instant::now() + within;
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
             panic!(
                 "{args:?} did not stop within {within:?} of SIGINT: {}",
                 read(&err_path)

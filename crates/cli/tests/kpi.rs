@@ -52,16 +52,6 @@ fn get(addr: &str, path: &str) -> String {
     out
 }
 
-/// Kills the child process if the test fails before stopping it.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_runs_the_kpi_engine_and_serves_its_metrics() {
     let kafka = kafka();
@@ -105,7 +95,7 @@ level = "FULL_ONLINE"
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut child = Guard(child);
+    let mut child = lienthong_tests::ChildGuard(child);
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     // Both components start: the engine first (its config is checked before anything
     // connects), then the registry.
