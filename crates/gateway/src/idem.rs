@@ -205,10 +205,12 @@ impl Index {
         }
     }
 
-    /// An event read from the log (written at `at_ms`); the first place of an id wins.
+    /// An event read from the log (written at `at_ms`); the first place of an id wins. `hash`
+    /// is computed only for an id the index does not hold yet: most records the replay reads
+    /// are this instance's own, already known.
     pub fn record(
         &self,
-        hash: [u8; 32],
+        hash: impl FnOnce() -> [u8; 32],
         event_id: &str,
         (topic, partition, offset): (&str, i32, i64),
         at_ms: i64,
@@ -226,7 +228,7 @@ impl Index {
         inner.map.insert(
             event_id.to_string(),
             Entry {
-                hash,
+                hash: hash(),
                 at_ms,
                 state: State::Done(topic, partition, offset),
             },
@@ -272,10 +274,10 @@ mod tests {
     #[test]
     fn old_and_excess_ids_are_forgotten() {
         let idx = Index::new(Duration::from_secs(60), 3);
-        idx.record([0; 32], "old", ("t", 0, 1), now_ms() - 120_000);
+        idx.record(|| [0; 32], "old", ("t", 0, 1), now_ms() - 120_000);
         assert!(idx.is_empty());
         for id in ["a", "b", "c", "d"] {
-            idx.record([0; 32], id, ("t", 0, 1), now_ms());
+            idx.record(|| [0; 32], id, ("t", 0, 1), now_ms());
         }
         assert_eq!(idx.len(), 3);
         assert!(matches!(idx.reserve("a", [0; 32]), Reserve::Fresh));

@@ -192,7 +192,7 @@ async fn tail(
                 {
                     let at = m.timestamp().to_millis().unwrap_or_else(now_ms);
                     index.record(
-                        content_hash(topic, key, value),
+                        || content_hash(topic, key, value),
                         id,
                         (topic, m.partition(), m.offset()),
                         at,
