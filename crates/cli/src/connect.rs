@@ -129,7 +129,7 @@ pub fn start_all(
         .into_iter()
         .map(|config| {
             let name = config.name.clone();
-            println!("connector {name} running");
+            say!("connector {name} running");
             let stop = shutdown.clone();
             let telemetry = Arc::clone(telemetry);
             let task = tokio::spawn(async move {

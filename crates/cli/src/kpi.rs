@@ -50,7 +50,7 @@ pub async fn start(
     let local = listener
         .local_addr()
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    println!("KPI engine metrics on http://{local}/metrics");
+    say!("KPI engine metrics on http://{local}/metrics");
     Ok(Some(tokio::spawn(lienthong_kpi::run_with_listener(
         kpi,
         listener,

@@ -10,6 +10,16 @@
 //! `LIENTHONG__SECTION__KEY` environment variables. Unknown keys are refused by name; secrets
 //! never appear in logs or `Debug` output.
 
+/// Print a line for the operator on stdout. A closed stdout (`lienthong … | head`, or a parent
+/// that went away) neither stops the command nor panics, as `println!` would: the line is
+/// dropped. (`tail`, whose whole job is its output, stops on a write error instead.)
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod config;
 pub mod connect;
 pub mod kpi;
@@ -220,7 +230,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
 }
 
 fn schemas_check(dir: &Path, catalog: &Catalog) -> Result<(), CliError> {
-    println!(
+    say!(
         "catalog {}: {} topics, every schema valid",
         catalog.file().display(),
         catalog.topics().len()
@@ -228,7 +238,7 @@ fn schemas_check(dir: &Path, catalog: &Catalog) -> Result<(), CliError> {
     match lienthong_contract::history::check_history_of(dir)
         .map_err(|e| CliError::Failed(e.to_string()))?
     {
-        None => println!("not in a git checkout: compatibility with earlier versions not checked"),
+        None => say!("not in a git checkout: compatibility with earlier versions not checked"),
         Some(report) => {
             let failures = report.failures();
             if !failures.is_empty() {
@@ -241,7 +251,7 @@ fn schemas_check(dir: &Path, catalog: &Catalog) -> Result<(), CliError> {
                 )));
             }
             let versions: usize = report.subjects.iter().map(|s| s.versions.len()).sum();
-            println!(
+            say!(
                 "compatible with {versions} earlier version(s) from {} commit(s)",
                 report.commits
             );
@@ -292,7 +302,7 @@ async fn schemas_push(
             .id_for(&topic.value_subject, &topic.schema_json, true)
             .await
             .map_err(|e| CliError::Failed(format!("{}: {e}", topic.value_subject)))?;
-        println!("{}\tid {id}\t{}", topic.value_subject, topic.compatibility);
+        say!("{}\tid {id}\t{}", topic.value_subject, topic.compatibility);
     }
     Ok(())
 }
@@ -313,8 +323,8 @@ async fn topics_create(
             })?;
     for outcome in outcomes {
         match outcome {
-            TopicOutcome::Created(name) => println!("created {name}"),
-            TopicOutcome::Exists(name) => println!("exists  {name}"),
+            TopicOutcome::Created(name) => say!("created {name}"),
+            TopicOutcome::Exists(name) => say!("exists  {name}"),
         }
     }
     Ok(())
@@ -344,7 +354,7 @@ async fn demo(
     let summary = lienthong_demo::run(config, Arc::new(catalog), shutdown)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    print!("{}", summary.render());
+    say!("{}", summary.render().trim_end_matches('\n'));
     if summary.consistent() {
         Ok(())
     } else {
@@ -401,7 +411,7 @@ async fn gateway(
     let local = listener
         .local_addr()
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    println!("gateway listening on http://{local} (schema registry under /registry)");
+    say!("gateway listening on http://{local} (schema registry under /registry)");
     tracing::info!(%local, "gateway listening");
     let app = http::with_registry(
         http::router(gw.clone()),
@@ -445,7 +455,7 @@ async fn up(
     let local = listener
         .local_addr()
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    println!("schema registry listening on http://{local}");
+    say!("schema registry listening on http://{local}");
     tracing::info!(%local, "schema registry listening");
     let signal = shutdown.clone();
     let app =
@@ -480,6 +490,6 @@ async fn up(
     }
     kpi::finish(kpi).await?;
     connectors.finish().await?;
-    println!("stopped");
+    say!("stopped");
     Ok(())
 }

@@ -251,7 +251,7 @@ pub async fn publish(
             None => not_sent += 1,
             Some(Ok(receipt)) => {
                 published += 1;
-                println!("{}", receipt_json(&receipt));
+                say!("{}", receipt_json(&receipt));
             }
             Some(Err(e)) => {
                 eprintln!("event {index}: {e}");

@@ -228,7 +228,7 @@ pub async fn run_file(path: &Path, shutdown: CancellationToken) -> Result<(), Cl
                 .digest()
                 .await
                 .map_err(|e| CliError::Failed(format!("store: {e}")))?;
-            println!(
+            say!(
                 "replayed {records} records in {:.1} s; the store holds {} rows, digest {}",
                 started.elapsed().as_secs_f64(),
                 digest.rows,

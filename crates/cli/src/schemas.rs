@@ -66,13 +66,13 @@ pub async fn diff(
     for topic in catalog.topics() {
         let subject = &topic.value_subject;
         let Some((old_json, old_schema)) = old.remove(subject) else {
-            println!("{subject}: new (not in {label})");
+            say!("{subject}: new (not in {label})");
             changed += 1;
             continue;
         };
         let same = schema_identity(&old_json).ok() == schema_identity(&topic.schema_json).ok();
         if same {
-            println!("{subject}: unchanged");
+            say!("{subject}: unchanged");
             continue;
         }
         changed += 1;
@@ -87,19 +87,19 @@ pub async fn diff(
             incompatible += 1;
             format!("INCOMPATIBLE ({})", topic.compatibility)
         };
-        println!("{subject}: changed, {verdict}");
+        say!("{subject}: changed, {verdict}");
         let changes = diff_schemas(&old_schema, &topic.schema);
         if changes.is_empty() {
-            println!("  (docs, defaults of records or attributes only)");
+            say!("  (docs, defaults of records or attributes only)");
         }
         for change in changes {
-            println!("  {change}");
+            say!("  {change}");
         }
         for v in violations {
-            println!("  ! {v}");
+            say!("  ! {v}");
         }
     }
-    println!("{changed} subject(s) differ from {label}; {incompatible} incompatible");
+    say!("{changed} subject(s) differ from {label}; {incompatible} incompatible");
     if incompatible > 0 {
         Err(CliError::Failed(format!(
             "{incompatible} incompatible schema change(s) against {label}"

@@ -62,6 +62,26 @@ fn schemas_check_passes_on_the_repository() {
     assert!(out.contains("compatible with"), "{out}");
 }
 
+/// A closed stdout (`lienthong schemas check | head -0`) is not a crash: the command still does
+/// its work and exits 0, with no panic (before, `println!` panicked on the broken pipe).
+#[test]
+fn a_closed_stdout_does_not_make_a_command_panic() {
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("lienthong"))
+        .current_dir(repo_root())
+        .env_remove("RUST_LOG")
+        .args(["schemas", "check"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the command has written anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
 #[test]
 fn config_errors_name_the_key_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,16 @@
 //! the unit that did it through the producer SDK. It prints live progress and ends with a
 //! summary that checks the log holds exactly what was published.
 
+/// Print a line for the operator on stdout. A closed stdout (`lienthong … | head`, or a parent
+/// that went away) neither stops the command nor panics, as `println!` would: the line is
+/// dropped. (`tail`, whose whole job is its output, stops on a write error instead.)
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod city;
 pub mod portal;
 pub mod stores;
@@ -228,14 +238,14 @@ pub async fn run(
             lienthong_bus::create_catalog_topics(&kafka_client(b), &catalog, 1)
                 .await
                 .map_err(|e| DemoError::Kafka(e.to_string()))?;
-            println!("Kafka: the cluster at {b}");
+            say!("Kafka: the cluster at {b}");
             b.clone()
         }
         None => {
             embedded =
                 EmbeddedKafka::for_catalog(&catalog, &[(stores::DEAD_LETTER_TOPIC.to_string(), 1)])
                     .map_err(|e| DemoError::Kafka(e.to_string()))?;
-            println!(
+            say!(
                 "Kafka: an embedded in-memory broker (librdkafka's mock cluster, 3 brokers) at {} — nothing is kept after the demo",
                 embedded.bootstrap()
             );
@@ -352,11 +362,11 @@ pub async fn run(
             .await?,
         );
     }
-    println!("gateway:         http://{local}/openapi.json (POST /topics/{{topic}}/events)");
-    println!("schema registry: http://{local}/registry/subjects");
-    println!("KPI engine:      service-chain indicators under lienthong_kpi_* in /metrics");
-    println!("metrics:         http://{local}/metrics");
-    println!(
+    say!("gateway:         http://{local}/openapi.json (POST /topics/{{topic}}/events)");
+    say!("schema registry: http://{local}/registry/subjects");
+    say!("KPI engine:      service-chain indicators under lienthong_kpi_* in /metrics");
+    say!("metrics:         http://{local}/metrics");
+    say!(
         "stores:          SQLite files under {}: {}",
         config.data_dir.display(),
         STORE_UNITS.join(", ")
@@ -416,7 +426,7 @@ pub async fn run(
     summary.kpi_overdue = gauge_sum(&telemetry, "lienthong_kpi_unit_cases_open_overdue");
     let after = scan_log(&bootstrap, &catalog, &before).await?;
     summary.on_log = after.counts;
-    println!("checking each store against the log …");
+    say!("checking each store against the log …");
     let ends = stores::consumed(&after.ends);
     let checks = agency_stores
         .into_iter()
@@ -568,7 +578,7 @@ async fn play(
         let start_ms = now_ms();
         let mut opening = sim.reference_data(start_ms);
         opening.extend(sim.backlog(start_ms, config.backlog_days, config.backlog_cases_per_day));
-        println!(
+        say!(
             "opening the day: {} events of reference data and backlog",
             opening.len()
         );
@@ -578,7 +588,7 @@ async fn play(
         }
         drain(&mut in_flight, &mut summary, 0).await?;
 
-        println!(
+        say!(
             "today: {} steps/s for {} s (Ctrl-C ends the day early)",
             config.rate,
             config.duration.as_secs()
@@ -612,7 +622,7 @@ async fn play(
                     .iter()
                     .map(|s| format!("{} {}", s.unit.code, s.applied(telemetry)))
                     .collect();
-                println!(
+                say!(
                     "[{:>4.0} s] events {total:>8} {rate:>6.0}/s  open cases {:>5}  overdue {:>4}  rows applied: {}",
                     started.elapsed().as_secs_f64(),
                     gauge_sum(telemetry, "lienthong_kpi_unit_cases_open"),
