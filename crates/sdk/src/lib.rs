@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lienthong_contract::events::{
@@ -20,10 +20,10 @@ use lienthong_contract::events::{
 use lienthong_contract::nfc::NormalizeText;
 use lienthong_contract::{AgencyKind, Catalog, Codec};
 use lienthong_registry::client::RegistryClient;
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, ClientContext};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -191,10 +191,27 @@ pub enum SchemaIds<'a> {
     Local,
 }
 
+/// The producer's client context: logs the Kafka client's errors, and counts them once the
+/// publisher records metrics ([`Publisher::with_metrics`]; the producer exists before that).
+struct ErrorCounting {
+    counter: Arc<OnceLock<lienthong_telemetry::KafkaClientContext>>,
+}
+
+impl ClientContext for ErrorCounting {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match self.counter.get() {
+            Some(counter) => counter.count(&error, reason),
+            None => tracing::warn!(component = "sdk", %error, reason, "Kafka client error"),
+        }
+    }
+}
+
 /// One agency's handle on the bus. Cheap to share behind an `Arc`.
 pub struct Publisher {
     config: PublisherConfig,
-    producer: FutureProducer,
+    producer: FutureProducer<ErrorCounting>,
+    /// Where the producer's context counts client errors, once set by `with_metrics`.
+    errors: Arc<OnceLock<lienthong_telemetry::KafkaClientContext>>,
     codec: Codec,
     /// topic -> schema id; only the topics this agency may write.
     ids: HashMap<String, u32>,
@@ -226,7 +243,10 @@ impl Publisher {
         for (k, v) in &config.kafka_options {
             kafka.set(k, v);
         }
-        let producer: FutureProducer = kafka.create()?;
+        let errors = Arc::new(OnceLock::new());
+        let producer: FutureProducer<ErrorCounting> = kafka.create_with_context(ErrorCounting {
+            counter: errors.clone(),
+        })?;
         let codec = match &ids {
             SchemaIds::Registry(client) => client.codec().clone(),
             SchemaIds::Local => {
@@ -255,6 +275,7 @@ impl Publisher {
         Ok(Publisher {
             config,
             producer,
+            errors,
             codec,
             ids: topic_ids,
             catalog,
@@ -446,8 +467,15 @@ impl Publisher {
 
     /// Record every acknowledged event in `telemetry` (the process's metrics registry), as
     /// `lienthong_bus_events_produced_total{topic, producer="sdk"}`.
+    /// From then on, the Kafka client's errors count in `lienthong_kafka_client_errors_total
+    /// {component="sdk"}` too.
     pub fn with_metrics(mut self, telemetry: &lienthong_telemetry::Telemetry) -> Self {
         self.produced = Some(telemetry.bus.events_produced.clone());
+        let _ = self
+            .errors
+            .set(lienthong_telemetry::KafkaClientContext::new(
+                telemetry, "sdk",
+            ));
         self
     }
 

@@ -370,3 +370,35 @@ async fn schema_ids_come_from_a_registry_served_over_http() {
         assert_eq!(back, event);
     }
 }
+
+/// A publisher that records metrics counts its Kafka client's errors too: pointed at a port
+/// where no broker listens, it reports transport failures as
+/// `lienthong_kafka_client_errors_total{component="sdk"}`.
+#[tokio::test]
+async fn a_publisher_with_metrics_counts_its_kafka_client_errors() {
+    let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
+    let config = PublisherConfig::new("26734", AgencyKind::Ward, "127.0.0.1:1");
+    let telemetry = lienthong_telemetry::Telemetry::new("test").unwrap();
+    let _publisher = Publisher::connect(config, catalog, SchemaIds::Local)
+        .await
+        .unwrap()
+        .with_metrics(&telemetry);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let counted = loop {
+        let text = telemetry.render();
+        let counted: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("lienthong_kafka_client_errors_total{"))
+            .filter(|l| l.contains("component=\"sdk\""))
+            .map(str::to_string)
+            .collect();
+        if !counted.is_empty() || std::time::Instant::now() > deadline {
+            break counted;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !counted.is_empty(),
+        "no client error counted for the SDK in 20 s"
+    );
+}

@@ -122,8 +122,8 @@ pub const EVENTS_PRODUCED: MetricSpec = counter(
 pub const KAFKA_CLIENT_ERRORS: MetricSpec = counter(
     "lienthong_kafka_client_errors_total",
     &["component", "code"],
-    "Errors reported by the Kafka client (librdkafka), by component and librdkafka error code \
-     name (a fixed enumeration).",
+    "Errors reported by the Kafka client (librdkafka), by component (`gateway`, `connector`, \
+     `kpi`, `sdk`) and librdkafka error code name (a fixed enumeration).",
 );
 
 // --- gateway -----------------------------------------------------------------------------------
