@@ -46,7 +46,8 @@ async fn open(kafka: &Kafka, topic: &str, shutdown: &CancellationToken) -> Resul
         topic: topic.into(),
         replication: 1,
     };
-    Ok(Registry::with_kafka(&config, catalog, agencies(), shutdown.child_token()).await?)
+    let errors = lienthong_telemetry::KafkaClientContext::logging_only("registry");
+    Ok(Registry::with_kafka(&config, catalog, agencies(), errors, shutdown.child_token()).await?)
 }
 
 fn note_schema(i: usize) -> String {
@@ -311,4 +312,48 @@ async fn a_schema_log_topic_that_is_not_compacted_is_refused() {
         "{err}"
     );
     shutdown.cancel();
+}
+
+/// The registry's own Kafka clients report their errors in the process's metrics: when the
+/// broker of its schema log goes away, they count the failures as
+/// `lienthong_kafka_client_errors_total{component="registry"}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_logs_kafka_client_errors_are_counted() {
+    let own = lienthong_tests::OwnKafka::start("registry-errors").unwrap();
+    let telemetry = lienthong_telemetry::Telemetry::new("test").unwrap();
+    let config = KafkaLogConfig {
+        bootstrap: own.kafka().bootstrap().into(),
+        topic: format!("_lienthong_schemas-errors-{}", unique_suffix()),
+        replication: 1,
+    };
+    let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
+    let errors = lienthong_telemetry::KafkaClientContext::new(&telemetry, "registry");
+    let shutdown = CancellationToken::new();
+    let _registry = Registry::with_kafka(&config, catalog, agencies(), errors, shutdown.clone())
+        .await
+        .unwrap();
+    let counted = || -> Vec<String> {
+        telemetry
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("lienthong_kafka_client_errors_total{"))
+            .filter(|l| l.contains("component=\"registry\""))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(
+        counted().is_empty(),
+        "errors before the broker went away: {:?}",
+        counted()
+    );
+    own.kill().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while counted().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.cancel();
+    assert!(
+        !counted().is_empty(),
+        "no client error counted for the registry in 30 s"
+    );
 }

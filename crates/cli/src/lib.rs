@@ -442,9 +442,15 @@ async fn up(
         topic: config.registry.topic.clone(),
         replication: config.registry.replication,
     };
-    let registry = Registry::with_kafka(&log, Arc::new(catalog), agencies, shutdown.child_token())
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let registry = Registry::with_kafka(
+        &log,
+        Arc::new(catalog),
+        agencies,
+        lienthong_telemetry::KafkaClientContext::new(&telemetry, "registry"),
+        shutdown.child_token(),
+    )
+    .await
+    .map_err(|e| CliError::Failed(e.to_string()))?;
     let ids = registry
         .bootstrap()
         .await

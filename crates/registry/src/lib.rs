@@ -124,16 +124,17 @@ impl Registry {
     }
 
     /// A registry whose state is the Kafka topic in `config`, read from the beginning; waits
-    /// until the state is caught up.
+    /// until the state is caught up. Its Kafka clients report their errors to `errors`.
     pub async fn with_kafka(
         config: &KafkaLogConfig,
         catalog: Arc<Catalog>,
         agencies: Agencies,
+        errors: lienthong_telemetry::KafkaClientContext,
         shutdown: CancellationToken,
     ) -> Result<Self, RegistryError> {
         let state = Arc::new(RwLock::new(State::new(CompatibilityMode::Backward)));
         let (tx, _) = watch::channel(0);
-        let log = KafkaLog::open(config, state.clone(), tx.clone(), shutdown).await?;
+        let log = KafkaLog::open(config, state.clone(), tx.clone(), errors, shutdown).await?;
         let registry = Self::with_log(SchemaLog::Kafka(log), catalog, agencies, state, tx);
         registry.sync().await?;
         Ok(registry)

@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use lienthong_telemetry::KafkaClientContext;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -34,8 +34,8 @@ pub enum SchemaLog {
 /// The Kafka side of the log.
 pub struct KafkaLog {
     topic: String,
-    producer: FutureProducer,
-    watermarks: Arc<BaseConsumer>,
+    producer: FutureProducer<KafkaClientContext>,
+    watermarks: Arc<BaseConsumer<KafkaClientContext>>,
 }
 
 /// How to reach the Kafka log.
@@ -121,11 +121,13 @@ impl KafkaLog {
         config: &KafkaLogConfig,
         state: SharedState,
         applied: watch::Sender<i64>,
+        errors: KafkaClientContext,
         shutdown: CancellationToken,
     ) -> Result<KafkaLog, RegistryError> {
         let store = |e: KafkaError| RegistryError::Store(e.to_string());
-        let admin: AdminClient<DefaultClientContext> =
-            client(&config.bootstrap).create().map_err(store)?;
+        let admin: AdminClient<KafkaClientContext> = client(&config.bootstrap)
+            .create_with_context(errors.clone())
+            .map_err(store)?;
         let topic = NewTopic::new(
             &config.topic,
             1,
@@ -157,20 +159,20 @@ impl KafkaLog {
         // `delete` its oldest records would expire, the highest id with them, and ids would be
         // given again.
         check_log_topic(&admin, &config.topic).await?;
-        let producer: FutureProducer = client(&config.bootstrap)
+        let producer: FutureProducer<KafkaClientContext> = client(&config.bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "0")
             // A Kafka outage answers 50001 within seconds instead of hanging the request.
             .set("message.timeout.ms", "10000")
-            .create()
+            .create_with_context(errors.clone())
             .map_err(store)?;
-        let watermarks: BaseConsumer = client(&config.bootstrap)
+        let watermarks: BaseConsumer<KafkaClientContext> = client(&config.bootstrap)
             .set("group.id", "lienthong-registry-watermarks")
-            .create()
+            .create_with_context(errors.clone())
             .map_err(store)?;
 
-        let reader: BaseConsumer = client(&config.bootstrap)
+        let reader: BaseConsumer<KafkaClientContext> = client(&config.bootstrap)
             .set(
                 "group.id",
                 format!("lienthong-registry-{}", uuid::Uuid::new_v4()),
@@ -179,7 +181,7 @@ impl KafkaLog {
             .set("enable.partition.eof", "false")
             // Never skip ahead: the state is the whole log.
             .set("auto.offset.reset", "earliest")
-            .create()
+            .create_with_context(errors)
             .map_err(store)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&config.topic, 0, Offset::Beginning)
@@ -198,7 +200,7 @@ impl KafkaLog {
 }
 
 async fn check_log_topic(
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &AdminClient<KafkaClientContext>,
     topic: &str,
 ) -> Result<(), RegistryError> {
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
@@ -246,7 +248,7 @@ async fn check_log_topic(
 
 /// Read the log and apply each record, until shutdown. A blocking thread: librdkafka's poll.
 fn apply_loop(
-    reader: BaseConsumer,
+    reader: BaseConsumer<KafkaClientContext>,
     state: SharedState,
     applied: watch::Sender<i64>,
     shutdown: CancellationToken,

@@ -123,7 +123,7 @@ pub const KAFKA_CLIENT_ERRORS: MetricSpec = counter(
     "lienthong_kafka_client_errors_total",
     &["component", "code"],
     "Errors reported by the Kafka client (librdkafka), by component (`gateway`, `connector`, \
-     `kpi`, `sdk`) and librdkafka error code name (a fixed enumeration).",
+     `kpi`, `registry`, `sdk`) and librdkafka error code name (a fixed enumeration).",
 );
 
 // --- gateway -----------------------------------------------------------------------------------

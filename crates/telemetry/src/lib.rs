@@ -283,7 +283,8 @@ impl Telemetry {
 /// delegate their `error` callback to [`KafkaClientContext::count`].
 #[derive(Clone)]
 pub struct KafkaClientContext {
-    errors: IntCounterVec,
+    /// None: log only (a component run without a metrics registry).
+    errors: Option<IntCounterVec>,
     component: &'static str,
 }
 
@@ -291,19 +292,29 @@ impl KafkaClientContext {
     /// A context counting into `telemetry` for `component` (`gateway`, `connector`, …).
     pub fn new(telemetry: &Telemetry, component: &'static str) -> Self {
         KafkaClientContext {
-            errors: telemetry.bus.kafka_client_errors.clone(),
+            errors: Some(telemetry.bus.kafka_client_errors.clone()),
+            component,
+        }
+    }
+
+    /// A context that only logs, for a component run without a metrics registry.
+    pub fn logging_only(component: &'static str) -> Self {
+        KafkaClientContext {
+            errors: None,
             component,
         }
     }
 
     /// Count and log one client error.
     pub fn count(&self, error: &rdkafka::error::KafkaError, reason: &str) {
-        let code = error
-            .rdkafka_error_code()
-            .map_or_else(|| "Other".to_string(), |c| format!("{c:?}"));
-        self.errors
-            .with_label_values(&[self.component, code.as_str()])
-            .inc();
+        if let Some(errors) = &self.errors {
+            let code = error
+                .rdkafka_error_code()
+                .map_or_else(|| "Other".to_string(), |c| format!("{c:?}"));
+            errors
+                .with_label_values(&[self.component, code.as_str()])
+                .inc();
+        }
         tracing::warn!(component = self.component, %error, reason, "Kafka client error");
     }
 }
