@@ -412,7 +412,7 @@ pub async fn run(
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut read, mut since) = (u64::MAX, Instant::now());
     loop {
-        let now_read = counter_sum(&telemetry, "lienthong_kpi_events_total");
+        let now_read = metric_sum(&telemetry, "lienthong_kpi_events_total") as u64;
         if now_read != read {
             (read, since) = (now_read, Instant::now());
         }
@@ -422,8 +422,8 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    summary.kpi_open = gauge_sum(&telemetry, "lienthong_kpi_unit_cases_open");
-    summary.kpi_overdue = gauge_sum(&telemetry, "lienthong_kpi_unit_cases_open_overdue");
+    summary.kpi_open = metric_sum(&telemetry, "lienthong_kpi_unit_cases_open") as i64;
+    summary.kpi_overdue = metric_sum(&telemetry, "lienthong_kpi_unit_cases_open_overdue") as i64;
     let after = scan_log(&bootstrap, &catalog, &before).await?;
     summary.on_log = after.counts;
     say!("checking each store against the log …");
@@ -497,26 +497,16 @@ async fn start_kpi(
     )))
 }
 
-/// The sum of a gauge family over all its label values (0 when it has none yet).
-fn counter_sum(telemetry: &Telemetry, name: &str) -> u64 {
+/// The sum of a counter or gauge family over all its label values (0 when it has none yet).
+/// A sample is one or the other; the kind it is not reads as 0.
+fn metric_sum(telemetry: &Telemetry, name: &str) -> f64 {
     telemetry
         .registry()
         .gather()
         .iter()
         .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric().iter())
-        .map(|m| m.get_counter().get_value() as u64)
-        .sum()
-}
-
-fn gauge_sum(telemetry: &Telemetry, name: &str) -> i64 {
-    telemetry
-        .registry()
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .map(|m| m.get_gauge().get_value() as i64)
+        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
         .sum()
 }
 
@@ -625,8 +615,8 @@ async fn play(
                 say!(
                     "[{:>4.0} s] events {total:>8} {rate:>6.0}/s  open cases {:>5}  overdue {:>4}  rows applied: {}",
                     started.elapsed().as_secs_f64(),
-                    gauge_sum(telemetry, "lienthong_kpi_unit_cases_open"),
-                    gauge_sum(telemetry, "lienthong_kpi_unit_cases_open_overdue"),
+                    metric_sum(telemetry, "lienthong_kpi_unit_cases_open") as i64,
+                    metric_sum(telemetry, "lienthong_kpi_unit_cases_open_overdue") as i64,
                     applied.join(", "),
                 );
                 last_report = Instant::now();
