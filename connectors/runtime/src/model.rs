@@ -324,7 +324,7 @@ pub fn plan(ops: Vec<Op>, held: &HashMap<(Entity, String), i64>) -> Plan {
                 out.deletes.push(k);
                 out.applied += 1;
             }
-            Op::Upsert(change) => {
+            Op::Upsert(mut change) => {
                 let k = (change.entity, change.key.clone());
                 let st = state.entry(k.clone()).or_insert_with(|| KeyState {
                     version: held.get(&k).copied(),
@@ -334,7 +334,7 @@ pub fn plan(ops: Vec<Op>, held: &HashMap<(Entity, String), i64>) -> Plan {
                     out.filtered += 1;
                     continue;
                 }
-                if let Some(h) = change.history.clone() {
+                if let Some(h) = change.history.take() {
                     out.history.push((change.entity, h));
                 }
                 if st.version.is_some_and(|v| change.version <= v) {
