@@ -881,7 +881,7 @@ impl<S: Sink> Runner<S> {
         let mut items = std::mem::take(&mut self.batch);
         self.batch_since = None;
         let mut queue: VecDeque<(usize, usize)> = VecDeque::from([(0, items.len())]);
-        let mut paused = false;
+        let mut retried = false;
         let result = 'outer: loop {
             let Some((lo, hi)) = queue.pop_front() else {
                 break Ok(());
@@ -906,14 +906,21 @@ impl<S: Sink> Runner<S> {
                     Err(e @ StoreError::Transient { .. }) => {
                         attempt += 1;
                         self.note_retry(&e, attempt);
-                        // Paused once per flush; a rebalance meanwhile lifts the pause
-                        // (`resume_paused`) and the records that still come are held back.
-                        if !paused && let Ok(a) = self.consumer.assignment() {
-                            paused = true;
-                            if a.count() > 0 && self.consumer.pause(&a).is_ok() {
-                                *self.paused.lock().unwrap_or_else(|p| p.into_inner()) =
-                                    tpl_list(&a);
-                            }
+                        // Consumption pauses while the store is away. A rebalance meanwhile
+                        // lifts the pause before the new assignment (`resume_paused`); the
+                        // next failed attempt pauses the new assignment again.
+                        retried = true;
+                        let unpaused = self
+                            .paused
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .is_empty();
+                        if unpaused
+                            && let Ok(a) = self.consumer.assignment()
+                            && a.count() > 0
+                            && self.consumer.pause(&a).is_ok()
+                        {
+                            *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = tpl_list(&a);
                         }
                         if self.shutdown.is_cancelled() && self.shutdown_deadline.is_none() {
                             self.shutdown_deadline = Some(
@@ -969,8 +976,8 @@ impl<S: Sink> Runner<S> {
                 }
             }
         };
-        if paused {
-            resume_paused(&self.consumer, &self.paused);
+        resume_paused(&self.consumer, &self.paused);
+        if retried {
             self.metrics
                 .retrying
                 .with_label_values(&[&self.config.name])
@@ -992,7 +999,15 @@ impl<S: Sink> Runner<S> {
             };
             match got {
                 None => break,
-                Some(Ok(m)) => self.held_back.push_back(m),
+                // Only positioned partitions' records are kept (the others would be dropped
+                // when taken), and those are paused: while the store is away, memory holds
+                // little more than what was fetched before the pause.
+                Some(Ok(m)) => {
+                    let tp = (self.topic_arc(m.topic()), m.partition());
+                    if self.positions.contains_key(&tp) {
+                        self.held_back.push_back(m);
+                    }
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error while paused"),
             }
             let events: Vec<RebalanceEvent> =

@@ -283,7 +283,9 @@ fn ops_output(args: &[&str]) -> String {
 }
 
 /// PostgreSQL (its own instance) is stopped for 20 seconds while events stream in: the
-/// connector pauses and retries, nothing is lost, nothing is dead-lettered.
+/// connector pauses and retries, nothing is lost, nothing is dead-lettered. Two instances share
+/// the topic, and one stops during the outage: the other gets its partitions in a rebalance
+/// while its own are paused, and must still read every partition once the store is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_stopped_for_twenty_seconds_loses_nothing_and_dead_letters_nothing() {
     let instance = format!("sink-outage-{}", unique_suffix());
@@ -315,6 +317,15 @@ async fn postgres_stopped_for_twenty_seconds_loses_nothing_and_dead_letters_noth
         &format!("metrics_listen = \"127.0.0.1:{metrics_port}\""),
     );
     let (token, task) = spawn(config(&toml));
+    // A second instance of the same connector (same group), without a metrics listener.
+    let (second, second_task) = spawn(config(&config_toml(
+        &name,
+        &kafka,
+        &[(&topic, "cases")],
+        &store,
+        &dlq,
+        "",
+    )));
     // About 13,500 events over about 40 seconds.
     let producing = produce_slowly(
         &kafka,
@@ -326,7 +337,11 @@ async fn postgres_stopped_for_twenty_seconds_loses_nothing_and_dead_letters_noth
     tokio::time::sleep(Duration::from_secs(8)).await;
     ops_output(&["pause", "--name", &instance]);
     let paused_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // It gives up its in-flight batch after its 10 s shutdown time and leaves the group.
+    second.cancel();
+    second_task.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(paused_at.elapsed())).await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await
         .unwrap()
