@@ -195,14 +195,16 @@ pub enum SchemaIds<'a> {
 /// publisher records metrics ([`Publisher::with_metrics`]; the producer exists before that).
 struct ErrorCounting {
     counter: Arc<OnceLock<lienthong_telemetry::KafkaClientContext>>,
+    /// Until then.
+    logging: lienthong_telemetry::KafkaClientContext,
 }
 
 impl ClientContext for ErrorCounting {
     fn error(&self, error: KafkaError, reason: &str) {
-        match self.counter.get() {
-            Some(counter) => counter.count(&error, reason),
-            None => tracing::warn!(component = "sdk", %error, reason, "Kafka client error"),
-        }
+        self.counter
+            .get()
+            .unwrap_or(&self.logging)
+            .count(&error, reason);
     }
 }
 
@@ -246,6 +248,7 @@ impl Publisher {
         let errors = Arc::new(OnceLock::new());
         let producer: FutureProducer<ErrorCounting> = kafka.create_with_context(ErrorCounting {
             counter: errors.clone(),
+            logging: lienthong_telemetry::KafkaClientContext::logging_only("sdk"),
         })?;
         let codec = match &ids {
             SchemaIds::Registry(client) => client.codec().clone(),
