@@ -5,6 +5,7 @@
 //! module opens that store (waiting, with backoff, while it is unreachable), serves `/metrics`
 //! if asked, and hands both to the runtime's loop (`lienthong_connect::run`).
 
+use lienthong_demo::say;
 use std::path::Path;
 use std::sync::Arc;
 

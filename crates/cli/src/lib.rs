@@ -10,15 +10,7 @@
 //! `LIENTHONG__SECTION__KEY` environment variables. Unknown keys are refused by name; secrets
 //! never appear in logs or `Debug` output.
 
-/// Print a line for the operator on stdout. A closed stdout (`lienthong … | head`, or a parent
-/// that went away) neither stops the command nor panics, as `println!` would: the line is
-/// dropped. (`tail`, whose whole job is its output, stops on a write error instead.)
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
+use lienthong_demo::say;
 
 pub mod config;
 pub mod connect;

@@ -7,6 +7,7 @@
 //! the agency's write rights, keys, idempotent `acks=all` production and receipts are the
 //! SDK's.
 
+use lienthong_demo::say;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 //! rebuild from nothing, point the config at an empty database and swap it in once the replay
 //! is done (`docs/connectors.md`).
 
+use lienthong_demo::say;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;

@@ -5,6 +5,7 @@ use apache_avro::Schema;
 use lienthong_contract::Catalog;
 use lienthong_contract::codec::schema_identity;
 use lienthong_contract::diff::diff_schemas;
+use lienthong_demo::say;
 use lienthong_registry::client::RegistryClient;
 
 use crate::CliError;

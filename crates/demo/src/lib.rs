@@ -9,7 +9,9 @@
 
 /// Print a line for the operator on stdout. A closed stdout (`lienthong … | head`, or a parent
 /// that went away) neither stops the command nor panics, as `println!` would: the line is
-/// dropped. (`tail`, whose whole job is its output, stops on a write error instead.)
+/// dropped. (`tail`, whose whole job is its output, stops on a write error instead.) The
+/// `lienthong` command prints its own lines with it too.
+#[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
