@@ -21,6 +21,7 @@ use futures::pin_mut;
 use lienthong_connect::model::{Cell, Entity, HistoryRow, Op, plan, sample_case_ops};
 use lienthong_connect::sink::{Batch, OffsetUpdate, Sink};
 use lienthong_sink_postgres::PostgresSink;
+use lienthong_tests::bench::median_ratio;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
@@ -330,16 +331,11 @@ async fn main() {
     }
     // Ratios are taken within a round (the variants ran seconds apart) and their median is
     // reported: on a shared machine that cancels most of the drift between rounds.
-    let ratio = |a: &[Duration], b: &[Duration]| {
-        let mut r: Vec<f64> = a
-            .iter()
-            .zip(b)
-            .map(|(a, b)| b.as_secs_f64() / a.as_secs_f64())
-            .collect();
-        r.sort_by(f64::total_cmp);
-        r[r.len() / 2]
-    };
-    let (to_copy, to_staging) = (ratio(&sink, &copy), ratio(&sink, &staging));
+    let rates = |v: &[Duration]| -> Vec<f64> { v.iter().map(|d| rate(*d)).collect() };
+    let (to_copy, to_staging) = (
+        median_ratio(&rates(&sink), &rates(&copy)),
+        median_ratio(&rates(&sink), &rates(&staging)),
+    );
     let (s, g, c) = (median(sink), median(staging), median(copy));
     println!(
         "PostgreSQL sink, {EVENTS} case events in batches of {BATCH}, median of {ROUNDS} rounds:"
