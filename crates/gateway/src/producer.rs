@@ -258,6 +258,7 @@ impl Committer {
             }
         }
         if let Some(placed) = &acked {
+            settle_delivery_reports(&producer, deadline).await;
             let p = producer.clone();
             let timeout = self.timeout;
             commit_sent = true;
@@ -429,6 +430,18 @@ impl Committer {
             .await;
         }
         tracing::info!("committer stopped");
+    }
+}
+
+/// Wait (within `deadline`) until librdkafka has let go of every delivery report, before
+/// committing. A record's acknowledgement reaches us from inside rdkafka's polling thread, a
+/// moment before that thread frees the report; librdkafka counts the record as outstanding
+/// until then. rdkafka's `commit_transaction` flushes first, and a flush that finds one
+/// outstanding record polls the producer's queue for up to 100 ms — a queue the polling thread
+/// empties, so the wait runs its full length. That was the gateway's ~100 ms p99.
+async fn settle_delivery_reports(producer: &FutureProducer<KafkaClientContext>, deadline: Instant) {
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_micros(200)).await;
     }
 }
 
