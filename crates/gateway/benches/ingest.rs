@@ -6,7 +6,8 @@
 //! (b) p50 and p99 latency of single-event POSTs sent at a steady 1,000 events/s.
 //!
 //! Run with the suite's broker: `eval "$(ops/services.sh up)"; cargo bench -p
-//! lienthong-gateway --bench ingest`. Prints every round and the median of 5 rounds.
+//! lienthong-gateway --bench ingest`. After a warm-up round, prints every round (which variant goes
+//! first alternates) and the median of 5 rounds.
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
 
@@ -39,6 +40,38 @@ fn event_json(i: usize, round: usize) -> serde_json::Value {
     e.envelope.event_id = uuid::Uuid::new_v4().to_string();
     e.envelope.aggregate_id = format!("HS-GWBENCH-{round}-{}", i % 5_000);
     serde_json::to_value(e).unwrap()
+}
+
+/// POST `bodies` (JSON batches) to `url` from `CLIENTS` concurrent clients; events/s.
+async fn gateway_rate(http: reqwest::Client, url: String, bodies: Vec<String>) -> f64 {
+    let queue = Arc::new(std::sync::Mutex::new(bodies));
+    let t = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (queue, http, url) = (queue.clone(), http.clone(), url.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(body) = queue.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let r = http
+                        .post(&url)
+                        .bearer_auth("bench-token")
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+                    r.bytes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    N as f64 / t.elapsed().as_secs_f64()
 }
 
 #[tokio::main]
@@ -100,64 +133,53 @@ async fn main() {
     let batch_url = format!("{base}/topics/{TOPIC}/events:batch");
     let one_url = format!("{base}/topics/{TOPIC}/events");
 
-    // (a) batched ingest vs raw.
-    let (mut raw_rates, mut gw_rates) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        let events: Vec<serde_json::Value> = (0..N).map(|i| event_json(i, round)).collect();
-        let encoded: Vec<(String, Vec<u8>)> = events
-            .iter()
-            .map(|e| {
+    // (a) batched ingest vs raw. A warm-up round of each first, not counted (a cold broker,
+    // cold connections); then which goes first alternates, so that neither always meets the
+    // broker just after the other's burst.
+    let raw_round = |round: usize| {
+        let encoded: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
                 let typed: lienthong_contract::events::CaseEvent =
-                    serde_json::from_value(e.clone()).unwrap();
+                    serde_json::from_value(event_json(i, round)).unwrap();
                 (
                     typed.envelope.aggregate_id.clone(),
                     codec.encode_to_vec(id, &typed).unwrap(),
                 )
             })
             .collect();
-        raw_rates.push(
-            bench::raw_rate(&raw, TOPIC, &encoded, RAW_IN_FLIGHT)
+        let raw = &raw;
+        async move {
+            bench::raw_rate(raw, TOPIC, &encoded, RAW_IN_FLIGHT)
                 .await
-                .unwrap(),
-        );
-        // New event ids: the gateway has read the raw round's records back from the log, and
-        // would (rightly) answer them as duplicates.
+                .unwrap()
+        }
+    };
+    let gateway_round = |round: usize| {
+        // Event ids of their own: the gateway reads the log back, and would (rightly) answer
+        // the raw round's events as duplicates.
         let events: Vec<serde_json::Value> = (0..N).map(|i| event_json(i, round)).collect();
         let bodies: Vec<String> = events
             .chunks(BATCH)
             .map(|c| serde_json::Value::Array(c.to_vec()).to_string())
             .collect();
-        let queue = Arc::new(std::sync::Mutex::new(bodies));
-        let t = Instant::now();
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|_| {
-                let (queue, http, url) = (queue.clone(), http.clone(), batch_url.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let Some(body) = queue.lock().unwrap().pop() else {
-                            break;
-                        };
-                        let r = http
-                            .post(&url)
-                            .bearer_auth("bench-token")
-                            .header("content-type", "application/json")
-                            .body(body)
-                            .send()
-                            .await
-                            .unwrap();
-                        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
-                        r.bytes().await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for c in clients {
-            c.await.unwrap();
+        gateway_rate(http.clone(), batch_url.clone(), bodies)
+    };
+    raw_round(1_000).await;
+    gateway_round(1_001).await;
+    let (mut raw_rates, mut gw_rates) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let gateway_first = round % 2 == 1;
+        if gateway_first {
+            gw_rates.push(gateway_round(round).await);
         }
-        gw_rates.push(N as f64 / t.elapsed().as_secs_f64());
+        raw_rates.push(raw_round(round).await);
+        if !gateway_first {
+            gw_rates.push(gateway_round(round).await);
+        }
         println!(
-            "round {}: raw {:.0} events/s, gateway {:.0} events/s",
+            "round {} ({} first): raw {:.0} events/s, gateway {:.0} events/s",
             round + 1,
+            if gateway_first { "gateway" } else { "raw" },
             raw_rates[round],
             gw_rates[round]
         );
