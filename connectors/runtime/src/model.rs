@@ -851,7 +851,9 @@ impl Layout {
 
 /// Decoded case-event changes for benchmarks and tests: `n` events of cases with 2 to 7 steps
 /// each (round-robin, so a case's steps are spread over the stream), decoded by the same path
-/// the runner takes (Avro bytes → value → [`Change`]).
+/// the runner takes (Avro bytes → value → [`Change`]). Case ids start with `prefix`, and so do
+/// event ids in effect: they derive from the prefix and the event's number, so two prefixes
+/// never share an event id (a store's history would take the second as a duplicate).
 pub fn sample_case_ops(n: usize, prefix: &str) -> Result<Vec<Op>, Invalid> {
     use lienthong_contract::events::CaseEvent;
     use lienthong_contract::samples;
@@ -869,6 +871,10 @@ pub fn sample_case_ops(n: usize, prefix: &str) -> Result<Vec<Op>, Invalid> {
     let lifecycle = samples::case_lifecycle();
     let cases = n / 4 + 1;
     let mut out = Vec::with_capacity(n);
+    // FNV-1a of the prefix, kept clear of the event numbers' bits.
+    let salt = prefix.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    }) << 24;
     let mut seed = 0u64;
     'rounds: for (step, template) in lifecycle.iter().take(7).enumerate() {
         for c in 0..cases {
@@ -879,13 +885,11 @@ pub fn sample_case_ops(n: usize, prefix: &str) -> Result<Vec<Op>, Invalid> {
                 break 'rounds;
             }
             seed += 1;
+            let mut envelope =
+                samples::envelope(seed, "26734", &format!("{prefix}-{c:07}"), step as i64 + 1);
+            envelope.event_id = samples::uuid_like(seed ^ salt);
             let event = CaseEvent {
-                envelope: samples::envelope(
-                    seed,
-                    "26734",
-                    &format!("{prefix}-{c:07}"),
-                    step as i64 + 1,
-                ),
+                envelope,
                 event: template.event.clone(),
             };
             let bytes = codec
