@@ -851,9 +851,9 @@ impl Layout {
 
 /// Decoded case-event changes for benchmarks and tests: `n` events of cases with 2 to 7 steps
 /// each (round-robin, so a case's steps are spread over the stream), decoded by the same path
-/// the runner takes (Avro bytes → value → [`Change`]). Case ids start with `prefix`, and so do
-/// event ids in effect: they derive from the prefix and the event's number, so two prefixes
-/// never share an event id (a store's history would take the second as a duplicate).
+/// the runner takes (Avro bytes → value → [`Change`]). Case ids start with `prefix`; event ids
+/// derive from the prefix and the event's number, so two prefixes never share an event id (a
+/// store's history would take the second as a duplicate).
 pub fn sample_case_ops(n: usize, prefix: &str) -> Result<Vec<Op>, Invalid> {
     use lienthong_contract::events::CaseEvent;
     use lienthong_contract::samples;
