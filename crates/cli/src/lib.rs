@@ -10,7 +10,10 @@
 //! `LIENTHONG__SECTION__KEY` environment variables. Unknown keys are refused by name; secrets
 //! never appear in logs or `Debug` output.
 
-use lienthong_demo::say;
+// Output goes through `say!` and `say_err!`, which never panic on a closed stream.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+use lienthong_demo::{say, say_err};
 
 pub mod config;
 pub mod connect;
@@ -235,7 +238,7 @@ fn schemas_check(dir: &Path, catalog: &Catalog) -> Result<(), CliError> {
             let failures = report.failures();
             if !failures.is_empty() {
                 for f in &failures {
-                    eprintln!("INCOMPATIBLE: {f}");
+                    say_err!("INCOMPATIBLE: {f}");
                 }
                 return Err(CliError::Failed(format!(
                     "{} incompatible schema change(s)",

@@ -1,10 +1,14 @@
 //! The `lienthong` binary: parse arguments, set up logging and config, run, map the outcome to
 //! an exit code. Everything else lives in the library.
 
+// Output goes through `say!` and `say_err!`, which never panic on a closed stream.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
 use lienthong_cli::{Cli, Config, run};
+use lienthong_demo::say_err;
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc rather than glibc malloc: the gateway's many short-lived JSON and Avro buffers spent
@@ -18,7 +22,7 @@ fn main() -> ExitCode {
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            say_err!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -29,7 +33,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say_err!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -44,7 +48,7 @@ fn main() -> ExitCode {
         match run(cli, config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                say_err!("error: {e}");
                 ExitCode::from(e.exit_code())
             }
         }

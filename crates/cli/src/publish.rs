@@ -7,7 +7,7 @@
 //! the agency's write rights, keys, idempotent `acks=all` production and receipts are the
 //! SDK's.
 
-use lienthong_demo::say;
+use lienthong_demo::{say, say_err};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -187,7 +187,7 @@ pub async fn publish(
     }
     if !problems.is_empty() {
         for p in &problems {
-            eprintln!(
+            say_err!(
                 "event {}: {}: {}",
                 p.index.map_or_else(|| "?".into(), |i| i.to_string()),
                 p.path,
@@ -255,7 +255,7 @@ pub async fn publish(
                 say!("{}", receipt_json(&receipt));
             }
             Some(Err(e)) => {
-                eprintln!("event {index}: {e}");
+                say_err!("event {index}: {e}");
                 first_error.get_or_insert(e);
             }
         }
@@ -264,7 +264,7 @@ pub async fn publish(
     publisher
         .flush(Duration::from_secs(30))
         .map_err(sdk_error)?;
-    eprintln!("published {published} of {total} event(s) to {}", spec.name);
+    say_err!("published {published} of {total} event(s) to {}", spec.name);
     if let Some(e) = first_error {
         return Err(CliError::Failed(format!(
             "publishing to {} on Kafka at {} failed ({e}); the receipts printed are the events Kafka has",

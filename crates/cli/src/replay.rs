@@ -8,7 +8,7 @@
 //! rebuild from nothing, point the config at an empty database and swap it in once the replay
 //! is done (`docs/connectors.md`).
 
-use lienthong_demo::say;
+use lienthong_demo::{say, say_err};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -167,7 +167,7 @@ pub async fn run_file(path: &Path, shutdown: CancellationToken) -> Result<(), Cl
         .forget_offsets(&config.name)
         .await
         .map_err(|e| CliError::Failed(format!("store: {e}")))?;
-    eprintln!(
+    say_err!(
         "replaying {total} records of {} partition(s) into connector {}'s store (forgot {forgotten} offset(s))",
         spans.len(),
         config.name
@@ -207,7 +207,7 @@ pub async fn run_file(path: &Path, shutdown: CancellationToken) -> Result<(), Cl
             } else {
                 records as f64 * 100.0 / total as f64
             };
-            eprintln!(
+            say_err!(
                 "replay: {records}/{total} records ({percent:.0}%), ETA {} s",
                 bar.eta().as_secs()
             );

@@ -5,7 +5,7 @@ use apache_avro::Schema;
 use lienthong_contract::Catalog;
 use lienthong_contract::codec::schema_identity;
 use lienthong_contract::diff::diff_schemas;
-use lienthong_demo::say;
+use lienthong_demo::{say, say_err};
 use lienthong_registry::client::RegistryClient;
 
 use crate::CliError;
@@ -58,7 +58,7 @@ pub async fn diff(
                 .map_err(|e| CliError::Usage(format!("--against {rev}: {e}")))?;
             let at = at.unwrap_or_default();
             for e in &at.errors {
-                eprintln!("warning: {e}");
+                say_err!("warning: {e}");
             }
             (format!("git {rev}"), at.subjects)
         }

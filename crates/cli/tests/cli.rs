@@ -83,6 +83,26 @@ fn a_closed_stdout_does_not_make_a_command_panic() {
 }
 
 #[test]
+fn a_closed_stderr_does_not_make_a_failing_command_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("lienthong"))
+        .current_dir(repo_root())
+        .env_remove("RUST_LOG")
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .args(["schemas", "check"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end of stderr before the command writes its error there.
+    drop(child.stderr.take());
+    let out = child.wait_with_output().unwrap();
+    // 101 is Rust's exit code for a panic; the configuration error's own code is 2.
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
 fn config_errors_name_the_key_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");

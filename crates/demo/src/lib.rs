@@ -7,6 +7,9 @@
 //! the unit that did it through the producer SDK. It prints live progress and ends with a
 //! summary that checks the log holds exactly what was published.
 
+// Output goes through `say!` and `say_err!`, which never panic on a closed stream.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 /// Print a line for the operator on stdout. A closed stdout (`lienthong … | head`, or a parent
 /// that went away) neither stops the command nor panics, as `println!` would: the line is
 /// dropped. (`tail`, whose whole job is its output, stops on a write error instead.) The
@@ -16,6 +19,16 @@ macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// [`say!`] for standard error: warnings and errors for the operator. A closed stderr drops the
+/// line instead of panicking, as `eprintln!` would.
+#[macro_export]
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
     }};
 }
 
