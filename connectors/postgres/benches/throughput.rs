@@ -10,7 +10,8 @@
 //!   table, nothing else (no current-state rows, no upsert, no guard, no offsets);
 //! - **content floor**: a binary `COPY` of everything the sink leaves in the store — the same
 //!   50,000 history rows and the 12,501 current-state rows they fold into — into the same, empty
-//!   tables. The sink writes two tables; this is the cheapest way to the same database.
+//!   tables. The sink writes two tables; this is the cheapest way to the same database. Every
+//!   round checks that both leave the same rows (their digests are equal).
 //!
 //! Each variant runs in a fresh database (dropped after its round), five rounds; the median
 //! rate of each is printed, and the median of the per-round ratios.
@@ -21,6 +22,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::pin_mut;
+use lienthong_connect::Digest;
 use lienthong_connect::model::{Cell, Entity, HistoryRow, Op, plan, sample_case_ops};
 use lienthong_connect::sink::{Batch, OffsetUpdate, Sink};
 use lienthong_sink_postgres::PostgresSink;
@@ -91,7 +93,7 @@ async fn warm(sink: &mut PostgresSink) {
     .unwrap();
 }
 
-async fn sink_round(admin: &str, ops: &[Op]) -> Duration {
+async fn sink_round(admin: &str, ops: &[Op]) -> (Duration, Digest) {
     let url = fresh_db(admin, "sink").await;
     let mut sink = PostgresSink::open(&url).await.unwrap();
     warm(&mut sink).await;
@@ -101,9 +103,10 @@ async fn sink_round(admin: &str, ops: &[Op]) -> Duration {
         sink.apply(b).await.unwrap();
     }
     let took = t.elapsed();
+    let digest = Digest::of(sink.rows().await.unwrap(), 16);
     drop(sink);
     drop_db(admin, &url).await;
-    took
+    (took, digest)
 }
 
 async fn client(url: &str) -> tokio_postgres::Client {
@@ -260,7 +263,7 @@ async fn copy_cases(
 
 /// The content floor: COPY what the sink leaves in the store (every history row, and the
 /// current-state rows the events fold into) into the same empty tables, in ten transactions.
-async fn copy_content_round(admin: &str, ops: &[Op]) -> Duration {
+async fn copy_content_round(admin: &str, ops: &[Op]) -> (Duration, Digest) {
     let url = fresh_db(admin, "content").await;
     let mut sink = PostgresSink::open(&url).await.unwrap();
     warm(&mut sink).await;
@@ -283,8 +286,18 @@ async fn copy_content_round(admin: &str, ops: &[Op]) -> Duration {
     }
     let took = t.elapsed();
     drop(c);
+    // The floor must leave exactly the store the sink leaves: main compares the digests.
+    let digest = Digest::of(
+        PostgresSink::open(&url)
+            .await
+            .unwrap()
+            .rows()
+            .await
+            .unwrap(),
+        16,
+    );
     drop_db(admin, &url).await;
-    took
+    (took, digest)
 }
 
 /// The alternative write path: COPY the planned rows into staging tables, merge once per table.
@@ -398,10 +411,17 @@ async fn main() {
     let (mut sink, mut staging, mut history, mut content) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
-        sink.push(sink_round(&admin, &ops).await);
+        let (took, sink_digest) = sink_round(&admin, &ops).await;
+        sink.push(took);
         staging.push(staging_round(&admin, &ops).await);
         history.push(copy_floor_round(&admin, &ops).await);
-        content.push(copy_content_round(&admin, &ops).await);
+        let (took, content_digest) = copy_content_round(&admin, &ops).await;
+        content.push(took);
+        assert_eq!(
+            sink_digest.overall, content_digest.overall,
+            "the content floor must leave the same rows as the sink ({} vs {} rows)",
+            sink_digest.rows, content_digest.rows
+        );
         eprintln!(
             "round {round}: sink {:?}, staging {:?}, history floor {:?}, content floor {:?}",
             sink[round - 1],

@@ -7,7 +7,8 @@
 //!   current-state row, no offsets);
 //! - **content floor**: the same, for everything the sink leaves in the store — the 50,000
 //!   history rows and the 12,501 current-state rows they fold into — into the same, empty
-//!   tables, in ten transactions.
+//!   tables, in ten transactions. Every round checks that both leave the same rows (their
+//!   digests are equal).
 //!
 //! Five rounds, each in a fresh file; the median rates and the median of the per-round ratios
 //! are printed.
@@ -16,6 +17,7 @@
 
 use std::time::{Duration, Instant};
 
+use lienthong_connect::Digest;
 use lienthong_connect::model::{Cell, HistoryRow, Op, plan, sample_case_ops};
 use lienthong_connect::sink::{Batch, OffsetUpdate, Sink};
 use lienthong_sink_sqlite::SqliteSink;
@@ -37,7 +39,7 @@ async fn warm(sink: &mut SqliteSink) {
     .unwrap();
 }
 
-async fn sink_round(dir: &std::path::Path, i: usize, ops: &[Op]) -> Duration {
+async fn sink_round(dir: &std::path::Path, i: usize, ops: &[Op]) -> (Duration, Digest) {
     let mut sink = SqliteSink::open(dir.join(format!("sink-{i}.db")))
         .await
         .unwrap();
@@ -57,7 +59,8 @@ async fn sink_round(dir: &std::path::Path, i: usize, ops: &[Op]) -> Duration {
         .await
         .unwrap();
     }
-    t.elapsed()
+    let took = t.elapsed();
+    (took, Digest::of(sink.rows().await.unwrap(), 16))
 }
 
 async fn plain_round(dir: &std::path::Path, i: usize, ops: &[Op]) -> Duration {
@@ -112,13 +115,14 @@ fn insert_history<'a>(tx: &rusqlite::Transaction<'_>, rows: impl Iterator<Item =
 
 /// The content floor: what the sink leaves in the store (every history row, and the
 /// current-state rows the events fold into), inserted row by row into the same empty tables.
-async fn content_round(dir: &std::path::Path, i: usize, ops: &[Op]) -> Duration {
+async fn content_round(dir: &std::path::Path, i: usize, ops: &[Op]) -> (Duration, Digest) {
     let path = dir.join(format!("content-{i}.db"));
     let mut sink = SqliteSink::open(&path).await.unwrap();
     warm(&mut sink).await;
     drop(sink);
     let final_state = plan(ops.to_vec(), &std::collections::HashMap::new());
-    tokio::task::spawn_blocking(move || {
+    let file = path.clone();
+    let took = tokio::task::spawn_blocking(move || {
         let mut conn = connect(&path);
         let columns: Vec<String> = conn
             .prepare(
@@ -174,7 +178,10 @@ async fn content_round(dir: &std::path::Path, i: usize, ops: &[Op]) -> Duration 
         t.elapsed()
     })
     .await
-    .unwrap()
+    .unwrap();
+    // The floor must leave exactly the store the sink leaves: main compares the digests.
+    let rows = SqliteSink::open(&file).await.unwrap().rows().await.unwrap();
+    (took, Digest::of(rows, 16))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -192,9 +199,16 @@ async fn main() {
     let ops = sample_case_ops(EVENTS, "bench").unwrap();
     let (mut sink, mut history, mut content) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..ROUNDS {
-        sink.push(sink_round(dir.path(), i, &ops).await);
+        let (took, sink_digest) = sink_round(dir.path(), i, &ops).await;
+        sink.push(took);
         history.push(plain_round(dir.path(), i, &ops).await);
-        content.push(content_round(dir.path(), i, &ops).await);
+        let (took, content_digest) = content_round(dir.path(), i, &ops).await;
+        content.push(took);
+        assert_eq!(
+            sink_digest.overall, content_digest.overall,
+            "the content floor must leave the same rows as the sink ({} vs {} rows)",
+            sink_digest.rows, content_digest.rows
+        );
         eprintln!(
             "round {}: sink {:?}, history floor {:?}, content floor {:?}",
             i + 1,
