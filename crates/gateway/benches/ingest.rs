@@ -42,6 +42,20 @@ fn event_json(i: usize, round: usize) -> serde_json::Value {
     serde_json::to_value(e).unwrap()
 }
 
+/// POST one JSON body as the bench agency and read the whole answer, which must be 201.
+async fn post_created(http: &reqwest::Client, url: &str, body: String) {
+    let r = http
+        .post(url)
+        .bearer_auth("bench-token")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    r.bytes().await.unwrap();
+}
+
 /// POST `bodies` (JSON batches) to `url` from `CLIENTS` concurrent clients; events/s.
 async fn gateway_rate(http: reqwest::Client, url: String, bodies: Vec<String>) -> f64 {
     let queue = Arc::new(std::sync::Mutex::new(bodies));
@@ -54,16 +68,7 @@ async fn gateway_rate(http: reqwest::Client, url: String, bodies: Vec<String>) -
                     let Some(body) = queue.lock().unwrap().pop() else {
                         break;
                     };
-                    let r = http
-                        .post(&url)
-                        .bearer_auth("bench-token")
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
-                    r.bytes().await.unwrap();
+                    post_created(&http, &url, body).await;
                 }
             })
         })
@@ -202,16 +207,7 @@ async fn main() {
             let (http, url) = (http.clone(), one_url.clone());
             tasks.push(tokio::spawn(async move {
                 let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .bearer_auth("bench-token")
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), reqwest::StatusCode::CREATED);
-                r.bytes().await.unwrap();
+                post_created(&http, &url, body).await;
                 t.elapsed().as_secs_f64() * 1000.0
             }));
         }
