@@ -20,7 +20,8 @@
 //! - `lienthong.format` (unit code, 12-digit personal id, SHA-256 hex) and `lienthong.range` are
 //!   checked on the field's value (through unions and array items).
 //!
-//! Text is NFC-normalised before any check ([`lienthong_contract::nfc::normalize_json`]).
+//! Text is NFC-normalised before any check ([`Json::normalize`]). The walk reads the body's own
+//! bytes ([`crate::json`]), so a valid event's strings are not copied before they are encoded.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -30,7 +31,8 @@ use apache_avro::schema::{Name, RecordSchema, UnionSchema};
 use lienthong_contract::catalog::{FORMAT_ATTR, FieldFormat, RANGE_ATTR};
 use lienthong_contract::codec::write_header;
 use serde::Serialize;
-use serde_json::Value as Json;
+
+use crate::json::{Json, get_field};
 
 /// One thing wrong with an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -63,6 +65,8 @@ pub struct TopicEncoder {
     schema_id: u32,
     schema: Schema,
     names: HashMap<String, Schema>,
+    /// Each record field's default, by (record full name, field name), as the walk reads JSON.
+    defaults: HashMap<(String, String), Json<'static>>,
     key_field: Vec<String>,
 }
 
@@ -80,6 +84,7 @@ enum Seg<'a> {
 }
 
 struct Walk<'a> {
+    defaults: &'a HashMap<(String, String), Json<'static>>,
     out: Vec<u8>,
     problems: Vec<Problem>,
     max_problems: usize,
@@ -150,12 +155,12 @@ fn field_attrs(field: &apache_avro::schema::RecordField) -> Attrs {
     let format = field
         .custom_attributes
         .get(FORMAT_ATTR)
-        .and_then(Json::as_str)
+        .and_then(serde_json::Value::as_str)
         .and_then(FieldFormat::parse);
     let range = field
         .custom_attributes
         .get(RANGE_ATTR)
-        .and_then(Json::as_array)
+        .and_then(serde_json::Value::as_array)
         .and_then(|a| Some((a.first()?.as_i64()?, a.get(1)?.as_i64()?)));
     Attrs { format, range }
 }
@@ -166,15 +171,30 @@ impl TopicEncoder {
     pub fn new(schema_id: u32, schema: &Schema, key_field: &[String]) -> Result<Self, String> {
         let resolved = apache_avro::schema::ResolvedSchema::try_from(schema)
             .map_err(|e| format!("cannot resolve the schema's named types: {e}"))?;
-        let names = resolved
+        let names: HashMap<String, Schema> = resolved
             .get_names()
             .iter()
             .map(|(n, s)| (n.fullname(None), (*s).clone()))
             .collect();
+        // Every named record is among the names, so their fields cover every default.
+        let mut defaults = HashMap::new();
+        for (name, s) in &names {
+            if let Schema::Record(r) = s {
+                for f in &r.fields {
+                    if let Some(d) = &f.default {
+                        defaults.insert(
+                            (name.clone(), f.name.clone()),
+                            Json::from_value(d).into_owned(),
+                        );
+                    }
+                }
+            }
+        }
         Ok(TopicEncoder {
             schema_id,
             schema: schema.clone(),
             names,
+            defaults,
             key_field: key_field.to_vec(),
         })
     }
@@ -188,13 +208,14 @@ impl TopicEncoder {
     /// event's place in a batch; at most `max_problems` problems are reported.
     pub fn encode(
         &self,
-        json: &mut Json,
+        json: &mut Json<'_>,
         index: Option<usize>,
         max_problems: usize,
     ) -> Result<Encoded, Vec<Problem>> {
-        lienthong_contract::nfc::normalize_json(json);
+        json.normalize();
         let json = &*json;
         let mut walk = Walk {
+            defaults: &self.defaults,
             out: Vec::with_capacity(512),
             problems: Vec::new(),
             max_problems: max_problems.max(1),
@@ -249,7 +270,7 @@ fn root(index: Option<usize>) -> String {
     }
 }
 
-fn describe(json: &Json) -> &'static str {
+fn describe(json: &Json<'_>) -> &'static str {
     match json {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",
@@ -280,7 +301,7 @@ impl<'a> Walk<'a> {
                     let _ = write!(path, "[{i}]");
                 }
                 Seg::Key(k) => {
-                    let _ = write!(path, "[{}]", Json::String((*k).to_string()));
+                    let _ = write!(path, "[{}]", serde_json::Value::String((*k).to_string()));
                 }
             }
         }
@@ -291,13 +312,13 @@ impl<'a> Walk<'a> {
         });
     }
 
-    fn expected(&mut self, what: &str, json: &Json) {
+    fn expected(&mut self, what: &str, json: &Json<'_>) {
         self.problem(format!("expected {what}, got {}", describe(json)));
     }
 
     /// Check `json` against `schema` and append its encoding. `default` is set while encoding
     /// a schema default (unions then take their first branch, as Avro defines).
-    fn value(&mut self, schema: &'a Schema, json: &'a Json, attrs: Attrs, default: bool) {
+    fn value(&mut self, schema: &'a Schema, json: &'a Json<'a>, attrs: Attrs, default: bool) {
         if self.full() {
             return;
         }
@@ -449,7 +470,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn int(&mut self, json: &Json, attrs: Attrs, min: i64, max: i64, what: &str) {
+    fn int(&mut self, json: &Json<'_>, attrs: Attrs, min: i64, max: i64, what: &str) {
         match json.as_i64() {
             Some(v) if v >= min && v <= max => {
                 if let Some((lo, hi)) = attrs.range
@@ -474,7 +495,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn union(&mut self, u: &'a UnionSchema, json: &'a Json, attrs: Attrs, default: bool) {
+    fn union(&mut self, u: &'a UnionSchema, json: &'a Json<'a>, attrs: Attrs, default: bool) {
         let branches = u.variants();
         if default {
             if let Some(first) = branches.first() {
@@ -491,8 +512,7 @@ impl<'a> Walk<'a> {
         }
         // The Avro JSON form: {"<branch>": value}.
         if let Json::Object(obj) = json
-            && obj.len() == 1
-            && let Some((tag, inner)) = obj.iter().next()
+            && let [(tag, inner)] = &obj[..]
             && let Some(i) = branches.iter().position(|b| branch_named(b, tag))
         {
             write_zigzag(i as i64, &mut self.out);
@@ -524,14 +544,14 @@ impl<'a> Walk<'a> {
         ));
     }
 
-    fn record(&mut self, r: &'a RecordSchema, json: &'a Json, default: bool) {
+    fn record(&mut self, r: &'a RecordSchema, json: &'a Json<'a>, default: bool) {
         let Json::Object(obj) = json else {
             self.expected(&format!("an object ({})", r.name.name), json);
             return;
         };
         if !default {
-            for key in obj.keys() {
-                if !r.lookup.contains_key(key) {
+            for (key, _) in obj {
+                if !r.lookup.contains_key(key.as_ref()) {
                     self.path.push(Seg::Field(key));
                     self.problem(format!(
                         "unknown field; {} has {}",
@@ -549,9 +569,15 @@ impl<'a> Walk<'a> {
         for field in &r.fields {
             let attrs = field_attrs(field);
             self.path.push(Seg::Field(&field.name));
-            match (obj.get(&field.name), &field.default) {
+            match (get_field(obj, &field.name), &field.default) {
                 (Some(v), _) => self.value(&field.schema, v, attrs, default),
-                (None, Some(d)) => self.value(&field.schema, d, Attrs::default(), true),
+                (None, Some(_)) => {
+                    let defaults = self.defaults;
+                    match defaults.get(&(r.name.fullname(None), field.name.clone())) {
+                        Some(d) => self.value(&field.schema, d, Attrs::default(), true),
+                        None => self.problem("missing, and its schema default was not found"),
+                    }
+                }
                 (None, None) => self.problem("required field is missing"),
             }
             self.path.pop();
@@ -597,8 +623,8 @@ mod tests {
         let (enc, codec) = encoder("hcm.case.events");
         let id = enc.schema_id();
         for event in samples::case_lifecycle() {
-            let mut json = serde_json::to_value(&event).unwrap();
-            let encoded = enc.encode(&mut json, None, 10).unwrap();
+            let value = serde_json::to_value(&event).unwrap();
+            let encoded = enc.encode(&mut Json::from_value(&value), None, 10).unwrap();
             assert_eq!(encoded.value, codec.encode_to_vec(id, &event).unwrap());
             let (_, back): (u32, CaseEvent) = codec.decode(&encoded.value).unwrap();
             assert_eq!(back, event);
@@ -620,7 +646,9 @@ mod tests {
             .unwrap()
             .remove("procedure_code");
         json["event"]["CaseSubmitted"]["documents"][0]["size_bytes"] = (-1).into();
-        let problems = enc.encode(&mut json, Some(3), 50).unwrap_err();
+        let problems = enc
+            .encode(&mut Json::from_value(&json), Some(3), 50)
+            .unwrap_err();
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         for want in [
             "$[3].envelope.event_id",
@@ -634,10 +662,9 @@ mod tests {
             assert!(paths.contains(&want), "{want} not in {problems:#?}");
         }
         assert!(problems.iter().all(|p| p.index == Some(3)));
-        let limited = {
-            let mut json = json.clone();
-            enc.encode(&mut json, None, 2).unwrap_err()
-        };
+        let limited = enc
+            .encode(&mut Json::from_value(&json), None, 2)
+            .unwrap_err();
         assert_eq!(limited.len(), 2);
     }
 
@@ -668,7 +695,7 @@ mod tests {
         let secs = ms.div_euclid(1000);
         let days = secs.div_euclid(86_400);
         json["envelope"]["occurred_at"] = format!("{}T00:00:00Z", civil(days)).into();
-        let encoded = enc.encode(&mut json, None, 10).unwrap();
+        let encoded = enc.encode(&mut Json::from_value(&json), None, 10).unwrap();
         let (_, back): (u32, CaseEvent) = codec.decode(&encoded.value).unwrap();
         assert_eq!(back.envelope.occurred_at, days * 86_400_000);
     }
@@ -691,7 +718,7 @@ mod tests {
             "{\"event\": {\"Nope\": {}}}",
             "{\"event\": {\"FeedbackResolved\": {}, \"FeedbackAssigned\": {}}}",
         ] {
-            let Ok(mut json) = serde_json::from_str::<Json>(body) else {
+            let Ok(mut json) = Json::parse(body.as_bytes()) else {
                 continue;
             };
             assert!(enc.encode(&mut json, None, 50).is_err(), "{body}");

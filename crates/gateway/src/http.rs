@@ -17,6 +17,8 @@ use axum::routing::get;
 use lienthong_contract::catalog::check_publishes_as_itself;
 use serde::Serialize;
 use serde_json::Value as Json;
+
+use crate::json::Json as BodyJson;
 use tokio::sync::oneshot;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -458,17 +460,17 @@ async fn accept(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large())?;
-    let json: Json = serde_json::from_slice(&bytes)
+    let json = BodyJson::parse(&bytes)
         .map_err(|e| GatewayError::Malformed(format!("the body is not valid JSON: {e}")))?;
-    let mut events: Vec<Json> = match (batch, json) {
-        (true, Json::Array(a)) => a,
+    let mut events: Vec<BodyJson<'_>> = match (batch, json) {
+        (true, BodyJson::Array(a)) => a,
         (true, other) => {
             return Err(GatewayError::Malformed(format!(
                 "a batch is a JSON array of events, not {}",
                 kind_of(&other)
             )));
         }
-        (false, obj @ Json::Object(_)) => vec![obj],
+        (false, obj @ BodyJson::Object(_)) => vec![obj],
         (false, other) => {
             return Err(GatewayError::Malformed(format!(
                 "an event is a JSON object, not {} (use /topics/{topic}/events:batch for arrays)",
@@ -515,14 +517,14 @@ async fn accept(
         })?
 }
 
-fn kind_of(j: &Json) -> &'static str {
+fn kind_of(j: &BodyJson<'_>) -> &'static str {
     match j {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
+        BodyJson::Null => "null",
+        BodyJson::Bool(_) => "a boolean",
+        BodyJson::Number(_) => "a number",
+        BodyJson::String(_) => "a string",
+        BodyJson::Array(_) => "an array",
+        BodyJson::Object(_) => "an object",
     }
 }
 
@@ -542,7 +544,7 @@ fn fast_unavailable(gw: &Gateway) -> Result<(), String> {
 fn encode_all(
     gw: &Gateway,
     route: &Route,
-    events: &mut [Json],
+    events: &mut [BodyJson<'_>],
     batch: bool,
 ) -> Result<Vec<Encoded>, GatewayError> {
     let max = gw.config.max_problems.max(1);

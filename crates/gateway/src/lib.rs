@@ -21,6 +21,7 @@ pub mod encode;
 pub mod error;
 pub mod http;
 pub mod idem;
+pub mod json;
 pub mod producer;
 pub mod replay;
 

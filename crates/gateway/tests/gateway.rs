@@ -376,6 +376,20 @@ async fn bad_input_is_400_naming_the_path_never_500() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{shown}: {}", a.body);
         assert!(a.body["message"].is_string());
     }
+    // A key named twice is ambiguous (JSON libraries differ on which one wins): refused.
+    let valid = serde_json::to_string(&e).unwrap();
+    let twice = format!("{{\"envelope\": {{}}, {}", &valid[1..]);
+    let a = gw
+        .raw(
+            &format!("/topics/{topic}/events"),
+            Some(&token("26734")),
+            Some("application/json"),
+            twice,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    let message = a.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("\"envelope\" appears twice"), "{}", a.body);
     for body in ["{}", "[]", "[1]"] {
         let a = gw
             .raw(

@@ -1,0 +1,83 @@
+//! The gateway's JSON work per event, on one core, without Kafka or HTTP: a 500-event batch
+//! body of typical case-submitted events, parsed (and dropped) by `serde_json::Value` — the
+//! baseline, what the gateway used before — and by the borrowed tree it uses now
+//! (`lienthong_gateway::json`), then parsed, NFC-normalised, validated and encoded as the
+//! gateway does it. Prints the median of 5 repetitions of 200 parses each.
+//!
+//! `cargo bench -p lienthong-gateway --bench json`
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
+
+/// The allocator of the `lienthong` binary, so that the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use lienthong_contract::{Catalog, repo_schemas_dir, samples};
+use lienthong_gateway::encode::TopicEncoder;
+use lienthong_gateway::json::Json;
+
+const EVENTS: usize = 500;
+const PARSES: u32 = 200;
+const REPS: usize = 5;
+
+/// Time `f` over `PARSES` calls, per event.
+fn per_event(mut f: impl FnMut()) -> Duration {
+    let t = Instant::now();
+    for _ in 0..PARSES {
+        f();
+    }
+    t.elapsed() / (PARSES * EVENTS as u32)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let catalog = Catalog::load(repo_schemas_dir()).unwrap();
+    let spec = catalog.topic("hcm.case.events").unwrap();
+    let id = catalog.local_id("hcm.case.events").unwrap();
+    let encoder = TopicEncoder::new(id, &spec.schema, &spec.key_field).unwrap();
+    let events: Vec<serde_json::Value> = (0..EVENTS)
+        .map(|i| {
+            let mut e = samples::typical_case_submitted();
+            e.envelope.event_id = uuid::Uuid::new_v4().to_string();
+            e.envelope.aggregate_id = format!("HS-JSONBENCH-{i}");
+            serde_json::to_value(e).unwrap()
+        })
+        .collect();
+    let body = serde_json::Value::Array(events).to_string();
+    let (mut value, mut tree, mut full) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..REPS {
+        value.push(per_event(|| {
+            black_box(serde_json::from_slice::<serde_json::Value>(body.as_bytes()).unwrap());
+        }));
+        tree.push(per_event(|| {
+            black_box(Json::parse(body.as_bytes()).unwrap());
+        }));
+        full.push(per_event(|| {
+            let Json::Array(mut batch) = Json::parse(body.as_bytes()).unwrap() else {
+                panic!("the body is an array");
+            };
+            for (i, e) in batch.iter_mut().enumerate() {
+                black_box(encoder.encode(e, Some(i), 10).unwrap());
+            }
+        }));
+    }
+    let (value, tree, full) = (median(value), median(tree), median(full));
+    println!(
+        "gateway JSON work per event ({EVENTS}-event batch of {} bytes, median of {REPS}):",
+        body.len()
+    );
+    println!("  parse + drop, serde_json::Value (baseline): {value:?}");
+    println!("  parse + drop, borrowed tree:                {tree:?}");
+    println!("  parse + NFC + validate + encode + drop:     {full:?}");
+    println!(
+        "  tree / Value parse speed: {:.2}x",
+        value.as_secs_f64() / tree.as_secs_f64()
+    );
+}
