@@ -124,7 +124,15 @@ fn type_name(schema: &Schema) -> String {
 
 /// Does `tag` name this union branch (full name, short name, or primitive type name)?
 fn branch_named(schema: &Schema, tag: &str) -> bool {
-    let short = |n: &Name| n.name == tag || n.fullname(None) == tag;
+    // `namespace.name`, compared without building it.
+    let full = |n: &Name| match &n.namespace {
+        Some(ns) => tag
+            .strip_prefix(ns.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|rest| rest == n.name),
+        None => false,
+    };
+    let short = |n: &Name| n.name == tag || full(n);
     match schema {
         Schema::Record(r) => short(&r.name),
         Schema::Enum(e) => short(&e.name),
@@ -521,10 +529,8 @@ impl<'a> Walk<'a> {
             self.path.pop();
             return;
         }
-        let non_null: Vec<usize> = (0..branches.len())
-            .filter(|&i| !matches!(branches[i], Schema::Null))
-            .collect();
-        if let [only] = non_null[..] {
+        let mut non_null = (0..branches.len()).filter(|&i| !matches!(branches[i], Schema::Null));
+        if let (Some(only), None) = (non_null.next(), non_null.next()) {
             write_zigzag(only as i64, &mut self.out);
             self.value(&branches[only], json, attrs, false);
             return;
@@ -630,6 +636,24 @@ mod tests {
             assert_eq!(back, event);
             assert_eq!(encoded.key, event.envelope.aggregate_id);
         }
+    }
+
+    #[test]
+    fn a_union_branch_may_be_named_by_its_full_name() {
+        let (enc, _) = encoder("hcm.case.events");
+        let short = serde_json::to_value(samples::typical_case_submitted()).unwrap();
+        let mut full = short.clone();
+        let body = full["event"]
+            .as_object_mut()
+            .unwrap()
+            .remove("CaseSubmitted")
+            .unwrap();
+        full["event"]["vn.hcm.lienthong.case.CaseSubmitted"] = body;
+        let mut wrong = full.clone();
+        wrong["event"] = serde_json::json!({"vn.hcm.lienthong.CaseSubmitted": {}});
+        let encode = |v: &serde_json::Value| enc.encode(&mut Json::from_value(v), None, 10);
+        assert_eq!(encode(&full).unwrap().value, encode(&short).unwrap().value);
+        assert!(encode(&wrong).is_err());
     }
 
     #[test]
