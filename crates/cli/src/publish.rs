@@ -19,6 +19,7 @@ use lienthong_contract::events::{
 };
 use lienthong_contract::{AgencyKind, Catalog, Codec};
 use lienthong_gateway::encode::TopicEncoder;
+use lienthong_gateway::json::Json as EventJson;
 use lienthong_sdk::{Publisher, PublisherConfig, Receipt, SchemaIds, SdkError};
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
@@ -59,12 +60,13 @@ pub enum Kind {
     Department,
 }
 
-/// The events of `text`: a JSON array, or one JSON value per non-empty line.
-pub fn parse_events(text: &str) -> Result<Vec<Json>, String> {
+/// The events of `text`: a JSON array, or one JSON value per non-empty line. Read as the
+/// gateway reads a body (an object that names a key twice is refused).
+pub fn parse_events(text: &str) -> Result<Vec<EventJson<'_>>, String> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
-        return match serde_json::from_str::<Json>(trimmed) {
-            Ok(Json::Array(events)) => Ok(events),
+        return match EventJson::parse(trimmed.as_bytes()) {
+            Ok(EventJson::Array(events)) => Ok(events),
             Ok(_) => Err("expected a JSON array of events".into()),
             Err(e) => Err(format!("not a JSON array: {e}")),
         };
@@ -72,7 +74,9 @@ pub fn parse_events(text: &str) -> Result<Vec<Json>, String> {
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1)))
+        .map(|(i, line)| {
+            EventJson::parse(line.as_bytes()).map_err(|e| format!("line {}: {e}", i + 1))
+        })
         .collect()
 }
 
@@ -302,14 +306,12 @@ mod tests {
 
     #[test]
     fn events_are_read_as_lines_or_as_an_array() {
-        assert_eq!(
-            parse_events("{\"a\":1}\n\n{\"a\":2}\n").unwrap(),
-            vec![json!({"a": 1}), json!({"a": 2})]
-        );
-        assert_eq!(
-            parse_events("  [{\"a\":1},{\"a\":2}]").unwrap(),
-            vec![json!({"a": 1}), json!({"a": 2})]
-        );
+        let (a, b) = (json!({"a": 1}), json!({"a": 2}));
+        let want = vec![EventJson::from_value(&a), EventJson::from_value(&b)];
+        assert_eq!(parse_events("{\"a\":1}\n\n{\"a\":2}\n").unwrap(), want);
+        assert_eq!(parse_events("  [{\"a\":1},{\"a\":2}]").unwrap(), want);
+        let e = parse_events("{\"a\":1, \"a\":2}\n").unwrap_err();
+        assert!(e.contains("appears twice"), "{e}");
         let e = parse_events("{\"a\":1}\n{oops}\n").unwrap_err();
         assert!(e.starts_with("line 2:"), "{e}");
         assert!(parse_events("[1,").is_err());

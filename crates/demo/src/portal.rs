@@ -153,8 +153,12 @@ mod tests {
         events.extend((0..5_000).map(|i| sim.step(start + i * 100)));
         let mut by_topic: BTreeMap<&str, usize> = BTreeMap::new();
         for event in &events {
-            let (topic, mut json) = to_gateway_json(event, &catalog, &codec).unwrap();
-            if let Err(problems) = encoders[topic].encode(&mut json, None, 5) {
+            let (topic, json) = to_gateway_json(event, &catalog, &codec).unwrap();
+            if let Err(problems) = encoders[topic].encode(
+                &mut lienthong_gateway::json::Json::from_value(&json),
+                None,
+                5,
+            ) {
                 panic!("{topic}: {problems:?}\n{json}");
             }
             *by_topic.entry(topic).or_insert(0) += 1;
