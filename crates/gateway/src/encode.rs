@@ -278,15 +278,11 @@ fn root(index: Option<usize>) -> String {
     }
 }
 
+/// [`Json::kind`], telling integers from other numbers.
 fn describe(json: &Json<'_>) -> &'static str {
     match json {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
         Json::Number(n) if n.is_i64() || n.is_u64() => "an integer",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
+        other => other.kind(),
     }
 }
 

@@ -17,8 +17,6 @@ use axum::routing::get;
 use lienthong_contract::catalog::check_publishes_as_itself;
 use serde::Serialize;
 use serde_json::Value as Json;
-
-use crate::json::Json as BodyJson;
 use tokio::sync::oneshot;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -27,6 +25,7 @@ use utoipa_axum::routes;
 use crate::encode::{Encoded, Problem};
 use crate::error::{ErrorBody, GatewayError};
 use crate::idem::{Receipt, Reserve, content_hash};
+use crate::json::Json as BodyJson;
 use crate::producer::{Job, OutRecord, ProducerState};
 use crate::{Gateway, Route};
 
@@ -467,14 +466,14 @@ async fn accept(
         (true, other) => {
             return Err(GatewayError::Malformed(format!(
                 "a batch is a JSON array of events, not {}",
-                kind_of(&other)
+                other.kind()
             )));
         }
         (false, obj @ BodyJson::Object(_)) => vec![obj],
         (false, other) => {
             return Err(GatewayError::Malformed(format!(
                 "an event is a JSON object, not {} (use /topics/{topic}/events:batch for arrays)",
-                kind_of(&other)
+                other.kind()
             )));
         }
     };
@@ -515,17 +514,6 @@ async fn accept(
             message: format!("publishing task failed: {e}"),
             retry_after_secs: 1,
         })?
-}
-
-fn kind_of(j: &BodyJson<'_>) -> &'static str {
-    match j {
-        BodyJson::Null => "null",
-        BodyJson::Bool(_) => "a boolean",
-        BodyJson::Number(_) => "a number",
-        BodyJson::String(_) => "a string",
-        BodyJson::Array(_) => "an array",
-        BodyJson::Object(_) => "an object",
-    }
 }
 
 fn fast_unavailable(gw: &Gateway) -> Result<(), String> {

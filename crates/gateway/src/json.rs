@@ -69,6 +69,19 @@ impl<'a> Json<'a> {
         }
     }
 
+    /// What kind of value it is, for messages: "null", "a boolean", "a number", "a string",
+    /// "an array", "an object".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Json::Null => "null",
+            Json::Bool(_) => "a boolean",
+            Json::Number(_) => "a number",
+            Json::String(_) => "a string",
+            Json::Array(_) => "an array",
+            Json::Object(_) => "an object",
+        }
+    }
+
     /// Is it `null`?
     pub fn is_null(&self) -> bool {
         matches!(self, Json::Null)
