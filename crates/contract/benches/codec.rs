@@ -1,5 +1,6 @@
-//! Codec throughput: lienthong's typed path against apache-avro's generic `Value` path and
-//! Python's fastavro, on the same typical case-submitted event, in one run.
+//! Codec throughput: lienthong's typed path (serde, and the SDK's direct writer) against
+//! apache-avro's generic `Value` path and Python's fastavro, on the same typical case-submitted
+//! event, in one run.
 //!
 //! Run: `cargo bench -p lienthong-contract --bench codec` (release build). Prints the median
 //! of 9 rounds per measurement, as events/s on one core, and the ratios the goals are set in.
@@ -62,6 +63,15 @@ fn main() {
             .expect("encode");
         black_box(&buf);
     });
+    // What the SDK does: the type writes its fields in schema order, checked once up front.
+    registered
+        .check_typed::<CaseEvent>()
+        .expect("the type writes the schema");
+    let direct_enc = rate(n, || {
+        buf.clear();
+        lienthong_contract::codec::encode_typed(id, black_box(&event), &mut buf);
+        black_box(&buf);
+    });
     let ours_dec = rate(n, || {
         let (_, e): (u32, CaseEvent) = codec.decode(black_box(&framed)).expect("decode");
         black_box(e);
@@ -104,20 +114,25 @@ fn main() {
         Some((it.next()?, it.next()?))
     });
 
-    let row = |name: &str, enc: Option<f64>, dec: f64| {
-        let enc = enc.map(|e| format!("{e:.0}")).unwrap_or_default();
-        println!("{name:<36} {enc:>12} {dec:>12.0}");
+    let row = |name: &str, enc: Option<f64>, dec: Option<f64>| {
+        let [enc, dec] = [enc, dec].map(|r| r.map(|r| format!("{r:.0}")).unwrap_or_default());
+        println!("{name:<36} {enc:>12} {dec:>12}");
     };
     println!();
     println!(
         "{:<36} {:>12} {:>12}",
         "events/s on one core (median of 9)", "encode", "decode"
     );
-    row("lienthong, owned event", Some(ours_enc), ours_dec);
-    row("lienthong, zero-copy view (sinks)", None, ours_view);
-    row("apache-avro Value path", Some(avro_enc), avro_dec);
+    row(
+        "lienthong, owned event (serde path)",
+        Some(ours_enc),
+        Some(ours_dec),
+    );
+    row("lienthong, zero-copy view (sinks)", None, Some(ours_view));
+    row("lienthong, direct writer (SDK)", Some(direct_enc), None);
+    row("apache-avro Value path", Some(avro_enc), Some(avro_dec));
     match fastavro {
-        Some((fe, fd)) => row("Python fastavro", Some(fe), fd),
+        Some((fe, fd)) => row("Python fastavro", Some(fe), Some(fd)),
         None => println!("Python fastavro: skipped, set LIENTHONG_PYTHON"),
     }
     println!();
@@ -129,6 +144,10 @@ fn main() {
             ours_view / dec
         );
     };
+    println!(
+        "direct writer vs the serde path: encode {:.1}x",
+        direct_enc / ours_enc
+    );
     ratios("apache-avro Value", 3, avro_enc, avro_dec);
     if let Some((fe, fd)) = fastavro {
         ratios("fastavro", 20, fe, fd);

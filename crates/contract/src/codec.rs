@@ -23,6 +23,7 @@ use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ContractError, Result};
+use crate::write::WriteAvro;
 
 /// The Confluent wire format's magic byte.
 pub const MAGIC: u8 = 0;
@@ -107,6 +108,28 @@ impl RegisteredSchema {
     pub fn schema(&self) -> &Schema {
         &self.avro
     }
+
+    /// Whether `T` writes exactly this schema, so that [`encode_typed`] may write `T` with this
+    /// id. Walks the schema once; the SDK checks each topic's event type when it connects.
+    pub fn check_typed<T: WriteAvro>(&self) -> Result<()> {
+        let mismatch = |message: String| ContractError::TypeMismatch {
+            id: self.id,
+            type_name: std::any::type_name::<T>(),
+            message,
+        };
+        let resolved = apache_avro::schema::ResolvedSchema::try_from(&self.avro)
+            .map_err(|e| mismatch(format!("(its named types do not resolve: {e})")))?;
+        T::check_schema(&self.avro, resolved.get_names()).map_err(|m| mismatch(m.to_string()))
+    }
+}
+
+/// Append `value` in the Confluent wire format with schema `id`, by the type's own writer: no
+/// field is looked up, so this is several times as fast as [`Codec::encode`]. Only for an id
+/// whose schema accepted `T` in [`RegisteredSchema::check_typed`]; with another schema the bytes
+/// would not mean what the schema says.
+pub fn encode_typed<T: WriteAvro>(id: u32, value: &T, out: &mut Vec<u8>) {
+    write_header(id, out);
+    value.write_avro(out);
 }
 
 /// Encodes and decodes Confluent-framed Avro with schemas cached by registry id.

@@ -80,6 +80,16 @@ pub enum ContractError {
         /// What the encoder said.
         message: String,
     },
+    /// A Rust event type does not write what a schema describes (see [`crate::write`]).
+    #[error("the type {type_name} does not match schema {id} {message}")]
+    TypeMismatch {
+        /// The schema id.
+        id: u32,
+        /// The Rust type.
+        type_name: &'static str,
+        /// Where they differ, and how.
+        message: String,
+    },
     /// The topic is not in the catalog.
     #[error("unknown topic {0:?}: not in the catalog")]
     UnknownTopic(String),

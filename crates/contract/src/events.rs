@@ -18,30 +18,48 @@ use serde::{Deserialize, Serialize};
 
 use crate::nfc::NormalizeText;
 
-/// `NormalizeText` for a struct, by destructuring it: every field must be listed, so adding a
-/// field without deciding about its text fails to compile.
-macro_rules! normalize_fields {
-    ($($t:ident { $($f:ident),* $(,)? })*) => {$(
-        impl NormalizeText for $t {
-            fn normalize_text(&mut self) {
-                let $t { $($f),* } = self;
-                $($f.normalize_text();)*
-            }
-        }
-    )*};
-}
-
-/// `NormalizeText` for a union enum whose variants each hold one value.
-macro_rules! normalize_variants {
-    ($($t:ident { $($v:ident),* $(,)? })*) => {$(
-        impl NormalizeText for $t {
-            fn normalize_text(&mut self) {
-                match self {
-                    $($t::$v(inner) => inner.normalize_text(),)*
+/// `NormalizeText` and [`WriteAvro`](crate::write::WriteAvro) for a struct, from one list of
+/// its fields in schema order. Both destructure it, so every field must be listed: adding a
+/// field without deciding about its text fails to compile. The order is checked against the
+/// writer schema before the SDK writes with it.
+macro_rules! record_fields {
+    ($($t:ident { $($f:ident),* $(,)? })*) => {
+        $(
+            impl NormalizeText for $t {
+                fn normalize_text(&mut self) {
+                    let $t { $($f),* } = self;
+                    $($f.normalize_text();)*
                 }
             }
-        }
-    )*};
+        )*
+        crate::write::write_fields! { $($t { $($f),* })* }
+    };
+}
+
+/// `NormalizeText` and `WriteAvro` for a union enum whose variants each hold one record, listed
+/// in the order of the union's branches.
+macro_rules! union_variants {
+    ($($t:ident { $($v:ident),* $(,)? })*) => {
+        $(
+            impl NormalizeText for $t {
+                fn normalize_text(&mut self) {
+                    match self {
+                        $($t::$v(inner) => inner.normalize_text(),)*
+                    }
+                }
+            }
+        )*
+        crate::write::write_variants! { $($t { $($v),* })* }
+    };
+}
+
+/// `NormalizeText` (nothing: Avro symbols are ASCII) and `WriteAvro` for an Avro enum, its
+/// variants in declaration order with their symbols.
+macro_rules! enum_symbols {
+    ($($t:ident { $($v:ident = $symbol:literal),* $(,)? })*) => {
+        crate::nfc::no_text!($($t),*);
+        crate::write::write_symbols! { $($t { $($v = $symbol),* })* }
+    };
 }
 
 // Defaults for fields added to a schema after its first version (explicit functions rather than
@@ -54,7 +72,7 @@ fn empty<T>() -> Vec<T> {
     Vec::new()
 }
 
-normalize_fields! {
+record_fields! {
     Envelope { event_id, occurred_at, producer_unit, aggregate_id, aggregate_version, correlation_id }
     CaseEvent { envelope, event }
     CaseSubmitted { procedure_code, receiving_unit, home_unit, channel, end_to_end_online, applicant_id, due_date, documents }
@@ -80,13 +98,18 @@ normalize_fields! {
     Procedure { code, name, owning_department, processing_days, level }
 }
 
-normalize_variants! {
+union_variants! {
     CaseEventKind { CaseSubmitted, CaseAccepted, CaseAssigned, SupplementRequested, SupplementReceived, CaseCompleted, CaseRejected, CaseWithdrawn, ResultReturned }
     FeedbackEventKind { FeedbackSubmitted, FeedbackAssigned, FeedbackResolved }
 }
 
-// Avro enums: their symbols are ASCII, nothing to normalise.
-crate::nfc::no_text!(Channel, AssignmentKind, Sex, UnitKind, ServiceLevel);
+enum_symbols! {
+    Channel { Online = "ONLINE", Counter = "COUNTER", Postal = "POSTAL", Unknown = "UNKNOWN" }
+    AssignmentKind { Assigned = "ASSIGNED", Transferred = "TRANSFERRED", Unknown = "UNKNOWN" }
+    Sex { Female = "FEMALE", Male = "MALE", Unspecified = "UNSPECIFIED" }
+    UnitKind { Department = "DEPARTMENT", Ward = "WARD", Commune = "COMMUNE", SpecialZone = "SPECIAL_ZONE", Unknown = "UNKNOWN" }
+    ServiceLevel { Offline = "OFFLINE", PartialOnline = "PARTIAL_ONLINE", FullOnline = "FULL_ONLINE", Unknown = "UNKNOWN" }
+}
 
 /// The envelope every event carries; see `schemas/common/envelope.avsc`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,6 +24,7 @@ pub mod json;
 pub mod nfc;
 pub mod resolve;
 pub mod samples;
+pub mod write;
 
 pub use catalog::{AgencyKind, Catalog, CleanupPolicy, PersonalDataClass, TopicSpec};
 pub use codec::{Codec, RegisteredSchema};

@@ -30,6 +30,7 @@ use apache_avro::Schema;
 use apache_avro::schema::{Name, RecordSchema, UnionSchema};
 use lienthong_contract::catalog::{FORMAT_ATTR, FieldFormat, RANGE_ATTR};
 use lienthong_contract::codec::write_header;
+use lienthong_contract::write::{write_bytes, write_long};
 use serde::Serialize;
 
 use crate::json::{Json, get_field};
@@ -140,23 +141,6 @@ fn branch_named(schema: &Schema, tag: &str) -> bool {
         Schema::Ref { name } => short(name),
         other => type_name(other) == tag,
     }
-}
-
-fn write_long(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn write_zigzag(v: i64, out: &mut Vec<u8>) {
-    write_long(((v << 1) ^ (v >> 63)) as u64, out);
-}
-
-fn write_bytes(b: &[u8], out: &mut Vec<u8>) {
-    write_zigzag(b.len() as i64, out);
-    out.extend_from_slice(b);
 }
 
 fn field_attrs(field: &apache_avro::schema::RecordField) -> Attrs {
@@ -353,7 +337,7 @@ impl<'a> Walk<'a> {
             }
             Schema::Date => match json {
                 Json::String(s) => match parse_date(s) {
-                    Some(days) => write_zigzag(days, &mut self.out),
+                    Some(days) => write_long(days, &mut self.out),
                     None => self.problem(format!(
                         "{s:?} is not a date: send \"YYYY-MM-DD\" or days since 1970-01-01"
                     )),
@@ -376,7 +360,7 @@ impl<'a> Walk<'a> {
                                 self.problem(format!("{s:?} has more precision than the field holds ({})", if micros { "microseconds" } else { "milliseconds" }));
                             } else {
                                 match secs.checked_mul(per_sec).and_then(|v| v.checked_add(i64::from(nanos / unit))) {
-                                    Some(v) => write_zigzag(v, &mut self.out),
+                                    Some(v) => write_long(v, &mut self.out),
                                     None => self.problem(format!("{s:?} is out of range")),
                                 }
                             }
@@ -425,7 +409,7 @@ impl<'a> Walk<'a> {
             },
             Schema::Enum(e) => match json {
                 Json::String(s) => match e.symbols.iter().position(|x| x == s) {
-                    Some(i) => write_zigzag(i as i64, &mut self.out),
+                    Some(i) => write_long(i as i64, &mut self.out),
                     None => self.problem(format!("{s:?} is not one of {}", e.symbols.join(", "))),
                 },
                 _ => self.expected(&format!("one of {}", e.symbols.join(", ")), json),
@@ -433,7 +417,7 @@ impl<'a> Walk<'a> {
             Schema::Array(a) => match json {
                 Json::Array(items) => {
                     if !items.is_empty() {
-                        write_zigzag(items.len() as i64, &mut self.out);
+                        write_long(items.len() as i64, &mut self.out);
                         for (i, item) in items.iter().enumerate() {
                             self.path.push(Seg::Index(i));
                             self.value(&a.items, item, attrs, default);
@@ -447,7 +431,7 @@ impl<'a> Walk<'a> {
             Schema::Map(m) => match json {
                 Json::Object(entries) => {
                     if !entries.is_empty() {
-                        write_zigzag(entries.len() as i64, &mut self.out);
+                        write_long(entries.len() as i64, &mut self.out);
                         for (k, v) in entries {
                             write_bytes(k.as_bytes(), &mut self.out);
                             self.path.push(Seg::Key(k));
@@ -483,7 +467,7 @@ impl<'a> Walk<'a> {
                     self.problem(format!("{v} is out of the range [{lo}, {hi}]"));
                     return;
                 }
-                write_zigzag(v, &mut self.out);
+                write_long(v, &mut self.out);
             }
             Some(v) => self.problem(format!("{v} does not fit {what}")),
             None if json.is_number() => self.problem(format!("{json} is not {what}")),
@@ -503,7 +487,7 @@ impl<'a> Walk<'a> {
         let branches = u.variants();
         if default {
             if let Some(first) = branches.first() {
-                write_zigzag(0, &mut self.out);
+                write_long(0, &mut self.out);
                 self.value(first, json, attrs, true);
             }
             return;
@@ -511,7 +495,7 @@ impl<'a> Walk<'a> {
         if json.is_null()
             && let Some(i) = branches.iter().position(|b| matches!(b, Schema::Null))
         {
-            write_zigzag(i as i64, &mut self.out);
+            write_long(i as i64, &mut self.out);
             return;
         }
         // The Avro JSON form: {"<branch>": value}.
@@ -519,7 +503,7 @@ impl<'a> Walk<'a> {
             && let [(tag, inner)] = &obj[..]
             && let Some(i) = branches.iter().position(|b| branch_named(b, tag))
         {
-            write_zigzag(i as i64, &mut self.out);
+            write_long(i as i64, &mut self.out);
             self.path.push(Seg::Field(tag));
             self.value(&branches[i], inner, attrs, false);
             self.path.pop();
@@ -527,7 +511,7 @@ impl<'a> Walk<'a> {
         }
         let mut non_null = (0..branches.len()).filter(|&i| !matches!(branches[i], Schema::Null));
         if let (Some(only), None) = (non_null.next(), non_null.next()) {
-            write_zigzag(only as i64, &mut self.out);
+            write_long(only as i64, &mut self.out);
             self.value(&branches[only], json, attrs, false);
             return;
         }
