@@ -14,17 +14,18 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use lienthong_contract::codec::encode_typed;
 use lienthong_contract::events::{
     AdminUnitRecord, CaseEvent, CitizenRecord, Envelope, FeedbackEvent, ProcedureRecord,
 };
 use lienthong_contract::nfc::NormalizeText;
+use lienthong_contract::write::WriteAvro;
 use lienthong_contract::{AgencyKind, Catalog, Codec};
 use lienthong_registry::client::RegistryClient;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext};
-use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Where a publish stands when [`Publisher::publish`] returns.
@@ -120,8 +121,9 @@ pub struct Receipt {
     pub event_id: String,
 }
 
-/// An event type of the contract: which topic it goes to, and its envelope.
-pub trait Event: Serialize + NormalizeText {
+/// An event type of the contract: which topic it goes to, and its envelope. It writes itself
+/// as Avro ([`WriteAvro`]), checked against its topic's schema at [`Publisher::connect`].
+pub trait Event: WriteAvro + NormalizeText {
     /// The catalog topic of this event type.
     const TOPIC: &'static str;
     /// The envelope.
@@ -130,18 +132,34 @@ pub trait Event: Serialize + NormalizeText {
     fn envelope_mut(&mut self) -> &mut Envelope;
 }
 
+/// `Event` for each type of the list, and `check_event_type` over all of them.
 macro_rules! events {
-    ($($t:ty => $topic:literal),* $(,)?) => {$(
-        impl Event for $t {
-            const TOPIC: &'static str = $topic;
-            fn envelope(&self) -> &Envelope {
-                &self.envelope
+    ($($t:ty => $topic:literal),* $(,)?) => {
+        $(
+            impl Event for $t {
+                const TOPIC: &'static str = $topic;
+                fn envelope(&self) -> &Envelope {
+                    &self.envelope
+                }
+                fn envelope_mut(&mut self) -> &mut Envelope {
+                    &mut self.envelope
+                }
             }
-            fn envelope_mut(&mut self) -> &mut Envelope {
-                &mut self.envelope
-            }
+        )*
+
+        /// Whether the event type of `topic`, if it has one, writes exactly `schema`.
+        fn check_event_type(
+            topic: &str,
+            schema: &lienthong_contract::RegisteredSchema,
+        ) -> lienthong_contract::Result<()> {
+            $(
+                if topic == $topic {
+                    return schema.check_typed::<$t>();
+                }
+            )*
+            Ok(())
         }
-    )*};
+    };
 }
 
 events! {
@@ -214,7 +232,6 @@ pub struct Publisher {
     producer: FutureProducer<ErrorCounting>,
     /// Where the producer's context counts client errors, once set by `with_metrics`.
     errors: Arc<OnceLock<lienthong_telemetry::KafkaClientContext>>,
-    codec: Codec,
     /// topic -> schema id; only the topics this agency may write.
     ids: HashMap<String, u32>,
     catalog: Arc<Catalog>,
@@ -272,6 +289,12 @@ impl Publisher {
                     .local_id(&topic.name)
                     .map_err(|e| SdkError::Invalid(e.to_string()))?,
             };
+            // The event type must write what the schema says: refused here, not per event.
+            let schema = codec
+                .schema(id)
+                .map_err(|e| SdkError::Invalid(e.to_string()))?;
+            check_event_type(&topic.name, &schema)
+                .map_err(|e| SdkError::Invalid(format!("{}: {e}", topic.name)))?;
             topic_ids.insert(topic.name.clone(), id);
         }
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
@@ -279,7 +302,6 @@ impl Publisher {
             config,
             producer,
             errors,
-            codec,
             ids: topic_ids,
             catalog,
             in_flight,
@@ -315,10 +337,8 @@ impl Publisher {
                 event.normalize_text();
                 ENCODE_BUFFER.with_borrow_mut(|buffer| {
                     buffer.clear();
-                    match self.codec.encode(id, &event, buffer) {
-                        Err(e) => Publish::Failed(SdkError::Invalid(e.to_string())),
-                        Ok(()) => self.enqueue(E::TOPIC, event.envelope_mut(), buffer),
-                    }
+                    encode_typed(id, &event, buffer);
+                    self.enqueue(E::TOPIC, event.envelope_mut(), buffer)
                 })
             }
         };

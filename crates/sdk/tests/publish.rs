@@ -139,6 +139,58 @@ fn rand_digits() -> u64 {
     u64::from_str_radix(&unique_suffix()[..10], 16).unwrap() % 100_000_000_000
 }
 
+/// Schemas newer than this build: an optional field added to `CaseAccepted`, which the SDK's
+/// `CaseEvent` does not know. The SDK writes events field by field, so it must refuse to
+/// connect rather than publish bytes that the schema would read wrongly.
+#[tokio::test]
+async fn a_schema_the_event_types_do_not_write_is_refused_at_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let schemas = dir.path().join("schemas");
+    std::fs::create_dir_all(schemas.join("common")).unwrap();
+    for entry in walk(&repo_schemas_dir()) {
+        let to = schemas.join(entry.strip_prefix(repo_schemas_dir()).unwrap());
+        std::fs::copy(&entry, to).unwrap();
+    }
+    let case = schemas.join("case_event.avsc");
+    let text = std::fs::read_to_string(&case).unwrap();
+    let field = r#"{"name": "processing_unit", "type": "string","#;
+    assert!(text.contains(field));
+    let newer = text.replacen(
+        field,
+        &format!(r#"{{"name": "queue", "type": ["null", "string"], "default": null, "lienthong.personal_data": "none"}}, {field}"#),
+        1,
+    );
+    std::fs::write(&case, newer).unwrap();
+    let catalog = Arc::new(Catalog::load(&schemas).unwrap());
+    let config = PublisherConfig::new("26734", AgencyKind::Ward, "127.0.0.1:1");
+    let Err(err) = Publisher::connect(config, catalog, SchemaIds::Local).await else {
+        panic!("a publisher connected with a schema its types do not write");
+    };
+    let message = err.to_string();
+    assert!(matches!(err, SdkError::Invalid(_)), "{message}");
+    assert!(
+        message.contains("hcm.case.events")
+            && message.contains("CaseEvent")
+            && message.contains("at event.CaseAccepted")
+            && message.contains("\"queue\""),
+        "{message}"
+    );
+}
+
+/// The files under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_happen_before_kafka() {
     // A publisher whose broker does not exist: had a refused event gone to Kafka, it would
