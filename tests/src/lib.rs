@@ -239,6 +239,20 @@ impl Kafka {
         Ok(name)
     }
 
+    /// Delete `topic` (a benchmark's scratch topic: the suite broker lives on between runs).
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = self
+            .admin()?
+            .delete_topics(&[topic], &options)
+            .await
+            .context("DeleteTopics request")?;
+        for result in results {
+            result.map_err(|(topic, code)| anyhow!("deleting topic {topic}: {code}"))?;
+        }
+        Ok(())
+    }
+
     /// Wait until metadata shows `partitions` partitions of `topic`, each with a leader.
     pub async fn wait_for_leaders(&self, topic: &str, partitions: i32) -> Result<()> {
         let consumer: rdkafka::consumer::BaseConsumer = self.client_config().create()?;
