@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 
 use crate::encode::{Encoded, Problem};
 use crate::error::{ErrorBody, GatewayError};
-use crate::idem::{Receipt, Reserve, content_hash};
+use crate::idem::{Receipt, Reservation, content_hash};
 use crate::json::Json as BodyJson;
 use crate::producer::{Job, OutRecord, ProducerState};
 use crate::{Gateway, Route};
@@ -573,90 +573,83 @@ fn encode_all(
 async fn publish(
     gw: Arc<Gateway>,
     topic: Arc<str>,
-    encoded: Vec<Encoded>,
+    mut encoded: Vec<Encoded>,
 ) -> Result<(StatusCode, Vec<Receipt>), GatewayError> {
-    let hashes: Vec<[u8; 32]> = encoded
-        .iter()
-        .map(|e| content_hash(&topic, e.key.as_bytes(), &e.value))
-        .collect();
     let wait_limit = Duration::from_millis(gw.config.kafka_timeout_ms.saturating_mul(3).max(1000));
     let unavailable = |message: String| GatewayError::Unavailable {
         message,
         retry_after_secs: gw.config.retry_after_secs,
     };
-    // Reserve every id; if one is in flight elsewhere, let go of ours, wait, start again (so
-    // two requests never hold one id each while waiting for the other's).
-    let (fresh, mut receipts) = 'reserve: loop {
-        let mut fresh = Vec::new();
-        let mut receipts: Vec<Option<Receipt>> = vec![None; encoded.len()];
-        let mut conflicts = Vec::new();
-        for (i, (e, h)) in encoded.iter().zip(&hashes).enumerate() {
-            match gw.index.reserve(&e.event_id, *h) {
-                Reserve::Fresh => fresh.push(i),
-                Reserve::Duplicate(r) => receipts[i] = Some(r),
-                Reserve::Conflict => conflicts.push(i),
-                Reserve::Wait(mut rx) => {
-                    for &f in &fresh {
-                        gw.index.release(&encoded[f].event_id);
-                    }
-                    if tokio::time::timeout(wait_limit, rx.wait_for(Option::is_some))
-                        .await
-                        .is_err()
-                    {
-                        return Err(unavailable(
-                            "an earlier request with the same event id is still in flight".into(),
-                        ));
-                    }
-                    continue 'reserve;
+    let ids: Vec<(&str, [u8; 32])> = encoded
+        .iter()
+        .map(|e| {
+            let hash = content_hash(&topic, e.key.as_bytes(), &e.value);
+            (e.event_id.as_str(), hash)
+        })
+        .collect();
+    // All of the request's ids at once: either every new one is held, or (an id in flight in
+    // another request) none is, and this request waits and tries again.
+    let (fresh, duplicates) = loop {
+        match gw.index.reserve(&ids) {
+            Reservation::Held { fresh, duplicates } => break (fresh, duplicates),
+            Reservation::Conflict(conflicts) => {
+                let which: Vec<String> = conflicts
+                    .iter()
+                    .map(|&i| format!("{:?}", ids[i].0))
+                    .collect();
+                return Err(GatewayError::Conflict(format!(
+                    "event id(s) {} already published with different content; nothing was produced",
+                    which.join(", ")
+                )));
+            }
+            Reservation::Wait(mut rx) => {
+                // Settled (or its sender gone): reserve again.
+                if tokio::time::timeout(wait_limit, rx.wait_for(|settled| *settled))
+                    .await
+                    .is_err()
+                {
+                    return Err(unavailable(
+                        "an earlier request with the same event id is still in flight".into(),
+                    ));
                 }
             }
         }
-        if !conflicts.is_empty() {
-            for &f in &fresh {
-                gw.index.release(&encoded[f].event_id);
-            }
-            let which: Vec<String> = conflicts
-                .iter()
-                .map(|&i| format!("{:?}", encoded[i].event_id))
-                .collect();
-            return Err(GatewayError::Conflict(format!(
-                "event id(s) {} already published with different content; nothing was produced",
-                which.join(", ")
-            )));
-        }
-        break (fresh, receipts);
     };
-    let duplicates = receipts.iter().flatten().count() as u64;
-    if duplicates > 0 {
+    drop(ids);
+    let mut receipts: Vec<Option<Receipt>> = vec![None; encoded.len()];
+    if !duplicates.is_empty() {
         gw.telemetry
             .gateway
             .duplicates
             .with_label_values(&[&*topic])
-            .inc_by(duplicates);
+            .inc_by(duplicates.len() as u64);
+        for (i, r) in duplicates {
+            receipts[i] = Some(r);
+        }
     }
     if fresh.is_empty() {
         return Ok((StatusCode::OK, receipts.into_iter().flatten().collect()));
     }
-    let release_all = |gw: &Gateway| {
-        for &f in &fresh {
-            gw.index.release(&encoded[f].event_id);
-        }
+    let release_all = |gw: &Gateway, encoded: &[Encoded]| {
+        gw.index
+            .release(fresh.iter().map(|&i| encoded[i].event_id.as_str()));
     };
+    // The records take the key and value; the event ids stay for the receipts.
     let records: Vec<OutRecord> = fresh
         .iter()
         .map(|&i| OutRecord {
             topic: topic.clone(),
-            key: encoded[i].key.clone(),
-            value: encoded[i].value.clone(),
+            key: std::mem::take(&mut encoded[i].key),
+            value: std::mem::take(&mut encoded[i].value),
         })
         .collect();
     let (reply, answer) = oneshot::channel();
     let Some(sender) = gw.sender() else {
-        release_all(&gw);
+        release_all(&gw, &encoded);
         return Err(unavailable("the gateway is shutting down".into()));
     };
     if sender.send(Job { records, reply }).await.is_err() {
-        release_all(&gw);
+        release_all(&gw, &encoded);
         return Err(unavailable("the gateway is shutting down".into()));
     }
     drop(sender);
@@ -667,16 +660,21 @@ async fn publish(
                 .events_produced
                 .with_label_values(&[&*topic, "gateway"])
                 .inc_by(fresh.len() as u64);
+            gw.index.complete(
+                &topic,
+                fresh
+                    .iter()
+                    .zip(&placed)
+                    .map(|(&i, p)| (encoded[i].event_id.as_str(), p.partition, p.offset)),
+            );
             for (&i, p) in fresh.iter().zip(placed) {
-                let r = Receipt {
-                    topic: topic.to_string(),
+                receipts[i] = Some(Receipt {
+                    topic: topic.clone(),
                     partition: p.partition,
                     offset: p.offset,
-                    event_id: encoded[i].event_id.clone(),
+                    event_id: std::mem::take(&mut encoded[i].event_id),
                     duplicate: false,
-                };
-                gw.index.complete(&r);
-                receipts[i] = Some(r);
+                });
             }
             Ok((
                 StatusCode::CREATED,
@@ -684,7 +682,7 @@ async fn publish(
             ))
         }
         Ok(Err(f)) if f.maybe_committed => {
-            release_all(&gw);
+            release_all(&gw, &encoded);
             Err(GatewayError::OutcomeUnknown {
                 message: format!(
                     "Kafka went away during the commit ({}); the events may or may not be on the log: retry with the same event ids",
@@ -694,14 +692,14 @@ async fn publish(
             })
         }
         Ok(Err(f)) => {
-            release_all(&gw);
+            release_all(&gw, &encoded);
             Err(unavailable(format!(
                 "Kafka did not take the events: {}",
                 f.message
             )))
         }
         Err(_) => {
-            release_all(&gw);
+            release_all(&gw, &encoded);
             Err(unavailable("the committer stopped".into()))
         }
     }

@@ -20,7 +20,8 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Receipt {
     /// Topic.
-    pub topic: String,
+    #[schema(value_type = String)]
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset in that partition.
@@ -47,10 +48,10 @@ pub fn content_hash(topic: &str, key: &[u8], value: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-type Outcome = Option<Option<Receipt>>;
-
 enum State {
-    InFlight(watch::Sender<Outcome>),
+    /// Held by a request whose transaction is running; the sender is the request's, shared
+    /// by all its ids, and says `true` once the request completed or let go.
+    InFlight(Arc<watch::Sender<bool>>),
     /// Where the event is: topic (shared), partition, offset.
     Done(Arc<str>, i32, i64),
 }
@@ -61,16 +62,23 @@ struct Entry {
     state: State,
 }
 
-/// What a reservation found.
-pub enum Reserve {
-    /// New: the caller must produce it, then [`Index::complete`] or [`Index::release`].
-    Fresh,
-    /// Already published with the same content.
-    Duplicate(Receipt),
-    /// Already used for different content.
-    Conflict,
-    /// Being published by another request right now: wait, then reserve again.
-    Wait(watch::Receiver<Outcome>),
+/// What reserving a request's event ids found. All of a request's ids are reserved at once,
+/// under one lock: either every new id is held, or none is.
+pub enum Reservation {
+    /// Every new id (by index into the request) is now held by this request; the others were
+    /// already published with the same content, and here are their receipts. The caller must
+    /// [`Index::complete`] or [`Index::release`] the new ones.
+    Held {
+        /// Indexes of the ids to produce.
+        fresh: Vec<usize>,
+        /// Indexes and original receipts of the ids already published.
+        duplicates: Vec<(usize, Receipt)>,
+    },
+    /// These ids (indexes) were already used for different content. Nothing is held.
+    Conflict(Vec<usize>),
+    /// An id is being published by another request right now: wait for this, then reserve
+    /// again. Nothing is held.
+    Wait(watch::Receiver<bool>),
 }
 
 #[derive(Default)]
@@ -147,61 +155,94 @@ impl Index {
         }
     }
 
-    /// Reserve `event_id` for content `hash`.
-    pub fn reserve(&self, event_id: &str, hash: [u8; 32]) -> Reserve {
+    /// Reserve a request's event ids, each with the hash of its content.
+    pub fn reserve(&self, ids: &[(&str, [u8; 32])]) -> Reservation {
         let mut inner = self.lock();
         let now = now_ms();
         self.evict(&mut inner, now);
-        if let Some(e) = inner.map.get(event_id) {
-            if e.hash != hash {
-                return Reserve::Conflict;
-            }
-            return match &e.state {
-                State::Done(topic, partition, offset) => Reserve::Duplicate(Receipt {
-                    topic: topic.to_string(),
-                    partition: *partition,
-                    offset: *offset,
-                    event_id: event_id.to_string(),
-                    duplicate: true,
-                }),
-                State::InFlight(tx) => Reserve::Wait(tx.subscribe()),
+        let mut duplicates = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut wait = None;
+        for (i, (id, hash)) in ids.iter().enumerate() {
+            let Some(e) = inner.map.get(*id) else {
+                continue;
             };
+            if e.hash != *hash {
+                conflicts.push(i);
+                continue;
+            }
+            match &e.state {
+                State::Done(topic, partition, offset) => duplicates.push((
+                    i,
+                    Receipt {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        offset: *offset,
+                        event_id: id.to_string(),
+                        duplicate: true,
+                    },
+                )),
+                State::InFlight(tx) => wait = Some(tx.subscribe()),
+            }
         }
-        let (tx, _) = watch::channel(None);
-        inner.map.insert(
-            event_id.to_string(),
-            Entry {
-                hash,
-                at_ms: now,
-                state: State::InFlight(tx),
-            },
-        );
-        Reserve::Fresh
+        if !conflicts.is_empty() {
+            return Reservation::Conflict(conflicts);
+        }
+        if let Some(rx) = wait {
+            return Reservation::Wait(rx);
+        }
+        // Nothing stands in the way: hold every new id (under the same lock, so no other
+        // request saw them free in between).
+        let tx = Arc::new(watch::channel(false).0);
+        let mut fresh = Vec::with_capacity(ids.len() - duplicates.len());
+        let mut known = duplicates.iter().map(|(i, _)| *i).peekable();
+        for (i, (id, hash)) in ids.iter().enumerate() {
+            if known.next_if_eq(&i).is_some() {
+                continue;
+            }
+            inner.map.insert(
+                id.to_string(),
+                Entry {
+                    hash: *hash,
+                    at_ms: now,
+                    state: State::InFlight(tx.clone()),
+                },
+            );
+            fresh.push(i);
+        }
+        Reservation::Held { fresh, duplicates }
     }
 
-    /// The reserved id is on the log with `receipt`.
-    pub fn complete(&self, receipt: &Receipt) {
+    /// The held ids are on the log in `topic`, each at its (partition, offset).
+    pub fn complete<'a>(&self, topic: &str, placed: impl IntoIterator<Item = (&'a str, i32, i64)>) {
         let mut inner = self.lock();
         let now = now_ms();
-        let topic = inner.topic(&receipt.topic);
-        if let Some(e) = inner.map.get_mut(&receipt.event_id) {
-            if let State::InFlight(tx) = &e.state {
-                tx.send_replace(Some(Some(receipt.clone())));
+        let topic = inner.topic(topic);
+        let mut woken: Option<Arc<watch::Sender<bool>>> = None;
+        for (id, partition, offset) in placed {
+            let Some(e) = inner.map.get_mut(id) else {
+                continue;
+            };
+            let done = State::Done(topic.clone(), partition, offset);
+            if let State::InFlight(tx) = std::mem::replace(&mut e.state, done) {
+                wake_once(&mut woken, tx);
             }
-            e.state = State::Done(topic, receipt.partition, receipt.offset);
             e.at_ms = now;
-            inner.order.push_back((now, receipt.event_id.clone()));
+            inner.order.push_back((now, id.to_string()));
         }
     }
 
-    /// The reserved id was not published: forget it, and wake whoever waits.
-    pub fn release(&self, event_id: &str) {
+    /// The held ids were not published: forget them, and wake whoever waits.
+    pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
         let mut inner = self.lock();
-        if let Some(e) = inner.map.get(event_id)
-            && let State::InFlight(tx) = &e.state
-        {
-            tx.send_replace(Some(None));
-            inner.map.remove(event_id);
+        let mut woken: Option<Arc<watch::Sender<bool>>> = None;
+        for id in ids {
+            if let Some(e) = inner.map.get(id)
+                && let State::InFlight(tx) = &e.state
+            {
+                wake_once(&mut woken, tx.clone());
+                inner.map.remove(id);
+            }
         }
     }
 
@@ -237,38 +278,68 @@ impl Index {
     }
 }
 
+/// Tell a request's waiters it settled, once per request: consecutive ids of one request
+/// share its sender.
+fn wake_once(woken: &mut Option<Arc<watch::Sender<bool>>>, tx: Arc<watch::Sender<bool>>) {
+    if woken.as_ref().is_some_and(|w| Arc::ptr_eq(w, &tx)) {
+        return;
+    }
+    tx.send_replace(true);
+    *woken = Some(tx);
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    fn receipt(id: &str) -> Receipt {
-        Receipt {
-            topic: "t".into(),
-            partition: 0,
-            offset: 7,
-            event_id: id.into(),
-            duplicate: false,
+    fn held(r: Reservation) -> (Vec<usize>, Vec<(usize, Receipt)>) {
+        match r {
+            Reservation::Held { fresh, duplicates } => (fresh, duplicates),
+            Reservation::Conflict(c) => panic!("conflict at {c:?}"),
+            Reservation::Wait(_) => panic!("wait"),
         }
     }
 
     #[test]
     fn same_id_same_content_is_a_duplicate_different_content_a_conflict() {
         let idx = Index::new(Duration::from_secs(60), 10);
-        assert!(matches!(idx.reserve("a", [1; 32]), Reserve::Fresh));
-        assert!(matches!(idx.reserve("a", [2; 32]), Reserve::Conflict));
-        let Reserve::Wait(mut rx) = idx.reserve("a", [1; 32]) else {
+        assert_eq!(held(idx.reserve(&[("a", [1; 32])])).0, [0]);
+        assert!(matches!(idx.reserve(&[("a", [2; 32])]), Reservation::Conflict(c) if c == [0]));
+        let Reservation::Wait(mut rx) = idx.reserve(&[("a", [1; 32])]) else {
             panic!("in flight")
         };
-        idx.complete(&receipt("a"));
-        assert_eq!(rx.borrow_and_update().clone(), Some(Some(receipt("a"))));
-        match idx.reserve("a", [1; 32]) {
-            Reserve::Duplicate(r) => assert!(r.duplicate && r.offset == 7),
-            _ => panic!("duplicate"),
-        }
-        assert!(matches!(idx.reserve("b", [1; 32]), Reserve::Fresh));
-        idx.release("b");
-        assert!(matches!(idx.reserve("b", [1; 32]), Reserve::Fresh));
+        assert!(!*rx.borrow_and_update());
+        idx.complete("t", [("a", 3, 7)]);
+        assert!(*rx.borrow_and_update(), "the waiter is woken");
+        let (fresh, duplicates) = held(idx.reserve(&[("a", [1; 32]), ("b", [1; 32])]));
+        assert_eq!(fresh, [1]);
+        let (i, r) = &duplicates[0];
+        assert!(*i == 0 && r.duplicate && &*r.topic == "t" && r.partition == 3 && r.offset == 7);
+        idx.release(["b"]);
+        assert_eq!(held(idx.reserve(&[("b", [1; 32])])).0, [0]);
+    }
+
+    #[test]
+    fn a_request_holds_all_its_new_ids_or_none() {
+        let idx = Index::new(Duration::from_secs(60), 10);
+        held(idx.reserve(&[("busy", [1; 32])]));
+        held(idx.reserve(&[("used", [1; 32])]));
+        idx.complete("t", [("used", 0, 1)]);
+        // One id in flight elsewhere: nothing of this request is held...
+        let Reservation::Wait(mut rx) = idx.reserve(&[("x", [0; 32]), ("busy", [1; 32])]) else {
+            panic!("wait")
+        };
+        // ... and one used for other content: nothing either.
+        assert!(matches!(
+            idx.reserve(&[("y", [0; 32]), ("used", [2; 32])]),
+            Reservation::Conflict(c) if c == [1]
+        ));
+        assert_eq!(idx.len(), 2, "neither x nor y was held");
+        idx.release(["busy"]);
+        assert!(*rx.borrow_and_update(), "a release wakes the waiter too");
+        let (fresh, duplicates) = held(idx.reserve(&[("x", [0; 32]), ("busy", [1; 32])]));
+        assert!(fresh == [0, 1] && duplicates.is_empty());
     }
 
     #[test]
@@ -280,6 +351,6 @@ mod tests {
             idx.record(|| [0; 32], id, ("t", 0, 1), now_ms());
         }
         assert_eq!(idx.len(), 3);
-        assert!(matches!(idx.reserve("a", [0; 32]), Reserve::Fresh));
+        assert_eq!(held(idx.reserve(&[("a", [0; 32])])).0, [0]);
     }
 }
