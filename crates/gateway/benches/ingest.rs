@@ -57,9 +57,29 @@ async fn post_created(http: &reqwest::Client, url: &str, body: String) {
     r.bytes().await.unwrap();
 }
 
-/// POST `bodies` (JSON batches) to `url` from `CLIENTS` concurrent clients; events/s.
-async fn gateway_rate(http: reqwest::Client, url: String, bodies: Vec<String>) -> f64 {
+/// CPU time this process has used (user + system), in seconds, from `/proc/self/stat`; 0 where
+/// there is no such file.
+fn process_cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields 14 and 15 (utime, stime, in clock ticks of 1/100 s), counted after the command
+    // name, which ends with the last ')'.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: f64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
+/// POST `bodies` (JSON batches) to `url` from `CLIENTS` concurrent clients; events/s, and the
+/// process's CPU time per event in µs (gateway, its Kafka clients and the load generator).
+async fn gateway_rate(http: reqwest::Client, url: String, bodies: Vec<String>) -> (f64, f64) {
     let queue = Arc::new(std::sync::Mutex::new(bodies));
+    let cpu = process_cpu_secs();
     let t = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
@@ -77,7 +97,8 @@ async fn gateway_rate(http: reqwest::Client, url: String, bodies: Vec<String>) -
     for c in clients {
         c.await.unwrap();
     }
-    N as f64 / t.elapsed().as_secs_f64()
+    let rate = N as f64 / t.elapsed().as_secs_f64();
+    (rate, (process_cpu_secs() - cpu) * 1e6 / N as f64)
 }
 
 #[tokio::main]
@@ -186,22 +207,28 @@ async fn main() {
     };
     raw_round(1_000).await;
     gateway_round(1_001).await;
-    let (mut raw_rates, mut gw_rates) = (Vec::new(), Vec::new());
+    let (mut raw_rates, mut gw_rates, mut gw_cpu) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let gateway_first = round % 2 == 1;
+        let mut gateway = async || {
+            let (rate, cpu) = gateway_round(round).await;
+            gw_rates.push(rate);
+            gw_cpu.push(cpu);
+        };
         if gateway_first {
-            gw_rates.push(gateway_round(round).await);
+            gateway().await;
         }
         raw_rates.push(raw_round(round).await);
         if !gateway_first {
-            gw_rates.push(gateway_round(round).await);
+            gateway().await;
         }
         println!(
-            "round {} ({} first): raw {:.0} events/s, gateway {:.0} events/s",
+            "round {} ({} first): raw {:.0} events/s, gateway {:.0} events/s using {:.1} µs of CPU an event",
             round + 1,
             if gateway_first { "gateway" } else { "raw" },
             raw_rates[round],
-            gw_rates[round]
+            gw_rates[round],
+            gw_cpu[round]
         );
     }
     let ratio = bench::median_ratio(&gw_rates, &raw_rates);
@@ -252,6 +279,10 @@ async fn main() {
     );
     println!(
         "  ratio gateway / raw: {ratio:.2}x, the median of the per-round ratios (goal >= 0.3x)"
+    );
+    println!(
+        "  gateway process CPU (gateway, its Kafka clients, the load generator): {:.1} µs an event",
+        bench::median(gw_cpu)
     );
     println!(
         "gateway latency, single-event POSTs at a steady {STEADY_RATE} events/s, median of {ROUNDS} rounds of {STEADY_SECS} s: p50 {:.1} ms, p99 {:.1} ms",
