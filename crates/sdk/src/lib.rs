@@ -82,6 +82,10 @@ pub enum SdkError {
     /// The event cannot be encoded with its schema. Permanent; nothing reached Kafka.
     #[error("event does not fit its schema: {0}")]
     Invalid(String),
+    /// An event type of this build does not write its topic's schema (a schemas folder or a
+    /// registry newer than the build). Permanent; found at connect, before anything is sent.
+    #[error("this build's event types do not match the schemas: {0}")]
+    TypeMismatch(String),
     /// The registry did not give the schema's id.
     #[error("schema registry: {0}")]
     Registry(#[from] lienthong_registry::RegistryError),
@@ -94,7 +98,7 @@ impl SdkError {
     /// Worth retrying: Kafka or the registry being unreachable, not a refused or invalid event.
     pub fn is_transient(&self) -> bool {
         match self {
-            SdkError::NotAllowed(_) | SdkError::Invalid(_) => false,
+            SdkError::NotAllowed(_) | SdkError::Invalid(_) | SdkError::TypeMismatch(_) => false,
             SdkError::Registry(e) => e.is_transient(),
             SdkError::Kafka(e) => !matches!(
                 e.rdkafka_error_code(),
@@ -294,7 +298,7 @@ impl Publisher {
                 .schema(id)
                 .map_err(|e| SdkError::Invalid(e.to_string()))?;
             check_event_type(&topic.name, &schema)
-                .map_err(|e| SdkError::Invalid(format!("{}: {e}", topic.name)))?;
+                .map_err(|e| SdkError::TypeMismatch(format!("{}: {e}", topic.name)))?;
             topic_ids.insert(topic.name.clone(), id);
         }
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));

@@ -167,7 +167,10 @@ async fn a_schema_the_event_types_do_not_write_is_refused_at_connect() {
         panic!("a publisher connected with a schema its types do not write");
     };
     let message = err.to_string();
-    assert!(matches!(err, SdkError::Invalid(_)), "{message}");
+    assert!(
+        matches!(err, SdkError::TypeMismatch(_)) && !err.is_transient(),
+        "{message}"
+    );
     assert!(
         message.contains("hcm.case.events")
             && message.contains("CaseEvent")
