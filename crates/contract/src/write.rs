@@ -107,14 +107,20 @@ pub fn describe(schema: &Schema) -> String {
     }
 }
 
-fn expect(ok: bool, schema: &Schema, writes: &str) -> Result<(), Mismatch> {
+/// The difference "the schema has `schema`, the type writes `writes`".
+pub fn differs(schema: &Schema, writes: &str) -> Mismatch {
+    Mismatch::new(format!(
+        "the schema has {}, the type writes {writes}",
+        describe(schema)
+    ))
+}
+
+/// `Ok` if `ok`, else [`differs`].
+fn require(ok: bool, schema: &Schema, writes: &str) -> Result<(), Mismatch> {
     if ok {
         Ok(())
     } else {
-        Err(Mismatch::new(format!(
-            "the schema has {}, the type writes {writes}",
-            describe(schema)
-        )))
+        Err(differs(schema, writes))
     }
 }
 
@@ -125,7 +131,7 @@ impl WriteAvro for String {
     }
 
     fn check_schema(schema: &Schema, _: &Names<'_>) -> Result<(), Mismatch> {
-        expect(
+        require(
             matches!(schema, Schema::String | Schema::Uuid),
             schema,
             "a string",
@@ -141,7 +147,7 @@ impl WriteAvro for i64 {
 
     /// A plain `long`, or milliseconds since the epoch (the unit the event types document).
     fn check_schema(schema: &Schema, _: &Names<'_>) -> Result<(), Mismatch> {
-        expect(
+        require(
             matches!(schema, Schema::Long | Schema::TimestampMillis),
             schema,
             "a long (or timestamp-millis)",
@@ -157,7 +163,7 @@ impl WriteAvro for i32 {
 
     /// A plain `int`, or days since the epoch.
     fn check_schema(schema: &Schema, _: &Names<'_>) -> Result<(), Mismatch> {
-        expect(
+        require(
             matches!(schema, Schema::Int | Schema::Date),
             schema,
             "an int (or date)",
@@ -172,7 +178,7 @@ impl WriteAvro for bool {
     }
 
     fn check_schema(schema: &Schema, _: &Names<'_>) -> Result<(), Mismatch> {
-        expect(matches!(schema, Schema::Boolean), schema, "a boolean")
+        require(matches!(schema, Schema::Boolean), schema, "a boolean")
     }
 }
 
@@ -197,7 +203,10 @@ impl<T: WriteAvro> WriteAvro for Option<T> {
                     "the schema has a union other than [\"null\", T], the type writes an optional value",
                 )),
             },
-            other => expect(false, other, "an optional value (the union [\"null\", T])"),
+            other => Err(differs(
+                other,
+                "an optional value (the union [\"null\", T])",
+            )),
         }
     }
 }
@@ -218,7 +227,7 @@ impl<T: WriteAvro> WriteAvro for Vec<T> {
     fn check_schema(schema: &Schema, names: &Names<'_>) -> Result<(), Mismatch> {
         match resolve(schema, names)? {
             Schema::Array(a) => T::check_schema(&a.items, names).map_err(|e| e.within("[]")),
-            other => expect(false, other, "an array"),
+            other => Err(differs(other, "an array")),
         }
     }
 }
@@ -239,10 +248,7 @@ pub fn record_named<'s>(
 ) -> Result<&'s apache_avro::schema::RecordSchema, Mismatch> {
     match resolve(schema, names)? {
         Schema::Record(r) if r.name.name == name => Ok(r),
-        other => Err(Mismatch::new(format!(
-            "the schema has {}, the type writes the record {name}",
-            describe(other)
-        ))),
+        other => Err(differs(other, &format!("the record {name}"))),
     }
 }
 
@@ -310,10 +316,7 @@ macro_rules! write_variants {
                 names: &$crate::write::Names<'_>,
             ) -> Result<(), $crate::write::Mismatch> {
                 let apache_avro::Schema::Union(union) = $crate::write::resolve(schema, names)? else {
-                    return Err($crate::write::Mismatch::new(format!(
-                        "the schema has {}, the type writes a union",
-                        $crate::write::describe(schema)
-                    )));
+                    return Err($crate::write::differs(schema, "a union"));
                 };
                 let mut branches = union.variants().iter();
                 $(
@@ -372,11 +375,10 @@ macro_rules! write_symbols {
                         "the schema's enum {} has the symbols {:?}, the type writes {listed:?}",
                         e.name, e.symbols
                     ))),
-                    other => Err($crate::write::Mismatch::new(format!(
-                        "the schema has {}, the type writes the enum {}",
-                        $crate::write::describe(other),
-                        stringify!($t)
-                    ))),
+                    other => Err($crate::write::differs(
+                        other,
+                        concat!("the enum ", stringify!($t)),
+                    )),
                 }
             }
         }
