@@ -79,7 +79,8 @@ pub enum SdkError {
     /// Permanent; nothing reached Kafka.
     #[error("{0}")]
     NotAllowed(String),
-    /// The event cannot be encoded with its schema. Permanent; nothing reached Kafka.
+    /// The event breaks its schema's rules (an envelope id that is not a UUID, an empty key, a
+    /// version below 1), or its topic has no schema here. Permanent; nothing reached Kafka.
     #[error("event does not fit its schema: {0}")]
     Invalid(String),
     /// An event type of this build does not write its topic's schema (a schemas folder or a
