@@ -18,6 +18,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+/// The allocator of the `lienthong` binary, so that the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

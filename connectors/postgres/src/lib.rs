@@ -447,7 +447,8 @@ async fn apply_in(
         let (e, k) = op.target();
         keys.entry(e).or_default().push(k);
     }
-    let mut held = HashMap::new();
+    let mut held: FoldMap<(Entity, String), i64> =
+        FoldMap::with_capacity_and_hasher(batch.ops.len(), Default::default());
     for (e, ks) in &keys {
         let stmt = prepared(
             tx,
@@ -463,12 +464,30 @@ async fn apply_in(
         }
     }
     let p = plan(batch.ops, &held);
-    // 3. Columns.
-    let mut by_table: HashMap<Entity, Vec<&Column>> = HashMap::new();
+    // 3. Group the upserts by the columns they set: one statement per table and column set.
+    // Column names are numbered once per batch, so that a row's signature is a short list of
+    // numbers rather than of names (hashing and comparing names was a tenth of a batch's CPU).
+    let mut numbers: FoldMap<(&str, SqlType), usize> = FoldMap::default();
+    let mut columns: Vec<&Column> = Vec::new();
+    let mut groups: FoldMap<(Entity, Vec<usize>), Vec<&Upsert>> = FoldMap::default();
     for u in &p.upserts {
-        let cols = by_table.entry(u.entity).or_default();
+        let mut sig = Vec::with_capacity(u.cells.len());
         for (c, _) in &u.cells {
-            if !is_fixed(u.entity, &c.name) && !cols.iter().any(|x| x.name == c.name) {
+            let n = *numbers.entry((&c.name, c.ty)).or_insert_with(|| {
+                columns.push(c);
+                columns.len() - 1
+            });
+            sig.push(n);
+        }
+        groups.entry((u.entity, sig)).or_default().push(u);
+    }
+    // 4. Columns: any body column a newer writer schema brought is added first.
+    let mut by_table: HashMap<Entity, Vec<&Column>> = HashMap::new();
+    for (entity, sig) in groups.keys() {
+        let cols = by_table.entry(*entity).or_default();
+        // A column sent with two types is checked twice: the second is refused clearly.
+        for c in sig.iter().map(|n| columns[*n]) {
+            if !is_fixed(*entity, &c.name) && !cols.contains(&c) {
                 cols.push(c);
             }
         }
@@ -476,7 +495,7 @@ async fn apply_in(
     for (e, cols) in &by_table {
         ensure_columns(tx, e.table(), cols, known).await?;
     }
-    // 4. Deletes, upserts, history.
+    // 5. Deletes, upserts, history.
     let mut deletes: HashMap<Entity, Vec<&str>> = HashMap::new();
     for (e, k) in &p.deletes {
         deletes.entry(*e).or_default().push(k);
@@ -490,11 +509,6 @@ async fn apply_in(
         .await?;
         tx.execute(&stmt, &[ks]).await.map_err(|e| classify(&e))?;
     }
-    let mut groups: HashMap<(Entity, Signature<'_>), Vec<&Upsert>> = HashMap::new();
-    for u in &p.upserts {
-        let sig: Vec<(&str, SqlType)> = u.cells.iter().map(|(c, _)| (&*c.name, c.ty)).collect();
-        groups.entry((u.entity, sig)).or_default().push(u);
-    }
     let mut history: HashMap<Entity, Vec<&lienthong_connect::model::HistoryRow>> = HashMap::new();
     for (e, h) in &p.history {
         history.entry(*e).or_default().push(h);
@@ -504,7 +518,8 @@ async fn apply_in(
     // client between two of them.
     let mut writes = Vec::new();
     for ((entity, sig), rows) in &groups {
-        let (sql, params) = upsert_group(*entity, sig, rows)?;
+        let sig: Vec<&Column> = sig.iter().map(|n| columns[*n]).collect();
+        let (sql, params) = upsert_group(*entity, &sig, rows)?;
         writes.push((prepared(tx, statements, sql).await?, params));
     }
     for (e, rows) in &history {
@@ -529,22 +544,23 @@ async fn apply_in(
     })
 }
 
-/// The columns an upsert sets, in order: rows with the same signature share one statement.
-type Signature<'a> = Vec<(&'a str, SqlType)>;
+/// A hash map with a fast, non-cryptographic hasher, for the batch's own keys.
+type FoldMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// The statement that upserts `rows` (all with the columns `sig`), and its parameters.
+/// The statement that upserts `rows` (all setting the columns `sig`, in that order), and its
+/// parameters.
 fn upsert_group<'a>(
     entity: Entity,
-    sig: &[(&str, SqlType)],
+    sig: &[&Column],
     rows: &[&'a Upsert],
 ) -> Result<(String, Vec<ColumnValues<'a>>), StoreError> {
     let mut names = vec!["id".to_string(), "version".to_string()];
     let mut types = vec!["text[]", "int8[]"];
     let mut sets = vec!["version = EXCLUDED.version".to_string()];
-    for (n, t) in sig {
-        names.push(q(n));
-        types.push(array_type(*t));
-        sets.push(format!("{} = EXCLUDED.{}", q(n), q(n)));
+    for c in sig {
+        names.push(q(&c.name));
+        types.push(array_type(c.ty));
+        sets.push(format!("{} = EXCLUDED.{}", q(&c.name), q(&c.name)));
     }
     let params: Vec<String> = types
         .iter()
@@ -562,7 +578,7 @@ fn upsert_group<'a>(
         ColumnValues::Keys(rows.iter().map(|u| u.key.as_str()).collect()),
         ColumnValues::Versions(rows.iter().map(|u| u.version).collect()),
     ];
-    values.extend(sig.iter().map(|(_, t)| ColumnValues::new(*t, rows.len())));
+    values.extend(sig.iter().map(|c| ColumnValues::new(c.ty, rows.len())));
     for u in rows {
         for (i, (_, cell)) in u.cells.iter().enumerate() {
             values[i + 2].push(cell)?;

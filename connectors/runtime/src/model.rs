@@ -301,13 +301,17 @@ pub struct Plan {
 
 /// Fold `ops` (in log order) into what a store writes, given the versions it holds for their
 /// keys (`held`; absent = no row). The same function serves every store kind, so they agree.
-pub fn plan(ops: Vec<Op>, held: &HashMap<(Entity, String), i64>) -> Plan {
+pub fn plan<S: std::hash::BuildHasher>(
+    ops: Vec<Op>,
+    held: &HashMap<(Entity, String), i64, S>,
+) -> Plan {
     struct KeyState {
         version: Option<i64>,
         pending: Option<usize>,
     }
     let mut out = Plan::default();
-    let mut state: HashMap<(Entity, String), KeyState> = HashMap::new();
+    let mut state: HashMap<(Entity, String), KeyState, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(ops.len(), Default::default());
     let mut upserts: Vec<Option<Upsert>> = Vec::new();
     for op in ops {
         match op {
