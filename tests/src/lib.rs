@@ -632,6 +632,50 @@ pub mod bench {
         median(a.iter().zip(b).map(|(a, b)| a / b).collect())
     }
 
+    /// CPU time (user + system) of a `/proc/<pid>/stat` line, in seconds; 0 if unreadable.
+    /// Fields 14 and 15 (clock ticks of 1/100 s) are counted after the command name, which ends
+    /// with the last ')'.
+    fn stat_cpu_secs(stat: &str) -> f64 {
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: f64 = after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|t| t.parse::<f64>().ok())
+            .sum();
+        ticks / 100.0
+    }
+
+    /// CPU time this process has used, in seconds (0 where there is no `/proc`).
+    pub fn process_cpu_secs() -> f64 {
+        std::fs::read_to_string("/proc/self/stat").map_or(0.0, |s| stat_cpu_secs(&s))
+    }
+
+    /// CPU time used so far by every running process whose command name is `comm` (for
+    /// example all of PostgreSQL's: backends, WAL writer, checkpointer), in seconds. Take the
+    /// difference around a timed section whose processes outlive it.
+    pub fn processes_cpu_secs(comm: &str) -> f64 {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return 0.0;
+        };
+        let named = |stat: &str| {
+            stat.split_once(" (")
+                .and_then(|(_, rest)| rest.rsplit_once(") "))
+                .is_some_and(|(name, _)| name == comm)
+        };
+        dir.filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter(|s| named(s))
+            .map(|s| stat_cpu_secs(&s))
+            .sum()
+    }
+
     /// The `q` quantile (0..=1) of `v`.
     pub fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
         v.sort_by(f64::total_cmp);

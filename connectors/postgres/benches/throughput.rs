@@ -14,7 +14,9 @@
 //!   round checks that both leave the same rows (their digests are equal).
 //!
 //! Each variant runs in a fresh database (dropped after its round), five rounds; the median
-//! rate of each is printed, and the median of the per-round ratios.
+//! rate of each is printed, and the median of the per-round ratios. For the sink and the two
+//! floors it also prints the CPU time an event, of the PostgreSQL server (all its processes)
+//! and of this process (the client), which moves less than the rate on a shared machine.
 
 #![allow(clippy::unwrap_used)]
 
@@ -30,7 +32,7 @@ use lienthong_connect::Digest;
 use lienthong_connect::model::{Cell, Entity, HistoryRow, Op, plan, sample_case_ops};
 use lienthong_connect::sink::{Batch, OffsetUpdate, Sink};
 use lienthong_sink_postgres::PostgresSink;
-use lienthong_tests::bench::median_ratio;
+use lienthong_tests::bench::{self, median_ratio};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
@@ -69,6 +71,36 @@ async fn fresh_db(admin: &str, tag: &str) -> String {
         .unwrap()
 }
 
+/// Wall and CPU time of a timed section: this process's CPU (the client: planning, encoding,
+/// the connection) and the PostgreSQL server's (all its processes: backends, WAL writer,
+/// checkpointer). CPU per event is steadier than the rate on a shared machine.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    took: Duration,
+    client_cpu: f64,
+    server_cpu: f64,
+}
+
+struct Meter(Instant, f64, f64);
+
+impl Meter {
+    fn start() -> Self {
+        Meter(
+            Instant::now(),
+            bench::process_cpu_secs(),
+            bench::processes_cpu_secs("postgres"),
+        )
+    }
+
+    fn stop(self) -> Cost {
+        Cost {
+            took: self.0.elapsed(),
+            client_cpu: bench::process_cpu_secs() - self.1,
+            server_cpu: bench::processes_cpu_secs("postgres") - self.2,
+        }
+    }
+}
+
 fn batches(ops: &[Op]) -> Vec<Batch> {
     ops.chunks(BATCH)
         .enumerate()
@@ -97,16 +129,16 @@ async fn warm(sink: &mut PostgresSink) {
     .unwrap();
 }
 
-async fn sink_round(admin: &str, ops: &[Op]) -> (Duration, Digest) {
+async fn sink_round(admin: &str, ops: &[Op]) -> (Cost, Digest) {
     let url = fresh_db(admin, "sink").await;
     let mut sink = PostgresSink::open(&url).await.unwrap();
     warm(&mut sink).await;
     let bs = batches(ops);
-    let t = Instant::now();
+    let meter = Meter::start();
     for b in bs {
         sink.apply(b).await.unwrap();
     }
-    let took = t.elapsed();
+    let took = meter.stop();
     let digest = Digest::of(sink.rows().await.unwrap(), 16);
     drop(sink);
     drop_db(admin, &url).await;
@@ -159,7 +191,7 @@ async fn copy_history(tx: &tokio_postgres::Transaction<'_>, table: &str, rows: &
     writer.finish().await.unwrap();
 }
 
-async fn copy_floor_round(admin: &str, ops: &[Op]) -> Duration {
+async fn copy_floor_round(admin: &str, ops: &[Op]) -> Cost {
     let url = fresh_db(admin, "copy").await;
     PostgresSink::open(&url).await.unwrap();
     let history: Vec<HistoryRow> = ops
@@ -170,14 +202,14 @@ async fn copy_floor_round(admin: &str, ops: &[Op]) -> Duration {
         })
         .collect();
     let mut c = client(&url).await;
-    let t = Instant::now();
+    let meter = Meter::start();
     for chunk in history.chunks(BATCH) {
         let tx = c.transaction().await.unwrap();
         let rows: Vec<&HistoryRow> = chunk.iter().collect();
         copy_history(&tx, "case_events", &rows).await;
         tx.commit().await.unwrap();
     }
-    let took = t.elapsed();
+    let took = meter.stop();
     drop(c);
     drop_db(admin, &url).await;
     took
@@ -267,7 +299,7 @@ async fn copy_cases(
 
 /// The content floor: COPY what the sink leaves in the store (every history row, and the
 /// current-state rows the events fold into) into the same empty tables, in ten transactions.
-async fn copy_content_round(admin: &str, ops: &[Op]) -> (Duration, Digest) {
+async fn copy_content_round(admin: &str, ops: &[Op]) -> (Cost, Digest) {
     let url = fresh_db(admin, "content").await;
     let mut sink = PostgresSink::open(&url).await.unwrap();
     warm(&mut sink).await;
@@ -278,7 +310,7 @@ async fn copy_content_round(admin: &str, ops: &[Op]) -> (Duration, Digest) {
     let mut c = client(&url).await;
     let cols = case_columns(&c).await;
     let chunks = EVENTS.div_ceil(BATCH);
-    let t = Instant::now();
+    let meter = Meter::start();
     for (h, k) in history
         .chunks(BATCH)
         .zip(cases.chunks(cases.len().div_ceil(chunks)))
@@ -288,7 +320,7 @@ async fn copy_content_round(admin: &str, ops: &[Op]) -> (Duration, Digest) {
         copy_cases(&tx, "cases", &cols, k).await;
         tx.commit().await.unwrap();
     }
-    let took = t.elapsed();
+    let took = meter.stop();
     drop(c);
     // The floor must leave exactly the store the sink leaves: main compares the digests.
     let digest = Digest::of(
@@ -415,12 +447,12 @@ async fn main() {
     let (mut sink, mut staging, mut history, mut content) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
-        let (took, sink_digest) = sink_round(&admin, &ops).await;
-        sink.push(took);
+        let (cost, sink_digest) = sink_round(&admin, &ops).await;
+        sink.push(cost);
         staging.push(staging_round(&admin, &ops).await);
         history.push(copy_floor_round(&admin, &ops).await);
-        let (took, content_digest) = copy_content_round(&admin, &ops).await;
-        content.push(took);
+        let (cost, content_digest) = copy_content_round(&admin, &ops).await;
+        content.push(cost);
         assert_eq!(
             sink_digest.overall, content_digest.overall,
             "the content floor must leave the same rows as the sink ({} vs {} rows)",
@@ -428,25 +460,29 @@ async fn main() {
         );
         eprintln!(
             "round {round}: sink {:?}, staging {:?}, history floor {:?}, content floor {:?}",
-            sink[round - 1],
+            sink[round - 1].took,
             staging[round - 1],
-            history[round - 1],
-            content[round - 1]
+            history[round - 1].took,
+            content[round - 1].took
         );
     }
     // Ratios are taken within a round (the variants ran seconds apart) and their median is
     // reported: on a shared machine that cancels most of the drift between rounds.
-    let rates = |v: &[Duration]| -> Vec<f64> { v.iter().map(|d| rate(*d)).collect() };
+    let rates = |v: &[Cost]| -> Vec<f64> { v.iter().map(|c| rate(c.took)).collect() };
     let sink_rates = rates(&sink);
     let to_history = median_ratio(&sink_rates, &rates(&history));
     let to_content = median_ratio(&sink_rates, &rates(&content));
-    let to_staging = median_ratio(&sink_rates, &rates(&staging));
-    let (s, g, h, c) = (
-        median(sink),
-        median(staging),
-        median(history),
-        median(content),
-    );
+    let staging_rates: Vec<f64> = staging.iter().map(|d| rate(*d)).collect();
+    let to_staging = median_ratio(&sink_rates, &staging_rates);
+    let cpu = |v: &[Cost]| {
+        let per_event = |f: fn(&Cost) -> f64| {
+            bench::median(v.iter().map(|c| f(c) * 1e6 / EVENTS as f64).collect())
+        };
+        (per_event(|c| c.server_cpu), per_event(|c| c.client_cpu))
+    };
+    let (sink_cpu, history_cpu, content_cpu) = (cpu(&sink), cpu(&history), cpu(&content));
+    let took = |v: &[Cost]| median(v.iter().map(|c| c.took).collect());
+    let (s, g, h, c) = (took(&sink), median(staging), took(&history), took(&content));
     println!(
         "PostgreSQL sink, {EVENTS} case events in batches of {BATCH}, median of {ROUNDS} rounds:"
     );
@@ -468,5 +504,9 @@ async fn main() {
     );
     println!(
         "  sink / history floor = {to_history:.2}x;  sink / content floor = {to_content:.2}x;  sink / staging = {to_staging:.2}x  (medians of the per-round ratios)"
+    );
+    println!(
+        "  CPU an event, PostgreSQL server + client (medians): sink {:.1} + {:.1} µs, history floor {:.1} + {:.1} µs, content floor {:.1} + {:.1} µs",
+        sink_cpu.0, sink_cpu.1, history_cpu.0, history_cpu.1, content_cpu.0, content_cpu.1
     );
 }

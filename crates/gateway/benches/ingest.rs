@@ -57,29 +57,11 @@ async fn post_created(http: &reqwest::Client, url: &str, body: String) {
     r.bytes().await.unwrap();
 }
 
-/// CPU time this process has used (user + system), in seconds, from `/proc/self/stat`; 0 where
-/// there is no such file.
-fn process_cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields 14 and 15 (utime, stime, in clock ticks of 1/100 s), counted after the command
-    // name, which ends with the last ')'.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: f64 = after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|t| t.parse::<f64>().ok())
-        .sum();
-    ticks / 100.0
-}
-
 /// POST `bodies` (JSON batches) to `url` from `CLIENTS` concurrent clients; events/s, and the
 /// process's CPU time per event in µs (gateway, its Kafka clients and the load generator).
 async fn gateway_rate(http: reqwest::Client, url: String, bodies: Vec<String>) -> (f64, f64) {
     let queue = Arc::new(std::sync::Mutex::new(bodies));
-    let cpu = process_cpu_secs();
+    let cpu = bench::process_cpu_secs();
     let t = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
@@ -98,7 +80,7 @@ async fn gateway_rate(http: reqwest::Client, url: String, bodies: Vec<String>) -
         c.await.unwrap();
     }
     let rate = N as f64 / t.elapsed().as_secs_f64();
-    (rate, (process_cpu_secs() - cpu) * 1e6 / N as f64)
+    (rate, (bench::process_cpu_secs() - cpu) * 1e6 / N as f64)
 }
 
 #[tokio::main]
