@@ -72,8 +72,9 @@ async fn fresh_db(admin: &str, tag: &str) -> String {
 }
 
 /// Wall and CPU time of a timed section: this process's CPU (the client: planning, encoding,
-/// the connection) and the PostgreSQL server's (all its processes: backends, WAL writer,
-/// checkpointer). CPU per event is steadier than the rate on a shared machine.
+/// the connection) and the PostgreSQL server's (every process named `postgres` on the machine:
+/// the backends, WAL writer and checkpointer of the server under test, and any other server's,
+/// idle here). CPU per event is steadier than the rate on a shared machine.
 #[derive(Debug, Clone, Copy)]
 struct Cost {
     took: Duration,
