@@ -22,7 +22,8 @@
 //! space lets PostgreSQL update it in place (a HOT update, no new index entry).
 //!
 //! Errors are classed for the runtime: serialization failures (40001), deadlocks (40P01), a
-//! lost or refused connection and server shutdowns are transient; integrity (class 23) and data
+//! history key taken by another writer during the batch (23505 on a history table), a lost or
+//! refused connection and server shutdowns are transient; integrity (class 23) and data
 //! (class 22) errors are per-record constraint violations; anything else stops the connector.
 
 use std::collections::HashMap;
@@ -58,6 +59,23 @@ pub fn classify(e: &tokio_postgres::Error) -> StoreError {
             class: "deadlock",
             message: detail,
         },
+        // The history insert skips event ids already stored, so a history key taken can only
+        // mean that a writer outside this connector's fence stored the same event while the
+        // batch ran: tried again, the batch skips it. (Not a per-record error: a batch of one
+        // record would go to the dead-letter topic.)
+        Some(c)
+            if *c == SqlState::UNIQUE_VIOLATION
+                && e.as_db_error()
+                    .and_then(|db| db.table())
+                    .is_some_and(is_history_table) =>
+        {
+            StoreError::Transient {
+                class: "serialization",
+                message: format!(
+                    "{detail} (another writer stored the same event during the batch)"
+                ),
+            }
+        }
         Some(c) => {
             let code = c.code();
             if code.starts_with("08")
@@ -77,6 +95,10 @@ pub fn classify(e: &tokio_postgres::Error) -> StoreError {
             }
         }
     }
+}
+
+fn is_history_table(table: &str) -> bool {
+    Entity::ALL.iter().any(|e| e.history_table() == Some(table))
 }
 
 fn sql_type(t: SqlType) -> &'static str {
@@ -605,8 +627,8 @@ fn history_rows<'a>(
     // `WHERE NOT EXISTS` rather than `ON CONFLICT DO NOTHING`: the same guarantee here for about
     // 6 % less time a batch (no speculative insertion). A writer outside this connector's fence
     // inserting the same event at the same moment makes this statement fail with a unique
-    // violation instead of skipping the row; the runtime then splits the batch and applies
-    // the event's part again, which now skips it.
+    // violation instead of skipping the row; `classify` makes that transient, and the batch,
+    // tried again, skips the row.
     let sql = format!(
         "INSERT INTO {t} (event_id, id, version, occurred_at, producer_unit, correlation_id, kind, body) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[]) AS u(event_id) \
