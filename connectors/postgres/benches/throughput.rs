@@ -15,8 +15,10 @@
 //!
 //! Each variant runs in a fresh database (dropped after its round), five rounds; the median
 //! rate of each is printed, and the median of the per-round ratios. For the sink and the two
-//! floors it also prints the CPU time an event, of the PostgreSQL server (all its processes)
-//! and of this process (the client), which moves less than the rate on a shared machine.
+//! floors it also prints the CPU time an event, of the PostgreSQL server (the processes named
+//! `postgres` that live through the timed part; a short-lived one, such as an autovacuum
+//! worker, is missed) and of this process (the client), which moves less than the rate on a
+//! shared machine.
 
 #![allow(clippy::unwrap_used)]
 
