@@ -506,15 +506,23 @@ async fn apply_in(
         groups.entry((u.entity, sig)).or_default().push(u);
     }
     // 4. Columns: any body column a newer writer schema brought is added first.
-    let mut by_table: HashMap<Entity, Vec<&Column>> = HashMap::new();
+    // Each table's columns in the order the batch first used them (their numbers), so that the
+    // checks follow the batch: of a column sent with two types, a new column takes the first
+    // type and the second is refused.
+    let mut numbers_by_table: HashMap<Entity, Vec<usize>> = HashMap::new();
     for (entity, sig) in groups.keys() {
-        let cols = by_table.entry(*entity).or_default();
-        // A column sent with two types is checked twice: the second is refused clearly.
-        for c in sig.iter().map(|n| columns[*n]) {
-            if !is_fixed(*entity, &c.name) && !cols.contains(&c) {
-                cols.push(c);
-            }
-        }
+        numbers_by_table.entry(*entity).or_default().extend(sig);
+    }
+    let mut by_table: HashMap<Entity, Vec<&Column>> = HashMap::new();
+    for (entity, mut ns) in numbers_by_table {
+        ns.sort_unstable();
+        ns.dedup();
+        let cols = ns
+            .into_iter()
+            .map(|n| columns[n])
+            .filter(|c| !is_fixed(entity, &c.name))
+            .collect();
+        by_table.insert(entity, cols);
     }
     for (e, cols) in &by_table {
         ensure_columns(tx, e.table(), cols, known).await?;
