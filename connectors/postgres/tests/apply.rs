@@ -21,6 +21,15 @@ fn batch(ops: Vec<Op>, expected: Option<i64>, next: i64) -> Batch {
     }
 }
 
+/// A sink on a fresh database of the suite's PostgreSQL, and that database's URL.
+async fn fresh_sink(prefix: &str) -> (PostgresSink, String) {
+    let url = lienthong_tests::postgres()
+        .fresh_database(prefix)
+        .await
+        .unwrap();
+    (PostgresSink::open(&url).await.unwrap(), url)
+}
+
 async fn count(url: &str, sql: &str) -> i64 {
     let client = lienthong_tests::connect(url).await.unwrap();
     client.query_one(sql, &[]).await.unwrap().get(0)
@@ -31,9 +40,7 @@ async fn count(url: &str, sql: &str) -> i64 {
 /// same as without the duplicates.
 #[tokio::test]
 async fn an_event_delivered_twice_is_one_history_row() {
-    let pg = lienthong_tests::postgres();
-    let url = pg.fresh_database("apply_dup").await.unwrap();
-    let mut sink = PostgresSink::open(&url).await.unwrap();
+    let (mut sink, url) = fresh_sink("apply_dup").await;
     let ops = sample_case_ops(40, "DUP").unwrap();
     let mut first: Vec<Op> = ops[..30].to_vec();
     // Ops 3 and 7 again, in the same batch, right after themselves and at its end.
@@ -55,8 +62,7 @@ async fn an_event_delivered_twice_is_one_history_row() {
     assert_eq!(applied.stale, 3, "{applied:?}");
     assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, 40);
     // The same rows as the events applied once each, in one batch, into another database.
-    let once_url = pg.fresh_database("apply_once").await.unwrap();
-    let mut once = PostgresSink::open(&once_url).await.unwrap();
+    let (mut once, _) = fresh_sink("apply_once").await;
     once.apply(batch(ops, None, 40)).await.unwrap();
     let digest = |rows| lienthong_connect::Digest::of(rows, 16);
     assert_eq!(
@@ -72,9 +78,7 @@ async fn an_event_delivered_twice_is_one_history_row() {
 /// again it applies with the event once.
 #[tokio::test]
 async fn an_event_stored_by_another_writer_during_the_batch_is_a_transient_error() {
-    let pg = lienthong_tests::postgres();
-    let url = pg.fresh_database("apply_race").await.unwrap();
-    let mut sink = PostgresSink::open(&url).await.unwrap();
+    let (mut sink, url) = fresh_sink("apply_race").await;
     let ops = sample_case_ops(10, "RACE").unwrap();
     let n = ops.len() as i64;
     let Op::Upsert(change) = &ops[0] else {
