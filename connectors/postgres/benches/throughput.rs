@@ -308,7 +308,7 @@ async fn copy_content_round(admin: &str, ops: &[Op]) -> (Cost, Digest) {
     warm(&mut sink).await;
     drop(sink);
     let final_state = plan(ops.to_vec(), &HashMap::new());
-    let history: Vec<&HistoryRow> = final_state.history.iter().map(|(_, h)| h).collect();
+    let history: Vec<&HistoryRow> = final_state.history.iter().map(|h| &h.row).collect();
     let cases: Vec<&lienthong_connect::model::Upsert> = final_state.upserts.iter().collect();
     let mut c = client(&url).await;
     let cols = case_columns(&c).await;
@@ -382,7 +382,7 @@ async fn staging_round(admin: &str, ops: &[Op]) -> Duration {
         )
         .await
         .unwrap();
-        let history: Vec<&HistoryRow> = p.history.iter().map(|(_, h)| h).collect();
+        let history: Vec<&HistoryRow> = p.history.iter().map(|h| &h.row).collect();
         copy_history(&tx, "stage_events", &history).await;
         // Staged rows carry every column; which columns an upsert sets differs per row, so
         // the merge takes a staged value only where the batch set it (`stage_set`).

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::digest::Row;
 use crate::error::StoreError;
-use crate::model::{Cell, Entity, plan};
+use crate::model::{Cell, Entity, HistoryInsert, plan};
 use crate::sink::{Applied, Batch, Sink, StoredOffset};
 
 /// Tables in memory. Clones share the same tables, so a test can keep one clone while a
@@ -103,7 +103,7 @@ impl Tables {
         }
         let p = plan(batch.ops, &held);
         // Check constraints first, so a failure changes nothing (a transaction).
-        if p.upserts.iter().any(|u| u.version < 1) || p.history.iter().any(|(_, h)| h.version < 1) {
+        if p.upserts.iter().any(|u| u.version < 1) || p.history.iter().any(|h| h.row.version < 1) {
             return Err(StoreError::Constraint(
                 "check constraint: version must be at least 1".into(),
             ));
@@ -132,7 +132,7 @@ impl Tables {
                 row.insert(c.name.to_string(), v);
             }
         }
-        for (entity, h) in p.history {
+        for HistoryInsert { entity, row: h, .. } in p.history {
             let Some(table) = entity.history_table() else {
                 continue;
             };

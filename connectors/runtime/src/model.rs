@@ -282,6 +282,25 @@ pub struct Upsert {
     pub cells: Vec<(Column, Cell)>,
 }
 
+/// One history row to insert unless its event id is stored.
+#[derive(Debug, Clone)]
+pub struct HistoryInsert {
+    /// The entity whose history table takes the row.
+    pub entity: Entity,
+    /// The row.
+    pub row: HistoryRow,
+    /// The event is newer than the row the store held for its aggregate before the batch.
+    ///
+    /// A store keeps no history newer than its row: a history row is written in the
+    /// transaction that moves the row to at least its version, and a row's version only grows
+    /// until a tombstone deletes the row (an absent row is never "older"). So the store cannot
+    /// hold this event id yet, and a sink may insert the row without looking it up first. The
+    /// one way around it is a row re-created at a lower version (a replay after a tombstone):
+    /// a sink that skips the lookup must keep the event id unique (a primary key) and, on a
+    /// conflict, insert these rows again with the lookup.
+    pub newer_than_store: bool,
+}
+
 /// What a store writes for a batch, in this order: deletes, upserts, history inserts.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -290,7 +309,7 @@ pub struct Plan {
     /// Rows to insert or update (guarded: only if the stored version is lower).
     pub upserts: Vec<Upsert>,
     /// History rows to insert unless the event id is there.
-    pub history: Vec<(Entity, HistoryRow)>,
+    pub history: Vec<HistoryInsert>,
     /// Changes that moved a row (or deleted one).
     pub applied: usize,
     /// Changes not older than the row but not for this store (filter).
@@ -306,6 +325,9 @@ pub fn plan<S: std::hash::BuildHasher>(
     held: &HashMap<(Entity, String), i64, S>,
 ) -> Plan {
     struct KeyState {
+        /// The version the store held before the batch.
+        stored: Option<i64>,
+        /// The version after the batch's ops so far.
         version: Option<i64>,
         pending: Option<usize>,
     }
@@ -317,9 +339,13 @@ pub fn plan<S: std::hash::BuildHasher>(
         match op {
             Op::Delete { entity, key } => {
                 let k = (entity, key);
-                let st = state.entry(k.clone()).or_insert_with(|| KeyState {
-                    version: held.get(&k).copied(),
-                    pending: None,
+                let st = state.entry(k.clone()).or_insert_with(|| {
+                    let stored = held.get(&k).copied();
+                    KeyState {
+                        stored,
+                        version: stored,
+                        pending: None,
+                    }
                 });
                 if let Some(i) = st.pending.take() {
                     upserts[i] = None;
@@ -330,16 +356,24 @@ pub fn plan<S: std::hash::BuildHasher>(
             }
             Op::Upsert(mut change) => {
                 let k = (change.entity, change.key.clone());
-                let st = state.entry(k.clone()).or_insert_with(|| KeyState {
-                    version: held.get(&k).copied(),
-                    pending: None,
+                let st = state.entry(k.clone()).or_insert_with(|| {
+                    let stored = held.get(&k).copied();
+                    KeyState {
+                        stored,
+                        version: stored,
+                        pending: None,
+                    }
                 });
                 if change.relevance == Relevance::IfHeld && st.version.is_none() {
                     out.filtered += 1;
                     continue;
                 }
-                if let Some(h) = change.history.take() {
-                    out.history.push((change.entity, h));
+                if let Some(row) = change.history.take() {
+                    out.history.push(HistoryInsert {
+                        entity: change.entity,
+                        newer_than_store: st.stored.is_some_and(|v| row.version > v),
+                        row,
+                    });
                 }
                 if st.version.is_some_and(|v| change.version <= v) {
                     out.stale += 1;
@@ -967,6 +1001,22 @@ mod tests {
             vec![Cell::Int(6), Cell::Int(7)]
         );
         assert_eq!(p.history.len(), 5, "filtered events have no history");
+        // Only a's version 3 is newer than a row the store held (c had no row).
+        let newer: Vec<_> = p
+            .history
+            .iter()
+            .map(|h| (h.row.id.as_str(), h.row.version, h.newer_than_store))
+            .collect();
+        assert_eq!(
+            newer,
+            [
+                ("a", 1, false),
+                ("a", 2, false),
+                ("a", 3, true),
+                ("c", 1, false),
+                ("c", 2, false)
+            ]
+        );
     }
 
     #[test]
@@ -984,6 +1034,10 @@ mod tests {
         assert_eq!(p.deletes.len(), 1);
         assert_eq!(p.upserts.len(), 1);
         assert_eq!(p.upserts[0].version, 1);
+        // Newer than the stored row is judged against the store before the batch: version 1,
+        // after the delete, may be an old event the store has in its history.
+        let newer: Vec<_> = p.history.iter().map(|h| h.newer_than_store).collect();
+        assert_eq!(newer, [true, false]);
     }
 
     #[test]

@@ -149,7 +149,7 @@ async fn content_round(dir: &std::path::Path, i: usize, ops: &[Op]) -> (Duration
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let history: Vec<&HistoryRow> = final_state.history.iter().map(|(_, h)| h).collect();
+        let history: Vec<&HistoryRow> = final_state.history.iter().map(|h| &h.row).collect();
         let cases = &final_state.upserts;
         let chunks = EVENTS.div_ceil(BATCH);
         let t = Instant::now();

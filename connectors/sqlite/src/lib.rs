@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lienthong_connect::model::{Cell, Entity, HISTORY_COLUMNS, SqlType, plan};
+use lienthong_connect::model::{Cell, Entity, HISTORY_COLUMNS, HistoryInsert, SqlType, plan};
 use lienthong_connect::sink::{Applied, Batch, Sink, StoredOffset};
 use lienthong_connect::{Row, StoreError};
 use rusqlite::types::{Value, ValueRef};
@@ -365,7 +365,10 @@ fn apply_batch(inner: &mut Inner, batch: Batch) -> Result<Applied, StoreError> {
             .and_then(|mut s| s.execute(params_from_iter(values)))
             .map_err(err)?;
     }
-    for (e, h) in &p.history {
+    for HistoryInsert {
+        entity: e, row: h, ..
+    } in &p.history
+    {
         let Some(table) = e.history_table() else {
             continue;
         };
