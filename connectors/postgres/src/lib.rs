@@ -10,19 +10,22 @@
 //!    [`lienthong_connect::model::plan`];
 //! 3. add any column a newer writer schema brought (`ALTER TABLE … ADD COLUMN`, recorded in
 //!    `lienthong_migrations`);
-//! 4. delete tombstoned keys; upsert the merged rows, one statement per table and column set,
-//!    with `INSERT … SELECT unnest($1::text[]), … ON CONFLICT (id) DO UPDATE … WHERE
-//!    version < EXCLUDED.version`; insert the history rows whose event ids are not stored
-//!    yet (`WHERE NOT EXISTS`, each id once a batch) — except those of events newer than the
-//!    row the store held, which cannot be stored yet: they go in by binary `COPY`, after a
-//!    savepoint to fall back to (see
+//! 4. delete tombstoned keys; write the merged rows, one statement per table and column set:
+//!    rows the store holds with `UPDATE … FROM (SELECT unnest($1::text[]), …) WHERE
+//!    t.version < u.version` (checked to have found every row; the rows it missed are
+//!    upserted), the others with `INSERT … SELECT unnest($1::text[]), … ON CONFLICT (id) DO
+//!    UPDATE … WHERE version < EXCLUDED.version`; insert the history rows whose event ids are
+//!    not stored yet (`WHERE NOT EXISTS`, each id once a batch) — except those of events
+//!    newer than the row the store held, which cannot be stored yet: they go in by binary
+//!    `COPY`, after a savepoint to fall back to (see
 //!    [`lienthong_connect::model::HistoryInsert::newer_than_store`]);
 //! 5. commit.
 //!
-//! The statements of step 4 are sent together (the `COPY` after them): tokio-postgres
-//! pipelines them on the connection, so a batch costs a few round trips, not one per table. Current-state
-//! tables are created with `fillfactor = 70`: a case is updated at every step, and the free
-//! space lets PostgreSQL update it in place (a HOT update, no new index entry).
+//! The statements of steps 1 and 2 are sent together, and so are those of step 4 (the `COPY`
+//! after them): tokio-postgres pipelines them on the connection, so a batch costs a few round
+//! trips, not one per partition or table. Current-state tables are created with
+//! `fillfactor = 70`: a case is updated at every step, and the free space lets PostgreSQL
+//! update it in place (a HOT update, no new index entry).
 //!
 //! Errors are classed for the runtime: serialization failures (40001), deadlocks (40P01), a
 //! history key taken by another writer during the batch (23505 on a history table), a lost or
@@ -32,12 +35,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::SinkExt;
 use lienthong_connect::model::{
     Cell, Column, Entity, HISTORY_COLUMNS, HistoryRow, SqlType, Upsert, plan,
 };
 use lienthong_connect::sink::{Applied, Batch, Sink, StoredOffset};
 use lienthong_connect::{Row, StoreError};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement, Transaction};
@@ -438,7 +442,21 @@ async fn apply_in(
     known: &mut HashMap<String, HashMap<String, SqlType>>,
     statements: &mut HashMap<String, Statement>,
 ) -> Result<Applied, StoreError> {
-    // 1. Fence and move the offsets, every partition's statement sent at once (pipelined).
+    // 1. Fence and move the offsets, and 2. read the versions held for the batch's keys: every
+    // statement sent at once (tokio-postgres pipelines them on the connection).
+    let mut keys: HashMap<Entity, Vec<&str>> = HashMap::new();
+    for op in &batch.ops {
+        let (e, k) = op.target();
+        keys.entry(e).or_default().push(k);
+    }
+    let mut reads = Vec::with_capacity(keys.len());
+    for (e, ks) in &keys {
+        let sql = format!(
+            "SELECT id, version FROM {} WHERE id = ANY($1)",
+            q(e.table())
+        );
+        reads.push((*e, prepared(tx, statements, sql).await?, ks));
+    }
     let connector = &batch.connector;
     let fences = futures::future::join_all(batch.offsets.iter().map(|o| async move {
         match o.expected {
@@ -457,8 +475,12 @@ async fn apply_in(
                 .await
             }
         }
-    }))
-    .await;
+    }));
+    let reads =
+        futures::future::join_all(reads.iter().map(|(e, stmt, ks)| async move {
+            tx.query(stmt, &[ks]).await.map(|rows| (*e, rows))
+        }));
+    let (fences, reads) = futures::join!(fences, reads);
     for (o, n) in batch.offsets.iter().zip(fences) {
         if n.map_err(|e| classify(&e))? != 1 {
             return Err(StoreError::Fenced {
@@ -467,26 +489,12 @@ async fn apply_in(
             });
         }
     }
-    // 2. Versions held for the batch's keys.
-    let mut keys: HashMap<Entity, Vec<&str>> = HashMap::new();
-    for op in &batch.ops {
-        let (e, k) = op.target();
-        keys.entry(e).or_default().push(k);
-    }
     let mut held: FoldMap<(Entity, String), i64> =
         FoldMap::with_capacity_and_hasher(batch.ops.len(), Default::default());
-    for (e, ks) in &keys {
-        let stmt = prepared(
-            tx,
-            statements,
-            format!(
-                "SELECT id, version FROM {} WHERE id = ANY($1)",
-                q(e.table())
-            ),
-        )
-        .await?;
-        for r in tx.query(&stmt, &[ks]).await.map_err(|e| classify(&e))? {
-            held.insert((*e, r.get::<_, String>(0)), r.get::<_, i64>(1));
+    for read in reads {
+        let (e, rows) = read.map_err(|e| classify(&e))?;
+        for r in rows {
+            held.insert((e, r.get::<_, String>(0)), r.get::<_, i64>(1));
         }
     }
     let p = plan(batch.ops, &held);
@@ -496,7 +504,8 @@ async fn apply_in(
     // third of the client's time a batch).
     let mut numbers: FoldMap<(&str, SqlType), usize> = FoldMap::default();
     let mut columns: Vec<&Column> = Vec::new();
-    let mut groups: FoldMap<(Entity, Vec<usize>), Vec<&Upsert>> = FoldMap::default();
+    // Grouped apart too: rows the store holds (updated in place) and the others (upserted).
+    let mut groups: FoldMap<(Entity, bool, Vec<usize>), Vec<&Upsert>> = FoldMap::default();
     for u in &p.upserts {
         let mut sig = Vec::with_capacity(u.cells.len());
         for (c, _) in &u.cells {
@@ -506,14 +515,17 @@ async fn apply_in(
             });
             sig.push(n);
         }
-        groups.entry((u.entity, sig)).or_default().push(u);
+        groups
+            .entry((u.entity, u.updates_held_row, sig))
+            .or_default()
+            .push(u);
     }
     // 4. Columns: any body column a newer writer schema brought is added first.
     // Each table's columns in the order the batch first used them (their numbers), so that the
     // checks follow the batch: of a column sent with two types, a new column takes the first
     // type and the second is refused.
     let mut numbers_by_table: HashMap<Entity, Vec<usize>> = HashMap::new();
-    for (entity, sig) in groups.keys() {
+    for (entity, _, sig) in groups.keys() {
         numbers_by_table.entry(*entity).or_default().extend(sig);
     }
     let mut by_table: HashMap<Entity, Vec<&Column>> = HashMap::new();
@@ -567,9 +579,14 @@ async fn apply_in(
     // tokio-postgres pipelines them on the connection, so the server never waits for the
     // client between two of them.
     let mut writes = Vec::new();
-    for ((entity, sig), rows) in &groups {
+    // The updates among the writes (their index): each must find all its rows.
+    let mut updates = Vec::new();
+    for ((entity, held, sig), rows) in &groups {
         let sig: Vec<&Column> = sig.iter().map(|n| columns[*n]).collect();
-        let (sql, params) = upsert_group(*entity, &sig, rows)?;
+        let (sql, params) = upsert_group(*entity, &sig, rows, *held)?;
+        if *held {
+            updates.push((writes.len(), *entity, sig, rows));
+        }
         writes.push((prepared(tx, statements, sql).await?, params));
     }
     for (e, rows) in &checked {
@@ -583,18 +600,44 @@ async fn apply_in(
             Vec::new(),
         ));
     }
-    let done = futures::future::join_all(writes.iter().map(|(stmt, params)| {
+    let writes = futures::future::join_all(writes.iter().map(|(stmt, params)| {
         let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_sql()).collect();
         async move { tx.execute(stmt, &params).await }
-    }))
-    .await;
+    }));
+    // `join!` polls in order: the first poll of `writes` sends every statement, then the COPY
+    // data is encoded while the server works through them.
+    let (done, copy_data) = futures::join!(writes, async {
+        new.iter()
+            .map(|(e, rows)| Ok((*e, history_copy_data(rows)?)))
+            .collect::<Result<Vec<_>, StoreError>>()
+    });
     // The first error in statement order is the cause; the ones after it only say that the
     // transaction was already aborted.
-    for r in done {
-        r.map_err(|e| classify(&e))?;
-    }
+    let done = done
+        .into_iter()
+        .map(|r| r.map_err(|e| classify(&e)))
+        .collect::<Result<Vec<u64>, StoreError>>()?;
     if !new.is_empty() {
-        insert_new_history(tx, statements, &new).await?;
+        insert_new_history(tx, statements, &new, copy_data?).await?;
+    }
+    // An update that missed rows (a writer outside the connector deleted or moved one after
+    // they were read): the same rows upserted, which inserts the deleted ones and, guarded by
+    // the version, changes nothing in the others. After the history: its fallback rolls back
+    // to a savepoint taken before it.
+    for (i, entity, sig, rows) in updates {
+        let found = done[i];
+        if found < rows.len() as u64 {
+            tracing::info!(
+                table = entity.table(),
+                found,
+                expected = rows.len(),
+                "an update did not find every row the batch read as held (changed by another writer?): upserting those rows"
+            );
+            let (sql, params) = upsert_group(entity, &sig, rows, false)?;
+            let stmt = prepared(tx, statements, sql).await?;
+            let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_sql()).collect();
+            tx.execute(&stmt, &params).await.map_err(|e| classify(&e))?;
+        }
     }
     Ok(Applied {
         applied: p.applied,
@@ -610,18 +653,19 @@ const NEW_HISTORY: &str = "lienthong_new_history";
 const HISTORY_INSERT: &str =
     "event_id, id, version, occurred_at, producer_unit, correlation_id, kind, body";
 
-/// Add the history rows of events newer than the rows the store held (`new`): by binary COPY,
-/// which writes a page of rows at a time, with no lookup of their event ids. Should the store
-/// hold one of them after all (a row re-created at a lower version, by a replay after a
-/// tombstone), the COPY fails on the primary key: the rows are then inserted again, from
-/// the savepoint before them, with the lookup.
+/// Add the history rows of events newer than the rows the store held (`new`, encoded for
+/// COPY in `copy_data`): by binary COPY, which writes a page of rows at a time, with no lookup
+/// of their event ids. Should the store hold one of them after all (a row re-created at a lower
+/// version, by a replay after a tombstone), the COPY fails on the primary key: the rows are
+/// then inserted again, from the savepoint before them, with the lookup.
 async fn insert_new_history(
     tx: &Transaction<'_>,
     statements: &mut HashMap<String, Statement>,
     new: &HashMap<Entity, Vec<&HistoryRow>>,
+    copy_data: Vec<(Entity, Bytes)>,
 ) -> Result<(), StoreError> {
-    let mut copied = Ok(());
-    for (e, rows) in new {
+    let mut copied = Ok(0);
+    for (e, data) in copy_data {
         let Some(table) = e.history_table() else {
             continue;
         };
@@ -631,7 +675,13 @@ async fn insert_new_history(
             format!("COPY {} ({HISTORY_INSERT}) FROM STDIN BINARY", q(table)),
         )
         .await?;
-        copied = copy_history(tx, &copy, rows).await;
+        copied = async {
+            let sink = tx.copy_in(&copy).await?;
+            futures::pin_mut!(sink);
+            sink.send(data).await?;
+            sink.finish().await
+        }
+        .await;
         if copied.is_err() {
             break;
         }
@@ -659,42 +709,50 @@ async fn insert_new_history(
     Ok(())
 }
 
-async fn copy_history(
-    tx: &Transaction<'_>,
-    copy: &Statement,
-    rows: &[&HistoryRow],
-) -> Result<(), tokio_postgres::Error> {
-    use tokio_postgres::types::Type;
-    let sink = tx.copy_in(copy).await?;
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::INT8,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-    ];
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    futures::pin_mut!(writer);
+/// `rows` in PostgreSQL's binary COPY format, the columns of [`HISTORY_INSERT`] in order:
+/// text as its UTF-8 bytes, bigint as 8 bytes big-endian. Encoded in one buffer, so that it
+/// can be done while the server is busy, and sent in one message.
+fn history_copy_data(rows: &[&HistoryRow]) -> Result<Bytes, StoreError> {
+    let size: usize = rows
+        .iter()
+        .map(|h| {
+            // field count, 8 lengths, 2 bigints, the texts
+            2 + 8 * 4
+                + 2 * 8
+                + h.event_id.len()
+                + h.id.len()
+                + h.producer_unit.len()
+                + h.correlation_id.len()
+                + h.kind.len()
+                + h.body.len()
+        })
+        .sum();
+    let mut buf = BytesMut::with_capacity(19 + size + 2);
+    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.put_i32(0); // flags
+    buf.put_i32(0); // header extension length
+    let put_text = |buf: &mut BytesMut, s: &str| -> Result<(), StoreError> {
+        let len = i32::try_from(s.len()).map_err(|_| {
+            StoreError::Constraint(format!("a history field of {} bytes is too long", s.len()))
+        })?;
+        buf.put_i32(len);
+        buf.put_slice(s.as_bytes());
+        Ok(())
+    };
     for h in rows {
-        writer
-            .as_mut()
-            .write(&[
-                &h.event_id,
-                &h.id,
-                &h.version,
-                &h.occurred_at,
-                &h.producer_unit,
-                &h.correlation_id,
-                &h.kind,
-                &h.body,
-            ])
-            .await?;
+        buf.put_i16(8);
+        put_text(&mut buf, &h.event_id)?;
+        put_text(&mut buf, &h.id)?;
+        for v in [h.version, h.occurred_at] {
+            buf.put_i32(8);
+            buf.put_i64(v);
+        }
+        for t in [&h.producer_unit, &h.correlation_id, &h.kind, &h.body] {
+            put_text(&mut buf, t)?;
+        }
     }
-    writer.finish().await?;
-    Ok(())
+    buf.put_i16(-1);
+    Ok(buf.freeze())
 }
 
 /// A hash map with a fast, non-cryptographic hasher (seeded per map), for a batch's keys.
@@ -714,28 +772,43 @@ fn unnest_each(types: &[&str]) -> String {
     cols.join(", ")
 }
 
-/// The statement that upserts `rows` (all setting the columns `sig`, in that order), and its
-/// parameters.
+/// The statement that writes `rows` (all setting the columns `sig`, in that order), and its
+/// parameters: an update of the rows the store holds (`held`: `UPDATE … FROM` the arrays, which
+/// skips the insert attempt and row lock of an upsert), or an upsert
+/// (`INSERT … ON CONFLICT (id) DO UPDATE`). Both only move a row to a higher version.
 fn upsert_group<'a>(
     entity: Entity,
     sig: &[&Column],
     rows: &[&'a Upsert],
+    held: bool,
 ) -> Result<(String, Vec<ColumnValues<'a>>), StoreError> {
     let mut names = vec!["id".to_string(), "version".to_string()];
     let mut types = vec!["text[]", "int8[]"];
-    let mut sets = vec!["version = EXCLUDED.version".to_string()];
     for c in sig {
         names.push(q(&c.name));
         types.push(array_type(c.ty));
-        sets.push(format!("{} = EXCLUDED.{}", q(&c.name), q(&c.name)));
     }
     let table = q(entity.table());
-    let sql = format!(
-        "INSERT INTO {table} AS t ({}) SELECT {} ON CONFLICT (id) DO UPDATE SET {} WHERE t.version < EXCLUDED.version",
-        names.join(", "),
-        unnest_each(&types),
-        sets.join(", ")
-    );
+    let sql = if held {
+        let sets: Vec<String> = names[1..].iter().map(|n| format!("{n} = u.{n}")).collect();
+        format!(
+            "UPDATE {table} AS t SET {} FROM (SELECT {}) AS u ({}) WHERE t.id = u.id AND t.version < u.version",
+            sets.join(", "),
+            unnest_each(&types),
+            names.join(", ")
+        )
+    } else {
+        let sets: Vec<String> = names[1..]
+            .iter()
+            .map(|n| format!("{n} = EXCLUDED.{n}"))
+            .collect();
+        format!(
+            "INSERT INTO {table} AS t ({}) SELECT {} ON CONFLICT (id) DO UPDATE SET {} WHERE t.version < EXCLUDED.version",
+            names.join(", "),
+            unnest_each(&types),
+            sets.join(", ")
+        )
+    };
     let mut values = vec![
         ColumnValues::Keys(rows.iter().map(|u| u.key.as_str()).collect()),
         ColumnValues::Versions(rows.iter().map(|u| u.version).collect()),

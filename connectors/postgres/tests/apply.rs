@@ -213,3 +213,74 @@ async fn history_by_copy_and_by_lookup_leave_the_same_rows() {
         digest(one.rows().await.unwrap())
     );
 }
+
+/// Rows the store holds are updated in place, not upserted. A writer outside the connector's
+/// fence deletes one of them while the batch runs: the update waits for it, then finds the row
+/// gone, and the sink upserts the rows the update missed. The batch applies in full.
+#[tokio::test]
+async fn a_held_row_deleted_by_another_writer_during_the_batch_is_written_again() {
+    let (mut sink, url) = fresh_sink("apply_gone").await;
+    let ops = sample_case_ops(200, "GONE").unwrap();
+    let half = ops.len() / 2;
+    sink.apply(batch(ops[..half].to_vec(), None, half as i64))
+        .await
+        .unwrap();
+    // A case held now that has events in the second half.
+    let key = ops[half..]
+        .iter()
+        .map(|op| op.target().1)
+        .find(|k| ops[..half].iter().any(|op| op.target().1 == *k))
+        .unwrap()
+        .to_string();
+    let mut other = lienthong_tests::connect(&url).await.unwrap();
+    let tx = other.transaction().await.unwrap();
+    assert_eq!(
+        tx.execute("DELETE FROM cases WHERE id = $1", &[&key])
+            .await
+            .unwrap(),
+        1
+    );
+    let watcher = lienthong_tests::connect(&url).await.unwrap();
+    let second = batch(ops[half..].to_vec(), Some(half as i64), ops.len() as i64);
+    let (applied, ()) = tokio::join!(sink.apply(second), async {
+        // Commit the delete once the sink's update waits on the row.
+        let since = Instant::now();
+        while watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            assert!(since.elapsed() < Duration::from_secs(20), "the sink never waited");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tx.commit().await.unwrap();
+    });
+    applied.unwrap();
+    // The row is back, at the version of its last event, with the columns the second half
+    // set (those of the first half the other writer deleted with it).
+    let last = ops
+        .iter()
+        .rev()
+        .find_map(|op| match op {
+            Op::Upsert(c) if c.key == key => Some(c.version),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        count(
+            &url,
+            &format!("SELECT version FROM cases WHERE id = '{key}'")
+        )
+        .await,
+        last
+    );
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM cases").await,
+        count(&url, "SELECT count(DISTINCT id) FROM case_events").await
+    );
+}

@@ -280,6 +280,11 @@ pub struct Upsert {
     pub version: i64,
     /// Columns to set (others keep their value, or NULL on insert).
     pub cells: Vec<(Column, Cell)>,
+    /// The store held a row for the key before the batch at a lower version, and no tombstone
+    /// in the batch deletes it first: the upsert updates that row. A sink may then write a
+    /// plain version-guarded update instead of an insert-or-update, provided it checks that
+    /// the update found every row (a writer outside the connector may have deleted one).
+    pub updates_held_row: bool,
 }
 
 /// One history row to insert unless its event id is stored.
@@ -329,6 +334,8 @@ pub fn plan<S: std::hash::BuildHasher>(
         stored: Option<i64>,
         /// The version after the batch's ops so far.
         version: Option<i64>,
+        /// A tombstone in the batch deleted the stored row.
+        deleted: bool,
         pending: Option<usize>,
     }
     let mut out = Plan::default();
@@ -344,6 +351,7 @@ pub fn plan<S: std::hash::BuildHasher>(
                     KeyState {
                         stored,
                         version: stored,
+                        deleted: false,
                         pending: None,
                     }
                 });
@@ -351,6 +359,7 @@ pub fn plan<S: std::hash::BuildHasher>(
                     upserts[i] = None;
                 }
                 st.version = None;
+                st.deleted = true;
                 out.deletes.push(k);
                 out.applied += 1;
             }
@@ -361,6 +370,7 @@ pub fn plan<S: std::hash::BuildHasher>(
                     KeyState {
                         stored,
                         version: stored,
+                        deleted: false,
                         pending: None,
                     }
                 });
@@ -397,6 +407,7 @@ pub fn plan<S: std::hash::BuildHasher>(
                             key: change.key,
                             version: change.version,
                             cells: change.cells,
+                            updates_held_row: st.stored.is_some() && !st.deleted,
                         };
                         match st.pending {
                             Some(i) => upserts[i] = Some(u),
@@ -994,8 +1005,10 @@ mod tests {
         assert_eq!(p.upserts.len(), 2);
         let a = &p.upserts[0];
         assert_eq!((a.key.as_str(), a.version, a.cells.len()), ("a", 3, 1));
+        assert!(a.updates_held_row, "a's row is held at version 2");
         let c = &p.upserts[1];
         assert_eq!(c.version, 2);
+        assert!(!c.updates_held_row, "no row of c is held");
         assert_eq!(
             c.cells.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
             vec![Cell::Int(6), Cell::Int(7)]
@@ -1034,6 +1047,10 @@ mod tests {
         assert_eq!(p.deletes.len(), 1);
         assert_eq!(p.upserts.len(), 1);
         assert_eq!(p.upserts[0].version, 1);
+        assert!(
+            !p.upserts[0].updates_held_row,
+            "the tombstone deletes the held row before the upsert"
+        );
         // Newer than the stored row is judged against the store before the batch: version 1,
         // after the delete, may be an old event the store has in its history.
         let newer: Vec<_> = p.history.iter().map(|h| h.newer_than_store).collect();
