@@ -5,7 +5,7 @@
 pub enum StoreError {
     /// The store is unreachable, the connection was lost, a serialization failure or a
     /// deadlock: retry the same batch later (consumption paused meanwhile).
-    #[error("store unavailable ({class}): {message}")]
+    #[error("transient store error ({class}): {message}")]
     Transient {
         /// `store_unavailable`, `serialization` or `deadlock` (a metric label).
         class: &'static str,

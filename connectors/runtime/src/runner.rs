@@ -841,7 +841,7 @@ impl<S: Sink> Runner<S> {
             .retrying
             .with_label_values(&[&self.config.name])
             .set(1);
-        tracing::warn!(connector = %self.name(), error = %e, attempt, "store unavailable; consumption paused, retrying");
+        tracing::warn!(connector = %self.name(), error = %e, attempt, "transient store error; consumption paused, retrying");
     }
 
     /// The batch for `items`: their ops, and per partition the offset after the last one.
