@@ -8,20 +8,23 @@
 //!    transaction is refused;
 //! 2. read the versions held for the batch's keys, and fold the batch with
 //!    [`lienthong_connect::model::plan`];
-//! 3. add any column a newer writer schema brought (`ALTER TABLE … ADD COLUMN`, recorded in
+//! 3. group the merged rows by table, by whether the store holds them, and by the columns
+//!    they set: one statement per group;
+//! 4. add any column a newer writer schema brought (`ALTER TABLE … ADD COLUMN`, recorded in
 //!    `lienthong_migrations`);
-//! 4. delete tombstoned keys; write the merged rows, one statement per table and column set:
-//!    rows the store holds with `UPDATE … FROM (SELECT unnest($1::text[]), …) WHERE
-//!    t.version < u.version` (checked to have found every row; the rows it missed are
-//!    upserted), the others with `INSERT … SELECT unnest($1::text[]), … ON CONFLICT (id) DO
-//!    UPDATE … WHERE version < EXCLUDED.version`; insert the history rows whose event ids are
-//!    not stored yet (`WHERE NOT EXISTS`, each id once a batch) — except those of events
-//!    newer than the row the store held, which cannot be stored yet: they go in by binary
-//!    `COPY`, after a savepoint to fall back to (see
-//!    [`lienthong_connect::model::HistoryInsert::newer_than_store`]);
-//! 5. commit.
+//! 5. delete tombstoned keys, then write:
+//!    - rows the store holds with `UPDATE … FROM (SELECT unnest($1::text[]), …) WHERE
+//!      t.version < u.version`, checked to have found every row (the rows it missed are
+//!      upserted);
+//!    - the other rows with `INSERT … SELECT unnest($1::text[]), … ON CONFLICT (id) DO UPDATE
+//!      … WHERE version < EXCLUDED.version`;
+//!    - the history rows of events newer than the row the store held, which the store cannot
+//!      hold yet, by binary `COPY` without a lookup of their event ids, after a savepoint to
+//!      fall back to (see [`lienthong_connect::model::HistoryInsert::newer_than_store`]);
+//!    - the other history rows with a lookup: `WHERE NOT EXISTS`, each id once a batch;
+//! 6. commit.
 //!
-//! The statements of steps 1 and 2 are sent together, and so are those of step 4 (the `COPY`
+//! The statements of steps 1 and 2 are sent together, and so are those of step 5 (the `COPY`
 //! after them): tokio-postgres pipelines them on the connection, so a batch costs a few round
 //! trips, not one per partition or table. Current-state tables are created with
 //! `fillfactor = 70`: a case is updated at every step, and the free space lets PostgreSQL
@@ -89,6 +92,9 @@ pub fn classify(e: &tokio_postgres::Error) -> StoreError {
                     class: "store_unavailable",
                     message: detail,
                 }
+            } else if code == "22P04" {
+                // bad_copy_file_format: the sink's own COPY data is wrong, not a record.
+                StoreError::Fatal(detail)
             } else if code.starts_with("23") || code.starts_with("22") {
                 StoreError::Constraint(detail)
             } else {
@@ -185,6 +191,19 @@ pub struct PostgresSink {
     statements: HashMap<String, Statement>,
     /// Body columns per table, as recorded in `lienthong_migrations`.
     known: HashMap<String, HashMap<String, SqlType>>,
+    fallbacks: Fallbacks,
+}
+
+/// How often a batch took one of the sink's slower, safe paths, since the sink opened (each is
+/// also logged). Both mean that a writer outside the connector changed the store, or that a
+/// tombstone was replayed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fallbacks {
+    /// History rows sent by `COPY` without a lookup met an event id already stored, and went
+    /// in again, from the savepoint before them, with the lookup.
+    pub history: u64,
+    /// An update of rows the store held did not find them all, and the rows were upserted.
+    pub updates: u64,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -221,6 +240,7 @@ impl PostgresSink {
             client: None,
             statements: HashMap::new(),
             known: HashMap::new(),
+            fallbacks: Fallbacks::default(),
         };
         sink.migrate().await?;
         Ok(sink)
@@ -277,6 +297,11 @@ impl PostgresSink {
             .map_err(|e| classify(&e))
     }
 
+    /// How often a batch took a slower, safe path since the sink opened.
+    pub fn fallbacks(&self) -> Fallbacks {
+        self.fallbacks
+    }
+
     fn drop_client_on(&mut self, e: &StoreError) {
         if e.is_transient() {
             self.client = None;
@@ -287,14 +312,16 @@ impl PostgresSink {
     async fn apply_inner(&mut self, batch: Batch) -> Result<Applied, StoreError> {
         let mut known = std::mem::take(&mut self.known);
         let mut statements = std::mem::take(&mut self.statements);
+        let mut fallbacks = self.fallbacks;
         let result = async {
             let client = self.client().await?;
             let tx = client.transaction().await.map_err(|e| classify(&e))?;
-            let applied = apply_in(&tx, batch, &mut known, &mut statements).await?;
+            let applied = apply_in(&tx, batch, &mut known, &mut statements, &mut fallbacks).await?;
             tx.commit().await.map_err(|e| classify(&e))?;
             Ok(applied)
         }
         .await;
+        self.fallbacks = fallbacks;
         match &result {
             Ok(_) => {
                 self.known = known;
@@ -441,6 +468,7 @@ async fn apply_in(
     batch: Batch,
     known: &mut HashMap<String, HashMap<String, SqlType>>,
     statements: &mut HashMap<String, Statement>,
+    fallbacks: &mut Fallbacks,
 ) -> Result<Applied, StoreError> {
     // 1. Fence and move the offsets, and 2. read the versions held for the batch's keys: every
     // statement sent at once (tokio-postgres pipelines them on the connection).
@@ -498,13 +526,12 @@ async fn apply_in(
         }
     }
     let p = plan(batch.ops, &held);
-    // 3. Group the upserts by the columns they set: one statement per table and column set.
+    // 3. Group the rows by table, whether held, and the columns they set: one statement each.
     // Column names are numbered once per batch, so that a row's signature is a short list of
     // numbers rather than of names (SipHashing and comparing every row's names took nearly a
     // third of the client's time a batch).
     let mut numbers: FoldMap<(&str, SqlType), usize> = FoldMap::default();
     let mut columns: Vec<&Column> = Vec::new();
-    // Grouped apart too: rows the store holds (updated in place) and the others (upserted).
     let mut groups: FoldMap<(Entity, bool, Vec<usize>), Vec<&Upsert>> = FoldMap::default();
     for u in &p.upserts {
         let mut sig = Vec::with_capacity(u.cells.len());
@@ -542,7 +569,7 @@ async fn apply_in(
     for (e, cols) in &by_table {
         ensure_columns(tx, e.table(), cols, known).await?;
     }
-    // 5. Deletes, upserts, history.
+    // 5. Deletes, then the rows and the history.
     let mut deletes: HashMap<Entity, Vec<&str>> = HashMap::new();
     for (e, k) in &p.deletes {
         deletes.entry(*e).or_default().push(k);
@@ -561,16 +588,16 @@ async fn apply_in(
     // `HistoryInsert::newer_than_store`); the others with `WHERE NOT EXISTS`. An event
     // delivered twice in one batch (a producer's retry) is one history row: neither skips ids
     // earlier in its own rows.
-    let mut checked: HashMap<Entity, Vec<&HistoryRow>> = HashMap::new();
-    let mut new: HashMap<Entity, Vec<&HistoryRow>> = HashMap::new();
+    let mut looked_up: HashMap<Entity, Vec<&HistoryRow>> = HashMap::new();
+    let mut by_copy: HashMap<Entity, Vec<&HistoryRow>> = HashMap::new();
     let mut seen: FoldMap<(Entity, &str), ()> =
         FoldMap::with_capacity_and_hasher(p.history.len(), Default::default());
     for h in &p.history {
         if seen.insert((h.entity, &h.row.event_id), ()).is_none() {
             let into = if h.newer_than_store {
-                &mut new
+                &mut by_copy
             } else {
-                &mut checked
+                &mut looked_up
             };
             into.entry(h.entity).or_default().push(&h.row);
         }
@@ -581,20 +608,20 @@ async fn apply_in(
     let mut writes = Vec::new();
     // The updates among the writes (their index): each must find all its rows.
     let mut updates = Vec::new();
-    for ((entity, held, sig), rows) in &groups {
+    for ((entity, in_place, sig), rows) in &groups {
         let sig: Vec<&Column> = sig.iter().map(|n| columns[*n]).collect();
-        let (sql, params) = upsert_group(*entity, &sig, rows, *held)?;
-        if *held {
+        let (sql, params) = upsert_group(*entity, &sig, rows, *in_place)?;
+        if *in_place {
             updates.push((writes.len(), *entity, sig, rows));
         }
         writes.push((prepared(tx, statements, sql).await?, params));
     }
-    for (e, rows) in &checked {
+    for (e, rows) in &looked_up {
         if let Some((sql, params)) = history_rows(*e, rows) {
             writes.push((prepared(tx, statements, sql).await?, params));
         }
     }
-    if !new.is_empty() {
+    if !by_copy.is_empty() {
         writes.push((
             prepared(tx, statements, format!("SAVEPOINT {NEW_HISTORY}")).await?,
             Vec::new(),
@@ -607,7 +634,8 @@ async fn apply_in(
     // `join!` polls in order: the first poll of `writes` sends every statement, then the COPY
     // data is encoded while the server works through them.
     let (done, copy_data) = futures::join!(writes, async {
-        new.iter()
+        by_copy
+            .iter()
             .map(|(e, rows)| Ok((*e, history_copy_data(rows)?)))
             .collect::<Result<Vec<_>, StoreError>>()
     });
@@ -617,8 +645,8 @@ async fn apply_in(
         .into_iter()
         .map(|r| r.map_err(|e| classify(&e)))
         .collect::<Result<Vec<u64>, StoreError>>()?;
-    if !new.is_empty() {
-        insert_new_history(tx, statements, &new, copy_data?).await?;
+    if !by_copy.is_empty() {
+        copy_history(tx, statements, &by_copy, copy_data?, fallbacks).await?;
     }
     // An update that missed rows (a writer outside the connector deleted or moved one after
     // they were read): the same rows upserted, which inserts the deleted ones and, guarded by
@@ -633,6 +661,7 @@ async fn apply_in(
                 expected = rows.len(),
                 "an update did not find every row the batch read as held (changed by another writer?): upserting those rows"
             );
+            fallbacks.updates += 1;
             let (sql, params) = upsert_group(entity, &sig, rows, false)?;
             let stmt = prepared(tx, statements, sql).await?;
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_sql()).collect();
@@ -649,20 +678,26 @@ async fn apply_in(
 /// The savepoint before the history rows that go in without a lookup.
 const NEW_HISTORY: &str = "lienthong_new_history";
 
-/// The columns of a history row, in the order `history_rows` and the COPY send them.
-const HISTORY_INSERT: &str =
-    "event_id, id, version, occurred_at, producer_unit, correlation_id, kind, body";
+/// The columns of a history row, in the order `history_rows` and `history_copy_data` send them:
+/// `event_id`, then [`HISTORY_COLUMNS`].
+fn history_columns() -> String {
+    std::iter::once("event_id")
+        .chain(HISTORY_COLUMNS.iter().map(|(name, _)| *name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
-/// Add the history rows of events newer than the rows the store held (`new`, encoded for
-/// COPY in `copy_data`): by binary COPY, which writes a page of rows at a time, with no lookup
-/// of their event ids. Should the store hold one of them after all (a row re-created at a lower
-/// version, by a replay after a tombstone), the COPY fails on the primary key: the rows are
-/// then inserted again, from the savepoint before them, with the lookup.
-async fn insert_new_history(
+/// Add the history rows of events newer than the rows the store held (`by_copy`, encoded in
+/// `copy_data`) by binary COPY, which writes them with no lookup of their event ids. Should
+/// the store hold one of them after all (a row re-created at a lower version by a replay after
+/// a tombstone, or changed by a writer outside the connector), the COPY fails on the primary
+/// key: the rows then go in again, from the savepoint before them, with the lookup.
+async fn copy_history(
     tx: &Transaction<'_>,
     statements: &mut HashMap<String, Statement>,
-    new: &HashMap<Entity, Vec<&HistoryRow>>,
+    by_copy: &HashMap<Entity, Vec<&HistoryRow>>,
     copy_data: Vec<(Entity, Bytes)>,
+    fallbacks: &mut Fallbacks,
 ) -> Result<(), StoreError> {
     let mut copied = Ok(0);
     for (e, data) in copy_data {
@@ -672,7 +707,11 @@ async fn insert_new_history(
         let copy = prepared(
             tx,
             statements,
-            format!("COPY {} ({HISTORY_INSERT}) FROM STDIN BINARY", q(table)),
+            format!(
+                "COPY {} ({}) FROM STDIN BINARY",
+                q(table),
+                history_columns()
+            ),
         )
         .await?;
         copied = async {
@@ -696,10 +735,11 @@ async fn insert_new_history(
         error = %e,
         "the store held an event newer than its row (re-created at a lower version?): inserting the batch's history with a lookup of each event id"
     );
+    fallbacks.history += 1;
     tx.batch_execute(&format!("ROLLBACK TO SAVEPOINT {NEW_HISTORY}"))
         .await
         .map_err(|e| classify(&e))?;
-    for (e, rows) in new {
+    for (e, rows) in by_copy {
         if let Some((sql, params)) = history_rows(*e, rows) {
             let stmt = prepared(tx, statements, sql).await?;
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_sql()).collect();
@@ -709,7 +749,7 @@ async fn insert_new_history(
     Ok(())
 }
 
-/// `rows` in PostgreSQL's binary COPY format, the columns of [`HISTORY_INSERT`] in order:
+/// `rows` in PostgreSQL's binary COPY format, the columns of [`history_columns`] in order:
 /// text as its UTF-8 bytes, bigint as 8 bytes big-endian. Encoded in one buffer, so that it
 /// can be done while the server is busy, and sent in one message.
 fn history_copy_data(rows: &[&HistoryRow]) -> Result<Bytes, StoreError> {
@@ -773,14 +813,14 @@ fn unnest_each(types: &[&str]) -> String {
 }
 
 /// The statement that writes `rows` (all setting the columns `sig`, in that order), and its
-/// parameters: an update of the rows the store holds (`held`: `UPDATE … FROM` the arrays, which
+/// parameters: an update of the rows the store holds (`in_place`: `UPDATE … FROM` the arrays, which
 /// skips the insert attempt and row lock of an upsert), or an upsert
 /// (`INSERT … ON CONFLICT (id) DO UPDATE`). Both only move a row to a higher version.
 fn upsert_group<'a>(
     entity: Entity,
     sig: &[&Column],
     rows: &[&'a Upsert],
-    held: bool,
+    in_place: bool,
 ) -> Result<(String, Vec<ColumnValues<'a>>), StoreError> {
     let mut names = vec!["id".to_string(), "version".to_string()];
     let mut types = vec!["text[]", "int8[]"];
@@ -789,7 +829,7 @@ fn upsert_group<'a>(
         types.push(array_type(c.ty));
     }
     let table = q(entity.table());
-    let sql = if held {
+    let sql = if in_place {
         let sets: Vec<String> = names[1..].iter().map(|n| format!("{n} = u.{n}")).collect();
         format!(
             "UPDATE {table} AS t SET {} FROM (SELECT {}) AS u ({}) WHERE t.id = u.id AND t.version < u.version",
@@ -835,9 +875,10 @@ fn history_rows<'a>(
     // violation instead of skipping the row; `classify` makes that transient, and the batch,
     // tried again, skips the row.
     let sql = format!(
-        "INSERT INTO {t} ({HISTORY_INSERT}) \
+        "INSERT INTO {t} ({}) \
          SELECT * FROM (SELECT {}) AS u(event_id) \
          WHERE NOT EXISTS (SELECT 1 FROM {t} h WHERE h.event_id = u.event_id)",
+        history_columns(),
         unnest_each(&[
             "text[]", "text[]", "int8[]", "int8[]", "text[]", "text[]", "text[]", "text[]"
         ]),
@@ -964,5 +1005,69 @@ impl Sink for PostgresSink {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Split binary COPY data into its rows' fields, checking the framing on the way.
+    fn fields(data: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        assert_eq!(&data[..11], b"PGCOPY\n\xff\r\n\0", "signature");
+        assert_eq!(&data[11..19], &[0; 8], "flags and header extension");
+        let mut at = 19;
+        let mut rows = Vec::new();
+        loop {
+            let n = i16::from_be_bytes([data[at], data[at + 1]]);
+            at += 2;
+            if n == -1 {
+                assert_eq!(at, data.len(), "nothing after the trailer");
+                return rows;
+            }
+            let mut row = Vec::new();
+            for _ in 0..n {
+                let len = i32::from_be_bytes(data[at..at + 4].try_into().unwrap());
+                at += 4;
+                let len = usize::try_from(len).expect("no NULL in a history row");
+                row.push(data[at..at + len].to_vec());
+                at += len;
+            }
+            rows.push(row);
+        }
+    }
+
+    #[test]
+    fn history_copy_data_sends_every_column_in_the_order_named() {
+        let row = HistoryRow {
+            event_id: "e-1".into(),
+            id: "HCM-1".into(),
+            version: 3,
+            occurred_at: 1_700_000_000_123,
+            producer_unit: "phuong-ben-thanh".into(),
+            correlation_id: "c-9".into(),
+            kind: "case_accepted".into(),
+            body: r#"{"ghi_chú":"Nguyễn"}"#.into(),
+        };
+        let data = history_copy_data(&[&row, &row]).unwrap();
+        let rows = fields(&data);
+        assert_eq!(rows.len(), 2);
+        let value = |name: &str| -> Vec<u8> {
+            match name {
+                "event_id" => row.event_id.clone().into_bytes(),
+                "id" => row.id.clone().into_bytes(),
+                "version" => row.version.to_be_bytes().to_vec(),
+                "occurred_at" => row.occurred_at.to_be_bytes().to_vec(),
+                "producer_unit" => row.producer_unit.clone().into_bytes(),
+                "correlation_id" => row.correlation_id.clone().into_bytes(),
+                "kind" => row.kind.clone().into_bytes(),
+                "body" => row.body.clone().into_bytes(),
+                other => panic!("a history column the test does not know: {other}"),
+            }
+        };
+        let expected: Vec<Vec<u8>> = history_columns().split(", ").map(value).collect();
+        assert_eq!(expected.len(), 1 + HISTORY_COLUMNS.len());
+        assert_eq!(rows[0], expected);
+        assert_eq!(rows[1], expected);
     }
 }

@@ -126,87 +126,128 @@ async fn an_event_stored_by_another_writer_during_the_batch_is_a_transient_error
 
 /// A tombstone deletes a case's row, not its history; a replay of the log then re-creates the
 /// row at its first version while the history holds the later events too. Those events look
-/// newer than the row, so their history rows go in without a lookup of their ids, meet the
-/// primary key, and go in again with the lookup: the batch applies, each event once.
+/// newer than the row, so their history rows go in by COPY without a lookup of their ids, meet
+/// the primary key, and go in again with the lookup — together with the rows of the same COPY
+/// that were not stored yet (another case's new events): the batch applies, each event once.
 #[tokio::test]
 async fn a_replay_after_a_tombstone_keeps_one_history_row_an_event() {
     let (mut sink, url) = fresh_sink("apply_tomb").await;
     let ops = sample_case_ops(60, "TOMB").unwrap();
-    // One case's events, in log order.
-    let key = ops
-        .iter()
-        .map(|op| op.target().1)
-        .find(|k| ops.iter().filter(|op| op.target().1 == *k).count() >= 3)
-        .unwrap()
-        .to_string();
-    let events: Vec<Op> = ops
-        .iter()
-        .filter(|op| op.target().1 == key)
-        .cloned()
-        .collect();
-    let n = events.len() as i64;
+    // Two cases' events, each in log order.
+    let mut keys: Vec<&str> = Vec::new();
+    for op in &ops {
+        let k = op.target().1;
+        if !keys.contains(&k) && ops.iter().filter(|op| op.target().1 == k).count() >= 3 {
+            keys.push(k);
+        }
+    }
+    let (key, other) = (keys[0].to_string(), keys[1].to_string());
+    let of = |k: &str| -> Vec<Op> {
+        ops.iter()
+            .filter(|op| op.target().1 == k)
+            .cloned()
+            .collect()
+    };
+    let (events, others) = (of(&key), of(&other));
+    let (n, m) = (events.len() as i64, others.len() as i64);
     let tombstone = Op::Delete {
         entity: lienthong_connect::model::Entity::Cases,
         key: key.clone(),
     };
-    sink.apply(batch(events.clone(), None, n)).await.unwrap();
-    sink.apply(batch(vec![tombstone.clone()], Some(n), n + 1))
+    // The case and the other's first event; then the case's tombstone.
+    let mut first = events.clone();
+    first.push(others[0].clone());
+    sink.apply(batch(first, None, n + 1)).await.unwrap();
+    sink.apply(batch(vec![tombstone.clone()], Some(n + 1), n + 2))
         .await
         .unwrap();
-    assert_eq!(count(&url, "SELECT count(*) FROM cases").await, 0);
-    // The replay: the first event re-creates the row, the rest come in a later batch.
-    sink.apply(batch(events[..1].to_vec(), Some(n + 1), n + 2))
+    assert_eq!(count(&url, "SELECT count(*) FROM cases").await, 1);
+    // The replay: the first event re-creates the row, the rest come in a later batch with the
+    // other case's new events (newer than its held row too: the same COPY).
+    sink.apply(batch(events[..1].to_vec(), Some(n + 2), n + 3))
         .await
         .unwrap();
     let version = format!("SELECT version FROM cases WHERE id = '{key}'");
     assert_eq!(count(&url, &version).await, 1);
+    assert_eq!(sink.fallbacks().history, 0);
+    let mut replay = events[1..].to_vec();
+    replay.extend(others[1..].iter().cloned());
     let applied = sink
-        .apply(batch(events[1..].to_vec(), Some(n + 2), 2 * n + 1))
+        .apply(batch(replay, Some(n + 3), 2 * n + m + 1))
         .await
         .unwrap();
-    assert_eq!(applied.applied, events.len() - 1, "{applied:?}");
+    assert_eq!(applied.applied, (n + m) as usize - 2, "{applied:?}");
+    assert_eq!(
+        sink.fallbacks().history,
+        1,
+        "the COPY met a stored event once"
+    );
     assert_eq!(count(&url, &version).await, n);
     assert_eq!(
         count(&url, "SELECT count(*) FROM case_events").await,
-        n,
-        "one history row an event"
+        n + m,
+        "one history row an event, the other case's new ones included"
     );
     // And the tombstone again: the same end as the first time.
-    sink.apply(batch(vec![tombstone], Some(2 * n + 1), 2 * n + 2))
+    sink.apply(batch(vec![tombstone], Some(2 * n + m + 1), 2 * n + m + 2))
         .await
         .unwrap();
-    assert_eq!(count(&url, "SELECT count(*) FROM cases").await, 0);
-    assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n);
+    assert_eq!(count(&url, "SELECT count(*) FROM cases").await, 1);
+    assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n + m);
 }
 
-/// Events newer than the rows the store holds go into the history by binary COPY. The same
-/// batch through the COPY and through the lookup (a fresh store, where no row is held) leaves
-/// the same rows.
+/// Events newer than the rows the store holds go into the history by binary COPY, after a
+/// savepoint (so their rows carry the savepoint's subtransaction id, not the batch
+/// transaction's); the others with a lookup. The same events through the COPY and through the
+/// lookup (a fresh store, where no row is held) leave the same rows, with no fallback.
 #[tokio::test]
 async fn history_by_copy_and_by_lookup_leave_the_same_rows() {
     let ops = sample_case_ops(400, "COPY").unwrap();
     let (mut two, two_url) = fresh_sink("apply_copy").await;
-    // The first half's rows are held when the second half comes: most of its events are
-    // newer than a row the store holds.
+    // The first half's rows are held when the second half comes: many of its events are newer
+    // than a row the store holds.
     let half = ops.len() / 2;
     two.apply(batch(ops[..half].to_vec(), None, half as i64))
         .await
         .unwrap();
-    two.apply(batch(
-        ops[half..].to_vec(),
-        Some(half as i64),
-        ops.len() as i64,
-    ))
-    .await
-    .unwrap();
-    let (mut one, _) = fresh_sink("apply_lookup").await;
+    let mut held = std::collections::HashMap::new();
+    for op in &ops[..half] {
+        if let Op::Upsert(c) = op {
+            let v = held.entry((c.entity, c.key.clone())).or_insert(c.version);
+            *v = (*v).max(c.version);
+        }
+    }
+    // The second half, and ten events of the first again (replays: looked up, skipped).
+    let mut second = ops[half..].to_vec();
+    second.extend(ops[..10].iter().cloned());
+    let by_copy = lienthong_connect::model::plan(second.clone(), &held)
+        .history
+        .iter()
+        .filter(|h| h.newer_than_store)
+        .count() as i64;
+    assert!(by_copy > 0 && by_copy <= (ops.len() - half) as i64);
+    two.apply(batch(second, Some(half as i64), ops.len() as i64 + 10))
+        .await
+        .unwrap();
+    // The second batch's history rows written after its savepoint: those the COPY took.
+    let after_savepoint = "SELECT count(*) FROM case_events h, lienthong_offsets o \
+         WHERE h.xmin::text::bigint > o.xmin::text::bigint";
+    assert_eq!(count(&two_url, after_savepoint).await, by_copy);
+    let (mut one, one_url) = fresh_sink("apply_lookup").await;
     one.apply(batch(ops.clone(), None, ops.len() as i64))
         .await
         .unwrap();
     assert_eq!(
+        count(&one_url, after_savepoint).await,
+        0,
+        "nothing held: no COPY"
+    );
+    assert_eq!(
         count(&two_url, "SELECT count(*) FROM case_events").await,
         ops.len() as i64
     );
+    assert_eq!(two.fallbacks(), one.fallbacks());
+    assert_eq!(two.fallbacks().history, 0);
     let digest = |rows| lienthong_connect::Digest::of(rows, 16);
     assert_eq!(
         digest(two.rows().await.unwrap()),
@@ -261,6 +302,11 @@ async fn a_held_row_deleted_by_another_writer_during_the_batch_is_written_again(
         tx.commit().await.unwrap();
     });
     applied.unwrap();
+    assert_eq!(
+        sink.fallbacks().updates,
+        1,
+        "the update missed the deleted row"
+    );
     // The row is back, at the version of its last event, with the columns the second half
     // set (those of the first half the other writer deleted with it).
     let last = ops

@@ -296,13 +296,14 @@ pub struct HistoryInsert {
     pub row: HistoryRow,
     /// The event is newer than the row the store held for its aggregate before the batch.
     ///
-    /// A store keeps no history newer than its row: a history row is written in the
-    /// transaction that moves the row to at least its version, and a row's version only grows
-    /// until a tombstone deletes the row (an absent row is never "older"). So the store cannot
-    /// hold this event id yet, and a sink may insert the row without looking it up first. The
-    /// one way around it is a row re-created at a lower version (a replay after a tombstone):
-    /// a sink that skips the lookup must keep the event id unique (a primary key) and, on a
-    /// conflict, insert these rows again with the lookup.
+    /// Then the store almost certainly does not hold this event id yet: a history row is
+    /// written in the transaction that moves the row to at least its version, and a row's
+    /// version only grows (an absent row is never "older"). A sink may insert such rows
+    /// without looking their ids up first. This is a prediction, not a guarantee: a row
+    /// re-created at a lower version (a replay after a tombstone) or changed by a writer
+    /// outside the connector breaks it. So correctness must not rest on it: a sink that skips
+    /// the lookup keeps the event id unique (a primary key) and, on a conflict, inserts these
+    /// rows again with the lookup.
     pub newer_than_store: bool,
 }
 
@@ -1030,6 +1031,33 @@ mod tests {
                 ("c", 2, false)
             ]
         );
+    }
+
+    #[test]
+    fn an_event_at_the_held_version_is_not_newer_than_the_store() {
+        let held: HashMap<_, _> = [
+            ((Entity::Cases, "a".to_string()), 2),
+            ((Entity::Cases, "b".to_string()), 1),
+        ]
+        .into();
+        let ops = vec![
+            // The held version again (a duplicate or a conflicting event): stale, looked up.
+            change("a", 2, &[("x", 1)], Relevance::Always),
+            // A filtered store takes b's event, newer than its held row, in place.
+            change("b", 2, &[("x", 2)], Relevance::IfHeld),
+            // c is not held: filtered out, no history.
+            change("c", 1, &[("x", 3)], Relevance::IfHeld),
+        ];
+        let p = plan(ops, &held);
+        assert_eq!((p.applied, p.stale, p.filtered), (1, 1, 1));
+        let newer: Vec<_> = p
+            .history
+            .iter()
+            .map(|h| (h.row.id.as_str(), h.newer_than_store))
+            .collect();
+        assert_eq!(newer, [("a", false), ("b", true)]);
+        assert_eq!(p.upserts.len(), 1);
+        assert!(p.upserts[0].updates_held_row);
     }
 
     #[test]
