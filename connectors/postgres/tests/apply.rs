@@ -330,3 +330,30 @@ async fn a_held_row_deleted_by_another_writer_during_the_batch_is_written_again(
         count(&url, "SELECT count(DISTINCT id) FROM case_events").await
     );
 }
+
+/// A COPY stream the server cannot read is the sink's own fault, not a record's: `classify`
+/// makes it fatal, so that the runtime stops instead of splitting the batch and sending good
+/// records to the dead-letter topic.
+#[tokio::test]
+async fn a_malformed_copy_stream_is_fatal_not_a_record_error() {
+    use futures::SinkExt;
+    let (_sink, url) = fresh_sink("apply_badcopy").await;
+    let client = lienthong_tests::connect(&url).await.unwrap();
+    let copy = client
+        .copy_in::<_, &'static [u8]>("COPY case_events FROM STDIN BINARY")
+        .await
+        .unwrap();
+    futures::pin_mut!(copy);
+    // A stream that is not binary COPY: the server refuses it at the latest when it ends.
+    let sent = copy.send(&b"not a binary copy stream"[..]).await;
+    let err = match sent {
+        Err(e) => e,
+        Ok(()) => copy.finish().await.unwrap_err(),
+    };
+    assert_eq!(err.code().map(|c| c.code()), Some("22P04"), "{err}");
+    let classed = lienthong_sink_postgres::classify(&err);
+    assert!(
+        matches!(classed, lienthong_connect::StoreError::Fatal(_)),
+        "{classed:?}"
+    );
+}
