@@ -30,6 +30,27 @@ async fn fresh_sink(prefix: &str) -> (PostgresSink, String) {
     (PostgresSink::open(&url).await.unwrap(), url)
 }
 
+/// Commit `tx`, another writer's transaction on the store at `url`, once a session of that
+/// database waits on a lock (the sink, on a row `tx` holds).
+async fn commit_once_the_sink_waits(url: &str, tx: tokio_postgres::Transaction<'_>) {
+    let watcher = lienthong_tests::connect(url).await.unwrap();
+    let since = Instant::now();
+    while watcher
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(since.elapsed() < Duration::from_secs(20), "the sink never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.commit().await.unwrap();
+}
+
 async fn count(url: &str, sql: &str) -> i64 {
     let client = lienthong_tests::connect(url).await.unwrap();
     client.query_one(sql, &[]).await.unwrap().get(0)
@@ -93,25 +114,11 @@ async fn an_event_stored_by_another_writer_during_the_batch_is_a_transient_error
     )
     .await
     .unwrap();
-    let watcher = lienthong_tests::connect(&url).await.unwrap();
-    let (applied, ()) = tokio::join!(sink.apply(batch(ops.clone(), None, n)), async {
-        // Commit once the sink's insert waits on the other transaction's key.
-        let since = Instant::now();
-        while watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 0
-        {
-            assert!(since.elapsed() < Duration::from_secs(20), "the sink never waited");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tx.commit().await.unwrap();
-    });
+    // Commit once the sink's insert waits on the other transaction's key.
+    let (applied, ()) = tokio::join!(
+        sink.apply(batch(ops.clone(), None, n)),
+        commit_once_the_sink_waits(&url, tx)
+    );
     let err = applied.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert!(err.to_string().contains("another writer"), "{err}");
@@ -281,26 +288,9 @@ async fn a_held_row_deleted_by_another_writer_during_the_batch_is_written_again(
             .unwrap(),
         1
     );
-    let watcher = lienthong_tests::connect(&url).await.unwrap();
     let second = batch(ops[half..].to_vec(), Some(half as i64), ops.len() as i64);
-    let (applied, ()) = tokio::join!(sink.apply(second), async {
-        // Commit the delete once the sink's update waits on the row.
-        let since = Instant::now();
-        while watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 0
-        {
-            assert!(since.elapsed() < Duration::from_secs(20), "the sink never waited");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tx.commit().await.unwrap();
-    });
+    // Commit the delete once the sink's update waits on the row.
+    let (applied, ()) = tokio::join!(sink.apply(second), commit_once_the_sink_waits(&url, tx));
     applied.unwrap();
     assert_eq!(
         sink.fallbacks().updates,

@@ -339,6 +339,16 @@ pub fn plan<S: std::hash::BuildHasher>(
         deleted: bool,
         pending: Option<usize>,
     }
+    impl KeyState {
+        fn new(stored: Option<i64>) -> Self {
+            KeyState {
+                stored,
+                version: stored,
+                deleted: false,
+                pending: None,
+            }
+        }
+    }
     let mut out = Plan::default();
     let mut state: HashMap<(Entity, String), KeyState, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(ops.len(), Default::default());
@@ -347,15 +357,9 @@ pub fn plan<S: std::hash::BuildHasher>(
         match op {
             Op::Delete { entity, key } => {
                 let k = (entity, key);
-                let st = state.entry(k.clone()).or_insert_with(|| {
-                    let stored = held.get(&k).copied();
-                    KeyState {
-                        stored,
-                        version: stored,
-                        deleted: false,
-                        pending: None,
-                    }
-                });
+                let st = state
+                    .entry(k.clone())
+                    .or_insert_with(|| KeyState::new(held.get(&k).copied()));
                 if let Some(i) = st.pending.take() {
                     upserts[i] = None;
                 }
@@ -366,15 +370,9 @@ pub fn plan<S: std::hash::BuildHasher>(
             }
             Op::Upsert(mut change) => {
                 let k = (change.entity, change.key.clone());
-                let st = state.entry(k.clone()).or_insert_with(|| {
-                    let stored = held.get(&k).copied();
-                    KeyState {
-                        stored,
-                        version: stored,
-                        deleted: false,
-                        pending: None,
-                    }
-                });
+                let st = state
+                    .entry(k.clone())
+                    .or_insert_with(|| KeyState::new(held.get(&k).copied()));
                 if change.relevance == Relevance::IfHeld && st.version.is_none() {
                     out.filtered += 1;
                     continue;
