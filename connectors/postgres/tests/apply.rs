@@ -51,6 +51,15 @@ async fn commit_once_the_sink_waits(url: &str, tx: tokio_postgres::Transaction<'
     tx.commit().await.unwrap();
 }
 
+/// The two stores hold the same rows (equal digests).
+async fn assert_same_rows(a: &mut PostgresSink, b: &mut PostgresSink) {
+    let digest = |rows| lienthong_connect::Digest::of(rows, 16);
+    assert_eq!(
+        digest(a.rows().await.unwrap()),
+        digest(b.rows().await.unwrap())
+    );
+}
+
 async fn count(url: &str, sql: &str) -> i64 {
     let client = lienthong_tests::connect(url).await.unwrap();
     client.query_one(sql, &[]).await.unwrap().get(0)
@@ -85,11 +94,7 @@ async fn an_event_delivered_twice_is_one_history_row() {
     // The same rows as the events applied once each, in one batch, into another database.
     let (mut once, _) = fresh_sink("apply_once").await;
     once.apply(batch(ops, None, 40)).await.unwrap();
-    let digest = |rows| lienthong_connect::Digest::of(rows, 16);
-    assert_eq!(
-        digest(sink.rows().await.unwrap()),
-        digest(once.rows().await.unwrap())
-    );
+    assert_same_rows(&mut sink, &mut once).await;
 }
 
 /// Another writer, outside the connector's fence, stores an event while the batch that carries
@@ -255,11 +260,7 @@ async fn history_by_copy_and_by_lookup_leave_the_same_rows() {
     );
     assert_eq!(two.fallbacks(), one.fallbacks());
     assert_eq!(two.fallbacks().history, 0);
-    let digest = |rows| lienthong_connect::Digest::of(rows, 16);
-    assert_eq!(
-        digest(two.rows().await.unwrap()),
-        digest(one.rows().await.unwrap())
-    );
+    assert_same_rows(&mut two, &mut one).await;
 }
 
 /// Rows the store holds are updated in place, not upserted. A writer outside the connector's
