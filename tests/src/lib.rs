@@ -831,6 +831,22 @@ impl Postgres {
             .with_context(|| format!("CREATE DATABASE {db}"))?;
         Ok(self.url_of(&db))
     }
+
+    /// Drop the database at `url` (one [`Postgres::fresh_database`] made), closing its
+    /// sessions: a bench that leaves its databases behind has their autovacuum run during its
+    /// later rounds.
+    pub async fn drop_database(&self, url: &str) -> Result<()> {
+        let db = url
+            .rsplit_once('/')
+            .map(|(_, db)| db.split('?').next().unwrap_or(db))
+            .with_context(|| format!("no database in {url}"))?;
+        let client = connect(&self.admin_url).await?;
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+            .await
+            .with_context(|| format!("DROP DATABASE {db}"))?;
+        Ok(())
+    }
 }
 
 /// Connect to PostgreSQL at `url`, driving the connection on a background task.

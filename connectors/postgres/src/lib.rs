@@ -28,7 +28,9 @@
 //! after them): tokio-postgres pipelines them on the connection, so a batch costs a few round
 //! trips, not one per partition or table. Current-state tables are created with
 //! `fillfactor = 70`: a case is updated at every step, and the free space lets PostgreSQL
-//! update it in place (a HOT update, no new index entry).
+//! update it in place (a HOT update, no new index entry). The connection plans every run of a
+//! statement for its own arrays (`plan_cache_mode = force_custom_plan`), so that a plan chosen
+//! while the tables were small is not kept as they grow.
 //!
 //! Errors are classed for the runtime: serialization failures (40001), deadlocks (40P01), a
 //! history key taken by another writer during the batch (23505 on a history table), a lost or
@@ -221,6 +223,14 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> 
             tracing::warn!(error = %e, "PostgreSQL connection closed");
         }
     });
+    // Plan every execution for its own arrays. A statement prepared once and run for every
+    // batch would otherwise switch to a generic plan after five runs, chosen for the table's
+    // size at that moment: for a young store, a scan of the whole (small) table, then kept as
+    // the table grows.
+    client
+        .batch_execute("SET plan_cache_mode = force_custom_plan")
+        .await
+        .map_err(|e| classify(&e))?;
     Ok(client)
 }
 

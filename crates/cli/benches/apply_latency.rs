@@ -8,7 +8,8 @@
 //!
 //! Each round starts the real `lienthong connect` process (the default batch settings:
 //! 5,000 records or 100 ms) over a fresh one-partition topic and a fresh store, PostgreSQL or
-//! SQLite, and then:
+//! SQLite (dropped after its round, so that a round does not share the machine with the
+//! autovacuum of the rounds before it), and then:
 //!
 //! - **steady**: produces case events at a steady 1,000 events/s for `LIENTHONG_BENCH_SECS`
 //!   (default 20) seconds, each stamped when it is made, through a producer with the SDK's
@@ -302,6 +303,14 @@ async fn round(kafka: &Kafka, kind: &str, secs: u64) -> Round {
     let burst_rate = BURST as f64 / started.elapsed().as_secs_f64();
     let burst_hwm_kib = peak_rss_kib(pid);
     stop_connector(child);
+    // The next round must not pay for vacuuming this one's rows.
+    drop(reader);
+    if let Store::Postgres { url } = &store {
+        lienthong_tests::postgres()
+            .drop_database(url)
+            .await
+            .unwrap();
+    }
     Round {
         p50_ms: quantile(latencies.clone(), 0.5),
         p99_ms: quantile(latencies, 0.99),
