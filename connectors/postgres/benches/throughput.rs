@@ -42,35 +42,20 @@ const EVENTS: usize = 50_000;
 const BATCH: usize = 5_000;
 const ROUNDS: usize = 5;
 
-async fn drop_db(admin: &str, url: &str) {
-    let db = url.rsplit_once('/').map(|(_, d)| d).unwrap();
-    client(admin)
+/// A fresh database on the suite's PostgreSQL (`LIENTHONG_PG_URL`) for one round, and its URL.
+async fn fresh_db(tag: &str) -> String {
+    lienthong_tests::postgres()
+        .fresh_database(&format!("bench_{tag}"))
         .await
-        .batch_execute(&format!("DROP DATABASE \"{db}\" WITH (FORCE)"))
-        .await
-        .unwrap();
+        .unwrap()
 }
 
-async fn fresh_db(admin: &str, tag: &str) -> String {
-    let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+/// Drop a round's database, so that later rounds do not share the server with its autovacuum.
+async fn drop_db(url: &str) {
+    lienthong_tests::postgres()
+        .drop_database(url)
         .await
         .unwrap();
-    tokio::spawn(conn);
-    let db = format!(
-        "bench_{tag}_{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    client
-        .batch_execute(&format!("CREATE DATABASE \"{db}\""))
-        .await
-        .unwrap();
-    admin
-        .rsplit_once('/')
-        .map(|(s, _)| format!("{s}/{db}"))
-        .unwrap()
 }
 
 /// Wall and CPU time of a timed section: this process's CPU (the client: planning, encoding,
@@ -132,8 +117,8 @@ async fn warm(sink: &mut PostgresSink) {
     .unwrap();
 }
 
-async fn sink_round(admin: &str, ops: &[Op]) -> (Cost, Digest) {
-    let url = fresh_db(admin, "sink").await;
+async fn sink_round(ops: &[Op]) -> (Cost, Digest) {
+    let url = fresh_db("sink").await;
     let mut sink = PostgresSink::open(&url).await.unwrap();
     warm(&mut sink).await;
     let bs = batches(ops);
@@ -144,7 +129,7 @@ async fn sink_round(admin: &str, ops: &[Op]) -> (Cost, Digest) {
     let took = meter.stop();
     let digest = Digest::of(sink.rows().await.unwrap(), 16);
     drop(sink);
-    drop_db(admin, &url).await;
+    drop_db(&url).await;
     (took, digest)
 }
 
@@ -194,8 +179,8 @@ async fn copy_history(tx: &tokio_postgres::Transaction<'_>, table: &str, rows: &
     writer.finish().await.unwrap();
 }
 
-async fn copy_floor_round(admin: &str, ops: &[Op]) -> Cost {
-    let url = fresh_db(admin, "copy").await;
+async fn copy_floor_round(ops: &[Op]) -> Cost {
+    let url = fresh_db("copy").await;
     PostgresSink::open(&url).await.unwrap();
     let history: Vec<HistoryRow> = ops
         .iter()
@@ -214,7 +199,7 @@ async fn copy_floor_round(admin: &str, ops: &[Op]) -> Cost {
     }
     let took = meter.stop();
     drop(c);
-    drop_db(admin, &url).await;
+    drop_db(&url).await;
     took
 }
 
@@ -302,8 +287,8 @@ async fn copy_cases(
 
 /// The content floor: COPY what the sink leaves in the store (every history row, and the
 /// current-state rows the events fold into) into the same empty tables, in ten transactions.
-async fn copy_content_round(admin: &str, ops: &[Op]) -> (Cost, Digest) {
-    let url = fresh_db(admin, "content").await;
+async fn copy_content_round(ops: &[Op]) -> (Cost, Digest) {
+    let url = fresh_db("content").await;
     let mut sink = PostgresSink::open(&url).await.unwrap();
     warm(&mut sink).await;
     drop(sink);
@@ -335,13 +320,13 @@ async fn copy_content_round(admin: &str, ops: &[Op]) -> (Cost, Digest) {
             .unwrap(),
         16,
     );
-    drop_db(admin, &url).await;
+    drop_db(&url).await;
     (took, digest)
 }
 
 /// The alternative write path: COPY the planned rows into staging tables, merge once per table.
-async fn staging_round(admin: &str, ops: &[Op]) -> Duration {
-    let url = fresh_db(admin, "staging").await;
+async fn staging_round(ops: &[Op]) -> Duration {
+    let url = fresh_db("staging").await;
     let mut sink = PostgresSink::open(&url).await.unwrap();
     warm(&mut sink).await;
     let mut c = client(&url).await;
@@ -424,7 +409,7 @@ async fn staging_round(admin: &str, ops: &[Op]) -> Duration {
     }
     let took = t.elapsed();
     drop((sink, c));
-    drop_db(admin, &url).await;
+    drop_db(&url).await;
     took
 }
 
@@ -439,22 +424,22 @@ fn rate(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let Ok(admin) = std::env::var("LIENTHONG_PG_URL") else {
+    if std::env::var("LIENTHONG_PG_URL").is_err() {
         eprintln!(
             "LIENTHONG_PG_URL is not set: source /tmp/svc.env or eval \"$(ops/services.sh up)\""
         );
         std::process::exit(2);
-    };
+    }
     let ops = sample_case_ops(EVENTS, "bench").unwrap();
     eprintln!("{} events prepared", ops.len());
     let (mut sink, mut staging, mut history, mut content) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
-        let (cost, sink_digest) = sink_round(&admin, &ops).await;
+        let (cost, sink_digest) = sink_round(&ops).await;
         sink.push(cost);
-        staging.push(staging_round(&admin, &ops).await);
-        history.push(copy_floor_round(&admin, &ops).await);
-        let (cost, content_digest) = copy_content_round(&admin, &ops).await;
+        staging.push(staging_round(&ops).await);
+        history.push(copy_floor_round(&ops).await);
+        let (cost, content_digest) = copy_content_round(&ops).await;
         content.push(cost);
         assert_eq!(
             sink_digest.overall, content_digest.overall,

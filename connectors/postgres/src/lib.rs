@@ -361,6 +361,16 @@ async fn prepared(
     Ok(s)
 }
 
+/// Run `stmt` with one array parameter a column (`params`), and say how many rows it wrote.
+async fn execute(
+    tx: &Transaction<'_>,
+    stmt: &Statement,
+    params: &[ColumnValues<'_>],
+) -> Result<u64, tokio_postgres::Error> {
+    let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_sql()).collect();
+    tx.execute(stmt, &params).await
+}
+
 /// One column of values for `unnest`.
 enum ColumnValues<'a> {
     /// Keys and other text that is never null.
@@ -637,10 +647,11 @@ async fn apply_in(
             Vec::new(),
         ));
     }
-    let writes = futures::future::join_all(writes.iter().map(|(stmt, params)| {
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_sql()).collect();
-        async move { tx.execute(stmt, &params).await }
-    }));
+    let writes = futures::future::join_all(
+        writes
+            .iter()
+            .map(|(stmt, params)| execute(tx, stmt, params)),
+    );
     // `join!` polls in order: the first poll of `writes` sends every statement, then the COPY
     // data is encoded while the server works through them.
     let (done, copy_data) = futures::join!(writes, async {
@@ -674,8 +685,9 @@ async fn apply_in(
             fallbacks.updates += 1;
             let (sql, params) = upsert_group(entity, &sig, rows, false)?;
             let stmt = prepared(tx, statements, sql).await?;
-            let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_sql()).collect();
-            tx.execute(&stmt, &params).await.map_err(|e| classify(&e))?;
+            execute(tx, &stmt, &params)
+                .await
+                .map_err(|e| classify(&e))?;
         }
     }
     Ok(Applied {
@@ -695,6 +707,14 @@ fn history_columns() -> String {
         .chain(HISTORY_COLUMNS.iter().map(|(name, _)| *name))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The array types of [`history_columns`], in order: `event_id` text, then those of
+/// [`HISTORY_COLUMNS`].
+fn history_array_types() -> Vec<&'static str> {
+    std::iter::once("text[]")
+        .chain(HISTORY_COLUMNS.iter().map(|(_, ty)| array_type(*ty)))
+        .collect()
 }
 
 /// Add the history rows of events newer than the rows the store held (`by_copy`, encoded in
@@ -752,8 +772,9 @@ async fn copy_history(
     for (e, rows) in by_copy {
         if let Some((sql, params)) = history_rows(*e, rows) {
             let stmt = prepared(tx, statements, sql).await?;
-            let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_sql()).collect();
-            tx.execute(&stmt, &params).await.map_err(|e| classify(&e))?;
+            execute(tx, &stmt, &params)
+                .await
+                .map_err(|e| classify(&e))?;
         }
     }
     Ok(())
@@ -889,9 +910,7 @@ fn history_rows<'a>(
          SELECT * FROM (SELECT {}) AS u(event_id) \
          WHERE NOT EXISTS (SELECT 1 FROM {t} h WHERE h.event_id = u.event_id)",
         history_columns(),
-        unnest_each(&[
-            "text[]", "text[]", "int8[]", "int8[]", "text[]", "text[]", "text[]", "text[]"
-        ]),
+        unnest_each(&history_array_types()),
         t = q(table)
     );
     let text =
