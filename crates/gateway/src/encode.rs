@@ -33,6 +33,7 @@ use lienthong_contract::codec::write_header;
 use lienthong_contract::write::{write_bytes, write_long};
 use serde::Serialize;
 
+use crate::idem::EventKey;
 use crate::json::{Json, get_field};
 
 /// One thing wrong with an event.
@@ -54,6 +55,8 @@ pub struct Encoded {
     pub key: String,
     /// The envelope's event id.
     pub event_id: String,
+    /// The same id as the idempotency index keys it.
+    pub event_key: EventKey,
     /// The envelope's producer unit.
     pub producer_unit: String,
     /// The record value: Confluent header + Avro body.
@@ -244,11 +247,20 @@ impl TopicEncoder {
         }
         let event_id = text_at(&["envelope", "event_id"])
             .ok_or_else(|| problem("envelope.event_id", "missing"))?;
+        // The schema's `uuid` type checked this already; a schema without it is refused here
+        // rather than by the index.
+        let event_key = EventKey::parse(&event_id).ok_or_else(|| {
+            problem(
+                "envelope.event_id",
+                "is not a UUID (8-4-4-4-12 hexadecimal digits)",
+            )
+        })?;
         let producer_unit = text_at(&["envelope", "producer_unit"])
             .ok_or_else(|| problem("envelope.producer_unit", "missing"))?;
         Ok(Encoded {
             key,
             event_id,
+            event_key,
             producer_unit,
             value: walk.out,
         })

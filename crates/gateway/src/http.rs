@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 
 use crate::encode::{Encoded, Problem};
 use crate::error::{ErrorBody, GatewayError};
-use crate::idem::{Receipt, Reservation, content_hash};
+use crate::idem::{EventKey, Receipt, Reservation, content_hash};
 use crate::json::Json as BodyJson;
 use crate::producer::{Job, OutRecord, ProducerState};
 use crate::{Gateway, Route};
@@ -539,12 +539,12 @@ fn encode_all(
     let mut problems = Vec::new();
     let mut count = 0usize;
     let mut out = Vec::with_capacity(events.len());
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashMap<EventKey, usize, foldhash::fast::RandomState> = HashMap::default();
     for (i, event) in events.iter_mut().enumerate() {
         let index = batch.then_some(i);
         match route.encoder.encode(event, index, max) {
             Ok(e) => {
-                if let Some(first) = seen.insert(e.event_id.clone(), i) {
+                if let Some(first) = seen.insert(e.event_key, i) {
                     count += 1;
                     if problems.len() < max {
                         problems.push(Problem {
@@ -580,12 +580,9 @@ async fn publish(
         message,
         retry_after_secs: gw.config.retry_after_secs,
     };
-    let ids: Vec<(&str, [u8; 32])> = encoded
+    let ids: Vec<(EventKey, [u8; 32])> = encoded
         .iter()
-        .map(|e| {
-            let hash = content_hash(&topic, e.key.as_bytes(), &e.value);
-            (e.event_id.as_str(), hash)
-        })
+        .map(|e| (e.event_key, content_hash(&topic, e.key.as_bytes(), &e.value)))
         .collect();
     // All of the request's ids at once: either every new one is held, or (an id in flight in
     // another request) none is, and this request waits and tries again.
@@ -595,7 +592,7 @@ async fn publish(
             Reservation::Conflict(conflicts) => {
                 let which: Vec<String> = conflicts
                     .iter()
-                    .map(|&i| format!("{:?}", ids[i].0))
+                    .map(|&i| format!("{:?}", encoded[i].event_id))
                     .collect();
                 return Err(GatewayError::Conflict(format!(
                     "event id(s) {} already published with different content; nothing was produced",
@@ -623,8 +620,8 @@ async fn publish(
             .duplicates
             .with_label_values(&[&*topic])
             .inc_by(duplicates.len() as u64);
-        for (i, r) in duplicates {
-            receipts[i] = Some(r);
+        for (i, place) in duplicates {
+            receipts[i] = Some(place.receipt(encoded[i].event_id.clone(), true));
         }
     }
     if fresh.is_empty() {
@@ -632,7 +629,7 @@ async fn publish(
     }
     let release_all = |gw: &Gateway, encoded: &[Encoded]| {
         gw.index
-            .release(fresh.iter().map(|&i| encoded[i].event_id.as_str()));
+            .release(fresh.iter().map(|&i| encoded[i].event_key));
     };
     // The records take the key and value; the event ids stay for the receipts.
     let records: Vec<OutRecord> = fresh
@@ -665,7 +662,7 @@ async fn publish(
                 fresh
                     .iter()
                     .zip(&placed)
-                    .map(|(&i, p)| (encoded[i].event_id.as_str(), p.partition, p.offset)),
+                    .map(|(&i, p)| (encoded[i].event_key, p.partition, p.offset)),
             );
             for (&i, p) in fresh.iter().zip(placed) {
                 receipts[i] = Some(Receipt {

@@ -33,6 +33,72 @@ pub struct Receipt {
     pub duplicate: bool,
 }
 
+/// Where the log holds an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// Topic (shared by every entry of that topic).
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// Offset in that partition.
+    pub offset: i64,
+}
+
+impl Place {
+    /// The receipt of the event `event_id` at this place.
+    pub fn receipt(self, event_id: String, duplicate: bool) -> Receipt {
+        Receipt {
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            event_id,
+            duplicate,
+        }
+    }
+}
+
+/// An event id as the index keys it. Every envelope's `event_id` is a UUID in its 36-character
+/// text (the schema's logical type, checked by the encoder), so the key holds its 32
+/// hexadecimal digits as 128 bits and, beside them, which digits were written in upper case:
+/// two ids are one key exactly when their texts are equal, and the key is two machine words,
+/// hashed and compared without touching the text again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventKey {
+    digits: u128,
+    upper: u32,
+}
+
+impl EventKey {
+    /// The key of `id`, if it is a UUID's 8-4-4-4-12 hexadecimal text (either case).
+    pub fn parse(id: &str) -> Option<EventKey> {
+        let bytes = id.as_bytes();
+        if bytes.len() != 36 {
+            return None;
+        }
+        let (mut digits, mut upper, mut n) = (0u128, 0u32, 0u32);
+        for (i, &c) in bytes.iter().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                if c != b'-' {
+                    return None;
+                }
+                continue;
+            }
+            let v = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => {
+                    upper |= 1 << n;
+                    c - b'A' + 10
+                }
+                _ => return None,
+            };
+            digits = digits << 4 | u128::from(v);
+            n += 1;
+        }
+        Some(EventKey { digits, upper })
+    }
+}
+
 /// Hash of what an event id stands for: topic, key and the Avro body (without the schema id,
 /// so the same event under a re-registered identical schema still matches).
 pub fn content_hash(topic: &str, key: &[u8], value: &[u8]) -> [u8; 32] {
@@ -52,8 +118,8 @@ enum State {
     /// Held by a request whose transaction is running; the sender is the request's, shared
     /// by all its ids, and says `true` once the request completed or let go.
     InFlight(Arc<watch::Sender<bool>>),
-    /// Where the event is: topic (shared), partition, offset.
-    Done(Arc<str>, i32, i64),
+    /// Where the event is.
+    Done(Place),
 }
 
 struct Entry {
@@ -66,13 +132,13 @@ struct Entry {
 /// under one lock: either every new id is held, or none is.
 pub enum Reservation {
     /// Every new id (by index into the request) is now held by this request; the others were
-    /// already published with the same content, and here are their receipts. The caller must
+    /// already published with the same content, and here is where. The caller must
     /// [`Index::complete`] or [`Index::release`] the new ones.
     Held {
         /// Indexes of the ids to produce.
         fresh: Vec<usize>,
-        /// Indexes and original receipts of the ids already published.
-        duplicates: Vec<(usize, Receipt)>,
+        /// Indexes and places of the ids already published.
+        duplicates: Vec<(usize, Place)>,
     },
     /// These ids (indexes) were already used for different content. Nothing is held.
     Conflict(Vec<usize>),
@@ -81,10 +147,15 @@ pub enum Reservation {
     Wait(watch::Receiver<bool>),
 }
 
+/// The index's own map: event keys are spread well already, and foldhash (seeded per map) is
+/// a few instructions for two words, where std's SipHash was a visible share of a request.
+type KeyMap<V> = HashMap<EventKey, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Inner {
-    map: HashMap<String, Entry>,
-    order: VecDeque<(i64, String)>,
+    map: KeyMap<Entry>,
+    /// Ids in the order they were placed, with the time each was, for forgetting the oldest.
+    order: VecDeque<(i64, EventKey)>,
     topics: HashMap<String, Arc<str>>,
 }
 
@@ -143,28 +214,28 @@ impl Index {
             if !expired && inner.map.len() <= self.max_entries {
                 break;
             }
-            let Some((at, id)) = inner.order.pop_front() else {
+            let Some((at, key)) = inner.order.pop_front() else {
                 break;
             };
-            if let Some(e) = inner.map.get(&id)
+            if let Some(e) = inner.map.get(&key)
                 && e.at_ms == at
                 && matches!(e.state, State::Done(..))
             {
-                inner.map.remove(&id);
+                inner.map.remove(&key);
             }
         }
     }
 
     /// Reserve a request's event ids, each with the hash of its content.
-    pub fn reserve(&self, ids: &[(&str, [u8; 32])]) -> Reservation {
+    pub fn reserve(&self, ids: &[(EventKey, [u8; 32])]) -> Reservation {
         let mut inner = self.lock();
         let now = now_ms();
         self.evict(&mut inner, now);
         let mut duplicates = Vec::new();
         let mut conflicts = Vec::new();
         let mut wait = None;
-        for (i, (id, hash)) in ids.iter().enumerate() {
-            let Some(e) = inner.map.get(*id) else {
+        for (i, (key, hash)) in ids.iter().enumerate() {
+            let Some(e) = inner.map.get(key) else {
                 continue;
             };
             if e.hash != *hash {
@@ -172,16 +243,7 @@ impl Index {
                 continue;
             }
             match &e.state {
-                State::Done(topic, partition, offset) => duplicates.push((
-                    i,
-                    Receipt {
-                        topic: topic.clone(),
-                        partition: *partition,
-                        offset: *offset,
-                        event_id: id.to_string(),
-                        duplicate: true,
-                    },
-                )),
+                State::Done(place) => duplicates.push((i, place.clone())),
                 State::InFlight(tx) => wait = Some(tx.subscribe()),
             }
         }
@@ -196,12 +258,12 @@ impl Index {
         let tx = Arc::new(watch::channel(false).0);
         let mut fresh = Vec::with_capacity(ids.len() - duplicates.len());
         let mut known = duplicates.iter().map(|(i, _)| *i).peekable();
-        for (i, (id, hash)) in ids.iter().enumerate() {
+        for (i, (key, hash)) in ids.iter().enumerate() {
             if known.next_if_eq(&i).is_some() {
                 continue;
             }
             inner.map.insert(
-                id.to_string(),
+                *key,
                 Entry {
                     hash: *hash,
                     at_ms: now,
@@ -214,34 +276,38 @@ impl Index {
     }
 
     /// The held ids are on the log in `topic`, each at its (partition, offset).
-    pub fn complete<'a>(&self, topic: &str, placed: impl IntoIterator<Item = (&'a str, i32, i64)>) {
+    pub fn complete(&self, topic: &str, placed: impl IntoIterator<Item = (EventKey, i32, i64)>) {
         let mut inner = self.lock();
         let now = now_ms();
         let topic = inner.topic(topic);
         let mut woken: Option<Arc<watch::Sender<bool>>> = None;
-        for (id, partition, offset) in placed {
-            let Some(e) = inner.map.get_mut(id) else {
+        for (key, partition, offset) in placed {
+            let Some(e) = inner.map.get_mut(&key) else {
                 continue;
             };
-            let done = State::Done(topic.clone(), partition, offset);
+            let done = State::Done(Place {
+                topic: topic.clone(),
+                partition,
+                offset,
+            });
             if let State::InFlight(tx) = std::mem::replace(&mut e.state, done) {
                 wake_once(&mut woken, tx);
             }
             e.at_ms = now;
-            inner.order.push_back((now, id.to_string()));
+            inner.order.push_back((now, key));
         }
     }
 
     /// The held ids were not published: forget them, and wake whoever waits.
-    pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+    pub fn release(&self, keys: impl IntoIterator<Item = EventKey>) {
         let mut inner = self.lock();
         let mut woken: Option<Arc<watch::Sender<bool>>> = None;
-        for id in ids {
-            if let Some(e) = inner.map.get(id)
+        for key in keys {
+            if let Some(e) = inner.map.get(&key)
                 && let State::InFlight(tx) = &e.state
             {
                 wake_once(&mut woken, tx.clone());
-                inner.map.remove(id);
+                inner.map.remove(&key);
             }
         }
     }
@@ -252,7 +318,7 @@ impl Index {
     pub fn record(
         &self,
         hash: impl FnOnce() -> [u8; 32],
-        event_id: &str,
+        key: EventKey,
         (topic, partition, offset): (&str, i32, i64),
         at_ms: i64,
     ) {
@@ -261,17 +327,21 @@ impl Index {
         if now.saturating_sub(at_ms) > self.window_ms {
             return;
         }
-        if inner.map.contains_key(event_id) {
+        if inner.map.contains_key(&key) {
             return;
         }
         let topic = inner.topic(topic);
-        inner.order.push_back((at_ms, event_id.to_string()));
+        inner.order.push_back((at_ms, key));
         inner.map.insert(
-            event_id.to_string(),
+            key,
             Entry {
                 hash: hash(),
                 at_ms,
-                state: State::Done(topic, partition, offset),
+                state: State::Done(Place {
+                    topic,
+                    partition,
+                    offset,
+                }),
             },
         );
         self.evict(&mut inner, now);
@@ -293,7 +363,12 @@ fn wake_once(woken: &mut Option<Arc<watch::Sender<bool>>>, tx: Arc<watch::Sender
 mod tests {
     use super::*;
 
-    fn held(r: Reservation) -> (Vec<usize>, Vec<(usize, Receipt)>) {
+    /// The key of a made-up UUID numbered `n`.
+    fn key(n: u32) -> EventKey {
+        EventKey::parse(&format!("{n:08x}-0000-4000-8000-000000000000")).unwrap()
+    }
+
+    fn held(r: Reservation) -> (Vec<usize>, Vec<(usize, Place)>) {
         match r {
             Reservation::Held { fresh, duplicates } => (fresh, duplicates),
             Reservation::Conflict(c) => panic!("conflict at {c:?}"),
@@ -302,55 +377,94 @@ mod tests {
     }
 
     #[test]
+    fn an_event_key_is_equal_exactly_when_the_text_is() {
+        let id = "6f0c2a5e-1d2b-4c7e-9a51-0e6b1b0f7a43";
+        let k = EventKey::parse(id).unwrap();
+        assert_eq!(EventKey::parse(id), Some(k));
+        // The same UUID written in upper case is another text, so another key.
+        let upper = EventKey::parse(&id.to_uppercase()).unwrap();
+        assert_ne!(upper, k);
+        assert_ne!(
+            EventKey::parse("6F0c2a5e-1d2b-4c7e-9a51-0e6b1b0f7a43").unwrap(),
+            EventKey::parse("6f0C2a5e-1d2b-4c7e-9a51-0e6b1b0f7a43").unwrap(),
+            "which digit is upper case counts"
+        );
+        // Every digit counts, the last as much as the first.
+        assert_ne!(
+            EventKey::parse("6f0c2a5e-1d2b-4c7e-9a51-0e6b1b0f7a44"),
+            Some(k)
+        );
+        assert_ne!(
+            EventKey::parse("7f0c2a5e-1d2b-4c7e-9a51-0e6b1b0f7a43"),
+            Some(k)
+        );
+        for not_an_id in [
+            "",
+            "a",
+            "6f0c2a5e1d2b4c7e9a510e6b1b0f7a43",
+            "6f0c2a5e-1d2b-4c7e-9a51-0e6b1b0f7a4",
+            "6f0c2a5e-1d2b-4c7e-9a51-0e6b1b0f7a433",
+            "6f0c2a5e-1d2b-4c7e-9a51_0e6b1b0f7a43",
+            "6f0c2a5e-1d2b-4c7e-9a51-0e6b1b0f7a4g",
+            "6f0c2a5e-1d2b-4c7e-9a51-0e6b1b0f7aé",
+        ] {
+            assert_eq!(EventKey::parse(not_an_id), None, "{not_an_id:?}");
+        }
+    }
+
+    #[test]
     fn same_id_same_content_is_a_duplicate_different_content_a_conflict() {
+        let (a, b) = (key(1), key(2));
         let idx = Index::new(Duration::from_secs(60), 10);
-        assert_eq!(held(idx.reserve(&[("a", [1; 32])])).0, [0]);
-        assert!(matches!(idx.reserve(&[("a", [2; 32])]), Reservation::Conflict(c) if c == [0]));
-        let Reservation::Wait(mut rx) = idx.reserve(&[("a", [1; 32])]) else {
+        assert_eq!(held(idx.reserve(&[(a, [1; 32])])).0, [0]);
+        assert!(matches!(idx.reserve(&[(a, [2; 32])]), Reservation::Conflict(c) if c == [0]));
+        let Reservation::Wait(mut rx) = idx.reserve(&[(a, [1; 32])]) else {
             panic!("in flight")
         };
         assert!(!*rx.borrow_and_update());
-        idx.complete("t", [("a", 3, 7)]);
+        idx.complete("t", [(a, 3, 7)]);
         assert!(*rx.borrow_and_update(), "the waiter is woken");
-        let (fresh, duplicates) = held(idx.reserve(&[("a", [1; 32]), ("b", [1; 32])]));
+        let (fresh, duplicates) = held(idx.reserve(&[(a, [1; 32]), (b, [1; 32])]));
         assert_eq!(fresh, [1]);
-        let (i, r) = &duplicates[0];
-        assert!(*i == 0 && r.duplicate && &*r.topic == "t" && r.partition == 3 && r.offset == 7);
-        idx.release(["b"]);
-        assert_eq!(held(idx.reserve(&[("b", [1; 32])])).0, [0]);
+        let (i, p) = &duplicates[0];
+        assert!(*i == 0 && &*p.topic == "t" && p.partition == 3 && p.offset == 7);
+        idx.release([b]);
+        assert_eq!(held(idx.reserve(&[(b, [1; 32])])).0, [0]);
     }
 
     #[test]
     fn a_request_holds_all_its_new_ids_or_none() {
+        let (busy, used, x, y) = (key(1), key(2), key(3), key(4));
         let idx = Index::new(Duration::from_secs(60), 10);
-        held(idx.reserve(&[("busy", [1; 32])]));
-        held(idx.reserve(&[("used", [1; 32])]));
-        idx.complete("t", [("used", 0, 1)]);
+        held(idx.reserve(&[(busy, [1; 32])]));
+        held(idx.reserve(&[(used, [1; 32])]));
+        idx.complete("t", [(used, 0, 1)]);
         // One id in flight elsewhere: nothing of this request is held...
-        let Reservation::Wait(mut rx) = idx.reserve(&[("x", [0; 32]), ("busy", [1; 32])]) else {
+        let Reservation::Wait(mut rx) = idx.reserve(&[(x, [0; 32]), (busy, [1; 32])]) else {
             panic!("wait")
         };
         // ... and one used for other content: nothing either.
         assert!(matches!(
-            idx.reserve(&[("y", [0; 32]), ("used", [2; 32])]),
+            idx.reserve(&[(y, [0; 32]), (used, [2; 32])]),
             Reservation::Conflict(c) if c == [1]
         ));
         assert_eq!(idx.len(), 2, "neither x nor y was held");
-        idx.release(["busy"]);
+        idx.release([busy]);
         assert!(*rx.borrow_and_update(), "a release wakes the waiter too");
-        let (fresh, duplicates) = held(idx.reserve(&[("x", [0; 32]), ("busy", [1; 32])]));
+        let (fresh, duplicates) = held(idx.reserve(&[(x, [0; 32]), (busy, [1; 32])]));
         assert!(fresh == [0, 1] && duplicates.is_empty());
     }
 
     #[test]
     fn old_and_excess_ids_are_forgotten() {
         let idx = Index::new(Duration::from_secs(60), 3);
-        idx.record(|| [0; 32], "old", ("t", 0, 1), now_ms() - 120_000);
+        idx.record(|| [0; 32], key(0), ("t", 0, 1), now_ms() - 120_000);
         assert!(idx.is_empty());
-        for id in ["a", "b", "c", "d"] {
-            idx.record(|| [0; 32], id, ("t", 0, 1), now_ms());
+        for n in 1..=4 {
+            idx.record(|| [0; 32], key(n), ("t", 0, 1), now_ms());
         }
         assert_eq!(idx.len(), 3);
-        assert_eq!(held(idx.reserve(&[("a", [0; 32])])).0, [0]);
+        assert_eq!(held(idx.reserve(&[(key(1), [0; 32])])).0, [0], "the oldest went first");
+        assert!(held(idx.reserve(&[(key(4), [0; 32])])).0.is_empty(), "the newest stayed");
     }
 }

@@ -3,8 +3,10 @@
 //! Each catalog topic is read with `read_committed` (aborted transactions are not events). A
 //! record's event id is the first field of its envelope, which is the first field of every value
 //! schema (the catalog enforces it), so the id is the first Avro string of the body whatever the
-//! schema version — no schema lookup is needed, even for records other publishers wrote. The
-//! index is *ready* once every partition has been read up to where it stood at start.
+//! schema version — no schema lookup is needed, even for records other publishers wrote. A
+//! record whose id is not a UUID's text is skipped: the gateway accepts no other ids, so no
+//! request could ever be its retry. The index is *ready* once every partition has been read up
+//! to where it stood at start.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConnection;
-use crate::idem::{Index, content_hash, now_ms};
+use crate::idem::{EventKey, Index, content_hash, now_ms};
 
 /// Reaching a partition's end is expected here, not an error worth logging as one.
 struct Quiet;
@@ -188,7 +190,7 @@ async fn tail(
             Some(Err(e)) => tracing::debug!(%topic, error = %e, "replay consumer"),
             Some(Ok(m)) => {
                 if let (Some(value), Some(key)) = (m.payload(), m.key())
-                    && let Some(id) = leading_event_id(value)
+                    && let Some(id) = leading_event_id(value).and_then(EventKey::parse)
                 {
                     let at = m.timestamp().to_millis().unwrap_or_else(now_ms);
                     index.record(
