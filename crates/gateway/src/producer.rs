@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
-use futures::future::join_all;
 use lienthong_telemetry::KafkaClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -231,30 +230,26 @@ impl Committer {
         // librdkafka's commit take ~100 ms more. It also tells where each record landed.
         let mut acked: Option<Vec<Placed>> = None;
         if failure.is_none() {
-            match tokio::time::timeout_at(deadline, join_all(futures.iter_mut())).await {
-                Err(_) => failure = Some("Kafka did not acknowledge in time".into()),
-                Ok(results) => {
-                    let mut placed = Vec::with_capacity(results.len());
-                    for r in results {
-                        match r {
-                            Ok(Ok(d)) => placed.push(Placed {
-                                partition: d.partition,
-                                offset: d.offset,
-                            }),
-                            Ok(Err((e, _))) => {
-                                failure = Some(format!("produce: {e}"));
-                                break;
-                            }
-                            Err(_) => {
-                                failure = Some("delivery report lost".into());
-                                break;
-                            }
-                        }
-                    }
-                    if failure.is_none() {
-                        acked = Some(placed);
+            // In order, one after the other: the acknowledgements arrive about together, so
+            // most are ready when their turn comes, and there is no set of futures to manage.
+            let acks = async {
+                let mut placed = Vec::with_capacity(futures.len());
+                for f in &mut futures {
+                    match f.await {
+                        Ok(Ok(d)) => placed.push(Placed {
+                            partition: d.partition,
+                            offset: d.offset,
+                        }),
+                        Ok(Err((e, _))) => return Err(format!("produce: {e}")),
+                        Err(_) => return Err("delivery report lost".to_string()),
                     }
                 }
+                Ok(placed)
+            };
+            match tokio::time::timeout_at(deadline, acks).await {
+                Err(_) => failure = Some("Kafka did not acknowledge in time".into()),
+                Ok(Err(why)) => failure = Some(why),
+                Ok(Ok(placed)) => acked = Some(placed),
             }
         }
         if let Some(placed) = &acked {
