@@ -34,7 +34,7 @@ use lienthong_contract::write::{write_bytes, write_long};
 use serde::Serialize;
 
 use crate::idem::EventKey;
-use crate::json::{Json, get_field};
+use crate::json::Json;
 
 /// One thing wrong with an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -67,17 +67,102 @@ pub struct Encoded {
 #[derive(Debug)]
 pub struct TopicEncoder {
     schema_id: u32,
-    schema: Schema,
-    names: HashMap<String, Schema>,
-    /// Each record field's default, by (record full name, field name), as the walk reads JSON.
-    defaults: HashMap<(String, String), Json<'static>>,
+    plan: Plan,
     key_field: Vec<String>,
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Attrs {
     format: Option<FieldFormat>,
     range: Option<(i64, i64)>,
+}
+
+/// A topic's schema compiled once for the walk: every named type resolved, and every field's
+/// checks (`lienthong.format`, `lienthong.range`) and default found, so that checking an event
+/// looks up no name, attribute or default.
+#[derive(Debug)]
+struct Plan {
+    root: Node,
+    /// Every record type, by the index a [`Node::Record`] names (records may refer to
+    /// themselves, so they are referred to, not nested).
+    records: Vec<RecordPlan>,
+}
+
+/// What the walk expects at one place of the schema.
+#[derive(Debug, Clone)]
+enum Node {
+    Null,
+    Boolean,
+    /// `int`, `long` and the time types stored as them: a JSON integer within the bounds.
+    Integer {
+        min: i64,
+        max: i64,
+        what: &'static str,
+    },
+    Date,
+    Timestamp {
+        micros: bool,
+    },
+    Float,
+    Double,
+    Bytes,
+    Fixed(usize),
+    String,
+    Uuid,
+    Enum(Box<EnumPlan>),
+    Array(Box<Node>),
+    Map(Box<Node>),
+    Union(Box<UnionPlan>),
+    Record(usize),
+    /// Decimal and duration, which the gateway does not take.
+    Unsupported,
+    /// A reference to a type the schema does not define (named here).
+    Unknown(String),
+}
+
+#[derive(Debug, Clone)]
+struct EnumPlan {
+    symbols: Vec<String>,
+    /// The symbols as messages list them.
+    listed: String,
+}
+
+#[derive(Debug, Clone)]
+struct UnionPlan {
+    branches: Vec<Branch>,
+    /// The `null` branch, if any.
+    null: Option<usize>,
+    /// The branch a bare value takes: the only one that is not `null`, if there is one.
+    only_non_null: Option<usize>,
+    /// The branches as the message about a value that fits none lists them.
+    listed: String,
+}
+
+#[derive(Debug, Clone)]
+struct Branch {
+    node: Node,
+    /// The tags that select it in `{"<branch>": value}`: a named type's short name and full
+    /// name, or another type's name.
+    short: String,
+    full: Option<String>,
+}
+
+#[derive(Debug)]
+struct RecordPlan {
+    /// The short name, as messages say it.
+    name: String,
+    fields: Vec<FieldPlan>,
+    /// The field names, as the message about an unknown field lists them.
+    listed: String,
+}
+
+#[derive(Debug)]
+struct FieldPlan {
+    name: String,
+    node: Node,
+    attrs: Attrs,
+    /// The schema default, as the walk reads JSON.
+    default: Option<Json<'static>>,
 }
 
 #[derive(Clone, Copy)]
@@ -88,13 +173,15 @@ enum Seg<'a> {
 }
 
 struct Walk<'a> {
-    defaults: &'a HashMap<(String, String), Json<'static>>,
+    records: &'a [RecordPlan],
     out: Vec<u8>,
     problems: Vec<Problem>,
     max_problems: usize,
     path: Vec<Seg<'a>>,
     prefix: Option<usize>,
-    names: &'a HashMap<String, Schema>,
+    /// Where each field of the records being walked found its value in the JSON object (a
+    /// stack: each record pushes its fields' and pops them when done).
+    slots: Vec<Option<usize>>,
 }
 
 fn type_name(schema: &Schema) -> String {
@@ -126,26 +213,6 @@ fn type_name(schema: &Schema) -> String {
     }
 }
 
-/// Does `tag` name this union branch (full name, short name, or primitive type name)?
-fn branch_named(schema: &Schema, tag: &str) -> bool {
-    // `namespace.name`, compared without building it.
-    let full = |n: &Name| match &n.namespace {
-        Some(ns) => tag
-            .strip_prefix(ns.as_str())
-            .and_then(|rest| rest.strip_prefix('.'))
-            .is_some_and(|rest| rest == n.name),
-        None => false,
-    };
-    let short = |n: &Name| n.name == tag || full(n);
-    match schema {
-        Schema::Record(r) => short(&r.name),
-        Schema::Enum(e) => short(&e.name),
-        Schema::Fixed(f) => short(&f.name),
-        Schema::Ref { name } => short(name),
-        other => type_name(other) == tag,
-    }
-}
-
 fn field_attrs(field: &apache_avro::schema::RecordField) -> Attrs {
     let format = field
         .custom_attributes
@@ -160,36 +227,163 @@ fn field_attrs(field: &apache_avro::schema::RecordField) -> Attrs {
     Attrs { format, range }
 }
 
+/// Compiles a schema into a [`Plan`].
+struct Compiler<'s> {
+    names: HashMap<String, &'s Schema>,
+    records: Vec<RecordPlan>,
+    /// Record full name → index in `records`, assigned before its fields are compiled, so a
+    /// record that refers to itself finds its own index.
+    record_ids: HashMap<String, usize>,
+}
+
+impl<'s> Compiler<'s> {
+    fn node(&mut self, schema: &'s Schema) -> Node {
+        match schema {
+            Schema::Null => Node::Null,
+            Schema::Boolean => Node::Boolean,
+            Schema::Int | Schema::TimeMillis => Node::Integer {
+                min: i32::MIN.into(),
+                max: i32::MAX.into(),
+                what: "an int (32-bit integer)",
+            },
+            Schema::Long
+            | Schema::TimeMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => Node::Integer {
+                min: i64::MIN,
+                max: i64::MAX,
+                what: "a long (64-bit integer)",
+            },
+            Schema::Date => Node::Date,
+            Schema::TimestampMillis => Node::Timestamp { micros: false },
+            Schema::TimestampMicros => Node::Timestamp { micros: true },
+            Schema::Float => Node::Float,
+            Schema::Double => Node::Double,
+            Schema::Bytes => Node::Bytes,
+            Schema::Fixed(f) => Node::Fixed(f.size),
+            Schema::String => Node::String,
+            Schema::Uuid => Node::Uuid,
+            Schema::Enum(e) => Node::Enum(Box::new(EnumPlan {
+                symbols: e.symbols.clone(),
+                listed: e.symbols.join(", "),
+            })),
+            Schema::Array(a) => Node::Array(Box::new(self.node(&a.items))),
+            Schema::Map(m) => Node::Map(Box::new(self.node(&m.types))),
+            Schema::Union(u) => self.union(u),
+            Schema::Record(r) => self.record(r),
+            Schema::Ref { name } => {
+                let full = name.fullname(None);
+                if let Some(&id) = self.record_ids.get(&full) {
+                    return Node::Record(id);
+                }
+                match self.names.get(&full) {
+                    Some(named) => self.node(named),
+                    None => Node::Unknown(full),
+                }
+            }
+            Schema::Decimal(_) | Schema::BigDecimal | Schema::Duration => Node::Unsupported,
+        }
+    }
+
+    fn union(&mut self, u: &'s UnionSchema) -> Node {
+        let variants = u.variants();
+        let names = |n: &Name| (n.name.clone(), Some(n.fullname(None)));
+        let branches: Vec<Branch> = variants
+            .iter()
+            .map(|b| {
+                let (short, full) = match b {
+                    Schema::Record(r) => names(&r.name),
+                    Schema::Enum(e) => names(&e.name),
+                    Schema::Fixed(f) => names(&f.name),
+                    Schema::Ref { name } => names(name),
+                    other => (type_name(other), None),
+                };
+                Branch {
+                    node: self.node(b),
+                    short,
+                    full,
+                }
+            })
+            .collect();
+        let null = variants.iter().position(|b| matches!(b, Schema::Null));
+        let mut non_null = (0..variants.len()).filter(|&i| !matches!(variants[i], Schema::Null));
+        let only_non_null = match (non_null.next(), non_null.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        };
+        let listed = variants
+            .iter()
+            .map(|b| match b {
+                Schema::Record(r) => r.name.name.clone(),
+                Schema::Ref { name } => name.name.clone(),
+                other => type_name(other),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Node::Union(Box::new(UnionPlan {
+            branches,
+            null,
+            only_non_null,
+            listed,
+        }))
+    }
+
+    fn record(&mut self, r: &'s RecordSchema) -> Node {
+        let full = r.name.fullname(None);
+        if let Some(&id) = self.record_ids.get(&full) {
+            return Node::Record(id);
+        }
+        let id = self.records.len();
+        self.record_ids.insert(full, id);
+        self.records.push(RecordPlan {
+            name: r.name.name.clone(),
+            fields: Vec::new(),
+            listed: r
+                .fields
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+        let fields = r
+            .fields
+            .iter()
+            .map(|f| FieldPlan {
+                name: f.name.clone(),
+                node: self.node(&f.schema),
+                attrs: field_attrs(f),
+                default: f.default.as_ref().map(|d| Json::from_value(d).into_owned()),
+            })
+            .collect();
+        self.records[id].fields = fields;
+        Node::Record(id)
+    }
+}
+
 impl TopicEncoder {
     /// The encoder of a topic's value `schema`, which the registry knows as `schema_id`; the
     /// Kafka key is the string at `key_field`.
     pub fn new(schema_id: u32, schema: &Schema, key_field: &[String]) -> Result<Self, String> {
         let resolved = apache_avro::schema::ResolvedSchema::try_from(schema)
             .map_err(|e| format!("cannot resolve the schema's named types: {e}"))?;
-        let names: HashMap<String, Schema> = resolved
-            .get_names()
-            .iter()
-            .map(|(n, s)| (n.fullname(None), (*s).clone()))
-            .collect();
-        // Every named record is among the names, so their fields cover every default.
-        let mut defaults = HashMap::new();
-        for (name, s) in &names {
-            if let Schema::Record(r) = s {
-                for f in &r.fields {
-                    if let Some(d) = &f.default {
-                        defaults.insert(
-                            (name.clone(), f.name.clone()),
-                            Json::from_value(d).into_owned(),
-                        );
-                    }
-                }
-            }
-        }
+        let mut compiler = Compiler {
+            names: resolved
+                .get_names()
+                .iter()
+                .map(|(n, s)| (n.fullname(None), *s))
+                .collect(),
+            records: Vec::new(),
+            record_ids: HashMap::new(),
+        };
+        let root = compiler.node(schema);
         Ok(TopicEncoder {
             schema_id,
-            schema: schema.clone(),
-            names,
-            defaults,
+            plan: Plan {
+                root,
+                records: compiler.records,
+            },
             key_field: key_field.to_vec(),
         })
     }
@@ -209,20 +403,9 @@ impl TopicEncoder {
     ) -> Result<Encoded, Vec<Problem>> {
         json.normalize();
         let json = &*json;
-        let mut walk = Walk {
-            defaults: &self.defaults,
-            out: Vec::with_capacity(512),
-            problems: Vec::new(),
-            max_problems: max_problems.max(1),
-            path: Vec::with_capacity(8),
-            prefix: index,
-            names: &self.names,
-        };
-        write_header(self.schema_id, &mut walk.out);
-        walk.value(&self.schema, json, Attrs::default(), false);
-        if !walk.problems.is_empty() {
-            return Err(walk.problems);
-        }
+        let mut value = Vec::with_capacity(512);
+        write_header(self.schema_id, &mut value);
+        self.write(json, index, max_problems, &mut value)?;
         let text_at = |path: &[&str]| -> Option<String> {
             let mut v = json;
             for p in path {
@@ -262,8 +445,35 @@ impl TopicEncoder {
             event_id,
             event_key,
             producer_unit,
-            value: walk.out,
+            value,
         })
+    }
+
+    /// Check `json` against the schema and append its Avro body to `out`, or say every
+    /// problem (up to `max_problems`).
+    fn write(
+        &self,
+        json: &Json<'_>,
+        index: Option<usize>,
+        max_problems: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Vec<Problem>> {
+        let mut walk = Walk {
+            records: &self.plan.records,
+            out: std::mem::take(out),
+            problems: Vec::new(),
+            max_problems: max_problems.max(1),
+            path: Vec::with_capacity(8),
+            prefix: index,
+            slots: Vec::with_capacity(32),
+        };
+        walk.value(&self.plan.root, json, Attrs::default(), false);
+        *out = walk.out;
+        if walk.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(walk.problems)
+        }
     }
 }
 
@@ -316,38 +526,24 @@ impl<'a> Walk<'a> {
         self.problem(format!("expected {what}, got {}", describe(json)));
     }
 
-    /// Check `json` against `schema` and append its encoding. `default` is set while encoding
+    /// Check `json` against `node` and append its encoding. `default` is set while encoding
     /// a schema default (unions then take their first branch, as Avro defines).
-    fn value(&mut self, schema: &'a Schema, json: &'a Json<'a>, attrs: Attrs, default: bool) {
+    fn value(&mut self, node: &'a Node, json: &'a Json<'a>, attrs: Attrs, default: bool) {
         if self.full() {
             return;
         }
-        match schema {
-            Schema::Null => {
+        match node {
+            Node::Null => {
                 if !json.is_null() {
                     self.expected("null", json);
                 }
             }
-            Schema::Boolean => match json {
+            Node::Boolean => match json {
                 Json::Bool(b) => self.out.push(u8::from(*b)),
                 _ => self.expected("a boolean", json),
             },
-            Schema::Int | Schema::TimeMillis => self.int(
-                json,
-                attrs,
-                i32::MIN.into(),
-                i32::MAX.into(),
-                "an int (32-bit integer)",
-            ),
-            Schema::Long
-            | Schema::TimeMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => {
-                self.int(json, attrs, i64::MIN, i64::MAX, "a long (64-bit integer)")
-            }
-            Schema::Date => match json {
+            Node::Integer { min, max, what } => self.int(json, attrs, *min, *max, what),
+            Node::Date => match json {
                 Json::String(s) => match parse_date(s) {
                     Some(days) => write_long(days, &mut self.out),
                     None => self.problem(format!(
@@ -362,8 +558,8 @@ impl<'a> Walk<'a> {
                     "a date (\"YYYY-MM-DD\" or days since 1970-01-01)",
                 ),
             },
-            Schema::TimestampMillis | Schema::TimestampMicros => {
-                let micros = matches!(schema, Schema::TimestampMicros);
+            Node::Timestamp { micros } => {
+                let micros = *micros;
                 match json {
                     Json::String(s) => match parse_rfc3339(s) {
                         Some((secs, nanos)) => {
@@ -382,9 +578,9 @@ impl<'a> Walk<'a> {
                     _ => self.int(json, attrs, i64::MIN, i64::MAX, if micros { "a timestamp (RFC 3339 string or microseconds since the epoch)" } else { "a timestamp (RFC 3339 string or milliseconds since the epoch)" }),
                 }
             }
-            Schema::Float | Schema::Double => match json.as_f64() {
+            Node::Float | Node::Double => match json.as_f64() {
                 Some(f) if json.is_number() => {
-                    if matches!(schema, Schema::Float) {
+                    if matches!(node, Node::Float) {
                         if f.is_finite() && (f as f32).is_infinite() {
                             self.problem(format!("{f} is out of range for a float"));
                         } else {
@@ -396,43 +592,43 @@ impl<'a> Walk<'a> {
                 }
                 _ => self.expected("a number", json),
             },
-            Schema::Bytes => match json.as_str().and_then(latin1) {
+            Node::Bytes => match json.as_str().and_then(latin1) {
                 Some(b) => write_bytes(&b, &mut self.out),
                 None => self.expected("bytes as a string of code points 0-255", json),
             },
-            Schema::Fixed(f) => match json.as_str().and_then(latin1) {
-                Some(b) if b.len() == f.size => self.out.extend_from_slice(&b),
-                Some(b) => self.problem(format!("expected {} bytes, got {}", f.size, b.len())),
+            Node::Fixed(size) => match json.as_str().and_then(latin1) {
+                Some(b) if b.len() == *size => self.out.extend_from_slice(&b),
+                Some(b) => self.problem(format!("expected {size} bytes, got {}", b.len())),
                 None => self.expected("fixed bytes as a string of code points 0-255", json),
             },
-            Schema::String => match json {
+            Node::String => match json {
                 Json::String(s) => {
                     self.format(s, attrs);
                     write_bytes(s.as_bytes(), &mut self.out);
                 }
                 _ => self.expected("a string", json),
             },
-            Schema::Uuid => match json {
+            Node::Uuid => match json {
                 Json::String(s) if is_uuid(s) => write_bytes(s.as_bytes(), &mut self.out),
                 Json::String(s) => self.problem(format!(
                     "{s:?} is not a UUID (8-4-4-4-12 hexadecimal digits)"
                 )),
                 _ => self.expected("a UUID string", json),
             },
-            Schema::Enum(e) => match json {
+            Node::Enum(e) => match json {
                 Json::String(s) => match e.symbols.iter().position(|x| x == s) {
                     Some(i) => write_long(i as i64, &mut self.out),
-                    None => self.problem(format!("{s:?} is not one of {}", e.symbols.join(", "))),
+                    None => self.problem(format!("{s:?} is not one of {}", e.listed)),
                 },
-                _ => self.expected(&format!("one of {}", e.symbols.join(", ")), json),
+                _ => self.expected(&format!("one of {}", e.listed), json),
             },
-            Schema::Array(a) => match json {
+            Node::Array(items_node) => match json {
                 Json::Array(items) => {
                     if !items.is_empty() {
                         write_long(items.len() as i64, &mut self.out);
                         for (i, item) in items.iter().enumerate() {
                             self.path.push(Seg::Index(i));
-                            self.value(&a.items, item, attrs, default);
+                            self.value(items_node, item, attrs, default);
                             self.path.pop();
                         }
                     }
@@ -440,14 +636,14 @@ impl<'a> Walk<'a> {
                 }
                 _ => self.expected("an array", json),
             },
-            Schema::Map(m) => match json {
+            Node::Map(values) => match json {
                 Json::Object(entries) => {
                     if !entries.is_empty() {
                         write_long(entries.len() as i64, &mut self.out);
                         for (k, v) in entries {
                             write_bytes(k.as_bytes(), &mut self.out);
                             self.path.push(Seg::Key(k));
-                            self.value(&m.types, v, Attrs::default(), default);
+                            self.value(values, v, Attrs::default(), default);
                             self.path.pop();
                         }
                     }
@@ -455,16 +651,12 @@ impl<'a> Walk<'a> {
                 }
                 _ => self.expected("an object (a map)", json),
             },
-            Schema::Union(u) => self.union(u, json, attrs, default),
-            Schema::Record(r) => self.record(r, json, default),
-            Schema::Ref { name } => match self.names.get(&name.fullname(None)) {
-                Some(s) => self.value(s, json, attrs, default),
-                None => self.problem(format!(
-                    "the schema refers to unknown type {}",
-                    name.fullname(None)
-                )),
-            },
-            Schema::Decimal(_) | Schema::BigDecimal | Schema::Duration => {
+            Node::Union(u) => self.union(u, json, attrs, default),
+            Node::Record(id) => self.record(*id, json, default),
+            Node::Unknown(name) => {
+                self.problem(format!("the schema refers to unknown type {name}"));
+            }
+            Node::Unsupported => {
                 self.problem("decimal and duration fields are not supported by the gateway")
             }
         }
@@ -495,17 +687,16 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn union(&mut self, u: &'a UnionSchema, json: &'a Json<'a>, attrs: Attrs, default: bool) {
-        let branches = u.variants();
+    fn union(&mut self, u: &'a UnionPlan, json: &'a Json<'a>, attrs: Attrs, default: bool) {
         if default {
-            if let Some(first) = branches.first() {
+            if let Some(first) = u.branches.first() {
                 write_long(0, &mut self.out);
-                self.value(first, json, attrs, true);
+                self.value(&first.node, json, attrs, true);
             }
             return;
         }
         if json.is_null()
-            && let Some(i) = branches.iter().position(|b| matches!(b, Schema::Null))
+            && let Some(i) = u.null
         {
             write_long(i as i64, &mut self.out);
             return;
@@ -513,73 +704,75 @@ impl<'a> Walk<'a> {
         // The Avro JSON form: {"<branch>": value}.
         if let Json::Object(obj) = json
             && let [(tag, inner)] = &obj[..]
-            && let Some(i) = branches.iter().position(|b| branch_named(b, tag))
+            && let Some(i) = u
+                .branches
+                .iter()
+                .position(|b| b.short == *tag || b.full.as_deref() == Some(tag.as_ref()))
         {
             write_long(i as i64, &mut self.out);
             self.path.push(Seg::Field(tag));
-            self.value(&branches[i], inner, attrs, false);
+            self.value(&u.branches[i].node, inner, attrs, false);
             self.path.pop();
             return;
         }
-        let mut non_null = (0..branches.len()).filter(|&i| !matches!(branches[i], Schema::Null));
-        if let (Some(only), None) = (non_null.next(), non_null.next()) {
+        if let Some(only) = u.only_non_null {
             write_long(only as i64, &mut self.out);
-            self.value(&branches[only], json, attrs, false);
+            self.value(&u.branches[only].node, json, attrs, false);
             return;
         }
-        let names: Vec<String> = branches
-            .iter()
-            .map(|b| match b {
-                Schema::Record(r) => r.name.name.clone(),
-                Schema::Ref { name } => name.name.clone(),
-                other => type_name(other),
-            })
-            .collect();
         self.problem(format!(
             "expected one of the union's branches as {{\"<branch>\": value}}, with <branch> one of {}; got {}",
-            names.join(", "),
+            u.listed,
             describe(json)
         ));
     }
 
-    fn record(&mut self, r: &'a RecordSchema, json: &'a Json<'a>, default: bool) {
-        let Json::Object(obj) = json else {
-            self.expected(&format!("an object ({})", r.name.name), json);
+    fn record(&mut self, id: usize, json: &'a Json<'a>, default: bool) {
+        let records = self.records;
+        let Some(r) = records.get(id) else {
+            self.problem("the schema refers to a record it does not define");
             return;
         };
-        if !default {
+        let Json::Object(obj) = json else {
+            self.expected(&format!("an object ({})", r.name), json);
+            return;
+        };
+        // Where each field's value is. Senders usually write the fields in schema order, so
+        // the next key is tried first and a scan is the exception.
+        let base = self.slots.len();
+        let (mut next, mut found) = (0, 0);
+        for field in &r.fields {
+            let slot = match obj.get(next) {
+                Some((k, _)) if *k == field.name => Some(next),
+                _ => obj.iter().position(|(k, _)| *k == field.name),
+            };
+            if let Some(at) = slot {
+                next = at + 1;
+                found += 1;
+            }
+            self.slots.push(slot);
+        }
+        // Keys are unique (the parser refuses a key twice), so a key was not found for a
+        // field exactly when some are left over: only then look for which.
+        if !default && found < obj.len() {
             for (key, _) in obj {
-                if !r.lookup.contains_key(key.as_ref()) {
+                if !r.fields.iter().any(|f| *key == f.name) {
                     self.path.push(Seg::Field(key));
-                    self.problem(format!(
-                        "unknown field; {} has {}",
-                        r.name.name,
-                        r.fields
-                            .iter()
-                            .map(|f| f.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
+                    self.problem(format!("unknown field; {} has {}", r.name, r.listed));
                     self.path.pop();
                 }
             }
         }
-        for field in &r.fields {
-            let attrs = field_attrs(field);
+        for (i, field) in r.fields.iter().enumerate() {
             self.path.push(Seg::Field(&field.name));
-            match (get_field(obj, &field.name), &field.default) {
-                (Some(v), _) => self.value(&field.schema, v, attrs, default),
-                (None, Some(_)) => {
-                    let defaults = self.defaults;
-                    match defaults.get(&(r.name.fullname(None), field.name.clone())) {
-                        Some(d) => self.value(&field.schema, d, Attrs::default(), true),
-                        None => self.problem("missing, and its schema default was not found"),
-                    }
-                }
+            match (self.slots[base + i], &field.default) {
+                (Some(at), _) => self.value(&field.node, &obj[at].1, field.attrs, default),
+                (None, Some(d)) => self.value(&field.node, d, Attrs::default(), true),
                 (None, None) => self.problem("required field is missing"),
             }
             self.path.pop();
         }
+        self.slots.truncate(base);
     }
 }
 
@@ -628,6 +821,75 @@ mod tests {
             assert_eq!(back, event);
             assert_eq!(encoded.key, event.envelope.aggregate_id);
         }
+    }
+
+    #[test]
+    fn fields_in_any_order_encode_alike_and_unknown_ones_are_still_found() {
+        let (enc, _) = encoder("hcm.case.events");
+        let event = serde_json::to_value(samples::typical_case_submitted()).unwrap();
+        let in_order = enc.encode(&mut Json::from_value(&event), None, 10).unwrap();
+        // Every object's keys reversed: no field is where the schema has it.
+        fn reversed(v: &serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Object(o) => serde_json::Value::Object(
+                    o.iter().rev().map(|(k, v)| (k.clone(), reversed(v))).collect(),
+                ),
+                serde_json::Value::Array(a) => a.iter().map(reversed).collect(),
+                other => other.clone(),
+            }
+        }
+        let backwards = reversed(&event);
+        assert_ne!(backwards.to_string(), event.to_string());
+        let out_of_order = enc.encode(&mut Json::from_value(&backwards), None, 10).unwrap();
+        assert_eq!(out_of_order.value, in_order.value);
+        // An unknown key among fields out of order, and one in order, are both named.
+        let mut extra = backwards.clone();
+        extra["envelope"]["surplus"] = 1.into();
+        let mut extra_in_order = event.clone();
+        extra_in_order["event"]["CaseSubmitted"]["surplus"] = 1.into();
+        for (json, path) in [
+            (extra, "$.envelope.surplus"),
+            (extra_in_order, "$.event.CaseSubmitted.surplus"),
+        ] {
+            let problems = enc.encode(&mut Json::from_value(&json), None, 10).unwrap_err();
+            assert_eq!(problems.len(), 1, "{problems:#?}");
+            assert_eq!(problems[0].path, path);
+            assert!(problems[0].problem.starts_with("unknown field; "), "{problems:#?}");
+        }
+    }
+
+    #[test]
+    fn named_types_used_again_and_records_that_hold_themselves_encode_as_avro_does() {
+        use apache_avro::types::Value;
+        let schema = Schema::parse_str(
+            r#"{"type": "record", "name": "Item", "namespace": "t", "fields": [
+                {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A", "B"]}},
+                {"name": "other_kind", "type": "Kind"},
+                {"name": "next", "type": ["null", "Item"], "default": null}]}"#,
+        )
+        .unwrap();
+        let enc = TopicEncoder::new(1, &schema, &["kind".into()]).unwrap();
+        let json = serde_json::json!({"kind": "A", "other_kind": "B",
+            "next": {"Item": {"other_kind": "A", "kind": "B"}}});
+        let mut ours = Vec::new();
+        enc.write(&Json::from_value(&json), None, 10, &mut ours).unwrap();
+        let inner = Value::Record(vec![
+            ("kind".into(), Value::Enum(1, "B".into())),
+            ("other_kind".into(), Value::Enum(0, "A".into())),
+            ("next".into(), Value::Union(0, Box::new(Value::Null))),
+        ]);
+        let outer = Value::Record(vec![
+            ("kind".into(), Value::Enum(0, "A".into())),
+            ("other_kind".into(), Value::Enum(1, "B".into())),
+            ("next".into(), Value::Union(1, Box::new(inner))),
+        ]);
+        assert_eq!(ours, apache_avro::to_avro_datum(&schema, outer).unwrap());
+        let bad = serde_json::json!({"kind": "A", "other_kind": "C"});
+        let problems = enc
+            .write(&Json::from_value(&bad), None, 10, &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(problems[0].path, "$.other_kind");
+        assert_eq!(problems[0].problem, "\"C\" is not one of A, B");
     }
 
     #[test]
