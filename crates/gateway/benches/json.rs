@@ -1,8 +1,10 @@
 //! The gateway's JSON work per event, on one core, without Kafka or HTTP: a 500-event batch
 //! body of typical case-submitted events, parsed (and dropped) by `serde_json::Value` — the
 //! baseline, what the gateway used before — and by the borrowed tree it uses now
-//! (`lienthong_gateway::json`), then parsed, NFC-normalised, validated and encoded as the
-//! gateway does it. Prints the median of 5 repetitions of 200 parses each.
+//! (`lienthong_gateway::json`), then parsed, NFC-normalised, validated and encoded by the walk
+//! (what every body that is not valid and in the usual shape takes), and by the direct path
+//! (bytes to records in one pass, what such a body takes). Prints the median of 5 repetitions
+//! of 200 parses each.
 //!
 //! `cargo bench -p lienthong-gateway --bench json`
 
@@ -47,7 +49,8 @@ fn main() {
         })
         .collect();
     let body = serde_json::Value::Array(events).to_string();
-    let (mut value, mut tree, mut full) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut value, mut tree, mut full, mut direct) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..REPS {
         value.push(per_event(|| {
             black_box(serde_json::from_slice::<serde_json::Value>(body.as_bytes()).unwrap());
@@ -63,8 +66,15 @@ fn main() {
                 black_box(encoder.encode(e, Some(i), 10).unwrap());
             }
         }));
+        direct.push(per_event(|| {
+            let records = encoder
+                .encode_direct(body.as_bytes(), true, EVENTS)
+                .unwrap();
+            assert_eq!(records.len(), EVENTS);
+            black_box(records);
+        }));
     }
-    let (value, tree, full) = (median(value), median(tree), median(full));
+    let (value, tree, full, direct) = (median(value), median(tree), median(full), median(direct));
     println!(
         "gateway JSON work per event ({EVENTS}-event batch of {} bytes, median of {REPS}):",
         body.len()
@@ -72,5 +82,9 @@ fn main() {
     println!("  parse + drop, serde_json::Value (baseline): {value:.2} µs");
     println!("  parse + drop, borrowed tree:                {tree:.2} µs");
     println!("  parse + NFC + validate + encode + drop:     {full:.2} µs");
+    println!(
+        "  the same by the direct path, bytes to records: {direct:.2} µs ({:.2}x)",
+        full / direct
+    );
     println!("  tree / Value parse speed: {:.2}x", value / tree);
 }

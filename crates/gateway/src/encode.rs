@@ -63,13 +63,23 @@ pub struct Encoded {
     pub value: Vec<u8>,
 }
 
+mod direct;
+
 /// The checker and encoder of one topic's schema.
 #[derive(Debug)]
 pub struct TopicEncoder {
     schema_id: u32,
     plan: Plan,
     key_field: Vec<String>,
+    /// Whether [`TopicEncoder::encode_direct`] can serve this schema: its key, event id and
+    /// producer unit are string fields reached through records alone.
+    direct: bool,
 }
+
+/// Fields whose text an [`Encoded`] keeps, as [`FieldPlan::capture`] flags.
+const CAPTURE_KEY: u8 = 1;
+const CAPTURE_EVENT_ID: u8 = 2;
+const CAPTURE_PRODUCER: u8 = 4;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Attrs {
@@ -163,6 +173,40 @@ struct FieldPlan {
     attrs: Attrs,
     /// The schema default, as the walk reads JSON.
     default: Option<Json<'static>>,
+    /// The same default, encoded (for the direct path), if it encodes.
+    default_bytes: Option<Vec<u8>>,
+    /// Which of the texts an [`Encoded`] keeps this field holds (`CAPTURE_*` flags).
+    capture: u8,
+}
+
+impl Plan {
+    /// Mark the string field at `path` (field names from the root record) as holding the text
+    /// `flag` stands for; false if no such field is reached through records alone.
+    fn mark_capture(&mut self, path: &[String], flag: u8) -> bool {
+        let mut node = &self.root;
+        let mut at = None;
+        for name in path {
+            let Node::Record(id) = node else {
+                return false;
+            };
+            let Some(i) = self.records[*id]
+                .fields
+                .iter()
+                .position(|f| f.name == *name)
+            else {
+                return false;
+            };
+            at = Some((*id, i));
+            node = &self.records[*id].fields[i].node;
+        }
+        match (at, node) {
+            (Some((id, i)), Node::String | Node::Uuid) => {
+                self.records[id].fields[i].capture |= flag;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -355,6 +399,8 @@ impl<'s> Compiler<'s> {
                 node: self.node(&f.schema),
                 attrs: field_attrs(f),
                 default: f.default.as_ref().map(|d| Json::from_value(d).into_owned()),
+                default_bytes: None,
+                capture: 0,
             })
             .collect();
         self.records[id].fields = fields;
@@ -378,13 +424,44 @@ impl TopicEncoder {
             record_ids: HashMap::new(),
         };
         let root = compiler.node(schema);
+        let mut plan = Plan {
+            root,
+            records: compiler.records,
+        };
+        // Each default encoded once, by the walk itself (as it encodes a missing field).
+        let encoded_defaults: Vec<Vec<Option<Vec<u8>>>> = plan
+            .records
+            .iter()
+            .map(|r| {
+                r.fields
+                    .iter()
+                    .map(|f| {
+                        let d = f.default.as_ref()?;
+                        let mut walk = Walk::new(&plan.records, None, 1, Vec::new());
+                        walk.value(&f.node, d, Attrs::default(), true);
+                        walk.problems.is_empty().then_some(walk.out)
+                    })
+                    .collect()
+            })
+            .collect();
+        for (r, defaults) in plan.records.iter_mut().zip(encoded_defaults) {
+            for (f, d) in r.fields.iter_mut().zip(defaults) {
+                f.default_bytes = d;
+            }
+        }
+        let envelope = |field: &str| ["envelope".to_string(), field.to_string()];
+        let direct = [
+            (key_field.to_vec(), CAPTURE_KEY),
+            (envelope("event_id").to_vec(), CAPTURE_EVENT_ID),
+            (envelope("producer_unit").to_vec(), CAPTURE_PRODUCER),
+        ]
+        .into_iter()
+        .all(|(path, flag)| plan.mark_capture(&path, flag));
         Ok(TopicEncoder {
             schema_id,
-            plan: Plan {
-                root,
-                records: compiler.records,
-            },
+            plan,
             key_field: key_field.to_vec(),
+            direct,
         })
     }
 
@@ -458,15 +535,7 @@ impl TopicEncoder {
         max_problems: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), Vec<Problem>> {
-        let mut walk = Walk {
-            records: &self.plan.records,
-            out: std::mem::take(out),
-            problems: Vec::new(),
-            max_problems: max_problems.max(1),
-            path: Vec::with_capacity(8),
-            prefix: index,
-            slots: Vec::with_capacity(32),
-        };
+        let mut walk = Walk::new(&self.plan.records, index, max_problems, std::mem::take(out));
         walk.value(&self.plan.root, json, Attrs::default(), false);
         *out = walk.out;
         if walk.problems.is_empty() {
@@ -493,6 +562,23 @@ fn describe(json: &Json<'_>) -> &'static str {
 }
 
 impl<'a> Walk<'a> {
+    fn new(
+        records: &'a [RecordPlan],
+        prefix: Option<usize>,
+        max_problems: usize,
+        out: Vec<u8>,
+    ) -> Self {
+        Walk {
+            records,
+            out,
+            problems: Vec::new(),
+            max_problems: max_problems.max(1),
+            path: Vec::with_capacity(8),
+            prefix,
+            slots: Vec::with_capacity(32),
+        }
+    }
+
     fn full(&self) -> bool {
         self.problems.len() >= self.max_problems
     }
@@ -832,7 +918,10 @@ mod tests {
         fn reversed(v: &serde_json::Value) -> serde_json::Value {
             match v {
                 serde_json::Value::Object(o) => serde_json::Value::Object(
-                    o.iter().rev().map(|(k, v)| (k.clone(), reversed(v))).collect(),
+                    o.iter()
+                        .rev()
+                        .map(|(k, v)| (k.clone(), reversed(v)))
+                        .collect(),
                 ),
                 serde_json::Value::Array(a) => a.iter().map(reversed).collect(),
                 other => other.clone(),
@@ -840,7 +929,9 @@ mod tests {
         }
         let backwards = reversed(&event);
         assert_ne!(backwards.to_string(), event.to_string());
-        let out_of_order = enc.encode(&mut Json::from_value(&backwards), None, 10).unwrap();
+        let out_of_order = enc
+            .encode(&mut Json::from_value(&backwards), None, 10)
+            .unwrap();
         assert_eq!(out_of_order.value, in_order.value);
         // An unknown key among fields out of order, and one in order, are both named.
         let mut extra = backwards.clone();
@@ -851,10 +942,15 @@ mod tests {
             (extra, "$.envelope.surplus"),
             (extra_in_order, "$.event.CaseSubmitted.surplus"),
         ] {
-            let problems = enc.encode(&mut Json::from_value(&json), None, 10).unwrap_err();
+            let problems = enc
+                .encode(&mut Json::from_value(&json), None, 10)
+                .unwrap_err();
             assert_eq!(problems.len(), 1, "{problems:#?}");
             assert_eq!(problems[0].path, path);
-            assert!(problems[0].problem.starts_with("unknown field; "), "{problems:#?}");
+            assert!(
+                problems[0].problem.starts_with("unknown field; "),
+                "{problems:#?}"
+            );
         }
     }
 
@@ -872,7 +968,8 @@ mod tests {
         let json = serde_json::json!({"kind": "A", "other_kind": "B",
             "next": {"Item": {"other_kind": "A", "kind": "B"}}});
         let mut ours = Vec::new();
-        enc.write(&Json::from_value(&json), None, 10, &mut ours).unwrap();
+        enc.write(&Json::from_value(&json), None, 10, &mut ours)
+            .unwrap();
         let inner = Value::Record(vec![
             ("kind".into(), Value::Enum(1, "B".into())),
             ("other_kind".into(), Value::Enum(0, "A".into())),

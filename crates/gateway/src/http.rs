@@ -459,7 +459,55 @@ async fn accept(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large())?;
-    let json = BodyJson::parse(&bytes)
+    // Valid bodies in the usual shape are encoded straight from their bytes; any other goes
+    // through the tree and the walk, which find every problem.
+    let encoded = match route
+        .encoder
+        .encode_direct(&bytes, batch, gw.config.max_batch_events)
+    {
+        Some(encoded) => {
+            *n_events = encoded.len();
+            encoded
+        }
+        None => walk_all(&gw, route, &topic, &bytes, batch, n_events)?,
+    };
+    for (i, e) in encoded.iter().enumerate() {
+        check_publishes_as_itself(&agency.code, &e.producer_unit).map_err(|r| {
+            GatewayError::Forbidden(if batch {
+                format!("event [{i}]: {r}")
+            } else {
+                r.to_string()
+            })
+        })?;
+    }
+    if let Err(why) = fast_unavailable(&gw) {
+        return Err(GatewayError::Unavailable {
+            message: format!("{why}; nothing was produced"),
+            retry_after_secs: gw.config.retry_after_secs,
+        });
+    }
+    // From here on the work runs in its own task: if the client goes away, reservations are
+    // still completed or released, never left dangling.
+    let name = route.name.clone();
+    tokio::spawn(async move { publish(gw, name, encoded).await })
+        .await
+        .map_err(|e| GatewayError::Unavailable {
+            message: format!("publishing task failed: {e}"),
+            retry_after_secs: 1,
+        })?
+}
+
+/// Parse the body into the JSON tree, check its shape and size, and encode every event with
+/// the walk, which reports every problem.
+fn walk_all(
+    gw: &Gateway,
+    route: &Route,
+    topic: &str,
+    bytes: &[u8],
+    batch: bool,
+    n_events: &mut usize,
+) -> Result<Vec<Encoded>, GatewayError> {
+    let json = BodyJson::parse(bytes)
         .map_err(|e| GatewayError::Malformed(format!("the body is not valid JSON: {e}")))?;
     let mut events: Vec<BodyJson<'_>> = match (batch, json) {
         (true, BodyJson::Array(a)) => a,
@@ -488,32 +536,7 @@ async fn accept(
             gw.config.max_batch_events
         )));
     }
-    let encoded = encode_all(&gw, route, &mut events, batch)?;
-    drop(events);
-    for (i, e) in encoded.iter().enumerate() {
-        check_publishes_as_itself(&agency.code, &e.producer_unit).map_err(|r| {
-            GatewayError::Forbidden(if batch {
-                format!("event [{i}]: {r}")
-            } else {
-                r.to_string()
-            })
-        })?;
-    }
-    if let Err(why) = fast_unavailable(&gw) {
-        return Err(GatewayError::Unavailable {
-            message: format!("{why}; nothing was produced"),
-            retry_after_secs: gw.config.retry_after_secs,
-        });
-    }
-    // From here on the work runs in its own task: if the client goes away, reservations are
-    // still completed or released, never left dangling.
-    let name = route.name.clone();
-    tokio::spawn(async move { publish(gw, name, encoded).await })
-        .await
-        .map_err(|e| GatewayError::Unavailable {
-            message: format!("publishing task failed: {e}"),
-            retry_after_secs: 1,
-        })?
+    encode_all(gw, route, &mut events, batch)
 }
 
 fn fast_unavailable(gw: &Gateway) -> Result<(), String> {
@@ -582,7 +605,12 @@ async fn publish(
     };
     let ids: Vec<(EventKey, [u8; 32])> = encoded
         .iter()
-        .map(|e| (e.event_key, content_hash(&topic, e.key.as_bytes(), &e.value)))
+        .map(|e| {
+            (
+                e.event_key,
+                content_hash(&topic, e.key.as_bytes(), &e.value),
+            )
+        })
         .collect();
     // All of the request's ids at once: either every new one is held, or (an id in flight in
     // another request) none is, and this request waits and tries again.

@@ -1,0 +1,745 @@
+//! The direct path: a request body's JSON bytes to Avro in one pass, for events that need no
+//! diagnosis.
+//!
+//! Most requests are valid, with their keys in schema order and their text already NFC. For
+//! them, building the JSON tree and then walking it is two passes where one does: this path
+//! reads the bytes once against the compiled [`Plan`](super::Plan) and writes the Avro as it
+//! goes. It *only* ever says "this body is valid, here are its records". At anything else — a
+//! problem of any kind, a string with an escape, text not yet NFC, a key out of schema order or
+//! unknown, a float, a map, bytes, a batch with a repeated event id — it gives up, and the full
+//! walk ([`TopicEncoder::encode`]) runs on the same body and says what the gateway answers. So
+//! every refusal and its wording come from one place, and this path must never accept what the
+//! walk refuses nor encode anything differently: `tests` check both on every sample, on
+//! generated events and on damaged bodies.
+
+use std::borrow::Cow;
+
+use lienthong_contract::codec::write_header;
+use lienthong_contract::write::{write_bytes, write_long};
+
+use super::{Attrs, CAPTURE_EVENT_ID, CAPTURE_KEY, CAPTURE_PRODUCER, Encoded, Node, TopicEncoder};
+use super::{RecordPlan, UnionPlan, is_uuid, parse_date, parse_rfc3339};
+use crate::idem::EventKey;
+
+impl TopicEncoder {
+    /// Every event of `body` (a JSON array of events when `batch`, else one event object)
+    /// checked and encoded in one pass, if each is valid and needs nothing that the direct path
+    /// leaves to the walk; `None` otherwise (the caller then runs [`TopicEncoder::encode`] on
+    /// each event, which says why). A batch must hold 1 to `max_events` events with distinct
+    /// event ids.
+    pub fn encode_direct(
+        &self,
+        body: &[u8],
+        batch: bool,
+        max_events: usize,
+    ) -> Option<Vec<Encoded>> {
+        if !self.direct {
+            return None;
+        }
+        let mut cur = Cursor::new(std::str::from_utf8(body).ok()?);
+        let mut events = Vec::new();
+        if batch {
+            cur.expect(b'[')?;
+            loop {
+                if events.len() >= max_events {
+                    return None;
+                }
+                events.push(self.event(&mut cur)?);
+                match cur.next_token()? {
+                    b',' => {}
+                    b']' => break,
+                    _ => return None,
+                }
+            }
+        } else {
+            events.push(self.event(&mut cur)?);
+        }
+        cur.skip_ws();
+        if cur.i != body.len() {
+            return None;
+        }
+        if events.len() > 1 {
+            let mut seen = std::collections::HashSet::with_capacity_and_hasher(
+                events.len(),
+                foldhash::fast::RandomState::default(),
+            );
+            if !events.iter().all(|e: &Encoded| seen.insert(e.event_key)) {
+                return None;
+            }
+        }
+        Some(events)
+    }
+
+    fn event<'b>(&self, cur: &mut Cursor<'b>) -> Option<Encoded> {
+        let mut direct = Direct {
+            records: &self.plan.records,
+            cur: Cursor {
+                s: cur.s,
+                b: cur.b,
+                i: cur.i,
+            },
+            out: Vec::with_capacity(512),
+            captured: [None; 3],
+            depth: 0,
+        };
+        write_header(self.schema_id, &mut direct.out);
+        direct.value(&self.plan.root, Attrs::default(), 0)?;
+        cur.i = direct.cur.i;
+        let [key, event_id, producer_unit] = direct.captured;
+        let (key, event_id, producer_unit) = (key?, event_id?, producer_unit?);
+        if key.is_empty() {
+            return None;
+        }
+        Some(Encoded {
+            key: key.to_string(),
+            event_key: EventKey::parse(event_id)?,
+            event_id: event_id.to_string(),
+            producer_unit: producer_unit.to_string(),
+            value: direct.out,
+        })
+    }
+}
+
+/// A position in the body, which is valid UTF-8 as a whole (checked once, so that each
+/// string is a slice of it with no check of its own).
+struct Cursor<'b> {
+    s: &'b str,
+    b: &'b [u8],
+    i: usize,
+}
+
+/// How [`Cursor::string`] sees each byte: 0 text, 1 the end of what it takes (the closing
+/// quote, an escape, a control character), 2 part of a non-ASCII character.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if i < 0x20 || i == b'"' as usize || i == b'\\' as usize {
+            1
+        } else if i >= 0x80 {
+            2
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+impl<'b> Cursor<'b> {
+    fn new(s: &'b str) -> Self {
+        Cursor {
+            s,
+            b: s.as_bytes(),
+            i: 0,
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    /// The next byte that is not whitespace, without taking it.
+    fn peek_token(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.b.get(self.i).copied()
+    }
+
+    /// The next byte that is not whitespace, taken.
+    fn next_token(&mut self) -> Option<u8> {
+        let c = self.peek_token()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        (self.next_token()? == c).then_some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.skip_ws();
+        let end = self.i.checked_add(word.len())?;
+        if self.b.get(self.i..end)? != word {
+            return None;
+        }
+        self.i = end;
+        // `nulls` is not `null`: the word must end there.
+        match self.b.get(self.i) {
+            Some(c) if c.is_ascii_alphanumeric() => None,
+            _ => Some(()),
+        }
+    }
+
+    /// A string without escapes or control characters, and whether it is all ASCII.
+    fn string(&mut self) -> Option<(&'b str, bool)> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let mut ascii = true;
+        let mut i = start;
+        loop {
+            match CLASS[usize::from(*self.b.get(i)?)] {
+                0 => {}
+                2 => ascii = false,
+                _ => break,
+            }
+            i += 1;
+        }
+        if self.b[i] != b'"' {
+            return None;
+        }
+        self.i = i + 1;
+        // Both ends are ASCII quotes, so both are character boundaries.
+        Some((self.s.get(start..i)?, ascii))
+    }
+
+    /// A JSON integer (no fraction, no exponent) that fits an `i64`.
+    fn integer(&mut self) -> Option<i64> {
+        self.skip_ws();
+        let negative = self.b.get(self.i) == Some(&b'-');
+        let start = self.i + usize::from(negative);
+        let digits = self.b.get(start..)?;
+        let len = digits
+            .iter()
+            .position(|c| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        // No leading zeros, no "-0", and nothing that makes it a non-integer.
+        if len == 0 || (digits[0] == b'0' && (len > 1 || negative)) {
+            return None;
+        }
+        if let Some(b'.' | b'e' | b'E') = digits.get(len) {
+            return None;
+        }
+        let mut v: i64 = 0;
+        for &d in &digits[..len] {
+            let d = i64::from(d - b'0');
+            v = v.checked_mul(10)?;
+            v = if negative {
+                v.checked_sub(d)?
+            } else {
+                v.checked_add(d)?
+            };
+        }
+        self.i = start + len;
+        Some(v)
+    }
+}
+
+/// One event on the direct path.
+struct Direct<'p, 'b> {
+    records: &'p [RecordPlan],
+    cur: Cursor<'b>,
+    out: Vec<u8>,
+    /// The key, event id and producer unit, as their fields are read.
+    captured: [Option<&'b str>; 3],
+    /// Records open around the current value (a record that holds itself could nest as deep
+    /// as the body goes).
+    depth: usize,
+}
+
+/// How deep records may nest on the direct path; deeper bodies go to the walk, whose parser
+/// has its own limit.
+const MAX_DEPTH: usize = 32;
+
+impl<'b> Direct<'_, 'b> {
+    fn value(&mut self, node: &Node, attrs: Attrs, capture: u8) -> Option<()> {
+        match node {
+            Node::Null => self.cur.literal(b"null"),
+            Node::Boolean => {
+                let b = match self.cur.peek_token()? {
+                    b't' => self.cur.literal(b"true").map(|()| 1),
+                    b'f' => self.cur.literal(b"false").map(|()| 0),
+                    _ => None,
+                }?;
+                self.out.push(b);
+                Some(())
+            }
+            Node::Integer { min, max, .. } => self.int(attrs, *min, *max),
+            Node::Date => {
+                if self.cur.peek_token()? == b'"' {
+                    let days = parse_date(self.text()?)?;
+                    write_long(days, &mut self.out);
+                    Some(())
+                } else {
+                    self.int(attrs, i32::MIN.into(), i32::MAX.into())
+                }
+            }
+            Node::Timestamp { micros } => {
+                if self.cur.peek_token()? == b'"' {
+                    let (secs, nanos) = parse_rfc3339(self.text()?)?;
+                    let (per_sec, unit) = if *micros {
+                        (1_000_000i64, 1_000u32)
+                    } else {
+                        (1_000, 1_000_000)
+                    };
+                    if nanos % unit != 0 {
+                        return None;
+                    }
+                    let v = secs
+                        .checked_mul(per_sec)?
+                        .checked_add(i64::from(nanos / unit))?;
+                    write_long(v, &mut self.out);
+                    Some(())
+                } else {
+                    self.int(attrs, i64::MIN, i64::MAX)
+                }
+            }
+            Node::String => {
+                let s = self.text()?;
+                if let Some(f) = attrs.format
+                    && !f.accepts(s)
+                {
+                    return None;
+                }
+                self.keep(s, capture);
+                Some(())
+            }
+            Node::Uuid => {
+                let s = self.text()?;
+                if !is_uuid(s) {
+                    return None;
+                }
+                self.keep(s, capture);
+                Some(())
+            }
+            Node::Enum(e) => {
+                let s = self.text()?;
+                let i = e.symbols.iter().position(|x| x == s)?;
+                write_long(i as i64, &mut self.out);
+                Some(())
+            }
+            Node::Array(items) => {
+                self.cur.expect(b'[')?;
+                if self.cur.peek_token()? == b']' {
+                    self.cur.i += 1;
+                    self.out.push(0);
+                    return Some(());
+                }
+                // Avro writes the count before the items: write them, then put it in front.
+                let start = self.out.len();
+                let mut count = 0i64;
+                loop {
+                    self.value(items, attrs, 0)?;
+                    count += 1;
+                    match self.cur.next_token()? {
+                        b',' => {}
+                        b']' => break,
+                        _ => return None,
+                    }
+                }
+                let mut head = Vec::with_capacity(10);
+                write_long(count, &mut head);
+                self.out.splice(start..start, head);
+                self.out.push(0);
+                Some(())
+            }
+            Node::Union(u) => self.union(u, attrs, capture),
+            Node::Record(id) => self.record(*id),
+            // Left to the walk: floats (their text-to-number rules are serde_json's), bytes,
+            // maps (keys to check for repeats), and what the gateway refuses anyway.
+            Node::Float
+            | Node::Double
+            | Node::Bytes
+            | Node::Fixed(_)
+            | Node::Map(_)
+            | Node::Unsupported
+            | Node::Unknown(_) => None,
+        }
+    }
+
+    fn int(&mut self, attrs: Attrs, min: i64, max: i64) -> Option<()> {
+        let v = self.cur.integer()?;
+        let (lo, hi) = attrs.range.unwrap_or((min, max));
+        if v < min || v > max || v < lo || v > hi {
+            return None;
+        }
+        write_long(v, &mut self.out);
+        Some(())
+    }
+
+    /// A string value that is already NFC, so that it is the text the walk would check after
+    /// normalising (the walk normalises the others; keys it does not normalise, nor does this).
+    fn text(&mut self) -> Option<&'b str> {
+        let (s, ascii) = self.cur.string()?;
+        if ascii {
+            return Some(s);
+        }
+        match lienthong_contract::nfc::normalize(s) {
+            Cow::Borrowed(_) => Some(s),
+            Cow::Owned(_) => None,
+        }
+    }
+
+    /// Write a string, and keep it if its field is one the request needs.
+    fn keep(&mut self, s: &'b str, capture: u8) {
+        write_bytes(s.as_bytes(), &mut self.out);
+        for (i, flag) in [CAPTURE_KEY, CAPTURE_EVENT_ID, CAPTURE_PRODUCER]
+            .into_iter()
+            .enumerate()
+        {
+            if capture & flag != 0 {
+                self.captured[i] = Some(s);
+            }
+        }
+    }
+
+    fn union(&mut self, u: &UnionPlan, attrs: Attrs, capture: u8) -> Option<()> {
+        match self.cur.peek_token()? {
+            b'n' if u.null.is_some() => {
+                self.cur.literal(b"null")?;
+                write_long(u.null? as i64, &mut self.out);
+                return Some(());
+            }
+            b'{' => {
+                // {"<branch>": value} when the object's only key names a branch, as the walk
+                // decides; otherwise (and only then) a bare record of the only branch.
+                let (at, written) = (self.cur.i, self.out.len());
+                self.cur.i += 1;
+                let (tag, _) = self.cur.string()?;
+                if let Some(i) = u
+                    .branches
+                    .iter()
+                    .position(|b| b.short == tag || b.full.as_deref() == Some(tag))
+                {
+                    self.cur.expect(b':')?;
+                    write_long(i as i64, &mut self.out);
+                    self.value(&u.branches[i].node, attrs, capture)?;
+                    if self.cur.peek_token()? == b'}' {
+                        self.cur.i += 1;
+                        return Some(());
+                    }
+                }
+                self.cur.i = at;
+                self.out.truncate(written);
+            }
+            _ => {}
+        }
+        let only = u.only_non_null?;
+        write_long(only as i64, &mut self.out);
+        self.value(&u.branches[only].node, attrs, capture)
+    }
+
+    fn record(&mut self, id: usize) -> Option<()> {
+        let records = self.records;
+        let r = records.get(id)?;
+        if self.depth >= MAX_DEPTH {
+            return None;
+        }
+        self.depth += 1;
+        self.cur.expect(b'{')?;
+        let mut next = 0;
+        if self.cur.peek_token()? == b'}' {
+            self.cur.i += 1;
+        } else {
+            loop {
+                let (key, _) = self.cur.string()?;
+                // The key names this field or a later one; the fields passed over take their
+                // defaults. A key named before (a repeat) or not at all is the walk's to judge.
+                let at = next + r.fields[next..].iter().position(|f| f.name == key)?;
+                for skipped in &r.fields[next..at] {
+                    self.out
+                        .extend_from_slice(skipped.default_bytes.as_deref()?);
+                }
+                self.cur.expect(b':')?;
+                let field = &r.fields[at];
+                self.value(&field.node, field.attrs, field.capture)?;
+                next = at + 1;
+                match self.cur.next_token()? {
+                    b',' => {}
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        for missing in &r.fields[next..] {
+            self.out
+                .extend_from_slice(missing.default_bytes.as_deref()?);
+        }
+        self.depth -= 1;
+        Some(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::json::Json;
+    use lienthong_contract::{Catalog, repo_schemas_dir, samples};
+
+    fn encoders() -> Vec<(String, TopicEncoder, Vec<serde_json::Value>)> {
+        let catalog = Catalog::load(repo_schemas_dir()).unwrap();
+        let json = |v: &dyn erased::Ser| v.value();
+        let by_topic: Vec<(&str, Vec<serde_json::Value>)> = vec![
+            (
+                "hcm.case.events",
+                samples::case_lifecycle().iter().map(|e| json(e)).collect(),
+            ),
+            (
+                "hcm.citizen.records",
+                vec![json(&samples::citizen_record())],
+            ),
+            (
+                "hcm.feedback.events",
+                samples::feedback_lifecycle()
+                    .iter()
+                    .map(|e| json(e))
+                    .collect(),
+            ),
+            ("hcm.reference.units", vec![json(&samples::admin_unit())]),
+            (
+                "hcm.reference.procedures",
+                vec![json(&samples::procedure())],
+            ),
+        ];
+        by_topic
+            .into_iter()
+            .map(|(topic, events)| {
+                let spec = catalog.topic(topic).unwrap();
+                let id = catalog.local_id(topic).unwrap();
+                let enc = TopicEncoder::new(id, &spec.schema, &spec.key_field).unwrap();
+                (topic.to_string(), enc, events)
+            })
+            .collect()
+    }
+
+    mod erased {
+        pub trait Ser {
+            fn value(&self) -> serde_json::Value;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn value(&self) -> serde_json::Value {
+                serde_json::to_value(self).unwrap()
+            }
+        }
+    }
+
+    /// What the gateway does without the direct path: the tree, then the walk of each event,
+    /// and no event id twice in a batch.
+    fn walk(enc: &TopicEncoder, body: &[u8], batch: bool) -> Option<Vec<Encoded>> {
+        let events = match (batch, Json::parse(body).ok()?) {
+            (true, Json::Array(a)) if !a.is_empty() => a,
+            (false, obj @ Json::Object(_)) => vec![obj],
+            _ => return None,
+        };
+        let mut out: Vec<Encoded> = Vec::new();
+        for (i, mut e) in events.into_iter().enumerate() {
+            let e = enc.encode(&mut e, batch.then_some(i), 10).ok()?;
+            if out.iter().any(|o| o.event_key == e.event_key) {
+                return None;
+            }
+            out.push(e);
+        }
+        Some(out)
+    }
+
+    /// The property the direct path lives by: what it accepts, the walk accepts, with the same
+    /// records. Returns whether the direct path took the body.
+    fn agrees(enc: &TopicEncoder, body: &[u8], batch: bool) -> bool {
+        let Some(direct) = enc.encode_direct(body, batch, 1000) else {
+            return false;
+        };
+        let walked = walk(enc, body, batch).unwrap_or_else(|| {
+            panic!(
+                "the direct path took a body the walk refuses: {}",
+                String::from_utf8_lossy(body)
+            )
+        });
+        assert_eq!(direct.len(), walked.len());
+        for (d, w) in direct.iter().zip(&walked) {
+            assert_eq!(
+                (&d.key, &d.event_id, d.event_key, &d.producer_unit, &d.value),
+                (&w.key, &w.event_id, w.event_key, &w.producer_unit, &w.value),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        true
+    }
+
+    #[test]
+    fn every_sample_of_every_topic_is_encoded_directly_as_the_walk_does() {
+        for (topic, enc, events) in encoders() {
+            assert!(enc.direct, "{topic}");
+            for e in &events {
+                for body in [e.to_string(), serde_json::to_string_pretty(e).unwrap()] {
+                    assert!(agrees(&enc, body.as_bytes(), false), "{topic}: {body}");
+                }
+            }
+            let batch = serde_json::Value::Array(events.clone()).to_string();
+            assert!(agrees(&enc, batch.as_bytes(), true), "{topic}");
+        }
+    }
+
+    /// Every string and number of `v`, by its place, replaced in turn by each of `with`.
+    fn variants(v: &serde_json::Value, with: &[serde_json::Value]) -> Vec<serde_json::Value> {
+        fn places(v: &serde_json::Value, at: &mut Vec<String>, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| {
+                    at.push(k.replace('~', "~0").replace('/', "~1"));
+                    places(x, at, out);
+                    at.pop();
+                }),
+                serde_json::Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| {
+                    at.push(i.to_string());
+                    places(x, at, out);
+                    at.pop();
+                }),
+                _ => out.push(format!("/{}", at.join("/"))),
+            }
+        }
+        let mut pointers = Vec::new();
+        places(v, &mut Vec::new(), &mut pointers);
+        let mut out = Vec::new();
+        for p in &pointers {
+            for w in with {
+                let mut changed = v.clone();
+                *changed.pointer_mut(p).unwrap() = w.clone();
+                out.push(changed);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn changed_values_are_taken_only_when_the_walk_takes_them_too() {
+        use serde_json::json;
+        let tricky = [
+            json!(""),
+            json!("Phường Bến Nghé"),
+            json!("Phu\u{31b}o\u{31b}\u{300}ng"),
+            json!("quote \" backslash \\ newline \n tab \t"),
+            json!("\u{212a}"),
+            json!("emoji 🏙️"),
+            json!("2025-07-01"),
+            json!("2025-07-01T08:30:00.123+07:00"),
+            json!("2025-07-01T08:30:00.123456Z"),
+            json!("6f0c2a5e-1d2b-4c7e-9a51-0e6b1b0f7a43"),
+            json!("6F0C2A5E-1D2B-4C7E-9A51-0E6B1B0F7A43"),
+            json!("079123456789"),
+            json!("26734"),
+            json!("STP"),
+            json!("ONLINE"),
+            json!(0),
+            json!(-1),
+            json!(1),
+            json!(i64::MAX),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(i32::MAX),
+            json!(i64::from(i32::MAX) + 1),
+            json!(1.5),
+            json!(1e3),
+            json!(true),
+            json!(null),
+            json!([]),
+            json!({}),
+        ];
+        let (mut taken, mut tried) = (0, 0);
+        for (_, enc, events) in encoders() {
+            for e in &events {
+                for v in variants(e, &tricky) {
+                    tried += 1;
+                    taken += usize::from(agrees(&enc, v.to_string().as_bytes(), false));
+                }
+            }
+        }
+        // Most changes make an event invalid or leave it to the walk; many do not.
+        assert!(
+            taken > tried / 10 && taken < tried,
+            "{taken} of {tried} taken directly"
+        );
+    }
+
+    #[test]
+    fn damaged_bodies_are_taken_only_when_the_walk_takes_them_too() {
+        let (_, enc, events) = encoders().into_iter().next().unwrap();
+        let body = serde_json::Value::Array(events).to_string().into_bytes();
+        assert!(agrees(&enc, &body, true));
+        // A fixed xorshift, so that a failure can be replayed.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let bytes = b" \t\n\r\"\\,:[]{}0123456789-+.eEtrufalsn/\x00\x1f\x7f\xc3\xa9\xff";
+        let mut taken = 0;
+        for _ in 0..20_000 {
+            let mut damaged = body.clone();
+            let at = (next() % damaged.len() as u64) as usize;
+            let b = bytes[(next() % bytes.len() as u64) as usize];
+            match next() % 4 {
+                0 => damaged[at] = b,
+                1 => damaged.insert(at, b),
+                2 => {
+                    damaged.remove(at);
+                }
+                _ => damaged.truncate(at),
+            }
+            taken += usize::from(agrees(&enc, &damaged, true));
+        }
+        // Whitespace and the like leave a body valid: some damage must still be taken.
+        assert!(taken > 0);
+    }
+
+    #[test]
+    fn what_the_direct_path_leaves_to_the_walk() {
+        let (_, enc, events) = encoders().into_iter().next().unwrap();
+        let typical = serde_json::to_value(samples::typical_case_submitted()).unwrap();
+        let direct = |v: &serde_json::Value| enc.encode_direct(v.to_string().as_bytes(), false, 10);
+        assert!(direct(&typical).is_some());
+        let nfd = {
+            let mut v = typical.clone();
+            v["event"]["CaseSubmitted"]["documents"][0]["media_type"] =
+                "Phu\u{31b}o\u{31b}\u{300}ng".into();
+            v
+        };
+        let escaped = {
+            let mut v = typical.clone();
+            v["event"]["CaseSubmitted"]["documents"][0]["media_type"] = "a \"quoted\" type".into();
+            v
+        };
+        let out_of_order = {
+            let serde_json::Value::Object(o) = &typical else {
+                panic!("an object")
+            };
+            serde_json::Value::Object(
+                o.iter()
+                    .rev()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        };
+        for (what, v) in [
+            ("NFD text", &nfd),
+            ("an escape", &escaped),
+            ("keys out of order", &out_of_order),
+        ] {
+            assert!(direct(v).is_none(), "{what}");
+            assert!(
+                walk(&enc, v.to_string().as_bytes(), false).is_some(),
+                "{what}: the walk takes it"
+            );
+        }
+        // A batch naming one event id twice, and one over the size limit.
+        let twice = serde_json::Value::Array(vec![typical.clone(), typical.clone()]).to_string();
+        assert!(enc.encode_direct(twice.as_bytes(), true, 10).is_none());
+        let all = serde_json::Value::Array(events.clone()).to_string();
+        assert!(
+            enc.encode_direct(all.as_bytes(), true, events.len())
+                .is_some()
+        );
+        assert!(
+            enc.encode_direct(all.as_bytes(), true, events.len() - 1)
+                .is_none()
+        );
+        // Deep nesting is refused before the stack is.
+        assert!(
+            enc.encode_direct("[".repeat(100_000).as_bytes(), true, 10)
+                .is_none()
+        );
+    }
+}
