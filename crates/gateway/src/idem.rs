@@ -464,7 +464,14 @@ mod tests {
             idx.record(|| [0; 32], key(n), ("t", 0, 1), now_ms());
         }
         assert_eq!(idx.len(), 3);
-        assert_eq!(held(idx.reserve(&[(key(1), [0; 32])])).0, [0], "the oldest went first");
-        assert!(held(idx.reserve(&[(key(4), [0; 32])])).0.is_empty(), "the newest stayed");
+        assert_eq!(
+            held(idx.reserve(&[(key(1), [0; 32])])).0,
+            [0],
+            "the oldest went first"
+        );
+        assert!(
+            held(idx.reserve(&[(key(4), [0; 32])])).0.is_empty(),
+            "the newest stayed"
+        );
     }
 }
