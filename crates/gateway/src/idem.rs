@@ -312,6 +312,15 @@ impl Index {
         }
     }
 
+    /// Which of `keys` (read from the log) the index does not hold, by their indexes: for a
+    /// batch of records, most of them this instance's own and known, under one lock.
+    pub fn unknown(&self, keys: &[EventKey]) -> Vec<usize> {
+        let inner = self.lock();
+        (0..keys.len())
+            .filter(|&i| !inner.map.contains_key(&keys[i]))
+            .collect()
+    }
+
     /// An event read from the log (written at `at_ms`); the first place of an id wins. `hash`
     /// is computed only for an id the index does not hold yet: most records the replay reads
     /// are this instance's own, already known.
@@ -453,6 +462,15 @@ mod tests {
         assert!(*rx.borrow_and_update(), "a release wakes the waiter too");
         let (fresh, duplicates) = held(idx.reserve(&[(x, [0; 32]), (busy, [1; 32])]));
         assert!(fresh == [0, 1] && duplicates.is_empty());
+    }
+
+    #[test]
+    fn the_ids_read_from_the_log_that_are_new_here_are_told_apart() {
+        let idx = Index::new(Duration::from_secs(60), 10);
+        held(idx.reserve(&[(key(1), [1; 32])]));
+        idx.record(|| [2; 32], key(2), ("t", 0, 1), now_ms());
+        assert_eq!(idx.unknown(&[key(3), key(1), key(2), key(4)]), [0, 3]);
+        assert!(idx.unknown(&[]).is_empty());
     }
 
     #[test]

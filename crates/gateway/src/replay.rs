@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConnection;
 use crate::idem::{EventKey, Index, content_hash, now_ms};
+
+/// How many records the replay takes at once when that many are ready.
+const BATCH: usize = 512;
 
 /// Reaching a partition's end is expected here, not an error worth logging as one.
 struct Quiet;
@@ -176,36 +179,65 @@ async fn tail(
     }
     let mut stream = consumer.stream();
     loop {
-        let next = tokio::select! {
+        let first = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             n = stream.next() => n,
         };
-        match next {
-            None => return Ok(()),
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                if pending.remove(&p).is_some() && pending.is_empty() {
-                    caught_up();
-                }
+        // Take what else is ready too (without waiting), so that the whole batch meets the
+        // index under one lock, its lookups side by side.
+        let mut batch = vec![first];
+        while batch.len() < BATCH
+            && let Some(next) = stream.next().now_or_never()
+        {
+            batch.push(next);
+        }
+        // First into the index, then progress: the index is ready only once it holds every
+        // record up to where each partition stood.
+        let read: Vec<(usize, EventKey)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, next)| match next {
+                Some(Ok(m)) => Some((
+                    i,
+                    m.payload()
+                        .and_then(leading_event_id)
+                        .and_then(EventKey::parse)?,
+                )),
+                _ => None,
+            })
+            .collect();
+        let ids: Vec<EventKey> = read.iter().map(|&(_, id)| id).collect();
+        for unknown in index.unknown(&ids) {
+            let (i, id) = read[unknown];
+            if let Some(Ok(m)) = &batch[i]
+                && let (Some(value), Some(key)) = (m.payload(), m.key())
+            {
+                let at = m.timestamp().to_millis().unwrap_or_else(now_ms);
+                index.record(
+                    || content_hash(topic, key, value),
+                    id,
+                    (topic, m.partition(), m.offset()),
+                    at,
+                );
             }
-            Some(Err(e)) => tracing::debug!(%topic, error = %e, "replay consumer"),
-            Some(Ok(m)) => {
-                if let (Some(value), Some(key)) = (m.payload(), m.key())
-                    && let Some(id) = leading_event_id(value).and_then(EventKey::parse)
-                {
-                    let at = m.timestamp().to_millis().unwrap_or_else(now_ms);
-                    index.record(
-                        || content_hash(topic, key, value),
-                        id,
-                        (topic, m.partition(), m.offset()),
-                        at,
-                    );
-                }
-                if let Some(&t) = pending.get(&m.partition())
-                    && m.offset() + 1 >= t
-                {
-                    pending.remove(&m.partition());
-                    if pending.is_empty() {
+        }
+        for next in batch {
+            match next {
+                None => return Ok(()),
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if pending.remove(&p).is_some() && pending.is_empty() {
                         caught_up();
+                    }
+                }
+                Some(Err(e)) => tracing::debug!(%topic, error = %e, "replay consumer"),
+                Some(Ok(m)) => {
+                    if let Some(&t) = pending.get(&m.partition())
+                        && m.offset() + 1 >= t
+                    {
+                        pending.remove(&m.partition());
+                        if pending.is_empty() {
+                            caught_up();
+                        }
                     }
                 }
             }
