@@ -5,7 +5,9 @@
 //! POST /topics/{topic}/events[:batch]  (JSON, Bearer token)
 //!   → authenticate the agency, check it may write the topic and publishes only as itself
 //!   → NFC-normalise, check against the topic's Avro schema and encode (`encode`), key by the
-//!     catalog's key field
+//!     catalog's key field: a valid body in the usual shape straight from its bytes
+//!     (`encode_direct`), any other through the JSON tree (`json`) and the walk, which names
+//!     every problem
 //!   → reserve the event ids (`idem`): a retry gets the original receipt, never a second event
 //!   → the committer (`producer`) puts the records of concurrent requests in one Kafka
 //!     transaction (group commit) and answers 201 with receipts only after the commit;
