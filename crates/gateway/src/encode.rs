@@ -180,15 +180,46 @@ struct FieldPlan {
 }
 
 impl Plan {
+    /// How many times each record is named: by the root, and by every field (through arrays,
+    /// maps and unions).
+    fn record_references(&self) -> Vec<usize> {
+        fn count(node: &Node, counts: &mut [usize]) {
+            match node {
+                Node::Record(id) => {
+                    if let Some(c) = counts.get_mut(*id) {
+                        *c += 1;
+                    }
+                }
+                Node::Array(n) | Node::Map(n) => count(n, counts),
+                Node::Union(u) => u.branches.iter().for_each(|b| count(&b.node, counts)),
+                _ => {}
+            }
+        }
+        let mut counts = vec![0; self.records.len()];
+        count(&self.root, &mut counts);
+        for r in &self.records {
+            for f in &r.fields {
+                count(&f.node, &mut counts);
+            }
+        }
+        counts
+    }
+
     /// Mark the string field at `path` (field names from the root record) as holding the text
-    /// `flag` stands for; false if no such field is reached through records alone.
-    fn mark_capture(&mut self, path: &[String], flag: u8) -> bool {
+    /// `flag` stands for; false if no such field is reached through records alone, or if a
+    /// record on the way is named more than once in the schema (`references`): the direct path
+    /// keeps a field's text by the field's record type, so the type must stand at that one
+    /// place only, or a copy of it elsewhere in the event could stand in for it.
+    fn mark_capture(&mut self, path: &[String], flag: u8, references: &[usize]) -> bool {
         let mut node = &self.root;
         let mut at = None;
         for name in path {
             let Node::Record(id) = node else {
                 return false;
             };
+            if references.get(*id) != Some(&1) {
+                return false;
+            }
             let Some(i) = self.records[*id]
                 .fields
                 .iter()
@@ -450,13 +481,14 @@ impl TopicEncoder {
             }
         }
         let envelope = |field: &str| ["envelope".to_string(), field.to_string()];
+        let references = plan.record_references();
         let direct = [
             (key_field.to_vec(), CAPTURE_KEY),
             (envelope("event_id").to_vec(), CAPTURE_EVENT_ID),
             (envelope("producer_unit").to_vec(), CAPTURE_PRODUCER),
         ]
         .into_iter()
-        .all(|(path, flag)| plan.mark_capture(&path, flag));
+        .all(|(path, flag)| plan.mark_capture(&path, flag, &references));
         Ok(TopicEncoder {
             schema_id,
             plan,
