@@ -6,11 +6,13 @@
 //! reads the bytes once against the compiled [`Plan`](super::Plan) and writes the Avro as it
 //! goes. It *only* ever says "this body is valid, here are its records". At anything else — a
 //! problem of any kind, a string with an escape, text not yet NFC, a key out of schema order or
-//! unknown, a float, a map, bytes, a batch with a repeated event id — it gives up, and the full
-//! walk ([`TopicEncoder::encode`]) runs on the same body and says what the gateway answers. So
-//! every refusal and its wording come from one place, and this path must never accept what the
-//! walk refuses nor encode anything differently: `tests` check both on every sample, on
-//! generated events and on damaged bodies.
+//! unknown, a float, a map, bytes, a batch with a repeated event id, more than 64 nested objects
+//! and arrays — it gives up, and the full walk ([`TopicEncoder::encode`]) runs on the same body
+//! and says what the gateway answers. (A schema whose envelope's record type also stands
+//! elsewhere is served by the walk alone, see `Plan::mark_capture`.) So every refusal and its
+//! wording come from one place, and this path must never accept what the walk refuses nor
+//! encode anything differently: `tests` check both on every sample, on every value of every
+//! sample changed in turn, on damaged bodies and on the schemas a review found it wrong for.
 
 use std::borrow::Cow;
 
