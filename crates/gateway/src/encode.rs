@@ -72,7 +72,8 @@ pub struct TopicEncoder {
     plan: Plan,
     key_field: Vec<String>,
     /// Whether [`TopicEncoder::encode_direct`] can serve this schema: its key, event id and
-    /// producer unit are string fields reached through records alone.
+    /// producer unit are string fields reached through records alone, each record on the way
+    /// named once in the schema (see [`Plan::mark_capture`]).
     direct: bool,
 }
 
@@ -680,17 +681,11 @@ impl<'a> Walk<'a> {
                 let micros = *micros;
                 match json {
                     Json::String(s) => match parse_rfc3339(s) {
-                        Some((secs, nanos)) => {
-                            let (per_sec, unit) = if micros { (1_000_000i64, 1_000u32) } else { (1_000, 1_000_000) };
-                            if nanos % unit != 0 {
-                                self.problem(format!("{s:?} has more precision than the field holds ({})", if micros { "microseconds" } else { "milliseconds" }));
-                            } else {
-                                match secs.checked_mul(per_sec).and_then(|v| v.checked_add(i64::from(nanos / unit))) {
-                                    Some(v) => write_long(v, &mut self.out),
-                                    None => self.problem(format!("{s:?} is out of range")),
-                                }
-                            }
-                        }
+                        Some((secs, nanos)) => match timestamp_in_unit(secs, nanos, micros) {
+                            Ok(v) => write_long(v, &mut self.out),
+                            Err(TimestampRefusal::TooPrecise) => self.problem(format!("{s:?} has more precision than the field holds ({})", if micros { "microseconds" } else { "milliseconds" })),
+                            Err(TimestampRefusal::OutOfRange) => self.problem(format!("{s:?} is out of range")),
+                        },
                         None => self.problem(format!("{s:?} is not an RFC 3339 timestamp with an offset, e.g. 2025-07-01T08:30:00+07:00")),
                     },
                     _ => self.int(json, attrs, i64::MIN, i64::MAX, if micros { "a timestamp (RFC 3339 string or microseconds since the epoch)" } else { "a timestamp (RFC 3339 string or milliseconds since the epoch)" }),
@@ -892,6 +887,30 @@ impl<'a> Walk<'a> {
         }
         self.slots.truncate(base);
     }
+}
+
+/// Why a parsed timestamp does not fit its field.
+enum TimestampRefusal {
+    /// It has digits below the field's unit (microseconds for a millisecond field).
+    TooPrecise,
+    /// It is too far from the epoch for 64 bits of the unit.
+    OutOfRange,
+}
+
+/// A timestamp's seconds and nanoseconds since the epoch in the field's unit (microseconds or
+/// milliseconds), refusing rather than truncating: the walk and the direct path both ask here.
+fn timestamp_in_unit(secs: i64, nanos: u32, micros: bool) -> Result<i64, TimestampRefusal> {
+    let (per_sec, unit) = if micros {
+        (1_000_000i64, 1_000u32)
+    } else {
+        (1_000, 1_000_000)
+    };
+    if !nanos.is_multiple_of(unit) {
+        return Err(TimestampRefusal::TooPrecise);
+    }
+    secs.checked_mul(per_sec)
+        .and_then(|v| v.checked_add(i64::from(nanos / unit)))
+        .ok_or(TimestampRefusal::OutOfRange)
 }
 
 /// A string of code points 0–255 as bytes (Avro's JSON encoding of bytes).
@@ -1105,6 +1124,44 @@ mod tests {
         let encoded = enc.encode(&mut Json::from_value(&json), None, 10).unwrap();
         let (_, back): (u32, CaseEvent) = codec.decode(&encoded.value).unwrap();
         assert_eq!(back.envelope.occurred_at, days * 86_400_000);
+    }
+
+    #[test]
+    fn a_timestamp_finer_than_its_field_or_too_far_out_is_refused_not_cut() {
+        assert!(matches!(
+            timestamp_in_unit(1, 250_000_000, false),
+            Ok(1_250)
+        ));
+        assert!(matches!(
+            timestamp_in_unit(1, 250_001_000, true),
+            Ok(1_250_001)
+        ));
+        assert!(matches!(
+            timestamp_in_unit(1, 250_001_000, false),
+            Err(TimestampRefusal::TooPrecise)
+        ));
+        assert!(matches!(
+            timestamp_in_unit(1, 1, true),
+            Err(TimestampRefusal::TooPrecise)
+        ));
+        assert!(matches!(
+            timestamp_in_unit(i64::MAX / 1000 + 1, 0, false),
+            Err(TimestampRefusal::OutOfRange)
+        ));
+        // Through the walk, with its wording and path.
+        let (enc, _) = encoder("hcm.case.events");
+        let mut json = serde_json::to_value(samples::typical_case_submitted()).unwrap();
+        json["envelope"]["occurred_at"] = "2025-07-01T08:30:00.123456Z".into();
+        let problems = enc
+            .encode(&mut Json::from_value(&json), None, 10)
+            .unwrap_err();
+        assert_eq!(problems[0].path, "$.envelope.occurred_at");
+        assert!(
+            problems[0]
+                .problem
+                .ends_with("has more precision than the field holds (milliseconds)"),
+            "{problems:#?}"
+        );
     }
 
     fn civil(days: i64) -> String {

@@ -20,7 +20,7 @@ use lienthong_contract::codec::write_header;
 use lienthong_contract::write::{write_bytes, write_long};
 
 use super::{Attrs, CAPTURE_EVENT_ID, CAPTURE_KEY, CAPTURE_PRODUCER, Encoded, Node, TopicEncoder};
-use super::{RecordPlan, UnionPlan, is_uuid, parse_date, parse_rfc3339};
+use super::{RecordPlan, UnionPlan, is_uuid, parse_date, parse_rfc3339, timestamp_in_unit};
 use crate::idem::EventKey;
 
 impl TopicEncoder {
@@ -272,17 +272,7 @@ impl<'b> Direct<'_, 'b> {
             Node::Timestamp { micros } => {
                 if self.cur.peek_token()? == b'"' {
                     let (secs, nanos) = parse_rfc3339(self.text()?)?;
-                    let (per_sec, unit) = if *micros {
-                        (1_000_000i64, 1_000u32)
-                    } else {
-                        (1_000, 1_000_000)
-                    };
-                    if nanos % unit != 0 {
-                        return None;
-                    }
-                    let v = secs
-                        .checked_mul(per_sec)?
-                        .checked_add(i64::from(nanos / unit))?;
+                    let v = timestamp_in_unit(secs, nanos, *micros).ok()?;
                     write_long(v, &mut self.out);
                     Some(())
                 } else {
