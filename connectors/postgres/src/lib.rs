@@ -18,9 +18,10 @@
 //!      upserted);
 //!    - the other rows with `INSERT … SELECT unnest($1::text[]), … ON CONFLICT (id) DO UPDATE
 //!      … WHERE version < EXCLUDED.version`;
-//!    - the history rows of events newer than the row the store held, which the store cannot
-//!      hold yet, by binary `COPY` without a lookup of their event ids, after a savepoint to
-//!      fall back to (see [`lienthong_connect::model::HistoryInsert::newer_than_store`]);
+//!    - the history rows of events newer than the row the store held, or of aggregates it
+//!      held no row of, which the store cannot hold yet, by binary `COPY` without a lookup of
+//!      their event ids, after a savepoint to fall back to (see
+//!      [`lienthong_connect::model::HistoryInsert::newer_than_store`]);
 //!    - the other history rows with a lookup: `WHERE NOT EXISTS`, each id once a batch;
 //! 6. commit.
 //!
@@ -603,8 +604,9 @@ async fn apply_in(
         .await?;
         tx.execute(&stmt, &[ks]).await.map_err(|e| classify(&e))?;
     }
-    // History rows: those of events newer than the row the store held go in by binary COPY,
-    // without looking their event ids up (the store cannot hold them yet, see
+    // History rows: those of events newer than the row the store held (or of aggregates with
+    // no row) go in by binary COPY, without looking their event ids up (the store cannot hold
+    // them yet, see
     // `HistoryInsert::newer_than_store`); the others with `WHERE NOT EXISTS`. An event
     // delivered twice in one batch (a producer's retry) is one history row: neither skips ids
     // earlier in its own rows.
@@ -763,7 +765,7 @@ async fn copy_history(
     }
     tracing::info!(
         error = %e,
-        "the store held an event newer than its row (re-created at a lower version?): inserting the batch's history with a lookup of each event id"
+        "the store held an event predicted new (a replay of a tombstoned aggregate, or another writer?): inserting the batch's history with a lookup of each event id"
     );
     fallbacks.history += 1;
     tx.batch_execute(&format!("ROLLBACK TO SAVEPOINT {NEW_HISTORY}"))

@@ -99,49 +99,93 @@ async fn an_event_delivered_twice_is_one_history_row() {
 }
 
 /// Another writer, outside the connector's fence, stores an event while the batch that carries
-/// it runs. The history insert skips ids already stored, so it meets the other transaction's
-/// key, waits for it, and fails when it commits. That is not the record's fault: the batch is
-/// refused as transient (not sent to the dead-letter topic), nothing of it stays, and tried
-/// again it applies with the event once.
+/// it runs. The case is new to the store, so its events' history goes in by COPY (predicted
+/// new): the COPY meets the other transaction's key, waits for it, and fails when it commits.
+/// The sink rolls back to its savepoint and inserts those rows again with a lookup, which now
+/// sees the other writer's row and skips it: the batch applies, each event once.
 #[tokio::test]
-async fn an_event_stored_by_another_writer_during_the_batch_is_a_transient_error() {
+async fn an_event_stored_by_another_writer_during_the_copy_is_looked_up_again() {
+    let (mut sink, url) = fresh_sink("apply_race_copy").await;
+    let ops = sample_case_ops(10, "RACEC").unwrap();
+    let n = ops.len() as i64;
+    let mut other = lienthong_tests::connect(&url).await.unwrap();
+    let tx = other.transaction().await.unwrap();
+    insert_history(&tx, &ops[0]).await;
+    let (applied, ()) = tokio::join!(
+        sink.apply(batch(ops.clone(), None, n)),
+        commit_once_the_sink_waits(&url, tx)
+    );
+    applied.unwrap();
+    assert_eq!(sink.fallbacks().history, 1, "the COPY met the key once");
+    assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n);
+    assert_eq!(count(&url, "SELECT count(*) FROM lienthong_offsets").await, 1);
+}
+
+/// The same race on the lookup path. The store holds the case; a writer outside the fence
+/// deletes one of its history rows and, while the sink replays the case's events (all older
+/// than the row, so looked up), stores it again. The lookup does not see the uncommitted row,
+/// so the insert meets its key, waits, and fails when it commits. That is not the record's
+/// fault: the batch is refused as transient (not sent to the dead-letter topic), nothing of it
+/// stays, and tried again it applies with the event once.
+#[tokio::test]
+async fn an_event_stored_by_another_writer_during_the_lookup_is_a_transient_error() {
     let (mut sink, url) = fresh_sink("apply_race").await;
     let ops = sample_case_ops(10, "RACE").unwrap();
     let n = ops.len() as i64;
+    sink.apply(batch(ops.clone(), None, n)).await.unwrap();
     let Op::Upsert(change) = &ops[0] else {
         panic!("a case event is an upsert")
     };
-    let h = change.history.clone().unwrap();
+    let event_id = change.history.as_ref().unwrap().event_id.clone();
+    let client = lienthong_tests::connect(&url).await.unwrap();
+    client
+        .execute("DELETE FROM case_events WHERE event_id = $1", &[&event_id])
+        .await
+        .unwrap();
     let mut other = lienthong_tests::connect(&url).await.unwrap();
     let tx = other.transaction().await.unwrap();
+    insert_history(&tx, &ops[0]).await;
+    // The case's events again (a replay).
+    let (applied, ()) = tokio::join!(
+        sink.apply(batch(ops.clone(), Some(n), 2 * n)),
+        commit_once_the_sink_waits(&url, tx)
+    );
+    let err = applied.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("another writer"), "{err}");
+    assert_eq!(sink.fallbacks().history, 0, "no row was predicted new");
+    assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n);
+    assert_eq!(
+        count(&url, "SELECT max(next_offset) FROM lienthong_offsets").await,
+        n,
+        "nothing of the refused batch stays"
+    );
+    let applied = sink.apply(batch(ops, Some(n), 2 * n)).await.unwrap();
+    assert_eq!(applied.stale as i64, n, "{applied:?}");
+    assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n);
+}
+
+/// `op`'s history row inserted by `tx`, another writer's transaction.
+async fn insert_history(tx: &tokio_postgres::Transaction<'_>, op: &Op) {
+    let Op::Upsert(change) = op else {
+        panic!("a case event is an upsert")
+    };
+    let h = change.history.clone().unwrap();
     tx.execute(
         "INSERT INTO case_events (event_id, id, version, occurred_at, producer_unit, correlation_id, kind, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[&h.event_id, &h.id, &h.version, &h.occurred_at, &h.producer_unit, &h.correlation_id, &h.kind, &h.body],
     )
     .await
     .unwrap();
-    // Commit once the sink's insert waits on the other transaction's key.
-    let (applied, ()) = tokio::join!(
-        sink.apply(batch(ops.clone(), None, n)),
-        commit_once_the_sink_waits(&url, tx)
-    );
-    let err = applied.unwrap_err();
-    assert!(err.is_transient(), "{err:?}");
-    assert!(err.to_string().contains("another writer"), "{err}");
-    assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, 1);
-    assert_eq!(
-        count(&url, "SELECT count(*) FROM lienthong_offsets").await,
-        0
-    );
-    sink.apply(batch(ops, None, n)).await.unwrap();
-    assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n);
 }
 
 /// A tombstone deletes a case's row, not its history; a replay of the log then re-creates the
 /// row at its first version while the history holds the later events too. Those events look
-/// newer than the row, so their history rows go in by COPY without a lookup of their ids, meet
-/// the primary key, and go in again with the lookup — together with the rows of the same COPY
-/// that were not stored yet (another case's new events): the batch applies, each event once.
+/// new (the first: the store held no row; the rest: newer than the row), so their history
+/// rows go in by COPY without a lookup of their ids, meet the primary key, and go in again
+/// with the lookup — together with the rows of the same COPY that were not stored yet
+/// (another case's new events): each batch applies, each event once, and the store ends as
+/// one that took every event once.
 #[tokio::test]
 async fn a_replay_after_a_tombstone_keeps_one_history_row_an_event() {
     let (mut sink, url) = fresh_sink("apply_tomb").await;
@@ -182,7 +226,11 @@ async fn a_replay_after_a_tombstone_keeps_one_history_row_an_event() {
         .unwrap();
     let version = format!("SELECT version FROM cases WHERE id = '{key}'");
     assert_eq!(count(&url, &version).await, 1);
-    assert_eq!(sink.fallbacks().history, 0);
+    assert_eq!(
+        sink.fallbacks().history,
+        1,
+        "no row was held: predicted new, but stored"
+    );
     let mut replay = events[1..].to_vec();
     replay.extend(others[1..].iter().cloned());
     let applied = sink
@@ -192,8 +240,8 @@ async fn a_replay_after_a_tombstone_keeps_one_history_row_an_event() {
     assert_eq!(applied.applied, (n + m) as usize - 2, "{applied:?}");
     assert_eq!(
         sink.fallbacks().history,
-        1,
-        "the COPY met a stored event once"
+        2,
+        "the COPY met a stored event once more"
     );
     assert_eq!(count(&url, &version).await, n);
     assert_eq!(
@@ -202,23 +250,32 @@ async fn a_replay_after_a_tombstone_keeps_one_history_row_an_event() {
         "one history row an event, the other case's new ones included"
     );
     // And the tombstone again: the same end as the first time.
-    sink.apply(batch(vec![tombstone], Some(2 * n + m + 1), 2 * n + m + 2))
+    sink.apply(batch(vec![tombstone.clone()], Some(2 * n + m + 1), 2 * n + m + 2))
         .await
         .unwrap();
     assert_eq!(count(&url, "SELECT count(*) FROM cases").await, 1);
     assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n + m);
+    // The rows the fallback inserted are those the COPY inserts for a store that took each
+    // event once.
+    let (mut once, _) = fresh_sink("apply_tomb_once").await;
+    let mut all = events;
+    all.extend(others);
+    all.push(tombstone);
+    once.apply(batch(all, None, n + m + 1)).await.unwrap();
+    assert_eq!(once.fallbacks().history, 0);
+    assert_same_rows(&mut sink, &mut once).await;
 }
 
-/// Events newer than the rows the store holds go into the history by binary COPY, after a
-/// savepoint (so their rows carry the savepoint's subtransaction id, not the batch
-/// transaction's); the others with a lookup. The same events through the COPY and through the
-/// lookup (a fresh store, where no row is held) leave the same rows, with no fallback.
+/// Events newer than the rows the store holds, or of aggregates it holds no row of, go into
+/// the history by binary COPY, after a savepoint (so their rows carry the savepoint's
+/// subtransaction id, not the batch transaction's); the others with a lookup. The same events
+/// in two batches (a replay among them) and in one leave the same rows, with no fallback.
 #[tokio::test]
-async fn history_by_copy_and_by_lookup_leave_the_same_rows() {
+async fn history_by_copy_takes_the_events_predicted_new() {
     let ops = sample_case_ops(400, "COPY").unwrap();
     let (mut two, two_url) = fresh_sink("apply_copy").await;
-    // The first half's rows are held when the second half comes: many of its events are newer
-    // than a row the store holds.
+    // The first half's rows are held when the second half comes: its events are newer than a
+    // row the store holds, or of cases new to it.
     let half = ops.len() / 2;
     two.apply(batch(ops[..half].to_vec(), None, half as i64))
         .await
@@ -238,7 +295,11 @@ async fn history_by_copy_and_by_lookup_leave_the_same_rows() {
         .iter()
         .filter(|h| h.newer_than_store)
         .count() as i64;
-    assert!(by_copy > 0 && by_copy <= (ops.len() - half) as i64);
+    assert_eq!(
+        by_copy,
+        (ops.len() - half) as i64,
+        "every event of the second half is new, none of the replays is"
+    );
     two.apply(batch(second, Some(half as i64), ops.len() as i64 + 10))
         .await
         .unwrap();
@@ -252,8 +313,8 @@ async fn history_by_copy_and_by_lookup_leave_the_same_rows() {
         .unwrap();
     assert_eq!(
         count(&one_url, after_savepoint).await,
-        0,
-        "nothing held: no COPY"
+        ops.len() as i64,
+        "nothing held: every event is new"
     );
     assert_eq!(
         count(&two_url, "SELECT count(*) FROM case_events").await,
