@@ -107,6 +107,17 @@ pub fn classify(e: &tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// A unique violation on a table of the sink's (current state or history): the key is stored
+/// already.
+fn is_key_taken(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+        && e.as_db_error().and_then(|db| db.table()).is_some_and(|t| {
+            Entity::ALL
+                .iter()
+                .any(|entity| entity.table() == t || entity.history_table() == Some(t))
+        })
+}
+
 /// A unique violation on a history table: its event id is stored already.
 fn is_history_key_taken(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
@@ -202,9 +213,10 @@ pub struct PostgresSink {
 /// tombstone was replayed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Fallbacks {
-    /// History rows sent by `COPY` without a lookup met an event id already stored, and went
-    /// in again, from the savepoint before them, with the lookup.
-    pub history: u64,
+    /// The writes predicted new (rows the store held no row of, by plain insert; history rows
+    /// of events newer than the store's row, by `COPY`) met a key already stored, and went in
+    /// again, from the savepoint before them, as an upsert and with a lookup of each event id.
+    pub predicted_new: u64,
     /// An update of rows the store held did not find them all, and the rows were upserted.
     pub updates: u64,
 }
@@ -626,28 +638,51 @@ async fn apply_in(
     }
     // Prepare first (that needs the statement cache), then send every statement at once:
     // tokio-postgres pipelines them on the connection, so the server never waits for the
-    // client between two of them.
+    // client between two of them. The writes predicted new (rows the store held no row of,
+    // history rows it cannot hold yet) go last, after a savepoint, without a check of what the
+    // store holds; should it hold one after all, they go in again from the savepoint with it.
     let mut writes = Vec::new();
     // The updates among the writes (their index): each must find all its rows.
     let mut updates = Vec::new();
+    // The groups of rows the store held no row of.
+    let mut new_rows = Vec::new();
     for ((entity, in_place, sig), rows) in &groups {
         let sig: Vec<&Column> = sig.iter().map(|n| columns[*n]).collect();
-        let (sql, params) = upsert_group(*entity, &sig, rows, *in_place)?;
         if *in_place {
+            let (sql, params) = upsert_group(*entity, &sig, rows, Write::Update)?;
             updates.push((writes.len(), *entity, sig, rows));
+            writes.push((prepared(tx, statements, sql).await?, params));
+        } else {
+            new_rows.push((*entity, sig, rows));
         }
-        writes.push((prepared(tx, statements, sql).await?, params));
     }
     for (e, rows) in &looked_up {
         if let Some((sql, params)) = history_rows(*e, rows) {
             writes.push((prepared(tx, statements, sql).await?, params));
         }
     }
-    if !by_copy.is_empty() {
+    // The index of the savepoint among the writes: the writes after it are predicted new.
+    let savepoint = writes.len();
+    if !new_rows.is_empty() || !by_copy.is_empty() {
         writes.push((
-            prepared(tx, statements, format!("SAVEPOINT {NEW_HISTORY}")).await?,
+            prepared(tx, statements, format!("SAVEPOINT {PREDICTED_NEW}")).await?,
             Vec::new(),
         ));
+    }
+    for (entity, sig, rows) in &new_rows {
+        let (sql, params) = upsert_group(*entity, sig, rows, Write::Insert)?;
+        writes.push((prepared(tx, statements, sql).await?, params));
+    }
+    let mut copies = Vec::new();
+    for e in by_copy.keys() {
+        if let Some(table) = e.history_table() {
+            let sql = format!(
+                "COPY {} ({}) FROM STDIN BINARY",
+                q(table),
+                history_columns()
+            );
+            copies.push((*e, prepared(tx, statements, sql).await?));
+        }
     }
     let writes = futures::future::join_all(
         writes
@@ -657,26 +692,76 @@ async fn apply_in(
     // `join!` polls in order: the first poll of `writes` sends every statement, then the COPY
     // data is encoded while the server works through them.
     let (done, copy_data) = futures::join!(writes, async {
-        by_copy
+        copies
             .iter()
-            .map(|(e, rows)| Ok((*e, history_copy_data(rows)?)))
+            .map(|(e, stmt)| Ok((stmt, history_copy_data(&by_copy[e])?)))
             .collect::<Result<Vec<_>, StoreError>>()
     });
+    let copy_data = copy_data?;
     // The first error in statement order is the cause; the ones after it only say that the
-    // transaction was already aborted.
-    let done = done
-        .into_iter()
-        .map(|r| r.map_err(|e| classify(&e)))
-        .collect::<Result<Vec<u64>, StoreError>>()?;
-    if !by_copy.is_empty() {
-        copy_history(tx, statements, &by_copy, copy_data?, fallbacks).await?;
+    // transaction was already aborted. A key taken after the savepoint is a prediction missed.
+    let mut missed = None;
+    let mut counts = Vec::with_capacity(done.len());
+    for (i, r) in done.into_iter().enumerate() {
+        match r {
+            Ok(n) => counts.push(n),
+            Err(e) if i > savepoint && is_key_taken(&e) => {
+                missed = Some(e);
+                break;
+            }
+            Err(e) => return Err(classify(&e)),
+        }
+    }
+    if missed.is_none() {
+        for (stmt, data) in copy_data {
+            let copied = async {
+                let sink = tx.copy_in(stmt).await?;
+                futures::pin_mut!(sink);
+                sink.send(data).await?;
+                sink.finish().await
+            }
+            .await;
+            match copied {
+                Ok(_) => {}
+                Err(e) if is_key_taken(&e) => {
+                    missed = Some(e);
+                    break;
+                }
+                Err(e) => return Err(classify(&e)),
+            }
+        }
+    }
+    if let Some(e) = missed {
+        tracing::info!(
+            error = %e,
+            "the store held a row or event predicted new (a replay of a tombstoned aggregate, or another writer?): writing them again with a check of each key"
+        );
+        fallbacks.predicted_new += 1;
+        tx.batch_execute(&format!("ROLLBACK TO SAVEPOINT {PREDICTED_NEW}"))
+            .await
+            .map_err(|e| classify(&e))?;
+        let mut again = Vec::new();
+        for (entity, sig, rows) in &new_rows {
+            again.push(upsert_group(*entity, sig, rows, Write::Upsert)?);
+        }
+        again.extend(
+            by_copy
+                .iter()
+                .filter_map(|(e, rows)| history_rows(*e, rows)),
+        );
+        for (sql, params) in again {
+            let stmt = prepared(tx, statements, sql).await?;
+            execute(tx, &stmt, &params)
+                .await
+                .map_err(|e| classify(&e))?;
+        }
     }
     // An update that missed rows (a writer outside the connector deleted or moved one after
     // they were read): the same rows upserted, which inserts the deleted ones and, guarded by
     // the version, changes nothing in the others. After the history: its fallback rolls back
     // to a savepoint taken before it.
     for (i, entity, sig, rows) in updates {
-        let found = done[i];
+        let found = counts[i];
         if found < rows.len() as u64 {
             tracing::info!(
                 table = entity.table(),
@@ -685,7 +770,7 @@ async fn apply_in(
                 "an update did not find every row the batch read as held (changed by another writer?): upserting those rows"
             );
             fallbacks.updates += 1;
-            let (sql, params) = upsert_group(entity, &sig, rows, false)?;
+            let (sql, params) = upsert_group(entity, &sig, rows, Write::Upsert)?;
             let stmt = prepared(tx, statements, sql).await?;
             execute(tx, &stmt, &params)
                 .await
@@ -699,8 +784,9 @@ async fn apply_in(
     })
 }
 
-/// The savepoint before the history rows that go in without a lookup.
-const NEW_HISTORY: &str = "lienthong_new_history";
+/// The savepoint before the writes predicted new, which go in without a check of what the
+/// store holds (see [`apply_in`]).
+const PREDICTED_NEW: &str = "lienthong_predicted_new";
 
 /// The columns of a history row, in the order `history_rows` and `history_copy_data` send them:
 /// `event_id`, then [`HISTORY_COLUMNS`].
@@ -717,69 +803,6 @@ fn history_array_types() -> Vec<&'static str> {
     std::iter::once("text[]")
         .chain(HISTORY_COLUMNS.iter().map(|(_, ty)| array_type(*ty)))
         .collect()
-}
-
-/// Add the history rows of events newer than the rows the store held (`by_copy`, encoded in
-/// `copy_data`) by binary COPY, which writes them with no lookup of their event ids. Should
-/// the store hold one of them after all (a row re-created at a lower version by a replay after
-/// a tombstone, or changed by a writer outside the connector), the COPY fails on the primary
-/// key: the rows then go in again, from the savepoint before them, with the lookup.
-async fn copy_history(
-    tx: &Transaction<'_>,
-    statements: &mut HashMap<String, Statement>,
-    by_copy: &HashMap<Entity, Vec<&HistoryRow>>,
-    copy_data: Vec<(Entity, Bytes)>,
-    fallbacks: &mut Fallbacks,
-) -> Result<(), StoreError> {
-    let mut copied = Ok(0);
-    for (e, data) in copy_data {
-        let Some(table) = e.history_table() else {
-            continue;
-        };
-        let copy = prepared(
-            tx,
-            statements,
-            format!(
-                "COPY {} ({}) FROM STDIN BINARY",
-                q(table),
-                history_columns()
-            ),
-        )
-        .await?;
-        copied = async {
-            let sink = tx.copy_in(&copy).await?;
-            futures::pin_mut!(sink);
-            sink.send(data).await?;
-            sink.finish().await
-        }
-        .await;
-        if copied.is_err() {
-            break;
-        }
-    }
-    let Err(e) = copied else {
-        return Ok(());
-    };
-    if !is_history_key_taken(&e) {
-        return Err(classify(&e));
-    }
-    tracing::info!(
-        error = %e,
-        "the store held an event predicted new (a replay of a tombstoned aggregate, or another writer?): inserting the batch's history with a lookup of each event id"
-    );
-    fallbacks.history += 1;
-    tx.batch_execute(&format!("ROLLBACK TO SAVEPOINT {NEW_HISTORY}"))
-        .await
-        .map_err(|e| classify(&e))?;
-    for (e, rows) in by_copy {
-        if let Some((sql, params)) = history_rows(*e, rows) {
-            let stmt = prepared(tx, statements, sql).await?;
-            execute(tx, &stmt, &params)
-                .await
-                .map_err(|e| classify(&e))?;
-        }
-    }
-    Ok(())
 }
 
 /// `rows` in PostgreSQL's binary COPY format, the columns of [`history_columns`] in order:
@@ -845,15 +868,27 @@ fn unnest_each(types: &[&str]) -> String {
     cols.join(", ")
 }
 
-/// The statement that writes `rows` (all setting the columns `sig`, in that order), and its
-/// parameters: an update of the rows the store holds (`in_place`: `UPDATE … FROM` the arrays, which
-/// skips the insert attempt and row lock of an upsert), or an upsert
-/// (`INSERT … ON CONFLICT (id) DO UPDATE`). Both only move a row to a higher version.
+/// How [`upsert_group`] writes its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Rows the store holds: `UPDATE … FROM` the arrays `WHERE t.version < u.version`, which
+    /// skips the insert attempt and row lock of an upsert.
+    Update,
+    /// Rows the store held no row of: a plain `INSERT … SELECT` the arrays, which skips the
+    /// speculative insertion of an upsert (about half its time here). A row stored after all
+    /// fails it on the primary key; the caller writes the rows again as an upsert.
+    Insert,
+    /// `INSERT … ON CONFLICT (id) DO UPDATE … WHERE t.version < EXCLUDED.version`.
+    Upsert,
+}
+
+/// The statement that writes `rows` (all setting the columns `sig`, in that order) as `how`
+/// says, and its parameters. None moves a row to a lower or equal version.
 fn upsert_group<'a>(
     entity: Entity,
     sig: &[&Column],
     rows: &[&'a Upsert],
-    in_place: bool,
+    how: Write,
 ) -> Result<(String, Vec<ColumnValues<'a>>), StoreError> {
     let mut names = vec!["id".to_string(), "version".to_string()];
     let mut types = vec!["text[]", "int8[]"];
@@ -862,25 +897,33 @@ fn upsert_group<'a>(
         types.push(array_type(c.ty));
     }
     let table = q(entity.table());
-    let sql = if in_place {
-        let sets: Vec<String> = names[1..].iter().map(|n| format!("{n} = u.{n}")).collect();
-        format!(
-            "UPDATE {table} AS t SET {} FROM (SELECT {}) AS u ({}) WHERE t.id = u.id AND t.version < u.version",
-            sets.join(", "),
-            unnest_each(&types),
-            names.join(", ")
-        )
-    } else {
-        let sets: Vec<String> = names[1..]
-            .iter()
-            .map(|n| format!("{n} = EXCLUDED.{n}"))
-            .collect();
-        format!(
-            "INSERT INTO {table} AS t ({}) SELECT {} ON CONFLICT (id) DO UPDATE SET {} WHERE t.version < EXCLUDED.version",
+    let sql = match how {
+        Write::Update => {
+            let sets: Vec<String> = names[1..].iter().map(|n| format!("{n} = u.{n}")).collect();
+            format!(
+                "UPDATE {table} AS t SET {} FROM (SELECT {}) AS u ({}) WHERE t.id = u.id AND t.version < u.version",
+                sets.join(", "),
+                unnest_each(&types),
+                names.join(", ")
+            )
+        }
+        Write::Insert => format!(
+            "INSERT INTO {table} ({}) SELECT {}",
             names.join(", "),
-            unnest_each(&types),
-            sets.join(", ")
-        )
+            unnest_each(&types)
+        ),
+        Write::Upsert => {
+            let sets: Vec<String> = names[1..]
+                .iter()
+                .map(|n| format!("{n} = EXCLUDED.{n}"))
+                .collect();
+            format!(
+                "INSERT INTO {table} AS t ({}) SELECT {} ON CONFLICT (id) DO UPDATE SET {} WHERE t.version < EXCLUDED.version",
+                names.join(", "),
+                unnest_each(&types),
+                sets.join(", ")
+            )
+        }
     };
     let mut values = vec![
         ColumnValues::Keys(rows.iter().map(|u| u.key.as_str()).collect()),

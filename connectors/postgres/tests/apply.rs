@@ -116,9 +116,63 @@ async fn an_event_stored_by_another_writer_during_the_copy_is_looked_up_again() 
         commit_once_the_sink_waits(&url, tx)
     );
     applied.unwrap();
-    assert_eq!(sink.fallbacks().history, 1, "the COPY met the key once");
+    assert_eq!(
+        sink.fallbacks().predicted_new,
+        1,
+        "the COPY met the key once"
+    );
     assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n);
-    assert_eq!(count(&url, "SELECT count(*) FROM lienthong_offsets").await, 1);
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM lienthong_offsets").await,
+        1
+    );
+}
+
+/// A writer outside the connector's fence inserts the row of a case new to the store while
+/// the batch that creates it runs. The sink inserts rows it held no row of plainly (predicted
+/// new), so the insert meets the other transaction's key, waits, and fails when it commits;
+/// from the savepoint the sink writes them again as a version-guarded upsert, and the history
+/// with a lookup. The batch's newer version wins, and the store ends as one without the race.
+#[tokio::test]
+async fn a_row_stored_by_another_writer_during_the_insert_is_upserted_again() {
+    let (mut sink, url) = fresh_sink("apply_race_row").await;
+    let ops = sample_case_ops(10, "RACER").unwrap();
+    let n = ops.len() as i64;
+    let key = ops
+        .iter()
+        .map(|op| op.target().1)
+        .find(|k| ops.iter().filter(|op| op.target().1 == *k).count() >= 2)
+        .unwrap()
+        .to_string();
+    let mut other = lienthong_tests::connect(&url).await.unwrap();
+    let tx = other.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO cases (id, version, event_id, occurred_at, producer_unit, correlation_id, status) VALUES ($1, 1, 'other', 0, 'other', 'other', 'other_writer')",
+        &[&key],
+    )
+    .await
+    .unwrap();
+    let (applied, ()) = tokio::join!(
+        sink.apply(batch(ops.clone(), None, n)),
+        commit_once_the_sink_waits(&url, tx)
+    );
+    applied.unwrap();
+    assert_eq!(
+        sink.fallbacks().predicted_new,
+        1,
+        "the insert met the key once"
+    );
+    let status =
+        format!("SELECT count(*) FROM cases WHERE id = '{key}' AND status = 'other_writer'");
+    assert_eq!(
+        count(&url, &status).await,
+        0,
+        "the batch's newer version wins"
+    );
+    assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n);
+    let (mut once, _) = fresh_sink("apply_race_row_once").await;
+    once.apply(batch(ops, None, n)).await.unwrap();
+    assert_same_rows(&mut sink, &mut once).await;
 }
 
 /// The same race on the lookup path. The store holds the case; a writer outside the fence
@@ -153,7 +207,11 @@ async fn an_event_stored_by_another_writer_during_the_lookup_is_a_transient_erro
     let err = applied.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert!(err.to_string().contains("another writer"), "{err}");
-    assert_eq!(sink.fallbacks().history, 0, "no row was predicted new");
+    assert_eq!(
+        sink.fallbacks().predicted_new,
+        0,
+        "no row was predicted new"
+    );
     assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n);
     assert_eq!(
         count(&url, "SELECT max(next_offset) FROM lienthong_offsets").await,
@@ -227,7 +285,7 @@ async fn a_replay_after_a_tombstone_keeps_one_history_row_an_event() {
     let version = format!("SELECT version FROM cases WHERE id = '{key}'");
     assert_eq!(count(&url, &version).await, 1);
     assert_eq!(
-        sink.fallbacks().history,
+        sink.fallbacks().predicted_new,
         1,
         "no row was held: predicted new, but stored"
     );
@@ -239,7 +297,7 @@ async fn a_replay_after_a_tombstone_keeps_one_history_row_an_event() {
         .unwrap();
     assert_eq!(applied.applied, (n + m) as usize - 2, "{applied:?}");
     assert_eq!(
-        sink.fallbacks().history,
+        sink.fallbacks().predicted_new,
         2,
         "the COPY met a stored event once more"
     );
@@ -250,9 +308,13 @@ async fn a_replay_after_a_tombstone_keeps_one_history_row_an_event() {
         "one history row an event, the other case's new ones included"
     );
     // And the tombstone again: the same end as the first time.
-    sink.apply(batch(vec![tombstone.clone()], Some(2 * n + m + 1), 2 * n + m + 2))
-        .await
-        .unwrap();
+    sink.apply(batch(
+        vec![tombstone.clone()],
+        Some(2 * n + m + 1),
+        2 * n + m + 2,
+    ))
+    .await
+    .unwrap();
     assert_eq!(count(&url, "SELECT count(*) FROM cases").await, 1);
     assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n + m);
     // The rows the fallback inserted are those the COPY inserts for a store that took each
@@ -262,7 +324,7 @@ async fn a_replay_after_a_tombstone_keeps_one_history_row_an_event() {
     all.extend(others);
     all.push(tombstone);
     once.apply(batch(all, None, n + m + 1)).await.unwrap();
-    assert_eq!(once.fallbacks().history, 0);
+    assert_eq!(once.fallbacks().predicted_new, 0);
     assert_same_rows(&mut sink, &mut once).await;
 }
 
@@ -321,7 +383,7 @@ async fn history_by_copy_takes_the_events_predicted_new() {
         ops.len() as i64
     );
     assert_eq!(two.fallbacks(), one.fallbacks());
-    assert_eq!(two.fallbacks().history, 0);
+    assert_eq!(two.fallbacks().predicted_new, 0);
     assert_same_rows(&mut two, &mut one).await;
 }
 
