@@ -15,14 +15,16 @@
 //! 5. delete tombstoned keys, then write:
 //!    - rows the store holds with `UPDATE … FROM (SELECT unnest($1::text[]), …) WHERE
 //!      t.version < u.version`, checked to have found every row (the rows it missed are
-//!      upserted);
-//!    - the other rows with `INSERT … SELECT unnest($1::text[]), … ON CONFLICT (id) DO UPDATE
-//!      … WHERE version < EXCLUDED.version`;
-//!    - the history rows of events newer than the row the store held, or of aggregates it
-//!      held no row of, which the store cannot hold yet, by binary `COPY` without a lookup of
-//!      their event ids, after a savepoint to fall back to (see
-//!      [`lienthong_connect::model::HistoryInsert::newer_than_store`]);
-//!    - the other history rows with a lookup: `WHERE NOT EXISTS`, each id once a batch;
+//!      upserted: `INSERT … ON CONFLICT (id) DO UPDATE … WHERE version < EXCLUDED.version`);
+//!    - the history rows of events not newer than the row the store held (replays,
+//!      duplicates) with a lookup: `WHERE NOT EXISTS`, each id once a batch;
+//!    - then, after a savepoint, the writes **predicted new**, without a check of what the
+//!      store holds: the rows it held no row of by a plain `INSERT … SELECT unnest(…)`, and the
+//!      history rows of events newer than the held row, or of aggregates with no row, by
+//!      binary `COPY` (see [`lienthong_connect::model::HistoryInsert::newer_than_store`]).
+//!      Should a key be stored after all (a replay of a tombstoned aggregate, another writer),
+//!      the sink rolls back to the savepoint and writes the same rows again as upserts and
+//!      with the lookup ([`Fallbacks::predicted_new`]);
 //! 6. commit.
 //!
 //! The statements of steps 1 and 2 are sent together, and so are those of step 5 (the `COPY`
