@@ -27,9 +27,9 @@
 //!      with the lookup ([`Fallbacks::predicted_new`]);
 //! 6. commit.
 //!
-//! The statements of steps 1 and 2 are sent together, and so are those of step 5 (the `COPY`
-//! after them): tokio-postgres pipelines them on the connection, so a batch costs a few round
-//! trips, not one per partition or table. Current-state tables are created with
+//! The statements of steps 1 and 2 are sent together, and so are the writes of step 5 (after
+//! the deletes, one statement a table; the `COPY` after them): tokio-postgres pipelines them on
+//! the connection, so a batch costs a few round trips, not one per partition or table. Current-state tables are created with
 //! `fillfactor = 70`: a case is updated at every step, and the free space lets PostgreSQL
 //! update it in place (a HOT update, no new index entry). The connection plans every run of a
 //! statement for its own arrays (`plan_cache_mode = force_custom_plan`), so that a plan chosen
@@ -216,8 +216,10 @@ pub struct PostgresSink {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Fallbacks {
     /// The writes predicted new (rows the store held no row of, by plain insert; history rows
-    /// of events newer than the store's row, by `COPY`) met a key already stored, and went in
-    /// again, from the savepoint before them, as an upsert and with a lookup of each event id.
+    /// of events newer than the store's row or of aggregates it held no row of, by `COPY`) met
+    /// a key already stored, and went in again, from the savepoint before them, as an upsert
+    /// and with a lookup of each event id. Counts batch attempts: a batch that took this path
+    /// and then failed (and was tried again) counts each time.
     pub predicted_new: u64,
     /// An update of rows the store held did not find them all, and the rows were upserted.
     pub updates: u64,
@@ -699,7 +701,6 @@ async fn apply_in(
             .map(|(e, stmt)| Ok((stmt, history_copy_data(&by_copy[e])?)))
             .collect::<Result<Vec<_>, StoreError>>()
     });
-    let copy_data = copy_data?;
     // The first error in statement order is the cause; the ones after it only say that the
     // transaction was already aborted. A key taken after the savepoint is a prediction missed.
     let mut missed = None;
@@ -714,6 +715,7 @@ async fn apply_in(
             Err(e) => return Err(classify(&e)),
         }
     }
+    let copy_data = copy_data?;
     if missed.is_none() {
         for (stmt, data) in copy_data {
             let copied = async {

@@ -32,13 +32,13 @@ async fn fresh_sink(prefix: &str) -> (PostgresSink, String) {
 }
 
 /// Commit `tx`, another writer's transaction on the store at `url`, once a session of that
-/// database waits on a lock (the sink, on a row `tx` holds).
+/// database waits for a transaction to end (the sink, on a row or key `tx` wrote).
 async fn commit_once_the_sink_waits(url: &str, tx: tokio_postgres::Transaction<'_>) {
     let watcher = lienthong_tests::connect(url).await.unwrap();
     let since = Instant::now();
     while watcher
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'transactionid'",
             &[],
         )
         .await
@@ -128,15 +128,22 @@ async fn an_event_stored_by_another_writer_during_the_copy_is_looked_up_again() 
     );
 }
 
-/// A writer outside the connector's fence inserts the row of a case new to the store while
-/// the batch that creates it runs. The sink inserts rows it held no row of plainly (predicted
-/// new), so the insert meets the other transaction's key, waits, and fails when it commits;
-/// from the savepoint the sink writes them again as a version-guarded upsert, and the history
-/// with a lookup. The batch's newer version wins, and the store ends as one without the race.
-#[tokio::test]
-async fn a_row_stored_by_another_writer_during_the_insert_is_upserted_again() {
-    let (mut sink, url) = fresh_sink("apply_race_row").await;
-    let ops = sample_case_ops(10, "RACER").unwrap();
+/// A writer outside the connector's fence inserts, at `other_version`, the row of a case new to
+/// the store while the batch that creates it runs. The sink inserts rows it held no row of
+/// plainly (predicted new), so the insert meets the other transaction's key, waits, and fails
+/// when it commits; from the savepoint the sink writes them again as a version-guarded upsert,
+/// and the history with a lookup. The store first takes other cases, so that the batch adds no
+/// column (an `ALTER TABLE` would wait on the other writer's lock instead of the insert).
+/// Returns the sink, its URL, the case's key and the batch's events.
+async fn race_a_row_into_the_insert(
+    prefix: &str,
+    other_version: i64,
+) -> (PostgresSink, String, String, Vec<Op>) {
+    let (mut sink, url) = fresh_sink(prefix).await;
+    let warm = sample_case_ops(10, &format!("{prefix}W")).unwrap();
+    let w = warm.len() as i64;
+    sink.apply(batch(warm, None, w)).await.unwrap();
+    let ops = sample_case_ops(10, prefix).unwrap();
     let n = ops.len() as i64;
     let key = ops
         .iter()
@@ -147,13 +154,13 @@ async fn a_row_stored_by_another_writer_during_the_insert_is_upserted_again() {
     let mut other = lienthong_tests::connect(&url).await.unwrap();
     let tx = other.transaction().await.unwrap();
     tx.execute(
-        "INSERT INTO cases (id, version, event_id, occurred_at, producer_unit, correlation_id, status) VALUES ($1, 1, 'other', 0, 'other', 'other', 'other_writer')",
-        &[&key],
+        "INSERT INTO cases (id, version, event_id, occurred_at, producer_unit, correlation_id, status) VALUES ($1, $2, 'other', 0, 'other', 'other', 'other_writer')",
+        &[&key, &other_version],
     )
     .await
     .unwrap();
     let (applied, ()) = tokio::join!(
-        sink.apply(batch(ops.clone(), None, n)),
+        sink.apply(batch(ops.clone(), Some(w), w + n)),
         commit_once_the_sink_waits(&url, tx)
     );
     applied.unwrap();
@@ -162,17 +169,78 @@ async fn a_row_stored_by_another_writer_during_the_insert_is_upserted_again() {
         1,
         "the insert met the key once"
     );
-    let status =
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM case_events").await,
+        w + n,
+        "every event's history, whichever row wins"
+    );
+    (sink, url, key, ops)
+}
+
+/// The other writer's row is older than the batch's: the batch's version wins, and the store
+/// ends as one that took the same events without the race.
+#[tokio::test]
+async fn a_row_stored_by_another_writer_during_the_insert_is_upserted_again() {
+    let (mut sink, url, key, ops) = race_a_row_into_the_insert("apply_race_row", 1).await;
+    let other =
         format!("SELECT count(*) FROM cases WHERE id = '{key}' AND status = 'other_writer'");
     assert_eq!(
-        count(&url, &status).await,
+        count(&url, &other).await,
         0,
         "the batch's newer version wins"
     );
-    assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, n);
     let (mut once, _) = fresh_sink("apply_race_row_once").await;
-    once.apply(batch(ops, None, n)).await.unwrap();
+    let warm = sample_case_ops(10, "apply_race_rowW").unwrap();
+    let w = warm.len() as i64;
+    once.apply(batch(warm, None, w)).await.unwrap();
+    once.apply(batch(ops.clone(), Some(w), w + ops.len() as i64))
+        .await
+        .unwrap();
     assert_same_rows(&mut sink, &mut once).await;
+}
+
+/// The other writer's row is newer than any of the batch's events: the upsert's version guard
+/// keeps it as it is.
+#[tokio::test]
+async fn a_newer_row_stored_by_another_writer_during_the_insert_is_kept() {
+    let (_sink, url, key, _) = race_a_row_into_the_insert("apply_race_newer", 1000).await;
+    let other = format!(
+        "SELECT count(*) FROM cases WHERE id = '{key}' AND status = 'other_writer' AND version = 1000 AND event_id = 'other'"
+    );
+    assert_eq!(
+        count(&url, &other).await,
+        1,
+        "the older events do not overwrite it"
+    );
+}
+
+/// A record that breaks a constraint in the writes predicted new (a new case's event at version
+/// 0, against `CHECK (version >= 1)`) is a per-record error for the runtime to dead-letter, not
+/// a prediction missed: the batch is refused as a constraint violation, and nothing of it stays.
+#[tokio::test]
+async fn a_constraint_broken_after_the_savepoint_is_a_record_error() {
+    let (mut sink, url) = fresh_sink("apply_check").await;
+    let mut ops = sample_case_ops(10, "CHECK").unwrap();
+    let n = ops.len() as i64;
+    let Op::Upsert(change) = &mut ops[0] else {
+        panic!("a case event is an upsert")
+    };
+    change.version = 0;
+    if let Some(h) = change.history.as_mut() {
+        h.version = 0;
+    }
+    let err = sink.apply(batch(ops, None, n)).await.unwrap_err();
+    assert!(
+        matches!(err, lienthong_connect::StoreError::Constraint(_)),
+        "{err:?}"
+    );
+    assert_eq!(sink.fallbacks().predicted_new, 0);
+    assert_eq!(count(&url, "SELECT count(*) FROM cases").await, 0);
+    assert_eq!(count(&url, "SELECT count(*) FROM case_events").await, 0);
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM lienthong_offsets").await,
+        0
+    );
 }
 
 /// The same race on the lookup path. The store holds the case; a writer outside the fence
@@ -389,13 +457,18 @@ async fn history_by_copy_takes_the_events_predicted_new() {
 
 /// Rows the store holds are updated in place, not upserted. A writer outside the connector's
 /// fence deletes one of them while the batch runs: the update waits for it, then finds the row
-/// gone, and the sink upserts the rows the update missed. The batch applies in full.
+/// gone, and the sink upserts the rows the update missed. The batch applies in full. The store
+/// first takes other cases with every step, so that the batch adds no column (an `ALTER TABLE`
+/// would wait on the other writer's lock instead of the update).
 #[tokio::test]
 async fn a_held_row_deleted_by_another_writer_during_the_batch_is_written_again() {
     let (mut sink, url) = fresh_sink("apply_gone").await;
+    let warm = sample_case_ops(200, "GONEW").unwrap();
+    let w = warm.len() as i64;
+    sink.apply(batch(warm, None, w)).await.unwrap();
     let ops = sample_case_ops(200, "GONE").unwrap();
     let half = ops.len() / 2;
-    sink.apply(batch(ops[..half].to_vec(), None, half as i64))
+    sink.apply(batch(ops[..half].to_vec(), Some(w), w + half as i64))
         .await
         .unwrap();
     // A case held now that has events in the second half.
@@ -413,7 +486,11 @@ async fn a_held_row_deleted_by_another_writer_during_the_batch_is_written_again(
             .unwrap(),
         1
     );
-    let second = batch(ops[half..].to_vec(), Some(half as i64), ops.len() as i64);
+    let second = batch(
+        ops[half..].to_vec(),
+        Some(w + half as i64),
+        w + ops.len() as i64,
+    );
     // Commit the delete once the sink's update waits on the row.
     let (applied, ()) = tokio::join!(sink.apply(second), commit_once_the_sink_waits(&url, tx));
     applied.unwrap();
