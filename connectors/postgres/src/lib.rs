@@ -185,10 +185,14 @@ pub fn base_ddl() -> String {
         for (name, ty) in e.fixed_columns() {
             cols.push(format!("{} {} NOT NULL", q(name), sql_type(*ty)));
         }
-        // `SET` too: a table an earlier version made keeps its own until told (new pages only;
-        // a lock that lets reads and writes through).
+        // A table an earlier version made keeps its own fill factor until told, and is told
+        // only if it differs: `SET` takes a lock that lets reads and writes through but waits
+        // for a running VACUUM (and it applies to new pages only).
         ddl.push_str(&format!(
-            "CREATE TABLE IF NOT EXISTS {t} ({}) WITH (fillfactor = {ff});\nALTER TABLE {t} SET (fillfactor = {ff});\n",
+            "CREATE TABLE IF NOT EXISTS {t} ({}) WITH (fillfactor = {ff});\n\
+             DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = '{t}'::regclass \
+             AND reloptions @> ARRAY['fillfactor={ff}']) THEN \
+             ALTER TABLE {t} SET (fillfactor = {ff}); END IF; END $$;\n",
             cols.join(", "),
             t = q(e.table()),
             ff = fillfactor(e),

@@ -654,4 +654,15 @@ async fn current_state_tables_leave_room_for_their_rows_to_grow() {
     assert_eq!(fillfactor_of(&url, "cases").await, "fillfactor=70");
     let _sink = PostgresSink::open(&url).await.unwrap();
     assert_eq!(fillfactor_of(&url, "cases").await, "fillfactor=50");
+    // Right already: opening takes no lock a VACUUM would hold (it does not wait for one).
+    let mut vacuum = lienthong_tests::connect(&url).await.unwrap();
+    let tx = vacuum.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE cases IN SHARE UPDATE EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), PostgresSink::open(&url))
+        .await
+        .expect("the open waited for the lock")
+        .unwrap();
+    tx.rollback().await.unwrap();
 }
