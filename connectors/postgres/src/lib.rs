@@ -110,25 +110,30 @@ pub fn classify(e: &tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// A unique violation on a table of the sink's (current state or history): the key is stored
-/// already.
+/// The table of a unique violation: the key is stored there already.
+fn key_taken_in(e: &tokio_postgres::Error) -> Option<&str> {
+    if e.code() != Some(&SqlState::UNIQUE_VIOLATION) {
+        return None;
+    }
+    e.as_db_error().and_then(|db| db.table())
+}
+
+/// A unique violation on a table of the sink's (current state or history).
 fn is_key_taken(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-        && e.as_db_error().and_then(|db| db.table()).is_some_and(|t| {
-            Entity::ALL
-                .iter()
-                .any(|entity| entity.table() == t || entity.history_table() == Some(t))
-        })
+    key_taken_in(e).is_some_and(|t| {
+        Entity::ALL
+            .iter()
+            .any(|entity| entity.table() == t || entity.history_table() == Some(t))
+    })
 }
 
 /// A unique violation on a history table: its event id is stored already.
 fn is_history_key_taken(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-        && e.as_db_error().and_then(|db| db.table()).is_some_and(|t| {
-            Entity::ALL
-                .iter()
-                .any(|entity| entity.history_table() == Some(t))
-        })
+    key_taken_in(e).is_some_and(|t| {
+        Entity::ALL
+            .iter()
+            .any(|entity| entity.history_table() == Some(t))
+    })
 }
 
 fn sql_type(t: SqlType) -> &'static str {
@@ -641,10 +646,9 @@ async fn apply_in(
     }
     // History rows: those of events newer than the row the store held (or of aggregates with
     // no row) go in by binary COPY, without looking their event ids up (the store cannot hold
-    // them yet, see
-    // `HistoryInsert::newer_than_store`); the others with `WHERE NOT EXISTS`. An event
-    // delivered twice in one batch (a producer's retry) is one history row: neither skips ids
-    // earlier in its own rows.
+    // them yet, see `HistoryInsert::newer_than_store`); the others with `WHERE NOT EXISTS`.
+    // An event delivered twice in one batch (a producer's retry) is one history row: neither
+    // skips ids earlier in its own rows.
     let mut looked_up: HashMap<Entity, Vec<&HistoryRow>> = HashMap::new();
     let mut by_copy: HashMap<Entity, Vec<&HistoryRow>> = HashMap::new();
     let mut seen: FoldMap<(Entity, &str), ()> =
@@ -697,14 +701,14 @@ async fn apply_in(
         writes.push((prepared(tx, statements, sql).await?, params));
     }
     let mut copies = Vec::new();
-    for e in by_copy.keys() {
+    for (e, rows) in &by_copy {
         if let Some(table) = e.history_table() {
             let sql = format!(
                 "COPY {} ({}) FROM STDIN BINARY",
                 q(table),
                 history_columns()
             );
-            copies.push((*e, prepared(tx, statements, sql).await?));
+            copies.push((prepared(tx, statements, sql).await?, rows));
         }
     }
     let writes = futures::future::join_all(
@@ -717,7 +721,7 @@ async fn apply_in(
     let (done, copy_data) = futures::join!(writes, async {
         copies
             .iter()
-            .map(|(e, stmt)| Ok((stmt, history_copy_data(&by_copy[e])?)))
+            .map(|(stmt, rows)| Ok((stmt, history_copy_data(rows)?)))
             .collect::<Result<Vec<_>, StoreError>>()
     });
     // The first error in statement order is the cause; the ones after it only say that the
