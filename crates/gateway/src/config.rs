@@ -71,6 +71,27 @@ impl Default for GatewayConfig {
     }
 }
 
+/// Most event ids the index may be configured to remember: each takes about 150–250 bytes, so
+/// this is some 10 GB, more than a gateway's machine should give it.
+pub const MAX_IDEMPOTENCY_ENTRIES: usize = 50_000_000;
+
+impl GatewayConfig {
+    /// What in this configuration cannot work, before anything starts.
+    pub fn check(&self) -> Result<(), String> {
+        if self.transactional_id.trim().is_empty() {
+            return Err("transactional_id is empty".into());
+        }
+        if !(1..=MAX_IDEMPOTENCY_ENTRIES).contains(&self.idempotency_max_entries) {
+            return Err(format!(
+                "idempotency_max_entries is {}: it must be between 1 and {MAX_IDEMPOTENCY_ENTRIES} \
+                 (the index sets aside its eviction queue at start, 48 bytes an id)",
+                self.idempotency_max_entries
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How to reach Kafka (shared with the rest of the process; the CLI's `[kafka]` section).
 #[derive(Clone, Default)]
 pub struct KafkaConnection {
@@ -115,5 +136,36 @@ impl std::fmt::Debug for KafkaConnection {
             .field("bootstrap", &self.bootstrap)
             .field("options", &options)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_pass_and_what_cannot_work_is_named() {
+        assert_eq!(GatewayConfig::default().check(), Ok(()));
+        let blank = GatewayConfig {
+            transactional_id: " ".into(),
+            ..GatewayConfig::default()
+        };
+        assert_eq!(blank.check(), Err("transactional_id is empty".into()));
+        for n in [0, MAX_IDEMPOTENCY_ENTRIES + 1, usize::MAX] {
+            let c = GatewayConfig {
+                idempotency_max_entries: n,
+                ..GatewayConfig::default()
+            };
+            let e = c.check().unwrap_err();
+            assert!(
+                e.starts_with(&format!("idempotency_max_entries is {n}:")),
+                "{e}"
+            );
+        }
+        let most = GatewayConfig {
+            idempotency_max_entries: MAX_IDEMPOTENCY_ENTRIES,
+            ..GatewayConfig::default()
+        };
+        assert_eq!(most.check(), Ok(()));
     }
 }

@@ -9,6 +9,7 @@
 //! learns what other instances published.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -147,14 +148,81 @@ pub enum Reservation {
     Wait(watch::Receiver<bool>),
 }
 
-/// The index's own map: event keys are spread well already, and foldhash (seeded per map) is
-/// a few instructions for two words, where std's SipHash was a visible share of a request.
+/// One of the index's tables: foldhash (seeded per table) is a few instructions for a key's
+/// two words, where std's SipHash was a visible share of a request.
 type KeyMap<V> = HashMap<EventKey, V, foldhash::fast::RandomState>;
+
+/// How many tables hold the index's ids, a power of two. A hash table grows by moving every
+/// entry into one twice its size, and it does so under the index's lock: with one table, the
+/// growth at a million ids took a second (the new table's pages zeroed, then every entry moved;
+/// measured 2026-12-04), in which no request could publish. Spread over 64 tables, each growth
+/// moves a 64th of the ids.
+const TABLES: usize = 64;
+const _: () = assert!(TABLES.is_power_of_two() && TABLES > 1);
+
+/// The index's ids, spread over [`TABLES`] tables by a hash of their own.
+struct Tables {
+    /// Picks an id's table (from the top bits of its hash).
+    pick: foldhash::fast::RandomState,
+    tables: Box<[KeyMap<Entry>]>,
+    len: usize,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables {
+            pick: foldhash::fast::RandomState::default(),
+            tables: (0..TABLES).map(|_| KeyMap::default()).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl Tables {
+    /// The table `key` belongs in.
+    fn of(&self, key: &EventKey) -> usize {
+        // The top bits of a hash seeded apart from the tables' own.
+        (self.pick.hash_one(key) >> (64 - TABLES.trailing_zeros())) as usize
+    }
+
+    fn get(&self, key: &EventKey) -> Option<&Entry> {
+        self.tables[self.of(key)].get(key)
+    }
+
+    fn get_mut(&mut self, key: &EventKey) -> Option<&mut Entry> {
+        let t = self.of(key);
+        self.tables[t].get_mut(key)
+    }
+
+    fn contains_key(&self, key: &EventKey) -> bool {
+        self.tables[self.of(key)].contains_key(key)
+    }
+
+    fn insert(&mut self, key: EventKey, entry: Entry) {
+        let t = self.of(&key);
+        if self.tables[t].insert(key, entry).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &EventKey) {
+        let t = self.of(key);
+        if self.tables[t].remove(key).is_some() {
+            self.len -= 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
 
 #[derive(Default)]
 struct Inner {
-    map: KeyMap<Entry>,
+    map: Tables,
     /// Ids in the order they were placed, with the time each was, for forgetting the oldest.
+    /// Set aside whole at start (`max_entries` of 48 bytes, touched only as it fills): growing
+    /// it by doubling had copied up to 96 MB under the lock, a pause of 50–100 ms.
     order: VecDeque<(i64, EventKey)>,
     topics: HashMap<String, Arc<str>>,
 }
@@ -187,10 +255,14 @@ pub fn now_ms() -> i64 {
 impl Index {
     /// An empty index remembering ids for `window`, at most `max_entries` of them.
     pub fn new(window: Duration, max_entries: usize) -> Self {
+        let max_entries = max_entries.clamp(1, crate::config::MAX_IDEMPOTENCY_ENTRIES);
         Index {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                order: VecDeque::with_capacity(max_entries),
+                ..Inner::default()
+            }),
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
-            max_entries: max_entries.max(1),
+            max_entries,
         }
     }
 
@@ -208,10 +280,14 @@ impl Index {
         self.len() == 0
     }
 
-    fn evict(&self, inner: &mut Inner, now: i64) {
+    /// Forget the oldest published ids until none is older than the window and `room` more
+    /// fit under the bound. Every published id has its place in `order`, so the bound holds
+    /// for them exactly (the ids in flight come on top, bounded by the requests), and `order`
+    /// never outgrows the room set aside for it.
+    fn evict(&self, inner: &mut Inner, now: i64, room: usize) {
         while let Some((at, _)) = inner.order.front() {
             let expired = now.saturating_sub(*at) > self.window_ms;
-            if !expired && inner.map.len() <= self.max_entries {
+            if !expired && inner.order.len() + room <= self.max_entries {
                 break;
             }
             let Some((at, key)) = inner.order.pop_front() else {
@@ -230,7 +306,7 @@ impl Index {
     pub fn reserve(&self, ids: &[(EventKey, [u8; 32])]) -> Reservation {
         let mut inner = self.lock();
         let now = now_ms();
-        self.evict(&mut inner, now);
+        self.evict(&mut inner, now, 0);
         let mut duplicates = Vec::new();
         let mut conflicts = Vec::new();
         let mut wait = None;
@@ -294,6 +370,7 @@ impl Index {
                 wake_once(&mut woken, tx);
             }
             e.at_ms = now;
+            self.evict(&mut inner, now, 1);
             inner.order.push_back((now, key));
         }
     }
@@ -340,6 +417,7 @@ impl Index {
             return;
         }
         let topic = inner.topic(topic);
+        self.evict(&mut inner, now, 1);
         inner.order.push_back((at_ms, key));
         inner.map.insert(
             key,
@@ -353,7 +431,6 @@ impl Index {
                 }),
             },
         );
-        self.evict(&mut inner, now);
     }
 }
 
@@ -471,6 +548,58 @@ mod tests {
         idx.record(|| [2; 32], key(2), ("t", 0, 1), now_ms());
         assert_eq!(idx.unknown(&[key(3), key(1), key(2), key(4)]), [0, 3]);
         assert!(idx.unknown(&[]).is_empty());
+    }
+
+    #[test]
+    fn ids_are_spread_over_every_table_and_each_is_found_in_its_own() {
+        let idx = Index::new(Duration::from_secs(60), 100_000);
+        let keys: Vec<EventKey> = (0..5000).map(key).collect();
+        for (n, k) in keys.iter().enumerate() {
+            idx.record(|| [0; 32], *k, ("t", 0, n as i64), now_ms());
+        }
+        assert_eq!(idx.len(), 5000);
+        {
+            let inner = idx.lock();
+            let sizes: Vec<usize> = inner.map.tables.iter().map(HashMap::len).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), 5000);
+            // 5000 ids over 64 tables: about 78 each, none empty or holding most of them.
+            assert!(
+                sizes.iter().all(|&n| (20..300).contains(&n)),
+                "uneven tables: {sizes:?}"
+            );
+        }
+        assert!(idx.unknown(&keys).is_empty(), "every id is found");
+        assert_eq!(idx.unknown(&[key(5000), key(1), key(5001)]), [0, 2]);
+        // An id recorded twice is one id.
+        idx.record(|| [0; 32], key(7), ("t", 0, 1), now_ms());
+        assert_eq!(idx.len(), 5000);
+        // Held then released: counted while held, gone after.
+        held(idx.reserve(&[(key(6000), [0; 32]), (key(6001), [0; 32])]));
+        assert_eq!(idx.len(), 5002);
+        idx.release([key(6000), key(6001), key(6002)]);
+        assert_eq!(idx.len(), 5000);
+    }
+
+    #[test]
+    fn the_bound_counts_published_ids_and_the_queue_never_grows() {
+        let idx = Index::new(Duration::from_secs(60), 3);
+        let room = idx.lock().order.capacity();
+        assert!(room >= 3);
+        // Five ids in flight at once are all held: the bound is on what was published...
+        let ids: Vec<_> = (1..=5).map(|n| (key(n), [0; 32])).collect();
+        assert_eq!(held(idx.reserve(&ids)).0, [0, 1, 2, 3, 4]);
+        assert_eq!(idx.len(), 5);
+        // ... and once they are, the oldest two are forgotten as the newest are placed.
+        idx.complete("t", (1..=5).map(|n| (key(n), 0, i64::from(n))));
+        assert_eq!(idx.len(), 3);
+        assert_eq!(idx.unknown(&[key(1), key(2), key(3), key(5)]), [0, 1]);
+        for n in 6..=1000 {
+            idx.record(|| [0; 32], key(n), ("t", 0, 1), now_ms());
+        }
+        assert_eq!(idx.len(), 3);
+        let inner = idx.lock();
+        assert_eq!(inner.order.len(), 3);
+        assert_eq!(inner.order.capacity(), room, "the queue was never regrown");
     }
 
     #[test]

@@ -104,10 +104,8 @@ impl Gateway {
         telemetry: Arc<lienthong_telemetry::Telemetry>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Gateway>, GatewayError> {
+        config.check().map_err(GatewayError::Config)?;
         let agencies = Agencies::new(&config.agencies).map_err(GatewayError::Config)?;
-        if config.transactional_id.trim().is_empty() {
-            return Err(GatewayError::Config("transactional_id is empty".into()));
-        }
         let mut routes = HashMap::new();
         for topic in catalog.topics() {
             let Some(&id) = ids.get(&topic.name) else {
