@@ -165,7 +165,6 @@ struct Tables {
     /// Picks an id's table (from the top bits of its hash).
     pick: foldhash::fast::RandomState,
     tables: Box<[KeyMap<Entry>]>,
-    len: usize,
 }
 
 impl Default for Tables {
@@ -173,7 +172,6 @@ impl Default for Tables {
         Tables {
             pick: foldhash::fast::RandomState::default(),
             tables: (0..TABLES).map(|_| KeyMap::default()).collect(),
-            len: 0,
         }
     }
 }
@@ -200,20 +198,17 @@ impl Tables {
 
     fn insert(&mut self, key: EventKey, entry: Entry) {
         let t = self.of(&key);
-        if self.tables[t].insert(key, entry).is_none() {
-            self.len += 1;
-        }
+        self.tables[t].insert(key, entry);
     }
 
     fn remove(&mut self, key: &EventKey) {
         let t = self.of(key);
-        if self.tables[t].remove(key).is_some() {
-            self.len -= 1;
-        }
+        self.tables[t].remove(key);
     }
 
+    /// How many ids the tables hold (for `Index::len`; eviction counts `order`).
     fn len(&self) -> usize {
-        self.len
+        self.tables.iter().map(HashMap::len).sum()
     }
 }
 
