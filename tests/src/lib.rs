@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use rdkafka::ClientConfig;
@@ -253,24 +253,16 @@ impl Kafka {
         Ok(())
     }
 
-    /// Wait until metadata shows `partitions` partitions of `topic`, each with a leader.
+    /// Wait until every one of the `partitions` partitions of `topic` has a leader that
+    /// answers for it (the bus's own wait, as `topics create` uses it).
     pub async fn wait_for_leaders(&self, topic: &str, partitions: i32) -> Result<()> {
-        let consumer: rdkafka::consumer::BaseConsumer = self.client_config().create()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))
-                && let Some(t) = md.topics().iter().find(|t| t.name() == topic)
-                && t.error().is_none()
-                && t.partitions().len() == partitions as usize
-                && t.partitions().iter().all(|p| p.leader() >= 0)
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("topic {topic} has no leader for all {partitions} partitions after 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let client = self.client_config();
+        let topics = vec![(topic.to_string(), partitions)];
+        tokio::task::spawn_blocking(move || {
+            lienthong_bus::wait_until_ready(&client, &topics, Duration::from_secs(30))
+        })
+        .await??;
+        Ok(())
     }
 
     /// Read every record of `topic` from the beginning until `expected` records were seen or
@@ -313,29 +305,11 @@ impl Kafka {
         Ok(out)
     }
 
-    /// Create every catalog topic that does not exist yet (idempotent; tests share them and
-    /// tell their records apart by key).
+    /// Create every catalog topic that does not exist yet, as `lienthong topics create` does
+    /// (idempotent; tests share them and tell their records apart by key).
     pub async fn ensure_catalog_topics(&self) -> Result<()> {
         let catalog = lienthong_contract::Catalog::load(lienthong_contract::repo_schemas_dir())?;
-        let admin = self.admin()?;
-        let topics: Vec<NewTopic> = catalog
-            .topics()
-            .iter()
-            .map(|t| {
-                NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1))
-                    .set("cleanup.policy", t.cleanup_policy.as_kafka())
-            })
-            .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        for result in admin.create_topics(&topics, &options).await? {
-            match result {
-                Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => bail!("creating {t}: {code}"),
-            }
-        }
-        for t in catalog.topics() {
-            self.wait_for_leaders(&t.name, t.partitions).await?;
-        }
+        lienthong_bus::create_catalog_topics(&self.client_config(), &catalog, 1).await?;
         Ok(())
     }
 

@@ -286,11 +286,104 @@ pub async fn create_catalog_topics(
             Err((name, code)) => refused.push(format!("{name}: {code}")),
         }
     }
-    if refused.is_empty() {
-        Ok(outcomes)
-    } else {
-        Err(BusError::TopicsRefused(refused.join(", ")))
+    if !refused.is_empty() {
+        return Err(BusError::TopicsRefused(refused.join(", ")));
     }
+    // A topic just created has no leaders for a moment: whoever creates them uses them next.
+    let wanted: Vec<(String, i32)> = catalog
+        .topics()
+        .iter()
+        .map(|t| (t.name.clone(), t.partitions))
+        .collect();
+    let client = client.clone();
+    tokio::task::spawn_blocking(move || wait_until_ready(&client, &wanted, TOPICS_READY_TIMEOUT))
+        .await
+        .map_err(|e| BusError::Invalid(format!("waiting for the topics' leaders: {e}")))??;
+    Ok(outcomes)
+}
+
+/// How long [`create_catalog_topics`] waits for new topics to be served.
+pub const TOPICS_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Wait (blocking, at most `timeout`) until every partition of each `(topic, partitions)`
+/// has a leader that answers for it: metadata shows the partitions with a leader, and the
+/// leader answers a `ListOffsets` request. Right after `CreateTopics` a broker can still
+/// answer `NotLeaderForPartition`; a caller that creates topics and uses them at once calls
+/// this in between. The error names the first partition that was not ready, and why.
+pub fn wait_until_ready(
+    client: &ClientConfig,
+    topics: &[(String, i32)],
+    timeout: Duration,
+) -> Result<(), BusError> {
+    use rdkafka::consumer::BaseConsumer;
+    let bootstrap = client.get("bootstrap.servers").unwrap_or("?").to_string();
+    let consumer: BaseConsumer = client.create().map_err(|source| BusError::Kafka {
+        bootstrap: bootstrap.clone(),
+        source,
+    })?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut todo: Vec<(String, i32)> = topics.to_vec();
+    loop {
+        let mut why = None;
+        todo.retain(|(topic, partitions)| {
+            if why.is_some() {
+                return true;
+            }
+            match topic_not_ready(&consumer, topic, *partitions) {
+                None => false,
+                Some(reason) => {
+                    why = Some(reason);
+                    true
+                }
+            }
+        });
+        let Some(why) = why else {
+            return Ok(());
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(BusError::Timeout(format!(
+                "topics at {bootstrap} not ready within {timeout:?}: {why}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Why `topic` is not ready yet, or `None` when every one of its `partitions` is served.
+fn topic_not_ready(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> Option<String> {
+    use rdkafka::consumer::Consumer;
+    let timeout = Duration::from_secs(5);
+    let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("{topic}: metadata: {e}")),
+    };
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Some(format!("{topic}: not in the metadata yet"));
+    };
+    if let Some(e) = t.error() {
+        return Some(format!("{topic}: {:?}", RDKafkaErrorCode::from(e)));
+    }
+    if t.partitions().len() < partitions as usize {
+        return Some(format!(
+            "{topic}: {} of {partitions} partitions in the metadata",
+            t.partitions().len()
+        ));
+    }
+    for p in t.partitions() {
+        if p.leader() < 0 || p.error().is_some() {
+            return Some(format!("{topic}[{}]: no leader yet", p.id()));
+        }
+    }
+    for p in t.partitions() {
+        if let Err(e) = consumer.fetch_watermarks(topic, p.id(), timeout) {
+            return Some(format!("{topic}[{}]: {e}", p.id()));
+        }
+    }
+    None
 }
 
 /// librdkafka's in-memory mock cluster, for the demo: it speaks the Kafka protocol on
