@@ -242,6 +242,29 @@ pub struct SchemasConfig {
     /// A Confluent-compatible registry to fetch writer schemas by id. Without it, ids are the
     /// catalog's local ids (1, 2, … in catalog order).
     pub registry_url: Option<String>,
+    /// The agency the connector reads the registry as (HTTP Basic user name, with the token as
+    /// password); without it the token is sent as a bearer token. lienthong's own registry
+    /// takes either form.
+    pub registry_agency: Option<String>,
+    /// The registry token, inline (prefer `registry_token_file` or the environment variable
+    /// `LIENTHONG_REGISTRY_TOKEN`, read when neither is set). Redacted in logs.
+    pub registry_token: Option<String>,
+    /// A file holding the registry token (surrounding white space ignored).
+    pub registry_token_file: Option<PathBuf>,
+}
+
+impl SchemasConfig {
+    /// The credential to send to the registry, from the config or the environment.
+    pub fn registry_credentials(
+        &self,
+    ) -> Result<lienthong_registry::client::Credentials, ConnectError> {
+        lienthong_registry::client::Credentials::from_config(
+            self.registry_agency.as_deref(),
+            self.registry_token.as_deref(),
+            self.registry_token_file.as_deref(),
+        )
+        .map_err(|e| ConnectError::Config(format!("schemas: {e}")))
+    }
 }
 
 impl std::fmt::Debug for SchemasConfig {
@@ -252,6 +275,12 @@ impl std::fmt::Debug for SchemasConfig {
                 "registry_url",
                 &self.registry_url.as_deref().map(redact_url),
             )
+            .field("registry_agency", &self.registry_agency)
+            .field(
+                "registry_token",
+                &self.registry_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("registry_token_file", &self.registry_token_file)
             .finish()
     }
 }
@@ -261,6 +290,9 @@ impl Default for SchemasConfig {
         SchemasConfig {
             dir: PathBuf::from("schemas"),
             registry_url: None,
+            registry_agency: None,
+            registry_token: None,
+            registry_token_file: None,
         }
     }
 }
@@ -308,6 +340,17 @@ impl ConnectorConfig {
             if !lienthong_contract::catalog::FieldFormat::UnitCode.accepts(u) {
                 return bad(format!("filter.units: {u:?} is not a unit code"));
             }
+        }
+        let s = &self.schemas;
+        if s.registry_url.is_none()
+            && (s.registry_agency.is_some()
+                || s.registry_token.is_some()
+                || s.registry_token_file.is_some())
+        {
+            return bad("schemas: a registry credential is set but registry_url is not".into());
+        }
+        if s.registry_url.is_some() {
+            s.registry_credentials()?;
         }
         Ok(())
     }
@@ -376,6 +419,54 @@ units = ["26734"]
         assert!(e.to_string().contains("entity"), "{e}");
         let e = ConnectorConfig::from_toml(&OK.replace("26734", "abc")).unwrap_err();
         assert!(e.to_string().contains("unit code"), "{e}");
+    }
+
+    #[test]
+    fn a_registry_credential_is_taken_checked_and_hidden() {
+        use lienthong_registry::client::Credentials;
+        let with = |lines: &str| {
+            OK.replace(
+                "[filter]",
+                &format!("[schemas]\nregistry_url = \"http://r:8081\"\n{lines}\n[filter]"),
+            )
+        };
+        let c = ConnectorConfig::from_toml(&with(
+            "registry_agency = \"26734\"\nregistry_token = \"ward-secret\"",
+        ))
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("ward-secret"), "{shown}");
+        assert!(matches!(
+            c.schemas.registry_credentials().unwrap(),
+            Credentials::Basic { user, password } if user == "26734" && password == "ward-secret"
+        ));
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "file-secret\n").unwrap();
+        let c = ConnectorConfig::from_toml(&with(&format!(
+            "registry_token_file = \"{}\"",
+            file.path().display()
+        )))
+        .unwrap();
+        assert!(matches!(
+            c.schemas.registry_credentials().unwrap(),
+            Credentials::Bearer(t) if t == "file-secret"
+        ));
+        for (lines, says) in [
+            (
+                "registry_token = \"a\"\nregistry_token_file = \"/x\"",
+                "not both",
+            ),
+            ("registry_token_file = \"/no/such/file\"", "/no/such/file"),
+        ] {
+            let e = ConnectorConfig::from_toml(&with(lines)).unwrap_err();
+            assert!(e.to_string().contains(says), "{lines}: {e}");
+            assert!(matches!(e, ConnectError::Config(_)), "{e:?}");
+        }
+        let e = ConnectorConfig::from_toml(
+            &OK.replace("[filter]", "[schemas]\nregistry_token = \"a\"\n[filter]"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("registry_url is not"), "{e}");
     }
 
     #[test]

@@ -85,6 +85,11 @@ pub enum ConnectError {
         /// The bootstrap servers asked.
         bootstrap: String,
     },
+    /// The schema registry could not be read (unreachable, the credential refused, a server
+    /// error) and the connector was stopped while waiting for it. Nothing was dead-lettered;
+    /// the records it waited on are read again at the next start.
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
     /// Metrics could not be set up.
     #[error("telemetry: {0}")]
     Telemetry(#[from] lienthong_telemetry::TelemetryError),
@@ -95,7 +100,9 @@ impl ConnectError {
     pub fn is_transient(&self) -> bool {
         match self {
             ConnectError::Store(e) => e.is_transient(),
-            ConnectError::Kafka(_) | ConnectError::KafkaUnreachable { .. } => true,
+            ConnectError::Kafka(_)
+            | ConnectError::KafkaUnreachable { .. }
+            | ConnectError::RegistryUnavailable(_) => true,
             _ => false,
         }
     }

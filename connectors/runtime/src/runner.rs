@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use apache_avro::Schema;
 use lienthong_contract::codec::split_frame;
 use lienthong_contract::{Catalog, Codec, ContractError};
-use lienthong_registry::client::{Credentials, RegistryClient};
+use lienthong_registry::client::RegistryClient;
 use lienthong_telemetry::{ConnectorMetrics, KafkaClientContext, Telemetry};
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -156,7 +156,7 @@ struct Runner<S: Sink> {
     sink: S,
     metrics: ConnectorMetrics,
     codec: Codec,
-    registry: Option<RegistryClient>,
+    registry: Option<Arc<RegistryClient>>,
     readers: HashMap<Entity, Schema>,
     entities: HashMap<String, Entity>,
     layouts: HashMap<u32, Result<Arc<Layout>, String>>,
@@ -270,9 +270,10 @@ impl<S: Sink> Runner<S> {
         let (codec, registry) = match &config.schemas.registry_url {
             Some(url) => {
                 let codec = Codec::new();
-                let client = RegistryClient::new(url, Credentials::None, codec.clone())
+                let credentials = config.schemas.registry_credentials()?;
+                let client = RegistryClient::new(url, credentials, codec.clone())
                     .map_err(|e| ConnectError::Config(format!("registry: {e}")))?;
-                (codec, Some(client))
+                (codec, Some(Arc::new(client)))
             }
             None => (Codec::from_catalog(&catalog)?, None),
         };
@@ -480,56 +481,23 @@ impl<S: Sink> Runner<S> {
         }
         let writer = match self.codec.schema(id) {
             Ok(s) => s,
-            Err(_) => match &self.registry {
-                None => {
+            Err(_) => {
+                let Some(client) = self.registry.clone() else {
                     return Ok(Err((
                         "unknown_schema",
                         format!("unknown schema id {id} (no registry configured)"),
                     )));
-                }
-                Some(client) => {
-                    let mut attempt = 0;
-                    loop {
-                        match client.schema(id).await {
-                            Ok(s) => break s,
-                            Err(lienthong_registry::RegistryError::Remote {
-                                status: 404, ..
-                            }) => {
-                                return Ok(Err((
-                                    "unknown_schema",
-                                    format!("schema id {id} is not in the registry"),
-                                )));
-                            }
-                            Err(e)
-                                if e.is_transient()
-                                    || matches!(
-                                        e,
-                                        lienthong_registry::RegistryError::Remote {
-                                            status: 500..,
-                                            ..
-                                        }
-                                    ) =>
-                            {
-                                attempt += 1;
-                                self.metrics
-                                    .retries
-                                    .with_label_values(&[&self.config.name, "registry"])
-                                    .inc();
-                                tracing::warn!(error = %e, attempt, "registry unavailable; retrying");
-                                if self.shutdown.is_cancelled() {
-                                    return Err(ConnectError::Config(format!(
-                                        "registry unavailable at shutdown: {e}"
-                                    )));
-                                }
-                                tokio::time::sleep(self.config.retry.backoff(attempt)).await;
-                            }
-                            Err(e) => {
-                                return Ok(Err(("unknown_schema", format!("schema id {id}: {e}"))));
-                            }
-                        }
+                };
+                match self.fetch_writer(&client, id).await? {
+                    Some(s) => s,
+                    None => {
+                        return Ok(Err((
+                            "unknown_schema",
+                            format!("schema id {id} is not in the registry"),
+                        )));
                     }
                 }
-            },
+            }
         };
         let reader = self
             .readers
@@ -570,6 +538,46 @@ impl<S: Sink> Runner<S> {
         let layout = Arc::new(layout);
         self.layouts.insert(id, Ok(layout.clone()));
         Ok(Ok(layout))
+    }
+
+    /// The writer schema `id` from the registry; `None` only when the registry says it does
+    /// not know the id (40403), the one answer that is the record's fault. Any other failure
+    /// (unreachable, a refused credential, 5xx) is the connector's condition: consumption
+    /// pauses and the fetch is retried with backoff until it succeeds or the connector is
+    /// stopped; nothing is dead-lettered and no offset moves meanwhile.
+    async fn fetch_writer(
+        &mut self,
+        client: &RegistryClient,
+        id: u32,
+    ) -> Result<Option<Arc<lienthong_contract::RegisteredSchema>>, ConnectError> {
+        let mut attempt = 0;
+        let found = loop {
+            match client.schema(id).await {
+                Ok(s) => break Some(s),
+                Err(e) if e.is_unknown_schema_id() => break None,
+                Err(e) => {
+                    attempt += 1;
+                    self.note_retry("registry", &e, attempt);
+                    self.pause_consumption();
+                    if self.shutdown.is_cancelled() {
+                        return Err(ConnectError::RegistryUnavailable(format!(
+                            "stopped while waiting for schema id {id}: {e}"
+                        )));
+                    }
+                    self.wait_serving_rebalances(self.config.retry.backoff(attempt))
+                        .await?;
+                }
+            }
+        };
+        if attempt > 0 {
+            tracing::info!(connector = %self.name(), id, attempts = attempt + 1, "the registry answered again; consumption resumed");
+            resume_paused(&self.consumer, &self.paused);
+            self.metrics
+                .retrying
+                .with_label_values(&[&self.config.name])
+                .set(0);
+        }
+        Ok(found)
     }
 
     async fn decode(
@@ -783,7 +791,7 @@ impl<S: Sink> Runner<S> {
                 Ok(s) => break s,
                 Err(e) if e.is_transient() => {
                     attempt += 1;
-                    self.note_retry(&e, attempt);
+                    self.note_retry(Self::store_class(&e), &e, attempt);
                     if self.shutdown.is_cancelled() {
                         return Ok(());
                     }
@@ -828,20 +836,44 @@ impl<S: Sink> Runner<S> {
         }
     }
 
-    fn note_retry(&self, e: &StoreError, attempt: u32) {
-        let class = match e {
-            StoreError::Transient { class, .. } => class,
-            _ => "store_unavailable",
-        };
+    /// Count and log one retry of a transient condition (`cause`: a store error class,
+    /// `registry`), and show that the connector is waiting.
+    fn note_retry(&self, cause: &str, e: &dyn std::fmt::Display, attempt: u32) {
         self.metrics
             .retries
-            .with_label_values(&[&self.config.name, class])
+            .with_label_values(&[&self.config.name, cause])
             .inc();
         self.metrics
             .retrying
             .with_label_values(&[&self.config.name])
             .set(1);
-        tracing::warn!(connector = %self.name(), error = %e, attempt, "transient store error; consumption paused, retrying");
+        tracing::warn!(connector = %self.name(), cause, error = %e, attempt, "consumption paused, retrying");
+    }
+
+    /// Pause every assigned partition while the connector waits (for a store, the registry),
+    /// so that memory holds little more than what was fetched already. A rebalance meanwhile
+    /// lifts the pause before the new assignment (`resume_paused`); the next failed attempt
+    /// pauses the new assignment again.
+    fn pause_consumption(&self) {
+        let unpaused = self
+            .paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if unpaused
+            && let Ok(a) = self.consumer.assignment()
+            && a.count() > 0
+            && self.consumer.pause(&a).is_ok()
+        {
+            *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = tpl_list(&a);
+        }
+    }
+
+    fn store_class(e: &StoreError) -> &'static str {
+        match e {
+            StoreError::Transient { class, .. } => class,
+            _ => "store_unavailable",
+        }
     }
 
     /// The batch for `items`: their ops, and per partition the offset after the last one.
@@ -905,23 +937,9 @@ impl<S: Sink> Runner<S> {
                     }
                     Err(e @ StoreError::Transient { .. }) => {
                         attempt += 1;
-                        self.note_retry(&e, attempt);
-                        // Consumption pauses while the store is away. A rebalance meanwhile
-                        // lifts the pause before the new assignment (`resume_paused`); the
-                        // next failed attempt pauses the new assignment again.
+                        self.note_retry(Self::store_class(&e), &e, attempt);
                         retried = true;
-                        let unpaused = self
-                            .paused
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .is_empty();
-                        if unpaused
-                            && let Ok(a) = self.consumer.assignment()
-                            && a.count() > 0
-                            && self.consumer.pause(&a).is_ok()
-                        {
-                            *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = tpl_list(&a);
-                        }
+                        self.pause_consumption();
                         if self.shutdown.is_cancelled() && self.shutdown_deadline.is_none() {
                             self.shutdown_deadline = Some(
                                 Instant::now()

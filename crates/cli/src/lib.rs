@@ -255,8 +255,8 @@ fn schemas_check(dir: &Path, catalog: &Catalog) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The environment variable that holds the registry credential for `schemas push`.
-pub const REGISTRY_TOKEN_ENV: &str = "LIENTHONG_REGISTRY_TOKEN";
+/// The environment variable that holds the registry credential for `schemas push` and `tail`.
+pub const REGISTRY_TOKEN_ENV: &str = lienthong_registry::client::TOKEN_ENV;
 
 /// A registry client with the credential from [`REGISTRY_TOKEN_ENV`]: HTTP Basic as
 /// `agency` when given, else a bearer token, else none.
@@ -265,19 +265,8 @@ pub fn registry_client(
     agency: Option<String>,
 ) -> Result<lienthong_registry::client::RegistryClient, CliError> {
     use lienthong_registry::client::{Credentials, RegistryClient};
-    let token = std::env::var(REGISTRY_TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.is_empty());
-    let credentials = match (agency, token) {
-        (Some(user), Some(password)) => Credentials::Basic { user, password },
-        (None, Some(t)) => Credentials::Bearer(t),
-        (Some(_), None) => {
-            return Err(CliError::Usage(format!(
-                "--agency needs the token in {REGISTRY_TOKEN_ENV}"
-            )));
-        }
-        (None, None) => Credentials::None,
-    };
+    let credentials = Credentials::from_config(agency.as_deref(), None, None)
+        .map_err(|e| CliError::Usage(format!("--agency: {e}")))?;
     RegistryClient::new(url, credentials, lienthong_contract::Codec::new())
         .map_err(|e| CliError::Usage(format!("--url {url}: {e}")))
 }

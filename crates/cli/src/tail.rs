@@ -169,7 +169,7 @@ pub async fn tail(
             .as_deref()
             .is_none_or(|k| message.key() == Some(k.as_bytes()));
         if wanted {
-            let line = decoder.line(&message).await;
+            let line = decoder.line(&message).await?;
             let mut out = stdout.lock();
             writeln!(out, "{line}")
                 .and_then(|_| out.flush())
@@ -227,7 +227,9 @@ enum Decoder {
 
 impl Decoder {
     /// One record as one JSON line; a record that cannot be decoded is shown with its error.
-    async fn line(&self, message: &BorrowedMessage<'_>) -> Json {
+    /// A registry that cannot be read (unreachable, the credential refused, a server error)
+    /// stops tail: it says nothing about the record.
+    async fn line(&self, message: &BorrowedMessage<'_>) -> Result<Json, CliError> {
         let key = message
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned());
@@ -244,7 +246,7 @@ impl Decoder {
         });
         match message.payload() {
             None => line["value"] = Json::Null,
-            Some(bytes) => match self.decode(bytes).await {
+            Some(bytes) => match self.decode(bytes).await? {
                 Ok((id, value)) => {
                     line["schema_id"] = json!(id);
                     line["value"] = value;
@@ -252,19 +254,36 @@ impl Decoder {
                 Err(e) => line["error"] = json!(e),
             },
         }
-        line
+        Ok(line)
     }
 
-    async fn decode(&self, bytes: &[u8]) -> Result<(u32, Json), String> {
+    /// The record's value, or why it cannot be decoded (`Ok(Err)`); `Err` when the registry
+    /// cannot be read.
+    async fn decode(&self, bytes: &[u8]) -> Result<Result<(u32, Json), String>, CliError> {
         let codec = match self {
             Decoder::Local(codec) => codec,
             Decoder::Registry(client) => {
-                let (id, _) =
-                    lienthong_contract::codec::split_frame(bytes).map_err(|e| e.to_string())?;
-                client.schema(id).await.map_err(|e| e.to_string())?;
+                let id = match lienthong_contract::codec::split_frame(bytes) {
+                    Ok((id, _)) => id,
+                    Err(e) => return Ok(Err(e.to_string())),
+                };
+                match client.schema(id).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_unknown_schema_id() => return Ok(Err(e.to_string())),
+                    Err(e) => {
+                        return Err(CliError::Failed(format!(
+                            "{e} (a token goes in {})",
+                            crate::REGISTRY_TOKEN_ENV
+                        )));
+                    }
+                }
                 client.codec()
             }
         };
+        Ok(Self::decode_with(codec, bytes))
+    }
+
+    fn decode_with(codec: &Codec, bytes: &[u8]) -> Result<(u32, Json), String> {
         let (id, value) = codec.decode_value(bytes, None).map_err(|e| e.to_string())?;
         let schema = codec.schema(id).map_err(|e| e.to_string())?;
         Ok((

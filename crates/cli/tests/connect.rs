@@ -411,18 +411,6 @@ async fn a_ward_store_takes_its_own_cases_and_only_granted_citizens(store: Store
 /// record of 3 stops the connector with a clear error, before anything of it is applied.
 async fn a_new_optional_field_adds_a_column_and_an_incompatible_change_stops(store: Store) {
     #[derive(serde::Serialize)]
-    enum Kind2 {
-        CaseAccepted {
-            processing_unit: String,
-            note: Option<String>,
-        },
-    }
-    #[derive(serde::Serialize)]
-    struct Event2 {
-        envelope: lienthong_contract::events::Envelope,
-        event: Kind2,
-    }
-    #[derive(serde::Serialize)]
     enum Kind3 {
         CaseAccepted { processing_unit: i64 },
     }
@@ -431,26 +419,9 @@ async fn a_new_optional_field_adds_a_column_and_an_incompatible_change_stops(sto
         envelope: lienthong_contract::events::Envelope,
         event: Kind3,
     }
-    let catalog = catalog();
-    let v1 = catalog
-        .topic("hcm.case.events")
-        .unwrap()
-        .schema_json
-        .clone();
-    let edit = |f: &dyn Fn(&mut Vec<serde_json::Value>)| {
-        let mut json: serde_json::Value = serde_json::from_str(&v1).unwrap();
-        let branches = json["fields"][1]["type"].as_array_mut().unwrap();
-        let accepted = branches
-            .iter_mut()
-            .find(|b| b["name"] == "CaseAccepted")
-            .unwrap();
-        f(accepted["fields"].as_array_mut().unwrap());
-        json.to_string()
-    };
-    let v2 = edit(&|fields| {
-        fields.push(serde_json::json!({"name": "note", "type": ["null", "string"], "default": null, "lienthong.personal_data": "none"}))
-    });
-    let v3 = edit(&|fields| fields[0]["type"] = serde_json::json!("long"));
+    let v1 = case_schema();
+    let v2 = case_schema_with_note();
+    let v3 = case_schema_with_accepted(&|fields| fields[0]["type"] = serde_json::json!("long"));
     let schemas = std::sync::Arc::new(vec![(1u32, v1.clone()), (2, v2.clone()), (3, v3.clone())]);
     let router = axum::Router::new().route(
         "/schemas/ids/{id}",
@@ -491,30 +462,19 @@ async fn a_new_optional_field_adds_a_column_and_an_incompatible_change_stops(sto
             id.clone(),
             Some(codec.encode_to_vec(1, &submitted).unwrap()),
         ));
-        let mut env =
-            lienthong_contract::samples::envelope(fastrand::u64(..1 << 40), "STP", &id, 2);
-        env.event_id = lienthong_contract::samples::uuid_like(fastrand::u64(..));
-        let accepted = Event2 {
-            envelope: env,
-            event: Kind2::CaseAccepted {
-                processing_unit: "STP".into(),
-                note: i.is_multiple_of(2).then(|| format!("ghi chú {i}")),
-            },
-        };
-        records.push((id, Some(codec.encode_to_vec(2, &accepted).unwrap())));
+        let note = i.is_multiple_of(2).then(|| format!("ghi chú {i}"));
+        records.push((
+            id.clone(),
+            Some(accepted_with_note(&codec, 2, &id, 2, note)),
+        ));
     }
     produce(&kafka, &topic, &records).await;
     let ends = end_offsets(&kafka, &topic).await;
     let name = format!("evolve-{}", unique_suffix());
-    let toml = config_toml(&name, &kafka, &[(&topic, "cases")], &store, &dlq, "").replace(
-        &format!(
-            "dir = \"{}\"\n",
-            lienthong_contract::repo_schemas_dir().display()
-        ),
-        &format!(
-            "dir = \"{}\"\nregistry_url = \"{registry}\"\n",
-            lienthong_contract::repo_schemas_dir().display()
-        ),
+    let toml = with_registry(
+        &config_toml(&name, &kafka, &[(&topic, "cases")], &store, &dlq, ""),
+        &registry,
+        "",
     );
     let (token, task) = spawn(config(&toml));
     wait_caught_up(&store, &name, &topic, &ends, Duration::from_secs(60)).await;

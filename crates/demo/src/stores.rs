@@ -112,7 +112,7 @@ fn connector_config(
         retry: RetryConfig::default(),
         schemas: SchemasConfig {
             dir: schemas_dir.to_path_buf(),
-            registry_url: None,
+            ..SchemasConfig::default()
         },
         metrics_listen: None,
         shutdown_timeout_secs: 10,

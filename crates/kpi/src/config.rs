@@ -28,6 +28,14 @@ pub struct KpiConfig {
     /// A Confluent-compatible schema registry to fetch writer schemas from by id; without it,
     /// the catalog's local ids are used (tests, the embedded demo).
     pub registry_url: Option<String>,
+    /// The agency the engine reads the registry as (HTTP Basic user, the token as password);
+    /// without it the token is sent as a bearer token.
+    pub registry_agency: Option<String>,
+    /// The registry token, inline; else `registry_token_file`, else the environment variable
+    /// `LIENTHONG_REGISTRY_TOKEN`. Redacted in logs.
+    pub registry_token: Option<String>,
+    /// A file holding the registry token.
+    pub registry_token_file: Option<PathBuf>,
     /// A working-day calendar file (see `crates/kpi/calendars/vn-2026.toml`); without it, the
     /// built-in Viet Nam 2026 calendar.
     pub calendar_file: Option<PathBuf>,
@@ -53,6 +61,9 @@ impl Default for KpiConfig {
             feedback_topic: "hcm.feedback.events".into(),
             schemas_dir: PathBuf::from("schemas"),
             registry_url: None,
+            registry_agency: None,
+            registry_token: None,
+            registry_token_file: None,
             calendar_file: None,
             reference_file: None,
             units: Vec::new(),
@@ -92,6 +103,12 @@ impl std::fmt::Debug for KpiConfig {
             .field("feedback_topic", &self.feedback_topic)
             .field("schemas_dir", &self.schemas_dir)
             .field("registry_url", &self.registry_url)
+            .field("registry_agency", &self.registry_agency)
+            .field(
+                "registry_token",
+                &self.registry_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("registry_token_file", &self.registry_token_file)
             .field("calendar_file", &self.calendar_file)
             .field("reference_file", &self.reference_file)
             .field("units", &self.units.len())

@@ -151,7 +151,12 @@ impl Decoder {
         match &config.registry_url {
             Some(url) => Ok(Decoder::Registry(RegistryClient::new(
                 url,
-                Credentials::None,
+                Credentials::from_config(
+                    config.registry_agency.as_deref(),
+                    config.registry_token.as_deref(),
+                    config.registry_token_file.as_deref(),
+                )
+                .map_err(|e| KpiError::Config(format!("kpi: {e}")))?,
                 Codec::new(),
             )?)),
             None => {
@@ -168,8 +173,9 @@ impl Decoder {
         }
     }
 
-    /// Make sure the writer schema of `payload` is known. `Err` only for a transient failure
-    /// (the registry is unreachable); an unknown id is left for decoding to report.
+    /// Make sure the writer schema of `payload` is known. `Err` for anything the registry
+    /// may still fix (unreachable, the credential refused, a server error); an id the
+    /// registry says it does not know is left for decoding to report.
     async fn prepare(&self, payload: &[u8]) -> Result<(), KpiError> {
         let Decoder::Registry(client) = self else {
             return Ok(());
@@ -182,11 +188,12 @@ impl Decoder {
         }
         match client.schema(id).await {
             Ok(_) => Ok(()),
-            Err(e) if e.is_transient() => Err(e.into()),
-            Err(e) => {
+            Err(e) if e.is_unknown_schema_id() => {
                 tracing::warn!(id, error = %e, "writer schema not in the registry");
                 Ok(())
             }
+            // Unreachable, a refused credential, a server error: waited for, never skipped.
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -306,3 +306,88 @@ async fn writer_schemas_come_from_a_registry_by_id() {
         Some(1.0)
     );
 }
+
+/// lienthong's own registry answers 401 to a reader without its token: the engine waits for
+/// it (nothing counted, nothing skipped as undecodable) and, given the right credential,
+/// counts the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_refuses_the_credential_is_waited_for_not_skipped() {
+    use lienthong_contract::{AgencyKind, Catalog, Codec};
+    use lienthong_registry::auth::hash_token;
+    use lienthong_registry::{Agencies, AgencyCredential, Registry, api};
+    use rdkafka::producer::FutureRecord;
+    let kafka = lienthong_tests::kafka();
+    let (case_topic, feedback_topic) = topics(&kafka).await;
+    let catalog =
+        std::sync::Arc::new(Catalog::load(lienthong_contract::repo_schemas_dir()).unwrap());
+    let agencies = Agencies::new(&[AgencyCredential {
+        code: "KPI".into(),
+        kind: AgencyKind::Department,
+        token_sha256: hash_token("kpi-token"),
+        admin: false,
+    }])
+    .unwrap();
+    let registry = std::sync::Arc::new(Registry::in_memory(catalog.clone(), agencies));
+    let ids = registry.bootstrap().await.unwrap();
+    let id = ids
+        .iter()
+        .find(|(s, _)| s == "hcm.case.events-value")
+        .unwrap()
+        .1;
+    let url = lienthong_tests::serve(api::router(registry)).await.unwrap();
+    let codec = Codec::new();
+    codec
+        .insert(id, &catalog.topic("hcm.case.events").unwrap().schema_json)
+        .unwrap();
+    let mut a = Aggregate::new(&lienthong_tests::unique_suffix(), "A");
+    let event = a.case(
+        "2026-11-02",
+        submitted(
+            "SXD",
+            PROC_TOP_PARTIAL,
+            Channel::Postal,
+            false,
+            "2027-01-04",
+        ),
+    );
+    kafka
+        .idempotent_producer()
+        .unwrap()
+        .send(
+            FutureRecord::to(&case_topic)
+                .key("k")
+                .payload(&codec.encode_to_vec(id, &event).unwrap()),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let received = |s: &Samples| {
+        s.get(
+            "lienthong_kpi_unit_cases_received_total",
+            &[("unit", "SXD"), ("channel", "postal")],
+        )
+        .unwrap_or(0.0)
+    };
+    let undecodable = |s: &Samples| {
+        s.get("lienthong_kpi_anomalies_total", &[("kind", "undecodable")])
+            .unwrap_or(0.0)
+    };
+    let mut cfg = config(kafka.bootstrap(), &case_topic, &feedback_topic);
+    cfg.registry_url = Some(url);
+    cfg.registry_agency = Some("KPI".into());
+    cfg.registry_token = Some("not-the-token".into());
+    let engine = Running::start(cfg.clone()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let s = engine.values();
+    engine.stop().await.unwrap();
+    assert_eq!(received(&s), 0.0, "nothing counted while refused");
+    assert_eq!(undecodable(&s), 0.0, "nothing skipped as undecodable");
+    assert_ne!(s.get("lienthong_kpi_caught_up", &[]), Some(1.0));
+
+    cfg.registry_token = Some("kpi-token".into());
+    let engine = Running::start(cfg).await.unwrap();
+    let s = engine.wait_for_records(1.0).await.unwrap();
+    engine.stop().await.unwrap();
+    assert_eq!(received(&s), 1.0);
+    assert_eq!(undecodable(&s), 0.0);
+}

@@ -43,6 +43,54 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+impl Credentials {
+    /// The credential a reader's config names: the token given inline, else read from
+    /// `token_file`, else from the environment variable [`TOKEN_ENV`]; sent as HTTP Basic with
+    /// `agency` as the user name when one is given, else as a bearer token. No token at all is
+    /// no credential (a registry open for reading). An agency without a token is refused.
+    pub fn from_config(
+        agency: Option<&str>,
+        token: Option<&str>,
+        token_file: Option<&std::path::Path>,
+    ) -> Result<Credentials, RegistryError> {
+        let token = match (token, token_file) {
+            (Some(_), Some(_)) => {
+                return Err(RegistryError::InvalidRequest(
+                    "give the registry token inline or in a file, not both".into(),
+                ));
+            }
+            (Some(t), None) => Some(t.trim().to_string()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        RegistryError::InvalidRequest(format!(
+                            "reading the registry token file {}: {e}",
+                            path.display()
+                        ))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => std::env::var(TOKEN_ENV).ok(),
+        }
+        .filter(|t| !t.is_empty());
+        match (agency, token) {
+            (Some(user), Some(password)) => Ok(Credentials::Basic {
+                user: user.to_string(),
+                password,
+            }),
+            (None, Some(t)) => Ok(Credentials::Bearer(t)),
+            (Some(user), None) => Err(RegistryError::InvalidRequest(format!(
+                "the registry agency {user} has no token: set it inline, in a token file or in {TOKEN_ENV}"
+            ))),
+            (None, None) => Ok(Credentials::None),
+        }
+    }
+}
+
+/// The environment variable that holds a registry token when the config names none.
+pub const TOKEN_ENV: &str = "LIENTHONG_REGISTRY_TOKEN";
+
 /// A cached client of one registry.
 pub struct RegistryClient {
     http: reqwest::Client,

@@ -114,6 +114,20 @@ impl RegistryError {
         }
     }
 
+    /// Whether a remote registry said positively that it does not know the schema id asked
+    /// for (Confluent's 40403). For a reader resolving an id, this is the one answer that is a
+    /// property of the record; any other failure (unreachable, 401/403, 5xx, a wrong URL's
+    /// plain 404) is the reader's condition, to wait out or to fix, never to blame on a record.
+    pub fn is_unknown_schema_id(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Remote {
+                error_code: 40403,
+                ..
+            }
+        )
+    }
+
     /// HTTP status and Confluent `error_code`.
     pub fn codes(&self) -> (StatusCode, u32) {
         use RegistryError::*;

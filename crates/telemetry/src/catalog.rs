@@ -206,14 +206,16 @@ pub const CONNECTOR_EVENTS_DEAD_LETTERED: MetricSpec = counter(
 pub const CONNECTOR_RETRIES: MetricSpec = counter(
     "lienthong_connector_retries_total",
     &["connector", "class"],
-    "Batch attempts that failed with a transient error and were retried (`store_unavailable`, \
-     `serialization`, `deadlock`, `kafka`).",
+    "Attempts that failed with a transient error and were retried: a batch's (`store_unavailable`, \
+     `serialization`, `deadlock`), Kafka's (`kafka`), or a writer schema's fetch from the \
+     registry (`registry`: unreachable, the credential refused, a server error).",
 );
 /// Whether a connector is retrying now.
 pub const CONNECTOR_RETRYING: MetricSpec = gauge(
     "lienthong_connector_retrying",
     &["connector"],
-    "1 while the connector is paused retrying a transient error (its store is down), else 0.",
+    "1 while the connector is paused retrying a transient error (its store or the schema \
+     registry is away), else 0.",
 );
 /// Whether a connector runs.
 pub const CONNECTOR_UP: MetricSpec = gauge(

@@ -142,6 +142,17 @@ pub fn config_toml(
     t
 }
 
+/// `toml` (from [`config_toml`]) reading writer schemas from the registry at `url`, with
+/// `lines` added to its `[schemas]` section (a credential).
+pub fn with_registry(toml: &str, url: &str, lines: &str) -> String {
+    let dir = format!(
+        "dir = \"{}\"\n",
+        lienthong_contract::repo_schemas_dir().display()
+    );
+    assert!(toml.contains(&dir), "{toml}");
+    toml.replace(&dir, &format!("{dir}registry_url = \"{url}\"\n{lines}\n"))
+}
+
 pub fn config(toml: &str) -> ConnectorConfig {
     ConnectorConfig::from_toml(toml).unwrap()
 }
@@ -302,9 +313,13 @@ pub fn check_cases(rows: &[Row], expected: &BTreeMap<String, (i64, String, usize
 
 /// Encode case events with the catalog's local schema id.
 pub fn encode_cases(events: &[CaseEvent]) -> Vec<(String, Option<Vec<u8>>)> {
-    let catalog = catalog();
-    let codec = Codec::from_catalog(&catalog).unwrap();
-    let id = catalog.local_id("hcm.case.events").unwrap();
+    encode_cases_as(events, catalog().local_id("hcm.case.events").unwrap())
+}
+
+/// Encode case events with the case schema under schema id `id` (a registry's id for it).
+pub fn encode_cases_as(events: &[CaseEvent], id: u32) -> Vec<(String, Option<Vec<u8>>)> {
+    let codec = Codec::new();
+    codec.insert(id, &case_schema()).unwrap();
     events
         .iter()
         .map(|e| {
@@ -314,6 +329,67 @@ pub fn encode_cases(events: &[CaseEvent]) -> Vec<(String, Option<Vec<u8>>)> {
             )
         })
         .collect()
+}
+
+/// The catalog's case event schema.
+pub fn case_schema() -> String {
+    catalog()
+        .topic("hcm.case.events")
+        .unwrap()
+        .schema_json
+        .clone()
+}
+
+/// The case event schema with `edit` applied to the fields of its `CaseAccepted` branch.
+pub fn case_schema_with_accepted(edit: &dyn Fn(&mut Vec<serde_json::Value>)) -> String {
+    let mut json: serde_json::Value = serde_json::from_str(&case_schema()).unwrap();
+    let branches = json["fields"][1]["type"].as_array_mut().unwrap();
+    let accepted = branches
+        .iter_mut()
+        .find(|b| b["name"] == "CaseAccepted")
+        .unwrap();
+    edit(accepted["fields"].as_array_mut().unwrap());
+    json.to_string()
+}
+
+/// A compatible evolution of the case schema: `CaseAccepted` gains an optional `note`.
+pub fn case_schema_with_note() -> String {
+    case_schema_with_accepted(&|fields| {
+        fields.push(serde_json::json!({"name": "note", "type": ["null", "string"], "default": null, "lienthong.personal_data": "none"}))
+    })
+}
+
+/// A `CaseAccepted` of case `case_id` at `version` by STP, written with
+/// [`case_schema_with_note`] registered as `id` in `codec`.
+pub fn accepted_with_note(
+    codec: &Codec,
+    id: u32,
+    case_id: &str,
+    version: i64,
+    note: Option<String>,
+) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    enum Kind {
+        CaseAccepted {
+            processing_unit: String,
+            note: Option<String>,
+        },
+    }
+    #[derive(serde::Serialize)]
+    struct Event {
+        envelope: lienthong_contract::events::Envelope,
+        event: Kind,
+    }
+    let mut envelope = samples::envelope(fastrand::u64(..1 << 40), "STP", case_id, version);
+    envelope.event_id = samples::uuid_like(fastrand::u64(..));
+    let event = Event {
+        envelope,
+        event: Kind::CaseAccepted {
+            processing_unit: "STP".into(),
+            note,
+        },
+    };
+    codec.encode_to_vec(id, &event).unwrap()
 }
 
 pub fn producer(kafka: &Kafka) -> FutureProducer {
