@@ -178,11 +178,14 @@ impl Kafka {
         &self.bootstrap
     }
 
-    /// A client config pointing at this broker.
+    /// The connection config of this broker, as the components take it.
+    pub fn config(&self) -> lienthong_bus::KafkaConfig {
+        lienthong_bus::KafkaConfig::new(&self.bootstrap)
+    }
+
+    /// A plain client config pointing at this broker (tests add what they need).
     pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap);
-        config
+        self.config().admin()
     }
 
     /// An idempotent producer with `acks=all`.
@@ -256,10 +259,10 @@ impl Kafka {
     /// Wait until every one of the `partitions` partitions of `topic` has a leader that
     /// answers for it (the bus's own wait, as `topics create` uses it).
     pub async fn wait_for_leaders(&self, topic: &str, partitions: i32) -> Result<()> {
-        let client = self.client_config();
+        let config = self.config();
         let topics = vec![(topic.to_string(), partitions)];
         tokio::task::spawn_blocking(move || {
-            lienthong_bus::wait_until_ready(&client, &topics, Duration::from_secs(30))
+            lienthong_bus::wait_until_ready(&config, &topics, Duration::from_secs(30))
         })
         .await??;
         Ok(())
@@ -309,7 +312,7 @@ impl Kafka {
     /// (idempotent; tests share them and tell their records apart by key).
     pub async fn ensure_catalog_topics(&self) -> Result<()> {
         let catalog = lienthong_contract::Catalog::load(lienthong_contract::repo_schemas_dir())?;
-        lienthong_bus::create_catalog_topics(&self.client_config(), &catalog, 1).await?;
+        lienthong_bus::create_catalog_topics(&self.config(), &catalog, 1).await?;
         Ok(())
     }
 
@@ -584,13 +587,44 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A broker of a test's own, started by `ops/kafka.sh start --name <unique> ARGS…` and
+/// stopped when dropped (also when the test fails): a fresh broker, or one with listeners of
+/// its own (a SASL listener).
+pub struct OwnBroker {
+    name: String,
+    bootstrap: String,
+}
+
+impl OwnBroker {
+    /// Start it; `args` go to `ops/kafka.sh start` after `--name`.
+    pub fn start(prefix: &str, args: &[&str]) -> Result<OwnBroker> {
+        let name = format!("{prefix}-{}", unique_suffix());
+        let mut all = vec!["start", "--name", &name];
+        all.extend_from_slice(args);
+        let bootstrap = run_ops_output("kafka.sh", &all)?.trim().to_string();
+        Ok(OwnBroker { name, bootstrap })
+    }
+
+    /// The bootstrap list the script printed (its PLAINTEXT listener).
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        if let Err(e) = run_ops("kafka.sh", &["stop", "--name", &self.name]) {
+            eprintln!("stopping broker {}: {e}", self.name);
+        }
+    }
+}
+
 /// Helpers shared by the benchmarks (which print medians of several rounds and ratios).
 pub mod bench {
     use std::time::{Duration, Instant};
 
     use futures::StreamExt;
     use futures::stream::FuturesUnordered;
-    use rdkafka::ClientConfig;
     use rdkafka::producer::{FutureProducer, FutureRecord};
 
     /// The median of `v`.
@@ -663,10 +697,8 @@ pub mod bench {
     /// The baseline: a raw rdkafka producer (idempotent, `acks=all`, lz4, linger 5 ms), as the
     /// SDK and gateway benchmarks compare against.
     pub fn raw_producer(bootstrap: &str) -> anyhow::Result<FutureProducer> {
-        Ok(ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
+        Ok(lienthong_bus::KafkaConfig::new(bootstrap)
+            .producer()
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")

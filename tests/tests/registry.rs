@@ -42,7 +42,7 @@ fn pytest_agency() -> Agency {
 async fn open(kafka: &Kafka, topic: &str, shutdown: &CancellationToken) -> Result<Registry> {
     let catalog = Arc::new(Catalog::load(repo_schemas_dir())?);
     let config = KafkaLogConfig {
-        bootstrap: kafka.bootstrap().into(),
+        kafka: kafka.config(),
         topic: topic.into(),
         replication: 1,
     };
@@ -322,7 +322,7 @@ async fn the_schema_logs_kafka_client_errors_are_counted() {
     let own = lienthong_tests::OwnKafka::start("registry-errors").unwrap();
     let telemetry = lienthong_telemetry::Telemetry::new("test").unwrap();
     let config = KafkaLogConfig {
-        bootstrap: own.kafka().bootstrap().into(),
+        kafka: own.kafka().config(),
         topic: format!("_lienthong_schemas-errors-{}", unique_suffix()),
         replication: 1,
     };

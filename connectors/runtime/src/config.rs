@@ -1,10 +1,10 @@
 //! A connector's configuration: one TOML file, unknown keys refused by name, secrets redacted
 //! in `Debug`. See `docs/connectors.md` for the reference.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lienthong_bus::KafkaConfig;
 use serde::Deserialize;
 
 use crate::error::ConnectError;
@@ -21,7 +21,7 @@ pub struct ConnectorConfig {
     #[serde(default)]
     pub group: Option<String>,
     /// Kafka.
-    pub kafka: KafkaSection,
+    pub kafka: KafkaConfig,
     /// The topics to consume, each with the entity its records are.
     pub topics: Vec<TopicConfig>,
     /// The store.
@@ -58,45 +58,6 @@ fn default_shutdown() -> u64 {
 
 fn default_startup() -> u64 {
     30
-}
-
-/// Kafka settings.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSection {
-    /// Bootstrap servers.
-    pub bootstrap: String,
-    /// librdkafka options passed through (e.g. `session.timeout.ms`, `security.protocol`).
-    #[serde(default)]
-    pub options: BTreeMap<String, String>,
-}
-
-fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "key"]
-        .iter()
-        .any(|s| k.contains(s))
-}
-
-impl std::fmt::Debug for KafkaSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let options: BTreeMap<&str, &str> = self
-            .options
-            .iter()
-            .map(|(k, v)| {
-                let shown = if is_secret(k) {
-                    "<redacted>"
-                } else {
-                    v.as_str()
-                };
-                (k.as_str(), shown)
-            })
-            .collect();
-        f.debug_struct("KafkaSection")
-            .field("bootstrap", &self.bootstrap)
-            .field("options", &options)
-            .finish()
-    }
 }
 
 /// One consumed topic.

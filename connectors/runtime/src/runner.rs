@@ -31,7 +31,6 @@ use lienthong_contract::codec::split_frame;
 use lienthong_contract::{Catalog, Codec, ContractError};
 use lienthong_registry::client::RegistryClient;
 use lienthong_telemetry::{ConnectorMetrics, KafkaClientContext, Telemetry};
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -214,13 +213,7 @@ pub async fn run<S: Sink>(
 /// topic exists. A connector started against a wrong address or topic says so and stops,
 /// instead of waiting silently for records that will never come.
 async fn check_kafka(config: &ConnectorConfig) -> Result<(), ConnectError> {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.kafka.bootstrap);
-    for (k, v) in &config.kafka.options {
-        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-            client.set(k, v);
-        }
-    }
+    let client = config.kafka.watermarks();
     let bootstrap = config.kafka.bootstrap.clone();
     let seconds = config.startup_timeout_secs.max(1);
     let topics: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
@@ -277,17 +270,7 @@ impl<S: Sink> Runner<S> {
             }
             None => (Codec::from_catalog(&catalog)?, None),
         };
-        let mut kc = ClientConfig::new();
-        kc.set("bootstrap.servers", &config.kafka.bootstrap)
-            .set("group.id", config.group())
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("isolation.level", "read_committed");
-        for (k, v) in &config.kafka.options {
-            kc.set(k, v);
-        }
+        let kc = config.kafka.consumer(config.group());
         let events = Arc::new(Mutex::new(Vec::new()));
         let wake = Arc::new(tokio::sync::Notify::new());
         let paused = Arc::new(Mutex::new(Vec::new()));
@@ -299,26 +282,11 @@ impl<S: Sink> Runner<S> {
         })?;
         let topic_names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
         consumer.subscribe(&topic_names)?;
-        let mut pc = ClientConfig::new();
-        pc.set("bootstrap.servers", &config.kafka.bootstrap)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000");
-        for (k, v) in &config.kafka.options {
-            // Consumer-only options would make the producer refuse to start.
-            if !is_consumer_only(k) {
-                pc.set(k, v);
-            }
-        }
-        let producer: FutureProducer<KafkaClientContext> = pc.create_with_context(kafka)?;
-        let mut wc = ClientConfig::new();
-        wc.set("bootstrap.servers", &config.kafka.bootstrap);
-        for (k, v) in &config.kafka.options {
-            if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-                wc.set(k, v);
-            }
-        }
-        let watermarks: BaseConsumer = wc.create()?;
+        let producer: FutureProducer<KafkaClientContext> = config
+            .kafka
+            .producer_with(&[("message.timeout.ms", "30000")])
+            .create_with_context(kafka)?;
+        let watermarks: BaseConsumer = config.kafka.watermarks().create()?;
         Ok(Runner {
             config,
             sink,
@@ -1139,20 +1107,6 @@ impl<S: Sink> Runner<S> {
             }
         });
     }
-}
-
-fn is_consumer_only(key: &str) -> bool {
-    key.starts_with("session.")
-        || key.starts_with("heartbeat.")
-        || key.starts_with("max.poll")
-        || key.starts_with("fetch.")
-        || key.starts_with("auto.")
-        || key.starts_with("enable.auto")
-        || key.starts_with("group.")
-        || key.starts_with("partition.assignment")
-        || key.starts_with("isolation.")
-        || key.starts_with("queued.")
-        || key.starts_with("enable.partition.eof")
 }
 
 /// Read a DLQ record's headers as `(name, value)` pairs (for tools and tests).

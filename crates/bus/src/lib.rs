@@ -1,18 +1,23 @@
-//! Kafka building blocks shared by lienthong's components: the catalog's topics created with
-//! their partitions, cleanup policy, retention and min ISR ([`create_catalog_topics`]), and the
-//! embedded in-memory broker of the demo ([`EmbeddedKafka`]), and reading partitions back as a
-//! consumer sees them ([`read_back`], [`record_ends`]) to tell when a store has caught up.
+//! Kafka building blocks shared by lienthong's components: the one connection config every
+//! component takes and the clients built from it ([`KafkaConfig`]), the catalog's topics created
+//! with their partitions, cleanup policy, retention and min ISR ([`create_catalog_topics`]) and
+//! waited for until they are served ([`wait_until_ready`]), the embedded in-memory broker of the
+//! demo ([`EmbeddedKafka`]), and reading partitions back as a consumer sees them
+//! ([`read_back`], [`record_ends`]) to tell when a store has caught up.
 //!
 //! Every event of the bus lives on one of these topics; the CLI's `topics create`, the demo
 //! and the tests create them the same way, so a topic's settings are defined once, in
 //! `schemas/catalog.toml`.
+
+mod config;
+
+pub use config::{KafkaConfig, is_secret};
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use lienthong_contract::Catalog;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
@@ -87,24 +92,20 @@ impl rdkafka::consumer::ConsumerContext for QuietEof {}
 /// are never delivered, so the offset after the last record, not the high watermark, is where
 /// a consumer that read everything has its stored position.
 pub fn read_back(
-    client: &ClientConfig,
+    config: &KafkaConfig,
     from: &[(Partition, i64)],
     timeout: Duration,
 ) -> Result<std::collections::BTreeMap<Partition, PartitionRead>, BusError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     use rdkafka::{Offset, TopicPartitionList};
-    let bootstrap = client.get("bootstrap.servers").unwrap_or("?").to_string();
     let kafka = |source| BusError::Kafka {
-        bootstrap: bootstrap.clone(),
+        bootstrap: config.bootstrap.clone(),
         source,
     };
-    let consumer: BaseConsumer<QuietEof> = client
-        .clone()
-        .set("group.id", "lienthong-read-back")
-        .set("enable.auto.commit", "false")
+    let consumer: BaseConsumer<QuietEof> = config
+        .consumer("lienthong-read-back")
         .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "50")
         .create_with_context(QuietEof)
         .map_err(kafka)?;
@@ -169,16 +170,20 @@ pub fn read_back(
 /// For each partition, the offset after the last record a `read_committed` consumer sees
 /// (`None`: it sees none). Reads back from the ends in growing windows.
 pub fn record_ends(
-    client: &ClientConfig,
+    config: &KafkaConfig,
     partitions: &[Partition],
     timeout: Duration,
 ) -> Result<std::collections::BTreeMap<Partition, Option<i64>>, BusError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let bootstrap = client.get("bootstrap.servers").unwrap_or("?").to_string();
-    let consumer: BaseConsumer = client.create().map_err(|source| BusError::Kafka {
-        bootstrap: bootstrap.clone(),
-        source,
-    })?;
+    let bootstrap = config.bootstrap.clone();
+    let consumer: BaseConsumer =
+        config
+            .watermarks()
+            .create()
+            .map_err(|source| BusError::Kafka {
+                bootstrap: bootstrap.clone(),
+                source,
+            })?;
     let mut bounds = std::collections::BTreeMap::new();
     for (topic, partition) in partitions {
         let (low, high) = consumer
@@ -200,7 +205,7 @@ pub fn record_ends(
                 (p.clone(), (high - window).max(low))
             })
             .collect();
-        let reads = read_back(client, &from, timeout)?;
+        let reads = read_back(config, &from, timeout)?;
         let mut again = Vec::new();
         for (p, start) in from {
             match reads.get(&p).and_then(|r| r.last) {
@@ -232,7 +237,7 @@ pub enum TopicOutcome {
 /// retention and min ISR (capped at `replication`). Topics that exist are left alone, so
 /// running it twice changes nothing.
 pub async fn create_catalog_topics(
-    client: &ClientConfig,
+    config: &KafkaConfig,
     catalog: &Catalog,
     replication: i32,
 ) -> Result<Vec<TopicOutcome>, BusError> {
@@ -241,12 +246,11 @@ pub async fn create_catalog_topics(
             "the replication factor must be at least 1".into(),
         ));
     }
-    let bootstrap = client.get("bootstrap.servers").unwrap_or("?").to_string();
     let kafka = |source| BusError::Kafka {
-        bootstrap: bootstrap.clone(),
+        bootstrap: config.bootstrap.clone(),
         source,
     };
-    let admin: AdminClient<DefaultClientContext> = client.create().map_err(kafka)?;
+    let admin: AdminClient<DefaultClientContext> = config.admin().create().map_err(kafka)?;
     let settings: Vec<(String, String)> = catalog
         .topics()
         .iter()
@@ -295,8 +299,8 @@ pub async fn create_catalog_topics(
         .iter()
         .map(|t| (t.name.clone(), t.partitions))
         .collect();
-    let client = client.clone();
-    tokio::task::spawn_blocking(move || wait_until_ready(&client, &wanted, TOPICS_READY_TIMEOUT))
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || wait_until_ready(&config, &wanted, TOPICS_READY_TIMEOUT))
         .await
         .map_err(|e| BusError::Invalid(format!("waiting for the topics' leaders: {e}")))??;
     Ok(outcomes)
@@ -311,16 +315,20 @@ pub const TOPICS_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// answer `NotLeaderForPartition`; a caller that creates topics and uses them at once calls
 /// this in between. The error names the first partition that was not ready, and why.
 pub fn wait_until_ready(
-    client: &ClientConfig,
+    config: &KafkaConfig,
     topics: &[(String, i32)],
     timeout: Duration,
 ) -> Result<(), BusError> {
     use rdkafka::consumer::BaseConsumer;
-    let bootstrap = client.get("bootstrap.servers").unwrap_or("?").to_string();
-    let consumer: BaseConsumer = client.create().map_err(|source| BusError::Kafka {
-        bootstrap: bootstrap.clone(),
-        source,
-    })?;
+    let bootstrap = config.bootstrap.clone();
+    let consumer: BaseConsumer =
+        config
+            .watermarks()
+            .create()
+            .map_err(|source| BusError::Kafka {
+                bootstrap: bootstrap.clone(),
+                source,
+            })?;
     let deadline = std::time::Instant::now() + timeout;
     let mut todo: Vec<(String, i32)> = topics.to_vec();
     loop {

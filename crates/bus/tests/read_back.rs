@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use lienthong_tests::{kafka, unique_suffix};
-use rdkafka::ClientConfig;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
@@ -37,9 +36,9 @@ fn record_ends_skip_transaction_markers_and_aborted_records() {
     let topic = rt
         .block_on(kafka.create_topic("read-back", 3, 1, &[]))
         .unwrap();
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap())
-        .set("transactional.id", format!("read-back-{}", unique_suffix()))
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka
+        .config()
+        .transactional_producer(&format!("read-back-{}", unique_suffix()), &[])
         .create()
         .unwrap();
     let t = Duration::from_secs(30);
@@ -54,7 +53,7 @@ fn record_ends_skip_transaction_markers_and_aborted_records() {
     producer.flush(t).unwrap();
     producer.abort_transaction(t).unwrap();
 
-    let client = kafka.client_config();
+    let client = kafka.config();
     let partitions: Vec<(String, i32)> = (0..3).map(|p| (topic.clone(), p)).collect();
     let from: Vec<((String, i32), i64)> = partitions.iter().map(|p| (p.clone(), 0)).collect();
     let reads = lienthong_bus::read_back(&client, &from, t).unwrap();

@@ -1,7 +1,6 @@
 //! The configuration tree: defaults, then a TOML file, then `LIENTHONG__SECTION__KEY`
 //! environment variables (e.g. `LIENTHONG__KAFKA__BOOTSTRAP=broker1:9092`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -39,75 +38,8 @@ fn default_schemas_dir() -> PathBuf {
     PathBuf::from("schemas")
 }
 
-/// How to reach Kafka.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaConfig {
-    /// Bootstrap servers, comma-separated.
-    pub bootstrap: String,
-    /// Extra librdkafka settings passed through as they are (e.g. `security.protocol`).
-    pub options: BTreeMap<String, String>,
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        KafkaConfig {
-            bootstrap: "127.0.0.1:9092".into(),
-            options: BTreeMap::new(),
-        }
-    }
-}
-
-impl KafkaConfig {
-    /// The same settings as the gateway takes them.
-    pub fn connection(&self) -> lienthong_gateway::KafkaConnection {
-        lienthong_gateway::KafkaConnection {
-            bootstrap: self.bootstrap.clone(),
-            options: self.options.clone(),
-        }
-    }
-
-    /// A librdkafka client config with the bootstrap servers and the pass-through options.
-    pub fn client(&self) -> rdkafka::ClientConfig {
-        let mut c = rdkafka::ClientConfig::new();
-        c.set("bootstrap.servers", &self.bootstrap);
-        for (k, v) in &self.options {
-            c.set(k, v);
-        }
-        c
-    }
-}
-
-/// Options whose values are secrets and never shown.
-fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "key"]
-        .iter()
-        .any(|s| k.contains(s))
-}
-
-impl std::fmt::Debug for KafkaConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let options: BTreeMap<&str, &str> = self
-            .options
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    if is_secret(k) {
-                        "<redacted>"
-                    } else {
-                        v.as_str()
-                    },
-                )
-            })
-            .collect();
-        f.debug_struct("KafkaConfig")
-            .field("bootstrap", &self.bootstrap)
-            .field("options", &options)
-            .finish()
-    }
-}
+/// How to reach Kafka: the bus's one connection config, shared by every component.
+pub use lienthong_bus::KafkaConfig;
 
 /// The schema registry run by `lienthong up`.
 #[derive(Debug, Clone, Deserialize)]

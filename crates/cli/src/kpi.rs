@@ -20,13 +20,8 @@ pub type KpiTask = Option<JoinHandle<Result<(), KpiError>>>;
 /// The `[kpi]` section completed from the rest of the config, or `None` without one.
 pub fn engine_config(config: &Config) -> Option<lienthong_kpi::KpiConfig> {
     let mut kpi = config.kpi.clone()?;
-    if kpi.bootstrap.trim().is_empty() {
-        kpi.bootstrap = config.kafka.bootstrap.clone();
-    }
-    for (k, v) in &config.kafka.options {
-        kpi.kafka_options
-            .entry(k.clone())
-            .or_insert_with(|| v.clone());
+    if kpi.kafka.is_none() {
+        kpi.kafka = Some(config.kafka.clone());
     }
     if kpi.schemas_dir == Path::new("schemas") {
         kpi.schemas_dir = config.schemas_dir.clone();

@@ -297,14 +297,13 @@ async fn topics_create(
     replication: i32,
 ) -> Result<(), CliError> {
     use lienthong_bus::{BusError, TopicOutcome};
-    let outcomes =
-        lienthong_bus::create_catalog_topics(&config.kafka.client(), catalog, replication)
-            .await
-            .map_err(|e| match e {
-                BusError::Invalid(m) => CliError::Usage(format!("--replication: {m}")),
-                BusError::Kafka { .. } => CliError::Failed(format!("{e} (is Kafka unreachable?)")),
-                e => CliError::Failed(e.to_string()),
-            })?;
+    let outcomes = lienthong_bus::create_catalog_topics(&config.kafka, catalog, replication)
+        .await
+        .map_err(|e| match e {
+            BusError::Invalid(m) => CliError::Usage(format!("--replication: {m}")),
+            BusError::Kafka { .. } => CliError::Failed(format!("{e} (is Kafka unreachable?)")),
+            e => CliError::Failed(e.to_string()),
+        })?;
     for outcome in outcomes {
         match outcome {
             TopicOutcome::Created(name) => say!("created {name}"),
@@ -384,7 +383,7 @@ async fn gateway(
     let listener = bind(&gateway_config.listen, "gateway.listen").await?;
     let gw = Gateway::start(
         gateway_config,
-        config.kafka.connection(),
+        config.kafka.clone(),
         catalog,
         &ids,
         Some(probe),
@@ -422,7 +421,7 @@ async fn up(
     let kpi = kpi::start(config, &telemetry, shutdown.child_token()).await?;
     let agencies = Agencies::new(&config.registry.agencies).map_err(CliError::Usage)?;
     let log = KafkaLogConfig {
-        bootstrap: config.kafka.bootstrap.clone(),
+        kafka: config.kafka.clone(),
         topic: config.registry.topic.clone(),
         replication: config.registry.replication,
     };

@@ -213,13 +213,7 @@ pub async fn publish(
         Some(client) => SchemaIds::Registry(client),
         None => SchemaIds::Local,
     };
-    let mut publisher_config = PublisherConfig::new(&args.agency, kind, &config.kafka.bootstrap);
-    publisher_config.kafka_options = config
-        .kafka
-        .options
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let publisher_config = PublisherConfig::new(&args.agency, kind, config.kafka.clone());
     let in_flight = publisher_config.max_in_flight.max(1);
     let publisher = Arc::new(
         Publisher::connect(publisher_config, Arc::new(catalog.clone()), ids)

@@ -77,15 +77,10 @@ struct Span {
 async fn spans(config: &ConnectorConfig) -> Result<BTreeMap<(String, i32), Span>, CliError> {
     let config = config.clone();
     tokio::task::spawn_blocking(move || {
-        let mut client = rdkafka::ClientConfig::new();
-        client.set("bootstrap.servers", &config.kafka.bootstrap);
-        for (k, v) in &config.kafka.options {
-            client.set(k, v);
-        }
         let kafka = |e: rdkafka::error::KafkaError| {
             CliError::Failed(format!("Kafka at {}: {e}", config.kafka.bootstrap))
         };
-        let consumer: BaseConsumer = client.create().map_err(kafka)?;
+        let consumer: BaseConsumer = config.kafka.watermarks().create().map_err(kafka)?;
         let mut partitions = Vec::new();
         for topic in &config.topics {
             let metadata = consumer
@@ -105,7 +100,7 @@ async fn spans(config: &ConnectorConfig) -> Result<BTreeMap<(String, i32), Span>
             }
             partitions.extend((0..count as i32).map(|p| (topic.name.clone(), p)));
         }
-        let ends = lienthong_bus::record_ends(&client, &partitions, READ_BACK)
+        let ends = lienthong_bus::record_ends(&config.kafka, &partitions, READ_BACK)
             .map_err(|e| CliError::Failed(e.to_string()))?;
         let mut spans = BTreeMap::new();
         for ((topic, p), end) in ends {

@@ -92,11 +92,9 @@ pub async fn tail(
     let kafka_err = |e: rdkafka::error::KafkaError| {
         CliError::Failed(format!("Kafka at {}: {e}", config.kafka.bootstrap))
     };
-    let mut client = config.kafka.client();
-    client
-        .set("group.id", format!("lienthong-tail-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
+    let client = config
+        .kafka
+        .consumer(&format!("lienthong-tail-{}", std::process::id()));
     // Partitions, and where the log ends now.
     let probe: BaseConsumer = client.create().map_err(kafka_err)?;
     let topic = args.topic.clone();
@@ -129,7 +127,7 @@ pub async fn tail(
     if args.until_end {
         let partitions: Vec<lienthong_bus::Partition> =
             ends.iter().map(|(p, _)| (args.topic.clone(), *p)).collect();
-        let reader = client.clone();
+        let reader = config.kafka.clone();
         let record_ends = tokio::task::spawn_blocking(move || {
             lienthong_bus::record_ends(&reader, &partitions, Duration::from_secs(30))
         })

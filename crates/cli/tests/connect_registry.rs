@@ -45,7 +45,7 @@ async fn serve_registry(
     ])
     .unwrap();
     let config = KafkaLogConfig {
-        bootstrap: kafka.bootstrap().into(),
+        kafka: kafka.config(),
         topic: log_topic.into(),
         replication: 1,
     };

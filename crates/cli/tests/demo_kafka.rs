@@ -8,36 +8,11 @@
 use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt;
-use lienthong_tests::{repo_root, run_ops, run_ops_output, unique_suffix};
-
-/// A broker of this test's own, stopped when dropped (also when the test fails).
-struct FreshBroker {
-    name: String,
-    bootstrap: String,
-}
-
-impl FreshBroker {
-    fn start() -> FreshBroker {
-        let name = format!("demo-{}", unique_suffix());
-        let bootstrap = run_ops_output("kafka.sh", &["start", "--name", &name])
-            .unwrap()
-            .trim()
-            .to_string();
-        FreshBroker { name, bootstrap }
-    }
-}
-
-impl Drop for FreshBroker {
-    fn drop(&mut self) {
-        if let Err(e) = run_ops("kafka.sh", &["stop", "--name", &self.name]) {
-            eprintln!("stopping broker {}: {e}", self.name);
-        }
-    }
-}
+use lienthong_tests::{OwnBroker, repo_root};
 
 #[test]
 fn demo_on_a_fresh_broker_creates_its_topics_and_proves_the_log() {
-    let broker = FreshBroker::start();
+    let broker = OwnBroker::start("demo", &[]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::cargo_bin("lienthong")
         .unwrap()
@@ -48,7 +23,7 @@ fn demo_on_a_fresh_broker_creates_its_topics_and_proves_the_log() {
             "--duration",
             "15",
             "--kafka",
-            &broker.bootstrap,
+            broker.bootstrap(),
             "--listen",
             "127.0.0.1:0",
             "--data-dir",
@@ -62,7 +37,7 @@ fn demo_on_a_fresh_broker_creates_its_topics_and_proves_the_log() {
     );
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains(&format!("Kafka: the cluster at {}", &broker.bootstrap)),
+        stdout.contains(&format!("Kafka: the cluster at {}", broker.bootstrap())),
         "{stdout}"
     );
     let summary = stdout.split("== summary ==").nth(1).expect("a summary");

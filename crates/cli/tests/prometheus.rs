@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use lienthong_connect::Sink;
 use lienthong_contract::{AgencyKind, Catalog, repo_schemas_dir, samples};
-use lienthong_gateway::{Gateway, GatewayConfig, KafkaConnection};
+use lienthong_gateway::{Gateway, GatewayConfig};
 use lienthong_registry::auth::{AgencyCredential, hash_token};
 use lienthong_sink_sqlite::SqliteSink;
 use lienthong_tests::prometheus::{Prometheus, Samples, Target};
@@ -65,7 +65,7 @@ async fn caught_up(
         .into_iter()
         .map(|(p, _)| (TOPIC.to_string(), p))
         .collect();
-    let client = kafka.client_config();
+    let client = kafka.config();
     let ends = tokio::task::spawn_blocking(move || {
         lienthong_bus::record_ends(&client, &partitions, Duration::from_secs(60))
     })
@@ -155,7 +155,7 @@ async fn prometheus_scrapes_the_gateway_and_a_connector_while_events_flow() {
             transactional_id: format!("prom-gw-{run}"),
             ..GatewayConfig::default()
         },
-        KafkaConnection::new(kafka.bootstrap()),
+        kafka.config(),
         Arc::clone(&catalog),
         &ids,
         None,

@@ -47,9 +47,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use lienthong_bus::EmbeddedKafka;
+use lienthong_bus::KafkaConfig;
 use lienthong_contract::{AgencyKind, Catalog};
 use lienthong_gateway::http as gateway_http;
-use lienthong_gateway::{Gateway, GatewayConfig, KafkaConnection};
+use lienthong_gateway::{Gateway, GatewayConfig};
 use lienthong_registry::auth::{Agencies, AgencyCredential, hash_token};
 use lienthong_registry::client::{Credentials, RegistryClient};
 use lienthong_registry::{Registry, api};
@@ -250,7 +251,7 @@ pub async fn run(
     let embedded;
     let bootstrap = match &config.kafka {
         Some(b) => {
-            lienthong_bus::create_catalog_topics(&kafka_client(b), &catalog, 1)
+            lienthong_bus::create_catalog_topics(&KafkaConfig::new(b), &catalog, 1)
                 .await
                 .map_err(|e| DemoError::Kafka(e.to_string()))?;
             say!("Kafka: the cluster at {b}");
@@ -324,7 +325,7 @@ pub async fn run(
             producers: 2,
             ..GatewayConfig::default()
         },
-        KafkaConnection::new(bootstrap.clone()),
+        KafkaConfig::new(bootstrap.clone()),
         Arc::clone(&catalog),
         &topic_ids,
         None,
@@ -475,7 +476,7 @@ async fn start_kpi(
 ) -> Result<tokio::task::JoinHandle<Result<(), lienthong_kpi::KpiError>>, DemoError> {
     use lienthong_kpi::reference::{Level, ProcedureRef};
     let kpi = lienthong_kpi::KpiConfig {
-        bootstrap: bootstrap.to_string(),
+        kafka: Some(KafkaConfig::new(bootstrap)),
         schemas_dir: config.schemas_dir.clone(),
         units: WARDS
             .iter()
@@ -536,12 +537,6 @@ fn prepare_data_dir(dir: &PathBuf) -> Result<(), DemoError> {
     std::fs::create_dir_all(dir).map_err(err)
 }
 
-fn kafka_client(bootstrap: &str) -> rdkafka::ClientConfig {
-    let mut c = rdkafka::ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
-    c
-}
-
 /// Publish the day; returns what Kafka acknowledged. Feedback comes in over HTTP through the
 /// gateway (the public service portal's path); everything else through the SDK.
 async fn play(
@@ -562,7 +557,7 @@ async fn play(
     let mut publishers: HashMap<&'static str, Publisher> = HashMap::new();
     for unit in WARDS.iter().chain(DEPARTMENTS) {
         let publisher = Publisher::connect(
-            PublisherConfig::new(unit.code, unit.kind, bootstrap),
+            PublisherConfig::new(unit.code, unit.kind, KafkaConfig::new(bootstrap)),
             Arc::clone(catalog),
             SchemaIds::Registry(&client),
         )
@@ -734,7 +729,8 @@ async fn high_watermarks(
 ) -> Result<stores::Ends, DemoError> {
     let (bootstrap, catalog) = (bootstrap.to_string(), Arc::clone(catalog));
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = kafka_client(&bootstrap)
+        let consumer: BaseConsumer = KafkaConfig::new(bootstrap)
+            .watermarks()
             .create()
             .map_err(|e| DemoError::Kafka(e.to_string()))?;
         let mut ends = stores::Ends::new();
@@ -773,7 +769,7 @@ async fn scan_log(
 ) -> Result<LogScan, DemoError> {
     let (bootstrap, catalog, since) = (bootstrap.to_string(), Arc::clone(catalog), since.clone());
     tokio::task::spawn_blocking(move || {
-        let client = kafka_client(&bootstrap);
+        let client = KafkaConfig::new(bootstrap);
         let kafka = |e: lienthong_bus::BusError| DemoError::Kafka(e.to_string());
         let from: Vec<(lienthong_bus::Partition, i64)> = catalog
             .topics()

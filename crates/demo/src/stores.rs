@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lienthong_connect::config::{
-    BatchConfig, FilterConfig, KafkaSection, RetryConfig, SchemasConfig, StoreConfig, TopicConfig,
+    BatchConfig, FilterConfig, RetryConfig, SchemasConfig, StoreConfig, TopicConfig,
 };
 use lienthong_connect::{ConnectError, ConnectorConfig, Digest, MemoryStore, Sink, StoredOffset};
 use lienthong_contract::Catalog;
@@ -88,10 +88,7 @@ fn connector_config(
     ConnectorConfig {
         name,
         group: Some(group),
-        kafka: KafkaSection {
-            bootstrap: bootstrap.to_string(),
-            options: BTreeMap::new(),
-        },
+        kafka: lienthong_bus::KafkaConfig::new(bootstrap),
         topics: TOPICS
             .iter()
             .map(|t| TopicConfig {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use lienthong_contract::{Catalog, Codec, repo_schemas_dir, samples};
 use lienthong_gateway::http::router;
-use lienthong_gateway::{Gateway, GatewayConfig, KafkaConnection, local_ids, serve};
+use lienthong_gateway::{Gateway, GatewayConfig, local_ids, serve};
 use lienthong_registry::AgencyCredential;
 use lienthong_registry::auth::hash_token;
 use lienthong_tests::bench;
@@ -125,7 +125,7 @@ async fn main() {
     let shutdown = CancellationToken::new();
     let gateway = Gateway::start(
         config,
-        KafkaConnection::new(kafka.bootstrap()),
+        kafka.config(),
         catalog.clone(),
         &local_ids(&catalog),
         None,

@@ -1,7 +1,5 @@
 //! The gateway's configuration (the `[gateway]` section of `lienthong.toml`).
 
-use std::collections::BTreeMap;
-
 use lienthong_registry::AgencyCredential;
 use serde::Deserialize;
 
@@ -89,53 +87,6 @@ impl GatewayConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// How to reach Kafka (shared with the rest of the process; the CLI's `[kafka]` section).
-#[derive(Clone, Default)]
-pub struct KafkaConnection {
-    /// Bootstrap servers.
-    pub bootstrap: String,
-    /// Extra librdkafka settings passed through (security, etc.).
-    pub options: BTreeMap<String, String>,
-}
-
-impl KafkaConnection {
-    /// Just a bootstrap list.
-    pub fn new(bootstrap: impl Into<String>) -> Self {
-        KafkaConnection {
-            bootstrap: bootstrap.into(),
-            options: BTreeMap::new(),
-        }
-    }
-
-    pub(crate) fn client(&self) -> rdkafka::ClientConfig {
-        let mut c = rdkafka::ClientConfig::new();
-        c.set("bootstrap.servers", &self.bootstrap);
-        for (k, v) in &self.options {
-            c.set(k, v);
-        }
-        c
-    }
-}
-
-impl std::fmt::Debug for KafkaConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let options: BTreeMap<&str, &str> = self
-            .options
-            .iter()
-            .map(|(k, v)| {
-                let secret = ["password", "secret", "token", "key"]
-                    .iter()
-                    .any(|s| k.to_ascii_lowercase().contains(s));
-                (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
-            })
-            .collect();
-        f.debug_struct("KafkaConnection")
-            .field("bootstrap", &self.bootstrap)
-            .field("options", &options)
-            .finish()
     }
 }
 

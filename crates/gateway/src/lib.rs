@@ -38,12 +38,13 @@ use lienthong_registry::Agencies;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::config::{GatewayConfig, KafkaConnection};
+pub use crate::config::GatewayConfig;
 use crate::encode::TopicEncoder;
 pub use crate::error::GatewayError;
 use crate::idem::Index;
 pub use crate::idem::Receipt;
 use crate::producer::{Health, Job, ProducerState};
+pub use lienthong_bus::KafkaConfig;
 
 /// A check that some dependency (the schema registry) is reachable, for `/readyz`.
 pub type ReadinessProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -97,7 +98,7 @@ impl Gateway {
     /// Returns at once: `/readyz` says when it can take events.
     pub fn start(
         config: GatewayConfig,
-        kafka: KafkaConnection,
+        kafka: KafkaConfig,
         catalog: Arc<Catalog>,
         ids: &HashMap<String, u32>,
         registry_probe: Option<ReadinessProbe>,

@@ -22,7 +22,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::config::{GatewayConfig, KafkaConnection};
+use crate::config::GatewayConfig;
+use lienthong_bus::KafkaConfig;
 
 /// One record to produce.
 #[derive(Debug, Clone)]
@@ -108,7 +109,7 @@ impl Health {
 struct Committer {
     config: GatewayConfig,
     transactional_id: String,
-    kafka: KafkaConnection,
+    kafka: KafkaConfig,
     producer: Option<Arc<FutureProducer<KafkaClientContext>>>,
     health: Arc<Health>,
     timeout: Duration,
@@ -145,21 +146,23 @@ impl Committer {
             return Ok(p.clone());
         }
         let timeout_ms = self.timeout.as_millis().max(1000);
+        let (timeout, transaction_timeout) = (
+            timeout_ms.to_string(),
+            (timeout_ms * 2).max(10_000).to_string(),
+        );
         let producer: FutureProducer<KafkaClientContext> = self
             .kafka
-            .client()
-            .set("transactional.id", &self.transactional_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "1")
-            .set("batch.num.messages", "10000")
-            .set("message.timeout.ms", timeout_ms.to_string())
-            .set(
-                "transaction.timeout.ms",
-                (timeout_ms * 2).max(10_000).to_string(),
+            .transactional_producer(
+                &self.transactional_id,
+                &[
+                    ("compression.type", "lz4"),
+                    ("linger.ms", "1"),
+                    ("batch.num.messages", "10000"),
+                    ("message.timeout.ms", &timeout),
+                    ("transaction.timeout.ms", &transaction_timeout),
+                    ("socket.connection.setup.timeout.ms", &timeout),
+                ],
             )
-            .set("socket.connection.setup.timeout.ms", timeout_ms.to_string())
             .create_with_context(self.errors.clone())
             .map_err(|e| format!("creating the Kafka producer: {e}"))?;
         let producer = Arc::new(producer);
@@ -341,14 +344,10 @@ impl Committer {
         }
         let consumer: BaseConsumer = self
             .kafka
-            .client()
-            .set(
-                "group.id",
-                format!("lienthong-gateway-resolve-{}", crate::idem::now_ms()),
+            .consumer_with(
+                &format!("lienthong-gateway-resolve-{}", crate::idem::now_ms()),
+                &[("enable.partition.eof", "true")],
             )
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
             .create()
             .ok()?;
         let mut tpl = TopicPartitionList::new();
@@ -449,7 +448,7 @@ async fn settle_delivery_reports(producer: &FutureProducer<KafkaClientContext>, 
 /// next gathers. Send them [`Job`]s; they stop when every sender is dropped.
 pub fn spawn_committer(
     config: &GatewayConfig,
-    kafka: &KafkaConnection,
+    kafka: &KafkaConfig,
     health: Arc<Health>,
     errors: KafkaClientContext,
 ) -> (mpsc::Sender<Job>, tokio::task::JoinHandle<()>) {
@@ -484,12 +483,12 @@ pub fn spawn_committer(
 
 /// Probe Kafka every `interval` until `shutdown`: a metadata request with a short timeout.
 pub fn spawn_health_probe(
-    kafka: &KafkaConnection,
+    kafka: &KafkaConfig,
     health: Arc<Health>,
     interval: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
-    let probe: BaseProducer = kafka.client().create()?;
+    let probe: BaseProducer = kafka.watermarks().create()?;
     let probe = Arc::new(probe);
     let interval = interval.max(Duration::from_millis(50));
     Ok(tokio::spawn(async move {

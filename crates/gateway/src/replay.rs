@@ -20,8 +20,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaConnection;
 use crate::idem::{EventKey, Index, content_hash, now_ms};
+use lienthong_bus::KafkaConfig;
 
 /// How many records the replay takes at once when that many are ready.
 const BATCH: usize = 512;
@@ -69,7 +69,7 @@ pub fn leading_event_id(value: &[u8]) -> Option<&str> {
 /// Read `topics` into `index` from `now - window` on; `ready` is set once each partition is
 /// caught up to where it stood. Runs until `shutdown`; retries (with a pause) if Kafka fails.
 pub fn spawn(
-    kafka: KafkaConnection,
+    kafka: KafkaConfig,
     topics: Vec<String>,
     index: Arc<Index>,
     window: Duration,
@@ -119,7 +119,7 @@ pub fn spawn(
 }
 
 async fn tail(
-    kafka: &KafkaConnection,
+    kafka: &KafkaConfig,
     topic: &str,
     index: &Index,
     window: Duration,
@@ -128,12 +128,10 @@ async fn tail(
 ) -> Result<(), KafkaError> {
     let consumer: Arc<StreamConsumer<Quiet>> = Arc::new(
         kafka
-            .client()
-            .set("group.id", format!("lienthong-gateway-replay-{}", now_ms()))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
+            .consumer_with(
+                &format!("lienthong-gateway-replay-{}", now_ms()),
+                &[("enable.partition.eof", "true")],
+            )
             .create_with_context(Quiet)?,
     );
     let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use lienthong_contract::events::*;
 use lienthong_contract::{AgencyKind, Catalog, Codec, repo_schemas_dir, samples};
 use lienthong_gateway::http::{router, with_registry};
-use lienthong_gateway::{Gateway, GatewayConfig, KafkaConnection, local_ids, serve};
+use lienthong_gateway::{Gateway, GatewayConfig, local_ids, serve};
 use lienthong_registry::auth::hash_token;
 use lienthong_registry::{Agencies, AgencyCredential, Registry};
 use lienthong_tests::{Kafka, OwnKafka, kafka, unique_suffix};
@@ -76,7 +76,7 @@ async fn start_with(kafka: &Kafka, txn_id: &str, tweak: impl FnOnce(&mut Gateway
     let shutdown = CancellationToken::new();
     let gateway = Gateway::start(
         config,
-        KafkaConnection::new(kafka.bootstrap()),
+        kafka.config(),
         catalog.clone(),
         &ids,
         None,

@@ -1,8 +1,8 @@
 //! The KPI engine's configuration (the `[kpi]` section of `lienthong up`'s config).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use lienthong_bus::KafkaConfig;
 use serde::Deserialize;
 
 use crate::KpiError;
@@ -15,10 +15,9 @@ use crate::reference::{ProcedureRef, Reference, ReferenceFile};
 pub struct KpiConfig {
     /// Address of the `/metrics` endpoint.
     pub listen: String,
-    /// Kafka bootstrap servers. Empty under `lienthong up`: the `[kafka]` section's is used.
-    pub bootstrap: String,
-    /// Extra librdkafka settings (e.g. `security.protocol`); secret values are redacted in logs.
-    pub kafka_options: BTreeMap<String, String>,
+    /// Kafka (`[kpi.kafka]`: `bootstrap` and `options`). Unset under `lienthong up`: the
+    /// process's `[kafka]` section is used, security options included.
+    pub kafka: Option<KafkaConfig>,
     /// The case events topic.
     pub case_topic: String,
     /// The feedback events topic.
@@ -55,8 +54,7 @@ impl Default for KpiConfig {
     fn default() -> Self {
         KpiConfig {
             listen: "127.0.0.1:9464".into(),
-            bootstrap: String::new(),
-            kafka_options: BTreeMap::new(),
+            kafka: None,
             case_topic: "hcm.case.events".into(),
             feedback_topic: "hcm.feedback.events".into(),
             schemas_dir: PathBuf::from("schemas"),
@@ -74,31 +72,11 @@ impl Default for KpiConfig {
     }
 }
 
-fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "key"]
-        .iter()
-        .any(|s| k.contains(s))
-}
-
 impl std::fmt::Debug for KpiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let options: BTreeMap<&str, &str> = self
-            .kafka_options
-            .iter()
-            .map(|(k, v)| {
-                let shown = if is_secret(k) {
-                    "<redacted>"
-                } else {
-                    v.as_str()
-                };
-                (k.as_str(), shown)
-            })
-            .collect();
         f.debug_struct("KpiConfig")
             .field("listen", &self.listen)
-            .field("bootstrap", &self.bootstrap)
-            .field("kafka_options", &options)
+            .field("kafka", &self.kafka)
             .field("case_topic", &self.case_topic)
             .field("feedback_topic", &self.feedback_topic)
             .field("schemas_dir", &self.schemas_dir)
@@ -157,8 +135,12 @@ impl KpiConfig {
 
     /// Check what can be checked without the network.
     pub fn validate(&self) -> Result<(), KpiError> {
-        if self.bootstrap.trim().is_empty() {
-            return Err(KpiError::Config("bootstrap is empty".into()));
+        match &self.kafka {
+            None => return Err(KpiError::Config("kafka is not set".into())),
+            Some(k) if k.bootstrap.trim().is_empty() => {
+                return Err(KpiError::Config("kafka.bootstrap is empty".into()));
+            }
+            Some(_) => {}
         }
         if self.case_topic.is_empty() || self.feedback_topic.is_empty() {
             return Err(KpiError::Config(
@@ -189,10 +171,11 @@ mod tests {
     fn good() -> KpiConfig {
         toml::from_str(
             r#"
-            bootstrap = "127.0.0.1:9092"
             units = ["W1"]
             top_procedures = ["P1"]
-            kafka_options = { "sasl.password" = "hunter2", "client.id" = "kpi" }
+            [kafka]
+            bootstrap = "127.0.0.1:9092"
+            options = { "sasl.password" = "hunter2", "client.id" = "kpi" }
             [[procedures]]
             code = "P1"
             level = "PARTIAL_ONLINE"
@@ -222,8 +205,8 @@ mod tests {
                 .contains("no known units")
         );
         let mut c = good();
-        c.bootstrap.clear();
-        assert!(c.validate().unwrap_err().to_string().contains("bootstrap"));
+        c.kafka = None;
+        assert!(c.validate().unwrap_err().to_string().contains("kafka"));
         let mut c = good();
         c.feedback_topic = c.case_topic.clone();
         assert!(c.validate().is_err());

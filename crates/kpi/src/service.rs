@@ -13,7 +13,7 @@ use lienthong_registry::client::{Credentials, RegistryClient};
 use lienthong_telemetry::{KafkaClientContext, Telemetry};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -297,19 +297,16 @@ async fn consume(
     rebuilt: &AtomicBool,
     shutdown: CancellationToken,
 ) -> Result<(), KpiError> {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.bootstrap)
-        // No group membership and no commits: the engine always starts from the beginning.
-        .set("group.id", "lienthong-kpi-unused")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
-    for (k, v) in &config.kafka_options {
-        client.set(k, v);
-    }
-    let consumer: Arc<StreamConsumer<KafkaClientContext>> =
-        Arc::new(client.create_with_context(errors)?);
+    let kafka = config
+        .kafka
+        .as_ref()
+        .ok_or_else(|| KpiError::Config("kafka is not set".into()))?;
+    // No group membership and no commits: the engine always starts from the beginning.
+    let consumer: Arc<StreamConsumer<KafkaClientContext>> = Arc::new(
+        kafka
+            .consumer("lienthong-kpi-unused")
+            .create_with_context(errors)?,
+    );
     let topics = [config.case_topic.clone(), config.feedback_topic.clone()];
     let Some(mut progress) = assign(&consumer, &topics, &shutdown).await? else {
         return Ok(());

@@ -204,8 +204,11 @@ async fn an_engine_started_before_its_topics_exist_waits_then_counts() {
     let feedback_topic = format!("kpi-late-feedback-{suffix}");
     let mut cfg = config(kafka.bootstrap(), &case_topic, &feedback_topic);
     // Do not let the consumer auto-create them.
-    cfg.kafka_options
-        .insert("allow.auto.create.topics".into(), "false".into());
+    cfg.kafka = Some(
+        kafka
+            .config()
+            .with_option("allow.auto.create.topics", "false"),
+    );
     let engine = Running::start(cfg).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(engine.values().get("lienthong_kpi_caught_up", &[]), None);

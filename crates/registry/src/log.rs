@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use lienthong_bus::KafkaConfig;
 use lienthong_telemetry::KafkaClientContext;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -41,18 +41,12 @@ pub struct KafkaLog {
 /// How to reach the Kafka log.
 #[derive(Debug, Clone)]
 pub struct KafkaLogConfig {
-    /// Bootstrap servers.
-    pub bootstrap: String,
+    /// The cluster, with the process's `[kafka]` options (security included).
+    pub kafka: KafkaConfig,
     /// Topic name.
     pub topic: String,
     /// Replication factor when the topic is created (1 for a single broker).
     pub replication: i32,
-}
-
-fn client(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
-    c
 }
 
 impl SchemaLog {
@@ -125,7 +119,9 @@ impl KafkaLog {
         shutdown: CancellationToken,
     ) -> Result<KafkaLog, RegistryError> {
         let store = |e: KafkaError| RegistryError::Store(e.to_string());
-        let admin: AdminClient<KafkaClientContext> = client(&config.bootstrap)
+        let admin: AdminClient<KafkaClientContext> = config
+            .kafka
+            .admin()
             .create_with_context(errors.clone())
             .map_err(store)?;
         let topic = NewTopic::new(
@@ -159,28 +155,23 @@ impl KafkaLog {
         // `delete` its oldest records would expire, the highest id with them, and ids would be
         // given again.
         check_log_topic(&admin, &config.topic).await?;
-        let producer: FutureProducer<KafkaClientContext> = client(&config.bootstrap)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            // A Kafka outage answers 50001 within seconds instead of hanging the request.
-            .set("message.timeout.ms", "10000")
+        // A Kafka outage answers 50001 within seconds instead of hanging the request.
+        let producer: FutureProducer<KafkaClientContext> = config
+            .kafka
+            .producer_with(&[("linger.ms", "0"), ("message.timeout.ms", "10000")])
             .create_with_context(errors.clone())
             .map_err(store)?;
-        let watermarks: BaseConsumer<KafkaClientContext> = client(&config.bootstrap)
-            .set("group.id", "lienthong-registry-watermarks")
+        let watermarks: BaseConsumer<KafkaClientContext> = config
+            .kafka
+            .watermarks()
             .create_with_context(errors.clone())
             .map_err(store)?;
 
-        let reader: BaseConsumer<KafkaClientContext> = client(&config.bootstrap)
-            .set(
-                "group.id",
-                format!("lienthong-registry-{}", uuid::Uuid::new_v4()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            // Never skip ahead: the state is the whole log.
-            .set("auto.offset.reset", "earliest")
+        // Never skip ahead: the state is the whole log (the consumer profile starts at the
+        // earliest offset and commits nothing).
+        let reader: BaseConsumer<KafkaClientContext> = config
+            .kafka
+            .consumer(&format!("lienthong-registry-{}", uuid::Uuid::new_v4()))
             .create_with_context(errors)
             .map_err(store)?;
         let mut tpl = TopicPartitionList::new();

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lienthong_contract::events::CaseEvent;
 use lienthong_contract::{AgencyKind, Catalog, Codec, repo_schemas_dir, samples};
-use lienthong_sdk::{Publisher, PublisherConfig, SchemaIds};
+use lienthong_sdk::{KafkaConfig, Publisher, PublisherConfig, SchemaIds};
 use lienthong_tests::bench;
 
 const N: usize = 200_000;
@@ -77,7 +77,7 @@ async fn main() {
         .collect();
 
     let raw = bench::raw_producer(&bootstrap).unwrap();
-    let mut config = PublisherConfig::new("26734", AgencyKind::Ward, &bootstrap);
+    let mut config = PublisherConfig::new("26734", AgencyKind::Ward, KafkaConfig::new(&bootstrap));
     config.max_in_flight = IN_FLIGHT;
     let sdk = Arc::new(
         Publisher::connect(config, catalog.clone(), SchemaIds::Local)

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+pub use lienthong_bus::KafkaConfig;
 use lienthong_contract::codec::encode_typed;
 use lienthong_contract::events::{
     AdminUnitRecord, CaseEvent, CitizenRecord, Envelope, FeedbackEvent, ProcedureRecord,
@@ -22,10 +23,10 @@ use lienthong_contract::nfc::NormalizeText;
 use lienthong_contract::write::WriteAvro;
 use lienthong_contract::{AgencyKind, Catalog, Codec};
 use lienthong_registry::client::RegistryClient;
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Where a publish stands when [`Publisher::publish`] returns.
@@ -182,26 +183,23 @@ pub struct PublisherConfig {
     pub agency: String,
     /// Department or ward.
     pub kind: AgencyKind,
-    /// Kafka bootstrap servers.
-    pub bootstrap: String,
+    /// The cluster and its options (which override the producer defaults below).
+    pub kafka: KafkaConfig,
     /// At most this many publishes in flight; the next waits.
     pub max_in_flight: usize,
     /// How long a record may wait for Kafka before the publish fails.
     pub delivery_timeout: Duration,
-    /// Extra librdkafka settings (override the defaults below).
-    pub kafka_options: Vec<(String, String)>,
 }
 
 impl PublisherConfig {
     /// Defaults for `agency`: 10,000 in flight, 30 s delivery timeout.
-    pub fn new(agency: impl Into<String>, kind: AgencyKind, bootstrap: impl Into<String>) -> Self {
+    pub fn new(agency: impl Into<String>, kind: AgencyKind, kafka: KafkaConfig) -> Self {
         PublisherConfig {
             agency: agency.into(),
             kind,
-            bootstrap: bootstrap.into(),
+            kafka,
             max_in_flight: 10_000,
             delivery_timeout: Duration::from_secs(30),
-            kafka_options: Vec::new(),
         }
     }
 }
@@ -252,21 +250,13 @@ impl Publisher {
         catalog: Arc<Catalog>,
         ids: SchemaIds<'_>,
     ) -> Result<Self, SdkError> {
-        let mut kafka = ClientConfig::new();
-        kafka
-            .set("bootstrap.servers", &config.bootstrap)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "5")
-            .set("batch.num.messages", "10000")
-            .set(
-                "message.timeout.ms",
-                config.delivery_timeout.as_millis().to_string(),
-            );
-        for (k, v) in &config.kafka_options {
-            kafka.set(k, v);
-        }
+        let timeout = config.delivery_timeout.as_millis().to_string();
+        let kafka = config.kafka.producer_with(&[
+            ("compression.type", "lz4"),
+            ("linger.ms", "5"),
+            ("batch.num.messages", "10000"),
+            ("message.timeout.ms", &timeout),
+        ]);
         let errors = Arc::new(OnceLock::new());
         let producer: FutureProducer<ErrorCounting> = kafka.create_with_context(ErrorCounting {
             counter: errors.clone(),

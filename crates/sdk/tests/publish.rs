@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use lienthong_contract::events::*;
 use lienthong_contract::{AgencyKind, Catalog, Codec, repo_schemas_dir, samples};
-use lienthong_sdk::{Publisher, PublisherConfig, SchemaIds, SdkError};
+use lienthong_sdk::{KafkaConfig, Publisher, PublisherConfig, SchemaIds, SdkError};
 use lienthong_tests::{Kafka, kafka, unique_suffix};
 
 async fn publisher(kafka: &Kafka, agency: &str, kind: AgencyKind) -> Publisher {
     kafka.ensure_catalog_topics().await.unwrap();
     let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
-    let mut config = PublisherConfig::new(agency, kind, kafka.bootstrap());
+    let mut config = PublisherConfig::new(agency, kind, kafka.config());
     config.max_in_flight = 500;
     Publisher::connect(config, catalog, SchemaIds::Local)
         .await
@@ -162,7 +162,7 @@ async fn a_schema_the_event_types_do_not_write_is_refused_at_connect() {
     );
     std::fs::write(&case, newer).unwrap();
     let catalog = Arc::new(Catalog::load(&schemas).unwrap());
-    let config = PublisherConfig::new("26734", AgencyKind::Ward, "127.0.0.1:1");
+    let config = PublisherConfig::new("26734", AgencyKind::Ward, KafkaConfig::new("127.0.0.1:1"));
     let Err(err) = Publisher::connect(config, catalog, SchemaIds::Local).await else {
         panic!("a publisher connected with a schema its types do not write");
     };
@@ -199,7 +199,8 @@ async fn refusals_happen_before_kafka() {
     // A publisher whose broker does not exist: had a refused event gone to Kafka, it would
     // fail with a Kafka error after the delivery timeout, not with NotAllowed at once.
     let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
-    let mut config = PublisherConfig::new("26734", AgencyKind::Ward, "127.0.0.1:1");
+    let mut config =
+        PublisherConfig::new("26734", AgencyKind::Ward, KafkaConfig::new("127.0.0.1:1"));
     config.delivery_timeout = Duration::from_secs(3);
     let ward = Publisher::connect(config, catalog, SchemaIds::Local)
         .await
@@ -318,7 +319,8 @@ async fn at_most_max_in_flight_publishes_wait_on_kafka() {
     // A broker that never answers holds every handed-over publish until its timeout, so the
     // bound is visible: 4 slots, 10 publishes, 4 in flight, 6 waiting for a slot.
     let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
-    let mut config = PublisherConfig::new("26734", AgencyKind::Ward, "127.0.0.1:1");
+    let mut config =
+        PublisherConfig::new("26734", AgencyKind::Ward, KafkaConfig::new("127.0.0.1:1"));
     config.max_in_flight = 4;
     config.delivery_timeout = Duration::from_secs(3);
     let ward = Arc::new(
@@ -383,7 +385,7 @@ async fn schema_ids_come_from_a_registry_served_over_http() {
         "the test must tell registry ids from local ids"
     );
 
-    let config = PublisherConfig::new("26734", AgencyKind::Ward, kafka.bootstrap());
+    let config = PublisherConfig::new("26734", AgencyKind::Ward, kafka.config());
     let before = client.requests();
     let ward = Publisher::connect(config, catalog.clone(), SchemaIds::Registry(&client))
         .await
@@ -432,7 +434,7 @@ async fn schema_ids_come_from_a_registry_served_over_http() {
 #[tokio::test]
 async fn a_publisher_with_metrics_counts_its_kafka_client_errors() {
     let catalog = Arc::new(Catalog::load(repo_schemas_dir()).unwrap());
-    let config = PublisherConfig::new("26734", AgencyKind::Ward, "127.0.0.1:1");
+    let config = PublisherConfig::new("26734", AgencyKind::Ward, KafkaConfig::new("127.0.0.1:1"));
     let telemetry = lienthong_telemetry::Telemetry::new("test").unwrap();
     let _publisher = Publisher::connect(config, catalog, SchemaIds::Local)
         .await

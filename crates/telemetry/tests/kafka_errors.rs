@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use lienthong_telemetry::{KafkaClientContext, Telemetry};
-use rdkafka::ClientConfig;
 use rdkafka::producer::FutureProducer;
 
 #[test]
@@ -14,11 +13,12 @@ fn client_errors_are_counted_by_component_and_code() {
     let telemetry = Telemetry::new("test").unwrap();
     // A future producer polls its client on a thread of its own, so its errors arrive by
     // themselves.
-    let _producer: FutureProducer<KafkaClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", "127.0.0.1:1")
-        .set("reconnect.backoff.ms", "100")
-        .create_with_context(KafkaClientContext::new(&telemetry, "gateway"))
-        .unwrap();
+    let _producer: FutureProducer<KafkaClientContext> =
+        lienthong_bus::KafkaConfig::new("127.0.0.1:1")
+            .with_option("reconnect.backoff.ms", "100")
+            .producer()
+            .create_with_context(KafkaClientContext::new(&telemetry, "gateway"))
+            .unwrap();
     let counted = |text: &str| -> Vec<(String, f64)> {
         text.lines()
             .filter(|l| l.starts_with("lienthong_kafka_client_errors_total{"))

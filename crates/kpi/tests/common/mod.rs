@@ -29,7 +29,7 @@ pub fn at(date: &str) -> i64 {
 /// An engine configuration reading `case_topic` and `feedback_topic`.
 pub fn config(bootstrap: &str, case_topic: &str, feedback_topic: &str) -> KpiConfig {
     KpiConfig {
-        bootstrap: bootstrap.to_string(),
+        kafka: Some(lienthong_bus::KafkaConfig::new(bootstrap)),
         case_topic: case_topic.to_string(),
         feedback_topic: feedback_topic.to_string(),
         schemas_dir: lienthong_contract::repo_schemas_dir(),
