@@ -335,19 +335,6 @@ impl PostgresSink {
         Ok(())
     }
 
-    /// Forget `connector`'s offsets, so that its next start replays every topic from the
-    /// beginning (the version guard makes the replay change nothing).
-    pub async fn forget_offsets(&mut self, connector: &str) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM lienthong_offsets WHERE connector = $1",
-                &[&connector],
-            )
-            .await
-            .map_err(|e| classify(&e))
-    }
-
     /// How often a batch took a slower, safe path since the sink opened.
     pub fn fallbacks(&self) -> Fallbacks {
         self.fallbacks
@@ -1030,6 +1017,17 @@ fn cell_of(row: &tokio_postgres::Row, i: usize) -> Result<Cell, StoreError> {
 impl Sink for PostgresSink {
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn forget_offsets(&mut self, connector: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM lienthong_offsets WHERE connector = $1",
+                &[&connector],
+            )
+            .await
+            .map_err(|e| classify(&e))
     }
 
     async fn offsets(&mut self, connector: &str) -> Result<Vec<StoredOffset>, StoreError> {

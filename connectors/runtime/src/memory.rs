@@ -177,6 +177,13 @@ impl Sink for MemoryStore {
     async fn rows(&mut self) -> Result<Vec<Row>, StoreError> {
         Ok(self.all_rows())
     }
+
+    async fn forget_offsets(&mut self, connector: &str) -> Result<u64, StoreError> {
+        let mut tables = self.lock();
+        let before = tables.offsets.len();
+        tables.offsets.retain(|(c, _, _), _| c != connector);
+        Ok((before - tables.offsets.len()) as u64)
+    }
 }
 
 /// Every entity table name and history table name, for stores that list their tables.

@@ -1,5 +1,6 @@
 //! What a store implements: apply one batch and its offsets in one transaction, say which
-//! offsets it holds, and list its rows for the digest. Everything else is the runtime's.
+//! offsets it holds (and forget them, for a replay), and list its rows for the digest.
+//! Everything else is the runtime's.
 
 use std::future::Future;
 
@@ -76,4 +77,12 @@ pub trait Sink: Send + 'static {
 
     /// Every row of every entity and history table, for the digest.
     fn rows(&mut self) -> impl Future<Output = Result<Vec<Row>, StoreError>> + Send;
+
+    /// Forget `connector`'s offsets, so that its next start reads every topic from the
+    /// beginning (the version guard makes that replay change nothing); returns how many
+    /// partitions' offsets were forgotten.
+    fn forget_offsets(
+        &mut self,
+        connector: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

@@ -181,23 +181,6 @@ impl SqliteSink {
         })
     }
 
-    /// Forget `connector`'s offsets, so that its next start replays every topic from the
-    /// beginning (the version guard makes the replay change nothing).
-    pub async fn forget_offsets(&self, connector: &str) -> Result<u64, StoreError> {
-        let connector = connector.to_string();
-        self.blocking(move |inner| {
-            inner
-                .conn
-                .execute(
-                    "DELETE FROM lienthong_offsets WHERE connector = ?1",
-                    [connector],
-                )
-                .map(|n| n as u64)
-                .map_err(err)
-        })
-        .await
-    }
-
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -465,6 +448,21 @@ fn read_rows(inner: &mut Inner) -> Result<Vec<Row>, StoreError> {
 impl Sink for SqliteSink {
     fn kind(&self) -> &'static str {
         "sqlite"
+    }
+
+    async fn forget_offsets(&mut self, connector: &str) -> Result<u64, StoreError> {
+        let connector = connector.to_string();
+        self.blocking(move |inner| {
+            inner
+                .conn
+                .execute(
+                    "DELETE FROM lienthong_offsets WHERE connector = ?1",
+                    [connector],
+                )
+                .map(|n| n as u64)
+                .map_err(err)
+        })
+        .await
     }
 
     async fn offsets(&mut self, connector: &str) -> Result<Vec<StoredOffset>, StoreError> {

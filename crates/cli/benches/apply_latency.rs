@@ -36,8 +36,7 @@ use std::time::{Duration, Instant};
 use lienthong_connect::Sink;
 use lienthong_contract::Codec;
 use lienthong_contract::events::CaseEvent;
-use lienthong_sink_postgres::PostgresSink;
-use lienthong_sink_sqlite::SqliteSink;
+use lienthong_store::AnyStore;
 use lienthong_tests::bench::{median, quantile};
 use lienthong_tests::{Kafka, kafka, unique_suffix};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -58,32 +57,14 @@ struct Round {
     burst_hwm_kib: u64,
 }
 
-/// A connection to the store that reads the connector's offset, opened once.
-enum Reader {
-    Postgres(Box<PostgresSink>),
-    Sqlite(SqliteSink),
-}
-
-impl Reader {
-    async fn open(store: &Store) -> Reader {
-        match store {
-            Store::Postgres { url } => {
-                Reader::Postgres(Box::new(PostgresSink::open(url).await.unwrap()))
-            }
-            Store::Sqlite { path, .. } => Reader::Sqlite(SqliteSink::open(path).await.unwrap()),
-        }
-    }
-
-    /// The offset after the last committed record of partition 0.
-    async fn next(&mut self, connector: &str) -> i64 {
-        let held = match self {
-            Reader::Postgres(s) => s.offsets(connector).await,
-            Reader::Sqlite(s) => s.offsets(connector).await,
-        };
-        held.ok()
-            .and_then(|h| h.into_iter().find(|o| o.partition == 0))
-            .map_or(0, |o| o.next)
-    }
+/// The offset after the last committed record of partition 0, as `store` holds it.
+async fn next_offset(store: &mut AnyStore, connector: &str) -> i64 {
+    store
+        .offsets(connector)
+        .await
+        .ok()
+        .and_then(|h| h.into_iter().find(|o| o.partition == 0))
+        .map_or(0, |o| o.next)
 }
 
 /// `VmHWM` (peak resident set) of a process, in KiB.
@@ -125,10 +106,10 @@ fn stop_connector(mut child: Child) {
 }
 
 /// Wait until the store holds `n` records of partition 0.
-async fn until_held(reader: &mut Reader, connector: &str, n: i64, log: &Path) {
+async fn until_held(reader: &mut AnyStore, connector: &str, n: i64, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let at = reader.next(connector).await;
+        let at = next_offset(reader, connector).await;
         if at >= n {
             return;
         }
@@ -216,7 +197,7 @@ async fn round(kafka: &Kafka, kind: &str, secs: u64) -> Round {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut reader = Reader::open(&store).await;
+    let mut reader = store.open().await;
 
     // Steady: one event a millisecond, each stamped as it is made; a poller watches the store.
     let mut made: Vec<Instant> = Vec::with_capacity(steady_events);
@@ -228,7 +209,7 @@ async fn round(kafka: &Kafka, kind: &str, secs: u64) -> Round {
             let base = 100i64;
             let mut done = 0usize;
             while done < steady_events {
-                let at = (reader.next(&name).await - base).max(0) as usize;
+                let at = (next_offset(&mut reader, &name).await - base).max(0) as usize;
                 let now = Instant::now();
                 if at > done {
                     let mut s = seen.lock().unwrap();

@@ -9,9 +9,9 @@ use lienthong_demo::say;
 use std::path::Path;
 use std::sync::Arc;
 
-use lienthong_connect::config::StoreConfig;
-use lienthong_connect::{ConnectError, ConnectorConfig, StoreError};
+use lienthong_connect::{ConnectError, ConnectorConfig};
 use lienthong_contract::Catalog;
+use lienthong_store::AnyStore;
 use lienthong_telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -25,33 +25,6 @@ pub async fn run_file(path: &Path, shutdown: CancellationToken) -> Result<(), Cl
         ConnectError::Config(m) => CliError::Usage(m),
         other => CliError::Failed(other.to_string()),
     })
-}
-
-/// Open a store, retrying while it is unreachable (until `shutdown`).
-async fn open_retrying<T, F, Fut>(
-    config: &ConnectorConfig,
-    shutdown: &CancellationToken,
-    mut open: F,
-) -> Result<Option<T>, ConnectError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut attempt = 0;
-    loop {
-        match open().await {
-            Ok(s) => return Ok(Some(s)),
-            Err(e) if e.is_transient() => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "store unreachable; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(config.retry.backoff(attempt)) => {}
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// Run a connector in this process until `shutdown` (used by the binary and by tests).
@@ -82,28 +55,10 @@ pub async fn run_with(
             }
         });
     }
-    match config.store.clone() {
-        StoreConfig::Postgres { url } => {
-            let Some(sink) = open_retrying(&config, &shutdown, || {
-                lienthong_sink_postgres::PostgresSink::open(&url)
-            })
-            .await?
-            else {
-                return Ok(());
-            };
-            lienthong_connect::run(config, catalog, sink, telemetry, shutdown).await
-        }
-        StoreConfig::Sqlite { path } => {
-            let Some(sink) = open_retrying(&config, &shutdown, || {
-                lienthong_sink_sqlite::SqliteSink::open(&path)
-            })
-            .await?
-            else {
-                return Ok(());
-            };
-            lienthong_connect::run(config, catalog, sink, telemetry, shutdown).await
-        }
-    }
+    let Some(sink) = AnyStore::open_retrying(&config.store, &config.retry, &shutdown).await? else {
+        return Ok(());
+    };
+    lienthong_connect::run(config, catalog, sink, telemetry, shutdown).await
 }
 
 /// The connectors `up` runs.

@@ -15,10 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lienthong_connect::config::StoreConfig;
-use lienthong_connect::{ConnectorConfig, Digest, Sink, StoreError, StoredOffset};
-use lienthong_sink_postgres::PostgresSink;
-use lienthong_sink_sqlite::SqliteSink;
+use lienthong_connect::{ConnectorConfig, Digest, Sink, StoredOffset};
+use lienthong_store::AnyStore;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
@@ -26,45 +24,6 @@ use crate::CliError;
 
 /// How long reading one partition's end may take.
 const READ_BACK: Duration = Duration::from_secs(60);
-
-/// The store, opened a second time to watch the connector's progress.
-enum Store {
-    Sqlite(SqliteSink),
-    Postgres(Box<PostgresSink>),
-}
-
-impl Store {
-    async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
-        Ok(match config {
-            StoreConfig::Sqlite { path } => Store::Sqlite(SqliteSink::open(path).await?),
-            StoreConfig::Postgres { url } => {
-                Store::Postgres(Box::new(PostgresSink::open(url).await?))
-            }
-        })
-    }
-
-    async fn forget_offsets(&mut self, connector: &str) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.forget_offsets(connector).await,
-            Store::Postgres(s) => s.forget_offsets(connector).await,
-        }
-    }
-
-    async fn offsets(&mut self, connector: &str) -> Result<Vec<StoredOffset>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.offsets(connector).await,
-            Store::Postgres(s) => s.offsets(connector).await,
-        }
-    }
-
-    async fn digest(&mut self) -> Result<Digest, StoreError> {
-        let rows = match self {
-            Store::Sqlite(s) => s.rows().await?,
-            Store::Postgres(s) => s.rows().await?,
-        };
-        Ok(Digest::of(rows, lienthong_connect::digest::DEFAULT_BUCKETS))
-    }
-}
 
 /// One partition to replay: from its first offset to the offset after its last record.
 #[derive(Debug, Clone, Copy)]
@@ -155,7 +114,8 @@ pub async fn run_file(path: &Path, shutdown: CancellationToken) -> Result<(), Cl
     let config = ConnectorConfig::load(path).map_err(|e| CliError::Usage(e.to_string()))?;
     let spans = spans(&config).await?;
     let total: u64 = spans.values().map(|s| (s.end - s.start) as u64).sum();
-    let mut store = Store::open(&config.store)
+    // The store, opened a second time to watch the connector's progress.
+    let mut store = AnyStore::open(&config.store)
         .await
         .map_err(|e| CliError::Failed(format!("store: {e}")))?;
     let forgotten = store
@@ -221,8 +181,9 @@ pub async fn run_file(path: &Path, shutdown: CancellationToken) -> Result<(), Cl
         Ok(records) => {
             stopped.map_err(|e| CliError::Failed(e.to_string()))?;
             let digest = store
-                .digest()
+                .rows()
                 .await
+                .map(|rows| Digest::of(rows, lienthong_connect::digest::DEFAULT_BUCKETS))
                 .map_err(|e| CliError::Failed(format!("store: {e}")))?;
             say!(
                 "replayed {records} records in {:.1} s; the store holds {} rows, digest {}",

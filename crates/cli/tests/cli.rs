@@ -396,9 +396,7 @@ fn up_runs_the_gateway_with_the_registry_mounted() {
     loop {
         let rows = rt.block_on(async {
             use lienthong_connect::Sink;
-            let mut sink = lienthong_sink_sqlite::SqliteSink::open(&store)
-                .await
-                .unwrap();
+            let mut sink = lienthong_store::AnyStore::sqlite(&store).await.unwrap();
             sink.rows().await.unwrap()
         });
         if rows.iter().any(|r| r.table == "cases" && r.key == case) {

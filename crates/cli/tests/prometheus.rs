@@ -15,7 +15,7 @@ use lienthong_connect::Sink;
 use lienthong_contract::{AgencyKind, Catalog, repo_schemas_dir, samples};
 use lienthong_gateway::{Gateway, GatewayConfig};
 use lienthong_registry::auth::{AgencyCredential, hash_token};
-use lienthong_sink_sqlite::SqliteSink;
+use lienthong_store::AnyStore;
 use lienthong_tests::prometheus::{Prometheus, Samples, Target};
 use lienthong_tests::{kafka, unique_suffix};
 use tokio_util::sync::CancellationToken;
@@ -74,7 +74,7 @@ async fn caught_up(
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let held = match SqliteSink::open(store).await {
+        let held = match AnyStore::sqlite(store).await {
             Ok(mut sink) => sink.offsets(connector).await.unwrap_or_default(),
             Err(_) => Vec::new(),
         };

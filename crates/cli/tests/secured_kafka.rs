@@ -184,9 +184,7 @@ fn cases_in(store: &Path) -> Vec<String> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use lienthong_connect::Sink;
-        let mut sink = lienthong_sink_sqlite::SqliteSink::open(store)
-            .await
-            .unwrap();
+        let mut sink = lienthong_store::AnyStore::sqlite(store).await.unwrap();
         sink.rows()
             .await
             .unwrap()

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lienthong_connect::config::StoreConfig;
 use lienthong_connect::{ConnectorConfig, MemoryStore, Row, Sink, StoredOffset};
 use lienthong_contract::events::*;
 use lienthong_contract::samples;
 use lienthong_contract::{Catalog, Codec};
-use lienthong_sink_postgres::PostgresSink;
-use lienthong_sink_sqlite::SqliteSink;
+use lienthong_store::AnyStore;
 use lienthong_tests::{Kafka, postgres, unique_suffix};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -61,51 +61,31 @@ impl Store {
         }
     }
 
-    pub async fn rows(&self) -> Vec<Row> {
-        let mut rows = match self {
-            Store::Postgres { url } => PostgresSink::open(url).await.unwrap().rows().await,
-            Store::Sqlite { path, .. } => SqliteSink::open(path).await.unwrap().rows().await,
+    /// Its config, as a connector's `[store]` names it.
+    pub fn config(&self) -> StoreConfig {
+        match self {
+            Store::Postgres { url } => StoreConfig::Postgres { url: url.clone() },
+            Store::Sqlite { path, .. } => StoreConfig::Sqlite { path: path.clone() },
         }
-        .unwrap();
+    }
+
+    /// The store, opened as a connector opens it.
+    pub async fn open(&self) -> AnyStore {
+        AnyStore::open(&self.config()).await.unwrap()
+    }
+
+    pub async fn rows(&self) -> Vec<Row> {
+        let mut rows = self.open().await.rows().await.unwrap();
         sort(&mut rows);
         rows
     }
 
     pub async fn offsets(&self, connector: &str) -> Vec<StoredOffset> {
-        match self {
-            Store::Postgres { url } => {
-                PostgresSink::open(url)
-                    .await
-                    .unwrap()
-                    .offsets(connector)
-                    .await
-            }
-            Store::Sqlite { path, .. } => {
-                SqliteSink::open(path)
-                    .await
-                    .unwrap()
-                    .offsets(connector)
-                    .await
-            }
-        }
-        .unwrap()
+        self.open().await.offsets(connector).await.unwrap()
     }
 
     pub async fn forget_offsets(&self, connector: &str) -> u64 {
-        match self {
-            Store::Postgres { url } => PostgresSink::open(url)
-                .await
-                .unwrap()
-                .forget_offsets(connector)
-                .await
-                .unwrap(),
-            Store::Sqlite { path, .. } => SqliteSink::open(path)
-                .await
-                .unwrap()
-                .forget_offsets(connector)
-                .await
-                .unwrap(),
-        }
+        self.open().await.forget_offsets(connector).await.unwrap()
     }
 }
 
