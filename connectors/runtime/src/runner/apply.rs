@@ -1,0 +1,276 @@
+//! Applying a batch: its changes and offsets in one store transaction, retried with backoff
+//! while the store is away (consumption paused), bisected to find the one record that breaks a
+//! constraint, re-positioned when another instance moved the offsets; then the metrics and the
+//! lag.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::error::{ConnectError, StoreError};
+use crate::sink::{Batch, OffsetUpdate, Sink};
+
+use super::rebalance::{resume_paused, tpl_list};
+use super::{Item, Runner, Tp};
+
+impl<S: Sink> Runner<S> {
+    /// Count and log one retry of a transient condition (`cause`: a store error class,
+    /// `registry`), and show that the connector is waiting.
+    pub(super) fn note_retry(&self, cause: &str, e: &dyn std::fmt::Display, attempt: u32) {
+        self.metrics
+            .retries
+            .with_label_values(&[&self.config.name, cause])
+            .inc();
+        self.metrics
+            .retrying
+            .with_label_values(&[&self.config.name])
+            .set(1);
+        tracing::warn!(connector = %self.name(), cause, error = %e, attempt, "consumption paused, retrying");
+    }
+
+    /// Pause every assigned partition while the connector waits (for a store, the registry),
+    /// so that memory holds little more than what was fetched already. A rebalance meanwhile
+    /// lifts the pause before the new assignment (`resume_paused`); the next failed attempt
+    /// pauses the new assignment again.
+    pub(super) fn pause_consumption(&self) {
+        let unpaused = self
+            .paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if unpaused
+            && let Ok(a) = self.consumer.assignment()
+            && a.count() > 0
+            && self.consumer.pause(&a).is_ok()
+        {
+            *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = tpl_list(&a);
+        }
+    }
+
+    pub(super) fn store_class(e: &StoreError) -> &'static str {
+        match e {
+            StoreError::Transient { class, .. } => class,
+            _ => "store_unavailable",
+        }
+    }
+
+    /// The batch for `items`: their ops, and per partition the offset after the last one.
+    pub(super) fn build(&self, items: &[Item]) -> Batch {
+        let mut next: Vec<(Tp, i64)> = Vec::new();
+        let mut ops = Vec::new();
+        for i in items {
+            if !self.positions.contains_key(&i.tp) {
+                continue;
+            }
+            match next.iter_mut().find(|(tp, _)| *tp == i.tp) {
+                Some(slot) => slot.1 = slot.1.max(i.offset + 1),
+                None => next.push((i.tp.clone(), i.offset + 1)),
+            }
+            if let Some(op) = &i.op {
+                ops.push(op.clone());
+            }
+        }
+        Batch {
+            connector: self.config.name.clone(),
+            ops,
+            offsets: next
+                .into_iter()
+                .map(|(tp, n)| OffsetUpdate {
+                    topic: tp.0.to_string(),
+                    partition: tp.1,
+                    expected: self.positions.get(&tp).copied().flatten(),
+                    next: n,
+                })
+                .collect(),
+        }
+    }
+
+    /// Apply the waiting batch: retry transient errors with consumption paused, bisect
+    /// constraint violations, re-position on fencing.
+    pub(super) async fn flush(&mut self) -> Result<(), ConnectError> {
+        let mut items = std::mem::take(&mut self.batch);
+        self.batch_since = None;
+        let mut queue: VecDeque<(usize, usize)> = VecDeque::from([(0, items.len())]);
+        let mut retried = false;
+        let result = 'outer: loop {
+            let Some((lo, hi)) = queue.pop_front() else {
+                break Ok(());
+            };
+            let mut attempt = 0u32;
+            loop {
+                // Records of partitions revoked meanwhile are no longer ours to apply.
+                items[lo..hi]
+                    .iter_mut()
+                    .filter(|i| !self.positions.contains_key(&i.tp))
+                    .for_each(|i| i.op = None);
+                let batch = self.build(&items[lo..hi]);
+                if batch.offsets.is_empty() {
+                    break;
+                }
+                let started = Instant::now();
+                match self.sink.apply(batch.clone()).await {
+                    Ok(applied) => {
+                        self.committed(&batch, &items[lo..hi], applied, started);
+                        break;
+                    }
+                    Err(e @ StoreError::Transient { .. }) => {
+                        attempt += 1;
+                        self.note_retry(Self::store_class(&e), &e, attempt);
+                        retried = true;
+                        self.pause_consumption();
+                        if self.shutdown.is_cancelled() && self.shutdown_deadline.is_none() {
+                            self.shutdown_deadline = Some(
+                                Instant::now()
+                                    + Duration::from_secs(self.config.shutdown_timeout_secs),
+                            );
+                        }
+                        if self.shutdown_expired() {
+                            tracing::warn!(connector = %self.name(), "shutdown time is up: abandoning the in-flight batch (it will be read again)");
+                            break 'outer Ok(());
+                        }
+                        self.wait_serving_rebalances(self.config.retry.backoff(attempt))
+                            .await?;
+                    }
+                    Err(StoreError::Constraint(message)) => {
+                        let with_ops: Vec<usize> =
+                            (lo..hi).filter(|&i| items[i].op.is_some()).collect();
+                        match with_ops.as_slice() {
+                            [] => {
+                                break 'outer Err(ConnectError::Store(StoreError::Fatal(format!(
+                                    "a batch without changes violated a constraint: {message}"
+                                ))));
+                            }
+                            [one] => {
+                                let one = *one;
+                                self.dead_letter(&items[one], "constraint", &message)
+                                    .await?;
+                                items[one].op = None;
+                            }
+                            _ => {
+                                let mid = with_ops[with_ops.len() / 2];
+                                queue.push_front((mid, hi));
+                                queue.push_front((lo, mid));
+                                break;
+                            }
+                        }
+                    }
+                    Err(StoreError::Fenced { topic, partition }) => {
+                        tracing::warn!(connector = %self.name(), topic, partition, "another instance moved the offsets; re-reading from the store");
+                        let all: Vec<(String, i32)> = self
+                            .positions
+                            .keys()
+                            .map(|(t, p)| (t.to_string(), *p))
+                            .collect();
+                        self.positions.clear();
+                        self.seen.clear();
+                        self.batch.clear();
+                        self.held_back.clear();
+                        self.position(all).await?;
+                        break 'outer Ok(());
+                    }
+                    Err(e) => break 'outer Err(ConnectError::Store(e)),
+                }
+            }
+        };
+        resume_paused(&self.consumer, &self.paused);
+        if retried {
+            self.metrics
+                .retrying
+                .with_label_values(&[&self.config.name])
+                .set(0);
+        }
+        result
+    }
+
+    pub(super) fn committed(
+        &mut self,
+        batch: &Batch,
+        items: &[Item],
+        applied: crate::sink::Applied,
+        started: Instant,
+    ) {
+        let name = &self.config.name;
+        self.metrics
+            .batch_duration
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_size
+            .with_label_values(&[name])
+            .observe(batch.ops.len() as f64);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut per_topic: HashMap<&str, u64> = HashMap::new();
+        for i in items.iter().filter(|i| i.op.is_some()) {
+            *per_topic.entry(&i.tp.0).or_default() += 1;
+            if let Some(at) = i.occurred_at {
+                self.metrics
+                    .end_to_end_latency
+                    .with_label_values(&[name.as_str(), &*i.tp.0])
+                    .observe(((now_ms - at).max(0) as f64) / 1000.0);
+            }
+        }
+        for (topic, n) in per_topic {
+            self.metrics
+                .applied
+                .with_label_values(&[name, topic])
+                .inc_by(n);
+        }
+        // Filtered changes are counted under the batch's first topic: in practice a filtered
+        // store consumes one topic of deltas.
+        if applied.filtered > 0
+            && let Some(i) = items.first()
+        {
+            self.metrics
+                .filtered
+                .with_label_values(&[name.as_str(), &*i.tp.0])
+                .inc_by(applied.filtered as u64);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for o in &batch.offsets {
+            let tp = (self.topic_arc(&o.topic), o.partition);
+            self.positions.insert(tp, Some(o.next));
+            let _ = tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next));
+        }
+        // For lag visibility only; the store's offsets are the truth.
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "committing offsets to Kafka (lag visibility only)");
+        }
+        self.update_lag();
+    }
+
+    /// At most every 5 s, set the lag gauge (high watermark minus the store's offset) from a
+    /// client outside the group, on a blocking thread.
+    pub(super) fn update_lag(&mut self) {
+        if self
+            .lag_updated
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.lag_updated = Some(Instant::now());
+        let positions: Vec<(String, i32, i64)> = self
+            .positions
+            .iter()
+            .filter_map(|((t, p), o)| o.map(|o| (t.to_string(), *p, o)))
+            .collect();
+        let client = self.watermarks.clone();
+        let gauge = self.metrics.consumer_lag.clone();
+        let name = self.config.name.clone();
+        tokio::task::spawn_blocking(move || {
+            for (topic, partition, next) in positions {
+                if let Ok((_, high)) =
+                    client.fetch_watermarks(&topic, partition, Duration::from_secs(5))
+                {
+                    gauge
+                        .with_label_values(&[name.as_str(), &topic, &partition.to_string()])
+                        .set((high - next).max(0));
+                }
+            }
+        });
+    }
+}

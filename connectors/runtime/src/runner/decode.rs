@@ -1,0 +1,209 @@
+//! Decoding one record: its writer schema (from the catalog's ids, or fetched once from the
+//! registry, waiting while the registry cannot be read), checked against the connector's
+//! reader schema, and the record folded into a change for the store.
+
+use std::sync::Arc;
+
+use lienthong_contract::ContractError;
+use lienthong_contract::codec::split_frame;
+use lienthong_registry::client::RegistryClient;
+
+use crate::error::ConnectError;
+use crate::model::{Entity, Layout, Op};
+use crate::sink::Sink;
+
+use super::rebalance::resume_paused;
+use super::{Decoded, Runner};
+
+impl<S: Sink> Runner<S> {
+    /// The writer schema's layout, fetched and checked once per id.
+    pub(super) async fn layout(
+        &mut self,
+        topic: &str,
+        entity: Entity,
+        id: u32,
+    ) -> Result<Result<Arc<Layout>, (&'static str, String)>, ConnectError> {
+        if let Some(l) = self.layouts.get(&id) {
+            return Ok(l.clone().map_err(|m| ("incompatible_schema", m)));
+        }
+        let writer = match self.codec.schema(id) {
+            Ok(s) => s,
+            Err(_) => {
+                let Some(client) = self.registry.clone() else {
+                    return Ok(Err((
+                        "unknown_schema",
+                        format!("unknown schema id {id} (no registry configured)"),
+                    )));
+                };
+                match self.fetch_writer(&client, id).await? {
+                    Some(s) => s,
+                    None => {
+                        return Ok(Err((
+                            "unknown_schema",
+                            format!("schema id {id} is not in the registry"),
+                        )));
+                    }
+                }
+            }
+        };
+        let reader = self
+            .readers
+            .get(&entity)
+            .ok_or_else(|| ConnectError::Config(format!("no reader schema for {entity:?}")))?;
+        let (wn, rn) = (
+            crate::model::record_name(writer.schema()).map(|n| n.fullname(None)),
+            crate::model::record_name(reader).map(|n| n.fullname(None)),
+        );
+        if wn != rn {
+            let m = format!(
+                "schema {id} writes {} records, this topic carries {}",
+                wn.unwrap_or_else(|| "non-record".into()),
+                rn.unwrap_or_default()
+            );
+            self.layouts.insert(id, Err(m.clone()));
+            return Ok(Err(("incompatible_schema", m)));
+        }
+        let problems = lienthong_contract::compat::can_read(writer.schema(), reader);
+        if let Some(p) = problems.first() {
+            return Err(ConnectError::IncompatibleSchema {
+                topic: topic.to_string(),
+                id,
+                message: format!(
+                    "the connector's {} schema cannot read it: {} at {}",
+                    entity.table(),
+                    p.message,
+                    p.path
+                ),
+            });
+        }
+        let layout =
+            Layout::new(entity, writer.schema()).map_err(|e| ConnectError::IncompatibleSchema {
+                topic: topic.to_string(),
+                id,
+                message: e.0,
+            })?;
+        let layout = Arc::new(layout);
+        self.layouts.insert(id, Ok(layout.clone()));
+        Ok(Ok(layout))
+    }
+
+    /// The writer schema `id` from the registry; `None` only when the registry says it does
+    /// not know the id (40403), the one answer that is the record's fault. Any other failure
+    /// (unreachable, a refused credential, 5xx) is the connector's condition: consumption
+    /// pauses and the fetch is retried with backoff until it succeeds or the connector is
+    /// stopped; nothing is dead-lettered and no offset moves meanwhile.
+    pub(super) async fn fetch_writer(
+        &mut self,
+        client: &RegistryClient,
+        id: u32,
+    ) -> Result<Option<Arc<lienthong_contract::RegisteredSchema>>, ConnectError> {
+        let mut attempt = 0;
+        let found = loop {
+            match client.schema(id).await {
+                Ok(s) => break Some(s),
+                Err(e) if e.is_unknown_schema_id() => break None,
+                Err(e) => {
+                    attempt += 1;
+                    self.note_retry("registry", &e, attempt);
+                    self.pause_consumption();
+                    if self.shutdown.is_cancelled() {
+                        return Err(ConnectError::RegistryUnavailable(format!(
+                            "stopped while waiting for schema id {id}: {e}"
+                        )));
+                    }
+                    self.wait_serving_rebalances(self.config.retry.backoff(attempt))
+                        .await?;
+                }
+            }
+        };
+        if attempt > 0 {
+            tracing::info!(connector = %self.name(), id, attempts = attempt + 1, "the registry answered again; consumption resumed");
+            resume_paused(&self.consumer, &self.paused);
+            self.metrics
+                .retrying
+                .with_label_values(&[&self.config.name])
+                .set(0);
+        }
+        Ok(found)
+    }
+
+    pub(super) async fn decode(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Result<Decoded, ConnectError> {
+        let entity = *self
+            .entities
+            .get(topic)
+            .ok_or_else(|| ConnectError::Config(format!("record from unexpected topic {topic}")))?;
+        if entity == Entity::Citizens && !self.config.filter.citizen_records {
+            return Ok(Decoded::Skip);
+        }
+        let key_str = match key.map(std::str::from_utf8) {
+            None => None,
+            Some(Ok(k)) => Some(k),
+            Some(Err(_)) => return Ok(Decoded::Fail("invalid", "the key is not UTF-8".into())),
+        };
+        let Some(payload) = payload else {
+            if entity.is_delta() {
+                return Ok(Decoded::Fail(
+                    "invalid",
+                    format!("a tombstone on {topic}, whose records are events"),
+                ));
+            }
+            return Ok(match key_str {
+                Some(k) if !k.is_empty() => Decoded::Op(
+                    Op::Delete {
+                        entity,
+                        key: k.to_string(),
+                    },
+                    None,
+                ),
+                _ => Decoded::Fail("invalid", "a tombstone without a key".into()),
+            });
+        };
+        let id = match split_frame(payload) {
+            Ok((id, _)) => id,
+            Err(e) => return Ok(Decoded::Fail("not_avro", e.to_string())),
+        };
+        let layout = match self.layout(topic, entity, id).await? {
+            Ok(l) => l,
+            Err((class, m)) => return Ok(Decoded::Fail(class, m)),
+        };
+        let value = match self.codec.decode_value(payload, None) {
+            Ok((_, v)) => v,
+            Err(e @ (ContractError::Truncated { .. } | ContractError::BadMagic { .. })) => {
+                return Ok(Decoded::Fail("not_avro", e.to_string()));
+            }
+            Err(e @ ContractError::UnknownSchemaId { .. }) => {
+                return Ok(Decoded::Fail("unknown_schema", e.to_string()));
+            }
+            Err(e) => return Ok(Decoded::Fail("invalid", e.to_string())),
+        };
+        let units = (!self.config.filter.units.is_empty() && !entity.unit_fields().is_empty())
+            .then_some(self.config.filter.units.as_slice());
+        let change = match layout.change(value, units) {
+            Ok(c) => c,
+            Err(e) => return Ok(Decoded::Fail("invalid", e.0)),
+        };
+        if let Some(k) = key_str
+            && k != change.key
+        {
+            return Ok(Decoded::Fail(
+                "invalid",
+                format!(
+                    "the Kafka key {k:?} is not the aggregate id {:?}",
+                    change.key
+                ),
+            ));
+        }
+        let at = change.history.as_ref().map(|h| h.occurred_at).or_else(|| {
+            change.cells.iter().find_map(|(c, v)| match (&*c.name, v) {
+                ("occurred_at", crate::model::Cell::Int(t)) => Some(*t),
+                _ => None,
+            })
+        });
+        Ok(Decoded::Op(Op::Upsert(change), at))
+    }
+}

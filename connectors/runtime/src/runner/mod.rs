@@ -1,0 +1,364 @@
+//! The loop every sink connector runs: consume, decode, filter, batch, apply with offsets in one
+//! store transaction, retry, dead-letter, and shut down cleanly.
+//!
+//! **Offsets.** The store is the only source of truth. When the group assigns partitions, the
+//! loop reads the store's offsets and assigns the partitions again at exactly those offsets
+//! (the beginning if the store has none). Records of a partition not (yet) positioned this way
+//! are dropped unread (librdkafka drops what the first assignment fetched once the second is
+//! made). No partition is ever paused across an assignment (see `resume_paused`). Each batch
+//! tells the store which offset it expects each partition to be at; a store that holds another
+//! offset (another instance got there first) refuses the batch ([`StoreError::Fenced`]) and
+//! the loop re-reads from the store. Offsets are committed to Kafka after each batch only so
+//! that lag shows.
+//!
+//! **Rebalances.** Callbacks run only while the loop polls, never while a batch is being
+//! applied, so a batch is always finished before its partitions can be revoked; a batch that
+//! is waiting for a store to come back loses the records of revoked partitions.
+//!
+//! **Errors.** A record that can never be applied (not Avro, unknown schema id, a foreign or
+//! invalid record, a constraint violation) goes to the dead-letter topic with headers, before
+//! the batch that skips it commits. A transient store error pauses consumption and retries the
+//! batch with capped, jittered exponential backoff, forever (or until shutdown): nothing is
+//! dead-lettered because a store is down. A constraint violation bisects the batch until the
+//! one record is found.
+//!
+//! The loop lives here ([`run`]); its parts, each an `impl` of the same `Runner`: positioning
+//! at the store's offsets on a rebalance (`rebalance`), decoding a record with its writer
+//! schema (`decode`), writing a record that can never be applied to the dead-letter topic
+//! (`dead_letter`), and applying a batch with its retries, bisection and fencing (`apply`).
+
+mod apply;
+mod dead_letter;
+mod decode;
+mod rebalance;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use lienthong_contract::{Catalog, Codec};
+use lienthong_registry::client::RegistryClient;
+use lienthong_telemetry::{ConnectorMetrics, KafkaClientContext, Telemetry};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConnectorConfig;
+use crate::error::ConnectError;
+use crate::model::{Entity, Layout, Op};
+use crate::sink::Sink;
+
+pub use dead_letter::{
+    H_CLASS, H_CONNECTOR, H_MESSAGE, H_OFFSET, H_PARTITION, H_TOPIC, dlq_headers,
+};
+use rebalance::{Ctx, RebalanceEvent};
+
+type Tp = (Arc<str>, i32);
+
+/// One consumed record, decoded or not.
+struct Item {
+    tp: Tp,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    /// The change, or None when the record is skipped (filtered out or dead-lettered).
+    op: Option<Op>,
+    occurred_at: Option<i64>,
+}
+
+enum Decoded {
+    Op(Op, Option<i64>),
+    Skip,
+    Fail(&'static str, String),
+}
+
+/// A connector's loop over one store.
+struct Runner<S: Sink> {
+    config: ConnectorConfig,
+    sink: S,
+    metrics: ConnectorMetrics,
+    codec: Codec,
+    registry: Option<Arc<RegistryClient>>,
+    readers: HashMap<Entity, Schema>,
+    entities: HashMap<String, Entity>,
+    layouts: HashMap<u32, Result<Arc<Layout>, String>>,
+    consumer: StreamConsumer<Ctx>,
+    events: Arc<Mutex<Vec<RebalanceEvent>>>,
+    wake: Arc<tokio::sync::Notify>,
+    /// Partitions paused while a batch waits for its store (shared with the context).
+    paused: Arc<Mutex<Vec<(String, i32)>>>,
+    producer: FutureProducer<KafkaClientContext>,
+    /// Partitions positioned at the store's offset, with that offset (None: the store has none).
+    positions: HashMap<Tp, Option<i64>>,
+    /// Highest offset taken into the batch per partition.
+    seen: HashMap<Tp, i64>,
+    topics: HashMap<String, Arc<str>>,
+    batch: Vec<Item>,
+    batch_since: Option<Instant>,
+    /// Records that arrived while a batch was being retried.
+    held_back: VecDeque<OwnedMessage>,
+    shutdown: CancellationToken,
+    shutdown_deadline: Option<Instant>,
+    /// A client outside the group, for high watermarks (the lag gauge).
+    watermarks: Arc<BaseConsumer>,
+    lag_updated: Option<Instant>,
+}
+
+/// Run a connector over `sink` until `shutdown` is cancelled (then finish the in-flight batch
+/// within the configured time) or a permanent error stops it.
+pub async fn run<S: Sink>(
+    config: ConnectorConfig,
+    catalog: Arc<Catalog>,
+    sink: S,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> Result<(), ConnectError> {
+    let metrics = telemetry.connector.clone();
+    let name = config.name.clone();
+    metrics.up.with_label_values(&[&name]).set(1);
+    let result = async {
+        check_kafka(&config).await?;
+        let kafka = KafkaClientContext::new(&telemetry, "connector");
+        let mut runner = Runner::new(config, catalog, sink, metrics.clone(), kafka, shutdown)?;
+        tracing::info!(connector = %runner.name(), store = runner.sink.kind(), group = runner.config.group(), "connector started");
+        runner.run().await
+    }
+    .await;
+    metrics.up.with_label_values(&[&name]).set(0);
+    metrics.retrying.with_label_values(&[&name]).set(0);
+    if let Err(e) = &result {
+        tracing::error!(connector = %name, error = %e, "connector stopped");
+    }
+    result
+}
+
+/// Before anything else: Kafka answers within `startup_timeout_secs`, and every configured
+/// topic exists. A connector started against a wrong address or topic says so and stops,
+/// instead of waiting silently for records that will never come.
+async fn check_kafka(config: &ConnectorConfig) -> Result<(), ConnectError> {
+    let client = config.kafka.watermarks();
+    let bootstrap = config.kafka.bootstrap.clone();
+    let seconds = config.startup_timeout_secs.max(1);
+    let topics: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client.create()?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(seconds))
+            .map_err(|source| ConnectError::KafkaUnreachable {
+                bootstrap: bootstrap.clone(),
+                seconds,
+                source,
+            })?;
+        for topic in topics {
+            let known = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            if !known {
+                return Err(ConnectError::UnknownTopic {
+                    topic,
+                    bootstrap: bootstrap.clone(),
+                });
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ConnectError::Config(format!("checking Kafka: {e}")))?
+}
+
+impl<S: Sink> Runner<S> {
+    fn new(
+        config: ConnectorConfig,
+        catalog: Arc<Catalog>,
+        sink: S,
+        metrics: ConnectorMetrics,
+        kafka: KafkaClientContext,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ConnectError> {
+        let mut readers = HashMap::new();
+        let mut entities = HashMap::new();
+        for t in &config.topics {
+            let e = config.entity_of(&t.name)?;
+            entities.insert(t.name.clone(), e);
+            readers.insert(e, catalog.topic(e.catalog_topic())?.schema.clone());
+        }
+        let (codec, registry) = match &config.schemas.registry_url {
+            Some(url) => {
+                let codec = Codec::new();
+                let credentials = config.schemas.registry_credentials()?;
+                let client = RegistryClient::new(url, credentials, codec.clone())
+                    .map_err(|e| ConnectError::Config(format!("registry: {e}")))?;
+                (codec, Some(Arc::new(client)))
+            }
+            None => (Codec::from_catalog(&catalog)?, None),
+        };
+        let kc = config.kafka.consumer(config.group());
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let paused = Arc::new(Mutex::new(Vec::new()));
+        let consumer: StreamConsumer<Ctx> = kc.create_with_context(Ctx {
+            events: events.clone(),
+            wake: wake.clone(),
+            paused: paused.clone(),
+            kafka: kafka.clone(),
+        })?;
+        let topic_names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
+        consumer.subscribe(&topic_names)?;
+        let producer: FutureProducer<KafkaClientContext> = config
+            .kafka
+            .producer_with(&[("message.timeout.ms", "30000")])
+            .create_with_context(kafka)?;
+        let watermarks: BaseConsumer = config.kafka.watermarks().create()?;
+        Ok(Runner {
+            config,
+            sink,
+            metrics,
+            codec,
+            registry,
+            readers,
+            entities,
+            layouts: HashMap::new(),
+            consumer,
+            events,
+            wake,
+            paused,
+            producer,
+            positions: HashMap::new(),
+            seen: HashMap::new(),
+            topics: HashMap::new(),
+            batch: Vec::new(),
+            batch_since: None,
+            held_back: VecDeque::new(),
+            shutdown,
+            shutdown_deadline: None,
+            watermarks: Arc::new(watermarks),
+            lag_updated: None,
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn topic_arc(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.topics.get(topic) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(topic);
+        self.topics.insert(topic.to_string(), t.clone());
+        t
+    }
+
+    async fn run(&mut self) -> Result<(), ConnectError> {
+        let max_wait = Duration::from_millis(self.config.batch.max_wait_ms);
+        loop {
+            self.handle_rebalances().await?;
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            if let Some(m) = self.held_back.pop_front() {
+                self.take(m).await?;
+            } else {
+                let deadline = self
+                    .batch_since
+                    .map(|t| t + max_wait)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                let received = tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => None,
+                    _ = tokio::time::sleep_until(deadline.into()) => None,
+                    _ = self.wake.notified() => None,
+                    m = self.consumer.recv() => Some(m.map(|m| m.detach())),
+                };
+                match received {
+                    None => {}
+                    Some(Ok(m)) => self.take(m).await?,
+                    Some(Err(e)) => {
+                        tracing::warn!(connector = %self.name(), error = %e, "Kafka consumer error");
+                        self.metrics
+                            .retries
+                            .with_label_values(&[&self.config.name, "kafka"])
+                            .inc();
+                        // While Kafka is away every receive fails at once: do not spin.
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => {}
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                    }
+                }
+            }
+            let due = self.batch_since.is_some_and(|t| t.elapsed() >= max_wait);
+            if self.batch.len() >= self.config.batch.max_records || (due && !self.batch.is_empty())
+            {
+                self.flush().await?;
+            } else if due {
+                self.batch_since = None;
+            }
+        }
+        // Shutdown: finish the in-flight batch within the bounded time, then leave the group.
+        self.shutdown_deadline =
+            Some(Instant::now() + Duration::from_secs(self.config.shutdown_timeout_secs));
+        while let Some(m) = self.held_back.pop_front() {
+            self.take(m).await?;
+        }
+        if !self.batch.is_empty() {
+            self.flush().await?;
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// Take one record into the batch.
+    async fn take(&mut self, m: OwnedMessage) -> Result<(), ConnectError> {
+        let tp: Tp = (self.topic_arc(m.topic()), m.partition());
+        let offset = m.offset();
+        let Some(position) = self.positions.get(&tp) else {
+            return Ok(()); // not positioned at the store's offset yet
+        };
+        if position.is_some_and(|p| offset < p) || self.seen.get(&tp).is_some_and(|s| offset <= *s)
+        {
+            return Ok(());
+        }
+        self.seen.insert(tp.clone(), offset);
+        self.metrics
+            .consumed
+            .with_label_values(&[&self.config.name, m.topic()])
+            .inc();
+        let key = m.key().map(<[u8]>::to_vec);
+        let payload = m.payload().map(<[u8]>::to_vec);
+        let decoded = self
+            .decode(m.topic(), key.as_deref(), payload.as_deref())
+            .await?;
+        let mut item = Item {
+            tp,
+            offset,
+            key,
+            payload,
+            op: None,
+            occurred_at: None,
+        };
+        match decoded {
+            Decoded::Op(op, at) => {
+                item.op = Some(op);
+                item.occurred_at = at;
+            }
+            Decoded::Skip => {
+                self.metrics
+                    .filtered
+                    .with_label_values(&[&self.config.name, m.topic()])
+                    .inc();
+            }
+            Decoded::Fail(class, message) => {
+                self.dead_letter(&item, class, &message).await?;
+            }
+        }
+        self.batch.push(item);
+        if self.batch_since.is_none() {
+            self.batch_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
