@@ -193,3 +193,56 @@ pub fn procedure() -> ProcedureRecord {
         },
     }
 }
+
+/// `case_schema` (the catalog's case event schema, as JSON) with `edit` applied to the fields
+/// of its `CaseAccepted` branch: a writer schema of another version, for evolution tests.
+/// `None` when the schema does not have that shape.
+pub fn case_schema_with_accepted(
+    case_schema: &str,
+    edit: &dyn Fn(&mut Vec<serde_json::Value>),
+) -> Option<String> {
+    let mut json: serde_json::Value = serde_json::from_str(case_schema).ok()?;
+    let branches = json["fields"][1]["type"].as_array_mut()?;
+    let accepted = branches.iter_mut().find(|b| b["name"] == "CaseAccepted")?;
+    edit(accepted["fields"].as_array_mut()?);
+    Some(json.to_string())
+}
+
+/// A compatible evolution of `case_schema`: `CaseAccepted` gains an optional `note`.
+pub fn case_schema_with_note(case_schema: &str) -> Option<String> {
+    case_schema_with_accepted(case_schema, &|fields| {
+        fields.push(serde_json::json!({"name": "note", "type": ["null", "string"], "default": null, "lienthong.personal_data": "none"}))
+    })
+}
+
+/// A `CaseAccepted` of case `case_id` at `version` by STP, with `note`, written with
+/// [`case_schema_with_note`] registered as schema `id` in `codec`; its ids from `seed`.
+pub fn accepted_with_note(
+    codec: &crate::Codec,
+    id: u32,
+    seed: u64,
+    case_id: &str,
+    version: i64,
+    note: Option<String>,
+) -> crate::Result<Vec<u8>> {
+    #[derive(serde::Serialize)]
+    enum Kind {
+        CaseAccepted {
+            processing_unit: String,
+            note: Option<String>,
+        },
+    }
+    #[derive(serde::Serialize)]
+    struct Event {
+        envelope: Envelope,
+        event: Kind,
+    }
+    let event = Event {
+        envelope: envelope(seed, "STP", case_id, version),
+        event: Kind::CaseAccepted {
+            processing_unit: "STP".into(),
+            note,
+        },
+    };
+    codec.encode_to_vec(id, &event)
+}

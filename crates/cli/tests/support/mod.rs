@@ -322,25 +322,16 @@ pub fn case_schema() -> String {
 
 /// The case event schema with `edit` applied to the fields of its `CaseAccepted` branch.
 pub fn case_schema_with_accepted(edit: &dyn Fn(&mut Vec<serde_json::Value>)) -> String {
-    let mut json: serde_json::Value = serde_json::from_str(&case_schema()).unwrap();
-    let branches = json["fields"][1]["type"].as_array_mut().unwrap();
-    let accepted = branches
-        .iter_mut()
-        .find(|b| b["name"] == "CaseAccepted")
-        .unwrap();
-    edit(accepted["fields"].as_array_mut().unwrap());
-    json.to_string()
+    samples::case_schema_with_accepted(&case_schema(), edit).unwrap()
 }
 
 /// A compatible evolution of the case schema: `CaseAccepted` gains an optional `note`.
 pub fn case_schema_with_note() -> String {
-    case_schema_with_accepted(&|fields| {
-        fields.push(serde_json::json!({"name": "note", "type": ["null", "string"], "default": null, "lienthong.personal_data": "none"}))
-    })
+    samples::case_schema_with_note(&case_schema()).unwrap()
 }
 
 /// A `CaseAccepted` of case `case_id` at `version` by STP, written with
-/// [`case_schema_with_note`] registered as `id` in `codec`.
+/// [`case_schema_with_note`] registered as `id` in `codec`; its event id is random.
 pub fn accepted_with_note(
     codec: &Codec,
     id: u32,
@@ -348,28 +339,8 @@ pub fn accepted_with_note(
     version: i64,
     note: Option<String>,
 ) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    enum Kind {
-        CaseAccepted {
-            processing_unit: String,
-            note: Option<String>,
-        },
-    }
-    #[derive(serde::Serialize)]
-    struct Event {
-        envelope: lienthong_contract::events::Envelope,
-        event: Kind,
-    }
-    let mut envelope = samples::envelope(fastrand::u64(..1 << 40), "STP", case_id, version);
-    envelope.event_id = samples::uuid_like(fastrand::u64(..));
-    let event = Event {
-        envelope,
-        event: Kind::CaseAccepted {
-            processing_unit: "STP".into(),
-            note,
-        },
-    };
-    codec.encode_to_vec(id, &event).unwrap()
+    samples::accepted_with_note(codec, id, fastrand::u64(..1 << 40), case_id, version, note)
+        .unwrap()
 }
 
 pub fn producer(kafka: &Kafka) -> FutureProducer {
