@@ -43,7 +43,7 @@ impl StoreError {
 /// Everything a connector can stop with.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The configuration is invalid.
+    /// The configuration is invalid (the only variant that means bad input: exit code 2).
     #[error("config: {0}")]
     Config(String),
     /// The contract (catalog, schemas) could not be loaded.
@@ -90,6 +90,19 @@ pub enum ConnectError {
     /// the records it waited on are read again at the next start.
     #[error("schema registry unavailable: {0}")]
     RegistryUnavailable(String),
+    /// The connector could not listen on its `/metrics` address (in use, not permitted).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something that should not happen did (a task panicked, a record of a topic the
+    /// connector does not consume): a bug, not bad input. The connector stops.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Metrics could not be set up.
     #[error("telemetry: {0}")]
     Telemetry(#[from] lienthong_telemetry::TelemetryError),

@@ -5,7 +5,7 @@
 //! module opens that store (waiting, with backoff, while it is unreachable), serves `/metrics`
 //! if asked, and hands both to the runtime's loop (`lienthong_connect::run`).
 
-use lienthong_demo::say;
+use lienthong_telemetry::say;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -40,9 +40,15 @@ pub async fn run_with(
 ) -> Result<(), ConnectError> {
     let catalog = Arc::new(Catalog::load(&config.schemas.dir)?);
     if let Some(listen) = &config.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(listen)
+        let addr: std::net::SocketAddr = listen
+            .parse()
+            .map_err(|e| ConnectError::Config(format!("metrics_listen {listen:?}: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| ConnectError::Config(format!("metrics_listen {listen}: {e}")))?;
+            .map_err(|source| ConnectError::Listen {
+                addr: listen.clone(),
+                source,
+            })?;
         let router = lienthong_telemetry::router(telemetry.clone());
         let stop = shutdown.clone();
         tracing::info!(address = %listen, "serving /metrics");

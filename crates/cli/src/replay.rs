@@ -8,7 +8,7 @@
 //! rebuild from nothing, point the config at an empty database and swap it in once the replay
 //! is done (`docs/connectors.md`).
 
-use lienthong_demo::{say, say_err};
+use lienthong_telemetry::{say, say_err};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -52,7 +52,7 @@ async fn spans(config: &ConnectorConfig) -> Result<BTreeMap<(String, i32), Span>
                 .map(|t| t.partitions().len())
                 .unwrap_or(0);
             if count == 0 {
-                return Err(CliError::Usage(format!(
+                return Err(CliError::Failed(format!(
                     "topic {} does not exist on Kafka at {}",
                     topic.name, config.kafka.bootstrap
                 )));

@@ -992,8 +992,9 @@ fn ctrl_c_stops_tail_connect_and_demo_cleanly() {
     assert!(out.contains("result: CONSISTENT"), "{out}\n{err}");
 }
 
-/// `connect` refuses a malformed config (naming the problem) and reports a broker that does
-/// not answer, without a panic.
+/// `connect` refuses a malformed config (naming the problem) with exit code 2, and reports a
+/// broker that does not answer, a missing topic and a metrics port in use with exit code 1
+/// (the job failed, the input was fine), without a panic.
 #[test]
 fn connect_refuses_a_bad_config_and_an_unreachable_broker() {
     let dir = tempfile::tempdir().unwrap();
@@ -1038,6 +1039,22 @@ fn connect_refuses_a_bad_config_and_an_unreachable_broker() {
         err.contains(&format!("error: topic {missing} does not exist")),
         "{err}"
     );
+    // A metrics address that is malformed is bad input (2); one that is taken is not (1).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    for (listen, expected) in [("not-an-address", 2), (&*format!("127.0.0.1:{port}"), 1)] {
+        std::fs::write(
+            &config,
+            toml(kafka().bootstrap(), "hcm.case.events").replace(
+                "[kafka]",
+                &format!("metrics_listen = \"{listen}\"\n[kafka]"),
+            ),
+        )
+        .unwrap();
+        let (code, _, err) = output(lienthong().arg("connect").arg(&config));
+        assert_eq!(code, expected, "{listen}: {err}");
+        assert!(err.contains(listen), "{err}");
+    }
 }
 
 /// `tail --until-end` stops after the last record even when a transaction's commit marker,

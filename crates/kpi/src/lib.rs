@@ -55,6 +55,10 @@ pub enum KpiError {
     /// The schemas could not be loaded.
     #[error("schemas: {0}")]
     Contract(#[from] lienthong_contract::ContractError),
+    /// Something that should not happen did (a blocking Kafka call panicked): a bug, not bad
+    /// input.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The schema registry client could not be built.
     #[error("schema registry: {0}")]
     Registry(#[from] lienthong_registry::RegistryError),
@@ -67,7 +71,10 @@ impl KpiError {
             KpiError::Kafka(_) => true,
             KpiError::Registry(e) => e.is_transient(),
             KpiError::Contract(e) => e.is_transient(),
-            KpiError::Config(_) | KpiError::Io { .. } | KpiError::Listen { .. } => false,
+            KpiError::Config(_)
+            | KpiError::Io { .. }
+            | KpiError::Listen { .. }
+            | KpiError::Internal(_) => false,
         }
     }
 }

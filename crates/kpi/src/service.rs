@@ -223,7 +223,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, KpiError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| KpiError::Config(format!("a blocking Kafka call panicked: {e}")))?
+        .map_err(|e| KpiError::Internal(format!("a blocking Kafka call panicked: {e}")))?
 }
 
 /// Partitions of `topic` with their (low, high) watermarks; `None` while the topic does not

@@ -49,7 +49,7 @@ impl<S: Sink> Runner<S> {
         let reader = self
             .readers
             .get(&entity)
-            .ok_or_else(|| ConnectError::Config(format!("no reader schema for {entity:?}")))?;
+            .ok_or_else(|| ConnectError::Internal(format!("no reader schema for {entity:?}")))?;
         let (wn, rn) = (
             crate::model::record_name(writer.schema()).map(|n| n.fullname(None)),
             crate::model::record_name(reader).map(|n| n.fullname(None)),
@@ -133,10 +133,9 @@ impl<S: Sink> Runner<S> {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
     ) -> Result<Decoded, ConnectError> {
-        let entity = *self
-            .entities
-            .get(topic)
-            .ok_or_else(|| ConnectError::Config(format!("record from unexpected topic {topic}")))?;
+        let entity = *self.entities.get(topic).ok_or_else(|| {
+            ConnectError::Internal(format!("record from unexpected topic {topic}"))
+        })?;
         if entity == Entity::Citizens && !self.config.filter.citizen_records {
             return Ok(Decoded::Skip);
         }

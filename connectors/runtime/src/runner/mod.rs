@@ -166,7 +166,7 @@ async fn check_kafka(config: &ConnectorConfig) -> Result<(), ConnectError> {
         Ok(())
     })
     .await
-    .map_err(|e| ConnectError::Config(format!("checking Kafka: {e}")))?
+    .map_err(|e| ConnectError::Internal(format!("checking Kafka: {e}")))?
 }
 
 impl<S: Sink> Runner<S> {
@@ -190,7 +190,7 @@ impl<S: Sink> Runner<S> {
                 let codec = Codec::new();
                 let credentials = config.schemas.registry_credentials()?;
                 let client = RegistryClient::new(url, credentials, codec.clone())
-                    .map_err(|e| ConnectError::Config(format!("registry: {e}")))?;
+                    .map_err(|e| ConnectError::Internal(format!("registry client: {e}")))?;
                 (codec, Some(Arc::new(client)))
             }
             None => (Codec::from_catalog(&catalog)?, None),
