@@ -3,7 +3,7 @@
 //! the schemas folder from the rest of the config unless the section sets its own, and serves
 //! the process's `/metrics` on `kpi.listen`.
 
-use lienthong_demo::say;
+use lienthong_telemetry::say;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -13,7 +13,7 @@
 // Output goes through `say!` and `say_err!`, which never panic on a closed stream.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-use lienthong_demo::{say, say_err};
+use lienthong_telemetry::{say, say_err};
 
 pub mod config;
 pub mod connect;
@@ -398,7 +398,7 @@ async fn gateway(
     tracing::info!(%local, "gateway listening");
     let app = http::with_registry(
         http::router(gw.clone()),
-        lienthong_telemetry::count_registry_operations(api::router(registry), &telemetry),
+        lienthong_registry::metrics::count_operations(api::router(registry), &telemetry),
     );
     Ok(async move {
         lienthong_gateway::serve(listener, app, gw, shutdown)
@@ -448,7 +448,7 @@ async fn up(
     tracing::info!(%local, "schema registry listening");
     let signal = shutdown.clone();
     let app =
-        lienthong_telemetry::count_registry_operations(api::router(registry.clone()), &telemetry)
+        lienthong_registry::metrics::count_operations(api::router(registry.clone()), &telemetry)
             .merge(lienthong_telemetry::router(Arc::clone(&telemetry)));
     let registry_server =
         axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await });

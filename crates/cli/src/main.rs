@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lienthong_cli::{Cli, Config, run};
-use lienthong_demo::say_err;
+use lienthong_telemetry::say_err;
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc rather than glibc malloc: the gateway's many short-lived JSON and Avro buffers spent

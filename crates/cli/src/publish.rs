@@ -7,7 +7,7 @@
 //! the agency's write rights, keys, idempotent `acks=all` production and receipts are the
 //! SDK's.
 
-use lienthong_demo::{say, say_err};
+use lienthong_telemetry::{say, say_err};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,8 +18,8 @@ use lienthong_contract::events::{
     AdminUnitRecord, CaseEvent, CitizenRecord, FeedbackEvent, ProcedureRecord,
 };
 use lienthong_contract::{AgencyKind, Catalog, Codec};
-use lienthong_gateway::encode::TopicEncoder;
-use lienthong_gateway::json::Json as EventJson;
+use lienthong_encode::Json as EventJson;
+use lienthong_encode::TopicEncoder;
 use lienthong_sdk::{Publisher, PublisherConfig, Receipt, SchemaIds, SdkError};
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
@@ -172,7 +172,7 @@ pub async fn publish(
             })),
             Ok(encoded) => {
                 if encoded.producer_unit != args.agency {
-                    problems.push(lienthong_gateway::encode::Problem {
+                    problems.push(lienthong_encode::Problem {
                         index: Some(i),
                         path: "$.envelope.producer_unit".into(),
                         problem: format!(

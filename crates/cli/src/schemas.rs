@@ -5,8 +5,8 @@ use apache_avro::Schema;
 use lienthong_contract::Catalog;
 use lienthong_contract::codec::schema_identity;
 use lienthong_contract::diff::diff_schemas;
-use lienthong_demo::{say, say_err};
 use lienthong_registry::client::RegistryClient;
+use lienthong_telemetry::{say, say_err};
 
 use crate::CliError;
 

@@ -10,27 +10,7 @@
 // Output goes through `say!` and `say_err!`, which never panic on a closed stream.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-/// Print a line for the operator on stdout. A closed stdout (`lienthong … | head`, or a parent
-/// that went away) neither stops the command nor panics, as `println!` would: the line is
-/// dropped. (`tail`, whose whole job is its output, stops on a write error instead.) The
-/// `lienthong` command prints its own lines with it too.
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
-/// [`say!`] for standard error: warnings and errors for the operator. A closed stderr drops the
-/// line instead of panicking, as `eprintln!` would.
-#[macro_export]
-macro_rules! say_err {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
-    }};
-}
+use lienthong_telemetry::say;
 
 pub mod city;
 pub mod portal;
@@ -336,7 +316,7 @@ pub async fn run(
     // One HTTP server: the gateway, the registry under /registry, and /metrics.
     let app = gateway_http::with_registry(
         gateway_http::router(Arc::clone(&gateway)),
-        lienthong_telemetry::count_registry_operations(
+        lienthong_registry::metrics::count_operations(
             api::router(Arc::clone(&registry)),
             &telemetry,
         ),

@@ -127,7 +127,7 @@ async fn post(
 mod tests {
     use super::*;
     use crate::city::Simulator;
-    use lienthong_gateway::encode::TopicEncoder;
+    use lienthong_encode::TopicEncoder;
 
     /// Every event the simulated city publishes, in the JSON the portal sends, is one the
     /// gateway accepts (the SDK does not check formats such as UUIDs; the gateway does).
@@ -154,11 +154,9 @@ mod tests {
         let mut by_topic: BTreeMap<&str, usize> = BTreeMap::new();
         for event in &events {
             let (topic, json) = to_gateway_json(event, &catalog, &codec).unwrap();
-            if let Err(problems) = encoders[topic].encode(
-                &mut lienthong_gateway::json::Json::from_value(&json),
-                None,
-                5,
-            ) {
+            if let Err(problems) =
+                encoders[topic].encode(&mut lienthong_encode::Json::from_value(&json), None, 5)
+            {
                 panic!("{topic}: {problems:?}\n{json}");
             }
             *by_topic.entry(topic).or_insert(0) += 1;

@@ -18,8 +18,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use lienthong_contract::{Catalog, repo_schemas_dir, samples};
-use lienthong_gateway::encode::TopicEncoder;
-use lienthong_gateway::json::Json;
+use lienthong_encode::Json;
+use lienthong_encode::TopicEncoder;
 use lienthong_tests::bench::median;
 
 const EVENTS: usize = 500;

@@ -4,7 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::encode::Problem;
+use lienthong_encode::Problem;
 
 /// Everything a gateway call or its start can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -22,12 +22,12 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::encode::{Encoded, Problem};
 use crate::error::{ErrorBody, GatewayError};
 use crate::idem::{EventKey, Receipt, Reservation, content_hash};
-use crate::json::Json as BodyJson;
 use crate::producer::{Job, OutRecord, ProducerState};
 use crate::{Gateway, Route};
+use lienthong_encode::Json as BodyJson;
+use lienthong_encode::{Encoded, Problem};
 
 type Shared = State<Arc<Gateway>>;
 

@@ -19,11 +19,9 @@
 //! See `docs/gateway.md` for the API, the idempotency guarantee and the configuration.
 
 pub mod config;
-pub mod encode;
 pub mod error;
 pub mod http;
 pub mod idem;
-pub mod json;
 pub mod producer;
 pub mod replay;
 
@@ -39,12 +37,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::GatewayConfig;
-use crate::encode::TopicEncoder;
 pub use crate::error::GatewayError;
 use crate::idem::Index;
 pub use crate::idem::Receipt;
 use crate::producer::{Health, Job, ProducerState};
 pub use lienthong_bus::KafkaConfig;
+use lienthong_encode::TopicEncoder;
 
 /// A check that some dependency (the schema registry) is reachable, for `/readyz`.
 pub type ReadinessProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -105,6 +103,8 @@ impl Gateway {
         telemetry: Arc<lienthong_telemetry::Telemetry>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Gateway>, GatewayError> {
+        // The gateway's own token: `close` cancels it (and its tasks'), never the caller's.
+        let shutdown = shutdown.child_token();
         config.check().map_err(GatewayError::Config)?;
         let agencies = Agencies::new(&config.agencies).map_err(GatewayError::Config)?;
         let mut routes = HashMap::new();

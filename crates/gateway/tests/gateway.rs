@@ -943,3 +943,19 @@ async fn kafka_down_is_503_with_retry_after_then_recovers_and_nothing_partial_is
     gw.stop().await;
     drop(own);
 }
+
+/// Closing the gateway stops the gateway, not the process: the token it was started with (under
+/// `lienthong up`, the whole process's) stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_gateway_leaves_the_callers_token_alone() {
+    let gw = start(&kafka(), |_| {}).await;
+    gw.gateway.close().await;
+    assert!(
+        !gw.shutdown.is_cancelled(),
+        "the gateway cancelled the token it was given"
+    );
+    assert!(
+        gw.gateway.ready().is_err(),
+        "a closed gateway takes no events"
+    );
+}

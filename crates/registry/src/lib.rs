@@ -15,6 +15,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod log;
+pub mod metrics;
 pub mod state;
 
 use std::sync::{Arc, Mutex, RwLock};

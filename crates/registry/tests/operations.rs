@@ -7,7 +7,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::routing::{get, post};
-use lienthong_telemetry::{Telemetry, count_registry_operations, registry_operation};
+use lienthong_registry::metrics::{count_operations, operation};
+use lienthong_telemetry::Telemetry;
 use tower::ServiceExt;
 
 #[test]
@@ -39,7 +40,7 @@ fn every_call_of_the_api_has_its_operation() {
         (Method::PATCH, "/subjects", "other"),
     ];
     for (method, path, want) in cases {
-        assert_eq!(registry_operation(&method, path), want, "{method} {path}");
+        assert_eq!(operation(&method, path), want, "{method} {path}");
     }
 }
 
@@ -56,7 +57,7 @@ async fn calls_are_counted_by_operation_and_outcome() {
             "/schemas/ids/{id}",
             get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "{}") }),
         );
-    let app = count_registry_operations(api, &telemetry);
+    let app = count_operations(api, &telemetry);
     for (method, path) in [
         (Method::GET, "/subjects"),
         (Method::GET, "/subjects"),

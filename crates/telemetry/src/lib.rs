@@ -5,7 +5,30 @@
 //! The families are declared once, in [`catalog`]; `docs/metrics.md` is generated from that
 //! table, and the dashboards and alert rules under `ops/` are checked against it. Components
 //! reach their families through typed fields ([`Telemetry::connector`], [`Telemetry::gateway`],
-//! [`Telemetry::kpi`], …) so a name cannot be mistyped at the call site.
+//! [`Telemetry::kpi`], …) so a name cannot be mistyped at the call site. The lines a command
+//! prints for its operator go through [`say!`] and [`say_err!`].
+
+/// Print a line for the operator on stdout. A closed stdout (`lienthong … | head`, or a parent
+/// that went away) neither stops the command nor panics, as `println!` would: the line is
+/// dropped. (`tail`, whose whole job is its output, stops on a write error instead.) Every
+/// command of `lienthong` and the demo print their lines for the operator with it.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// [`say!`] for standard error: warnings and errors for the operator. A closed stderr drops the
+/// line instead of panicking, as `eprintln!` would.
+#[macro_export]
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 pub mod catalog;
 
@@ -326,49 +349,6 @@ impl rdkafka::ClientContext for KafkaClientContext {
 }
 
 impl rdkafka::consumer::ConsumerContext for KafkaClientContext {}
-
-/// Count every call answered by a schema registry router in
-/// [`catalog::REGISTRY_OPERATIONS`], by operation and outcome (from the status class). Wrap
-/// the registry's router before nesting it anywhere: the operation is read from its own paths.
-pub fn count_registry_operations(router: Router, telemetry: &Telemetry) -> Router {
-    let operations = telemetry.registry_ops.operations.clone();
-    router.layer(axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| {
-            let operations = operations.clone();
-            async move {
-                let operation = registry_operation(request.method(), request.uri().path());
-                let response = next.run(request).await;
-                let status = response.status();
-                let outcome = if status.is_server_error() {
-                    "server_error"
-                } else if status.is_client_error() {
-                    "client_error"
-                } else {
-                    "ok"
-                };
-                operations.with_label_values(&[operation, outcome]).inc();
-                response
-            }
-        },
-    ))
-}
-
-/// The operation of a Confluent-compatible registry call (a fixed set: the label's values).
-pub fn registry_operation(method: &axum::http::Method, path: &str) -> &'static str {
-    use axum::http::Method;
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match (method, segments.as_slice()) {
-        (&Method::POST, ["subjects", _, "versions"]) => "register",
-        (&Method::POST, ["subjects", _]) => "lookup",
-        (&Method::POST, ["compatibility", ..]) => "compatibility",
-        (_, ["config" | "mode", ..]) => "config",
-        (&Method::DELETE, ["subjects", ..]) => "delete",
-        (&Method::GET, ["schemas", "ids", _, ..]) => "get_schema",
-        (&Method::GET, ["subjects", _, "versions", _, ..]) => "get_schema",
-        (&Method::GET, ["subjects"] | ["subjects", _, "versions"] | ["schemas", "types"]) => "list",
-        _ => "other",
-    }
-}
 
 /// `GET /metrics`, for merging into a component's router.
 pub fn router(telemetry: Arc<Telemetry>) -> Router {
