@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use rdkafka::ClientConfig;
@@ -584,6 +584,34 @@ impl Drop for ChildGuard {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+}
+
+/// A loopback port that was free a moment ago (for a component's listen address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+/// SIGINT to `child`, then wait at most `within` for it to end; its exit status.
+pub fn interrupt_and_wait(child: &mut ChildGuard, within: Duration) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .arg("-INT")
+        .arg(child.0.id().to_string())
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -INT failed");
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.0.try_wait().ok().flatten() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not stop within {within:?} of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

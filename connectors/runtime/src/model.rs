@@ -24,6 +24,7 @@ use std::sync::Arc;
 use apache_avro::Schema;
 use apache_avro::schema::{Name, NamesRef, ResolvedSchema, UnionSchema};
 use apache_avro::types::Value;
+use lienthong_contract::physical::Physical;
 use serde::Deserialize;
 use sha2::Digest as _;
 
@@ -558,20 +559,10 @@ fn nullable_single(u: &UnionSchema) -> Option<&Schema> {
 }
 
 fn leaf_type(schema: &Schema) -> SqlType {
-    match schema {
-        Schema::Boolean => SqlType::Bool,
-        Schema::Int
-        | Schema::Long
-        | Schema::Date
-        | Schema::TimeMillis
-        | Schema::TimeMicros
-        | Schema::TimestampMillis
-        | Schema::TimestampMicros
-        | Schema::TimestampNanos
-        | Schema::LocalTimestampMillis
-        | Schema::LocalTimestampMicros
-        | Schema::LocalTimestampNanos => SqlType::Int,
-        Schema::Float | Schema::Double => SqlType::Double,
+    match Physical::of(schema) {
+        Some(Physical::Boolean) => SqlType::Bool,
+        Some(Physical::Int | Physical::Long) => SqlType::Int,
+        Some(Physical::Float | Physical::Double) => SqlType::Double,
         _ => SqlType::Text,
     }
 }

@@ -167,6 +167,17 @@ pub fn read_back(
     Ok(reads)
 }
 
+/// A client outside any group for metadata and watermarks.
+fn watermark_client(config: &KafkaConfig) -> Result<rdkafka::consumer::BaseConsumer, BusError> {
+    config
+        .watermarks()
+        .create()
+        .map_err(|source| BusError::Kafka {
+            bootstrap: config.bootstrap.clone(),
+            source,
+        })
+}
+
 /// For each partition, the offset after the last record a `read_committed` consumer sees
 /// (`None`: it sees none). Reads back from the ends in growing windows.
 pub fn record_ends(
@@ -174,16 +185,9 @@ pub fn record_ends(
     partitions: &[Partition],
     timeout: Duration,
 ) -> Result<std::collections::BTreeMap<Partition, Option<i64>>, BusError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::consumer::Consumer;
     let bootstrap = config.bootstrap.clone();
-    let consumer: BaseConsumer =
-        config
-            .watermarks()
-            .create()
-            .map_err(|source| BusError::Kafka {
-                bootstrap: bootstrap.clone(),
-                source,
-            })?;
+    let consumer = watermark_client(config)?;
     let mut bounds = std::collections::BTreeMap::new();
     for (topic, partition) in partitions {
         let (low, high) = consumer
@@ -319,16 +323,8 @@ pub fn wait_until_ready(
     topics: &[(String, i32)],
     timeout: Duration,
 ) -> Result<(), BusError> {
-    use rdkafka::consumer::BaseConsumer;
     let bootstrap = config.bootstrap.clone();
-    let consumer: BaseConsumer =
-        config
-            .watermarks()
-            .create()
-            .map_err(|source| BusError::Kafka {
-                bootstrap: bootstrap.clone(),
-                source,
-            })?;
+    let consumer = watermark_client(config)?;
     let deadline = std::time::Instant::now() + timeout;
     let mut todo: Vec<(String, i32)> = topics.to_vec();
     loop {

@@ -252,22 +252,7 @@ fn up_serves_the_registry_until_interrupted() {
     assert!(metrics.contains("lienthong_build_info{"), "{metrics}");
 
     // Ctrl-C: a clean stop.
-    StdCommand::new("kill")
-        .arg("-INT")
-        .arg(child.0.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "did not stop within 20 s of SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = lienthong_tests::interrupt_and_wait(&mut child, Duration::from_secs(20));
     assert!(status.success(), "{status}");
     assert!(lines.any(|l| l.map(|l| l == "stopped").unwrap_or(false)));
 }
@@ -409,19 +394,7 @@ fn up_runs_the_gateway_with_the_registry_mounted() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    StdCommand::new("kill")
-        .arg("-INT")
-        .arg(child.0.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not stop within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = lienthong_tests::interrupt_and_wait(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status}");
 }
 

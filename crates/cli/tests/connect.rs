@@ -57,11 +57,7 @@ async fn a_stream_is_applied_exactly_and_a_replay_changes_nothing(store: Store) 
     let ends = end_offsets(&kafka, &topic).await;
 
     let name = format!("stream-{}", unique_suffix());
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = lienthong_tests::free_port();
     let toml = config_toml(
         &name,
         &kafka,

@@ -303,11 +303,7 @@ async fn postgres_stopped_for_twenty_seconds_loses_nothing_and_dead_letters_noth
     let prefix = format!("HS-{}", unique_suffix());
     let events = case_stream(&prefix, 3_000);
     let name = format!("outage-{}", unique_suffix());
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = lienthong_tests::free_port();
     let toml = config_toml(
         &name,
         &kafka,

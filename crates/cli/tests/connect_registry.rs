@@ -99,19 +99,13 @@ async fn registry_retries(metrics_port: u16, name: &str) -> (f64, f64) {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_or_stopped_registry_loses_nothing_and_dead_letters_nothing() {
     let kafka = kafka();
     let store = postgres_store().await;
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", lienthong_tests::free_port())
+        .parse()
+        .unwrap();
     let url = format!("http://{addr}");
     let log_topic = format!("_lienthong_schemas-{}", unique_suffix());
     let (registry, server) = serve_registry(&kafka, &log_topic, addr).await;
@@ -161,7 +155,7 @@ async fn a_refused_or_stopped_registry_loses_nothing_and_dead_letters_nothing() 
         String::new(),
         format!("registry_agency = \"{WARD}\"\nregistry_token = \"not-the-token\""),
     ] {
-        let metrics_port = free_port();
+        let metrics_port = lienthong_tests::free_port();
         let (token, task) = spawn(config(&toml(&credential, metrics_port)));
         tokio::time::sleep(Duration::from_secs(6)).await;
         let (retries, retrying) = registry_retries(metrics_port, &name).await;
@@ -193,7 +187,7 @@ async fn a_refused_or_stopped_registry_loses_nothing_and_dead_letters_nothing() 
 
     // The right credential: every record applied exactly once.
     let good = format!("registry_agency = \"{WARD}\"\nregistry_token = \"{WARD_TOKEN}\"");
-    let metrics_port = free_port();
+    let metrics_port = lienthong_tests::free_port();
     let (token, task) = spawn(config(&toml(&good, metrics_port)));
     wait_caught_up(&store, &name, &topic, &ends, Duration::from_secs(120)).await;
     check_cases(&store.rows().await, &expected_cases(&events));

@@ -127,22 +127,7 @@ level = "FULL_ONLINE"
         assert!(Instant::now() < deadline, "never caught up:\n{body}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    StdCommand::new("kill")
-        .arg("-INT")
-        .arg(child.0.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "did not stop within 20 s of SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = lienthong_tests::interrupt_and_wait(&mut child, Duration::from_secs(20));
     assert!(status.success(), "{status}");
     assert!(lines.any(|l| l.map(|l| l == "stopped").unwrap_or(false)));
 }

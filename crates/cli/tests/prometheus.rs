@@ -119,14 +119,6 @@ async fn caught_up(
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_scrapes_the_gateway_and_a_connector_while_events_flow() {
     let kafka = kafka();
@@ -176,7 +168,7 @@ async fn prometheus_scrapes_the_gateway_and_a_connector_while_events_flow() {
     let dir = tempfile::tempdir().unwrap();
     let dlq = kafka.create_topic("prom-dlq", 1, 1, &[]).await.unwrap();
     let connector = format!("prom-{run}");
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let metrics_addr = format!("127.0.0.1:{}", lienthong_tests::free_port());
     let config = lienthong_connect::ConnectorConfig::from_toml(&format!(
         "name = \"{connector}\"\ndead_letter_topic = \"{dlq}\"\nmetrics_listen = \"{metrics_addr}\"\n\
          [kafka]\nbootstrap = \"{}\"\n[schemas]\ndir = \"{}\"\n[[topics]]\nname = \"{TOPIC}\"\n\

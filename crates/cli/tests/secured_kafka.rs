@@ -21,24 +21,16 @@ use lienthong_tests::{ChildGuard, OwnBroker, repo_root, unique_suffix};
 const USER: &str = "lienthong";
 const PASSWORD: &str = "s3cret-sasl";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A broker whose `SASL_PLAINTEXT` listener (the returned address) takes user `USER`.
 fn sasl_broker() -> (OwnBroker, String) {
     // The script puts the controller on the client port + 1: both must be free.
     let port = loop {
-        let p = free_port();
+        let p = lienthong_tests::free_port();
         if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
             break p;
         }
     };
-    let sasl = free_port();
+    let sasl = lienthong_tests::free_port();
     let broker = OwnBroker::start(
         "sasl",
         &[
@@ -230,7 +222,7 @@ fn every_client_of_every_command_carries_the_kafka_options() {
     let config = dir.path().join("lienthong.toml");
     let ward = dir.path().join("ward.toml");
     let ward_store = dir.path().join("ward.sqlite");
-    let ward_metrics = free_port();
+    let ward_metrics = lienthong_tests::free_port();
     let dlq = format!("secured-dlq-{suffix}");
     std::fs::write(
         &ward,
@@ -399,19 +391,7 @@ fn every_client_of_every_command_carries_the_kafka_options() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    Command::new("kill")
-        .arg("-INT")
-        .arg(up.0.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = up.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "`up` did not stop within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = lienthong_tests::interrupt_and_wait(&mut up, Duration::from_secs(30));
     assert!(status.success(), "up: {status}");
 
     // `connect` and `replay`, each on a store of its own.

@@ -25,6 +25,8 @@ use apache_avro::schema::{Name, NamesRef, RecordSchema, ResolvedSchema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use crate::physical::Physical;
+
 /// How a subject's schema may evolve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -591,28 +593,18 @@ impl<'a> Checker<'a> {
             return false;
         }
         let schema = self.resolve_reader(schema);
+        if let Some(physical) = Physical::of(schema) {
+            return match physical {
+                Physical::Null => value.is_null(),
+                Physical::Boolean => value.is_boolean(),
+                Physical::Int => value.as_i64().is_some_and(|v| i32::try_from(v).is_ok()),
+                Physical::Long => value.is_i64(),
+                Physical::Float | Physical::Double => value.is_number(),
+                Physical::Bytes | Physical::String => value.is_string(),
+                Physical::Fixed(size) => value.as_str().is_some_and(|s| s.chars().count() == size),
+            };
+        }
         match schema {
-            Schema::Null => value.is_null(),
-            Schema::Boolean => value.is_boolean(),
-            Schema::Int | Schema::Date | Schema::TimeMillis => {
-                value.as_i64().is_some_and(|v| i32::try_from(v).is_ok())
-            }
-            Schema::Long
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => value.is_i64(),
-            Schema::Float | Schema::Double => value.is_number(),
-            Schema::Bytes
-            | Schema::String
-            | Schema::Uuid
-            | Schema::BigDecimal
-            | Schema::Decimal(_) => value.is_string(),
-            Schema::Fixed(f) => value.as_str().is_some_and(|s| s.chars().count() == f.size),
-            Schema::Duration => value.as_str().is_some_and(|s| s.chars().count() == 12),
             Schema::Enum(e) => value
                 .as_str()
                 .is_some_and(|s| e.symbols.iter().any(|x| x == s)),
@@ -635,7 +627,8 @@ impl<'a> Checker<'a> {
                     None => f.default.is_some(),
                 })
             }),
-            Schema::Ref { .. } => false,
+            // A reference that did not resolve; the primitives were taken above.
+            _ => false,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod events;
 pub mod history;
 pub mod json;
 pub mod nfc;
+pub mod physical;
 pub mod resolve;
 pub mod samples;
 pub mod write;

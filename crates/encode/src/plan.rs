@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use apache_avro::Schema;
 use apache_avro::schema::{Name, RecordSchema, UnionSchema};
 use lienthong_contract::catalog::{FORMAT_ATTR, FieldFormat, RANGE_ATTR};
+use lienthong_contract::physical::Physical;
 
 use crate::*;
 
@@ -170,21 +171,6 @@ impl Plan {
 
 pub(crate) fn type_name(schema: &Schema) -> String {
     match schema {
-        Schema::Null => "null".into(),
-        Schema::Boolean => "boolean".into(),
-        Schema::Int | Schema::Date | Schema::TimeMillis => "int".into(),
-        Schema::Long
-        | Schema::TimeMicros
-        | Schema::TimestampMillis
-        | Schema::TimestampMicros
-        | Schema::TimestampNanos
-        | Schema::LocalTimestampMillis
-        | Schema::LocalTimestampMicros
-        | Schema::LocalTimestampNanos => "long".into(),
-        Schema::Float => "float".into(),
-        Schema::Double => "double".into(),
-        Schema::Bytes | Schema::BigDecimal => "bytes".into(),
-        Schema::String | Schema::Uuid => "string".into(),
         Schema::Array(_) => "array".into(),
         Schema::Map(_) => "map".into(),
         Schema::Union(_) => "union".into(),
@@ -192,8 +178,8 @@ pub(crate) fn type_name(schema: &Schema) -> String {
         Schema::Enum(e) => e.name.fullname(None),
         Schema::Fixed(f) => f.name.fullname(None),
         Schema::Decimal(_) => "decimal".into(),
-        Schema::Duration => "fixed".into(),
         Schema::Ref { name } => name.fullname(None),
+        other => Physical::of(other).map_or("unknown", Physical::name).into(),
     }
 }
 
