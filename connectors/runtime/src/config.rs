@@ -207,15 +207,14 @@ pub struct SchemasConfig {
     /// password); without it the token is sent as a bearer token. lienthong's own registry
     /// takes either form.
     pub registry_agency: Option<String>,
-    /// The registry token, inline (prefer `registry_token_file` or the environment variable
-    /// `LIENTHONG_REGISTRY_TOKEN`, read when neither is set). Redacted in logs.
+    /// The registry token, inline (prefer `registry_token_file`). Redacted in logs.
     pub registry_token: Option<String>,
     /// A file holding the registry token (surrounding white space ignored).
     pub registry_token_file: Option<PathBuf>,
 }
 
 impl SchemasConfig {
-    /// The credential to send to the registry, from the config or the environment.
+    /// The credential to send to the registry, from the config.
     pub fn registry_credentials(
         &self,
     ) -> Result<lienthong_registry::client::Credentials, ConnectError> {

@@ -85,11 +85,6 @@ pub enum ConnectError {
         /// The bootstrap servers asked.
         bootstrap: String,
     },
-    /// The schema registry could not be read (unreachable, the credential refused, a server
-    /// error) and the connector was stopped while waiting for it. Nothing was dead-lettered;
-    /// the records it waited on are read again at the next start.
-    #[error("schema registry unavailable: {0}")]
-    RegistryUnavailable(String),
     /// The connector could not listen on its `/metrics` address (in use, not permitted).
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -113,9 +108,7 @@ impl ConnectError {
     pub fn is_transient(&self) -> bool {
         match self {
             ConnectError::Store(e) => e.is_transient(),
-            ConnectError::Kafka(_)
-            | ConnectError::KafkaUnreachable { .. }
-            | ConnectError::RegistryUnavailable(_) => true,
+            ConnectError::Kafka(_) | ConnectError::KafkaUnreachable { .. } => true,
             _ => false,
         }
     }

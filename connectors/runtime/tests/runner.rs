@@ -32,7 +32,8 @@ const DLQ: &str = "dead-letters";
 enum Fault {
     /// Refuse as transient (the store is away).
     Transient,
-    /// Refuse as fenced (another instance moved the offsets).
+    /// Another instance applies the batch first (moving the offsets), and this one is refused
+    /// as fenced: retrying it as it is would be refused forever.
     Fenced,
 }
 
@@ -92,10 +93,14 @@ impl Sink for FaultyStore {
                 class: "store_unavailable",
                 message: "the store is away".into(),
             }),
-            Some(Fault::Fenced) => Err(StoreError::Fenced {
-                topic: TOPIC.into(),
-                partition: batch.offsets[0].partition,
-            }),
+            Some(Fault::Fenced) => {
+                let partition = batch.offsets[0].partition;
+                self.inner.apply(batch).await?;
+                Err(StoreError::Fenced {
+                    topic: TOPIC.into(),
+                    partition,
+                })
+            }
             None => self.inner.apply(batch).await,
         }
     }
@@ -327,7 +332,8 @@ async fn a_fenced_batch_makes_the_loop_read_the_offsets_again() {
     let store = FaultyStore::default();
     store.script().next = VecDeque::from(vec![Fault::Fenced]);
     run_until_caught_up(&setup, &store, records.len() as i64).await;
-    // Once when the partitions were assigned, once more after the fence.
+    // Once when the partitions were assigned, once more after the fence: the batch the other
+    // instance applied is not applied again, and what follows it is.
     assert!(store.script().offsets_reads >= 2);
     assert!(dead_letters(&setup.bootstrap).is_empty());
     let (cases, history, versions) = held(&store);

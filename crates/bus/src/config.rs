@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
-/// Bootstrap servers and librdkafka options. `Debug` redacts secret values.
+/// Bootstrap servers and librdkafka options. `Debug` redacts secret values. An option the bus
+/// sets itself on every client of a kind ([`RESERVED`]) is refused by name when the config is
+/// read.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "KafkaToml")]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma-separated.
     pub bootstrap: String,
@@ -19,6 +21,56 @@ pub struct KafkaConfig {
     /// consumer-only settings are left out of producers, producer-only ones out of consumers,
     /// and both out of admin and watermark clients.
     pub options: BTreeMap<String, String>,
+}
+
+/// Options the bus sets itself, whatever the config says: which group a consumer is in and
+/// that it commits nothing by itself and reads only committed records, that a producer is
+/// idempotent and waits for every in-sync replica, and which transactional id a producer has.
+/// Letting a config change them would let it lose or duplicate data silently.
+pub const RESERVED: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "transactional.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "isolation.level",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+];
+
+/// `[kafka]` as written, before its options are checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct KafkaToml {
+    bootstrap: String,
+    options: BTreeMap<String, String>,
+}
+
+impl Default for KafkaToml {
+    fn default() -> Self {
+        let KafkaConfig { bootstrap, options } = KafkaConfig::default();
+        KafkaToml { bootstrap, options }
+    }
+}
+
+impl TryFrom<KafkaToml> for KafkaConfig {
+    type Error = String;
+
+    fn try_from(t: KafkaToml) -> Result<Self, String> {
+        if t.bootstrap.trim().is_empty() {
+            return Err("kafka.bootstrap is empty".into());
+        }
+        if let Some(k) = t.options.keys().find(|k| RESERVED.contains(&k.as_str())) {
+            return Err(format!(
+                "kafka.options: {k:?} is set by lienthong itself and cannot be configured"
+            ));
+        }
+        Ok(KafkaConfig {
+            bootstrap: t.bootstrap,
+            options: t.options,
+        })
+    }
 }
 
 impl Default for KafkaConfig {
@@ -126,18 +178,27 @@ impl KafkaConfig {
         self
     }
 
-    /// The bootstrap servers, then `defaults`, then the options of the scopes in `keep`: an
-    /// option always wins over a profile's default.
-    fn build(&self, defaults: &[(&str, &str)], keep: &[Scope]) -> ClientConfig {
+    /// The bootstrap servers, then `defaults`, then the options of the scopes in `keep`, then
+    /// `fixed`: an option wins over a default, never over what the profile fixes. A component
+    /// that needs a setting of its own whatever the options say sets it on the result.
+    fn build(
+        &self,
+        defaults: &[(&str, &str)],
+        keep: &[Scope],
+        fixed: &[(&str, &str)],
+    ) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
         for (k, v) in defaults {
             c.set(*k, *v);
         }
         for (k, v) in &self.options {
-            if keep.contains(&scope(k)) {
+            if keep.contains(&scope(k)) && !RESERVED.contains(&k.as_str()) {
                 c.set(k, v);
             }
+        }
+        for (k, v) in fixed {
+            c.set(*k, *v);
         }
         c
     }
@@ -147,16 +208,18 @@ impl KafkaConfig {
         self.producer_with(&[])
     }
 
-    /// [`producer`](Self::producer) with a component's own `defaults` (e.g. `linger.ms`),
-    /// which the options still override.
+    /// [`producer`](Self::producer) with a component's own tuning `defaults` (e.g.
+    /// `linger.ms`), which the options still override.
     pub fn producer_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
-        let mut all = vec![("enable.idempotence", "true"), ("acks", "all")];
-        all.extend_from_slice(defaults);
-        self.build(&all, &[Scope::Any, Scope::Producer])
+        self.build(
+            defaults,
+            &[Scope::Any, Scope::Producer],
+            &[("enable.idempotence", "true"), ("acks", "all")],
+        )
     }
 
     /// A transactional producer with `transactional_id` (idempotent, `acks=all`) and a
-    /// component's own `defaults`.
+    /// component's own tuning `defaults`.
     pub fn transactional_producer(
         &self,
         transactional_id: &str,
@@ -170,33 +233,28 @@ impl KafkaConfig {
     /// A consumer in `group` that commits nothing by itself, reads only committed records
     /// (`read_committed`) and starts at the beginning of a partition it has no offset for.
     pub fn consumer(&self, group: &str) -> ClientConfig {
-        self.consumer_with(group, &[])
-    }
-
-    /// [`consumer`](Self::consumer) with a component's own `defaults`, which the options
-    /// still override.
-    pub fn consumer_with(&self, group: &str, defaults: &[(&str, &str)]) -> ClientConfig {
-        let mut all = vec![
-            ("group.id", group),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("enable.partition.eof", "false"),
-            ("isolation.level", "read_committed"),
-        ];
-        all.extend_from_slice(defaults);
-        self.build(&all, &[Scope::Any, Scope::Consumer])
+        self.build(
+            &[("enable.partition.eof", "false")],
+            &[Scope::Any, Scope::Consumer],
+            &[
+                ("group.id", group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("isolation.level", "read_committed"),
+            ],
+        )
     }
 
     /// An admin client (topics, configs, ACLs): connection and security settings only.
     pub fn admin(&self) -> ClientConfig {
-        self.build(&[], &[Scope::Any])
+        self.build(&[], &[Scope::Any], &[])
     }
 
     /// A client outside any group for metadata and watermarks (lag, ends of the log):
     /// connection and security settings only.
     pub fn watermarks(&self) -> ClientConfig {
-        self.build(&[], &[Scope::Any])
+        self.build(&[], &[Scope::Any], &[])
     }
 }
 
@@ -247,12 +305,19 @@ mod tests {
             c.transactional_producer("t", &[]).get("transactional.id"),
             Some("t")
         );
-        // The options come after the profile's and the component's defaults.
-        let acks = KafkaConfig::new("b").with_option("acks", "1");
-        assert_eq!(acks.producer().get("acks"), Some("1"));
+        // The options come after the component's tuning defaults, never over what a profile
+        // fixes.
         let tuned = c.producer_with(&[("linger.ms", "5"), ("compression.type", "lz4")]);
         assert_eq!(tuned.get("linger.ms"), Some("20"));
         assert_eq!(tuned.get("compression.type"), Some("lz4"));
+        let forced = KafkaConfig::new("b")
+            .with_option("acks", "1")
+            .with_option("isolation.level", "read_uncommitted")
+            .with_option("group.id", "other");
+        assert_eq!(forced.producer().get("acks"), Some("all"));
+        let consumer = forced.consumer("g");
+        assert_eq!(consumer.get("isolation.level"), Some("read_committed"));
+        assert_eq!(consumer.get("group.id"), Some("g"));
     }
 
     #[test]
@@ -264,5 +329,11 @@ mod tests {
         assert!(e.to_string().contains("boostrap"), "{e}");
         let c: KafkaConfig = toml::from_str("options = { \"client.id\" = \"a\" }").unwrap();
         assert_eq!(c.bootstrap, "127.0.0.1:9092");
+        for key in ["transactional.id", "isolation.level", "acks", "group.id"] {
+            let e = toml::from_str::<KafkaConfig>(&format!("options = {{ {key:?} = \"x\" }}"))
+                .unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        assert!(toml::from_str::<KafkaConfig>("bootstrap = \" \"").is_err());
     }
 }

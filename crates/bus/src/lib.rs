@@ -298,10 +298,14 @@ pub async fn create_catalog_topics(
         return Err(BusError::TopicsRefused(refused.join(", ")));
     }
     // A topic just created has no leaders for a moment: whoever creates them uses them next.
+    // A topic that was there already is waited for with the partitions it has.
     let wanted: Vec<(String, i32)> = catalog
         .topics()
         .iter()
-        .map(|t| (t.name.clone(), t.partitions))
+        .map(|t| {
+            let created = outcomes.contains(&TopicOutcome::Created(t.name.clone()));
+            (t.name.clone(), if created { t.partitions } else { 0 })
+        })
         .collect();
     let config = config.clone();
     tokio::task::spawn_blocking(move || wait_until_ready(&config, &wanted, TOPICS_READY_TIMEOUT))
@@ -314,7 +318,8 @@ pub async fn create_catalog_topics(
 pub const TOPICS_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Wait (blocking, at most `timeout`) until every partition of each `(topic, partitions)`
-/// has a leader that answers for it: metadata shows the partitions with a leader, and the
+/// has a leader that answers for it (`partitions` 0: whatever number the topic has, at least
+/// one): metadata shows the partitions with a leader, and the
 /// leader answers a `ListOffsets` request. Right after `CreateTopics` a broker can still
 /// answer `NotLeaderForPartition`; a caller that creates topics and uses them at once calls
 /// this in between. The error names the first partition that was not ready, and why.
@@ -371,7 +376,7 @@ fn topic_not_ready(
     if let Some(e) = t.error() {
         return Some(format!("{topic}: {:?}", RDKafkaErrorCode::from(e)));
     }
-    if t.partitions().len() < partitions as usize {
+    if t.partitions().is_empty() || t.partitions().len() < partitions as usize {
         return Some(format!(
             "{topic}: {} of {partitions} partitions in the metadata",
             t.partitions().len()

@@ -40,9 +40,15 @@ pub async fn run_with(
 ) -> Result<(), ConnectError> {
     let catalog = Arc::new(Catalog::load(&config.schemas.dir)?);
     if let Some(listen) = &config.metrics_listen {
-        let addr: std::net::SocketAddr = listen
-            .parse()
-            .map_err(|e| ConnectError::Config(format!("metrics_listen {listen:?}: {e}")))?;
+        let addr = tokio::net::lookup_host(listen.as_str())
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                ConnectError::Config(format!(
+                    "metrics_listen {listen:?}: not an address (host:port)"
+                ))
+            })?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ConnectError::Listen {

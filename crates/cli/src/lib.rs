@@ -265,8 +265,9 @@ pub fn registry_client(
     agency: Option<String>,
 ) -> Result<lienthong_registry::client::RegistryClient, CliError> {
     use lienthong_registry::client::{Credentials, RegistryClient};
-    let credentials = Credentials::from_config(agency.as_deref(), None, None)
-        .map_err(|e| CliError::Usage(format!("--agency: {e}")))?;
+    let token = std::env::var(REGISTRY_TOKEN_ENV).ok();
+    let credentials = Credentials::from_config(agency.as_deref(), token.as_deref(), None)
+        .map_err(|e| CliError::Usage(format!("--agency: {e} ({REGISTRY_TOKEN_ENV})")))?;
     RegistryClient::new(url, credentials, lienthong_contract::Codec::new())
         .map_err(|e| CliError::Usage(format!("--url {url}: {e}")))
 }

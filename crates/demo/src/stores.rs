@@ -16,7 +16,7 @@ use lienthong_connect::config::{
 };
 use lienthong_connect::{ConnectError, ConnectorConfig, Digest, MemoryStore, Sink, StoredOffset};
 use lienthong_contract::Catalog;
-use lienthong_sink_sqlite::SqliteSink;
+use lienthong_store::AnyStore;
 use lienthong_telemetry::Telemetry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +40,8 @@ pub struct AgencyStore {
     /// The unit whose store it is.
     pub unit: &'static Unit,
     config: ConnectorConfig,
-    sink: SqliteSink,
+    /// The store opened a second time, to watch it (the connector holds its own).
+    sink: AnyStore,
     task: JoinHandle<Result<(), ConnectError>>,
     stop: CancellationToken,
 }
@@ -129,23 +130,26 @@ pub async fn start(
     run_id: i64,
 ) -> Result<AgencyStore, DemoError> {
     let path = data_dir.join(format!("{}.sqlite", unit.code));
-    let sink = SqliteSink::open(&path)
-        .await
-        .map_err(|e| DemoError::Startup(format!("store {}: {e}", path.display())))?;
     let name = connector_name(unit);
     let config = connector_config(
         name.clone(),
         format!("lienthong-{name}-{run_id}"),
         unit,
         bootstrap,
-        StoreConfig::Sqlite { path },
+        StoreConfig::Sqlite { path: path.clone() },
         schemas_dir,
     );
+    let open = || async {
+        AnyStore::open(&config.store)
+            .await
+            .map_err(|e| DemoError::Startup(format!("store {}: {e}", path.display())))
+    };
+    let (connector_sink, sink) = (open().await?, open().await?);
     let stop = CancellationToken::new();
     let task = tokio::spawn(lienthong_connect::run(
         config.clone(),
         Arc::clone(catalog),
-        sink.clone(),
+        connector_sink,
         Arc::clone(telemetry),
         stop.clone(),
     ));

@@ -150,6 +150,8 @@ impl Committer {
             timeout_ms.to_string(),
             (timeout_ms * 2).max(10_000).to_string(),
         );
+        // Its timeouts are the gateway's own whatever `[kafka] options` say: a delivery may
+        // take at most `kafka_timeout_ms`, and a transaction must outlive its deliveries.
         let producer: FutureProducer<KafkaClientContext> = self
             .kafka
             .transactional_producer(
@@ -158,11 +160,11 @@ impl Committer {
                     ("compression.type", "lz4"),
                     ("linger.ms", "1"),
                     ("batch.num.messages", "10000"),
-                    ("message.timeout.ms", &timeout),
-                    ("transaction.timeout.ms", &transaction_timeout),
-                    ("socket.connection.setup.timeout.ms", &timeout),
                 ],
             )
+            .set("message.timeout.ms", &timeout)
+            .set("transaction.timeout.ms", &transaction_timeout)
+            .set("socket.connection.setup.timeout.ms", &timeout)
             .create_with_context(self.errors.clone())
             .map_err(|e| format!("creating the Kafka producer: {e}"))?;
         let producer = Arc::new(producer);
@@ -344,10 +346,11 @@ impl Committer {
         }
         let consumer: BaseConsumer = self
             .kafka
-            .consumer_with(
-                &format!("lienthong-gateway-resolve-{}", crate::idem::now_ms()),
-                &[("enable.partition.eof", "true")],
-            )
+            .consumer(&format!(
+                "lienthong-gateway-resolve-{}",
+                crate::idem::now_ms()
+            ))
+            .set("enable.partition.eof", "true")
             .create()
             .ok()?;
         let mut tpl = TopicPartitionList::new();

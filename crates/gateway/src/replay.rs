@@ -128,10 +128,8 @@ async fn tail(
 ) -> Result<(), KafkaError> {
     let consumer: Arc<StreamConsumer<Quiet>> = Arc::new(
         kafka
-            .consumer_with(
-                &format!("lienthong-gateway-replay-{}", now_ms()),
-                &[("enable.partition.eof", "true")],
-            )
+            .consumer(&format!("lienthong-gateway-replay-{}", now_ms()))
+            .set("enable.partition.eof", "true")
             .create_with_context(Quiet)?,
     );
     let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);

@@ -30,8 +30,7 @@ pub struct KpiConfig {
     /// The agency the engine reads the registry as (HTTP Basic user, the token as password);
     /// without it the token is sent as a bearer token.
     pub registry_agency: Option<String>,
-    /// The registry token, inline; else `registry_token_file`, else the environment variable
-    /// `LIENTHONG_REGISTRY_TOKEN`. Redacted in logs.
+    /// The registry token, inline (prefer `registry_token_file`). Redacted in logs.
     pub registry_token: Option<String>,
     /// A file holding the registry token.
     pub registry_token_file: Option<PathBuf>,
@@ -152,6 +151,25 @@ impl KpiConfig {
                 "case_topic and feedback_topic must differ".into(),
             ));
         }
+        match &self.registry_url {
+            Some(_) => {
+                lienthong_registry::client::Credentials::from_config(
+                    self.registry_agency.as_deref(),
+                    self.registry_token.as_deref(),
+                    self.registry_token_file.as_deref(),
+                )
+                .map_err(|e| KpiError::Config(e.to_string()))?;
+            }
+            None if self.registry_agency.is_some()
+                || self.registry_token.is_some()
+                || self.registry_token_file.is_some() =>
+            {
+                return Err(KpiError::Config(
+                    "a registry credential is set but registry_url is not".into(),
+                ));
+            }
+            None => {}
+        }
         if self.export_interval_ms == 0 {
             return Err(KpiError::Config(
                 "export_interval_ms must be positive".into(),
@@ -204,6 +222,17 @@ mod tests {
                 .to_string()
                 .contains("no known units")
         );
+        let mut c = good();
+        c.registry_token = Some("t".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("registry_url is not")
+        );
+        c.registry_url = Some("http://r:8081".into());
+        c.registry_token_file = Some("/no/such/token".into());
+        assert!(c.validate().unwrap_err().to_string().contains("not both"));
         let mut c = good();
         c.kafka = None;
         assert!(c.validate().unwrap_err().to_string().contains("kafka"));

@@ -188,6 +188,12 @@ impl Decoder {
         }
         match client.schema(id).await {
             Ok(_) => Ok(()),
+            // The registry does not know the id, or holds no usable Avro schema under it:
+            // the event's fault, left for decoding to count as undecodable.
+            Err(e @ lienthong_registry::RegistryError::InvalidSchema(_)) => {
+                tracing::warn!(id, error = %e, "writer schema in the registry is not usable");
+                Ok(())
+            }
             Err(e) if e.is_unknown_schema_id() => {
                 tracing::warn!(id, error = %e, "writer schema not in the registry");
                 Ok(())

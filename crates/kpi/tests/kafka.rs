@@ -337,7 +337,22 @@ async fn a_registry_that_refuses_the_credential_is_waited_for_not_skipped() {
         .find(|(s, _)| s == "hcm.case.events-value")
         .unwrap()
         .1;
-    let url = lienthong_tests::serve(api::router(registry)).await.unwrap();
+    // The registry's calls are counted, to see that the engine asked it and was refused.
+    let seen = lienthong_telemetry::Telemetry::new("registry").unwrap();
+    let url = lienthong_tests::serve(lienthong_registry::metrics::count_operations(
+        api::router(registry),
+        &seen,
+    ))
+    .await
+    .unwrap();
+    let refused = || {
+        Samples::parse(&seen.render())
+            .get(
+                "lienthong_registry_operations_total",
+                &[("operation", "get_schema"), ("outcome", "client_error")],
+            )
+            .unwrap_or(0.0)
+    };
     let codec = Codec::new();
     codec
         .insert(id, &catalog.topic("hcm.case.events").unwrap().schema_json)
@@ -383,6 +398,11 @@ async fn a_registry_that_refuses_the_credential_is_waited_for_not_skipped() {
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     let s = engine.values();
     engine.stop().await.unwrap();
+    assert!(
+        refused() >= 2.0,
+        "the engine asked again and again: {}",
+        refused()
+    );
     assert_eq!(received(&s), 0.0, "nothing counted while refused");
     assert_eq!(undecodable(&s), 0.0, "nothing skipped as undecodable");
     assert_ne!(s.get("lienthong_kpi_caught_up", &[]), Some(1.0));

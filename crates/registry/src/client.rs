@@ -44,10 +44,11 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// The credential a reader's config names: the token given inline, else read from
-    /// `token_file`, else from the environment variable [`TOKEN_ENV`]; sent as HTTP Basic with
-    /// `agency` as the user name when one is given, else as a bearer token. No token at all is
-    /// no credential (a registry open for reading). An agency without a token is refused.
+    /// The credential a config names: the token given inline or read from `token_file`; sent
+    /// as HTTP Basic with `agency` as the user name when one is given, else as a bearer token.
+    /// No token at all is no credential (a registry open for reading). An agency without a
+    /// token is refused. Nothing is read from the environment here: a token meant for one
+    /// registry must not travel to another one a config names.
     pub fn from_config(
         agency: Option<&str>,
         token: Option<&str>,
@@ -71,7 +72,7 @@ impl Credentials {
                     .trim()
                     .to_string(),
             ),
-            (None, None) => std::env::var(TOKEN_ENV).ok(),
+            (None, None) => None,
         }
         .filter(|t| !t.is_empty());
         match (agency, token) {
@@ -81,14 +82,15 @@ impl Credentials {
             }),
             (None, Some(t)) => Ok(Credentials::Bearer(t)),
             (Some(user), None) => Err(RegistryError::InvalidRequest(format!(
-                "the registry agency {user} has no token: set it inline, in a token file or in {TOKEN_ENV}"
+                "the registry agency {user} has no token: set it inline or in a token file"
             ))),
             (None, None) => Ok(Credentials::None),
         }
     }
 }
 
-/// The environment variable that holds a registry token when the config names none.
+/// The environment variable from which the `lienthong` commands that talk to a registry named
+/// on their command line (`schemas push`, `schemas diff`, `tail`, `publish`) take its token.
 pub const TOKEN_ENV: &str = "LIENTHONG_REGISTRY_TOKEN";
 
 /// A cached client of one registry.

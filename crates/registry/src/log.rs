@@ -155,10 +155,13 @@ impl KafkaLog {
         // `delete` its oldest records would expire, the highest id with them, and ids would be
         // given again.
         check_log_topic(&admin, &config.topic).await?;
-        // A Kafka outage answers 50001 within seconds instead of hanging the request.
+        // A Kafka outage answers 50001 within seconds instead of hanging the request, whatever
+        // `[kafka] options` say.
         let producer: FutureProducer<KafkaClientContext> = config
             .kafka
-            .producer_with(&[("linger.ms", "0"), ("message.timeout.ms", "10000")])
+            .producer()
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", "10000")
             .create_with_context(errors.clone())
             .map_err(store)?;
         let watermarks: BaseConsumer<KafkaClientContext> = config

@@ -250,13 +250,16 @@ impl Publisher {
         catalog: Arc<Catalog>,
         ids: SchemaIds<'_>,
     ) -> Result<Self, SdkError> {
-        let timeout = config.delivery_timeout.as_millis().to_string();
-        let kafka = config.kafka.producer_with(&[
+        // The delivery timeout is the publisher's own (`PublisherConfig::delivery_timeout`).
+        let mut kafka = config.kafka.producer_with(&[
             ("compression.type", "lz4"),
             ("linger.ms", "5"),
             ("batch.num.messages", "10000"),
-            ("message.timeout.ms", &timeout),
         ]);
+        kafka.set(
+            "message.timeout.ms",
+            config.delivery_timeout.as_millis().to_string(),
+        );
         let errors = Arc::new(OnceLock::new());
         let producer: FutureProducer<ErrorCounting> = kafka.create_with_context(ErrorCounting {
             counter: errors.clone(),

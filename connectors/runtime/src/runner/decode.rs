@@ -22,27 +22,24 @@ impl<S: Sink> Runner<S> {
         topic: &str,
         entity: Entity,
         id: u32,
-    ) -> Result<Result<Arc<Layout>, (&'static str, String)>, ConnectError> {
+    ) -> Result<Result<Arc<Layout>, Decoded>, ConnectError> {
         if let Some(l) = self.layouts.get(&id) {
-            return Ok(l.clone().map_err(|m| ("incompatible_schema", m)));
+            return Ok(l
+                .clone()
+                .map_err(|m| Decoded::Fail("incompatible_schema", m)));
         }
         let writer = match self.codec.schema(id) {
             Ok(s) => s,
             Err(_) => {
                 let Some(client) = self.registry.clone() else {
-                    return Ok(Err((
+                    return Ok(Err(Decoded::Fail(
                         "unknown_schema",
                         format!("unknown schema id {id} (no registry configured)"),
                     )));
                 };
                 match self.fetch_writer(&client, id).await? {
-                    Some(s) => s,
-                    None => {
-                        return Ok(Err((
-                            "unknown_schema",
-                            format!("schema id {id} is not in the registry"),
-                        )));
-                    }
+                    Ok(s) => s,
+                    Err(not) => return Ok(Err(not)),
                 }
             }
         };
@@ -61,7 +58,7 @@ impl<S: Sink> Runner<S> {
                 rn.unwrap_or_default()
             );
             self.layouts.insert(id, Err(m.clone()));
-            return Ok(Err(("incompatible_schema", m)));
+            return Ok(Err(Decoded::Fail("incompatible_schema", m)));
         }
         let problems = lienthong_contract::compat::can_read(writer.schema(), reader);
         if let Some(p) = problems.first() {
@@ -87,29 +84,41 @@ impl<S: Sink> Runner<S> {
         Ok(Ok(layout))
     }
 
-    /// The writer schema `id` from the registry; `None` only when the registry says it does
-    /// not know the id (40403), the one answer that is the record's fault. Any other failure
-    /// (unreachable, a refused credential, 5xx) is the connector's condition: consumption
-    /// pauses and the fetch is retried with backoff until it succeeds or the connector is
-    /// stopped; nothing is dead-lettered and no offset moves meanwhile.
+    /// The writer schema `id` from the registry. Only two answers are the record's fault (it
+    /// goes to the dead-letter topic): the registry does not know the id (40403), or what it
+    /// holds under it cannot be parsed as Avro. Any other failure (unreachable, a refused
+    /// credential, 5xx) is the connector's condition: consumption pauses and the fetch is
+    /// retried with backoff until it succeeds, dead-lettering nothing and moving no offset; if
+    /// the connector is stopped meanwhile, the record is left for the next start
+    /// ([`Decoded::Interrupted`]).
     pub(super) async fn fetch_writer(
         &mut self,
         client: &RegistryClient,
         id: u32,
-    ) -> Result<Option<Arc<lienthong_contract::RegisteredSchema>>, ConnectError> {
+    ) -> Result<Result<Arc<lienthong_contract::RegisteredSchema>, Decoded>, ConnectError> {
         let mut attempt = 0;
         let found = loop {
             match client.schema(id).await {
-                Ok(s) => break Some(s),
-                Err(e) if e.is_unknown_schema_id() => break None,
+                Ok(s) => break Ok(s),
+                Err(e) if e.is_unknown_schema_id() => {
+                    break Err(Decoded::Fail(
+                        "unknown_schema",
+                        format!("schema id {id} is not in the registry"),
+                    ));
+                }
+                Err(lienthong_registry::RegistryError::InvalidSchema(m)) => {
+                    break Err(Decoded::Fail(
+                        "incompatible_schema",
+                        format!("schema id {id} in the registry is not a usable Avro schema: {m}"),
+                    ));
+                }
                 Err(e) => {
                     attempt += 1;
                     self.note_retry("registry", &e, attempt);
                     self.pause_consumption();
                     if self.shutdown.is_cancelled() {
-                        return Err(ConnectError::RegistryUnavailable(format!(
-                            "stopped while waiting for schema id {id}: {e}"
-                        )));
+                        tracing::warn!(connector = %self.name(), id, "stopped while waiting for the registry; the record is read again at the next start");
+                        break Err(Decoded::Interrupted);
                     }
                     self.wait_serving_rebalances(self.config.retry.backoff(attempt))
                         .await?;
@@ -117,12 +126,14 @@ impl<S: Sink> Runner<S> {
             }
         };
         if attempt > 0 {
-            tracing::info!(connector = %self.name(), id, attempts = attempt + 1, "the registry answered again; consumption resumed");
             resume_paused(&self.consumer, &self.paused);
             self.metrics
                 .retrying
                 .with_label_values(&[&self.config.name])
                 .set(0);
+            if found.is_ok() {
+                tracing::info!(connector = %self.name(), id, attempts = attempt + 1, "the registry answered again; consumption resumed");
+            }
         }
         Ok(found)
     }
@@ -168,7 +179,7 @@ impl<S: Sink> Runner<S> {
         };
         let layout = match self.layout(topic, entity, id).await? {
             Ok(l) => l,
-            Err((class, m)) => return Ok(Decoded::Fail(class, m)),
+            Err(not) => return Ok(not),
         };
         let value = match self.codec.decode_value(payload, None) {
             Ok((_, v)) => v,

@@ -72,6 +72,8 @@ enum Decoded {
     Op(Op, Option<i64>),
     Skip,
     Fail(&'static str, String),
+    /// The connector was stopped while it waited for the record's writer schema.
+    Interrupted,
 }
 
 /// A connector's loop over one store.
@@ -332,6 +334,12 @@ impl<S: Sink> Runner<S> {
         let decoded = self
             .decode(m.topic(), key.as_deref(), payload.as_deref())
             .await?;
+        if let Decoded::Interrupted = decoded {
+            // Nothing of this partition from here on may commit: it is read again, from the
+            // store's offset, at the next start.
+            self.forget(&[(tp.0.to_string(), tp.1)]);
+            return Ok(());
+        }
         let mut item = Item {
             tp,
             offset,
@@ -354,6 +362,7 @@ impl<S: Sink> Runner<S> {
             Decoded::Fail(class, message) => {
                 self.dead_letter(&item, class, &message).await?;
             }
+            Decoded::Interrupted => {}
         }
         self.batch.push(item);
         if self.batch_since.is_none() {
