@@ -8,11 +8,11 @@
 use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt;
-use lienthong_tests::{OwnBroker, repo_root};
+use lienthong_tests::{OwnKafka, repo_root};
 
 #[test]
 fn demo_on_a_fresh_broker_creates_its_topics_and_proves_the_log() {
-    let broker = OwnBroker::start("demo", &[]).unwrap();
+    let broker = OwnKafka::start("demo").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::cargo_bin("lienthong")
         .unwrap()
@@ -23,7 +23,7 @@ fn demo_on_a_fresh_broker_creates_its_topics_and_proves_the_log() {
             "--duration",
             "15",
             "--kafka",
-            broker.bootstrap(),
+            broker.kafka().bootstrap(),
             "--listen",
             "127.0.0.1:0",
             "--data-dir",
@@ -37,7 +37,10 @@ fn demo_on_a_fresh_broker_creates_its_topics_and_proves_the_log() {
     );
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains(&format!("Kafka: the cluster at {}", broker.bootstrap())),
+        stdout.contains(&format!(
+            "Kafka: the cluster at {}",
+            broker.kafka().bootstrap()
+        )),
         "{stdout}"
     );
     let summary = stdout.split("== summary ==").nth(1).expect("a summary");

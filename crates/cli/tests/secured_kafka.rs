@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use lienthong_bus::KafkaConfig;
 use lienthong_registry::auth::hash_token;
-use lienthong_tests::{ChildGuard, OwnBroker, repo_root, unique_suffix};
+use lienthong_tests::{ChildGuard, OwnKafka, repo_root, unique_suffix};
 
 const USER: &str = "lienthong";
 const PASSWORD: &str = "s3cret-sasl";
 
 /// A broker whose `SASL_PLAINTEXT` listener (the returned address) takes user `USER`.
-fn sasl_broker() -> (OwnBroker, String) {
+fn sasl_broker() -> (OwnKafka, String) {
     // The script puts the controller on the client port + 1: both must be free.
     let port = loop {
         let p = lienthong_tests::free_port();
@@ -31,7 +31,7 @@ fn sasl_broker() -> (OwnBroker, String) {
         }
     };
     let sasl = lienthong_tests::free_port();
-    let broker = OwnBroker::start(
+    let broker = OwnKafka::start_with(
         "sasl",
         &[
             "--port",

@@ -1,0 +1,606 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::calendar::parse_date;
+use crate::reference::{Level, ReferenceFile};
+use lienthong_contract::events::*;
+
+const HOUR: i64 = 3_600_000;
+
+fn reference() -> Reference {
+    let file: ReferenceFile = toml::from_str(
+        r#"
+        units = ["W1", "W2", "STP"]
+        [[procedures]]
+        code = "P1"
+        level = "FULL_ONLINE"
+        [[procedures]]
+        code = "P2"
+        level = "OFFLINE"
+        "#,
+    )
+    .unwrap();
+    Reference::new([file], &["P1".to_string()]).unwrap()
+}
+
+fn engine() -> Engine {
+    Engine::new(Calendar::vietnam_2026(), reference())
+}
+
+fn day(s: &str) -> Day {
+    parse_date(s).unwrap()
+}
+
+/// Local 09:00 in Ho Chi Minh City on `date`, in milliseconds.
+fn at(date: &str) -> i64 {
+    i64::from(day(date)) * 86_400_000 + 2 * HOUR
+}
+
+struct Case {
+    id: String,
+    version: i64,
+    seq: u64,
+}
+
+impl Case {
+    fn new(id: &str) -> Case {
+        Case {
+            id: id.into(),
+            version: 0,
+            seq: 0,
+        }
+    }
+    fn event(&mut self, when: i64, event: CaseEventKind) -> CaseEvent {
+        self.version += 1;
+        self.seq += 1;
+        CaseEvent {
+            envelope: Envelope {
+                event_id: format!("{}-{}", self.id, self.seq),
+                occurred_at: when,
+                producer_unit: "W1".into(),
+                aggregate_id: self.id.clone(),
+                aggregate_version: self.version,
+                correlation_id: "c".into(),
+            },
+            event,
+        }
+    }
+}
+
+fn submitted(unit: &str, procedure: &str, channel: Channel, e2e: bool, due: &str) -> CaseEventKind {
+    CaseEventKind::CaseSubmitted(CaseSubmitted {
+        procedure_code: procedure.into(),
+        receiving_unit: unit.into(),
+        home_unit: "W2".into(),
+        channel,
+        end_to_end_online: e2e,
+        applicant_id: "079203001234".into(),
+        due_date: day(due),
+        documents: vec![],
+    })
+}
+
+fn accepted(unit: &str) -> CaseEventKind {
+    CaseEventKind::CaseAccepted(CaseAccepted {
+        processing_unit: unit.into(),
+    })
+}
+
+fn completed() -> CaseEventKind {
+    CaseEventKind::CaseCompleted(CaseCompleted {
+        result: "ok".into(),
+        result_document: None,
+    })
+}
+
+fn supplement_requested() -> CaseEventKind {
+    CaseEventKind::SupplementRequested(SupplementRequested {
+        reason: "r".into(),
+        requested_documents: vec![],
+    })
+}
+
+fn supplement_received() -> CaseEventKind {
+    CaseEventKind::SupplementReceived(SupplementReceived { documents: vec![] })
+}
+
+fn apply(engine: &mut Engine, event: &CaseEvent) -> Outcome {
+    let bytes = serde_json::to_string(event).unwrap();
+    let borrowed: CaseEvent<&str> = serde_json::from_str(&bytes).unwrap();
+    engine.apply_case(&borrowed)
+}
+
+fn feedback(id: &str, version: i64, seq: u64, event: FeedbackEventKind) -> FeedbackEvent {
+    FeedbackEvent {
+        envelope: Envelope {
+            event_id: format!("{id}-{seq}"),
+            occurred_at: at("2026-11-02"),
+            producer_unit: "W1".into(),
+            aggregate_id: id.into(),
+            aggregate_version: version,
+            correlation_id: "c".into(),
+        },
+        event,
+    }
+}
+
+fn apply_feedback(engine: &mut Engine, event: &FeedbackEvent) -> Outcome {
+    let bytes = serde_json::to_string(event).unwrap();
+    let borrowed: FeedbackEvent<&str> = serde_json::from_str(&bytes).unwrap();
+    engine.apply_feedback(&borrowed)
+}
+
+fn p1() -> ProcedureKey {
+    ("P1".to_string(), Level::FullOnline)
+}
+
+fn other() -> ProcedureKey {
+    ("other".to_string(), Level::Offline)
+}
+
+#[test]
+fn a_case_on_time_and_a_case_late() {
+    let mut e = engine();
+    let mut a = Case::new("A");
+    let mut b = Case::new("B");
+    let events = [
+        a.event(
+            at("2026-11-02"),
+            submitted("W1", "P1", Channel::Online, true, "2026-11-06"),
+        ),
+        a.event(at("2026-11-02"), accepted("STP")),
+        a.event(at("2026-11-06"), completed()),
+        b.event(
+            at("2026-11-02"),
+            submitted("W1", "P2", Channel::Counter, false, "2026-11-04"),
+        ),
+        b.event(at("2026-11-05"), completed()),
+    ];
+    for ev in &events {
+        assert_eq!(apply(&mut e, ev), Outcome::Applied);
+    }
+    let t = e.tallies();
+    assert_eq!(t.unit_received[&("W1".to_string(), "online")], 1);
+    assert_eq!(t.unit_received[&("W1".to_string(), "counter")], 1);
+    assert_eq!(t.unit_end_to_end_online["W1"], 1);
+    assert_eq!(t.unit_accepted["STP"], 1);
+    assert_eq!(
+        t.unit_completed[&("STP".to_string(), Timeliness::OnTime)],
+        1
+    );
+    assert_eq!(t.unit_completed[&("W1".to_string(), Timeliness::Late)], 1);
+    assert_eq!(t.procedure_received[&(p1(), "online")], 1);
+    assert_eq!(t.procedure_received[&(other(), "counter")], 1);
+    assert_eq!(t.procedure_completed[&(p1(), Timeliness::OnTime)], 1);
+    assert_eq!(t.procedure_completed[&(other(), Timeliness::Late)], 1);
+    assert!(t.anomalies.is_empty());
+    let obs = e.take_observations();
+    assert_eq!(obs.len(), 2);
+    assert_eq!(obs[0].seconds, 4.0 * 86_400.0);
+    assert_eq!(obs[1].unit, "W1");
+    let g = e.gauges(day("2026-11-28"));
+    assert_eq!(g.unit_open.get("STP").copied().unwrap_or(0), 0);
+    assert_eq!(g.unit_overdue.get("W1").copied().unwrap_or(0), 0);
+}
+
+#[test]
+fn open_and_overdue_follow_the_responsible_unit_and_today() {
+    let mut e = engine();
+    let mut a = Case::new("A");
+    apply(
+        &mut e,
+        &a.event(
+            at("2026-11-02"),
+            submitted("W1", "P1", Channel::Postal, false, "2026-11-06"),
+        ),
+    );
+    let g = e.gauges(day("2026-11-06"));
+    assert_eq!(
+        (
+            g.unit_open.get("W1").copied().unwrap_or(0),
+            g.unit_overdue.get("W1").copied().unwrap_or(0)
+        ),
+        (1, 0)
+    );
+    let g = e.gauges(day("2026-11-07"));
+    assert_eq!(
+        (
+            g.unit_open.get("W1").copied().unwrap_or(0),
+            g.unit_overdue.get("W1").copied().unwrap_or(0)
+        ),
+        (1, 1)
+    );
+    assert_eq!(g.procedure_overdue.get(&p1()).copied().unwrap_or(0), 1);
+    apply(
+        &mut e,
+        &a.event(
+            at("2026-11-03"),
+            CaseEventKind::CaseAssigned(CaseAssigned {
+                from_unit: "W1".into(),
+                to_unit: "W2".into(),
+                kind: AssignmentKind::Transferred,
+                note: None,
+            }),
+        ),
+    );
+    let g = e.gauges(day("2026-11-07"));
+    assert_eq!(g.unit_open.get("W1"), None);
+    assert_eq!(g.unit_open.get("W2").copied().unwrap_or(0), 1);
+    assert_eq!(g.unit_overdue.get("W2").copied().unwrap_or(0), 1);
+    apply(
+        &mut e,
+        &a.event(
+            at("2026-11-09"),
+            CaseEventKind::CaseWithdrawn(CaseWithdrawn { reason: None }),
+        ),
+    );
+    let g = e.gauges(day("2026-11-30"));
+    assert_eq!(
+        (
+            g.unit_open.get("W2").copied().unwrap_or(0),
+            g.unit_overdue.get("W2").copied().unwrap_or(0)
+        ),
+        (0, 0)
+    );
+    assert_eq!(e.tallies().unit_ended[&("W2".to_string(), "withdrawn")], 1);
+}
+
+#[test]
+fn a_pending_supplement_pauses_the_clock_in_working_days() {
+    let mut e = engine();
+    let mut a = Case::new("A");
+    // Due Friday 6 Nov. Supplement requested Wednesday 4 Nov, received Wednesday 11 Nov:
+    // paused 4, 5, 6, 9, 10 Nov = 5 working days, so the due date moves to Friday 13 Nov.
+    apply(
+        &mut e,
+        &a.event(
+            at("2026-11-02"),
+            submitted("W1", "P1", Channel::Online, true, "2026-11-06"),
+        ),
+    );
+    apply(&mut e, &a.event(at("2026-11-04"), supplement_requested()));
+    // While pending, never overdue.
+    let g = e.gauges(day("2026-11-10"));
+    assert_eq!(
+        (
+            g.unit_open.get("W1").copied().unwrap_or(0),
+            g.unit_overdue.get("W1").copied().unwrap_or(0)
+        ),
+        (1, 0)
+    );
+    apply(&mut e, &a.event(at("2026-11-11"), supplement_received()));
+    assert_eq!(
+        e.gauges(day("2026-11-13"))
+            .unit_overdue
+            .get("W1")
+            .copied()
+            .unwrap_or(0),
+        0
+    );
+    assert_eq!(
+        e.gauges(day("2026-11-14"))
+            .unit_overdue
+            .get("W1")
+            .copied()
+            .unwrap_or(0),
+        1
+    );
+    apply(&mut e, &a.event(at("2026-11-13"), completed()));
+    let t = e.tallies();
+    assert_eq!(t.unit_completed[&("W1".to_string(), Timeliness::OnTime)], 1);
+    assert_eq!(t.unit_supplements["W1"], 1);
+    assert_eq!(t.procedure_supplements[&p1()], 1);
+}
+
+#[test]
+fn the_pause_skips_holidays_and_ends_at_completion() {
+    let mut e = engine();
+    let mut a = Case::new("A");
+    // Due Thursday 29 Apr 2026; supplement requested Tuesday 28 Apr, never received,
+    // completed Tuesday 5 May: paused 28, 29 Apr and 4 May (30 Apr, 1 May holidays,
+    // 2–3 May weekend) = 3 working days, due moves to Tuesday 5 May: on time.
+    apply(
+        &mut e,
+        &a.event(
+            at("2026-04-20"),
+            submitted("W1", "P2", Channel::Counter, false, "2026-04-29"),
+        ),
+    );
+    apply(&mut e, &a.event(at("2026-04-28"), supplement_requested()));
+    apply(&mut e, &a.event(at("2026-05-05"), completed()));
+    assert_eq!(
+        e.tallies().unit_completed[&("W1".to_string(), Timeliness::OnTime)],
+        1
+    );
+    let mut b = Case::new("B");
+    apply(
+        &mut e,
+        &b.event(
+            at("2026-04-20"),
+            submitted("W1", "P2", Channel::Counter, false, "2026-04-29"),
+        ),
+    );
+    apply(&mut e, &b.event(at("2026-05-04"), completed()));
+    apply(
+        &mut e,
+        &Case {
+            id: "C".into(),
+            version: 0,
+            seq: 0,
+        }
+        .event(
+            at("2026-04-20"),
+            submitted("W1", "P2", Channel::Counter, false, "2026-04-29"),
+        ),
+    );
+    // B: no pause, completed 4 May after 29 Apr: late.
+    assert_eq!(
+        e.tallies().unit_completed[&("W1".to_string(), Timeliness::Late)],
+        1
+    );
+}
+
+#[test]
+fn duplicates_change_nothing() {
+    let mut e = engine();
+    let mut a = Case::new("A");
+    let events = [
+        a.event(
+            at("2026-11-02"),
+            submitted("W1", "P1", Channel::Online, true, "2026-11-06"),
+        ),
+        a.event(at("2026-11-03"), supplement_requested()),
+        a.event(at("2026-11-04"), completed()),
+    ];
+    for ev in &events {
+        apply(&mut e, ev);
+    }
+    let before = e.tallies().clone();
+    let gauges = e.gauges(day("2026-11-28"));
+    for ev in events.iter().chain(events.iter()) {
+        assert_eq!(apply(&mut e, ev), Outcome::Duplicate);
+    }
+    let mut after = e.tallies().clone();
+    assert_eq!(
+        after.events.remove(&(Stream::Case, Outcome::Duplicate)),
+        Some(6)
+    );
+    let mut before_no_dup = before.clone();
+    before_no_dup
+        .events
+        .remove(&(Stream::Case, Outcome::Duplicate));
+    assert_eq!(after, before_no_dup);
+    assert_eq!(e.gauges(day("2026-11-28")), gauges);
+    assert_eq!(e.take_observations().len(), 1);
+}
+
+#[test]
+fn bad_input_is_counted_and_changes_no_indicator() {
+    let mut e = engine();
+    // Unknown unit, then a later step of the same case: ignored, not another anomaly.
+    let mut u = Case::new("U");
+    assert_eq!(
+        apply(
+            &mut e,
+            &u.event(
+                at("2026-11-02"),
+                submitted("NOPE", "P1", Channel::Online, true, "2026-11-06")
+            )
+        ),
+        Outcome::Anomaly
+    );
+    assert_eq!(
+        apply(&mut e, &u.event(at("2026-11-03"), completed())),
+        Outcome::Ignored
+    );
+    // Unknown procedure.
+    let mut p = Case::new("P");
+    assert_eq!(
+        apply(
+            &mut e,
+            &p.event(
+                at("2026-11-02"),
+                submitted("W1", "9.999", Channel::Online, true, "2026-11-06")
+            )
+        ),
+        Outcome::Anomaly
+    );
+    // Completion of a case never submitted.
+    let mut o = Case::new("O");
+    o.version = 4;
+    assert_eq!(
+        apply(&mut e, &o.event(at("2026-11-03"), completed())),
+        Outcome::Anomaly
+    );
+    // A good case with bad steps.
+    let mut g = Case::new("G");
+    apply(
+        &mut e,
+        &g.event(
+            at("2026-11-02"),
+            submitted("W1", "P1", Channel::Online, false, "2026-11-06"),
+        ),
+    );
+    assert_eq!(
+        apply(
+            &mut e,
+            &g.event(
+                at("2026-11-02"),
+                submitted("W1", "P1", Channel::Online, false, "2026-11-06")
+            )
+        ),
+        Outcome::Anomaly
+    );
+    assert_eq!(
+        apply(&mut e, &g.event(at("2026-11-03"), accepted("XX"))),
+        Outcome::Anomaly
+    );
+    assert_eq!(
+        apply(&mut e, &g.event(at("2026-11-03"), supplement_received())),
+        Outcome::Anomaly
+    );
+    assert_eq!(
+        apply(
+            &mut e,
+            &g.event(
+                at("2026-11-03"),
+                CaseEventKind::ResultReturned(ResultReturned {
+                    channel: Channel::Online
+                })
+            )
+        ),
+        Outcome::Anomaly
+    );
+    // Out of order: a version not after the last applied one.
+    let mut stale = g.event(at("2026-11-03"), accepted("STP"));
+    stale.envelope.aggregate_version = 1;
+    assert_eq!(apply(&mut e, &stale), Outcome::Anomaly);
+    assert_eq!(
+        apply(&mut e, &g.event(at("2026-11-04"), completed())),
+        Outcome::Applied
+    );
+    assert_eq!(
+        apply(&mut e, &g.event(at("2026-11-05"), completed())),
+        Outcome::Anomaly
+    );
+    assert_eq!(
+        apply(
+            &mut e,
+            &g.event(
+                at("2026-11-05"),
+                CaseEventKind::ResultReturned(ResultReturned {
+                    channel: Channel::Online
+                })
+            )
+        ),
+        Outcome::Applied
+    );
+    // Completion before submission (by time): closed, counted nowhere else.
+    let mut t = Case::new("T");
+    apply(
+        &mut e,
+        &t.event(
+            at("2026-11-10"),
+            submitted("W2", "P1", Channel::Online, false, "2026-11-16"),
+        ),
+    );
+    assert_eq!(
+        apply(&mut e, &t.event(at("2026-11-09"), completed())),
+        Outcome::Anomaly
+    );
+
+    let tallies = e.tallies();
+    let kinds: Vec<(&str, u64)> = tallies
+        .anomalies
+        .iter()
+        .map(|(k, v)| (k.as_label(), *v))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("unknown_unit", 2),
+            ("unknown_procedure", 1),
+            ("before_submission", 1),
+            ("duplicate_submission", 1),
+            ("out_of_order", 2),
+            ("after_close", 1),
+            ("completed_before_submitted", 1),
+            ("no_pending_supplement", 1),
+        ]
+    );
+    // Only G and T were counted as received; only G completed.
+    let received: u64 = tallies.unit_received.values().sum();
+    assert_eq!(received, 2);
+    let completed: u64 = tallies.unit_completed.values().sum();
+    assert_eq!(completed, 1);
+    assert!(!tallies.unit_accepted.contains_key("XX"));
+    assert!(!tallies.unit_received.keys().any(|(u, _)| u == "NOPE"));
+    let g = e.gauges(day("2026-11-28"));
+    assert_eq!(g.unit_open.values().sum::<i64>(), 0);
+    assert_eq!(tallies.events[&(Stream::Case, Outcome::Ignored)], 1);
+    assert_eq!(e.take_observations().len(), 1);
+}
+
+#[test]
+fn undecodable_records_are_anomalies() {
+    let mut e = engine();
+    assert_eq!(e.undecodable(Stream::Feedback), Outcome::Anomaly);
+    assert_eq!(e.tallies().anomalies[&Anomaly::Undecodable], 1);
+    assert_eq!(e.tallies().events[&(Stream::Feedback, Outcome::Anomaly)], 1);
+}
+
+#[test]
+fn feedback_received_resolved_and_rated() {
+    let mut e = engine();
+    let submitted = |unit: &str| {
+        FeedbackEventKind::FeedbackSubmitted(FeedbackSubmitted {
+            receiving_unit: unit.into(),
+            channel: Channel::Online,
+            category: "land".into(),
+            content: "x".into(),
+            related_case_id: None,
+            citizen_id: None,
+        })
+    };
+    let resolved = |s: Option<i32>| {
+        FeedbackEventKind::FeedbackResolved(FeedbackResolved {
+            resolution: "done".into(),
+            satisfaction: s,
+        })
+    };
+    let assigned = FeedbackEventKind::FeedbackAssigned(FeedbackAssigned {
+        to_unit: "STP".into(),
+        due_date: day("2026-11-10"),
+    });
+    let f1 = [
+        feedback("F1", 1, 1, submitted("W1")),
+        feedback("F1", 2, 2, assigned.clone()),
+        feedback("F1", 3, 3, resolved(Some(4))),
+    ];
+    for ev in &f1 {
+        assert_eq!(apply_feedback(&mut e, ev), Outcome::Applied);
+        assert_eq!(apply_feedback(&mut e, ev), Outcome::Duplicate);
+    }
+    apply_feedback(&mut e, &feedback("F2", 1, 1, submitted("W1")));
+    apply_feedback(&mut e, &feedback("F2", 2, 2, resolved(Some(9))));
+    apply_feedback(&mut e, &feedback("F3", 1, 1, submitted("W2")));
+    apply_feedback(&mut e, &feedback("F3", 2, 2, resolved(Some(1))));
+    assert_eq!(
+        apply_feedback(&mut e, &feedback("F3", 3, 3, resolved(Some(5)))),
+        Outcome::Anomaly
+    );
+    assert_eq!(
+        apply_feedback(&mut e, &feedback("F4", 2, 1, resolved(Some(5)))),
+        Outcome::Anomaly
+    );
+    assert_eq!(
+        apply_feedback(&mut e, &feedback("F5", 1, 1, submitted("ZZ"))),
+        Outcome::Anomaly
+    );
+    assert_eq!(
+        apply_feedback(&mut e, &feedback("F5", 2, 2, resolved(None))),
+        Outcome::Ignored
+    );
+    let t = e.tallies();
+    assert_eq!(t.unit_feedback_received["W1"], 2);
+    assert_eq!(t.unit_feedback_received["W2"], 1);
+    assert_eq!(t.unit_feedback_resolved["STP"], 1);
+    assert_eq!(t.unit_feedback_resolved["W1"], 1);
+    assert_eq!(t.unit_satisfaction["STP"], (4, 1));
+    assert!(!t.unit_satisfaction.contains_key("W1"));
+    assert_eq!(t.unit_satisfaction["W2"], (1, 1));
+    assert_eq!(t.anomalies[&Anomaly::InvalidSatisfaction], 1);
+    assert_eq!(t.anomalies[&Anomaly::AfterClose], 1);
+    assert_eq!(t.anomalies[&Anomaly::BeforeSubmission], 1);
+    assert_eq!(t.anomalies[&Anomaly::UnknownUnit], 1);
+}
+
+#[test]
+fn event_keys() {
+    assert_eq!(
+        event_key("00000000-0000-4000-8000-00000000000a"),
+        0x0000_0000_0000_4000_8000_0000_0000_000a
+    );
+    assert_eq!(event_key("not a uuid"), event_key("not a uuid"));
+    assert_ne!(event_key("a"), event_key("b"));
+}
