@@ -113,14 +113,7 @@ pub(crate) async fn ensure_columns(
         };
         match have {
             Some(t) if t == c.ty => {}
-            Some(t) => {
-                return Err(StoreError::Incompatible(format!(
-                    "column {table}.{} is {} but a writer schema now sends {}",
-                    c.name,
-                    t.as_str(),
-                    c.ty.as_str()
-                )));
-            }
+            Some(t) => return Err(StoreError::column_type_changed(table, &c.name, t, c.ty)),
             None => {
                 tx.batch_execute(&format!(
                     "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",

@@ -34,6 +34,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A writer schema sends `column` of `table` as `sent`, but the store holds it as `held`:
+    /// the same refusal, worded the same, in every store.
+    pub fn column_type_changed(
+        table: &str,
+        column: &str,
+        held: crate::model::SqlType,
+        sent: crate::model::SqlType,
+    ) -> StoreError {
+        StoreError::Incompatible(format!(
+            "column {table}.{column} is {} but a writer schema now sends {}",
+            held.as_str(),
+            sent.as_str()
+        ))
+    }
+
     /// Whether retrying the same batch may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Transient { .. })

@@ -291,12 +291,7 @@ fn apply_batch(inner: &mut Inner, batch: Batch) -> Result<Applied, StoreError> {
                         .insert(c.name.to_string(), t);
                 }
                 Some(t) => {
-                    return Err(StoreError::Incompatible(format!(
-                        "column {table}.{} is {} but a writer schema now sends {}",
-                        c.name,
-                        t.as_str(),
-                        c.ty.as_str()
-                    )));
+                    return Err(StoreError::column_type_changed(table, &c.name, t, c.ty));
                 }
                 None => {
                     tx.execute_batch(&format!(
