@@ -44,7 +44,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lienthong_connect::model::{Cell, Entity, HISTORY_COLUMNS, SqlType};
+use lienthong_connect::model::{Cell, Entity, SqlType, history_table_ddl};
 use lienthong_connect::sink::{Applied, Batch, Sink, StoredOffset};
 use lienthong_connect::{Row, StoreError};
 use tokio_postgres::error::SqlState;
@@ -198,22 +198,7 @@ pub fn base_ddl() -> String {
             ff = fillfactor(e),
         ));
         if let Some(h) = e.history_table() {
-            let mut cols = vec!["event_id TEXT PRIMARY KEY".to_string()];
-            for (name, ty) in HISTORY_COLUMNS {
-                let check = if *name == "version" {
-                    " CHECK (version >= 1)"
-                } else {
-                    ""
-                };
-                cols.push(format!("{} {} NOT NULL{check}", q(name), sql_type(*ty)));
-            }
-            ddl.push_str(&format!(
-                "CREATE TABLE IF NOT EXISTS {} ({});\nCREATE INDEX IF NOT EXISTS {} ON {} (id, version);\n",
-                q(h),
-                cols.join(", "),
-                q(&format!("{h}_by_id")),
-                q(h)
-            ));
+            ddl.push_str(&history_table_ddl(h, q, sql_type));
         }
     }
     ddl

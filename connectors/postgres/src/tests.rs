@@ -1,6 +1,5 @@
 use crate::apply::*;
-use crate::*;
-use lienthong_connect::model::HistoryRow;
+use lienthong_connect::model::{HISTORY_COLUMNS, HistoryRow};
 
 /// Split binary COPY data into its rows' fields, checking the framing on the way.
 fn fields(data: &[u8]) -> Vec<Vec<Vec<u8>>> {

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lienthong_connect::model::{Cell, Entity, HISTORY_COLUMNS, HistoryInsert, SqlType, plan};
+use lienthong_connect::model::{
+    Cell, Entity, HISTORY_COLUMNS, HistoryInsert, SqlType, history_table_ddl, plan,
+};
 use lienthong_connect::sink::{Applied, Batch, Sink, StoredOffset};
 use lienthong_connect::{Row, StoreError};
 use rusqlite::types::{Value, ValueRef};
@@ -91,22 +93,7 @@ pub fn base_ddl() -> String {
             cols.join(", ")
         ));
         if let Some(h) = e.history_table() {
-            let mut cols = vec!["event_id TEXT PRIMARY KEY NOT NULL".to_string()];
-            for (name, ty) in HISTORY_COLUMNS {
-                let check = if *name == "version" {
-                    " CHECK (version >= 1)"
-                } else {
-                    ""
-                };
-                cols.push(format!("{} {} NOT NULL{check}", q(name), sql_type(*ty)));
-            }
-            ddl.push_str(&format!(
-                "CREATE TABLE IF NOT EXISTS {} ({});\nCREATE INDEX IF NOT EXISTS {} ON {} (id, version);\n",
-                q(h),
-                cols.join(", "),
-                q(&format!("{h}_by_id")),
-                q(h)
-            ));
+            ddl.push_str(&history_table_ddl(h, q, sql_type));
         }
     }
     ddl

@@ -169,6 +169,32 @@ impl SqlType {
     }
 }
 
+/// The statements that create history table `history` and its index on `(id, version)`, in the
+/// SQL both stores speak, given how a store quotes a name and spells a column type: the event id
+/// the primary key, every history column `NOT NULL`, the version at least 1.
+pub fn history_table_ddl(
+    history: &str,
+    quote: impl Fn(&str) -> String,
+    sql_type: impl Fn(SqlType) -> &'static str,
+) -> String {
+    let mut cols = vec!["event_id TEXT PRIMARY KEY NOT NULL".to_string()];
+    for (name, ty) in HISTORY_COLUMNS {
+        let check = if *name == "version" {
+            " CHECK (version >= 1)"
+        } else {
+            ""
+        };
+        cols.push(format!("{} {} NOT NULL{check}", quote(name), sql_type(*ty)));
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({});\nCREATE INDEX IF NOT EXISTS {} ON {} (id, version);\n",
+        quote(history),
+        cols.join(", "),
+        quote(&format!("{history}_by_id")),
+        quote(history)
+    )
+}
+
 /// One value of a row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
