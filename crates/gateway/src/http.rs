@@ -354,13 +354,33 @@ async fn publish_event(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let name = topic.as_ref().map(|Path(t)| t.clone()).unwrap_or_default();
-    let mut events = 1;
-    match accept(gw.clone(), topic, &headers, body, false, &mut events).await {
-        Ok((status, mut receipts)) => match receipts.pop() {
+    respond(
+        gw,
+        topic,
+        headers,
+        body,
+        false,
+        |status, mut receipts| match receipts.pop() {
             Some(r) => (status, axum::Json(r)).into_response(),
             None => GatewayError::Malformed("no event".into()).into_response(),
         },
+    )
+    .await
+}
+
+/// Accept one event or a batch, answer with `ok` once committed, and count a refusal.
+async fn respond(
+    gw: Arc<Gateway>,
+    topic: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+    batch: bool,
+    ok: impl FnOnce(StatusCode, Vec<Receipt>) -> Response,
+) -> Response {
+    let name = topic.as_ref().map(|Path(t)| t.clone()).unwrap_or_default();
+    let mut events = 1;
+    match accept(gw.clone(), topic, &headers, body, batch, &mut events).await {
+        Ok((status, receipts)) => ok(status, receipts),
         Err(e) => {
             count_rejected(&gw, &name, events, &e);
             e.into_response()
@@ -398,15 +418,10 @@ async fn publish_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let name = topic.as_ref().map(|Path(t)| t.clone()).unwrap_or_default();
-    let mut events = 1;
-    match accept(gw.clone(), topic, &headers, body, true, &mut events).await {
-        Ok((status, receipts)) => (status, axum::Json(BatchReceipts { receipts })).into_response(),
-        Err(e) => {
-            count_rejected(&gw, &name, events, &e);
-            e.into_response()
-        }
-    }
+    respond(gw, topic, headers, body, true, |status, receipts| {
+        (status, axum::Json(BatchReceipts { receipts })).into_response()
+    })
+    .await
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
