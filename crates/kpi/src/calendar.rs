@@ -21,27 +21,15 @@ const MAX_WORKING_DAYS: i32 = 10_000;
 
 /// Days since the epoch of a proleptic Gregorian date (Howard Hinnant's algorithm).
 pub fn days_from_civil(year: i32, month: u32, day: u32) -> Day {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = month as i32;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i32 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    // The contract's arithmetic (the dates of events); a year of an `i32` day fits an `i32`.
+    lienthong_contract::json::days_from_civil(i64::from(year), i64::from(month), i64::from(day))
+        as Day
 }
 
 /// The date of a day since the epoch, as (year, month, day).
 pub fn civil_from_days(z: Day) -> (i32, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let (y, m, d) = lienthong_contract::json::civil_from_days(i64::from(z));
+    (y as i32, m, d)
 }
 
 /// `YYYY-MM-DD` to a day.
