@@ -252,6 +252,16 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .map_or(0.0, |v| v.parse().unwrap())
 }
 
+/// The store holds `cases` cases, each at its last step, and `events` history rows.
+fn assert_every_event_once(store: &FaultyStore, cases: usize, events: usize) {
+    let (held_cases, history, versions) = held(store);
+    assert_eq!((held_cases, history), (cases, events));
+    assert!(
+        versions.iter().all(|v| *v == steps() as i64),
+        "{versions:?}"
+    );
+}
+
 /// Cases and history rows the store holds, and every case's version.
 fn held(store: &FaultyStore) -> (usize, usize, Vec<i64>) {
     let rows = store.inner.all_rows();
@@ -284,12 +294,7 @@ async fn a_transient_store_error_is_retried_and_nothing_is_dead_lettered() {
         "{metrics}"
     );
     assert!(dead_letters(&setup.bootstrap).is_empty());
-    let (cases, history, versions) = held(&store);
-    assert_eq!((cases, history), (30, records.len()));
-    assert!(
-        versions.iter().all(|v| *v == steps() as i64),
-        "{versions:?}"
-    );
+    assert_every_event_once(&store, 30, records.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,12 +341,7 @@ async fn a_fenced_batch_makes_the_loop_read_the_offsets_again() {
     // instance applied is not applied again, and what follows it is.
     assert!(store.script().offsets_reads >= 2);
     assert!(dead_letters(&setup.bootstrap).is_empty());
-    let (cases, history, versions) = held(&store);
-    assert_eq!((cases, history), (30, records.len()));
-    assert!(
-        versions.iter().all(|v| *v == steps() as i64),
-        "{versions:?}"
-    );
+    assert_every_event_once(&store, 30, records.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

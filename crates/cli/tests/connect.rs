@@ -69,12 +69,7 @@ async fn a_stream_is_applied_exactly_and_a_replay_changes_nothing(store: Store) 
     let (token, task) = spawn(config(&toml));
     wait_caught_up(&store, &name, &topic, &ends, Duration::from_secs(120)).await;
 
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(metrics_port).await;
     assert!(
         metrics.contains(&format!(
             "lienthong_connector_events_consumed_total{{connector=\"{name}\",topic=\"{topic}\"}} {}",

@@ -338,12 +338,7 @@ async fn postgres_stopped_for_twenty_seconds_loses_nothing_and_dead_letters_noth
     second.cancel();
     second_task.await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(paused_at.elapsed())).await;
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(metrics_port).await;
     assert!(
         metrics.contains(&format!(
             "lienthong_connector_retrying{{connector=\"{name}\"}} 1"
@@ -355,12 +350,7 @@ async fn postgres_stopped_for_twenty_seconds_loses_nothing_and_dead_letters_noth
     producing.await.unwrap();
     let ends = end_offsets(&kafka, &topic).await;
     wait_caught_up(&store, &name, &topic, &ends, Duration::from_secs(180)).await;
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(metrics_port).await;
     token.cancel();
     task.await.unwrap().unwrap();
     assert!(

@@ -78,12 +78,7 @@ async fn serve_registry(
 
 /// The connector's counter of registry retries and its `retrying` gauge, from `/metrics`.
 async fn registry_retries(metrics_port: u16, name: &str) -> (f64, f64) {
-    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(metrics_port).await;
     let value = |metric: &str, labels: &[String]| {
         text.lines()
             .find(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|x| l.contains(x)))

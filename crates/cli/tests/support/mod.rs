@@ -403,6 +403,16 @@ pub async fn end_offsets(kafka: &Kafka, topic: &str) -> BTreeMap<i32, i64> {
 }
 
 /// Wait until the store's offsets for `connector` reach `ends` on `topic`.
+/// The text a connector serves at `/metrics` on `port`.
+pub async fn metrics_text(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub async fn wait_caught_up(
     store: &Store,
     connector: &str,
