@@ -100,21 +100,12 @@ pub enum ConnectError {
         /// The bootstrap servers asked.
         bootstrap: String,
     },
-    /// The connector could not listen on its `/metrics` address (in use, not permitted).
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
     /// Something that should not happen did (a task panicked, a record of a topic the
     /// connector does not consume): a bug, not bad input. The connector stops.
     #[error("internal error: {0}")]
     Internal(String),
-    /// Metrics could not be set up.
-    #[error("telemetry: {0}")]
+    /// Metrics could not be set up, or `metrics_listen` is not an address or cannot be bound.
+    #[error("{0}")]
     Telemetry(#[from] lienthong_telemetry::TelemetryError),
 }
 
@@ -124,6 +115,15 @@ impl ConnectError {
         match self {
             ConnectError::Store(e) => e.is_transient(),
             ConnectError::Kafka(_) | ConnectError::KafkaUnreachable { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// A mistake in the connector's configuration (exit 2), not an outage or a bug.
+    pub fn is_config(&self) -> bool {
+        match self {
+            ConnectError::Config(_) => true,
+            ConnectError::Telemetry(e) => e.is_config(),
             _ => false,
         }
     }

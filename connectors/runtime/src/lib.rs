@@ -28,5 +28,5 @@ pub use config::ConnectorConfig;
 pub use digest::{Digest, Row};
 pub use error::{ConnectError, StoreError};
 pub use memory::MemoryStore;
-pub use runner::run;
+pub use runner::{run, start};
 pub use sink::{Applied, Batch, OffsetUpdate, Sink, StoredOffset};

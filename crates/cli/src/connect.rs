@@ -2,80 +2,56 @@
 //! `connectors = [...]`: several, beside the other components).
 //!
 //! The connector's TOML names its store (`[store] kind = "postgres"` or `"sqlite"`); this
-//! module opens that store (waiting, with backoff, while it is unreachable), serves `/metrics`
-//! if asked, and hands both to the runtime's loop (`lienthong_connect::run`).
+//! module hands the runtime (`lienthong_connect::start`) the one store opener
+//! (`AnyStore::open_retrying`, which waits with backoff while the store is unreachable). The
+//! runtime serves `/metrics`, `/healthz` and `/readyz` on `metrics_listen` if it is set.
 
 use lienthong_telemetry::say;
 use std::path::Path;
 use std::sync::Arc;
 
 use lienthong_connect::{ConnectError, ConnectorConfig};
-use lienthong_contract::Catalog;
 use lienthong_store::AnyStore;
 use lienthong_telemetry::Telemetry;
+use lienthong_telemetry::component::Running;
 use tokio_util::sync::CancellationToken;
 
 use crate::CliError;
 
-/// Load the connector's config from `path` and run it.
+/// Load the connector's config from `path` and run it until `shutdown`.
 pub async fn run_file(path: &Path, shutdown: CancellationToken) -> Result<(), CliError> {
     let config = ConnectorConfig::load(path).map_err(|e| CliError::Usage(e.to_string()))?;
     tracing::info!(?config, "connector configuration");
-    run(config, shutdown).await.map_err(|e| match e {
-        ConnectError::Config(m) => CliError::Usage(m),
-        other => CliError::Failed(other.to_string()),
-    })
+    run(config, shutdown).await.map_err(cli_error)
 }
 
-/// Run a connector in this process until `shutdown` (used by the binary and by tests).
+/// Run a connector in this process until `shutdown` (used by the binary, `replay` and tests).
 pub async fn run(config: ConnectorConfig, shutdown: CancellationToken) -> Result<(), ConnectError> {
-    run_with(config, Telemetry::new("connector")?, shutdown).await
+    let telemetry = Telemetry::new("connector")?;
+    start(config, &telemetry, &shutdown).await?.wait().await
 }
 
-/// Run a connector recording into `telemetry` (the process's one registry, under `up`).
-pub async fn run_with(
+/// Start a connector recording into `telemetry` (the process's one registry, under `up`).
+pub async fn start(
     config: ConnectorConfig,
-    telemetry: Arc<Telemetry>,
-    shutdown: CancellationToken,
-) -> Result<(), ConnectError> {
-    let catalog = Arc::new(Catalog::load(&config.schemas.dir)?);
-    if let Some(listen) = &config.metrics_listen {
-        let addr = tokio::net::lookup_host(listen.as_str())
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| {
-                ConnectError::Config(format!(
-                    "metrics_listen {listen:?}: not an address (host:port)"
-                ))
-            })?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ConnectError::Listen {
-                addr: listen.clone(),
-                source,
-            })?;
-        let router = lienthong_telemetry::router(telemetry.clone());
-        let stop = shutdown.clone();
-        tracing::info!(address = %listen, "serving /metrics");
-        tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "metrics server stopped");
-            }
-        });
-    }
-    let Some(sink) = AnyStore::open_retrying(&config.store, &config.retry, &shutdown).await? else {
-        return Ok(());
-    };
-    lienthong_connect::run(config, catalog, sink, telemetry, shutdown).await
+    telemetry: &Arc<Telemetry>,
+    shutdown: &CancellationToken,
+) -> Result<Running<ConnectError>, ConnectError> {
+    let store = config.store.clone();
+    let retry = config.retry.clone();
+    lienthong_connect::start(config, telemetry, shutdown, move |stop| async move {
+        Ok(AnyStore::open_retrying(&store, &retry, &stop).await?)
+    })
+    .await
 }
 
-/// The connectors `up` runs.
-pub struct Running {
-    tasks: Vec<(String, tokio::task::JoinHandle<Result<(), ConnectError>>)>,
+/// A configuration mistake is a usage error (exit 2); anything else, a failure (exit 1).
+pub fn cli_error(e: ConnectError) -> CliError {
+    if e.is_config() {
+        CliError::Usage(e.to_string())
+    } else {
+        CliError::Failed(e.to_string())
+    }
 }
 
 /// Load every connector config (a bad one stops `up` before anything runs).
@@ -86,49 +62,20 @@ pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<ConnectorConfig>, Cl
         .collect()
 }
 
-/// Start the connectors. A connector that stops with an error stops the whole process
-/// (`shutdown`), so a supervisor restarts it rather than leaving a store silently behind.
-pub fn start_all(
+/// Start the connectors `up` runs.
+pub async fn start_all(
     configs: Vec<ConnectorConfig>,
     telemetry: &Arc<Telemetry>,
-    shutdown: CancellationToken,
-) -> Running {
-    let tasks = configs
-        .into_iter()
-        .map(|config| {
-            let name = config.name.clone();
-            say!("connector {name} running");
-            let stop = shutdown.clone();
-            let telemetry = Arc::clone(telemetry);
-            let task = tokio::spawn(async move {
-                let result = run_with(config, telemetry, stop.child_token()).await;
-                if result.is_err() {
-                    stop.cancel();
-                }
-                result
-            });
-            (name, task)
-        })
-        .collect();
-    Running { tasks }
-}
-
-impl Running {
-    /// Wait for every connector to stop; the first error, by connector name.
-    pub async fn finish(self) -> Result<(), CliError> {
-        let mut first = None;
-        for (name, task) in self.tasks {
-            let failure = match task.await {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => format!("connector {name}: {e}"),
-                Err(e) => format!("connector {name}: the task failed: {e}"),
-            };
-            tracing::error!("{failure}");
-            first.get_or_insert(failure);
-        }
-        match first {
-            None => Ok(()),
-            Some(f) => Err(CliError::Failed(f)),
-        }
+    shutdown: &CancellationToken,
+) -> Result<Vec<Running<ConnectError>>, CliError> {
+    let mut running = Vec::new();
+    for config in configs {
+        let name = config.name.clone();
+        let connector = start(config, telemetry, shutdown)
+            .await
+            .map_err(|e| cli_error(e).context(&format!("connector {name}")))?;
+        say!("connector {name} running");
+        running.push(connector);
     }
+    Ok(running)
 }

@@ -1,7 +1,7 @@
 //! The KPI engine under `lienthong up`: run when the config has a `[kpi]` section (it may be
 //! empty, or only `LIENTHONG__KPI__…` variables). It takes Kafka's address, its options and
 //! the schemas folder from the rest of the config unless the section sets its own, and serves
-//! the process's `/metrics` on `kpi.listen`.
+//! the process's `/metrics` (with `/healthz`, `/readyz`) on `kpi.listen`.
 
 use lienthong_telemetry::say;
 use std::path::Path;
@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use lienthong_kpi::KpiError;
 use lienthong_telemetry::Telemetry;
-use tokio::task::JoinHandle;
+use lienthong_telemetry::component::{Listener, Running};
 use tokio_util::sync::CancellationToken;
 
 use crate::{CliError, Config};
 
-/// The engine's task, if it runs.
-pub type KpiTask = Option<JoinHandle<Result<(), KpiError>>>;
+/// The engine, if it runs.
+pub type Kpi = Option<Running<KpiError>>;
 
 /// The `[kpi]` section completed from the rest of the config, or `None` without one.
 pub fn engine_config(config: &Config) -> Option<lienthong_kpi::KpiConfig> {
@@ -33,36 +33,19 @@ pub fn engine_config(config: &Config) -> Option<lienthong_kpi::KpiConfig> {
 pub async fn start(
     config: &Config,
     telemetry: &Arc<Telemetry>,
-    shutdown: CancellationToken,
-) -> Result<KpiTask, CliError> {
+    shutdown: &CancellationToken,
+) -> Result<Kpi, CliError> {
     let Some(kpi) = engine_config(config) else {
         return Ok(None);
     };
-    kpi.validate()
-        .map_err(|e| CliError::Usage(format!("[kpi]: {e}")))?;
-    let listener = tokio::net::TcpListener::bind(&kpi.listen)
-        .await
-        .map_err(|e| CliError::Failed(format!("kpi.listen {}: {e}", kpi.listen)))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    say!("KPI engine metrics on http://{local}/metrics");
-    Ok(Some(tokio::spawn(lienthong_kpi::run_with_listener(
-        kpi,
-        listener,
-        Arc::clone(telemetry),
-        shutdown,
-    ))))
-}
-
-/// Wait for the engine to stop (after `shutdown`), reporting how it ended.
-pub async fn finish(task: KpiTask) -> Result<(), CliError> {
-    let Some(task) = task else {
-        return Ok(());
+    let refused = |e: KpiError| match e {
+        KpiError::Config(_) => CliError::Usage(format!("[kpi]: {e}")),
+        other => CliError::Failed(format!("KPI engine: {other}")),
     };
-    match task.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(CliError::Failed(format!("KPI engine: {e}"))),
-        Err(e) => Err(CliError::Failed(format!("KPI engine task: {e}"))),
-    }
+    kpi.validate().map_err(refused)?;
+    let listener = Listener::bind("kpi.listen", &kpi.listen).await?;
+    say!("KPI engine metrics on http://{}/metrics", listener.addr());
+    lienthong_kpi::start(kpi, listener, telemetry, shutdown)
+        .map(Some)
+        .map_err(refused)
 }

@@ -23,7 +23,6 @@ pub mod replay;
 pub mod schemas;
 pub mod tail;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,6 +30,7 @@ use clap::{Parser, Subcommand};
 use lienthong_contract::Catalog;
 use lienthong_registry::{Agencies, KafkaLogConfig, Registry, api};
 use lienthong_telemetry::Telemetry;
+use lienthong_telemetry::component::{Listener, Running};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
@@ -171,7 +171,26 @@ pub enum CliError {
     Failed(String),
 }
 
+impl From<lienthong_telemetry::TelemetryError> for CliError {
+    /// A listen address that is not one is a usage error; one that cannot be bound, a failure.
+    fn from(e: lienthong_telemetry::TelemetryError) -> CliError {
+        if e.is_config() {
+            CliError::Usage(e.to_string())
+        } else {
+            CliError::Failed(e.to_string())
+        }
+    }
+}
+
 impl CliError {
+    /// The same error, saying what it was about (`connector x: …`).
+    pub fn context(self, what: &str) -> CliError {
+        match self {
+            CliError::Usage(m) => CliError::Usage(format!("{what}: {m}")),
+            CliError::Failed(m) => CliError::Failed(format!("{what}: {m}")),
+        }
+    }
+
     /// The process exit code.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -348,26 +367,17 @@ async fn demo(
     }
 }
 
-async fn bind(listen: &str, key: &str) -> Result<tokio::net::TcpListener, CliError> {
-    let addr: SocketAddr = listen
-        .parse()
-        .map_err(|e| CliError::Usage(format!("{key} {listen:?}: {e}")))?;
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))
-}
-
 /// Start the gateway (schema ids from the registry's bootstrap; its agencies unless the
-/// gateway has its own) and return the future that serves it until `shutdown`.
+/// gateway has its own), with the registry mounted under `/registry`.
 async fn gateway(
     config: &Config,
     mut gateway_config: lienthong_gateway::GatewayConfig,
-    registry: Arc<Registry>,
+    registry: &Arc<Registry>,
     ids: Vec<(String, u32)>,
-    telemetry: Arc<Telemetry>,
-    shutdown: CancellationToken,
-) -> Result<impl std::future::Future<Output = Result<(), CliError>>, CliError> {
-    use lienthong_gateway::{Gateway, ReadinessProbe, http};
+    telemetry: &Arc<Telemetry>,
+    components: &CancellationToken,
+) -> Result<Running<lienthong_gateway::GatewayError>, CliError> {
+    use lienthong_gateway::{Gateway, ReadinessProbe};
     if gateway_config.agencies.is_empty() {
         gateway_config.agencies = config.registry.agencies.clone();
     }
@@ -376,35 +386,43 @@ async fn gateway(
         .into_iter()
         .filter_map(|(subject, id)| Some((catalog.topic_by_subject(&subject)?.name.clone(), id)))
         .collect();
-    let probe_registry = registry.clone();
+    let probe_registry = Arc::clone(registry);
     let probe: ReadinessProbe = Arc::new(move || {
         let r = probe_registry.clone();
         Box::pin(async move { r.sync().await.map_err(|e| e.to_string()) })
     });
-    let listener = bind(&gateway_config.listen, "gateway.listen").await?;
+    let listener = Listener::bind("gateway.listen", &gateway_config.listen).await?;
     let gw = Gateway::start(
         gateway_config,
         config.kafka.clone(),
         catalog,
         &ids,
         Some(probe),
-        Arc::clone(&telemetry),
-        shutdown.clone(),
+        Arc::clone(telemetry),
+        components.clone(),
     )
     .map_err(|e| CliError::Failed(e.to_string()))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    say!("gateway listening on http://{local} (schema registry under /registry)");
-    tracing::info!(%local, "gateway listening");
-    let app = http::with_registry(
-        http::router(gw.clone()),
-        lienthong_registry::metrics::count_operations(api::router(registry), &telemetry),
+    say!(
+        "gateway listening on http://{} (schema registry under /registry)",
+        listener.addr()
     );
-    Ok(async move {
-        lienthong_gateway::serve(listener, app, gw, shutdown)
-            .await
-            .map_err(|e| CliError::Failed(e.to_string()))
+    let api =
+        lienthong_registry::metrics::count_operations(api::router(Arc::clone(registry)), telemetry);
+    Ok(gw.serve(listener, Some(api), components))
+}
+
+/// Wait for a component to end. Whichever ends first (an error, or the shutdown) stops the
+/// others: a supervisor then restarts the process rather than leave a store silently behind.
+fn supervise<E: std::fmt::Display + Send + 'static>(
+    running: Running<E>,
+    components: &CancellationToken,
+) -> futures::future::BoxFuture<'static, Result<(), CliError>> {
+    let components = components.clone();
+    Box::pin(async move {
+        let name = running.name().to_string();
+        let ended = running.wait().await;
+        components.cancel();
+        ended.map_err(|e| CliError::Failed(format!("{name}: {e}")))
     })
 }
 
@@ -415,11 +433,18 @@ async fn up(
 ) -> Result<(), CliError> {
     // One metrics registry for the whole process: every component's families, on every
     // component's /metrics.
-    let telemetry = Telemetry::new("up").map_err(|e| CliError::Failed(e.to_string()))?;
+    let telemetry = Telemetry::new("up")?;
     // Connector configs are checked now and the connectors started last, once every other
     // component has its config checked and its port bound.
     let connector_configs = connect::load_all(&config.connectors)?;
-    let kpi = kpi::start(config, &telemetry, shutdown.child_token()).await?;
+    // The components' own token: the end of any one of them, or of this function (a start
+    // that failed half way), stops them all.
+    let components = shutdown.child_token();
+    let _stop_all = components.clone().drop_guard();
+    let mut running = Vec::new();
+    if let Some(kpi) = kpi::start(config, &telemetry, &components).await? {
+        running.push(supervise(kpi, &components));
+    }
     let agencies = Agencies::new(&config.registry.agencies).map_err(CliError::Usage)?;
     let log = KafkaLogConfig {
         kafka: config.kafka.clone(),
@@ -431,7 +456,7 @@ async fn up(
         Arc::new(catalog),
         agencies,
         lienthong_telemetry::KafkaClientContext::new(&telemetry, "registry"),
-        shutdown.child_token(),
+        components.child_token(),
     )
     .await
     .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -441,45 +466,38 @@ async fn up(
         .map_err(|e| CliError::Failed(e.to_string()))?;
     tracing::info!(subjects = ids.len(), "catalog schemas registered");
     let registry = Arc::new(registry);
-    let listener = bind(&config.registry.listen, "registry.listen").await?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    say!("schema registry listening on http://{local}");
-    tracing::info!(%local, "schema registry listening");
-    let signal = shutdown.clone();
-    let app =
-        lienthong_registry::metrics::count_operations(api::router(registry.clone()), &telemetry)
-            .merge(lienthong_telemetry::router(Arc::clone(&telemetry)));
-    let registry_server =
-        axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await });
-    let gateway_server = match config.gateway.clone() {
-        None => None,
-        Some(gateway_config) => Some(
-            gateway(
-                config,
-                gateway_config,
-                registry,
-                ids,
-                Arc::clone(&telemetry),
-                shutdown.clone(),
-            )
-            .await?,
-        ),
-    };
-    let connectors = connect::start_all(connector_configs, &telemetry, shutdown.clone());
-    match gateway_server {
-        None => registry_server
-            .await
-            .map_err(|e| CliError::Failed(e.to_string()))?,
-        Some(gateway_server) => {
-            let (r, g) = tokio::join!(registry_server, gateway_server);
-            r.map_err(|e| CliError::Failed(e.to_string()))?;
-            g?;
-        }
+    let listener = Listener::bind("registry.listen", &config.registry.listen).await?;
+    say!("schema registry listening on http://{}", listener.addr());
+    running.push(supervise(
+        registry.serve(listener, &telemetry, &components),
+        &components,
+    ));
+    if let Some(gateway_config) = config.gateway.clone() {
+        let gateway = gateway(
+            config,
+            gateway_config,
+            &registry,
+            ids,
+            &telemetry,
+            &components,
+        )
+        .await?;
+        running.push(supervise(gateway, &components));
     }
-    kpi::finish(kpi).await?;
-    connectors.finish().await?;
+    for connector in connect::start_all(connector_configs, &telemetry, &components).await? {
+        running.push(supervise(connector, &components));
+    }
+    let ended = futures::future::join_all(running).await;
+    let failures: Vec<String> = ended
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    if let Some(first) = failures.first() {
+        for failure in &failures {
+            tracing::error!("{failure}");
+        }
+        return Err(CliError::Failed(first.clone()));
+    }
     say!("stopped");
     Ok(())
 }

@@ -250,11 +250,68 @@ fn up_serves_the_registry_until_interrupted() {
     assert_eq!(count("list", "ok"), 1.0, "{metrics}");
     assert_eq!(count("list", "client_error"), 1.0, "{metrics}");
     assert!(metrics.contains("lienthong_build_info{"), "{metrics}");
+    // Health and readiness, as every component answers them (no credential needed).
+    let health = http_get(&addr, "/healthz", "");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with(r#"{"status":"alive"}"#), "{health}");
+    let ready = http_get(&addr, "/readyz", "");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.ends_with(r#"{"status":"ready"}"#), "{ready}");
 
     // Ctrl-C: a clean stop.
     let status = lienthong_tests::interrupt_and_wait(&mut child, Duration::from_secs(20));
     assert!(status.success(), "{status}");
     assert!(lines.any(|l| l.map(|l| l == "stopped").unwrap_or(false)));
+}
+
+/// A component of `up` that stops with an error stops the others, and the process exits 1
+/// naming it: here a connector whose Kafka does not answer, beside a healthy registry.
+#[test]
+fn up_stops_every_component_when_one_fails() {
+    let kafka = kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let connector = dir.path().join("ward.toml");
+    let dead = format!("127.0.0.1:{}", lienthong_tests::free_port());
+    std::fs::write(
+        &connector,
+        format!(
+            "name = \"up-broken-{s}\"\ndead_letter_topic = \"dlq\"\nstartup_timeout_secs = 2\n[kafka]\nbootstrap = \"{dead}\"\n[schemas]\ndir = \"{}\"\n[[topics]]\nname = \"hcm.case.events\"\n[store]\nkind = \"sqlite\"\npath = \"{}\"\n",
+            lienthong_contract::repo_schemas_dir().display(),
+            dir.path().join("ward.sqlite").display(),
+            s = unique_suffix(),
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("lienthong.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "connectors = [\"{}\"]\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_lienthong_schemas-{}\"\n",
+            connector.display(),
+            unique_suffix(),
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (code, out, err) = output(
+        lienthong()
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+            .arg("--config")
+            .arg(&config)
+            .arg("up")
+            .timeout(Duration::from_secs(90)),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("schema registry listening"), "{out}");
+    assert!(
+        err.contains("up-broken-"),
+        "the failure names the connector: {err}"
+    );
+    assert!(err.contains(&dead), "and says what failed: {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "stopped promptly, not at the timeout"
+    );
 }
 
 #[test]

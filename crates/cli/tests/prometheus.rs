@@ -16,6 +16,7 @@ use lienthong_contract::{AgencyKind, Catalog, repo_schemas_dir, samples};
 use lienthong_gateway::{Gateway, GatewayConfig};
 use lienthong_registry::auth::{AgencyCredential, hash_token};
 use lienthong_store::AnyStore;
+use lienthong_telemetry::component::Listener;
 use lienthong_tests::prometheus::{Prometheus, Samples, Target};
 use lienthong_tests::{kafka, unique_suffix};
 use tokio_util::sync::CancellationToken;
@@ -98,6 +99,15 @@ async fn caught_up(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Caught up over an open store: the connector says it is ready, on the same listener.
+    let ready = reqwest::get(format!("http://{metrics_addr}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"status": "ready"})
+    );
     let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
         .await
         .unwrap()
@@ -155,14 +165,11 @@ async fn prometheus_scrapes_the_gateway_and_a_connector_while_events_flow() {
         stop.clone(),
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway_addr = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(lienthong_gateway::serve(
-        listener,
-        lienthong_gateway::http::router(Arc::clone(&gateway)),
-        gateway,
-        stop.clone(),
-    ));
+    let listener = Listener::bind("gateway.listen", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let gateway_addr = listener.addr().to_string();
+    let server = gateway.serve(listener, None, &stop);
 
     // The ward's connector, serving its own /metrics.
     let dir = tempfile::tempdir().unwrap();
@@ -319,5 +326,5 @@ async fn prometheus_scrapes_the_gateway_and_a_connector_while_events_flow() {
 
     stop.cancel();
     connector_task.await.unwrap().unwrap();
-    server.await.unwrap().unwrap();
+    server.wait().await.unwrap();
 }

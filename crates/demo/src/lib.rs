@@ -18,7 +18,6 @@ pub mod stores;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,13 +28,13 @@ use futures::{FutureExt, StreamExt};
 use lienthong_bus::EmbeddedKafka;
 use lienthong_bus::KafkaConfig;
 use lienthong_contract::{AgencyKind, Catalog};
-use lienthong_gateway::http as gateway_http;
 use lienthong_gateway::{Gateway, GatewayConfig};
 use lienthong_registry::auth::{Agencies, AgencyCredential, hash_token};
 use lienthong_registry::client::{Credentials, RegistryClient};
 use lienthong_registry::{Registry, api};
 use lienthong_sdk::{Publisher, PublisherConfig, Receipt, SchemaIds, SdkError};
 use lienthong_telemetry::Telemetry;
+use lienthong_telemetry::component::{Listener, Running};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
@@ -314,30 +313,18 @@ pub async fn run(
     )
     .map_err(|e| DemoError::Startup(format!("gateway: {e}")))?;
     // One HTTP server: the gateway, the registry under /registry, and /metrics.
-    let app = gateway_http::with_registry(
-        gateway_http::router(Arc::clone(&gateway)),
-        lienthong_registry::metrics::count_operations(
+    let listener = Listener::bind("listen", &config.listen)
+        .await
+        .map_err(|e| DemoError::Startup(e.to_string()))?;
+    let local = listener.addr();
+    let server = gateway.serve(
+        listener,
+        Some(lienthong_registry::metrics::count_operations(
             api::router(Arc::clone(&registry)),
             &telemetry,
-        ),
+        )),
+        &components,
     );
-    let addr: SocketAddr = config
-        .listen
-        .parse()
-        .map_err(|e| DemoError::Startup(format!("listen address {:?}: {e}", config.listen)))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| DemoError::Startup(format!("cannot listen on {addr}: {e}")))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| DemoError::Startup(e.to_string()))?;
-    let server_stop = CancellationToken::new();
-    let server = tokio::spawn(lienthong_gateway::serve(
-        listener,
-        app,
-        Arc::clone(&gateway),
-        server_stop.clone(),
-    ));
     let mut agency_stores = Vec::new();
     for code in STORE_UNITS {
         let unit = WARDS
@@ -389,9 +376,8 @@ pub async fn run(
                 store.abandon().await;
             }
             components.cancel();
-            server_stop.cancel();
-            let _ = kpi.await;
-            let _ = server.await;
+            let _ = kpi.wait().await;
+            let _ = server.wait().await;
             return Err(e);
         }
     };
@@ -431,11 +417,12 @@ pub async fn run(
         summary.stores.push(check?);
     }
     components.cancel();
-    if let Err(e) = kpi.await {
-        tracing::warn!(error = %e, "the KPI engine task failed");
+    if let Err(e) = kpi.wait().await {
+        tracing::warn!(error = %e, "the KPI engine failed");
     }
-    server_stop.cancel();
-    let _ = server.await;
+    if let Err(e) = server.wait().await {
+        tracing::warn!(error = %e, "the gateway failed");
+    }
     Ok(summary)
 }
 
@@ -453,7 +440,7 @@ async fn start_kpi(
     bootstrap: &str,
     telemetry: &Arc<Telemetry>,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<Result<(), lienthong_kpi::KpiError>>, DemoError> {
+) -> Result<Running<lienthong_kpi::KpiError>, DemoError> {
     use lienthong_kpi::reference::{Level, ProcedureRef};
     let kpi = lienthong_kpi::KpiConfig {
         kafka: Some(KafkaConfig::new(bootstrap)),
@@ -482,15 +469,11 @@ async fn start_kpi(
     };
     kpi.validate()
         .map_err(|e| DemoError::Startup(format!("KPI engine: {e}")))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = Listener::bind("KPI engine", "127.0.0.1:0")
         .await
-        .map_err(|e| DemoError::Startup(format!("KPI engine: {e}")))?;
-    Ok(tokio::spawn(lienthong_kpi::run_with_listener(
-        kpi,
-        listener,
-        Arc::clone(telemetry),
-        shutdown,
-    )))
+        .map_err(|e| DemoError::Startup(e.to_string()))?;
+    lienthong_kpi::start(kpi, listener, telemetry, &shutdown)
+        .map_err(|e| DemoError::Startup(format!("KPI engine: {e}")))
 }
 
 /// The sum of a counter or gauge family over all its label values (0 when it has none yet).

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lienthong_contract::{Catalog, Codec, repo_schemas_dir, samples};
-use lienthong_gateway::http::router;
-use lienthong_gateway::{Gateway, GatewayConfig, local_ids, serve};
+use lienthong_gateway::{Gateway, GatewayConfig, local_ids};
 use lienthong_registry::AgencyCredential;
 use lienthong_registry::auth::hash_token;
+use lienthong_telemetry::component::Listener;
 use lienthong_tests::bench;
 use tokio_util::sync::CancellationToken;
 
@@ -133,14 +133,11 @@ async fn main() {
         shutdown.clone(),
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(serve(
-        listener,
-        router(gateway.clone()),
-        gateway.clone(),
-        shutdown.clone(),
-    ));
+    let listener = Listener::bind("gateway.listen", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.addr());
+    let server = gateway.serve(listener, None, &shutdown);
     let http = reqwest::Client::new();
     while http
         .get(format!("{base}/readyz"))
@@ -297,6 +294,6 @@ async fn main() {
         bench::median(p99s)
     );
     shutdown.cancel();
-    let _ = server.await;
+    let _ = server.wait().await;
     kafka.delete_topic(raw_topic).await.unwrap();
 }

@@ -38,7 +38,7 @@ pub struct BatchReceipts {
     pub receipts: Vec<Receipt>,
 }
 
-/// `/readyz`'s body.
+/// `/readyz`'s body (as every component answers it).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// `ready` or `not_ready`.
@@ -54,6 +54,7 @@ pub struct Readiness {
         title = "lienthong gateway",
         description = "Publish events to Ho Chi Minh City's data exchange bus as JSON. Each event is checked against its topic's Avro schema, converted to Avro and produced to Kafka; the answer comes only after Kafka acknowledged. See docs/gateway.md."
     ),
+    paths(healthz, readyz),
     components(schemas(ErrorBody, Problem, Receipt, BatchReceipts, Readiness)),
     modifiers(&Security)
 )]
@@ -77,14 +78,13 @@ impl utoipa::Modify for Security {
     }
 }
 
-/// The gateway's router: the publish routes, `/healthz`, `/readyz`, `/openapi.json` and
-/// `/metrics` (Prometheus).
-pub fn router(gateway: Arc<Gateway>) -> Router {
+/// The gateway's router: the publish routes and `/openapi.json` around `common`, the routes
+/// every component serves (`/metrics`, `/healthz`, `/readyz`: `lienthong_telemetry::component`),
+/// so that requests to all of them are counted and refused alike while stopping.
+pub fn router(gateway: Arc<Gateway>, common: Router) -> Router {
     let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(publish_event))
         .routes(routes!(publish_batch))
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
         .split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").into();
     let mut doc = serde_json::to_value(&api).unwrap_or(Json::Null);
@@ -98,15 +98,15 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
             }),
         )
+        .with_state(gateway.clone())
+        .merge(common)
         .fallback(no_such_route)
         .method_not_allowed_fallback(no_such_route)
         .layer(middleware::from_fn_with_state(
             gateway.clone(),
             refuse_when_stopping,
         ))
-        .layer(middleware::from_fn_with_state(gateway.clone(), record))
-        .with_state(gateway.clone())
-        .merge(lienthong_telemetry::router(gateway.telemetry.clone()))
+        .layer(middleware::from_fn_with_state(gateway, record))
 }
 
 /// Requests and their duration, by route template (bounded labels).
@@ -283,46 +283,21 @@ async fn no_such_route(method: axum::http::Method, uri: axum::http::Uri) -> Gate
     GatewayError::NotFound(format!("no such route: {method} {}", uri.path()))
 }
 
-/// Is the gateway alive? Always 200 while the process serves.
+/// Is the gateway alive? Always 200 while the process serves. (Documented here, served by
+/// `lienthong_telemetry::component` as on every component.)
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
-async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "alive"}))
-}
+#[allow(dead_code)]
+fn healthz() {}
 
 /// Can it take events? Kafka reachable, producer initialised, idempotency index rebuilt, and
-/// the schema registry reachable.
+/// the schema registry reachable ([`Gateway::problems`]). (Documented here, served by
+/// `lienthong_telemetry::component`.)
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, body = Readiness, description = "ready"),
     (status = 503, body = Readiness, description = "not ready; the problems say why")
 ))]
-async fn readyz(State(gw): Shared) -> Response {
-    let mut problems = Vec::new();
-    if let Err(e) = gw.ready() {
-        problems.push(e);
-    }
-    if let Some(probe) = &gw.registry_probe {
-        match tokio::time::timeout(Duration::from_secs(3), probe()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => problems.push(format!("schema registry: {e}")),
-            Err(_) => problems.push("schema registry: no answer within 3 s".into()),
-        }
-    }
-    let status = if problems.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = Readiness {
-        status: if problems.is_empty() {
-            "ready"
-        } else {
-            "not_ready"
-        }
-        .into(),
-        problems,
-    };
-    (status, axum::Json(body)).into_response()
-}
+#[allow(dead_code)]
+fn readyz() {}
 
 /// Publish one event to a topic.
 ///

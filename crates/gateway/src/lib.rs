@@ -14,8 +14,10 @@
 //!     a batch is all or nothing, and on any failure nothing is visible (503)
 //! ```
 //!
-//! [`Gateway::start`] builds it; [`http::router`] is its axum router (with `/openapi.json`,
-//! `/healthz`, `/readyz`), and [`http::with_registry`] mounts the schema registry beside it.
+//! [`Gateway::start`] builds it and [`Gateway::serve`] serves it, in the shape every component
+//! has (`lienthong_telemetry::component`: `/metrics`, `/healthz`, `/readyz`, a graceful stop);
+//! [`http::router`] is its axum router (with `/openapi.json`), and the schema registry can be
+//! mounted beside it under `/registry`.
 //! See `docs/gateway.md` for the API, the idempotency guarantee and the configuration.
 
 pub mod config;
@@ -33,6 +35,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use lienthong_contract::Catalog;
 use lienthong_registry::Agencies;
+use lienthong_telemetry::component::{Component, Listener, Readiness, Running};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -209,6 +212,61 @@ impl Gateway {
         self.jobs.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// What it lacks to take events now (empty: ready): [`Gateway::ready`], and the schema
+    /// registry's probe (answered within 3 s). What `/readyz` answers.
+    pub fn problems(self: &Arc<Self>) -> BoxFuture<'static, Vec<String>> {
+        let gateway = Arc::clone(self);
+        Box::pin(async move {
+            let mut problems = Vec::new();
+            if let Err(e) = gateway.ready() {
+                problems.push(e);
+            }
+            if let Some(probe) = &gateway.registry_probe {
+                match tokio::time::timeout(Duration::from_secs(3), probe()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => problems.push(format!("schema registry: {e}")),
+                    Err(_) => problems.push("schema registry: no answer within 3 s".into()),
+                }
+            }
+            problems
+        })
+    }
+
+    /// Serve the gateway on `listener` until `shutdown` (or [`Running::stop`]), with `registry`
+    /// (the schema registry's router) mounted under `/registry` if given. Once asked to stop
+    /// it refuses new requests, lets those in flight finish, then closes ([`Gateway::close`]:
+    /// commit, flush).
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: Listener,
+        registry: Option<axum::Router>,
+        shutdown: &CancellationToken,
+    ) -> Running<GatewayError> {
+        let gateway = Arc::clone(self);
+        let readiness: Readiness = {
+            let gateway = Arc::clone(self);
+            Arc::new(move || gateway.problems())
+        };
+        let routes = {
+            let gateway = Arc::clone(self);
+            move |common| {
+                let router = http::router(gateway, common);
+                match registry {
+                    Some(registry) => http::with_registry(router, registry),
+                    None => router,
+                }
+            }
+        };
+        Component::new("gateway", &self.telemetry, shutdown)
+            .readiness(readiness)
+            .serve_with(listener, routes)
+            .start(move |stopping| async move {
+                stopping.drained().await;
+                gateway.close().await;
+                Ok(())
+            })
+    }
+
     /// Stop after the HTTP server has drained: the committer finishes what it holds, commits,
     /// and the producer flushes; background tasks stop. Bounded by `drain_timeout_ms`.
     pub async fn close(&self) {
@@ -232,20 +290,4 @@ impl Gateway {
             }
         }
     }
-}
-
-/// Serve `router` (built from `gateway`) on `listener` until `shutdown`: then stop accepting,
-/// let in-flight requests finish, and close the gateway (commit, flush).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    gateway: Arc<Gateway>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let signal = shutdown.clone();
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { signal.cancelled().await })
-        .await;
-    gateway.close().await;
-    result
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use lienthong_contract::events::*;
 use lienthong_contract::{AgencyKind, Catalog, Codec, repo_schemas_dir, samples};
-use lienthong_gateway::http::{router, with_registry};
-use lienthong_gateway::{Gateway, GatewayConfig, local_ids, serve};
+use lienthong_gateway::{Gateway, GatewayConfig, local_ids};
 use lienthong_registry::auth::hash_token;
 use lienthong_registry::{Agencies, AgencyCredential, Registry};
+use lienthong_telemetry::component::{Listener, Running};
 use lienthong_tests::{Kafka, OwnKafka, kafka, unique_suffix};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -49,7 +49,7 @@ struct Gw {
     http: reqwest::Client,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: Running<lienthong_gateway::GatewayError>,
 }
 
 struct Answer {
@@ -85,13 +85,15 @@ async fn start_with(kafka: &Kafka, txn_id: &str, tweak: impl FnOnce(&mut Gateway
     )
     .unwrap();
     let registry = Registry::in_memory(catalog, Agencies::new(&credentials()).unwrap());
-    let app = with_registry(
-        router(gateway.clone()),
-        lienthong_registry::api::router(Arc::new(registry)),
+    let listener = Listener::bind("gateway.listen", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = format!("http://{}", listener.addr());
+    let server = gateway.serve(
+        listener,
+        Some(lienthong_registry::api::router(Arc::new(registry))),
+        &shutdown,
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(serve(listener, app, gateway.clone(), shutdown.clone()));
     let gw = Gw {
         url,
         http: reqwest::Client::new(),
@@ -166,10 +168,9 @@ impl Gw {
 
     async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.server)
+        tokio::time::timeout(Duration::from_secs(30), self.server.wait())
             .await
             .expect("server stops within 30 s")
-            .unwrap()
             .unwrap();
     }
 }
@@ -799,10 +800,9 @@ async fn shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
         StatusCode::CREATED,
         "the in-flight request finished"
     );
-    tokio::time::timeout(Duration::from_secs(30), gw.server)
+    tokio::time::timeout(Duration::from_secs(30), gw.server.wait())
         .await
         .expect("server stops")
-        .unwrap()
         .unwrap();
     assert!(gw.gateway.ready().is_err());
 }

@@ -6,7 +6,8 @@
 //! schema by id, from the catalog's local ids or a schema registry), folds them into the
 //! [`engine::Engine`] state machine — cases received, accepted, completed on time or late, open
 //! and overdue in working days ([`calendar`]), supplement pauses, processing time, feedback —
-//! and exports the result as Prometheus metrics ([`export`]) at `/metrics`.
+//! and exports the result as Prometheus metrics ([`export`]) at `/metrics`. [`start`] runs it
+//! in the shape every component has (`lienthong_telemetry::component`).
 //!
 //! State is rebuilt on every start by re-reading both topics from the beginning (they are
 //! kept forever, `retention_ms = -1` in the catalog); nothing is stored elsewhere, so a restart
@@ -21,7 +22,7 @@ pub mod reference;
 mod service;
 
 pub use crate::config::KpiConfig;
-pub use crate::service::{run, run_with_listener};
+pub use crate::service::start;
 
 use std::path::PathBuf;
 
@@ -40,15 +41,9 @@ pub enum KpiError {
         #[source]
         source: std::io::Error,
     },
-    /// The metrics address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The metrics address is not one, or cannot be bound.
+    #[error("{0}")]
+    Listen(#[from] lienthong_telemetry::TelemetryError),
     /// The Kafka client failed.
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -73,7 +68,7 @@ impl KpiError {
             KpiError::Contract(e) => e.is_transient(),
             KpiError::Config(_)
             | KpiError::Io { .. }
-            | KpiError::Listen { .. }
+            | KpiError::Listen(_)
             | KpiError::Internal(_) => false,
         }
     }

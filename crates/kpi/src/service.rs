@@ -1,20 +1,19 @@
 //! The thin consumer loop: read both topics from the beginning, decode, hand each event to the
-//! engine, export the metrics, serve `/metrics`.
+//! engine, export the metrics; served as a component (`/metrics`, `/healthz`, `/readyz`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lienthong_contract::codec::split_frame;
 use lienthong_contract::events::{CaseEvent, FeedbackEvent};
 use lienthong_contract::{Catalog, Codec};
 use lienthong_registry::client::{Credentials, RegistryClient};
+use lienthong_telemetry::component::{Component, Listener, Readiness, Running};
 use lienthong_telemetry::{KafkaClientContext, Telemetry};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Stream};
@@ -24,31 +23,18 @@ use crate::{KpiConfig, KpiError};
 /// How long a metadata or watermark request may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bind `config.listen` and run until `shutdown` is cancelled: see [`run_with_listener`].
-pub async fn run(
+/// Start the engine: serve `telemetry` at `/metrics` (with `/healthz` and `/readyz`) on
+/// `listener`, rebuild the indicators from the beginning of both topics, then keep them
+/// current until `shutdown` is cancelled or [`Running::stop`]. `/readyz` answers 503 until the
+/// state is rebuilt, and the indicators are hidden from `/metrics` until then
+/// ([`Telemetry::hide_indicators`]). A configuration mistake is refused here, before anything
+/// runs.
+pub fn start(
     config: KpiConfig,
-    telemetry: Arc<Telemetry>,
-    shutdown: CancellationToken,
-) -> Result<(), KpiError> {
-    config.validate()?;
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| KpiError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
-    run_with_listener(config, listener, telemetry, shutdown).await
-}
-
-/// Serve `telemetry` at `/metrics` on `listener`, rebuild the indicators from the beginning of
-/// both topics, then keep them current until `shutdown` is cancelled. Returns once the HTTP
-/// server and the consumer have stopped (within about a second of the cancellation).
-pub async fn run_with_listener(
-    config: KpiConfig,
-    listener: TcpListener,
-    telemetry: Arc<Telemetry>,
-    shutdown: CancellationToken,
-) -> Result<(), KpiError> {
+    listener: Listener,
+    telemetry: &Arc<Telemetry>,
+    shutdown: &CancellationToken,
+) -> Result<Running<KpiError>, KpiError> {
     config.validate()?;
     let engine = Engine::new(config.calendar()?, config.reference()?);
     let decoder = Decoder::new(&config)?;
@@ -57,87 +43,37 @@ pub async fn run_with_listener(
         &config.case_topic,
         &config.feedback_topic,
     );
-    let local = listener.local_addr().ok();
-    tracing::info!(?local, "KPI engine: /metrics listening");
-    let rebuilt = Arc::new(AtomicBool::new(false));
-    let server_stop = CancellationToken::new();
-    let server = {
-        let stop = server_stop.clone();
-        let app = metrics_router(Arc::clone(&telemetry), Arc::clone(&rebuilt));
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
+    telemetry.hide_indicators(true);
+    let readiness: Readiness = {
+        let telemetry = Arc::clone(telemetry);
+        Arc::new(move || {
+            let rebuilding = telemetry.indicators_hidden();
+            Box::pin(async move {
+                if rebuilding {
+                    vec!["rebuilding the indicators from the beginning of the log".to_string()]
+                } else {
+                    Vec::new()
+                }
+            })
         })
     };
-    let errors = KafkaClientContext::new(&telemetry, "kpi");
-    let result = consume(
-        &config, engine, decoder, exporter, errors, &rebuilt, shutdown,
-    )
-    .await;
-    server_stop.cancel();
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "KPI metrics server stopped with an error"),
-        Ok(_) => {}
-        Err(_) => tracing::warn!("KPI metrics server did not stop within 5 s"),
-    }
-    result
-}
-
-/// `GET /metrics`, hiding the indicator families while the state is being rebuilt.
-///
-/// After a restart the engine re-reads the log and its counters climb from zero back to their
-/// totals. Were Prometheus to scrape that climb, it would see a counter reset followed by the
-/// whole history counted again, and `increase()` over the restart would be wildly wrong.
-/// Hidden until rebuilt, the counters reappear at (at least) the value they had before the
-/// restart, so no reset is seen at all. `lienthong_kpi_caught_up` (0) and the process's other
-/// families stay visible.
-fn metrics_router(telemetry: Arc<Telemetry>, rebuilt: Arc<AtomicBool>) -> axum::Router {
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-    axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let telemetry = Arc::clone(&telemetry);
-            let rebuilt = rebuilt.load(Ordering::Acquire);
-            async move {
-                let body = if rebuilt {
-                    telemetry.render()
-                } else {
-                    render_while_rebuilding(&telemetry)
-                };
-                (
-                    StatusCode::OK,
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    body,
-                )
-                    .into_response()
-            }
-        }),
-    )
-}
-
-/// Every family except the indicators (the KPI families other than the engine's own state).
-fn render_while_rebuilding(telemetry: &Telemetry) -> String {
-    use prometheus::Encoder;
-    let visible = [
-        lienthong_telemetry::catalog::KPI_CAUGHT_UP.name,
-        lienthong_telemetry::catalog::KPI_CASES_TRACKED.name,
-    ];
-    let families: Vec<_> = telemetry
-        .registry()
-        .gather()
-        .into_iter()
-        .filter(|f| !f.name().starts_with("lienthong_kpi_") || visible.contains(&f.name()))
-        .collect();
-    let mut out = Vec::new();
-    if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
-        return format!("# encoding failed: {e}\n");
-    }
-    String::from_utf8(out).unwrap_or_default()
+    let errors = KafkaClientContext::new(telemetry, "kpi");
+    let recording = Arc::clone(telemetry);
+    Ok(Component::new("kpi", telemetry, shutdown)
+        .readiness(readiness)
+        .serve(listener)
+        .start(move |stopping| async move {
+            consume(
+                &config,
+                engine,
+                decoder,
+                exporter,
+                errors,
+                &recording,
+                stopping.token(),
+            )
+            .await
+        }))
 }
 
 /// Writer schemas by id: the catalog's local ids, or a registry fetched on first sight.
@@ -300,7 +236,7 @@ async fn consume(
     decoder: Decoder,
     mut exporter: Exporter,
     errors: KafkaClientContext,
-    rebuilt: &AtomicBool,
+    telemetry: &Telemetry,
     shutdown: CancellationToken,
 ) -> Result<(), KpiError> {
     let kafka = config
@@ -323,7 +259,7 @@ async fn consume(
     let calendar = engine.calendar().clone();
     let today = || calendar.local_day(now_millis());
     exporter.export(&mut engine, today(), caught_up);
-    rebuilt.store(caught_up, Ordering::Release);
+    telemetry.hide_indicators(!caught_up);
     let mut last_export = Instant::now();
     let mut read = 0u64;
     loop {
@@ -371,7 +307,7 @@ async fn consume(
             exporter.export(&mut engine, today(), caught_up);
             last_export = Instant::now();
             // Only now may a scrape see the indicators: the export above holds the full state.
-            rebuilt.store(caught_up, Ordering::Release);
+            telemetry.hide_indicators(!caught_up);
         }
     }
     exporter.export(&mut engine, today(), caught_up);
@@ -425,13 +361,15 @@ mod tests {
             .caught_up
             .with_label_values(&[] as &[&str])
             .set(0);
-        let hidden = render_while_rebuilding(&telemetry);
+        telemetry.hide_indicators(true);
+        let hidden = telemetry.render();
         assert!(
             !hidden.contains("lienthong_kpi_unit_cases_received_total"),
             "{hidden}"
         );
         assert!(hidden.contains("lienthong_kpi_caught_up 0"), "{hidden}");
         assert!(hidden.contains("lienthong_build_info{"), "{hidden}");
+        telemetry.hide_indicators(false);
         let full = telemetry.render();
         assert!(full.contains(
             "lienthong_kpi_unit_cases_received_total{channel=\"online\",unit=\"26734\"} 7"

@@ -8,7 +8,8 @@
 //! open-source registries, changing a subject takes the credential of the agency that owns it
 //! ([`auth`]); reading takes any agency's.
 //!
-//! [`api::router`] is the axum router; the gateway can mount it on its own server.
+//! [`api::router`] is the axum router; [`Registry::serve`] serves it as a component, and the
+//! gateway can mount it on its own server.
 
 pub mod api;
 pub mod auth;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use apache_avro::Schema;
 use lienthong_contract::{Catalog, CompatibilityMode, check_compatibility};
+use lienthong_telemetry::component::{Component, Listener, Readiness, Running};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -172,6 +174,39 @@ impl Registry {
     pub async fn sync(&self) -> Result<(), RegistryError> {
         let end = self.log.end_offset().await?;
         self.wait_applied(end).await
+    }
+
+    /// Serve this registry's API on `listener` until `shutdown` (or [`Running::stop`]), in the
+    /// shape every component has (`lienthong_telemetry::component`): calls counted
+    /// ([`metrics::count_operations`]), `/metrics`, `/healthz`, and `/readyz` ready while the
+    /// schema log can be read to its end within 3 s.
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: Listener,
+        telemetry: &Arc<lienthong_telemetry::Telemetry>,
+        shutdown: &CancellationToken,
+    ) -> Running<RegistryError> {
+        let readiness: Readiness = {
+            let registry = Arc::clone(self);
+            Arc::new(move || {
+                let registry = Arc::clone(&registry);
+                Box::pin(async move {
+                    match tokio::time::timeout(Duration::from_secs(3), registry.sync()).await {
+                        Ok(Ok(())) => Vec::new(),
+                        Ok(Err(e)) => vec![format!("schema log: {e}")],
+                        Err(_) => vec!["schema log: not read to its end within 3 s".into()],
+                    }
+                })
+            })
+        };
+        let api = metrics::count_operations(api::router(Arc::clone(self)), telemetry);
+        Component::new("registry", telemetry, shutdown)
+            .readiness(readiness)
+            .serve_with(listener, move |common| api.merge(common))
+            .start(|stopping| async move {
+                stopping.token().cancelled().await;
+                Ok(())
+            })
     }
 
     async fn append(

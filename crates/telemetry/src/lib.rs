@@ -1,6 +1,8 @@
 //! Telemetry: how operators see the bus. Every long-running lienthong component (registry,
 //! gateway, each sink connector, the KPI engine) records into one [`Telemetry`] per process
-//! and serves it at `/metrics` ([`router`]) for Prometheus to scrape.
+//! and serves it at `/metrics` for Prometheus to scrape, beside `/healthz` and `/readyz`, in the
+//! one shape every component has ([`component`]: configured, started, a running handle with its
+//! address, health and graceful stop).
 //!
 //! The families are declared once, in [`catalog`]; `docs/metrics.md` is generated from that
 //! table, and the dashboards and alert rules under `ops/` are checked against it. Components
@@ -31,8 +33,10 @@ macro_rules! say_err {
 }
 
 pub mod catalog;
+pub mod component;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -60,12 +64,36 @@ pub enum TelemetryError {
     /// A family was declared with one type and used as another.
     #[error("metric {0} is declared as a {1}, used as another type")]
     WrongKind(&'static str, &'static str),
+    /// A component's listen address is not an address.
+    #[error("{key} {listen:?}: not an address (host:port)")]
+    NotAnAddress {
+        /// The setting.
+        key: String,
+        /// Its value.
+        listen: String,
+    },
+    /// A component's listen address could not be bound (in use, not this host's, no right).
+    #[error("{key}: cannot listen on {listen}: {source}")]
+    Listen {
+        /// The setting.
+        key: String,
+        /// Its value.
+        listen: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl TelemetryError {
     /// Never worth retrying.
     pub fn is_transient(&self) -> bool {
         false
+    }
+
+    /// A mistake in the configuration (exit 2), rather than in the code or the environment.
+    pub fn is_config(&self) -> bool {
+        matches!(self, TelemetryError::NotAnAddress { .. })
     }
 }
 
@@ -200,6 +228,8 @@ pub struct Telemetry {
     pub connector: ConnectorMetrics,
     /// KPI engine.
     pub kpi: KpiMetrics,
+    /// Whether the KPI indicators are left out of [`Telemetry::render`] (while rebuilt).
+    indicators_hidden: AtomicBool,
 }
 
 impl Telemetry {
@@ -279,6 +309,7 @@ impl Telemetry {
             registry_ops,
             connector,
             kpi,
+            indicators_hidden: AtomicBool::new(false),
         }))
     }
 
@@ -288,11 +319,36 @@ impl Telemetry {
         &self.registry
     }
 
-    /// Everything, in Prometheus' text exposition format.
+    /// Leave the KPI indicators out of [`Telemetry::render`] (and so of every `/metrics`) or
+    /// show them again. The KPI engine hides them while it rebuilds its state from the log.
+    ///
+    /// After a restart the engine re-reads the log and its counters climb from zero back to
+    /// their totals. Were Prometheus to scrape that climb, it would see a counter reset followed
+    /// by the whole history counted again, and `increase()` over the restart would be wildly
+    /// wrong. Hidden until rebuilt, the counters reappear at (at least) the value they had
+    /// before the restart, so no reset is seen at all. The engine's own state
+    /// (`lienthong_kpi_caught_up`, `lienthong_kpi_cases_tracked`) and every other family stay
+    /// visible.
+    pub fn hide_indicators(&self, hidden: bool) {
+        self.indicators_hidden.store(hidden, Ordering::Release);
+    }
+
+    /// Whether the KPI indicators are hidden now.
+    pub fn indicators_hidden(&self) -> bool {
+        self.indicators_hidden.load(Ordering::Acquire)
+    }
+
+    /// Everything shown, in Prometheus' text exposition format: what `/metrics` serves.
     pub fn render(&self) -> String {
+        let mut families = self.registry.gather();
+        if self.indicators_hidden() {
+            let visible = [catalog::KPI_CAUGHT_UP.name, catalog::KPI_CASES_TRACKED.name];
+            families
+                .retain(|f| !f.name().starts_with("lienthong_kpi_") || visible.contains(&f.name()));
+        }
         let mut buffer = Vec::new();
         // Encoding into a Vec fails only on families the registry itself would have refused.
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buffer) {
             return format!("# encoding failed: {e}\n");
         }
         String::from_utf8(buffer).unwrap_or_default()
@@ -350,8 +406,9 @@ impl rdkafka::ClientContext for KafkaClientContext {
 
 impl rdkafka::consumer::ConsumerContext for KafkaClientContext {}
 
-/// `GET /metrics`, for merging into a component's router.
-pub fn router(telemetry: Arc<Telemetry>) -> Router {
+/// `GET /metrics`: served only through [`component::routes`], so that every component serves
+/// it the same way.
+fn router(telemetry: Arc<Telemetry>) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {

@@ -125,14 +125,17 @@ async fn metrics_route_serves_the_text_format() {
         .requests
         .with_label_values(&["/topics/{topic}/events", "201"])
         .inc();
-    let response = lienthong_telemetry::router(telemetry)
-        .oneshot(
-            axum::http::Request::get("/metrics")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let response = lienthong_telemetry::component::routes(
+        telemetry,
+        lienthong_telemetry::component::always_ready(),
+    )
+    .oneshot(
+        axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]

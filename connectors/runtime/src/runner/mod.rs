@@ -22,7 +22,8 @@
 //! dead-lettered because a store is down. A constraint violation bisects the batch until the
 //! one record is found.
 //!
-//! The loop lives here ([`run`]); its parts, each an `impl` of the same `Runner`: positioning
+//! The loop lives here ([`run`]), and [`start`] runs it as a component (its `/metrics`,
+//! `/healthz`, `/readyz`); its parts, each an `impl` of the same `Runner`: positioning
 //! at the store's offsets on a rebalance (`rebalance`), decoding a record with its writer
 //! schema (`decode`), writing a record that can never be applied to the dead-letter topic
 //! (`dead_letter`), and applying a batch with its retries, bisection and fencing (`apply`).
@@ -33,12 +34,14 @@ mod decode;
 mod rebalance;
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use lienthong_contract::{Catalog, Codec};
 use lienthong_registry::client::RegistryClient;
+use lienthong_telemetry::component::{Component, Listener, Readiness, Running};
 use lienthong_telemetry::{ConnectorMetrics, KafkaClientContext, Telemetry};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -134,6 +137,62 @@ pub async fn run<S: Sink>(
         tracing::error!(connector = %name, error = %e, "connector stopped");
     }
     result
+}
+
+/// Start a connector in the shape every component has (`lienthong_telemetry::component`):
+/// `/metrics`, `/healthz` and `/readyz` on `metrics_listen` if it is set; `open` opens the
+/// store (it may wait for one that is unreachable, and gives `None` if stopped first), then the
+/// loop ([`run`]) runs until `shutdown` or [`Running::stop`]. `/readyz` answers 503 until the
+/// store is open and while consumption is paused for a store or registry that does not answer.
+pub async fn start<S, Open, Opening>(
+    config: ConnectorConfig,
+    telemetry: &Arc<Telemetry>,
+    shutdown: &CancellationToken,
+    open: Open,
+) -> Result<Running<ConnectError>, ConnectError>
+where
+    S: Sink + Sync,
+    Open: FnOnce(CancellationToken) -> Opening,
+    Opening: Future<Output = Result<Option<S>, ConnectError>> + Send + 'static,
+{
+    let catalog = Arc::new(Catalog::load(&config.schemas.dir)?);
+    let mut component = Component::new(config.name.clone(), telemetry, shutdown)
+        .readiness(readiness(&config.name, &telemetry.connector));
+    if let Some(listen) = &config.metrics_listen {
+        let listener = Listener::bind("metrics_listen", listen).await?;
+        tracing::info!(address = %listener.addr(), "serving /metrics");
+        component = component.serve(listener);
+    }
+    let telemetry = Arc::clone(telemetry);
+    Ok(component.start(move |stopping| {
+        let opening = open(stopping.token());
+        async move {
+            let Some(sink) = opening.await? else {
+                return Ok(());
+            };
+            run(config, catalog, sink, telemetry, stopping.token()).await
+        }
+    }))
+}
+
+/// A connector is ready once its loop runs over an open store, and while nothing holds its
+/// consumption paused.
+fn readiness(name: &str, metrics: &ConnectorMetrics) -> Readiness {
+    let up = metrics.up.with_label_values(&[name]);
+    let retrying = metrics.retrying.with_label_values(&[name]);
+    Arc::new(move || {
+        let mut problems = Vec::new();
+        if up.get() == 0 {
+            problems.push("the store is not open yet".to_string());
+        }
+        if retrying.get() != 0 {
+            problems.push(
+                "consumption paused: the store or the schema registry does not answer (see the log)"
+                    .to_string(),
+            );
+        }
+        Box::pin(async move { problems })
+    })
 }
 
 /// Before anything else: Kafka answers within `startup_timeout_secs`, and every configured

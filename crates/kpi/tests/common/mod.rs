@@ -14,7 +14,6 @@ use lienthong_kpi::calendar::parse_date;
 use lienthong_kpi::reference::{Level, ProcedureRef};
 use lienthong_telemetry::Telemetry;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const PROC_TOP_ONLINE: &str = "1.001193";
@@ -606,8 +605,7 @@ pub struct Running {
     pub telemetry: Arc<Telemetry>,
     pub url: String,
     pub addr: std::net::SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<Result<(), lienthong_kpi::KpiError>>,
+    engine: lienthong_telemetry::component::Running<lienthong_kpi::KpiError>,
 }
 
 impl Running {
@@ -618,27 +616,21 @@ impl Running {
     /// Start on a given address (a restart on the address Prometheus scrapes).
     pub async fn start_on(config: KpiConfig, addr: std::net::SocketAddr) -> Result<Running> {
         let telemetry = Telemetry::new("kpi")?;
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(lienthong_kpi::run_with_listener(
-            config,
-            listener,
-            Arc::clone(&telemetry),
-            stop.clone(),
-        ));
+        let listener =
+            lienthong_telemetry::component::Listener::bind("kpi.listen", &addr.to_string()).await?;
+        let addr = listener.addr();
+        let engine = lienthong_kpi::start(config, listener, &telemetry, &CancellationToken::new())?;
         Ok(Running {
             telemetry,
             url: format!("http://{addr}/metrics"),
             addr,
-            stop,
-            task,
+            engine,
         })
     }
 
     pub async fn stop(self) -> Result<()> {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.task).await???;
+        self.engine.stop();
+        tokio::time::timeout(Duration::from_secs(15), self.engine.wait()).await??;
         Ok(())
     }
 
