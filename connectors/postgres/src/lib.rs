@@ -44,7 +44,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lienthong_connect::model::{Cell, Entity, SqlType, history_table_ddl};
+use lienthong_connect::model::{self, Cell, Dialect, Entity, SqlType, quote as q};
 use lienthong_connect::sink::{Applied, Batch, Sink, StoredOffset};
 use lienthong_connect::{Row, StoreError};
 use tokio_postgres::error::SqlState;
@@ -149,10 +149,13 @@ fn array_type(t: SqlType) -> &'static str {
     }
 }
 
-/// Quote an identifier.
-fn q(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+/// How PostgreSQL spells the tables every store holds ([`model::base_ddl`]).
+const DIALECT: Dialect = Dialect {
+    sql_type,
+    partition_type: "INT",
+    applied_at: "TIMESTAMPTZ NOT NULL DEFAULT now()",
+    table_options,
+};
 
 /// How full PostgreSQL fills a new page of `entity`'s current-state table, in percent: the rest
 /// is room for the row's later versions, so that an update can stay on its page (a HOT update:
@@ -165,43 +168,24 @@ fn fillfactor(entity: Entity) -> u8 {
     if entity.is_delta() { 50 } else { 70 }
 }
 
+/// A current-state table's fill factor. A table an earlier version made keeps its own fill
+/// factor until told, and is told only if it differs: `SET` takes a lock that lets reads and
+/// writes through but waits for a running VACUUM (and it applies to new pages only).
+fn table_options(table: &str, entity: Entity) -> (String, String) {
+    let ff = fillfactor(entity);
+    (
+        format!(" WITH (fillfactor = {ff})"),
+        format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = '{table}'::regclass \
+             AND reloptions @> ARRAY['fillfactor={ff}']) THEN \
+             ALTER TABLE {table} SET (fillfactor = {ff}); END IF; END $$;\n"
+        ),
+    )
+}
+
 /// The DDL of the base tables (idempotent).
 pub fn base_ddl() -> String {
-    let mut ddl = String::from(
-        "CREATE TABLE IF NOT EXISTS lienthong_offsets (
-            connector TEXT NOT NULL, topic TEXT NOT NULL, partition INT NOT NULL,
-            next_offset BIGINT NOT NULL, PRIMARY KEY (connector, topic, partition));
-         CREATE TABLE IF NOT EXISTS lienthong_migrations (
-            table_name TEXT NOT NULL, column_name TEXT NOT NULL, column_type TEXT NOT NULL,
-            applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (table_name, column_name));
-         INSERT INTO lienthong_migrations (table_name, column_name, column_type)
-            VALUES ('*', 'base', 'v1') ON CONFLICT DO NOTHING;\n",
-    );
-    for e in Entity::ALL {
-        let mut cols = vec![
-            "id TEXT PRIMARY KEY".to_string(),
-            "version BIGINT NOT NULL CHECK (version >= 1)".to_string(),
-        ];
-        for (name, ty) in e.fixed_columns() {
-            cols.push(format!("{} {} NOT NULL", q(name), sql_type(*ty)));
-        }
-        // A table an earlier version made keeps its own fill factor until told, and is told
-        // only if it differs: `SET` takes a lock that lets reads and writes through but waits
-        // for a running VACUUM (and it applies to new pages only).
-        ddl.push_str(&format!(
-            "CREATE TABLE IF NOT EXISTS {t} ({}) WITH (fillfactor = {ff});\n\
-             DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = '{t}'::regclass \
-             AND reloptions @> ARRAY['fillfactor={ff}']) THEN \
-             ALTER TABLE {t} SET (fillfactor = {ff}); END IF; END $$;\n",
-            cols.join(", "),
-            t = q(e.table()),
-            ff = fillfactor(e),
-        ));
-        if let Some(h) = e.history_table() {
-            ddl.push_str(&history_table_ddl(h, q, sql_type));
-        }
-    }
-    ddl
+    model::base_ddl(&DIALECT)
 }
 
 /// A PostgreSQL store.

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lienthong_connect::model::{
-    Cell, Entity, HISTORY_COLUMNS, HistoryInsert, SqlType, history_table_ddl, plan,
+    self, Cell, Dialect, Entity, HISTORY_COLUMNS, HistoryInsert, SqlType, plan, quote as q,
 };
 use lienthong_connect::sink::{Applied, Batch, Sink, StoredOffset};
 use lienthong_connect::{Row, StoreError};
@@ -63,40 +63,17 @@ fn sql_type(t: SqlType) -> &'static str {
     }
 }
 
-fn q(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+/// How SQLite spells the tables every store holds ([`model::base_ddl`]).
+const DIALECT: Dialect = Dialect {
+    sql_type,
+    partition_type: "INTEGER",
+    applied_at: "TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP",
+    table_options: |_, _| (String::new(), String::new()),
+};
 
 /// The DDL of the base tables (idempotent).
 pub fn base_ddl() -> String {
-    let mut ddl = String::from(
-        "CREATE TABLE IF NOT EXISTS lienthong_offsets (
-            connector TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
-            next_offset INTEGER NOT NULL, PRIMARY KEY (connector, topic, partition));
-         CREATE TABLE IF NOT EXISTS lienthong_migrations (
-            table_name TEXT NOT NULL, column_name TEXT NOT NULL, column_type TEXT NOT NULL,
-            applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (table_name, column_name));
-         INSERT INTO lienthong_migrations (table_name, column_name, column_type)
-            VALUES ('*', 'base', 'v1') ON CONFLICT DO NOTHING;\n",
-    );
-    for e in Entity::ALL {
-        let mut cols = vec![
-            "id TEXT PRIMARY KEY NOT NULL".to_string(),
-            "version INTEGER NOT NULL CHECK (version >= 1)".to_string(),
-        ];
-        for (name, ty) in e.fixed_columns() {
-            cols.push(format!("{} {} NOT NULL", q(name), sql_type(*ty)));
-        }
-        ddl.push_str(&format!(
-            "CREATE TABLE IF NOT EXISTS {} ({});\n",
-            q(e.table()),
-            cols.join(", ")
-        ));
-        if let Some(h) = e.history_table() {
-            ddl.push_str(&history_table_ddl(h, q, sql_type));
-        }
-    }
-    ddl
+    model::base_ddl(&DIALECT)
 }
 
 struct Inner {

@@ -317,16 +317,20 @@ impl Simulator {
         }
     }
 
+    /// The envelope of the first version of a register entry `code`, published by the
+    /// Department of Home Affairs (SNV). An entry starts its own chain: a fresh correlation id.
+    fn register_entry(&mut self, now_ms: i64, code: &str) -> Envelope {
+        let correlation = lienthong_contract::samples::uuid_like(self.rng.next());
+        self.envelope(now_ms, "SNV", code, 1, &correlation)
+    }
+
     /// The reference data: every unit and procedure, published by the Department of Home
     /// Affairs (SNV), which owns the unit register.
     pub fn reference_data(&mut self, now_ms: i64) -> Vec<CityEvent> {
         let mut out = Vec::new();
         for unit in WARDS.iter().chain(DEPARTMENTS) {
-            // A register entry starts its own chain: a fresh correlation id.
-            let correlation = lienthong_contract::samples::uuid_like(self.rng.next());
-            let envelope = self.envelope(now_ms, "SNV", unit.code, 1, &correlation);
             out.push(CityEvent::Unit(AdminUnitRecord {
-                envelope,
+                envelope: self.register_entry(now_ms, unit.code),
                 unit: AdminUnit {
                     code: unit.code.into(),
                     name: unit.name.into(),
@@ -343,11 +347,8 @@ impl Simulator {
         }
         for p in PROCEDURES {
             let owner = p.department.unwrap_or("SNV");
-            // A register entry starts its own chain: a fresh correlation id.
-            let correlation = lienthong_contract::samples::uuid_like(self.rng.next());
-            let envelope = self.envelope(now_ms, "SNV", p.code, 1, &correlation);
             out.push(CityEvent::Procedure(ProcedureRecord {
-                envelope,
+                envelope: self.register_entry(now_ms, p.code),
                 procedure: Procedure {
                     code: p.code.into(),
                     name: p.name.into(),

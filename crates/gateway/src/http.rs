@@ -299,6 +299,27 @@ fn healthz() {}
 #[allow(dead_code)]
 fn readyz() {}
 
+/// The refusals both publish routes answer alike (for the OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum Refusals {
+    /// No or unknown token
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The agency may not publish to this topic, or not as this unit
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Unknown topic
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Not application/json
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// Kafka unavailable; nothing was produced. Retry after Retry-After seconds
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// Publish one event to a topic.
 ///
 /// The body is one event as JSON (see the `event.<topic>` schemas). 201 with the receipt once
@@ -313,13 +334,9 @@ fn readyz() {}
         (status = 201, body = Receipt, description = "Committed to Kafka"),
         (status = 200, body = Receipt, description = "Already published (same event id, same content): the original receipt"),
         (status = 400, body = ErrorBody, description = "Malformed JSON or an invalid event; each problem names its path"),
-        (status = 401, body = ErrorBody, description = "No or unknown token"),
-        (status = 403, body = ErrorBody, description = "The agency may not publish to this topic, or not as this unit"),
-        (status = 404, body = ErrorBody, description = "Unknown topic"),
         (status = 409, body = ErrorBody, description = "The event id was used for different content"),
         (status = 413, body = ErrorBody, description = "Body too large"),
-        (status = 415, body = ErrorBody, description = "Not application/json"),
-        (status = 503, body = ErrorBody, description = "Kafka unavailable; nothing was produced. Retry after Retry-After seconds"),
+        Refusals,
     ),
     security(("agency_token" = []))
 )]
@@ -377,13 +394,9 @@ async fn respond(
         (status = 201, body = BatchReceipts, description = "Committed to Kafka, all of them"),
         (status = 200, body = BatchReceipts, description = "Every event was already published"),
         (status = 400, body = ErrorBody, description = "Malformed JSON or invalid events; nothing was produced"),
-        (status = 401, body = ErrorBody, description = "No or unknown token"),
-        (status = 403, body = ErrorBody, description = "The agency may not publish to this topic, or not as this unit"),
-        (status = 404, body = ErrorBody, description = "Unknown topic"),
         (status = 409, body = ErrorBody, description = "An event id was used for different content; nothing was produced"),
         (status = 413, body = ErrorBody, description = "Body or batch too large"),
-        (status = 415, body = ErrorBody, description = "Not application/json"),
-        (status = 503, body = ErrorBody, description = "Kafka unavailable; nothing was produced. Retry after Retry-After seconds"),
+        Refusals,
     ),
     security(("agency_token" = []))
 )]

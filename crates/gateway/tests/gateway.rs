@@ -728,6 +728,21 @@ async fn openapi_health_and_the_mounted_registry() {
             "{path} in the document"
         );
     }
+    for path in ["/topics/{topic}/events", "/topics/{topic}/events:batch"] {
+        let responses = &doc.body["paths"][path]["post"]["responses"];
+        for status in [
+            "200", "201", "400", "401", "403", "404", "409", "413", "415", "503",
+        ] {
+            assert!(
+                responses[status]["description"].is_string(),
+                "{path} documents {status}: {responses}"
+            );
+        }
+        assert_eq!(
+            responses["503"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+    }
     let schemas = &doc.body["components"]["schemas"];
     for s in ["ErrorBody", "Receipt", "BatchReceipts"] {
         assert!(schemas[s].is_object(), "{s}");

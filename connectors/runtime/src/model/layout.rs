@@ -157,23 +157,14 @@ pub(super) fn leaf_cell(v: Value, ty: SqlType) -> Result<Cell, Invalid> {
         Value::Union(_, b) => *b,
         v => v,
     };
+    if ty == SqlType::Int
+        && let Some(i) = integer(&v)
+    {
+        return Ok(Cell::Int(i));
+    }
     Ok(match (ty, v) {
         (_, Value::Null) => Cell::Null,
         (SqlType::Bool, Value::Boolean(b)) => Cell::Bool(b),
-        (SqlType::Int, Value::Int(i) | Value::Date(i) | Value::TimeMillis(i)) => {
-            Cell::Int(i64::from(i))
-        }
-        (
-            SqlType::Int,
-            Value::Long(i)
-            | Value::TimeMicros(i)
-            | Value::TimestampMillis(i)
-            | Value::TimestampMicros(i)
-            | Value::TimestampNanos(i)
-            | Value::LocalTimestampMillis(i)
-            | Value::LocalTimestampMicros(i)
-            | Value::LocalTimestampNanos(i),
-        ) => Cell::Int(i),
         (SqlType::Double, Value::Float(f)) => Cell::Double(f64::from(f)),
         (SqlType::Double, Value::Double(f)) => Cell::Double(f),
         (SqlType::Text, Value::String(s)) => Cell::Text(s),
@@ -193,14 +184,10 @@ pub(super) fn leaf_cell(v: Value, ty: SqlType) -> Result<Cell, Invalid> {
     })
 }
 
-/// An Avro value as JSON, deterministically: records keep schema field order, unions show
-/// their value, enums their symbol, bytes lower-case hex, non-finite floats as strings.
-pub fn canonical_json(v: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
+/// An Avro value that is an integer (an `int` or a `long`, whatever its logical type).
+fn integer(v: &Value) -> Option<i64> {
     match v {
-        Value::Null => J::Null,
-        Value::Boolean(b) => J::Bool(*b),
-        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => J::from(*i),
+        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => Some(i64::from(*i)),
         Value::Long(i)
         | Value::TimeMicros(i)
         | Value::TimestampMillis(i)
@@ -208,7 +195,21 @@ pub fn canonical_json(v: &Value) -> serde_json::Value {
         | Value::TimestampNanos(i)
         | Value::LocalTimestampMillis(i)
         | Value::LocalTimestampMicros(i)
-        | Value::LocalTimestampNanos(i) => J::from(*i),
+        | Value::LocalTimestampNanos(i) => Some(*i),
+        _ => None,
+    }
+}
+
+/// An Avro value as JSON, deterministically: records keep schema field order, unions show
+/// their value, enums their symbol, bytes lower-case hex, non-finite floats as strings.
+pub fn canonical_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    if let Some(i) = integer(v) {
+        return J::from(i);
+    }
+    match v {
+        Value::Null => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
         Value::Float(f) => float_json(f64::from(*f)),
         Value::Double(f) => float_json(*f),
         Value::String(s) | Value::Enum(_, s) => J::String(s.clone()),

@@ -169,14 +169,69 @@ impl SqlType {
     }
 }
 
-/// The statements that create history table `history` and its index on `(id, version)`, in the
-/// SQL both stores speak, given how a store quotes a name and spells a column type: the event id
-/// the primary key, every history column `NOT NULL`, the version at least 1.
-pub fn history_table_ddl(
-    history: &str,
-    quote: impl Fn(&str) -> String,
-    sql_type: impl Fn(SqlType) -> &'static str,
-) -> String {
+/// Quote an identifier as both stores do (SQL's double quotes, a quote inside doubled).
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// How a store spells what the tables every store holds leave open.
+#[derive(Debug, Clone, Copy)]
+pub struct Dialect {
+    /// A column's type.
+    pub sql_type: fn(SqlType) -> &'static str,
+    /// The type of `lienthong_offsets.partition`.
+    pub partition_type: &'static str,
+    /// The type and default of `lienthong_migrations.applied_at` (when a column was added).
+    pub applied_at: &'static str,
+    /// For an entity's current-state table (its name quoted): what follows the column list in
+    /// `CREATE TABLE`, and the statements that follow it.
+    pub table_options: fn(&str, Entity) -> (String, String),
+}
+
+/// The statements that create every table a store holds, idempotently, in `dialect`: the
+/// offsets (`lienthong_offsets`), the columns added by schema evolution
+/// (`lienthong_migrations`), each entity's current-state table and its history table.
+pub fn base_ddl(dialect: &Dialect) -> String {
+    let int = (dialect.sql_type)(SqlType::Int);
+    let mut ddl = format!(
+        "CREATE TABLE IF NOT EXISTS lienthong_offsets (
+            connector TEXT NOT NULL, topic TEXT NOT NULL, partition {} NOT NULL,
+            next_offset {int} NOT NULL, PRIMARY KEY (connector, topic, partition));
+         CREATE TABLE IF NOT EXISTS lienthong_migrations (
+            table_name TEXT NOT NULL, column_name TEXT NOT NULL, column_type TEXT NOT NULL,
+            applied_at {}, PRIMARY KEY (table_name, column_name));
+         INSERT INTO lienthong_migrations (table_name, column_name, column_type)
+            VALUES ('*', 'base', 'v1') ON CONFLICT DO NOTHING;\n",
+        dialect.partition_type, dialect.applied_at,
+    );
+    for e in Entity::ALL {
+        let mut cols = vec![
+            "id TEXT PRIMARY KEY NOT NULL".to_string(),
+            format!("version {int} NOT NULL CHECK (version >= 1)"),
+        ];
+        for (name, ty) in e.fixed_columns() {
+            cols.push(format!(
+                "{} {} NOT NULL",
+                quote(name),
+                (dialect.sql_type)(*ty)
+            ));
+        }
+        let table = quote(e.table());
+        let (options, after) = (dialect.table_options)(&table, e);
+        ddl.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} ({}){options};\n{after}",
+            cols.join(", ")
+        ));
+        if let Some(h) = e.history_table() {
+            ddl.push_str(&history_table_ddl(h, dialect));
+        }
+    }
+    ddl
+}
+
+/// The statements that create history table `history` and its index on `(id, version)`: the
+/// event id the primary key, every history column `NOT NULL`, the version at least 1.
+fn history_table_ddl(history: &str, dialect: &Dialect) -> String {
     let mut cols = vec!["event_id TEXT PRIMARY KEY NOT NULL".to_string()];
     for (name, ty) in HISTORY_COLUMNS {
         let check = if *name == "version" {
@@ -184,7 +239,11 @@ pub fn history_table_ddl(
         } else {
             ""
         };
-        cols.push(format!("{} {} NOT NULL{check}", quote(name), sql_type(*ty)));
+        cols.push(format!(
+            "{} {} NOT NULL{check}",
+            quote(name),
+            (dialect.sql_type)(*ty)
+        ));
     }
     format!(
         "CREATE TABLE IF NOT EXISTS {} ({});\nCREATE INDEX IF NOT EXISTS {} ON {} (id, version);\n",
