@@ -158,6 +158,16 @@ impl Progress {
             self.remaining.remove(&key);
         }
     }
+
+    /// Partitions whose consumer position reached the end seen at start are done, even if
+    /// their last records were transaction markers (which a consumer never receives).
+    fn settle(&mut self, positions: &TopicPartitionList) {
+        for e in positions.elements() {
+            if let Offset::Offset(position) = e.offset() {
+                self.advance(e.topic(), e.partition(), position - 1);
+            }
+        }
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -268,6 +278,13 @@ async fn consume(
             next = tokio::time::timeout(interval, consumer.recv()) => next,
         };
         match next {
+            // Nothing came within the interval: every partition may be at its end. A partition
+            // whose last offset is a transaction marker (the gateway writes in transactions)
+            // ends before its last offset, which no record can show: the position does.
+            Err(_) if !caught_up => match consumer.position() {
+                Ok(positions) => progress.settle(&positions),
+                Err(e) => tracing::warn!(error = %e, "reading the consumer's positions"),
+            },
             Err(_) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Kafka consumer error");
@@ -347,6 +364,32 @@ fn now_millis() -> i64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_ending_in_a_transaction_marker_is_done_by_its_position() {
+        // Records at 0..=4, the commit marker at 5: the end seen at start is 6, the last
+        // record a consumer receives is 4.
+        let mut progress = Progress {
+            remaining: HashMap::from([(("hcm.case.events".to_string(), 5), 6)]),
+        };
+        progress.advance("hcm.case.events", 5, 4);
+        assert!(!progress.done(), "the last record is not the end");
+        let mut positions = TopicPartitionList::new();
+        positions
+            .add_partition_offset("hcm.case.events", 5, Offset::Offset(5))
+            .unwrap();
+        progress.settle(&positions);
+        assert!(
+            !progress.done(),
+            "a position before the marker is not the end"
+        );
+        let mut positions = TopicPartitionList::new();
+        positions
+            .add_partition_offset("hcm.case.events", 5, Offset::Offset(6))
+            .unwrap();
+        progress.settle(&positions);
+        assert!(progress.done(), "the position past the marker is");
+    }
 
     #[test]
     fn indicators_are_hidden_while_rebuilding() {

@@ -414,3 +414,51 @@ async fn a_registry_that_refuses_the_credential_is_waited_for_not_skipped() {
     assert_eq!(received(&s), 1.0);
     assert_eq!(undecodable(&s), 0.0);
 }
+
+/// The gateway writes in transactions, so a partition often ends in a commit marker, which no
+/// consumer ever receives. An engine (re)started on such a log still catches up, and its
+/// indicators show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_ending_in_a_transaction_marker_is_caught_up() {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let kafka = lienthong_tests::kafka();
+    let (case_topic, feedback_topic) = topics(&kafka).await;
+    let run = lienthong_tests::unique_suffix();
+    let (first, _) = scenario(&run);
+    Sender::new(&kafka, &case_topic, &feedback_topic)
+        .send(&first)
+        .await
+        .unwrap();
+    let producer: FutureProducer = kafka
+        .config()
+        .transactional_producer(&format!("kpi-marker-{run}"), &[])
+        .create()
+        .unwrap();
+    let timeout = std::time::Duration::from_secs(30);
+    producer.init_transactions(timeout).unwrap();
+    producer.begin_transaction().unwrap();
+    producer
+        .send(
+            FutureRecord::to(&case_topic)
+                .key("marker")
+                .payload(&b"not avro"[..]),
+            timeout,
+        )
+        .await
+        .unwrap();
+    producer.commit_transaction(timeout).unwrap();
+
+    let engine = Running::start(config(kafka.bootstrap(), &case_topic, &feedback_topic))
+        .await
+        .unwrap();
+    let samples = engine
+        .wait_for_records((SCENARIO_FIRST + 1) as f64)
+        .await
+        .unwrap();
+    assert_eq!(samples.get("lienthong_kpi_caught_up", &[]), Some(1.0));
+    assert!(
+        samples.sum("lienthong_kpi_unit_cases_received_total") > 0.0,
+        "the indicators show once caught up"
+    );
+    engine.stop().await.unwrap();
+}
