@@ -35,7 +35,7 @@ Commands:
       download that did not complete, or a changed pom.xml, is redone. Needs java and mvn.
       Prints nothing on stdout.
 
-  start [--name NAME] [--brokers 1|3] [--port PORT] [--config KEY=VALUE]...
+  start [--name NAME] [--brokers 1|3] [--port PORT] [--secured] [--config KEY=VALUE]...
       Start cluster NAME (fetching the jars first if needed) and wait until every broker is
       ready ("$READY_LINE" in its log and its client port accepting connections).
       Prints exactly one line on stdout, the bootstrap list, e.g. 127.0.0.1:40123 or
@@ -52,6 +52,16 @@ Commands:
         --port PORT     first client port (default: \$LIENTHONG_KAFKA_PORT, else free ports are
                         chosen). Given PORT, the N brokers take client ports PORT..PORT+N-1 and
                         controller ports PORT+N..PORT+2N-1; all must be free.
+        --secured       a secured cluster, as a city runs it: no plaintext listener. The
+                        bootstrap ports take SASL_SSL with SCRAM-SHA-512; mTLS ports (PORT+2N..,
+                        listed in mtls-bootstrap) take a client certificate of the city CA
+                        (ops/city-ca.sh; the principal is its common name) and carry
+                        inter-broker traffic; controllers speak mTLS. The StandardAuthorizer
+                        allows only what an ACL grants (allow.everyone.if.no.acl.found=false);
+                        super users are the bus admin User:$ADMIN_USER (its SCRAM secret is
+                        made at format time, in admin.secret) and the brokers
+                        (User:$BROKER_PRINCIPAL). Clients trust the CA's ca.crt;
+                        \`lienthong acl sync\` writes the ACLs.
         --config K=V    extra broker setting appended to every server.properties (repeatable)
 
   stop [--name NAME]
@@ -82,6 +92,7 @@ Commands:
 State of NAME: \$LIENTHONG_STATE_DIR/kafka/NAME/ (now $KAFKA_STATE/NAME/):
   cluster.env                      brokers, ports, cluster id
   bootstrap                        the bootstrap list
+  mtls-bootstrap, admin.secret     secured clusters: the mTLS bootstrap list, the admin's secret
   broker-ID/server.properties      broker config (see there for every setting used)
   broker-ID/broker.log             broker stdout+stderr (log4j: ops/kafka/log4j2.properties)
   broker-ID/pid                    pid of the running broker JVM
@@ -205,7 +216,12 @@ CLUSTER_DIR=""
 BROKERS=""           # from cluster.env
 CLIENT_PORTS=()      # index 1..N
 CONTROLLER_PORTS=()
+MTLS_PORTS=()        # secured clusters only
 CLUSTER_ID=""
+SECURED=0            # from cluster.env
+ADMIN_USER=lienthong-admin
+BROKER_PRINCIPAL=kafka-broker
+CA_DIR=""
 
 set_name() {
   if ! [[ "$1" =~ ^[A-Za-z0-9._-]+$ ]] || [ "$1" = . ] || [ "$1" = .. ]; then
@@ -225,6 +241,9 @@ load_cluster() { # returns 1 if NAME has no cluster.env
   CLIENT_PORTS=(_ $CLIENT_PORT_LIST)
   # shellcheck disable=SC2206
   CONTROLLER_PORTS=(_ $CONTROLLER_PORT_LIST)
+  # shellcheck disable=SC2206
+  MTLS_PORTS=(_ ${MTLS_PORT_LIST:-})
+  SECURED=${SECURED:-0}
 }
 
 # broker_pid ID: the pid of broker ID if it runs. The pid file is trusted only while that process
@@ -245,6 +264,12 @@ no_name_java() { [ -z "$(name_java_pids)" ]; }
 bootstrap_list() {
   local i out=""
   for ((i = 1; i <= BROKERS; i++)); do out+="${out:+,}127.0.0.1:${CLIENT_PORTS[$i]}"; done
+  echo "$out"
+}
+
+mtls_bootstrap_list() {
+  local i out=""
+  for ((i = 1; i <= BROKERS; i++)); do out+="${out:+,}127.0.0.1:${MTLS_PORTS[$i]}"; done
   echo "$out"
 }
 
@@ -270,6 +295,47 @@ show_log_tail() { # show_log_tail FILE [OFFSET_BYTES]
 # ---------------------------------------------------------------------------------------------
 # Broker processes
 
+# listener_properties ID: the listeners of broker ID. Open: PLAINTEXT. Secured: clients
+# authenticate with SCRAM-SHA-512 over TLS (SASL_SSL, the bootstrap port) or with a certificate
+# of the city CA (SSL with client auth, the mTLS port, also used between brokers); the
+# controllers speak mTLS; the StandardAuthorizer allows only what an ACL grants, and only the
+# bus's admin and the brokers themselves are super users.
+listener_properties() {
+  local id=$1
+  if [ "$SECURED" != 1 ]; then
+    cat <<EOF
+listeners=PLAINTEXT://127.0.0.1:${CLIENT_PORTS[$id]},CONTROLLER://127.0.0.1:${CONTROLLER_PORTS[$id]}
+advertised.listeners=PLAINTEXT://127.0.0.1:${CLIENT_PORTS[$id]},CONTROLLER://127.0.0.1:${CONTROLLER_PORTS[$id]}
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+EOF
+    return 0
+  fi
+  cat <<EOF
+listeners=SASL_SSL://127.0.0.1:${CLIENT_PORTS[$id]},SSL://127.0.0.1:${MTLS_PORTS[$id]},CONTROLLER://127.0.0.1:${CONTROLLER_PORTS[$id]}
+advertised.listeners=SASL_SSL://127.0.0.1:${CLIENT_PORTS[$id]},SSL://127.0.0.1:${MTLS_PORTS[$id]},CONTROLLER://127.0.0.1:${CONTROLLER_PORTS[$id]}
+inter.broker.listener.name=SSL
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:SSL,SSL:SSL,SASL_SSL:SASL_SSL
+
+# Secured (--secured): TLS everywhere, with certificates of the city CA (ops/city-ca.sh).
+ssl.keystore.type=PEM
+ssl.keystore.location=$CA_DIR/$BROKER_PRINCIPAL/$BROKER_PRINCIPAL.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$CA_DIR/ca.crt
+ssl.client.auth=required
+listener.name.sasl_ssl.ssl.client.auth=none
+# A certificate's principal is its common name: User:26734, User:$BROKER_PRINCIPAL.
+ssl.principal.mapping.rules=RULE:^CN=([^,]+)(,.*)?\$/\$1/,DEFAULT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:$ADMIN_USER;User:$BROKER_PRINCIPAL
+EOF
+}
+
 write_server_properties() { # write_server_properties ID EXTRA_CONFIG...
   local id=$1; shift
   local dir voters="" i rf isr
@@ -284,11 +350,7 @@ write_server_properties() { # write_server_properties ID EXTRA_CONFIG...
 process.roles=broker,controller
 node.id=$id
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:${CLIENT_PORTS[$id]},CONTROLLER://127.0.0.1:${CONTROLLER_PORTS[$id]}
-advertised.listeners=PLAINTEXT://127.0.0.1:${CLIENT_PORTS[$id]},CONTROLLER://127.0.0.1:${CONTROLLER_PORTS[$id]}
-inter.broker.listener.name=PLAINTEXT
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+$(listener_properties "$id")
 log.dirs=$dir/data
 
 # Topics: created explicitly only. Broker-wide defaults, inherited by topics without overrides.
@@ -451,7 +513,7 @@ random_cluster_id() { # Kafka's Uuid string: 16 random bytes, url-safe base64 wi
 
 parse_common() { # ALLOWED_OPTIONS ARGS...: sets NAME, BROKER_ID and OPT_* (start options)
   local allowed=$1; shift
-  BROKER_ID=""; OPT_BROKERS=1; OPT_PORT="${LIENTHONG_KAFKA_PORT:-}"; OPT_CONFIG=()
+  BROKER_ID=""; OPT_BROKERS=1; OPT_PORT="${LIENTHONG_KAFKA_PORT:-}"; OPT_CONFIG=(); OPT_SECURED=0
   set_name default
   while [ $# -gt 0 ]; do
     local opt=$1
@@ -460,6 +522,7 @@ parse_common() { # ALLOWED_OPTIONS ARGS...: sets NAME, BROKER_ID and OPT_* (star
       --*=*) set -- "${opt%%=*}" "${opt#*=}" "${@:2}"; continue ;;
     esac
     [[ " $allowed " == *" $opt "* ]] || die "unknown option '$opt' for this command (see --help)"
+    if [ "$opt" = --secured ]; then OPT_SECURED=1; shift; continue; fi
     [ $# -ge 2 ] || die "option $opt needs a value"
     case "$opt" in
       --name) set_name "$2" ;;
@@ -473,11 +536,12 @@ parse_common() { # ALLOWED_OPTIONS ARGS...: sets NAME, BROKER_ID and OPT_* (star
 }
 
 cmd_start() {
-  parse_common "--name --brokers --port --config" "$@"
+  parse_common "--name --brokers --port --config --secured" "$@"
   case "$OPT_BROKERS" in 1|3) ;; *) die "--brokers must be 1 or 3, got '$OPT_BROKERS'" ;; esac
   if [ -n "$OPT_PORT" ]; then
-    if ! [[ "$OPT_PORT" =~ ^[0-9]+$ ]] || (( OPT_PORT < 1024 || OPT_PORT + 2 * OPT_BROKERS - 1 > 65535 )); then
-      die "invalid port '$OPT_PORT' (1024..65535, with room for $((2 * OPT_BROKERS)) ports)"
+    local per=$(( OPT_SECURED == 1 ? 3 : 2 ))
+    if ! [[ "$OPT_PORT" =~ ^[0-9]+$ ]] || (( OPT_PORT < 1024 || OPT_PORT + per * OPT_BROKERS - 1 > 65535 )); then
+      die "invalid port '$OPT_PORT' (1024..65535, with room for $((per * OPT_BROKERS)) ports)"
     fi
   fi
   need_java
@@ -499,6 +563,11 @@ cmd_start() {
   local t0 attempt rc i
   t0=$(now_us)
   BROKERS=$OPT_BROKERS
+  SECURED=$OPT_SECURED
+  if [ "$SECURED" = 1 ]; then
+    CA_DIR=$("$LIENTHONG_ROOT/ops/city-ca.sh" dir)
+    "$LIENTHONG_ROOT/ops/city-ca.sh" issue "$BROKER_PRINCIPAL" >/dev/null
+  fi
   for attempt in 1 2 3; do
     rm -rf "${CLUSTER_DIR:?}"
     mkdir -p "$CLUSTER_DIR"
@@ -509,9 +578,16 @@ cmd_start() {
 BROKERS=$BROKERS
 CLIENT_PORT_LIST="${CLIENT_PORTS[*]:1}"
 CONTROLLER_PORT_LIST="${CONTROLLER_PORTS[*]:1}"
+MTLS_PORT_LIST="${MTLS_PORTS[*]:1}"
+SECURED=$SECURED
+CA_DIR="$CA_DIR"
 CLUSTER_ID=$CLUSTER_ID
 KAFKA_VERSION=$KAFKA_VERSION
 EOF
+    if [ "$SECURED" = 1 ]; then
+      # The bus admin's SCRAM secret, written into the cluster's metadata at format time.
+      (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$CLUSTER_DIR/admin.secret")
+    fi
     for ((i = 1; i <= BROKERS; i++)); do write_server_properties "$i" "${OPT_CONFIG[@]}"; done
     format_all
     log "starting $BROKERS broker(s) of '$NAME': client ports ${CLIENT_PORTS[*]:1}, controller ports ${CONTROLLER_PORTS[*]:1}"
@@ -534,27 +610,34 @@ EOF
 
   bootstrap_list >"$CLUSTER_DIR/bootstrap"
   SUCCESS=1
+  if [ "$SECURED" = 1 ]; then
+    mtls_bootstrap_list >"$CLUSTER_DIR/mtls-bootstrap"
+    log "secured: SASL_SSL (SCRAM-SHA-512) at $(bootstrap_list), mTLS at $(mtls_bootstrap_list); CA $CA_DIR/ca.crt; admin User:$ADMIN_USER, secret in $CLUSTER_DIR/admin.secret"
+  fi
   log "Apache Kafka $KAFKA_VERSION (KRaft, $BROKERS broker(s)) ready at $(bootstrap_list) in $(secs_since "$t0") s (cluster '$NAME', state in $CLUSTER_DIR)"
   bootstrap_list
 }
 
 choose_ports() {
-  local i taken=()
-  CLIENT_PORTS=(_); CONTROLLER_PORTS=(_)
+  local i taken=() per=2
+  [ "$SECURED" = 1 ] && per=3
+  CLIENT_PORTS=(_); CONTROLLER_PORTS=(_); MTLS_PORTS=(_)
   if [ -n "$OPT_PORT" ]; then
     for ((i = 1; i <= BROKERS; i++)); do
       CLIENT_PORTS+=($((OPT_PORT + i - 1)))
       CONTROLLER_PORTS+=($((OPT_PORT + BROKERS + i - 1)))
+      if [ "$SECURED" = 1 ]; then MTLS_PORTS+=($((OPT_PORT + 2 * BROKERS + i - 1))); fi
     done
-    for i in "${CLIENT_PORTS[@]:1}" "${CONTROLLER_PORTS[@]:1}"; do require_free_port "$i"; done
+    for i in "${CLIENT_PORTS[@]:1}" "${CONTROLLER_PORTS[@]:1}" "${MTLS_PORTS[@]:1}"; do require_free_port "$i"; done
   else
     local p
-    for ((i = 1; i <= 2 * BROKERS; i++)); do
+    for ((i = 1; i <= per * BROKERS; i++)); do
       p=$(free_port "${taken[@]}")
       taken+=("$p")
     done
     CLIENT_PORTS+=("${taken[@]:0:BROKERS}")
-    CONTROLLER_PORTS+=("${taken[@]:BROKERS}")
+    CONTROLLER_PORTS+=("${taken[@]:BROKERS:BROKERS}")
+    if [ "$SECURED" = 1 ]; then MTLS_PORTS+=("${taken[@]:$((2 * BROKERS)):BROKERS}"); fi
   fi
 }
 
@@ -564,9 +647,13 @@ format_all() {
   FORMAT_PIDS=()
   for ((i = 1; i <= BROKERS; i++)); do
     dir=$(broker_dir "$i")
+    local scram=()
+    if [ "$SECURED" = 1 ]; then
+      scram=(--add-scram "SCRAM-SHA-512=[name=$ADMIN_USER,password=$(cat "$CLUSTER_DIR/admin.secret")]")
+    fi
     java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Dlog4j2.configurationFile="$KAFKA_LOG4J" \
       -cp "$KAFKA_LIB/*" kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$dir/server.properties" \
-      >"$dir/format.log" 2>&1 </dev/null 8>&- 9>&- &
+      "${scram[@]}" >"$dir/format.log" 2>&1 </dev/null 8>&- 9>&- &
     FORMAT_PIDS+=($!)
   done
   for ((i = 1; i <= BROKERS; i++)); do
@@ -676,6 +763,7 @@ cmd_restart() {
   fi
   require_free_port "${CLIENT_PORTS[$BROKER_ID]}"
   require_free_port "${CONTROLLER_PORTS[$BROKER_ID]}"
+  if [ "$SECURED" = 1 ]; then require_free_port "${MTLS_PORTS[$BROKER_ID]}"; fi
   t0=$(now_us)
   off=$(stat -c %s "$dir/broker.log" 2>/dev/null || echo 0)
   echo "===== restarted by ops/kafka.sh at $(date -Is) =====" >>"$dir/broker.log"

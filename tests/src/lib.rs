@@ -129,6 +129,8 @@ pub fn repo_root() -> PathBuf {
 
 mod broker;
 pub use broker::*;
+mod secured;
+pub use secured::*;
 
 pub mod prometheus;
 

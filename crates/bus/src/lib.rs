@@ -9,6 +9,8 @@
 //! and the tests create them the same way, so a topic's settings are defined once, in
 //! `schemas/catalog.toml`.
 
+pub mod acl;
+mod admin;
 mod config;
 
 pub use config::{KafkaConfig, is_secret};
@@ -49,6 +51,12 @@ pub enum BusError {
     /// Reading a partition back did not reach its end in time.
     #[error("{0}")]
     Timeout(String),
+    /// The cluster refused: the credential is wrong, or the principal may not do this.
+    #[error("refused by Kafka: {0}")]
+    Denied(String),
+    /// A security administration request (ACLs, SCRAM credentials) failed.
+    #[error("{0}")]
+    Admin(String),
 }
 
 impl BusError {

@@ -28,6 +28,9 @@ pub struct Config {
     /// The KPI engine, run by `lienthong up` when this section is present (see `kpi.rs`).
     #[serde(default)]
     pub kpi: Option<lienthong_kpi::KpiConfig>,
+    /// The Kafka principals of the bus's own components, for `lienthong acl sync`.
+    #[serde(default)]
+    pub principals: lienthong_bus::acl::BusPrincipals,
     /// Sink connectors `lienthong up` runs, each a connector TOML file as `lienthong connect`
     /// takes it (relative paths are from the working directory).
     #[serde(default)]
@@ -51,8 +54,12 @@ pub struct RegistryConfig {
     pub topic: String,
     /// Replication factor of that topic when it is created.
     pub replication: i32,
-    /// Agencies and the SHA-256 of their tokens.
+    /// Agencies and the SHA-256 of their tokens. On a secured cluster also the agencies whose
+    /// ACLs `lienthong acl sync` keeps.
     pub agencies: Vec<AgencyCredential>,
+    /// The registry's own Kafka connection (its principal on a secured cluster); unset, the
+    /// process's `[kafka]`.
+    pub kafka: Option<KafkaConfig>,
 }
 
 impl Default for RegistryConfig {
@@ -62,6 +69,7 @@ impl Default for RegistryConfig {
             topic: "_lienthong_schemas".into(),
             replication: 1,
             agencies: Vec::new(),
+            kafka: None,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod kpi;
 pub mod publish;
 pub mod replay;
 pub mod schemas;
+pub mod security;
 pub mod tail;
 
 use std::path::Path;
@@ -90,6 +91,76 @@ pub enum Command {
     /// Print a topic's records as JSON lines, decoded with their schemas; from the end, the
     /// beginning, an offset or a time, optionally only one key.
     Tail(tail::TailArgs),
+    /// A secured cluster's access control lists, derived from the catalog (see
+    /// docs/security.md). Connects with [kafka] as the bus's admin.
+    #[command(subcommand)]
+    Acl(AclCommand),
+    /// An agency's credentials on a secured cluster (see docs/security.md). Connects with
+    /// [kafka] as the bus's admin.
+    #[command(subcommand)]
+    Agency(AgencyCommand),
+    /// A bus component's credential on a secured cluster: a new SCRAM-SHA-512 secret for its
+    /// principal ([principals]), printed once; its ACLs come from `acl sync`.
+    #[command(subcommand)]
+    Component(ComponentCommand),
+}
+
+/// `lienthong component …`
+#[derive(Debug, Subcommand)]
+pub enum ComponentCommand {
+    /// Issue (or rotate) the component's secret.
+    Add {
+        /// Which component.
+        #[arg(value_enum)]
+        name: ComponentName,
+    },
+}
+
+/// `lienthong acl …`
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Make the cluster hold the ACLs the catalog's publishers and readers, the agencies of
+    /// [[registry.agencies]] and the bus's components ([principals]) call for: create what is
+    /// missing; report an ACL nobody declared (drift, exit 1), or delete it with --prune.
+    /// Running it again changes nothing.
+    Sync {
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete the ACLs nobody declared.
+        #[arg(long)]
+        prune: bool,
+    },
+}
+
+/// `lienthong agency …`
+#[derive(Debug, Subcommand)]
+pub enum AgencyCommand {
+    /// Issue the agency a SCRAM-SHA-512 secret (printed once) and grant its ACLs. For an
+    /// agency that has one, the secret is replaced: that is how it is rotated.
+    Add {
+        /// The agency's code, e.g. 26734 or CATP: its Kafka user name.
+        code: String,
+        /// Ward (also commune, special zone) or department.
+        #[arg(long, value_enum)]
+        kind: publish::Kind,
+    },
+    /// Delete the agency's SCRAM credential: it can no longer connect.
+    Revoke {
+        /// The agency's code.
+        code: String,
+    },
+}
+
+/// A component of the bus, as `lienthong component add` names it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ComponentName {
+    /// The HTTP gateway.
+    Gateway,
+    /// The schema registry.
+    Registry,
+    /// The KPI engine.
+    Kpi,
 }
 
 /// `lienthong demo` options.
@@ -239,6 +310,24 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
         Command::Connect { .. } | Command::Replay { .. } => Ok(()),
         Command::Demo(args) => demo(args, &config.schemas_dir, catalog, shutdown).await,
         Command::Tail(args) => tail::tail(&config, &catalog, args, shutdown).await,
+        Command::Acl(AclCommand::Sync { dry_run, prune }) => {
+            security::acl_sync(&config, &catalog, dry_run, prune).await
+        }
+        Command::Agency(AgencyCommand::Add { code, kind }) => {
+            security::agency_add(&config, &catalog, &code, kind.into()).await
+        }
+        Command::Agency(AgencyCommand::Revoke { code }) => {
+            security::agency_revoke(&config, &code).await
+        }
+        Command::Component(ComponentCommand::Add { name }) => {
+            let principals = &config.principals;
+            let user = match name {
+                ComponentName::Gateway => &principals.gateway,
+                ComponentName::Registry => &principals.registry,
+                ComponentName::Kpi => &principals.kpi,
+            };
+            security::component_add(&config, user).await
+        }
         Command::Publish(args) => publish::publish(&config, catalog, args, shutdown).await,
     }
 }
@@ -392,9 +481,13 @@ async fn gateway(
         Box::pin(async move { r.sync().await.map_err(|e| e.to_string()) })
     });
     let listener = Listener::bind("gateway.listen", &gateway_config.listen).await?;
+    let kafka = gateway_config
+        .kafka
+        .clone()
+        .unwrap_or_else(|| config.kafka.clone());
     let gw = Gateway::start(
         gateway_config,
-        config.kafka.clone(),
+        kafka,
         catalog,
         &ids,
         Some(probe),
@@ -447,7 +540,11 @@ async fn up(
     }
     let agencies = Agencies::new(&config.registry.agencies).map_err(CliError::Usage)?;
     let log = KafkaLogConfig {
-        kafka: config.kafka.clone(),
+        kafka: config
+            .registry
+            .kafka
+            .clone()
+            .unwrap_or_else(|| config.kafka.clone()),
         topic: config.registry.topic.clone(),
         replication: config.registry.replication,
     };

@@ -60,6 +60,15 @@ pub enum Kind {
     Department,
 }
 
+impl From<Kind> for AgencyKind {
+    fn from(kind: Kind) -> AgencyKind {
+        match kind {
+            Kind::Ward => AgencyKind::Ward,
+            Kind::Department => AgencyKind::Department,
+        }
+    }
+}
+
 /// The events of `text`: a JSON array, or one JSON value per non-empty line. Read as the
 /// gateway reads a body (an object that names a key twice is refused).
 pub fn parse_events(text: &str) -> Result<Vec<EventJson<'_>>, String> {
@@ -142,8 +151,7 @@ pub async fn publish(
         ))
     })?;
     let kind = match args.kind {
-        Some(Kind::Ward) => AgencyKind::Ward,
-        Some(Kind::Department) => AgencyKind::Department,
+        Some(kind) => kind.into(),
         None if args.agency.chars().all(|c| c.is_ascii_digit()) => AgencyKind::Ward,
         None => AgencyKind::Department,
     };

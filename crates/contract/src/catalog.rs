@@ -35,6 +35,49 @@ pub enum AgencyKind {
     Ward,
 }
 
+/// Who a catalog grant names: every agency of a kind, or one agency by its code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Grantee {
+    /// Every agency of this kind (`"department"`, `"ward"`).
+    Kind(AgencyKind),
+    /// The agency with this code (`"CATP"`).
+    Agency(String),
+}
+
+impl Grantee {
+    /// Whether agency `code` of `kind` is named.
+    pub fn names(&self, code: &str, kind: AgencyKind) -> bool {
+        match self {
+            Grantee::Kind(k) => *k == kind,
+            Grantee::Agency(c) => c == code,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Grantee {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Grantee, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "department" => Ok(Grantee::Kind(AgencyKind::Department)),
+            "ward" => Ok(Grantee::Kind(AgencyKind::Ward)),
+            code if FieldFormat::UnitCode.accepts(code) => Ok(Grantee::Agency(code.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?} is neither a kind of agency (\"department\", \"ward\") nor an agency code ({})",
+                FieldFormat::UnitCode.describe()
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Grantee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Grantee::Kind(k) => write!(f, "every {k}"),
+            Grantee::Agency(c) => f.write_str(c),
+        }
+    }
+}
+
 /// Kafka cleanup policy of a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -159,8 +202,11 @@ pub struct TopicSpec {
     pub min_insync_replicas: i32,
     /// Compatibility mode of the value subject.
     pub compatibility: CompatibilityMode,
-    /// Kinds of agency that may publish.
-    pub publishers: Vec<AgencyKind>,
+    /// Who may publish: kinds of agency, or agencies by code.
+    pub publishers: Vec<Grantee>,
+    /// Who may read (consume): kinds of agency, or agencies by code. The bus's own components
+    /// (gateway, KPI engine) read what they need whatever this says.
+    pub readers: Vec<Grantee>,
     /// Code of the agency that owns the value subject.
     pub owner: String,
     /// Most sensitive personal-data class on the topic.
@@ -172,15 +218,21 @@ pub struct TopicSpec {
 }
 
 impl TopicSpec {
-    /// Whether an agency of `kind` may publish to this topic.
-    pub fn allows_publisher(&self, kind: AgencyKind) -> bool {
-        self.publishers.contains(&kind)
+    /// Whether agency `agency` of `kind` may publish to this topic: the rule the SDK and the
+    /// gateway apply, and the one `lienthong acl sync` has the broker enforce.
+    pub fn may_publish(&self, agency: &str, kind: AgencyKind) -> bool {
+        self.publishers.iter().any(|g| g.names(agency, kind))
+    }
+
+    /// Whether agency `agency` of `kind` may read this topic (the broker's READ grant).
+    pub fn may_read(&self, agency: &str, kind: AgencyKind) -> bool {
+        self.readers.iter().any(|g| g.names(agency, kind))
     }
 
     /// May agency `agency` (of `kind`) publish to this topic at all? The one rule every
     /// publishing path (SDK, gateway) applies before anything reaches Kafka.
     pub fn check_publisher(&self, agency: &str, kind: AgencyKind) -> Result<(), PublishRefusal> {
-        if self.allows_publisher(kind) {
+        if self.may_publish(agency, kind) {
             Ok(())
         } else {
             Err(PublishRefusal::TopicNotAllowed {
@@ -201,7 +253,7 @@ impl TopicSpec {
 /// Why an agency may not publish an event. Permanent: nothing reaches Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishRefusal {
-    /// The agency's kind may not write the topic.
+    /// The agency may not write the topic.
     #[error("agency {agency} ({kind}) may not publish to {topic}: only {allowed}")]
     TopicNotAllowed {
         /// The agency's code.
@@ -210,7 +262,7 @@ pub enum PublishRefusal {
         kind: AgencyKind,
         /// The topic.
         topic: String,
-        /// The kinds that may, comma-separated.
+        /// Who may, comma-separated.
         allowed: String,
     },
     /// The event names another unit as its producer.
@@ -263,7 +315,9 @@ struct RawTopic {
     retention_ms: i64,
     min_insync_replicas: i32,
     compatibility: CompatibilityMode,
-    publishers: Vec<AgencyKind>,
+    publishers: Vec<Grantee>,
+    #[serde(default)]
+    readers: Vec<Grantee>,
     owner: String,
     personal_data: PersonalDataClass,
 }
@@ -419,6 +473,7 @@ impl Catalog {
                 min_insync_replicas: t.min_insync_replicas,
                 compatibility: t.compatibility,
                 publishers: t.publishers,
+                readers: t.readers,
                 owner: t.owner,
                 personal_data: t.personal_data,
                 schema_json,

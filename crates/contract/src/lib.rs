@@ -27,7 +27,7 @@ pub mod resolve;
 pub mod samples;
 pub mod write;
 
-pub use catalog::{AgencyKind, Catalog, CleanupPolicy, PersonalDataClass, TopicSpec};
+pub use catalog::{AgencyKind, Catalog, CleanupPolicy, Grantee, PersonalDataClass, TopicSpec};
 pub use codec::{Codec, RegisteredSchema};
 pub use compat::{CompatibilityMode, check_compatibility};
 pub use error::{ContractError, Result};

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use lienthong_contract::catalog::{ENVELOPE, FieldFormat, field_at};
 use lienthong_contract::{
-    AgencyKind, Catalog, CleanupPolicy, CompatibilityMode, ContractError, PersonalDataClass,
-    repo_schemas_dir,
+    AgencyKind, Catalog, CleanupPolicy, CompatibilityMode, ContractError, Grantee,
+    PersonalDataClass, repo_schemas_dir,
 };
 
 #[test]
@@ -30,8 +30,10 @@ fn the_repository_catalog_loads_and_says_what_each_topic_is() {
     assert_eq!(cases.value_subject, "hcm.case.events-value");
     assert_eq!(cases.cleanup_policy, CleanupPolicy::Delete);
     assert!(
-        cases.allows_publisher(AgencyKind::Ward) && cases.allows_publisher(AgencyKind::Department)
+        cases.may_publish("26734", AgencyKind::Ward)
+            && cases.may_publish("STP", AgencyKind::Department)
     );
+    assert!(cases.may_read("26734", AgencyKind::Ward));
     assert_eq!(cases.compatibility, CompatibilityMode::FullTransitive);
     // The shared envelope is inlined, so the registered schema stands alone for any client.
     assert!(cases.schema_json.contains("\"name\":\"Envelope\""));
@@ -47,7 +49,16 @@ fn the_repository_catalog_loads_and_says_what_each_topic_is() {
 
     let citizens = catalog.topic("hcm.citizen.records").unwrap();
     assert_eq!(citizens.cleanup_policy, CleanupPolicy::Compact);
-    assert_eq!(citizens.publishers, [AgencyKind::Department]);
+    // Citizen records: only the owning agency (the police, CATP) may write or erase them.
+    assert_eq!(citizens.publishers, [Grantee::Agency("CATP".into())]);
+    assert!(citizens.may_publish("CATP", AgencyKind::Department));
+    assert!(!citizens.may_publish("STP", AgencyKind::Department));
+    assert!(!citizens.may_publish("26734", AgencyKind::Ward));
+    let refusal = citizens
+        .check_publisher("STP", AgencyKind::Department)
+        .unwrap_err()
+        .to_string();
+    assert!(refusal.contains("only CATP"), "{refusal}");
     assert_eq!(citizens.key_personal_data, PersonalDataClass::Identifier);
 
     assert!(matches!(
@@ -201,6 +212,21 @@ fn an_invalid_topic_name_is_refused() {
         e.contains("catalog.toml")
             && e.contains("hcm feedback/events")
             && e.contains("invalid topic name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_grantee_that_is_neither_a_kind_nor_an_agency_code_is_refused() {
+    let s = Scratch::new();
+    s.edit("catalog.toml", |t| {
+        t.replacen("publishers = [\"CATP\"]", "publishers = [\"police\"]", 1)
+    });
+    let e = s.load_err();
+    assert!(
+        e.contains("catalog.toml")
+            && e.contains("\"police\" is neither a kind of agency")
+            && e.contains("nor an agency code"),
         "{e}"
     );
 }

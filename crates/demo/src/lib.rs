@@ -247,6 +247,10 @@ pub async fn run(
             embedded.bootstrap().to_string()
         }
     };
+    say!(
+        "security: none. The demo's Kafka takes anyone, unauthenticated and unencrypted; a city's \
+         cluster is secured (TLS, SCRAM or mTLS per agency, ACLs from the catalog): docs/security.md"
+    );
     // A real cluster may hold earlier runs: count only what this run adds.
     let before = high_watermarks(&bootstrap, &catalog).await?;
 

@@ -44,6 +44,9 @@ pub struct GatewayConfig {
     pub health_interval_ms: u64,
     /// On shutdown, how long in-flight work may take to finish.
     pub drain_timeout_ms: u64,
+    /// The gateway's own Kafka connection under `lienthong up` (its principal on a secured
+    /// cluster); unset, the process's `[kafka]`.
+    pub kafka: Option<lienthong_bus::KafkaConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -65,6 +68,7 @@ impl Default for GatewayConfig {
             idempotency_max_entries: 2_000_000,
             health_interval_ms: 500,
             drain_timeout_ms: 10_000,
+            kafka: None,
         }
     }
 }

@@ -444,6 +444,15 @@ async fn only_known_agencies_publish_and_only_as_themselves() {
     let a = gw.post("hcm.citizen.records", "26734", &citizen).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
     assert_eq!(a.body["error"], "forbidden");
+    // Nor may a department other than the police (the catalog names CATP alone).
+    citizen["envelope"]["producer_unit"] = "STP".into();
+    let a = gw.post("hcm.citizen.records", "STP", &citizen).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    assert!(
+        a.body["message"].as_str().unwrap().contains("only CATP"),
+        "{}",
+        a.body
+    );
     // A ward posing as another ward, or as a department (wrong-agency token).
     let a = gw.post(topic, "26737", &e).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);

@@ -275,7 +275,7 @@ impl Publisher {
         for topic in catalog
             .topics()
             .iter()
-            .filter(|t| t.allows_publisher(config.kind))
+            .filter(|t| t.may_publish(&config.agency, config.kind))
         {
             let id = match &ids {
                 SchemaIds::Registry(client) => {
