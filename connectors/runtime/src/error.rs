@@ -92,6 +92,18 @@ pub enum ConnectError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// The broker refuses this connector's principal something it needs (to read a topic, to
+    /// join its consumer group): a missing grant, which waiting will not bring.
+    #[error(
+        "the broker refuses connector {connector}: {source}; grant it (lienthong acl sync, from the catalog's readers and the agency's namespace) or fix the connector's principal, topics or name (its consumer group)"
+    )]
+    Denied {
+        /// The connector.
+        connector: String,
+        /// The broker's refusal.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// A configured topic does not exist on the cluster.
     #[error("topic {topic} does not exist on Kafka at {bootstrap}")]
     UnknownTopic {

@@ -551,3 +551,118 @@ fn up_runs_every_component_as_its_own_principal() {
     let status = lienthong_tests::interrupt_and_wait(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status}");
 }
+
+/// A ward's connector, as the ward, keeps its store from what its ACLs let it read, with its
+/// consumer group and dead-letter topic in its namespace; the same connector in a group outside
+/// its namespace is refused by the broker and stops saying so (exit 1), instead of waiting.
+#[test]
+fn a_ward_connector_reads_only_what_its_acls_allow() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let kafka = secured_kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let config = admin_config(&kafka, dir.path());
+    let (code, out, err) = run(lienthong(&config).args(["topics", "create"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(lienthong(&config).args(["acl", "sync"]));
+    assert!(code == 0 || code == 1, "{out}{err}");
+    let secret = add_agency(&config, "26734", "ward");
+    let dead_letters = "26734.dead-letters";
+    let admin_client: AdminClient<DefaultClientContext> = kafka.admin().admin().create().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(admin_client.create_topics(
+        &[NewTopic::new(dead_letters, 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))
+    .unwrap();
+
+    // The ward publishes a case with `lienthong publish`, as itself.
+    let ward_kafka = |table: &str| {
+        format!(
+            "[{table}]\nbootstrap = \"{}\"\n[{table}.options]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"26734\"\n\"sasl.password\" = \"{secret}\"\n\"ssl.ca.location\" = \"{}\"\n",
+            kafka.bootstrap,
+            kafka.ca.display()
+        )
+    };
+    let ward_config = dir.path().join("ward.toml");
+    std::fs::write(
+        &ward_config,
+        format!(
+            "schemas_dir = \"{}\"\n{}",
+            repo_schemas_dir().display(),
+            ward_kafka("kafka")
+        ),
+    )
+    .unwrap();
+    let case_id = format!("HS-ACL-{}", unique_suffix());
+    let mut case =
+        serde_json::to_value(lienthong_contract::samples::typical_case_submitted()).unwrap();
+    case["envelope"]["event_id"] = uuid::Uuid::new_v4().to_string().into();
+    case["envelope"]["aggregate_id"] = case_id.clone().into();
+    case["envelope"]["producer_unit"] = "26734".into();
+    case["event"]["CaseSubmitted"]["receiving_unit"] = "26734".into();
+    let events = dir.path().join("case.json");
+    std::fs::write(&events, case.to_string()).unwrap();
+    let (code, out, err) = run(lienthong(&ward_config).args([
+        "publish",
+        "--topic",
+        "hcm.case.events",
+        "--as",
+        "26734",
+        events.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "publish as the ward: {out}{err}");
+
+    let connector = |name: &str, store: &Path| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"{name}\"\ndead_letter_topic = \"{dead_letters}\"\nstartup_timeout_secs = 20\n{}[schemas]\ndir = \"{}\"\n[[topics]]\nname = \"hcm.case.events\"\n[filter]\nunits = [\"26734\"]\n[batch]\nmax_wait_ms = 50\n[store]\nkind = \"sqlite\"\npath = \"{}\"\n",
+                ward_kafka("kafka"),
+                repo_schemas_dir().display(),
+                store.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let store = dir.path().join("ward.sqlite");
+    let own = connector("26734.store", &store);
+    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("lienthong"))
+        .current_dir(repo_root())
+        .args(["connect", own.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut child = lienthong_tests::ChildGuard(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows = rt.block_on(async {
+            use lienthong_connect::Sink;
+            match lienthong_store::AnyStore::sqlite(&store).await {
+                Ok(mut sink) => sink.rows().await.unwrap_or_default(),
+                Err(_) => Vec::new(),
+            }
+        });
+        if rows.iter().any(|r| r.table == "cases" && r.key == case_id) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "case {case_id} not in the ward's store"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let status = lienthong_tests::interrupt_and_wait(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+
+    // The same ward in another agency's group: the broker refuses, the connector stops.
+    let foreign = connector("SGTVT.store", &dir.path().join("foreign.sqlite"));
+    let (code, out, err) = run(lienthong(&config).args(["connect", foreign.to_str().unwrap()]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("Group authorization failed") && err.contains("acl sync"),
+        "says what the broker refused and what to do: {err}"
+    );
+}

@@ -175,6 +175,21 @@ where
     }))
 }
 
+/// An authorization refusal: permanent until someone grants it, so the connector stops and says
+/// so rather than retry forever.
+fn is_denied(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::TransactionalIdAuthorizationFailed
+        )
+    )
+}
+
 /// A connector is ready once its loop runs over an open store, and while nothing holds its
 /// consumption paused.
 fn readiness(name: &str, metrics: &ConnectorMetrics) -> Readiness {
@@ -337,6 +352,12 @@ impl<S: Sink> Runner<S> {
                 match received {
                     None => {}
                     Some(Ok(m)) => self.take(m).await?,
+                    Some(Err(e)) if is_denied(&e) => {
+                        return Err(ConnectError::Denied {
+                            connector: self.config.name.clone(),
+                            source: e,
+                        });
+                    }
                     Some(Err(e)) => {
                         tracing::warn!(connector = %self.name(), error = %e, "Kafka consumer error");
                         self.metrics
