@@ -20,7 +20,7 @@ use lienthong_bus::KafkaConfig;
 use lienthong_bus::acl::{Acl, Operation, Pattern, Permission, Resource, SecurityAdmin};
 use lienthong_contract::repo_schemas_dir;
 use lienthong_registry::auth::hash_token;
-use lienthong_tests::{SecuredKafka, repo_root, secured_kafka, unique_suffix};
+use lienthong_tests::{ADMIN_USER, SecuredKafka, repo_root, secured_kafka, unique_suffix};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::ClientContext;
@@ -50,6 +50,15 @@ fn run(c: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// A `[table]` Kafka section for `user`'s SCRAM credential over TLS.
+fn kafka_section(kafka: &SecuredKafka, table: &str, user: &str, secret: &str) -> String {
+    format!(
+        "[{table}]\nbootstrap = \"{}\"\n[{table}.options]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"{user}\"\n\"sasl.password\" = \"{secret}\"\n\"ssl.ca.location\" = \"{}\"\n",
+        kafka.bootstrap,
+        kafka.ca.display()
+    )
+}
+
 /// The operator's config: the admin's credential, and the agencies.
 fn admin_config(kafka: &SecuredKafka, dir: &Path) -> std::path::PathBuf {
     let path = dir.join("lienthong.toml");
@@ -70,11 +79,9 @@ fn admin_config(kafka: &SecuredKafka, dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "schemas_dir = \"{}\"\n[kafka]\nbootstrap = \"{}\"\n[kafka.options]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"lienthong-admin\"\n\"sasl.password\" = \"{}\"\n\"ssl.ca.location\" = \"{}\"\n[registry]\ntopic = \"{SCHEMA_LOG}\"\n{agencies}",
+            "schemas_dir = \"{}\"\n{}[registry]\ntopic = \"{SCHEMA_LOG}\"\n{agencies}",
             repo_schemas_dir().display(),
-            kafka.bootstrap,
-            kafka.admin_secret(),
-            kafka.ca.display(),
+            kafka_section(kafka, "kafka", ADMIN_USER, kafka.admin_secret()),
         ),
     )
     .unwrap();
@@ -429,13 +436,8 @@ fn up_runs_every_component_as_its_own_principal() {
             .trim()
             .to_string()
     };
-    let section = |table: &str, user: &str, secret: &str| {
-        format!(
-            "[{table}]\nbootstrap = \"{}\"\n[{table}.options]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"{user}\"\n\"sasl.password\" = \"{secret}\"\n\"ssl.ca.location\" = \"{}\"\n",
-            kafka.bootstrap,
-            kafka.ca.display()
-        )
-    };
+    let section =
+        |table: &str, user: &str, secret: &str| kafka_section(&kafka, table, user, secret);
     let registry = section(
         "registry.kafka",
         "lienthong-registry",
@@ -576,13 +578,7 @@ fn a_ward_connector_reads_only_what_its_acls_allow() {
     .unwrap();
 
     // The ward publishes a case with `lienthong publish`, as itself.
-    let ward_kafka = |table: &str| {
-        format!(
-            "[{table}]\nbootstrap = \"{}\"\n[{table}.options]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"26734\"\n\"sasl.password\" = \"{secret}\"\n\"ssl.ca.location\" = \"{}\"\n",
-            kafka.bootstrap,
-            kafka.ca.display()
-        )
-    };
+    let ward_kafka = |table: &str| kafka_section(&kafka, table, "26734", &secret);
     let ward_config = dir.path().join("ward.toml");
     std::fs::write(
         &ward_config,

@@ -19,6 +19,7 @@ pub mod compat;
 pub mod diff;
 pub mod error;
 pub mod events;
+pub mod grant;
 pub mod history;
 pub mod json;
 pub mod nfc;
