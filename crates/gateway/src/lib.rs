@@ -133,6 +133,7 @@ impl Gateway {
         let index_ready = Arc::new(AtomicBool::new(false));
         let probe = producer::spawn_health_probe(
             &kafka,
+            routes.keys().cloned().collect(),
             health.clone(),
             Duration::from_millis(config.health_interval_ms),
             shutdown.child_token(),
@@ -196,11 +197,22 @@ impl Gateway {
                     self.config.transactional_id
                 ));
             }
-            ProducerState::Down if !self.health.kafka_reachable() => {
-                return Err("Kafka is unreachable".into());
-            }
             _ if !self.health.kafka_reachable() => return Err("Kafka is unreachable".into()),
-            _ => {}
+            // Dropped after a failed transaction (Kafka went away): the committer initialises
+            // a new one as soon as Kafka answers again. Ready before that, the first request
+            // would pay for the initialisation, or fail while the broker still recovers.
+            ProducerState::Down => {
+                return Err("the Kafka transactional producer is being initialised".into());
+            }
+            ProducerState::Ready => {}
+        }
+        match self.health.leaderless_partitions() {
+            0 => {}
+            n => {
+                return Err(format!(
+                    "{n} partition(s) of the served topics have no leader yet"
+                ));
+            }
         }
         if !self.index_ready.load(Ordering::Relaxed) {
             return Err("rebuilding the idempotency index from the log".into());

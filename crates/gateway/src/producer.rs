@@ -79,6 +79,9 @@ pub enum ProducerState {
 #[derive(Debug, Default)]
 pub struct Health {
     kafka_reachable: AtomicBool,
+    /// Partitions of the served topics without a leader at the last probe (a broker that just
+    /// came back, a failover in progress): writes to them cannot succeed yet.
+    leaderless: std::sync::atomic::AtomicUsize,
     producer: AtomicU8,
 }
 
@@ -103,6 +106,11 @@ impl Health {
 
     pub(crate) fn set_reachable(&self, up: bool) {
         self.kafka_reachable.store(up, Ordering::Relaxed);
+    }
+
+    /// How many partitions of the served topics had no leader at the last probe.
+    pub fn leaderless_partitions(&self) -> usize {
+        self.leaderless.load(Ordering::Relaxed)
     }
 }
 
@@ -160,6 +168,10 @@ impl Committer {
                     ("compression.type", "lz4"),
                     ("linger.ms", "1"),
                     ("batch.num.messages", "10000"),
+                    // librdkafka backs off up to 10 s between reconnections: a producer that
+                    // saw the broker go away would answer its first requests after the broker
+                    // came back only with timeouts. A second at most, like the health probe.
+                    ("reconnect.backoff.max.ms", "1000"),
                 ],
             )
             .set("message.timeout.ms", &timeout)
@@ -382,12 +394,30 @@ impl Committer {
         }
         let linger = Duration::from_millis(self.config.group_commit_ms);
         let max = self.config.max_transaction_records.max(1);
+        let idle = Duration::from_millis(self.config.health_interval_ms.max(100));
         loop {
+            // A producer dropped after a failure is made again while idle, once Kafka answers:
+            // `/readyz` says ready only then, and the next request does not pay for it.
+            if self.producer.is_none()
+                && self.health.kafka_reachable()
+                && let Err(e) = self.ensure_producer().await
+            {
+                tracing::debug!(error = %e, "Kafka producer not ready yet");
+            }
             // Gather while holding the queue; run the transaction after letting go of it, so
             // the next committer gathers the next group meanwhile (pipelining).
             let (jobs, count) = {
-                let mut rx = rx.lock().await;
-                let Some(first) = rx.recv().await else {
+                let first = tokio::time::timeout(idle, async {
+                    let mut rx = rx.lock().await;
+                    let first = rx.recv().await;
+                    (rx, first)
+                })
+                .await;
+                let (mut rx, first) = match first {
+                    Err(_) => continue,
+                    Ok(pair) => pair,
+                };
+                let Some(first) = first else {
                     break;
                 };
                 let mut count = first.records.len();
@@ -487,25 +517,39 @@ pub fn spawn_committer(
 /// Probe Kafka every `interval` until `shutdown`: a metadata request with a short timeout.
 pub fn spawn_health_probe(
     kafka: &KafkaConfig,
+    topics: Vec<String>,
     health: Arc<Health>,
     interval: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
     let probe: BaseProducer = kafka.watermarks().create()?;
     let probe = Arc::new(probe);
+    let topics = Arc::new(topics);
     let interval = interval.max(Duration::from_millis(50));
     Ok(tokio::spawn(async move {
         loop {
-            let p = probe.clone();
+            let (p, topics) = (probe.clone(), topics.clone());
             let timeout = interval.max(Duration::from_millis(500));
-            let up = tokio::task::spawn_blocking(move || {
-                p.client()
-                    .fetch_metadata(None, timeout)
-                    .is_ok_and(|m| !m.brokers().is_empty())
+            let seen = tokio::task::spawn_blocking(move || {
+                let m = p.client().fetch_metadata(None, timeout).ok()?;
+                if m.brokers().is_empty() {
+                    return None;
+                }
+                let leaderless = m
+                    .topics()
+                    .iter()
+                    .filter(|t| topics.iter().any(|name| name == t.name()))
+                    .flat_map(|t| t.partitions())
+                    .filter(|p| p.leader() < 0 || p.error().is_some())
+                    .count();
+                Some(leaderless)
             })
             .await
-            .unwrap_or(false);
-            health.set_reachable(up);
+            .unwrap_or(None);
+            health.set_reachable(seen.is_some());
+            if let Some(n) = seen {
+                health.leaderless.store(n, Ordering::Relaxed);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {}

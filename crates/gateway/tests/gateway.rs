@@ -902,20 +902,28 @@ async fn kafka_down_is_503_with_retry_after_then_recovers_and_nothing_partial_is
         StatusCode::SERVICE_UNAVAILABLE
     );
     own.restart().unwrap();
-    // Back: the same gateway recovers, no restart.
+    // Back: the same gateway recovers, no restart. Once `/readyz` says ready, a publish
+    // succeeds at its first attempt (the producer was made again before, not by it).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let recovered = loop {
-        let a = gw.post(topic, "26734", &probe).await;
-        if a.status.is_success() {
-            break a;
+    loop {
+        let r = gw.get("/readyz").await;
+        if r.status == StatusCode::OK {
+            break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no recovery in 120 s: {}",
-            a.body
+            "not ready again in 120 s: {}",
+            r.body
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recovered = gw.post(topic, "26734", &probe).await;
+    assert!(
+        recovered.status.is_success(),
+        "the first publish after /readyz said ready: {} {}",
+        recovered.status,
+        recovered.body
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.cancel();
     let mut accepted: HashSet<(i64, i64)> = HashSet::new();
