@@ -261,6 +261,15 @@ impl OwnKafka {
         &self.kafka
     }
 
+    /// Its state folder under `ops/kafka.sh`'s (`admin.secret`, `mtls-bootstrap`, logs).
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        std::env::var_os("LIENTHONG_STATE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".lienthong"))
+            .join("kafka")
+            .join(&self.name)
+    }
+
     /// SIGKILL the broker (its data stays).
     pub fn kill(&self) -> Result<()> {
         self.kafka.kill_broker(1)

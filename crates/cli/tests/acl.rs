@@ -662,3 +662,52 @@ fn a_ward_connector_reads_only_what_its_acls_allow() {
         "says what the broker refused and what to do: {err}"
     );
 }
+
+/// The secured mode with three brokers: they replicate to each other over mutual TLS as
+/// `User:kafka-broker`, and the authorizer refuses a principal without ACLs there too.
+#[test]
+fn three_secured_brokers_replicate_over_mtls_and_refuse_the_ungranted() {
+    let own = lienthong_tests::OwnKafka::start_with("secured3", &["--brokers", "3", "--secured"])
+        .unwrap();
+    let ca = secured_kafka().ca;
+    let secret = std::fs::read_to_string(own.state_dir().join("admin.secret")).unwrap();
+    let scram = |user: &str, secret: &str| {
+        KafkaConfig::new(own.kafka().bootstrap())
+            .with_option("security.protocol", "SASL_SSL")
+            .with_option("sasl.mechanism", "SCRAM-SHA-512")
+            .with_option("sasl.username", user)
+            .with_option("sasl.password", secret)
+            .with_option("ssl.ca.location", &ca.display().to_string())
+    };
+    let admin = scram(ADMIN_USER, secret.trim());
+    let topic = "hcm.case.events";
+    let client: AdminClient<DefaultClientContext> = admin.admin().create().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let created = rt
+        .block_on(client.create_topics(
+            &[NewTopic::new(topic, 3, TopicReplication::Fixed(3))],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    produce(&admin, topic).unwrap();
+    let consumer: BaseConsumer = admin.watermarks().create().unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    for p in metadata.topics()[0].partitions() {
+        assert_eq!(
+            p.isr().len(),
+            3,
+            "partition {} in sync on all three",
+            p.id()
+        );
+    }
+    // A principal with a credential and no ACL: refused.
+    let mut security = SecurityAdmin::connect(&admin, Duration::from_secs(15)).unwrap();
+    security
+        .set_scram_secret("26734", "a-secret-of-this-test")
+        .unwrap();
+    let e = produce(&scram("26734", "a-secret-of-this-test"), topic).unwrap_err();
+    assert!(authorization_error(&e), "no ACL, no write: {e}");
+}
