@@ -540,7 +540,9 @@ pub fn spawn_health_probe(
                     .iter()
                     .filter(|t| topics.iter().any(|name| name == t.name()))
                     .flat_map(|t| t.partitions())
-                    .filter(|p| p.leader() < 0 || p.error().is_some())
+                    // Only a missing leader: a replica that is down (one broker of three) is
+                    // reported as a partition error too, while writes still succeed.
+                    .filter(|p| p.leader() < 0)
                     .count();
                 Some(leaderless)
             })

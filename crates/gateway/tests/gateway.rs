@@ -991,3 +991,40 @@ async fn closing_the_gateway_leaves_the_callers_token_alone() {
         "a closed gateway takes no events"
     );
 }
+
+/// One broker of three down: every partition keeps a leader and two in-sync replicas, so the
+/// gateway stays ready and publishes (a replica that is down is not a reason to say not ready).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_broker_of_three_down_leaves_the_gateway_ready() {
+    let own = OwnKafka::start_with("gw-three", &["--brokers", "3"]).unwrap();
+    let kafka = own.kafka().clone();
+    let catalog = Catalog::load(repo_schemas_dir()).unwrap();
+    lienthong_bus::create_catalog_topics(&kafka.config(), &catalog, 3)
+        .await
+        .unwrap();
+    let gw = start(&kafka, |c| c.health_interval_ms = 200).await;
+    kafka.kill_broker(3).unwrap();
+    // The controllers fence it after 4 s; its partitions get new leaders.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = gw.get("/readyz").await;
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready with two brokers of three: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let case = fresh(
+        &samples::typical_case_submitted(),
+        &format!("HS-THREE-{}", unique_suffix()),
+    );
+    let a = gw.post("hcm.case.events", "26734", &case).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    kafka.restart_broker(3).unwrap();
+    gw.stop().await;
+}
