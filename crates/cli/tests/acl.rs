@@ -195,19 +195,64 @@ fn consume(kafka: &KafkaConfig, topic: &str, group: &str) -> Result<bool, KafkaE
     Ok(false)
 }
 
+/// Check `done` every 300 ms until it holds; the test fails after `within` with its last word.
+fn eventually(within: Duration, mut done: impl FnMut() -> Result<(), String>) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match done() {
+            Ok(()) => return,
+            Err(why) => assert!(std::time::Instant::now() < deadline, "{why}"),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// The tests share the node's ACLs and rotate the same agencies' secrets: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// A test's turn on the secured node, the operator's config, and the catalog's topics created
+/// by the admin (`lienthong topics create`).
+struct Setup {
+    _turn: std::sync::MutexGuard<'static, ()>,
+    kafka: SecuredKafka,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let kafka = secured_kafka();
+        let dir = tempfile::tempdir().unwrap();
+        let config = admin_config(&kafka, dir.path());
+        let (code, out, err) = run(lienthong(&config).args(["topics", "create"]));
+        assert_eq!(code, 0, "topics create as the admin: {out}{err}");
+        Setup {
+            _turn: turn,
+            kafka,
+            dir,
+            config,
+        }
+    }
+
+    /// The same, and the ACLs synced (`lienthong acl sync`; drift left as it is).
+    fn synced() -> Setup {
+        let setup = Setup::new();
+        let (code, out, err) = run(lienthong(&setup.config).args(["acl", "sync"]));
+        assert!(code == 0 || code == 1, "{out}{err}");
+        setup
+    }
+}
+
 #[test]
 fn the_broker_refuses_what_the_catalog_does_not_grant() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let kafka = secured_kafka();
-    let dir = tempfile::tempdir().unwrap();
-    let config = admin_config(&kafka, dir.path());
-
-    // The admin creates the catalog's topics and the registry's log topic.
-    let (code, out, err) = run(lienthong(&config).args(["topics", "create"]));
-    assert_eq!(code, 0, "topics create as the admin: {out}{err}");
+    // The admin creates the catalog's topics (Setup), and the registry's log topic.
+    let Setup {
+        _turn,
+        kafka,
+        dir: _dir,
+        config,
+    } = Setup::new();
     let admin_client: AdminClient<DefaultClientContext> = kafka.admin().admin().create().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(
@@ -419,16 +464,10 @@ fn the_broker_refuses_what_the_catalog_does_not_grant() {
 #[test]
 fn up_runs_every_component_as_its_own_principal() {
     use std::io::{BufRead, BufReader, Read, Write};
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let kafka = secured_kafka();
-    let dir = tempfile::tempdir().unwrap();
-    let config = admin_config(&kafka, dir.path());
-    let (code, out, err) = run(lienthong(&config).args(["topics", "create"]));
-    assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = run(lienthong(&config).args(["acl", "sync"]));
-    assert!(code == 0 || code == 1, "{out}{err}");
+    let setup = Setup::synced();
+    let (kafka, dir, config) = (&setup.kafka, &setup.dir, &setup.config);
     let secret_of = |name: &str| {
-        let (code, out, err) = run(lienthong(&config).args(["component", "add", name]));
+        let (code, out, err) = run(lienthong(config).args(["component", "add", name]));
         assert_eq!(code, 0, "{out}{err}");
         out.lines()
             .find_map(|l| l.split("as sasl.password): ").nth(1))
@@ -436,8 +475,7 @@ fn up_runs_every_component_as_its_own_principal() {
             .trim()
             .to_string()
     };
-    let section =
-        |table: &str, user: &str, secret: &str| kafka_section(&kafka, table, user, secret);
+    let section = |table: &str, user: &str, secret: &str| kafka_section(kafka, table, user, secret);
     let registry = section(
         "registry.kafka",
         "lienthong-registry",
@@ -445,7 +483,7 @@ fn up_runs_every_component_as_its_own_principal() {
     );
     let gateway = section("gateway.kafka", "lienthong-gateway", &secret_of("gateway"));
     let kpi = section("kpi.kafka", "lienthong-kpi", &secret_of("kpi"));
-    let ward_secret = add_agency(&config, "26734", "ward");
+    let ward_secret = add_agency(config, "26734", "ward");
     let _ = ward_secret;
     let up_config = dir.path().join("up.toml");
     std::fs::write(
@@ -494,18 +532,13 @@ fn up_runs_every_component_as_its_own_principal() {
             format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
         )
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
+    eventually(Duration::from_secs(90), || {
         let ready = get(&gateway_addr, "/readyz");
-        if ready.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gateway not ready: {ready}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        ready
+            .starts_with("HTTP/1.1 200")
+            .then_some(())
+            .ok_or(format!("gateway not ready: {ready}"))
+    });
     let post = |topic: &str, body: &serde_json::Value| {
         let body = body.to_string();
         http(
@@ -516,14 +549,14 @@ fn up_runs_every_component_as_its_own_principal() {
             ),
         )
     };
-    let before = ends(&kafka, "hcm.case.events");
+    let before = ends(kafka, "hcm.case.events");
     let mut case =
         serde_json::to_value(lienthong_contract::samples::typical_case_submitted()).unwrap();
     case["envelope"]["event_id"] = uuid::Uuid::new_v4().to_string().into();
     case["envelope"]["aggregate_id"] = format!("HS-ACL-{}", unique_suffix()).into();
     let answer = post("hcm.case.events", &case);
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
-    let after = ends(&kafka, "hcm.case.events");
+    let after = ends(kafka, "hcm.case.events");
     assert!(
         after.iter().sum::<i64>() > before.iter().sum::<i64>(),
         "the case is on the log: {before:?} -> {after:?}"
@@ -533,23 +566,17 @@ fn up_runs_every_component_as_its_own_principal() {
     let answer = post("hcm.citizen.records", &citizen);
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     // The KPI engine, as lienthong-kpi, read the case events.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), || {
         let metrics = get(&kpi_addr, "/metrics");
         let read: f64 = metrics
             .lines()
             .filter(|l| l.starts_with("lienthong_kpi_events_total{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
-        if metrics.contains("lienthong_kpi_caught_up 1") && read >= 1.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the KPI engine read nothing: {metrics}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        (metrics.contains("lienthong_kpi_caught_up 1") && read >= 1.0)
+            .then_some(())
+            .ok_or(format!("the KPI engine read nothing: {metrics}"))
+    });
     let status = lienthong_tests::interrupt_and_wait(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status}");
 }
@@ -559,15 +586,9 @@ fn up_runs_every_component_as_its_own_principal() {
 /// its namespace is refused by the broker and stops saying so (exit 1), instead of waiting.
 #[test]
 fn a_ward_connector_reads_only_what_its_acls_allow() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let kafka = secured_kafka();
-    let dir = tempfile::tempdir().unwrap();
-    let config = admin_config(&kafka, dir.path());
-    let (code, out, err) = run(lienthong(&config).args(["topics", "create"]));
-    assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = run(lienthong(&config).args(["acl", "sync"]));
-    assert!(code == 0 || code == 1, "{out}{err}");
-    let secret = add_agency(&config, "26734", "ward");
+    let setup = Setup::synced();
+    let (kafka, dir, config) = (&setup.kafka, &setup.dir, &setup.config);
+    let secret = add_agency(config, "26734", "ward");
     let dead_letters = "26734.dead-letters";
     let admin_client: AdminClient<DefaultClientContext> = kafka.admin().admin().create().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -578,7 +599,7 @@ fn a_ward_connector_reads_only_what_its_acls_allow() {
     .unwrap();
 
     // The ward publishes a case with `lienthong publish`, as itself.
-    let ward_kafka = |table: &str| kafka_section(&kafka, table, "26734", &secret);
+    let ward_kafka = |table: &str| kafka_section(kafka, table, "26734", &secret);
     let ward_config = dir.path().join("ward.toml");
     std::fs::write(
         &ward_config,
@@ -632,8 +653,7 @@ fn a_ward_connector_reads_only_what_its_acls_allow() {
         .spawn()
         .unwrap();
     let mut child = lienthong_tests::ChildGuard(child);
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
+    eventually(Duration::from_secs(90), || {
         let rows = rt.block_on(async {
             use lienthong_connect::Sink;
             match lienthong_store::AnyStore::sqlite(&store).await {
@@ -641,21 +661,17 @@ fn a_ward_connector_reads_only_what_its_acls_allow() {
                 Err(_) => Vec::new(),
             }
         });
-        if rows.iter().any(|r| r.table == "cases" && r.key == case_id) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "case {case_id} not in the ward's store"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        rows.iter()
+            .any(|r| r.table == "cases" && r.key == case_id)
+            .then_some(())
+            .ok_or(format!("case {case_id} not in the ward's store"))
+    });
     let status = lienthong_tests::interrupt_and_wait(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status}");
 
     // The same ward in another agency's group: the broker refuses, the connector stops.
     let foreign = connector("SGTVT.store", &dir.path().join("foreign.sqlite"));
-    let (code, out, err) = run(lienthong(&config).args(["connect", foreign.to_str().unwrap()]));
+    let (code, out, err) = run(lienthong(config).args(["connect", foreign.to_str().unwrap()]));
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("Group authorization failed") && err.contains("acl sync"),

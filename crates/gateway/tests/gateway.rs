@@ -101,23 +101,28 @@ async fn start_with(kafka: &Kafka, txn_id: &str, tweak: impl FnOnce(&mut Gateway
         shutdown,
         server,
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let r = gw.get("/readyz").await;
-        if r.status == StatusCode::OK {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway not ready after 90 s: {}",
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gw.wait_ready(Duration::from_secs(90)).await;
     gw
 }
 
 impl Gw {
+    /// Wait until `/readyz` answers 200; the test fails after `within`.
+    async fn wait_ready(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let r = self.get("/readyz").await;
+            if r.status == StatusCode::OK {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway not ready within {within:?}: {}",
+                r.body
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn get(&self, path: &str) -> Answer {
         let r = self
             .http
@@ -904,19 +909,7 @@ async fn kafka_down_is_503_with_retry_after_then_recovers_and_nothing_partial_is
     own.restart().unwrap();
     // Back: the same gateway recovers, no restart. Once `/readyz` says ready, a publish
     // succeeds at its first attempt (the producer was made again before, not by it).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = gw.get("/readyz").await;
-        if r.status == StatusCode::OK {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not ready again in 120 s: {}",
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gw.wait_ready(Duration::from_secs(120)).await;
     let recovered = gw.post(topic, "26734", &probe).await;
     assert!(
         recovered.status.is_success(),
@@ -1006,19 +999,7 @@ async fn one_broker_of_three_down_leaves_the_gateway_ready() {
     kafka.kill_broker(3).unwrap();
     // The controllers fence it after 4 s; its partitions get new leaders.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = gw.get("/readyz").await;
-        if r.status == StatusCode::OK {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not ready with two brokers of three: {}",
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gw.wait_ready(Duration::from_secs(30)).await;
     let case = fresh(
         &samples::typical_case_submitted(),
         &format!("HS-THREE-{}", unique_suffix()),
