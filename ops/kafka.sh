@@ -261,17 +261,14 @@ broker_alive() { [ -n "$(broker_pid "$1")" ]; }
 pid_gone() { ! pid_alive "$1"; }
 no_name_java() { [ -z "$(name_java_pids)" ]; }
 
-bootstrap_list() {
-  local i out=""
-  for ((i = 1; i <= BROKERS; i++)); do out+="${out:+,}127.0.0.1:${CLIENT_PORTS[$i]}"; done
+address_list() { # address_list PORT...: 127.0.0.1:P1,127.0.0.1:P2,…
+  local p out=""
+  for p in "$@"; do out+="${out:+,}127.0.0.1:$p"; done
   echo "$out"
 }
 
-mtls_bootstrap_list() {
-  local i out=""
-  for ((i = 1; i <= BROKERS; i++)); do out+="${out:+,}127.0.0.1:${MTLS_PORTS[$i]}"; done
-  echo "$out"
-}
+bootstrap_list() { address_list "${CLIENT_PORTS[@]:1:BROKERS}"; }
+mtls_bootstrap_list() { address_list "${MTLS_PORTS[@]:1:BROKERS}"; }
 
 # pids of any JVM (broker or format tool) whose command line names a server.properties of NAME
 name_java_pids() {

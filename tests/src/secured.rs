@@ -23,6 +23,16 @@ pub const ENV_KAFKA_SECURED_ADMIN_SECRET: &str = "LIENTHONG_KAFKA_SECURED_ADMIN_
 /// The bus administrator's user name on a secured cluster.
 pub const ADMIN_USER: &str = "lienthong-admin";
 
+/// A client of any secured cluster at `bootstrap` (SASL_SSL, SCRAM-SHA-512), trusting `ca`.
+pub fn scram_config(bootstrap: &str, ca: &Path, user: &str, secret: &str) -> KafkaConfig {
+    KafkaConfig::new(bootstrap)
+        .with_option("security.protocol", "SASL_SSL")
+        .with_option("sasl.mechanism", "SCRAM-SHA-512")
+        .with_option("sasl.username", user)
+        .with_option("sasl.password", secret)
+        .with_option("ssl.ca.location", &ca.display().to_string())
+}
+
 /// The secured node.
 #[derive(Debug, Clone)]
 pub struct SecuredKafka {
@@ -59,12 +69,7 @@ pub fn secured_kafka() -> SecuredKafka {
 impl SecuredKafka {
     /// A client of `user` with SCRAM secret `secret`, over TLS.
     pub fn scram(&self, user: &str, secret: &str) -> KafkaConfig {
-        KafkaConfig::new(&self.bootstrap)
-            .with_option("security.protocol", "SASL_SSL")
-            .with_option("sasl.mechanism", "SCRAM-SHA-512")
-            .with_option("sasl.username", user)
-            .with_option("sasl.password", secret)
-            .with_option("ssl.ca.location", &self.ca.display().to_string())
+        scram_config(&self.bootstrap, &self.ca, user, secret)
     }
 
     /// The bus administrator (a super user).

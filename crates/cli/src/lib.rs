@@ -466,7 +466,7 @@ async fn gateway(
     telemetry: &Arc<Telemetry>,
     components: &CancellationToken,
 ) -> Result<Running<lienthong_gateway::GatewayError>, CliError> {
-    use lienthong_gateway::{Gateway, ReadinessProbe};
+    use lienthong_gateway::Gateway;
     if gateway_config.agencies.is_empty() {
         gateway_config.agencies = config.registry.agencies.clone();
     }
@@ -475,11 +475,6 @@ async fn gateway(
         .into_iter()
         .filter_map(|(subject, id)| Some((catalog.topic_by_subject(&subject)?.name.clone(), id)))
         .collect();
-    let probe_registry = Arc::clone(registry);
-    let probe: ReadinessProbe = Arc::new(move || {
-        let r = probe_registry.clone();
-        Box::pin(async move { r.sync().await.map_err(|e| e.to_string()) })
-    });
     let listener = Listener::bind("gateway.listen", &gateway_config.listen).await?;
     let kafka = gateway_config
         .kafka
@@ -490,7 +485,7 @@ async fn gateway(
         kafka,
         catalog,
         &ids,
-        Some(probe),
+        Some(registry.readiness()),
         Arc::clone(telemetry),
         components.clone(),
     )

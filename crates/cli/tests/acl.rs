@@ -688,12 +688,7 @@ fn three_secured_brokers_replicate_over_mtls_and_refuse_the_ungranted() {
     let ca = secured_kafka().ca;
     let secret = std::fs::read_to_string(own.state_dir().join("admin.secret")).unwrap();
     let scram = |user: &str, secret: &str| {
-        KafkaConfig::new(own.kafka().bootstrap())
-            .with_option("security.protocol", "SASL_SSL")
-            .with_option("sasl.mechanism", "SCRAM-SHA-512")
-            .with_option("sasl.username", user)
-            .with_option("sasl.password", secret)
-            .with_option("ssl.ca.location", &ca.display().to_string())
+        lienthong_tests::scram_config(own.kafka().bootstrap(), &ca, user, secret)
     };
     let admin = scram(ADMIN_USER, secret.trim());
     let topic = "hcm.case.events";

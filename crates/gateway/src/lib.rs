@@ -47,9 +47,6 @@ use crate::producer::{Health, Job, ProducerState};
 pub use lienthong_bus::KafkaConfig;
 use lienthong_encode::TopicEncoder;
 
-/// A check that some dependency (the schema registry) is reachable, for `/readyz`.
-pub type ReadinessProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
-
 /// One catalog topic as the gateway serves it.
 struct Route {
     name: Arc<str>,
@@ -68,7 +65,7 @@ pub struct Gateway {
     jobs: RwLock<Option<mpsc::Sender<Job>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     committer: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    registry_probe: Option<ReadinessProbe>,
+    registry_readiness: Option<Readiness>,
     telemetry: Arc<lienthong_telemetry::Telemetry>,
     shutdown: CancellationToken,
 }
@@ -102,7 +99,7 @@ impl Gateway {
         kafka: KafkaConfig,
         catalog: Arc<Catalog>,
         ids: &HashMap<String, u32>,
-        registry_probe: Option<ReadinessProbe>,
+        registry_readiness: Option<Readiness>,
         telemetry: Arc<lienthong_telemetry::Telemetry>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Gateway>, GatewayError> {
@@ -163,7 +160,7 @@ impl Gateway {
             jobs: RwLock::new(Some(jobs)),
             tasks: Mutex::new(vec![probe, replay]),
             committer: Mutex::new(Some(committer)),
-            registry_probe,
+            registry_readiness,
             telemetry,
             shutdown,
         }))
@@ -224,8 +221,8 @@ impl Gateway {
         self.jobs.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// What it lacks to take events now (empty: ready): [`Gateway::ready`], and the schema
-    /// registry's probe (answered within 3 s). What `/readyz` answers.
+    /// What it lacks to take events now (empty: ready): [`Gateway::ready`], and what the
+    /// schema registry it was given lacks (its own readiness). What `/readyz` answers.
     pub fn problems(self: &Arc<Self>) -> BoxFuture<'static, Vec<String>> {
         let gateway = Arc::clone(self);
         Box::pin(async move {
@@ -233,12 +230,9 @@ impl Gateway {
             if let Err(e) = gateway.ready() {
                 problems.push(e);
             }
-            if let Some(probe) = &gateway.registry_probe {
-                match tokio::time::timeout(Duration::from_secs(3), probe()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => problems.push(format!("schema registry: {e}")),
-                    Err(_) => problems.push("schema registry: no answer within 3 s".into()),
-                }
+            if let Some(registry) = &gateway.registry_readiness {
+                let lacking = registry().await;
+                problems.extend(lacking.into_iter().map(|p| format!("schema registry: {p}")));
             }
             problems
         })

@@ -176,6 +176,22 @@ impl Registry {
         self.wait_applied(end).await
     }
 
+    /// Whether it can answer: its schema log read to its end within 3 s. Its own `/readyz`,
+    /// and the gateway's when the registry is mounted beside it.
+    pub fn readiness(self: &Arc<Self>) -> Readiness {
+        let registry = Arc::clone(self);
+        Arc::new(move || {
+            let registry = Arc::clone(&registry);
+            Box::pin(async move {
+                match tokio::time::timeout(Duration::from_secs(3), registry.sync()).await {
+                    Ok(Ok(())) => Vec::new(),
+                    Ok(Err(e)) => vec![format!("schema log: {e}")],
+                    Err(_) => vec!["schema log: not read to its end within 3 s".into()],
+                }
+            })
+        })
+    }
+
     /// Serve this registry's API on `listener` until `shutdown` (or [`Running::stop`]), in the
     /// shape every component has (`lienthong_telemetry::component`): calls counted
     /// ([`metrics::count_operations`]), `/metrics`, `/healthz`, and `/readyz` ready while the
@@ -186,22 +202,9 @@ impl Registry {
         telemetry: &Arc<lienthong_telemetry::Telemetry>,
         shutdown: &CancellationToken,
     ) -> Running<RegistryError> {
-        let readiness: Readiness = {
-            let registry = Arc::clone(self);
-            Arc::new(move || {
-                let registry = Arc::clone(&registry);
-                Box::pin(async move {
-                    match tokio::time::timeout(Duration::from_secs(3), registry.sync()).await {
-                        Ok(Ok(())) => Vec::new(),
-                        Ok(Err(e)) => vec![format!("schema log: {e}")],
-                        Err(_) => vec!["schema log: not read to its end within 3 s".into()],
-                    }
-                })
-            })
-        };
         let api = metrics::count_operations(api::router(Arc::clone(self)), telemetry);
         Component::new("registry", telemetry, shutdown)
-            .readiness(readiness)
+            .readiness(self.readiness())
             .serve_with(listener, move |common| api.merge(common))
             .start(|stopping| async move {
                 stopping.token().cancelled().await;
