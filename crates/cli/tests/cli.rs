@@ -530,9 +530,23 @@ fn demo_plays_a_day_and_proves_the_log() {
     }
     assert_eq!(stores, ["STP", "26734", "26740", "27259"], "{summary}");
     assert!(summary.contains("result: CONSISTENT"), "{summary}");
-    // Progress lines were printed while it ran, with rows applied per store.
+    // Progress lines were printed while it ran, with rows applied per store. The loop prints
+    // at most one a second and skips seconds when a shared CI machine stalls it (a 2-core
+    // runner printed 12 in 20 s), so the count only has to show it kept reporting, in order.
     let progress: Vec<&str> = out.lines().filter(|l| l.starts_with('[')).collect();
-    assert!(progress.len() >= 15, "{out}");
+    assert!(progress.len() >= 5, "{out}");
+    let seconds: Vec<u64> = progress
+        .iter()
+        .map(|l| {
+            l.trim_start_matches('[')
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("a progress line without seconds: {l}"))
+        })
+        .collect();
+    assert!(seconds.windows(2).all(|w| w[0] <= w[1]), "{out}");
+    assert!(seconds.last().is_some_and(|&s| s >= 10), "{out}");
     assert!(
         progress.iter().all(|l| l.contains("rows applied: STP ")),
         "{out}"
