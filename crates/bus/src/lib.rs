@@ -12,6 +12,7 @@
 pub mod acl;
 mod admin;
 mod config;
+pub mod state_log;
 
 pub use config::{KafkaConfig, is_secret};
 

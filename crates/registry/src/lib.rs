@@ -19,19 +19,19 @@ pub mod log;
 pub mod metrics;
 pub mod state;
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use apache_avro::Schema;
 use lienthong_contract::{Catalog, CompatibilityMode, check_compatibility};
 use lienthong_telemetry::component::{Component, Listener, Readiness, Running};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::auth::{Agencies, Agency, AgencyCredential};
 pub use crate::error::RegistryError;
 pub use crate::log::KafkaLogConfig;
-use crate::log::{KafkaLog, SchemaLog, SharedState};
+use crate::log::{LOG, store};
+use lienthong_bus::state_log::{StateLog, StateLogConfig};
 use crate::state::{ConfigValue, LogKey, Outcome, Proposal, Reference, State};
 
 /// The content type of the Confluent API.
@@ -41,11 +41,11 @@ const MAX_ATTEMPTS: u32 = 16;
 /// How long to wait for the log to catch up before answering `50001`.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The registry's schema log: its state, rebuilt from a compacted Kafka topic (or memory).
+type SchemaLog = StateLog<State, lienthong_telemetry::KafkaClientContext>;
+
 /// One registry instance.
 pub struct Registry {
-    state: SharedState,
-    applied: watch::Receiver<i64>,
-    applied_tx: watch::Sender<i64>,
     log: SchemaLog,
     catalog: Arc<Catalog>,
     agencies: Agencies,
@@ -92,18 +92,8 @@ impl VersionSpec {
 }
 
 impl Registry {
-    fn with_log(
-        log: SchemaLog,
-        catalog: Arc<Catalog>,
-        agencies: Agencies,
-        state: SharedState,
-        applied_tx: watch::Sender<i64>,
-    ) -> Self {
-        let applied = applied_tx.subscribe();
+    fn with_log(log: SchemaLog, catalog: Arc<Catalog>, agencies: Agencies) -> Self {
         Registry {
-            state,
-            applied,
-            applied_tx,
             log,
             catalog,
             agencies,
@@ -113,17 +103,8 @@ impl Registry {
 
     /// A registry kept in memory: for tests and the embedded demo.
     pub fn in_memory(catalog: Arc<Catalog>, agencies: Agencies) -> Self {
-        let state = Arc::new(RwLock::new(State::new(CompatibilityMode::Backward)));
-        let (tx, _) = watch::channel(0);
-        Self::with_log(
-            SchemaLog::Memory {
-                records: Mutex::new(Vec::new()),
-            },
-            catalog,
-            agencies,
-            state,
-            tx,
-        )
+        let state = State::new(CompatibilityMode::Backward);
+        Self::with_log(StateLog::in_memory(LOG, state), catalog, agencies)
     }
 
     /// A registry whose state is the Kafka topic in `config`, read from the beginning; waits
@@ -135,12 +116,18 @@ impl Registry {
         errors: lienthong_telemetry::KafkaClientContext,
         shutdown: CancellationToken,
     ) -> Result<Self, RegistryError> {
-        let state = Arc::new(RwLock::new(State::new(CompatibilityMode::Backward)));
-        let (tx, _) = watch::channel(0);
-        let log = KafkaLog::open(config, state.clone(), tx.clone(), errors, shutdown).await?;
-        let registry = Self::with_log(SchemaLog::Kafka(log), catalog, agencies, state, tx);
-        registry.sync().await?;
-        Ok(registry)
+        let state = State::new(CompatibilityMode::Backward);
+        let config = StateLogConfig {
+            kafka: config.kafka.clone(),
+            topic: config.topic.clone(),
+            replication: config.replication,
+            topic_config: Vec::new(),
+            group: format!("lienthong-registry-{}", uuid::Uuid::new_v4()),
+        };
+        let log = StateLog::open(LOG, &config, state, errors, shutdown)
+            .await
+            .map_err(store)?;
+        Ok(Self::with_log(log, catalog, agencies))
     }
 
     /// The agencies that may call.
@@ -154,26 +141,12 @@ impl Registry {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn wait_applied(&self, next_offset: i64) -> Result<(), RegistryError> {
-        let mut rx = self.applied.clone();
-        tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|applied| *applied >= next_offset))
-            .await
-            .map_err(|_| {
-                RegistryError::Store(format!(
-                    "the schema log was not read up to offset {next_offset} within {SYNC_TIMEOUT:?}"
-                ))
-            })?
-            .map_err(|_| RegistryError::Store("the schema log reader stopped".into()))?;
-        Ok(())
+        self.log.read()
     }
 
     /// Wait until everything in the log now is applied (read-your-writes across instances).
     pub async fn sync(&self) -> Result<(), RegistryError> {
-        let end = self.log.end_offset().await?;
-        self.wait_applied(end).await
+        self.log.sync(SYNC_TIMEOUT).await.map_err(store)
     }
 
     /// Whether it can answer: its schema log read to its end within 3 s. Its own `/readyz`,
@@ -219,12 +192,10 @@ impl Registry {
     ) -> Result<i64, RegistryError> {
         let key = serde_json::to_vec(key).map_err(|e| RegistryError::Store(e.to_string()))?;
         let value = serde_json::to_vec(value).map_err(|e| RegistryError::Store(e.to_string()))?;
-        let offset = self
-            .log
-            .append(&self.state, &self.applied_tx, key, value)
-            .await?;
-        self.wait_applied(offset + 1).await?;
-        Ok(offset)
+        self.log
+            .append(&key, Some(&value), SYNC_TIMEOUT)
+            .await
+            .map_err(store)
     }
 
     /// Register `schema` under `subject` for `agency`; returns its id. Registering the same
