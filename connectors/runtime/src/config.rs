@@ -50,6 +50,10 @@ pub struct ConnectorConfig {
     /// stops with an error (an outage later on is waited out instead).
     #[serde(default = "default_startup")]
     pub startup_timeout_secs: u64,
+    /// Where sealed citizen records get their keys (`lienthong up` hands its key service to
+    /// the connectors it runs). Without one, they are stored masked.
+    #[serde(skip)]
+    pub keys: lienthong_privacy::KeySource,
 }
 
 fn default_shutdown() -> u64 {

@@ -131,6 +131,10 @@ impl SqliteSink {
                 .map_err(err)?;
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(err)?;
+            // A deleted row is overwritten, not only unlinked: an erased citizen's data must
+            // not stay readable in the file's free pages.
+            conn.pragma_update(None, "secure_delete", "ON")
+                .map_err(err)?;
             conn.set_prepared_statement_cache_capacity(256);
             conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{}COMMIT;", base_ddl()))
                 .map_err(err)?;

@@ -113,7 +113,11 @@ impl<S: LogState, C: ClientContext + ConsumerContext + Clone + 'static> StateLog
             topic = topic.set(k, v);
         }
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-        for result in admin.create_topics([&topic], &options).await.map_err(kafka)? {
+        for result in admin
+            .create_topics([&topic], &options)
+            .await
+            .map_err(kafka)?
+        {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((t, RDKafkaErrorCode::TopicAuthorizationFailed))
@@ -121,7 +125,9 @@ impl<S: LogState, C: ClientContext + ConsumerContext + Clone + 'static> StateLog
                     return Err(BusError::Denied(format!("creating the {what} topic {t}")));
                 }
                 Err((t, code)) => {
-                    return Err(BusError::TopicsRefused(format!("the {what} topic {t}: {code}")));
+                    return Err(BusError::TopicsRefused(format!(
+                        "the {what} topic {t}: {code}"
+                    )));
                 }
             }
         }

@@ -86,7 +86,7 @@ record_fields! {
     CaseRejected { reason }
     CaseWithdrawn { reason }
     ResultReturned { channel }
-    CitizenRecord { envelope, profile }
+    CitizenRecord { envelope, profile, sealed }
     CitizenProfile { personal_id, full_name, birth_date, sex, permanent_unit, temporary_unit, address_line, phone, email }
     FeedbackEvent { envelope, event }
     FeedbackSubmitted { receiving_unit, channel, category, content, related_case_id, citizen_id }
@@ -332,6 +332,10 @@ pub struct CitizenRecord<S = String> {
     pub envelope: Envelope<S>,
     /// The profile.
     pub profile: CitizenProfile<S>,
+    /// The profile's personal fields, sealed under the citizen's data key
+    /// (`lienthong_privacy`); `None` when published in clear.
+    #[serde(default = "none")]
+    pub sealed: Option<S>,
 }
 
 /// Sex as registered.

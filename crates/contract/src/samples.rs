@@ -130,6 +130,7 @@ pub fn citizen_record() -> CitizenRecord {
             phone: Some("+84901234567".into()),
             email: None,
         },
+        sealed: None,
     }
 }
 

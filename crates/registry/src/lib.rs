@@ -31,8 +31,8 @@ pub use crate::auth::{Agencies, Agency, AgencyCredential};
 pub use crate::error::RegistryError;
 pub use crate::log::KafkaLogConfig;
 use crate::log::{LOG, store};
-use lienthong_bus::state_log::{StateLog, StateLogConfig};
 use crate::state::{ConfigValue, LogKey, Outcome, Proposal, Reference, State};
+use lienthong_bus::state_log::{StateLog, StateLogConfig};
 
 /// The content type of the Confluent API.
 pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";

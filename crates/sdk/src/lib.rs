@@ -22,6 +22,7 @@ use lienthong_contract::events::{
 use lienthong_contract::nfc::NormalizeText;
 use lienthong_contract::write::WriteAvro;
 use lienthong_contract::{AgencyKind, Catalog, Codec};
+use lienthong_privacy::CitizenKeyService;
 use lienthong_registry::client::RegistryClient;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -94,6 +95,9 @@ pub enum SdkError {
     /// Kafka did not take the record.
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The record could not be sealed: the key service did not give the citizen's key.
+    #[error("personal data: {0}")]
+    Privacy(lienthong_privacy::PrivacyError),
 }
 
 impl SdkError {
@@ -101,6 +105,7 @@ impl SdkError {
     pub fn is_transient(&self) -> bool {
         match self {
             SdkError::NotAllowed(_) | SdkError::Invalid(_) | SdkError::TypeMismatch(_) => false,
+            SdkError::Privacy(e) => e.is_transient(),
             SdkError::Registry(e) => e.is_transient(),
             SdkError::Kafka(e) => !matches!(
                 e.rdkafka_error_code(),
@@ -241,6 +246,8 @@ pub struct Publisher {
     in_flight: Arc<Semaphore>,
     /// `lienthong_bus_events_produced_total`, if this publisher records metrics.
     produced: Option<prometheus::IntCounterVec>,
+    /// The key service, when the bus seals personal data ([`Publisher::with_keys`]).
+    keys: Option<Arc<dyn CitizenKeyService>>,
 }
 
 impl Publisher {
@@ -304,7 +311,39 @@ impl Publisher {
             catalog,
             in_flight,
             produced: None,
+            keys: None,
         })
+    }
+
+    /// Seal personal data with `keys` (the key service): citizen records are then published
+    /// with [`Publisher::publish_citizen`], their personal fields sealed under the citizen's
+    /// data key and the personal id replaced by the citizen's pseudonym, and
+    /// [`Publisher::erase_citizen`] destroys the citizen's key.
+    pub fn with_keys(mut self, keys: Arc<dyn CitizenKeyService>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Publish a citizen record: sealed first when this publisher seals personal data
+    /// ([`Publisher::with_keys`]), as it is otherwise.
+    pub async fn publish_citizen(&self, mut record: CitizenRecord) -> Result<Receipt, SdkError> {
+        if let Some(keys) = &self.keys {
+            record.normalize_text();
+            if !lienthong_contract::catalog::FieldFormat::PersonalId
+                .accepts(&record.profile.personal_id)
+            {
+                return Err(SdkError::Invalid(format!(
+                    "profile.personal_id {:?} is not a 12-digit personal id",
+                    record.profile.personal_id
+                )));
+            }
+            let key = keys
+                .for_citizen(&record.profile.personal_id)
+                .await
+                .map_err(SdkError::Privacy)?;
+            lienthong_privacy::seal_citizen(&mut record, &key).map_err(SdkError::Privacy)?;
+        }
+        self.publish_unsealed(record).await
     }
 
     /// How many publishes are handed to Kafka and not yet acknowledged (at most
@@ -325,7 +364,29 @@ impl Publisher {
     /// client, which copies it. The returned future then only waits for the acknowledgement.
     /// When no slot is free, the future holds the encoded bytes and hands them over once one
     /// is (backpressure).
+    ///
+    /// When this publisher seals personal data, citizen records go through
+    /// [`Publisher::publish_citizen`] instead and are refused here.
     pub fn publish<E: Event>(
+        &self,
+        event: E,
+    ) -> impl Future<Output = Result<Receipt, SdkError>> + Send + '_ {
+        let refused = (self.keys.is_some() && E::TOPIC == CitizenRecord::TOPIC).then(|| {
+            SdkError::Invalid(
+                "this publisher seals personal data: publish citizen records with publish_citizen"
+                    .into(),
+            )
+        });
+        let publish = self.publish_unsealed(event);
+        async move {
+            match refused {
+                Some(e) => Err(e),
+                None => publish.await,
+            }
+        }
+    }
+
+    fn publish_unsealed<E: Event>(
         &self,
         mut event: E,
     ) -> impl Future<Output = Result<Receipt, SdkError>> + Send + '_ {
@@ -389,7 +450,10 @@ impl Publisher {
     }
 
     /// Erase a citizen's record everywhere: a tombstone (null value) on the compacted citizen
-    /// topic, keyed by the personal id.
+    /// topic, keyed by the personal id, or by the citizen's pseudonym when this publisher seals
+    /// personal data. Then the citizen's data key is destroyed first: from that moment every
+    /// sealed copy (log, dead-letter topic, backups) is unreadable, whatever happens to the
+    /// tombstone, which then removes the rows the stores hold.
     pub async fn erase_citizen(&self, personal_id: &str) -> Result<Receipt, SdkError> {
         let topic = CitizenRecord::TOPIC;
         if !self.ids.contains_key(topic) {
@@ -400,7 +464,12 @@ impl Publisher {
                 "{personal_id:?} is not a 12-digit personal id"
             )));
         }
-        self.produce(topic, personal_id, None, String::new()).await
+        let Some(keys) = &self.keys else {
+            return self.produce(topic, personal_id, None, String::new()).await;
+        };
+        let pseudonym = keys.pseudonym(personal_id);
+        keys.erase(&pseudonym).await.map_err(SdkError::Privacy)?;
+        self.produce(topic, &pseudonym, None, String::new()).await
     }
 
     fn not_allowed(&self, topic: &str) -> SdkError {

@@ -1,6 +1,7 @@
 //! How one writer schema's records become changes ([`Layout`]): columns named from the
 //! schema, values flattened into cells, the delta's step and history row.
 
+use lienthong_privacy::SEALED_FIELD;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -270,7 +271,13 @@ impl Layout {
         let names = names_of(schema)?;
         let walker = Walker { names };
         let mut cells = Vec::new();
-        for f in r.fields.iter().filter(|f| f.name != "envelope") {
+        // The sealed form of personal fields is opened (or dropped) before a change is made
+        // of the record: no store holds it.
+        for f in r
+            .fields
+            .iter()
+            .filter(|f| f.name != "envelope" && f.name != SEALED_FIELD)
+        {
             let fs = walker.deref(&f.schema);
             match (entity.is_delta(), fs) {
                 (true, Schema::Union(u)) => {
@@ -318,6 +325,11 @@ impl Layout {
         })
     }
 
+    /// The writer schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
     /// The entity.
     pub fn entity(&self) -> Entity {
         self.entity
@@ -346,6 +358,9 @@ impl Layout {
         for (name, v) in fields {
             if name == "envelope" {
                 envelope = Some(v);
+                continue;
+            }
+            if name == SEALED_FIELD {
                 continue;
             }
             let Some(f) = r.fields.iter().find(|f| f.name == name) else {

@@ -181,7 +181,7 @@ impl<S: Sink> Runner<S> {
             Ok(l) => l,
             Err(not) => return Ok(not),
         };
-        let value = match self.codec.decode_value(payload, None) {
+        let mut value = match self.codec.decode_value(payload, None) {
             Ok((_, v)) => v,
             Err(e @ (ContractError::Truncated { .. } | ContractError::BadMagic { .. })) => {
                 return Ok(Decoded::Fail("not_avro", e.to_string()));
@@ -191,6 +191,9 @@ impl<S: Sink> Runner<S> {
             }
             Err(e) => return Ok(Decoded::Fail("invalid", e.to_string())),
         };
+        if let Err(m) = self.open_sealed(entity, key_str, &layout, &mut value) {
+            return Ok(Decoded::Fail("invalid", m));
+        }
         let units = (!self.config.filter.units.is_empty() && !entity.unit_fields().is_empty())
             .then_some(self.config.filter.units.as_slice());
         let change = match layout.change(value, units) {
@@ -215,5 +218,33 @@ impl<S: Sink> Runner<S> {
             })
         });
         Ok(Decoded::Op(Op::Upsert(change), at))
+    }
+
+    /// Open a sealed record's personal fields with the citizen's key from the connector's key
+    /// source, or leave them masked when it has none (no key service, or the citizen is
+    /// erased). Either way the ciphertext itself is dropped. A sealed value that does not open
+    /// (altered, or sealed for another citizen) is the record's fault: it is dead-lettered as
+    /// it came, sealed, so the dead-letter topic never holds clear personal data.
+    fn open_sealed(
+        &self,
+        entity: Entity,
+        key: Option<&str>,
+        layout: &Layout,
+        value: &mut apache_avro::types::Value,
+    ) -> Result<(), String> {
+        let data_key = match (&self.config.keys.0, key) {
+            (Some(keys), Some(pseudonym)) => keys
+                .key(pseudonym)
+                .map_err(|e| format!("the citizen's data key: {e}"))?,
+            _ => None,
+        };
+        lienthong_privacy::open_record(
+            value,
+            layout.schema(),
+            entity.catalog_topic(),
+            data_key.as_ref(),
+        )
+        .map(|_| ())
+        .map_err(|e| format!("sealed personal fields: {e}"))
     }
 }

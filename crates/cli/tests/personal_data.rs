@@ -1,0 +1,314 @@
+//! Citizens' personal data, the hard way (issue #28): records sealed under per-citizen keys
+//! kept on real Kafka, opened by a granted connector into a real store, then the citizen erased
+//! by destroying the key; afterwards the broker's log directories and the store (PostgreSQL's
+//! dump, SQLite's file) are searched byte by byte for the citizen's name and personal id.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lienthong_bus::KafkaConfig;
+use lienthong_bus::state_log::StateLogConfig;
+use lienthong_connect::model::Cell;
+use lienthong_privacy::{KeySource, KeyVault, MasterKey, keys_topic_config, seal_citizen};
+use lienthong_tests::{kafka, unique_suffix};
+use rdkafka::consumer::DefaultConsumerContext;
+use rdkafka::producer::FutureProducer;
+use support::*;
+use tokio_util::sync::CancellationToken;
+
+fn personal_id() -> String {
+    format!("0792{:08}", fastrand::u64(..100_000_000))
+}
+
+fn has_text(rows: &[lienthong_connect::Row], text: &str) -> bool {
+    rows.iter().any(|r| {
+        r.cells
+            .values()
+            .any(|c| matches!(c, Cell::Text(t) if t.contains(text)))
+    })
+}
+
+/// How many times `needle` occurs in the files under `dir` (recursively).
+fn occurrences(dir: &Path, needle: &str) -> usize {
+    let mut n = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            n += occurrences(&path, needle);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            n += bytes
+                .windows(needle.len())
+                .filter(|w| *w == needle.as_bytes())
+                .count();
+        }
+    }
+    n
+}
+
+/// The partition directories of `topics` in every broker's log directory of the suite cluster.
+fn log_dirs(kafka: &lienthong_tests::Kafka, topics: &[&str]) -> Vec<std::path::PathBuf> {
+    let state = std::env::var_os("LIENTHONG_STATE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| lienthong_contract::repo_root().join(".lienthong"));
+    let mut dirs = Vec::new();
+    for cluster in std::fs::read_dir(state.join("kafka")).unwrap().flatten() {
+        let bootstrap =
+            std::fs::read_to_string(cluster.path().join("bootstrap")).unwrap_or_default();
+        if bootstrap.trim() != kafka.bootstrap() {
+            continue;
+        }
+        for broker in std::fs::read_dir(cluster.path()).unwrap().flatten() {
+            let data = broker.path().join("data");
+            for part in std::fs::read_dir(&data).into_iter().flatten().flatten() {
+                let name = part.file_name().to_string_lossy().to_string();
+                if topics.iter().any(|t| {
+                    name.strip_prefix(t)
+                        .and_then(|rest| rest.strip_prefix('-'))
+                        .is_some_and(|p| p.parse::<u32>().is_ok())
+                }) {
+                    dirs.push(part.path());
+                }
+            }
+        }
+    }
+    dirs
+}
+
+async fn erasure_leaves_no_clear_trace(store: Store) {
+    let kafka = kafka();
+    let citizens = kafka.create_topic("pii-citizens", 1, 1, &[]).await.unwrap();
+    let dlq = kafka.create_topic("pii-dlq", 1, 1, &[]).await.unwrap();
+    let keys_topic = format!("pii-keys-{}", unique_suffix());
+    let master = MasterKey::parse(&MasterKey::generate().unwrap()).unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let vault_config = StateLogConfig {
+        kafka: KafkaConfig::new(kafka.bootstrap()),
+        topic: keys_topic.clone(),
+        replication: 1,
+        topic_config: keys_topic_config(),
+        group: format!("pii-test-{}", unique_suffix()),
+    };
+    let vault = Arc::new(
+        KeyVault::open(
+            &vault_config,
+            &master,
+            DefaultConsumerContext,
+            shutdown.child_token(),
+        )
+        .await
+        .unwrap(),
+    );
+
+    let catalog = catalog();
+    let codec = lienthong_contract::Codec::from_catalog(&catalog).unwrap();
+    let schema_id = catalog.local_id("hcm.citizen.records").unwrap();
+    let marker = unique_suffix();
+    let (erased_id, kept_id, control_id) = (personal_id(), personal_id(), personal_id());
+    let erased_name = format!("Trần Thị Xoá {marker}");
+    let kept_name = format!("Lê Văn Giữ {marker}");
+    // Published in clear on purpose: it proves that the search below finds clear text where
+    // it is, so that its zero hits for the erased citizen mean something.
+    let control_name = format!("Control {marker}");
+    let mut records = Vec::new();
+    let mut pseudonyms = Vec::new();
+    for (pid, name, sealed) in [
+        (&erased_id, &erased_name, true),
+        (&kept_id, &kept_name, true),
+        (&control_id, &control_name, false),
+    ] {
+        let mut c = lienthong_contract::samples::citizen_record();
+        c.envelope.aggregate_id = pid.clone();
+        c.envelope.event_id = lienthong_contract::samples::uuid_like(fastrand::u64(..));
+        c.profile.personal_id = pid.clone();
+        c.profile.full_name = name.clone();
+        if sealed {
+            let key = vault.for_citizen(pid).await.unwrap();
+            seal_citizen(&mut c, &key).unwrap();
+            pseudonyms.push(key.pseudonym.clone());
+        }
+        let key = c.envelope.aggregate_id.clone();
+        records.push((key, Some(codec.encode_to_vec(schema_id, &c).unwrap())));
+    }
+    let (erased, kept) = (pseudonyms[0].clone(), pseudonyms[1].clone());
+    // Uncompressed, so that a clear value would be on disk as it is.
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("compression.type", "none")
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    produce_with(&producer, &citizens, &records).await;
+
+    // A granted connector that has the key service opens them.
+    let name = format!("pii-{}", unique_suffix());
+    let toml = config_toml(&name, &kafka, &[(&citizens, "citizens")], &store, &dlq, "")
+        .replace("[batch]", "[filter]\ncitizen_records = true\n[batch]");
+    let run = |toml: &str| {
+        let mut config = config(toml);
+        config.keys = KeySource(Some(vault.clone()));
+        spawn(config)
+    };
+    let (token, task) = run(&toml);
+    wait_caught_up(
+        &store,
+        &name,
+        &citizens,
+        &end_offsets(&kafka, &citizens).await,
+        Duration::from_secs(60),
+    )
+    .await;
+    token.cancel();
+    task.await.unwrap().unwrap();
+    let rows = store.rows().await;
+    let citizen_rows: Vec<_> = rows.iter().filter(|r| r.table == "citizens").collect();
+    assert_eq!(citizen_rows.len(), 3, "{rows:?}");
+    assert!(citizen_rows.iter().any(|r| r.key == erased));
+    assert!(
+        has_text(&rows, &erased_name) && has_text(&rows, &erased_id),
+        "opened: {rows:?}"
+    );
+    assert!(
+        !has_text(&rows, "lt1."),
+        "the ciphertext is not stored: {rows:?}"
+    );
+
+    // A connector without the key service stores them masked.
+    let masked_store = sqlite_store().await;
+    let masked = format!("pii-masked-{}", unique_suffix());
+    let masked_toml = config_toml(
+        &masked,
+        &kafka,
+        &[(&citizens, "citizens")],
+        &masked_store,
+        &dlq,
+        "",
+    )
+    .replace("[batch]", "[filter]\ncitizen_records = true\n[batch]");
+    let (token, task) = spawn(config(&masked_toml));
+    wait_caught_up(
+        &masked_store,
+        &masked,
+        &citizens,
+        &end_offsets(&kafka, &citizens).await,
+        Duration::from_secs(60),
+    )
+    .await;
+    token.cancel();
+    task.await.unwrap().unwrap();
+    let masked_rows = masked_store.rows().await;
+    assert!(masked_rows.iter().any(|r| r.key == kept), "{masked_rows:?}");
+    assert!(!has_text(&masked_rows, &kept_name) && !has_text(&masked_rows, &kept_id));
+    assert!(
+        has_text(&masked_rows, &control_name),
+        "the clear record is stored as it is"
+    );
+
+    // Erase: the key is destroyed, then the tombstone removes the rows.
+    assert!(vault.erase(&erased).await.unwrap());
+    assert!(vault.key(&erased).unwrap().is_none());
+    produce_with(&producer, &citizens, &[(erased.clone(), None)]).await;
+    let (token, task) = run(&toml);
+    wait_caught_up(
+        &store,
+        &name,
+        &citizens,
+        &end_offsets(&kafka, &citizens).await,
+        Duration::from_secs(60),
+    )
+    .await;
+    token.cancel();
+    task.await.unwrap().unwrap();
+    let rows = store.rows().await;
+    assert!(rows.iter().all(|r| r.key != erased), "{rows:?}");
+    assert!(
+        has_text(&rows, &kept_name),
+        "the other citizen is still readable"
+    );
+
+    // A key service restarted from the topic knows the kept citizen's key, not the erased one's.
+    let reopened: KeyVault<DefaultConsumerContext> = KeyVault::open(
+        &StateLogConfig {
+            group: format!("pii-test-{}", unique_suffix()),
+            ..vault_config.clone()
+        },
+        &master,
+        DefaultConsumerContext,
+        shutdown.child_token(),
+    )
+    .await
+    .unwrap();
+    assert!(reopened.key(&kept).unwrap().is_some());
+    assert!(reopened.key(&erased).unwrap().is_none());
+
+    // Every copy, searched byte by byte.
+    let dirs = log_dirs(&kafka, &[&citizens, &dlq, &keys_topic]);
+    assert!(!dirs.is_empty(), "no log directory found for {citizens}");
+    let on_broker = |needle: &str| dirs.iter().map(|d| occurrences(d, needle)).sum::<usize>();
+    assert!(
+        on_broker(&control_name) > 0,
+        "the search finds clear text on the broker"
+    );
+    assert!(on_broker(&control_id) > 0);
+    for needle in [&erased_name, &erased_id, &kept_name, &kept_id] {
+        assert_eq!(
+            on_broker(needle),
+            0,
+            "{needle} in clear on the broker: {dirs:?}"
+        );
+    }
+    let in_store = match &store {
+        Store::Postgres { url } => {
+            let out = std::process::Command::new("pg_dump")
+                .args(["--data-only", url])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+        Store::Sqlite { path, .. } => {
+            let dir = path.parent().unwrap();
+            let mut all = Vec::new();
+            for f in std::fs::read_dir(dir).unwrap().flatten() {
+                all.extend(std::fs::read(f.path()).unwrap());
+            }
+            String::from_utf8_lossy(&all).to_string()
+        }
+    };
+    assert!(
+        in_store.contains(&kept_name),
+        "the search finds what the store holds"
+    );
+    assert!(
+        !in_store.contains(&erased_name),
+        "the erased name is in the {} store",
+        store.kind()
+    );
+    assert!(
+        !in_store.contains(&erased_id),
+        "the erased id is in the {} store",
+        store.kind()
+    );
+}
+
+#[tokio::test]
+async fn erasure_leaves_no_clear_trace_in_postgres() {
+    erasure_leaves_no_clear_trace(postgres_store().await).await;
+}
+
+#[tokio::test]
+async fn erasure_leaves_no_clear_trace_in_sqlite() {
+    erasure_leaves_no_clear_trace(sqlite_store().await).await;
+}
