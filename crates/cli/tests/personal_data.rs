@@ -312,3 +312,71 @@ async fn erasure_leaves_no_clear_trace_in_postgres() {
 async fn erasure_leaves_no_clear_trace_in_sqlite() {
     erasure_leaves_no_clear_trace(sqlite_store().await).await;
 }
+
+/// A consumer nobody here wrote (confluent-kafka, fastavro, `cryptography`) opens a sealed
+/// record with the citizen's key, from the documented wire format alone; with another key it
+/// cannot.
+#[tokio::test]
+async fn a_python_consumer_opens_a_sealed_record_with_its_granted_key() {
+    use base64::Engine;
+    let kafka = kafka();
+    let topic = kafka.create_topic("pii-python", 1, 1, &[]).await.unwrap();
+    let master = MasterKey::parse(&MasterKey::generate().unwrap()).unwrap();
+    let vault: KeyVault<DefaultConsumerContext> = KeyVault::in_memory(&master);
+    let catalog = catalog();
+    let codec = lienthong_contract::Codec::from_catalog(&catalog).unwrap();
+    let spec = catalog.topic("hcm.citizen.records").unwrap();
+    let schema_id = catalog.local_id(&spec.name).unwrap();
+    let mut c = lienthong_contract::samples::citizen_record();
+    let pid = personal_id();
+    c.envelope.aggregate_id = pid.clone();
+    c.profile.personal_id = pid.clone();
+    let key = vault.for_citizen(&pid).await.unwrap();
+    seal_citizen(&mut c, &key).unwrap();
+    produce(
+        &kafka,
+        &topic,
+        &[(
+            key.pseudonym.clone(),
+            Some(codec.encode_to_vec(schema_id, &c).unwrap()),
+        )],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema_file = dir.path().join("citizen.avsc");
+    std::fs::write(&schema_file, &spec.schema_json).unwrap();
+    let open_with = |data_key: &[u8; 32]| {
+        std::process::Command::new(lienthong_tests::python())
+            .arg(lienthong_contract::repo_root().join("tests/interop/open_sealed.py"))
+            .env("BOOTSTRAP", kafka.bootstrap())
+            .env("TOPIC", &topic)
+            .env("SCHEMA", &schema_file)
+            .env("AAD_TOPIC", "hcm.citizen.records")
+            .env(
+                "KEY",
+                base64::engine::general_purpose::STANDARD.encode(data_key),
+            )
+            .output()
+            .unwrap()
+    };
+    let out = open_with(key.key.as_bytes());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fields: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(fields["profile.personal_id"], pid.as_str());
+    assert_eq!(fields["profile.full_name"], "Nguyễn Văn Hùng");
+    assert_eq!(fields["profile.birth_date"], 12_345);
+    assert_eq!(fields["profile.sex"], "MALE");
+    let other = vault.for_citizen(&personal_id()).await.unwrap();
+    let out = open_with(other.key.as_bytes());
+    assert!(!out.status.success(), "another citizen's key opened it");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidTag"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

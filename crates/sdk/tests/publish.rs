@@ -459,3 +459,41 @@ async fn a_publisher_with_metrics_counts_its_kafka_client_errors() {
         "no client error counted for the SDK in 20 s"
     );
 }
+
+/// With the key service, a citizen record reaches Kafka sealed and keyed by the pseudonym; the
+/// unsealed path is refused; erasing destroys the key before the tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealing_publisher_seals_citizen_records_and_erases_their_key() {
+    use lienthong_privacy::{KeyVault, MasterKey};
+    let kafka = kafka();
+    let master = MasterKey::parse(&MasterKey::generate().unwrap()).unwrap();
+    let vault: Arc<KeyVault<rdkafka::consumer::DefaultConsumerContext>> =
+        Arc::new(KeyVault::in_memory(&master));
+    let police = publisher(&kafka, "CATP", AgencyKind::Department)
+        .await
+        .with_keys(vault.clone());
+    let mut citizen = samples::citizen_record();
+    let pid = format!("0{:011}", rand_digits());
+    citizen.envelope.aggregate_id = pid.clone();
+    citizen.profile.personal_id = pid.clone();
+    assert!(matches!(
+        police.publish(citizen.clone()).await,
+        Err(SdkError::Invalid(m)) if m.contains("publish_citizen")
+    ));
+    police.publish_citizen(citizen.clone()).await.unwrap();
+    let pseudonym = master.pseudonyms().of(&pid);
+    police.erase_citizen(&pid).await.unwrap();
+    assert!(
+        vault.key(&pseudonym).unwrap().is_none(),
+        "the key is destroyed"
+    );
+    let got = read_key::<CitizenRecord>(&kafka, "hcm.citizen.records", &pseudonym, 2).await;
+    let sealed = got[0].as_ref().unwrap();
+    assert_eq!(sealed.profile.personal_id, pseudonym);
+    assert_eq!(sealed.profile.full_name, "");
+    assert!(sealed.sealed.as_deref().unwrap().starts_with("lt1."));
+    assert!(
+        got[1].is_none(),
+        "the erasure is a tombstone keyed by the pseudonym"
+    );
+}
