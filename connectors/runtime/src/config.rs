@@ -50,8 +50,13 @@ pub struct ConnectorConfig {
     /// stops with an error (an outage later on is waited out instead).
     #[serde(default = "default_startup")]
     pub startup_timeout_secs: u64,
-    /// Where sealed citizen records get their keys (`lienthong up` hands its key service to
-    /// the connectors it runs). Without one, they are stored masked.
+    /// Who this connector reads personal data as, and for what: the key service releases a
+    /// citizen's key only under a live grant of this agency for this purpose
+    /// (docs/personal-data.md). Without it, sealed records are stored masked.
+    #[serde(default)]
+    pub privacy: Option<ReaderIdentity>,
+    /// Where sealed citizen records get their keys: `lienthong up` hands its key service, as
+    /// `privacy`'s agency and purpose, to the connectors it runs. Not read from the file.
     #[serde(skip)]
     pub keys: lienthong_privacy::KeySource,
 }
@@ -62,6 +67,16 @@ fn default_shutdown() -> u64 {
 
 fn default_startup() -> u64 {
     30
+}
+
+/// A connector's `[privacy]`: the agency it reads personal data as, and the purpose it states.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderIdentity {
+    /// The agency's unit code (its grants are looked up by it).
+    pub agency: String,
+    /// The purpose of the processing, as a grant names it.
+    pub purpose: String,
 }
 
 /// One consumed topic.

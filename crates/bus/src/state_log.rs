@@ -16,7 +16,7 @@ use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -64,6 +64,13 @@ pub struct StateLog<S: LogState, C: ConsumerContext + 'static> {
     state: Arc<RwLock<S>>,
     applied: watch::Sender<i64>,
     backend: Backend<C>,
+    /// Records queued by [`StateLog::enqueue`], not yet known to be on the log.
+    queued: Mutex<Vec<DeliveryFuture>>,
+    /// A queued record failed: the next [`StateLog::flush`] says so, whoever queued it.
+    queue_failed: std::sync::atomic::AtomicBool,
+    /// One flush at a time, so that a flush returns only once everything queued before it is
+    /// settled, even what another flush took.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl<S: LogState, C: ClientContext + ConsumerContext + Clone + 'static> StateLog<S, C> {
@@ -75,6 +82,9 @@ impl<S: LogState, C: ClientContext + ConsumerContext + Clone + 'static> StateLog
             state: Arc::new(RwLock::new(state)),
             applied,
             backend: Backend::Memory(Mutex::new(0)),
+            queued: Mutex::new(Vec::new()),
+            queue_failed: Default::default(),
+            flushing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -177,6 +187,9 @@ impl<S: LogState, C: ClientContext + ConsumerContext + Clone + 'static> StateLog
                 producer,
                 watermarks: Arc::new(watermarks),
             },
+            queued: Mutex::new(Vec::new()),
+            queue_failed: Default::default(),
+            flushing: tokio::sync::Mutex::new(()),
         };
         log.sync(Duration::from_secs(15)).await?;
         Ok(log)
@@ -223,6 +236,76 @@ impl<S: LogState, C: ClientContext + ConsumerContext + Clone + 'static> StateLog
         };
         self.wait_applied(offset + 1, timeout).await?;
         Ok(offset)
+    }
+
+    /// Queue a record for the log without waiting for it; [`StateLog::flush`] waits until
+    /// everything queued is on the log. For records that are many and only written (an audit
+    /// trail); a memory log applies it at once.
+    pub fn enqueue(&self, key: &[u8], value: &[u8]) -> Result<(), BusError> {
+        match &self.backend {
+            Backend::Memory(next) => {
+                let mut next = next.lock().unwrap_or_else(|p| p.into_inner());
+                self.state
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(key, Some(value));
+                *next += 1;
+                self.applied.send_replace(*next);
+                Ok(())
+            }
+            Backend::Kafka {
+                topic, producer, ..
+            } => {
+                let record = FutureRecord::<[u8], [u8]>::to(topic)
+                    .key(key)
+                    .payload(value)
+                    .partition(0);
+                let delivery = producer
+                    .send_result(record)
+                    .map_err(|(e, _)| self.kafka_error(e))?;
+                self.queued
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(delivery);
+                Ok(())
+            }
+        }
+    }
+
+    /// Wait until every record queued so far ([`StateLog::enqueue`]) is on the log. An error
+    /// if one of them did not make it (it may have been queued by another caller).
+    pub async fn flush(&self) -> Result<(), BusError> {
+        let _one_at_a_time = self.flushing.lock().await;
+        let queued = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut failure = None;
+        for delivery in queued {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => failure = Some(self.kafka_error(e)),
+                Err(_) => {
+                    failure = Some(BusError::Timeout(format!(
+                        "the {} producer went away before a record was acknowledged",
+                        self.what
+                    )))
+                }
+            }
+        }
+        let failed_before = self
+            .queue_failed
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        match failure {
+            Some(e) => {
+                // Whoever flushes next may have had records among these: it fails too.
+                self.queue_failed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Err(e)
+            }
+            None if failed_before => Err(BusError::Timeout(format!(
+                "a record queued for the {} was not written",
+                self.what
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Wait until everything in the log now is applied (read-your-writes across instances).

@@ -12,9 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lienthong_bus::KafkaConfig;
-use lienthong_bus::state_log::StateLogConfig;
+use lienthong_bus::state_log::{StateLog, StateLogConfig};
 use lienthong_connect::model::Cell;
-use lienthong_privacy::{KeySource, KeyVault, MasterKey, keys_topic_config, seal_citizen};
+use lienthong_contract::PersonalDataClass;
+use lienthong_privacy::{
+    CitizenAccess, Grant, GrantedKeys, KeyService, KeyServiceConfig, KeySource, KeyVault,
+    MasterKey, now_ms, seal_citizen,
+};
 use lienthong_tests::{kafka, unique_suffix};
 use rdkafka::consumer::DefaultConsumerContext;
 use rdkafka::producer::FutureProducer;
@@ -86,20 +90,18 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
     let kafka = kafka();
     let citizens = kafka.create_topic("pii-citizens", 1, 1, &[]).await.unwrap();
     let dlq = kafka.create_topic("pii-dlq", 1, 1, &[]).await.unwrap();
-    let keys_topic = format!("pii-keys-{}", unique_suffix());
     let master = MasterKey::parse(&MasterKey::generate().unwrap()).unwrap();
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let vault_config = StateLogConfig {
-        kafka: KafkaConfig::new(kafka.bootstrap()),
-        topic: keys_topic.clone(),
-        replication: 1,
-        topic_config: keys_topic_config(),
-        group: format!("pii-test-{}", unique_suffix()),
-    };
-    let vault = Arc::new(
-        KeyVault::open(
-            &vault_config,
+    let suffix = unique_suffix();
+    let mut service_config = KeyServiceConfig::new(KafkaConfig::new(kafka.bootstrap()));
+    service_config.keys_topic = format!("pii-keys-{suffix}");
+    service_config.grants_topic = format!("pii-grants-{suffix}");
+    service_config.access_topic = format!("pii-access-{suffix}");
+    let keys_topic = service_config.keys_topic.clone();
+    let service = Arc::new(
+        KeyService::open(
+            &service_config,
             &master,
             DefaultConsumerContext,
             shutdown.child_token(),
@@ -107,6 +109,26 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
         .await
         .unwrap(),
     );
+    let (ward, purpose) = ("26734", "giải quyết thủ tục hành chính");
+    let mut grant = Grant {
+        agency: ward.into(),
+        topic: "hcm.citizen.records".into(),
+        classes: [
+            PersonalDataClass::Identifier,
+            PersonalDataClass::Name,
+            PersonalDataClass::Demographic,
+            PersonalDataClass::Residence,
+            PersonalDataClass::Contact,
+        ]
+        .into_iter()
+        .collect(),
+        purpose: purpose.into(),
+        legal_basis: "Luật 91/2025/QH15, điều 19".into(),
+        expires_at_ms: now_ms() + 3_600_000,
+        granted_by: "SKHCN".into(),
+        granted_at_ms: now_ms(),
+    };
+    service.grant(&grant).await.unwrap();
 
     let catalog = catalog();
     let codec = lienthong_contract::Codec::from_catalog(&catalog).unwrap();
@@ -131,7 +153,10 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
         c.profile.personal_id = pid.clone();
         c.profile.full_name = name.clone();
         if sealed {
-            let key = vault.for_citizen(pid).await.unwrap();
+            let key = service
+                .seal_key("CATP", "hcm.citizen.records", pid)
+                .await
+                .unwrap();
             seal_citizen(&mut c, &key).unwrap();
             pseudonyms.push(key.pseudonym.clone());
         }
@@ -151,10 +176,16 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
     // A granted connector that has the key service opens them.
     let name = format!("pii-{}", unique_suffix());
     let toml = config_toml(&name, &kafka, &[(&citizens, "citizens")], &store, &dlq, "")
-        .replace("[batch]", "[filter]\ncitizen_records = true\n[batch]");
+        .replace("[batch]", "[filter]\ncitizen_records = true\n[batch]")
+        + &format!("[privacy]\nagency = \"{ward}\"\npurpose = \"{purpose}\"\n");
     let run = |toml: &str| {
         let mut config = config(toml);
-        config.keys = KeySource(Some(vault.clone()));
+        let who = config.privacy.clone().expect("[privacy]");
+        config.keys = KeySource(Some(Arc::new(GrantedKeys::new(
+            service.clone(),
+            who.agency,
+            who.purpose,
+        ))));
         spawn(config)
     };
     let (token, task) = run(&toml);
@@ -213,8 +244,8 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
     );
 
     // Erase: the key is destroyed, then the tombstone removes the rows.
-    assert!(vault.erase(&erased).await.unwrap());
-    assert!(vault.key(&erased).unwrap().is_none());
+    assert!(service.erase("SKHCN", &erased).await.unwrap());
+    assert!(service.vault().key(&erased).unwrap().is_none());
     produce_with(&producer, &citizens, &[(erased.clone(), None)]).await;
     let (token, task) = run(&toml);
     wait_caught_up(
@@ -234,23 +265,82 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
         "the other citizen is still readable"
     );
 
-    // A key service restarted from the topic knows the kept citizen's key, not the erased one's.
-    let reopened: KeyVault<DefaultConsumerContext> = KeyVault::open(
-        &StateLogConfig {
-            group: format!("pii-test-{}", unique_suffix()),
-            ..vault_config.clone()
-        },
+    // A key service restarted from its topics knows the kept citizen's key, not the erased
+    // one's, and still has the grant; revoking it masks the next records at once.
+    let reopened: KeyService<DefaultConsumerContext> = KeyService::open(
+        &service_config,
         &master,
         DefaultConsumerContext,
         shutdown.child_token(),
     )
     .await
     .unwrap();
-    assert!(reopened.key(&kept).unwrap().is_some());
-    assert!(reopened.key(&erased).unwrap().is_none());
+    assert!(reopened.vault().key(&kept).unwrap().is_some());
+    assert!(reopened.vault().key(&erased).unwrap().is_none());
+    assert!(
+        reopened
+            .release(ward, "hcm.citizen.records", &kept, purpose)
+            .is_ok()
+    );
+    assert!(service.revoke(&grant.id()).await.unwrap());
+    assert!(
+        service
+            .release(ward, "hcm.citizen.records", &kept, purpose)
+            .is_err()
+    );
+    grant.purpose = "another purpose".into();
+    assert!(
+        service
+            .release(ward, "hcm.citizen.records", &kept, &grant.purpose)
+            .is_err()
+    );
+
+    // The access log says who got whose key, when and why; it outlives the erasure.
+    let report = StateLog::open(
+        "access log",
+        &StateLogConfig {
+            kafka: KafkaConfig::new(kafka.bootstrap()),
+            topic: service_config.access_topic.clone(),
+            replication: 1,
+            topic_config: Vec::new(),
+            group: format!("pii-report-{}", unique_suffix()),
+        },
+        CitizenAccess::new(erased.clone()),
+        DefaultConsumerContext,
+        shutdown.child_token(),
+    )
+    .await
+    .unwrap();
+    let actions: Vec<(String, String)> = report
+        .read()
+        .records
+        .iter()
+        .map(|r| (r.agency.clone(), r.action.clone()))
+        .collect();
+    assert!(
+        actions.contains(&("CATP".into(), "sealed".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&(ward.into(), "released".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("SKHCN".into(), "erased".into())),
+        "{actions:?}"
+    );
 
     // Every copy, searched byte by byte.
-    let dirs = log_dirs(&kafka, &[&citizens, &dlq, &keys_topic]);
+    let dirs = log_dirs(
+        &kafka,
+        &[
+            &citizens,
+            &dlq,
+            &keys_topic,
+            &service_config.grants_topic,
+            &service_config.access_topic,
+        ],
+    );
     assert!(!dirs.is_empty(), "no log directory found for {citizens}");
     let on_broker = |needle: &str| dirs.iter().map(|d| occurrences(d, needle)).sum::<usize>();
     assert!(

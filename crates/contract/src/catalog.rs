@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use apache_avro::Schema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::compat::CompatibilityMode;
@@ -46,7 +46,7 @@ impl CleanupPolicy {
 }
 
 /// How sensitive a field is, from the city's personal-data rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PersonalDataClass {
     /// Not personal data.
@@ -66,7 +66,8 @@ pub enum PersonalDataClass {
 }
 
 impl PersonalDataClass {
-    fn parse(s: &str) -> Option<Self> {
+    /// The class named `s` (`name`, `free_text`, …).
+    pub fn parse(s: &str) -> Option<Self> {
         serde_json::from_value(Json::String(s.to_string())).ok()
     }
 }

@@ -115,6 +115,7 @@ fn connector_config(
         metrics_listen: None,
         shutdown_timeout_secs: 10,
         startup_timeout_secs: 30,
+        privacy: None,
         keys: Default::default(),
     }
 }

@@ -7,18 +7,20 @@
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
+use lienthong_contract::PersonalDataClass;
+use lienthong_contract::catalog::PERSONAL_DATA_ATTR;
 use lienthong_contract::events::{CitizenRecord, Sex};
 use serde_json::{Map, Value as Json};
 
 use crate::error::PrivacyError;
-use crate::seal::{self, DataKey};
-use crate::vault::CitizenKey;
+use crate::seal;
+use crate::vault::{CitizenKey, Opening};
 
 /// The record field that holds the sealed fields.
 pub const SEALED_FIELD: &str = "sealed";
 
 /// The citizen topic.
-const TOPIC: &str = "hcm.citizen.records";
+pub(crate) const TOPIC: &str = "hcm.citizen.records";
 
 /// The paths of the fields a citizen record seals: every personal field of the profile. The
 /// test `sealed_paths_are_the_profiles_personal_fields` holds this list to the schema.
@@ -96,14 +98,16 @@ pub enum Opened {
     Masked,
 }
 
-/// Open a decoded record (`value`, written with `schema`) of `topic` in place with the
-/// citizen's `key`, or leave it masked when there is none. Either way its `sealed` field is
-/// emptied, so no store keeps the ciphertext.
+/// Open a decoded record (`value`, written with `schema`) of `topic` in place with what the
+/// key service released (`opening`: the citizen's key and the classes the reader's grant
+/// covers), or leave it masked when there is nothing. Only fields whose schema class the grant
+/// covers are opened; the others stay masked. Either way its `sealed` field is emptied, so no
+/// store keeps the ciphertext.
 pub fn open_record(
     value: &mut Value,
     schema: &Schema,
     topic: &str,
-    key: Option<&DataKey>,
+    opening: Option<&Opening>,
 ) -> Result<Opened, PrivacyError> {
     let Value::Record(fields) = value else {
         return Err(PrivacyError::Invalid("not a record".into()));
@@ -119,17 +123,20 @@ pub fn open_record(
         Value::String(s) => s,
         _ => return Ok(Opened::Clear),
     };
-    let Some(key) = key else {
+    let Some(opening) = opening else {
         return Ok(Opened::Masked);
     };
     let pseudonym = aggregate_id(fields)
         .ok_or_else(|| PrivacyError::Invalid("a sealed record without an aggregate id".into()))?;
-    let plaintext = seal::open(key, &seal::aad(topic, &pseudonym), &sealed)?;
+    let plaintext = seal::open(&opening.key, &seal::aad(topic, &pseudonym), &sealed)?;
     let clear: Map<String, Json> = serde_json::from_slice(&plaintext).map_err(|e| {
         PrivacyError::Unreadable(format!("sealed fields are not a JSON object: {e}"))
     })?;
     for (path, json) in clear {
-        set_path(value, schema, &path, &json)?;
+        // A field without a class in the writer schema is not opened: nobody granted it.
+        if class_at(schema, &path).is_some_and(|c| opening.classes.contains(&c)) {
+            set_path(value, schema, &path, &json)?;
+        }
     }
     Ok(Opened::Opened)
 }
@@ -143,6 +150,25 @@ fn aggregate_id(fields: &[(String, Value)]) -> Option<String> {
         (_, Value::String(s)) => Some(s.clone()),
         _ => None,
     }
+}
+
+/// The personal-data class of the field at the dotted `path` of `schema`.
+fn class_at(schema: &Schema, path: &str) -> Option<PersonalDataClass> {
+    let mut schema = schema;
+    let mut class = None;
+    for name in path.split('.') {
+        let Schema::Record(record) = schema else {
+            return None;
+        };
+        let field = record.fields.iter().find(|f| f.name == name)?;
+        class = field
+            .custom_attributes
+            .get(PERSONAL_DATA_ATTR)
+            .and_then(Json::as_str)
+            .and_then(PersonalDataClass::parse);
+        schema = &field.schema;
+    }
+    class
 }
 
 /// Put `json` at the dotted `path` of `value`, as the Avro value its schema says.

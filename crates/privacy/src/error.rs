@@ -13,6 +13,10 @@ pub enum PrivacyError {
     /// A value cannot be sealed or put back (not the shape its schema says). Permanent.
     #[error("{0}")]
     Invalid(String),
+    /// No live grant allows this read (none, expired, or revoked). Permanent until an admin
+    /// grants it.
+    #[error("not granted: {0}")]
+    NotGranted(String),
     /// The key log could not be read or written (Kafka unreachable, timed out): retry.
     #[error("key log: {0}")]
     Log(#[source] lienthong_bus::BusError),

@@ -15,19 +15,25 @@
 //! The wire format, which a consumer in any language can follow, is in `docs/personal-data.md`
 //! and in [`seal`].
 
+mod access;
 mod citizen;
 mod error;
+mod grants;
 mod master;
 mod pseudonym;
 pub mod seal;
+mod service;
 mod vault;
 
+pub use access::{ACCESS_TOPIC, AccessRecord, CitizenAccess};
 pub use citizen::{Opened, SEALED_FIELD, open_record, seal_citizen, sealed_paths};
 pub use error::PrivacyError;
-pub use master::{KeyWrap, LocalKek, MasterKey};
+pub use grants::{GRANTS_TOPIC, Grant, grant_id};
+pub use master::{KeyWrap, LocalKek, MASTER_KEY_ENV, MasterKey};
 pub use pseudonym::Pseudonyms;
 pub use seal::DataKey;
+pub use service::{GrantedKeys, KeyService, KeyServiceConfig, Release, now_ms};
 pub use vault::{
-    CitizenKey, CitizenKeyService, CitizenKeys, KEYS_TOPIC, KeySource, KeyVault, WrappedKeys,
-    keys_topic_config,
+    CitizenKey, CitizenKeyService, CitizenKeys, KEYS_TOPIC, KeySource, KeyVault, Opening,
+    WrappedKeys, keys_topic_config,
 };

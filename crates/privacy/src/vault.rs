@@ -194,17 +194,25 @@ impl<C: ConsumerContext + Clone + 'static> KeyVault<C> {
     }
 }
 
-/// Where a reader gets citizens' data keys: the key service. A connector holds one when it is
-/// granted citizen data; without one, sealed records stay masked.
-pub trait CitizenKeys: Send + Sync {
-    /// The key of the citizen `pseudonym`; `None` if there is none (never created, or erased).
-    fn key(&self, pseudonym: &str) -> Result<Option<DataKey>, PrivacyError>;
+/// A key released to a reader, and the classes of personal data it may open with it.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    /// The citizen's data key.
+    pub key: DataKey,
+    /// The classes its grant covers; fields of other classes stay masked.
+    pub classes: std::collections::BTreeSet<lienthong_contract::PersonalDataClass>,
 }
 
-impl<C: ConsumerContext + Clone + 'static> CitizenKeys for KeyVault<C> {
-    fn key(&self, pseudonym: &str) -> Result<Option<DataKey>, PrivacyError> {
-        KeyVault::key(self, pseudonym)
-    }
+/// Where a reader (a connector) gets citizens' keys: the key service, as its agency, for its
+/// purpose ([`crate::GrantedKeys`]).
+pub trait CitizenKeys: Send + Sync {
+    /// What opens the citizen `pseudonym`'s records of `topic`; `None` when nothing may be
+    /// opened (no live grant, or the citizen is erased): the record stays masked.
+    fn opening(&self, topic: &str, pseudonym: &str) -> Result<Option<Opening>, PrivacyError>;
+    /// Wait until every key released so far is recorded on the access log.
+    fn flush(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), PrivacyError>> + Send + '_>>;
 }
 
 /// A connector's key source, if it has one (not part of its file config: the process that runs
@@ -223,38 +231,21 @@ impl std::fmt::Debug for KeySource {
 }
 
 /// What a publisher needs of the key service: a citizen's pseudonym and data key (created on
-/// first use), and erasure. [`KeyVault`] in process; over HTTP for an agency's own process.
+/// first use) to seal with, and erasure; each recorded as done by `agency`.
+/// [`crate::KeyService`] in process.
 pub trait CitizenKeyService: Send + Sync {
-    /// The citizen's pseudonym and data key.
-    fn for_citizen<'a>(
+    /// The citizen's pseudonym and data key, for `agency` to seal a citizen record with.
+    fn seal_key<'a>(
         &'a self,
+        agency: &'a str,
         personal_id: &'a str,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<CitizenKey, PrivacyError>> + Send + 'a>>;
     /// The pseudonym of `personal_id`.
     fn pseudonym(&self, personal_id: &str) -> String;
-    /// Destroy the citizen's data key; whether there was one.
+    /// Destroy the citizen's data key, as `agency`; whether there was one.
     fn erase<'a>(
         &'a self,
+        agency: &'a str,
         pseudonym: &'a str,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, PrivacyError>> + Send + 'a>>;
-}
-
-impl<C: ConsumerContext + Clone + 'static> CitizenKeyService for KeyVault<C> {
-    fn for_citizen<'a>(
-        &'a self,
-        personal_id: &'a str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<CitizenKey, PrivacyError>> + Send + 'a>> {
-        Box::pin(KeyVault::for_citizen(self, personal_id))
-    }
-
-    fn pseudonym(&self, personal_id: &str) -> String {
-        KeyVault::pseudonym(self, personal_id)
-    }
-
-    fn erase<'a>(
-        &'a self,
-        pseudonym: &'a str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, PrivacyError>> + Send + 'a>> {
-        Box::pin(KeyVault::erase(self, pseudonym))
-    }
 }

@@ -338,7 +338,7 @@ impl Publisher {
                 )));
             }
             let key = keys
-                .for_citizen(&record.profile.personal_id)
+                .seal_key(&self.config.agency, &record.profile.personal_id)
                 .await
                 .map_err(SdkError::Privacy)?;
             lienthong_privacy::seal_citizen(&mut record, &key).map_err(SdkError::Privacy)?;
@@ -468,7 +468,9 @@ impl Publisher {
             return self.produce(topic, personal_id, None, String::new()).await;
         };
         let pseudonym = keys.pseudonym(personal_id);
-        keys.erase(&pseudonym).await.map_err(SdkError::Privacy)?;
+        keys.erase(&self.config.agency, &pseudonym)
+            .await
+            .map_err(SdkError::Privacy)?;
         self.produce(topic, &pseudonym, None, String::new()).await
     }
 

@@ -464,14 +464,14 @@ async fn a_publisher_with_metrics_counts_its_kafka_client_errors() {
 /// unsealed path is refused; erasing destroys the key before the tombstone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sealing_publisher_seals_citizen_records_and_erases_their_key() {
-    use lienthong_privacy::{KeyVault, MasterKey};
+    use lienthong_privacy::{KeyService, MasterKey};
     let kafka = kafka();
     let master = MasterKey::parse(&MasterKey::generate().unwrap()).unwrap();
-    let vault: Arc<KeyVault<rdkafka::consumer::DefaultConsumerContext>> =
-        Arc::new(KeyVault::in_memory(&master));
+    let service: Arc<KeyService<rdkafka::consumer::DefaultConsumerContext>> =
+        Arc::new(KeyService::in_memory(&master));
     let police = publisher(&kafka, "CATP", AgencyKind::Department)
         .await
-        .with_keys(vault.clone());
+        .with_keys(service.clone());
     let mut citizen = samples::citizen_record();
     let pid = format!("0{:011}", rand_digits());
     citizen.envelope.aggregate_id = pid.clone();
@@ -484,8 +484,13 @@ async fn a_sealing_publisher_seals_citizen_records_and_erases_their_key() {
     let pseudonym = master.pseudonyms().of(&pid);
     police.erase_citizen(&pid).await.unwrap();
     assert!(
-        vault.key(&pseudonym).unwrap().is_none(),
+        service.vault().key(&pseudonym).unwrap().is_none(),
         "the key is destroyed"
+    );
+    assert_eq!(
+        service.access_records(),
+        2,
+        "the sealing and the erasure are recorded"
     );
     let got = read_key::<CitizenRecord>(&kafka, "hcm.citizen.records", &pseudonym, 2).await;
     let sealed = got[0].as_ref().unwrap();

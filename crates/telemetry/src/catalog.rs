@@ -208,7 +208,8 @@ pub const CONNECTOR_RETRIES: MetricSpec = counter(
     &["connector", "class"],
     "Attempts that failed with a transient error and were retried: a batch's (`store_unavailable`, \
      `serialization`, `deadlock`), Kafka's (`kafka`), or a writer schema's fetch from the \
-     registry (`registry`: unreachable, the credential refused, a server error).",
+     registry (`registry`: unreachable, the credential refused, a server error), or the key \
+     service's access log not taking the records of a batch's key releases (`key_service`).",
 );
 /// Whether a connector is retrying now.
 pub const CONNECTOR_RETRYING: MetricSpec = gauge(

@@ -87,9 +87,41 @@ impl<S: Sink> Runner<S> {
         }
     }
 
+    /// Before a batch opened with citizens' keys is applied, the key service's records of
+    /// those keys are on its access log: no row is opened with a key whose release is not
+    /// recorded. Retried like a store that does not answer; `false` if stopped meanwhile (the
+    /// batch is read again at the next start).
+    async fn keys_recorded(&mut self) -> Result<bool, ConnectError> {
+        let Some(keys) = self.config.keys.0.clone() else {
+            return Ok(true);
+        };
+        let mut attempt = 0;
+        while let Err(e) = keys.flush().await {
+            attempt += 1;
+            self.note_retry("key_service", &e, attempt);
+            self.pause_consumption();
+            if self.shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            self.wait_serving_rebalances(self.config.retry.backoff(attempt))
+                .await?;
+        }
+        if attempt > 0 {
+            resume_paused(&self.consumer, &self.paused);
+            self.metrics
+                .retrying
+                .with_label_values(&[&self.config.name])
+                .set(0);
+        }
+        Ok(true)
+    }
+
     /// Apply the waiting batch: retry transient errors with consumption paused, bisect
     /// constraint violations, re-position on fencing.
     pub(super) async fn flush(&mut self) -> Result<(), ConnectError> {
+        if !self.keys_recorded().await? {
+            return Ok(());
+        }
         let mut items = std::mem::take(&mut self.batch);
         self.batch_since = None;
         let mut queue: VecDeque<(usize, usize)> = VecDeque::from([(0, items.len())]);

@@ -221,8 +221,8 @@ impl<S: Sink> Runner<S> {
     }
 
     /// Open a sealed record's personal fields with the citizen's key from the connector's key
-    /// source, or leave them masked when it has none (no key service, or the citizen is
-    /// erased). Either way the ciphertext itself is dropped. A sealed value that does not open
+    /// source (only the classes its grant covers), or leave them masked when it has none (no
+    /// key service, no live grant, or the citizen is erased). Either way the ciphertext itself is dropped. A sealed value that does not open
     /// (altered, or sealed for another citizen) is the record's fault: it is dead-lettered as
     /// it came, sealed, so the dead-letter topic never holds clear personal data.
     fn open_sealed(
@@ -232,9 +232,9 @@ impl<S: Sink> Runner<S> {
         layout: &Layout,
         value: &mut apache_avro::types::Value,
     ) -> Result<(), String> {
-        let data_key = match (&self.config.keys.0, key) {
+        let opening = match (&self.config.keys.0, key) {
             (Some(keys), Some(pseudonym)) => keys
-                .key(pseudonym)
+                .opening(entity.catalog_topic(), pseudonym)
                 .map_err(|e| format!("the citizen's data key: {e}"))?,
             _ => None,
         };
@@ -242,7 +242,7 @@ impl<S: Sink> Runner<S> {
             value,
             layout.schema(),
             entity.catalog_topic(),
-            data_key.as_ref(),
+            opening.as_ref(),
         )
         .map(|_| ())
         .map_err(|e| format!("sealed personal fields: {e}"))

@@ -1,12 +1,23 @@
 use lienthong_contract::{Catalog, Codec, repo_schemas_dir, samples};
 
 use super::*;
+use crate::seal::DataKey;
 use crate::{KeyVault, MasterKey};
 
 type Vault = KeyVault<rdkafka::consumer::DefaultConsumerContext>;
 
 fn master() -> MasterKey {
     MasterKey::parse(&MasterKey::generate().unwrap()).unwrap()
+}
+
+fn every_class(key: DataKey) -> Opening {
+    use PersonalDataClass::*;
+    Opening {
+        key,
+        classes: [Identifier, Name, Demographic, Residence, Contact, FreeText]
+            .into_iter()
+            .collect(),
+    }
 }
 
 fn codec() -> (Codec, u32) {
@@ -69,7 +80,7 @@ async fn a_sealed_record_opens_back_to_its_clear_values_and_only_with_its_key() 
 
     // Opened with the key: the clear record, keyed by the pseudonym.
     let (_, mut value) = codec.decode_value(&bytes, None).unwrap();
-    let k = vault.key(&key.pseudonym).unwrap().unwrap();
+    let k = every_class(vault.key(&key.pseudonym).unwrap().unwrap());
     assert_eq!(
         open_record(&mut value, schema.schema(), TOPIC, Some(&k)).unwrap(),
         Opened::Opened
@@ -94,7 +105,12 @@ async fn a_sealed_record_opens_back_to_its_clear_values_and_only_with_its_key() 
     let other = vault.for_citizen("079203009999").await.unwrap();
     let (_, mut value) = codec.decode_value(&bytes, None).unwrap();
     assert!(matches!(
-        open_record(&mut value, schema.schema(), TOPIC, Some(&other.key)),
+        open_record(
+            &mut value,
+            schema.schema(),
+            TOPIC,
+            Some(&every_class(other.key.clone()))
+        ),
         Err(PrivacyError::Unreadable(_))
     ));
     let (_, mut value) = codec.decode_value(&bytes, None).unwrap();
@@ -154,4 +170,34 @@ fn the_master_key_is_checked_and_its_keys_depend_on_it() {
     assert!(b.kek().unwrap(&wrapped, b"pn1_a").is_err());
     assert!(a.kek().unwrap(&wrapped, b"pn1_b").is_err());
     assert!(a.kek().unwrap(&wrapped[..5], b"pn1_a").is_err());
+}
+
+/// A reader granted some classes sees those, and the others stay masked.
+#[tokio::test]
+async fn only_the_granted_classes_are_opened() {
+    let master = master();
+    let vault = Vault::in_memory(&master);
+    let (codec, id) = codec();
+    let mut record = samples::citizen_record();
+    let key = vault
+        .for_citizen(&record.profile.personal_id)
+        .await
+        .unwrap();
+    seal_citizen(&mut record, &key).unwrap();
+    let bytes = codec.encode_to_vec(id, &record).unwrap();
+    let schema = codec.schema(id).unwrap();
+    let (_, mut value) = codec.decode_value(&bytes, None).unwrap();
+    let opening = Opening {
+        key: key.key.clone(),
+        classes: [PersonalDataClass::Name].into_iter().collect(),
+    };
+    open_record(&mut value, schema.schema(), TOPIC, Some(&opening)).unwrap();
+    let text = format!("{value:?}");
+    assert!(
+        text.contains("Nguyễn Văn Hùng"),
+        "the name is granted: {text}"
+    );
+    for hidden in ["079203001234", "12 Lê Lợi", "+84901234567", "27004"] {
+        assert!(!text.contains(hidden), "{hidden} is not granted: {text}");
+    }
 }

@@ -1,0 +1,366 @@
+//! The key service: the one place that hands out citizens' data keys, and records it.
+//!
+//! It holds three logs, each a compacted topic read by every instance: the wrapped data keys
+//! ([`KeyVault`]), the grants ([`Grants`]) and the access records ([`AccessRecord`]). A
+//! reader gets a key only under a live grant of its agency for the topic and the purpose it
+//! states, and only for the classes the grant names ([`KeyService::release`]); a publisher
+//! gets the key it seals with ([`KeyService::seal_key`]); an admin erases
+//! ([`KeyService::erase`]). Each of these is recorded.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lienthong_bus::KafkaConfig;
+use lienthong_bus::state_log::{StateLog, StateLogConfig};
+use lienthong_contract::PersonalDataClass;
+use rdkafka::consumer::ConsumerContext;
+use tokio_util::sync::CancellationToken;
+
+#[cfg(test)]
+use crate::access::CitizenAccess;
+use crate::access::{ACCESS_TOPIC, AccessCount, AccessRecord, record_key};
+use crate::error::PrivacyError;
+use crate::grants::{GRANTS_TOPIC, Grant, Grants};
+use crate::master::MasterKey;
+use crate::seal::DataKey;
+use crate::vault::{CitizenKey, KEYS_TOPIC, KeyVault, keys_topic_config};
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where the key service's three logs live.
+#[derive(Debug, Clone)]
+pub struct KeyServiceConfig {
+    /// The cluster (the key service's own principal on a secured one).
+    pub kafka: KafkaConfig,
+    /// Replication factor of the topics when they are created.
+    pub replication: i32,
+    /// The wrapped data keys.
+    pub keys_topic: String,
+    /// The grants.
+    pub grants_topic: String,
+    /// The access records.
+    pub access_topic: String,
+    /// Prefix of the readers' group ids (the principal's name on a secured cluster).
+    pub group_prefix: String,
+}
+
+impl KeyServiceConfig {
+    /// The default topics on `kafka`.
+    pub fn new(kafka: KafkaConfig) -> Self {
+        KeyServiceConfig {
+            kafka,
+            replication: 1,
+            keys_topic: KEYS_TOPIC.into(),
+            grants_topic: GRANTS_TOPIC.into(),
+            access_topic: ACCESS_TOPIC.into(),
+            group_prefix: "lienthong-keys".into(),
+        }
+    }
+
+    fn log(&self, topic: &str, topic_config: Vec<(String, String)>) -> StateLogConfig {
+        StateLogConfig {
+            kafka: self.kafka.clone(),
+            topic: topic.to_string(),
+            replication: self.replication,
+            topic_config,
+            group: format!("{}-{topic}-{}", self.group_prefix, std::process::id()),
+        }
+    }
+}
+
+/// A key released to a reader: the data key (none if the citizen was erased) and the classes
+/// it may open.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// The citizen's data key; `None` when the citizen has none (erased).
+    pub key: Option<DataKey>,
+    /// The classes the grant covers.
+    pub classes: BTreeSet<PersonalDataClass>,
+    /// The grant's id.
+    pub grant: String,
+}
+
+/// The key service.
+pub struct KeyService<C: ConsumerContext + 'static> {
+    vault: KeyVault<C>,
+    grants: StateLog<Grants, C>,
+    access: StateLog<AccessCount, C>,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
+    /// A key service in memory (tests, the embedded demo).
+    pub fn in_memory(master: &MasterKey) -> Self {
+        KeyService {
+            vault: KeyVault::in_memory(master),
+            grants: StateLog::in_memory("grant log", Grants::default()),
+            access: StateLog::in_memory("access log", AccessCount::default()),
+        }
+    }
+
+    /// The key service on Kafka, its three logs read to their ends.
+    pub async fn open(
+        config: &KeyServiceConfig,
+        master: &MasterKey,
+        context: C,
+        shutdown: CancellationToken,
+    ) -> Result<Self, PrivacyError> {
+        let vault = KeyVault::open(
+            &config.log(&config.keys_topic, keys_topic_config()),
+            master,
+            context.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        let grants = StateLog::open(
+            "grant log",
+            &config.log(&config.grants_topic, Vec::new()),
+            Grants::default(),
+            context.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(PrivacyError::Log)?;
+        let access = StateLog::open(
+            "access log",
+            &config.log(&config.access_topic, Vec::new()),
+            AccessCount::default(),
+            context,
+            shutdown,
+        )
+        .await
+        .map_err(PrivacyError::Log)?;
+        Ok(KeyService {
+            vault,
+            grants,
+            access,
+        })
+    }
+
+    /// The wrapped keys.
+    pub fn vault(&self) -> &KeyVault<C> {
+        &self.vault
+    }
+
+    /// The pseudonym of `personal_id`.
+    pub fn pseudonym(&self, personal_id: &str) -> String {
+        self.vault.pseudonym(personal_id)
+    }
+
+    /// Record `grant` (replacing the one with the same agency, topic and purpose); its id.
+    pub async fn grant(&self, grant: &Grant) -> Result<String, PrivacyError> {
+        grant.check(now_ms())?;
+        let id = grant.id();
+        let value = serde_json::to_vec(grant).map_err(|e| PrivacyError::Invalid(e.to_string()))?;
+        self.grants
+            .append(id.as_bytes(), Some(&value), TIMEOUT)
+            .await
+            .map_err(PrivacyError::Log)?;
+        Ok(id)
+    }
+
+    /// Revoke the grant `id`; whether there was one. Readers lose it at their next key fetch.
+    pub async fn revoke(&self, id: &str) -> Result<bool, PrivacyError> {
+        let had = self.grants.read().get(id).is_some();
+        self.grants
+            .append(id.as_bytes(), None, TIMEOUT)
+            .await
+            .map_err(PrivacyError::Log)?;
+        Ok(had)
+    }
+
+    /// Every grant, by id.
+    pub fn grants(&self) -> Vec<(String, Grant)> {
+        self.grants
+            .read()
+            .all()
+            .map(|(id, g)| (id.clone(), g.clone()))
+            .collect()
+    }
+
+    /// The key to open the citizen `pseudonym`'s records of `topic` for `agency`, under its
+    /// live grant for `purpose`; refused ([`PrivacyError::NotGranted`]) without one. A release
+    /// of a key is recorded (queued on the access log: [`KeyService::flush`] waits for it).
+    pub fn release(
+        &self,
+        agency: &str,
+        topic: &str,
+        pseudonym: &str,
+        purpose: &str,
+    ) -> Result<Release, PrivacyError> {
+        let now = now_ms();
+        let grant = self
+            .grants
+            .read()
+            .find(agency, topic, purpose, now)
+            .cloned()
+            .ok_or_else(|| {
+                PrivacyError::NotGranted(format!(
+                    "{agency} has no live grant on {topic} for {purpose:?}"
+                ))
+            })?;
+        let key = self.vault.key(pseudonym)?;
+        if key.is_some() {
+            self.record(AccessRecord {
+                at_ms: now,
+                agency: agency.to_string(),
+                pseudonym: pseudonym.to_string(),
+                topic: topic.to_string(),
+                purpose: purpose.to_string(),
+                basis: grant.id(),
+                action: "released".into(),
+            })?;
+        }
+        Ok(Release {
+            key,
+            grant: grant.id(),
+            classes: grant.classes,
+        })
+    }
+
+    /// The key `agency` seals the citizen `personal_id`'s record with (created on first use),
+    /// recorded.
+    pub async fn seal_key(
+        &self,
+        agency: &str,
+        topic: &str,
+        personal_id: &str,
+    ) -> Result<CitizenKey, PrivacyError> {
+        let key = self.vault.for_citizen(personal_id).await?;
+        self.record(AccessRecord {
+            at_ms: now_ms(),
+            agency: agency.to_string(),
+            pseudonym: key.pseudonym.clone(),
+            topic: topic.to_string(),
+            purpose: "publish".into(),
+            basis: "publisher".into(),
+            action: "sealed".into(),
+        })?;
+        Ok(key)
+    }
+
+    /// Destroy the citizen `pseudonym`'s data key, recorded as done by `by`; whether there
+    /// was one.
+    pub async fn erase(&self, by: &str, pseudonym: &str) -> Result<bool, PrivacyError> {
+        let had = self.vault.erase(pseudonym).await?;
+        self.record(AccessRecord {
+            at_ms: now_ms(),
+            agency: by.to_string(),
+            pseudonym: pseudonym.to_string(),
+            topic: String::new(),
+            purpose: "erasure".into(),
+            basis: "the citizen's request".into(),
+            action: "erased".into(),
+        })?;
+        self.flush().await?;
+        Ok(had)
+    }
+
+    fn record(&self, record: AccessRecord) -> Result<(), PrivacyError> {
+        let key = record_key(&record.pseudonym)?;
+        let value =
+            serde_json::to_vec(&record).map_err(|e| PrivacyError::Invalid(e.to_string()))?;
+        self.access.enqueue(&key, &value).map_err(PrivacyError::Log)
+    }
+
+    /// Wait until every access record so far is on the access log.
+    pub async fn flush(&self) -> Result<(), PrivacyError> {
+        self.access.flush().await.map_err(PrivacyError::Log)
+    }
+
+    /// How many access records this instance has read or written.
+    pub fn access_records(&self) -> u64 {
+        self.access.read().0
+    }
+}
+
+/// A reader's key source: the key service, as one agency, for one purpose.
+pub struct GrantedKeys<C: ConsumerContext + 'static> {
+    service: Arc<KeyService<C>>,
+    agency: String,
+    purpose: String,
+    refused_once: std::sync::Once,
+}
+
+impl<C: ConsumerContext + Clone + 'static> GrantedKeys<C> {
+    /// Keys for `agency`, stating `purpose`.
+    pub fn new(service: Arc<KeyService<C>>, agency: String, purpose: String) -> Self {
+        GrantedKeys {
+            service,
+            agency,
+            purpose,
+            refused_once: std::sync::Once::new(),
+        }
+    }
+}
+
+impl<C: ConsumerContext + Clone + 'static> crate::CitizenKeys for GrantedKeys<C> {
+    fn opening(
+        &self,
+        topic: &str,
+        pseudonym: &str,
+    ) -> Result<Option<crate::Opening>, PrivacyError> {
+        match self
+            .service
+            .release(&self.agency, topic, pseudonym, &self.purpose)
+        {
+            Ok(Release {
+                key: Some(key),
+                classes,
+                ..
+            }) => Ok(Some(crate::Opening { key, classes })),
+            Ok(Release { key: None, .. }) => Ok(None),
+            Err(PrivacyError::NotGranted(why)) => {
+                self.refused_once.call_once(|| {
+                    tracing::warn!(agency = %self.agency, purpose = %self.purpose, "{why}: citizen records are stored masked");
+                });
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn flush(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), PrivacyError>> + Send + '_>> {
+        Box::pin(self.service.flush())
+    }
+}
+
+impl<C: ConsumerContext + Clone + 'static> crate::CitizenKeyService for KeyService<C> {
+    fn seal_key<'a>(
+        &'a self,
+        agency: &'a str,
+        personal_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<CitizenKey, PrivacyError>> + Send + 'a>> {
+        Box::pin(KeyService::seal_key(
+            self,
+            agency,
+            crate::citizen::TOPIC,
+            personal_id,
+        ))
+    }
+
+    fn pseudonym(&self, personal_id: &str) -> String {
+        KeyService::pseudonym(self, personal_id)
+    }
+
+    fn erase<'a>(
+        &'a self,
+        agency: &'a str,
+        pseudonym: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, PrivacyError>> + Send + 'a>> {
+        Box::pin(KeyService::erase(self, agency, pseudonym))
+    }
+}
+
+#[cfg(test)]
+mod tests;
