@@ -35,6 +35,53 @@ pub struct Config {
     /// takes it (relative paths are from the working directory).
     #[serde(default)]
     pub connectors: Vec<PathBuf>,
+    /// Citizens' personal data (docs/personal-data.md): with this section, `up` runs the key
+    /// service, the gateway seals citizen records, and the connectors it runs open them under
+    /// their agency's grants; `lienthong pii …` manages grants, erasures and access reports.
+    #[serde(default)]
+    pub privacy: Option<PrivacyConfig>,
+}
+
+/// The key service's `[privacy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// A file holding the master secret (base64, `lienthong pii new-master-key`); unset, the
+    /// `LIENTHONG_MASTER_KEY` environment variable.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    /// The compacted topic of wrapped data keys.
+    #[serde(default = "default_keys_topic")]
+    pub keys_topic: String,
+    /// The compacted topic of grants.
+    #[serde(default = "default_grants_topic")]
+    pub grants_topic: String,
+    /// The topic of access records.
+    #[serde(default = "default_access_topic")]
+    pub access_topic: String,
+    /// Replication factor of those topics when they are created.
+    #[serde(default = "default_replication")]
+    pub replication: i32,
+    /// The key service's own Kafka connection (its principal on a secured cluster); unset,
+    /// the process's `[kafka]`.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+}
+
+fn default_keys_topic() -> String {
+    lienthong_privacy::KEYS_TOPIC.into()
+}
+
+fn default_grants_topic() -> String {
+    lienthong_privacy::GRANTS_TOPIC.into()
+}
+
+fn default_access_topic() -> String {
+    lienthong_privacy::ACCESS_TOPIC.into()
+}
+
+fn default_replication() -> i32 {
+    1
 }
 
 fn default_schemas_dir() -> PathBuf {

@@ -18,6 +18,7 @@ use lienthong_telemetry::{say, say_err};
 pub mod config;
 pub mod connect;
 pub mod kpi;
+pub mod pii;
 pub mod publish;
 pub mod replay;
 pub mod schemas;
@@ -103,6 +104,68 @@ pub enum Command {
     /// principal ([principals]), printed once; its ACLs come from `acl sync`.
     #[command(subcommand)]
     Component(ComponentCommand),
+    /// Citizens' personal data (docs/personal-data.md): grants, erasure, access reports, on
+    /// the key service's topics with [privacy]'s master secret.
+    #[command(subcommand)]
+    Pii(PiiCommand),
+}
+
+/// `lienthong pii …`
+#[derive(Debug, Subcommand)]
+pub enum PiiCommand {
+    /// Print a new random master secret (base64) for [privacy] master_key_file or
+    /// LIENTHONG_MASTER_KEY. Keep it like a CA's key: losing it loses every sealed record.
+    NewMasterKey,
+    /// Let an agency read classes of a topic's personal data for a purpose, on a legal basis,
+    /// until a date; prints the grant's id. Granting the same agency, topic and purpose again
+    /// replaces it.
+    Grant {
+        /// The agency's unit code.
+        #[arg(long)]
+        agency: String,
+        /// The catalog topic.
+        #[arg(long, default_value = "hcm.citizen.records")]
+        topic: String,
+        /// The classes, comma-separated: identifier, name, demographic, residence, contact,
+        /// free_text.
+        #[arg(long)]
+        classes: String,
+        /// The purpose of the processing.
+        #[arg(long)]
+        purpose: String,
+        /// The legal basis.
+        #[arg(long)]
+        legal_basis: String,
+        /// The last day it holds, YYYY-MM-DD (through the end of that day, Vietnam time).
+        #[arg(long)]
+        until: String,
+        /// Who grants it (recorded with the grant).
+        #[arg(long)]
+        by: String,
+    },
+    /// Revoke a grant by its id: its agency gets no more keys under it.
+    Revoke {
+        /// The grant's id (`lienthong pii grants`).
+        id: String,
+    },
+    /// List the grants: id, agency, topic, classes, purpose, legal basis, live or expired.
+    Grants,
+    /// Erase a citizen: destroy the data key (every sealed copy becomes unreadable), then a
+    /// tombstone on hcm.citizen.records removes the stores' rows.
+    Erase {
+        /// The citizen's 12-digit personal id.
+        personal_id: String,
+        /// Who erases (recorded).
+        #[arg(long)]
+        by: String,
+    },
+    /// Who got the citizen's key, when, for what purpose, under which grant; and its
+    /// sealing and erasure.
+    Report {
+        /// The citizen's 12-digit personal id.
+        #[arg(long)]
+        citizen: String,
+    },
 }
 
 /// `lienthong component …`
@@ -329,6 +392,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
             security::component_add(&config, user).await
         }
         Command::Publish(args) => publish::publish(&config, catalog, args, shutdown).await,
+        Command::Pii(command) => pii::run(&config, &catalog, command).await,
     }
 }
 
@@ -463,6 +527,7 @@ async fn gateway(
     mut gateway_config: lienthong_gateway::GatewayConfig,
     registry: &Arc<Registry>,
     ids: Vec<(String, u32)>,
+    sealer: Option<Arc<dyn lienthong_privacy::CitizenKeyService>>,
     telemetry: &Arc<Telemetry>,
     components: &CancellationToken,
 ) -> Result<Running<lienthong_gateway::GatewayError>, CliError> {
@@ -490,6 +555,10 @@ async fn gateway(
         components.clone(),
     )
     .map_err(|e| CliError::Failed(e.to_string()))?;
+    if let Some(keys) = sealer {
+        gw.seal_citizen_records(keys)
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+    }
     say!(
         "gateway listening on http://{} (schema registry under /registry)",
         listener.addr()
@@ -524,7 +593,7 @@ async fn up(
     let telemetry = Telemetry::new("up")?;
     // Connector configs are checked now and the connectors started last, once every other
     // component has its config checked and its port bound.
-    let connector_configs = connect::load_all(&config.connectors)?;
+    let mut connector_configs = connect::load_all(&config.connectors)?;
     // The components' own token: the end of any one of them, or of this function (a start
     // that failed half way), stops them all.
     let components = shutdown.child_token();
@@ -532,6 +601,38 @@ async fn up(
     let mut running = Vec::new();
     if let Some(kpi) = kpi::start(config, &telemetry, &components).await? {
         running.push(supervise(kpi, &components));
+    }
+    // Citizens' personal data: the key service first, for the gateway that seals with it and
+    // the connectors that open with it (under their agency's grants).
+    let key_service = match &config.privacy {
+        None => None,
+        Some(privacy) => {
+            let master = pii::master_key(privacy)?;
+            let service = lienthong_privacy::KeyService::open(
+                &pii::service_config(config, privacy),
+                &master,
+                lienthong_telemetry::KafkaClientContext::new(&telemetry, "keys"),
+                components.child_token(),
+            )
+            .await
+            .map_err(|e| CliError::Failed(format!("key service: {e}")))?;
+            say!(
+                "key service: {} citizens with a data key, {} grants; citizen records are sealed",
+                service.vault().citizens(),
+                service.grants().len()
+            );
+            Some(Arc::new(service))
+        }
+    };
+    for connector in &mut connector_configs {
+        if let (Some(service), Some(who)) = (&key_service, &connector.privacy) {
+            connector.keys =
+                lienthong_privacy::KeySource(Some(Arc::new(lienthong_privacy::GrantedKeys::new(
+                    Arc::clone(service),
+                    who.agency.clone(),
+                    who.purpose.clone(),
+                ))));
+        }
     }
     let agencies = Agencies::new(&config.registry.agencies).map_err(CliError::Usage)?;
     let log = KafkaLogConfig {
@@ -565,11 +666,15 @@ async fn up(
         &components,
     ));
     if let Some(gateway_config) = config.gateway.clone() {
+        let sealer = key_service
+            .clone()
+            .map(|s| s as Arc<dyn lienthong_privacy::CitizenKeyService>);
         let gateway = gateway(
             config,
             gateway_config,
             &registry,
             ids,
+            sealer,
             &telemetry,
             &components,
         )

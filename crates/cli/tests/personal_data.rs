@@ -470,3 +470,255 @@ async fn a_python_consumer_opens_a_sealed_record_with_its_granted_key() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// `lienthong up` with `[privacy]`, as a city would run it: an admin grants a ward with
+/// `pii grant`; a citizen record posted to the gateway by the police reaches Kafka sealed; the
+/// ward's connector, run by `up`, opens it under the grant; `pii report` shows who got the
+/// key; after `pii revoke` the next record is stored masked, without a restart; `pii erase`
+/// removes the row.
+#[test]
+fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
+    use lienthong_registry::auth::hash_token;
+    use std::io::BufRead;
+    let kafka = kafka();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(kafka.ensure_catalog_topics()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = unique_suffix();
+    let bin = assert_cmd::cargo::cargo_bin("lienthong");
+    let lienthong = |args: &[&str]| {
+        let out = std::process::Command::new(&bin)
+            .current_dir(lienthong_contract::repo_root())
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+            .arg("--config")
+            .arg(dir.path().join("lienthong.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            text,
+        )
+    };
+
+    // The master secret, from the command made for it.
+    let master_file = dir.path().join("master.key");
+    std::fs::write(dir.path().join("lienthong.toml"), "").unwrap();
+    let (code, secret, all) = lienthong(&["pii", "new-master-key"]);
+    assert_eq!(code, Some(0), "{all}");
+    std::fs::write(&master_file, secret.trim()).unwrap();
+    let master = MasterKey::from_file(&master_file).unwrap();
+
+    let store = dir.path().join("ward-26734.sqlite");
+    let connector = dir.path().join("ward.toml");
+    let dlq = rt
+        .block_on(kafka.create_topic("pii-up-dlq", 1, 1, &[]))
+        .unwrap();
+    let purpose = "giải quyết hồ sơ phi địa giới";
+    std::fs::write(
+        &connector,
+        format!(
+            "name = \"pii-up-ward-{suffix}\"\ndead_letter_topic = \"{dlq}\"\n[kafka]\nbootstrap = \"{}\"\n[schemas]\ndir = \"{}\"\n[[topics]]\nname = \"hcm.citizen.records\"\n[filter]\ncitizen_records = true\n[privacy]\nagency = \"26734\"\npurpose = \"{purpose}\"\n[store]\nkind = \"sqlite\"\npath = \"{}\"\n",
+            kafka.bootstrap(),
+            lienthong_contract::repo_schemas_dir().display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("lienthong.toml"),
+        format!(
+            "connectors = [\"{}\"]\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_lienthong_schemas-{suffix}\"\n[[registry.agencies]]\ncode = \"CATP\"\nkind = \"department\"\ntoken_sha256 = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:0\"\ntransactional_id = \"pii-gw-{suffix}\"\nidempotency_window_secs = 60\n[privacy]\nmaster_key_file = \"{}\"\nkeys_topic = \"pii-up-keys-{suffix}\"\ngrants_topic = \"pii-up-grants-{suffix}\"\naccess_topic = \"pii-up-access-{suffix}\"\n",
+            connector.display(),
+            hash_token("police-token"),
+            master_file.display(),
+        ),
+    )
+    .unwrap();
+
+    // An admin grants the ward, before or while `up` runs.
+    let (code, grant_out, all) = lienthong(&[
+        "pii",
+        "grant",
+        "--agency",
+        "26734",
+        "--classes",
+        "identifier,name,demographic,residence,contact",
+        "--purpose",
+        purpose,
+        "--legal-basis",
+        "Luật 91/2025/QH15",
+        "--until",
+        "2099-12-31",
+        "--by",
+        "SKHCN",
+    ]);
+    assert_eq!(code, Some(0), "{all}");
+    let grant_id = grant_out
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    assert!(grant_id.starts_with("g-"), "{all}");
+    let (code, _, all) = lienthong(&[
+        "pii",
+        "grant",
+        "--agency",
+        "26734",
+        "--classes",
+        "name,bogus",
+        "--purpose",
+        "x",
+        "--legal-basis",
+        "y",
+        "--until",
+        "2099-12-31",
+        "--by",
+        "SKHCN",
+    ]);
+    assert_eq!(code, Some(2), "an unknown class is a usage error: {all}");
+    let (code, listed, all) = lienthong(&["pii", "grants"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        listed.contains(&grant_id) && listed.contains("live"),
+        "{listed}"
+    );
+
+    let child = std::process::Command::new(&bin)
+        .current_dir(lienthong_contract::repo_root())
+        .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+        .arg("--config")
+        .arg(dir.path().join("lienthong.toml"))
+        .arg("up")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut child = lienthong_tests::ChildGuard(child);
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut sealing = false;
+    let addr = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 'gateway listening' line"
+        );
+        let line = lines.next().expect("the process ended").unwrap();
+        sealing |= line.starts_with("key service:") && line.contains("sealed");
+        if let Some(rest) = line.strip_prefix("gateway listening on http://") {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+    };
+    assert!(sealing, "up says it seals");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !http(&addr, "GET", "/readyz", "", "").starts_with("HTTP/1.1 200") {
+        assert!(std::time::Instant::now() < deadline, "gateway not ready");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let post = |pid: &str, name: &str| {
+        let mut c = lienthong_contract::samples::citizen_record();
+        c.envelope.aggregate_id = pid.into();
+        c.envelope.event_id = format!("{}-4000-8000-000000000000", &uuid_hex()[..13]);
+        c.profile.personal_id = pid.into();
+        c.profile.full_name = name.into();
+        let answer = http(
+            &addr,
+            "POST",
+            "/topics/hcm.citizen.records/events",
+            "police-token",
+            &serde_json::to_string(&c).unwrap(),
+        );
+        assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    };
+    let rows = |pseudonym: &str| {
+        rt.block_on(async {
+            use lienthong_connect::Sink;
+            let Ok(mut sink) = lienthong_store::AnyStore::sqlite(&store).await else {
+                return Vec::new();
+            };
+            sink.rows()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.table == "citizens" && r.key == pseudonym)
+                .collect::<Vec<_>>()
+        })
+    };
+    let wait_for = |pseudonym: &str, what: &dyn Fn(&[lienthong_connect::Row]) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let found = rows(pseudonym);
+            if what(&found) {
+                return found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{pseudonym}: {found:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+
+    let (pid, name) = (personal_id(), format!("Phạm Thị Cấp {suffix}"));
+    post(&pid, &name);
+    let pseudonym = master.pseudonyms().of(&pid);
+    let opened = wait_for(&pseudonym, &|r| !r.is_empty());
+    assert!(
+        has_text(&opened, &name) && has_text(&opened, &pid),
+        "opened under the grant: {opened:?}"
+    );
+
+    let (code, report, all) = lienthong(&["pii", "report", "--citizen", &pid]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(report.contains("CATP\tsealed"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "26734\treleased\thcm.citizen.records\t{purpose:?}\t{grant_id}"
+        )),
+        "{report}"
+    );
+
+    // Revoked: the next citizen's record is stored masked, by the same running connector.
+    let (code, _, all) = lienthong(&["pii", "revoke", &grant_id]);
+    assert_eq!(code, Some(0), "{all}");
+    let (pid2, name2) = (personal_id(), format!("Võ Văn Thu Hồi {suffix}"));
+    post(&pid2, &name2);
+    let masked = wait_for(&master.pseudonyms().of(&pid2), &|r| !r.is_empty());
+    assert!(
+        !has_text(&masked, &name2) && !has_text(&masked, &pid2),
+        "masked after the revocation: {masked:?}"
+    );
+
+    // Erased: the key is gone and the row with it.
+    let (code, _, all) = lienthong(&["pii", "erase", &pid, "--by", "SKHCN"]);
+    assert_eq!(code, Some(0), "{all}");
+    wait_for(&pseudonym, &|r| r.is_empty());
+    let (_, report, _) = lienthong(&["pii", "report", "--citizen", &pid]);
+    assert!(report.contains("SKHCN\terased"), "{report}");
+}
+
+fn uuid_hex() -> String {
+    format!("{:08x}-{:04x}", fastrand::u32(..), fastrand::u16(..))
+}

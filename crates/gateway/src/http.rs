@@ -483,6 +483,14 @@ async fn accept(
             })
         })?;
     }
+    let mut encoded = encoded;
+    if let Some(sealer) = gw.sealer.get()
+        && *route.name == *crate::CITIZEN_TOPIC
+    {
+        for e in encoded.iter_mut() {
+            seal(sealer, &agency.code, e, gw.config.retry_after_secs).await?;
+        }
+    }
     if let Err(why) = fast_unavailable(&gw) {
         return Err(GatewayError::Unavailable {
             message: format!("{why}; nothing was produced"),
@@ -498,6 +506,37 @@ async fn accept(
             message: format!("publishing task failed: {e}"),
             retry_after_secs: 1,
         })?
+}
+
+/// Seal one encoded citizen record in place (`crate::Gateway::seal_citizen_records`): the
+/// citizen's key from the key service, as the posting agency; the record decoded, sealed and
+/// written back; the Kafka key now the pseudonym. No key, no publish: `503`.
+async fn seal(
+    sealer: &crate::Sealer,
+    agency: &str,
+    e: &mut Encoded,
+    retry_after_secs: u64,
+) -> Result<(), GatewayError> {
+    use lienthong_contract::events::CitizenRecord;
+    let (_, mut record): (u32, CitizenRecord) = sealer
+        .codec
+        .decode(&e.value)
+        .map_err(|err| GatewayError::Malformed(format!("the citizen record: {err}")))?;
+    let key = sealer
+        .keys
+        .seal_key(agency, &record.profile.personal_id)
+        .await
+        .map_err(|err| GatewayError::Unavailable {
+            message: format!("the key service: {err}; nothing was produced"),
+            retry_after_secs,
+        })?;
+    lienthong_privacy::seal_citizen(&mut record, &key)
+        .map_err(|err| GatewayError::Malformed(format!("sealing the citizen record: {err}")))?;
+    let mut value = Vec::with_capacity(e.value.len() + 64);
+    lienthong_contract::codec::encode_typed(sealer.id, &record, &mut value);
+    e.value = value;
+    e.key = key.pseudonym;
+    Ok(())
 }
 
 /// Parse the body into the JSON tree, check its shape and size, and encode every event with

@@ -53,6 +53,9 @@ struct Route {
     encoder: TopicEncoder,
 }
 
+/// The topic whose records the gateway seals when asked to.
+const CITIZEN_TOPIC: &str = "hcm.citizen.records";
+
 /// A running gateway: share it behind an `Arc` with [`http::router`].
 pub struct Gateway {
     catalog: Arc<Catalog>,
@@ -68,6 +71,17 @@ pub struct Gateway {
     registry_readiness: Option<Readiness>,
     telemetry: Arc<lienthong_telemetry::Telemetry>,
     shutdown: CancellationToken,
+    /// Seals citizen records before they reach Kafka, once [`Gateway::seal_citizen_records`]
+    /// set it.
+    sealer: std::sync::OnceLock<Sealer>,
+}
+
+/// What sealing a citizen record takes: the key service, and the record's schema to decode
+/// the encoded event and write it back sealed.
+pub(crate) struct Sealer {
+    pub(crate) keys: Arc<dyn lienthong_privacy::CitizenKeyService>,
+    pub(crate) codec: lienthong_contract::Codec,
+    pub(crate) id: u32,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -163,7 +177,39 @@ impl Gateway {
             registry_readiness,
             telemetry,
             shutdown,
+            sealer: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Seal every citizen record posted from now on (docs/personal-data.md): its personal
+    /// fields encrypted under the citizen's data key from `keys`, the personal id replaced by
+    /// the citizen's pseudonym, before it reaches Kafka. Refused if this gateway does not serve
+    /// the citizen topic with a schema the contract's `CitizenRecord` writes.
+    pub fn seal_citizen_records(
+        &self,
+        keys: Arc<dyn lienthong_privacy::CitizenKeyService>,
+    ) -> Result<(), GatewayError> {
+        use lienthong_contract::events::CitizenRecord;
+        let topic = self
+            .catalog
+            .topics()
+            .iter()
+            .find(|t| t.name == CITIZEN_TOPIC)
+            .ok_or_else(|| GatewayError::Config(format!("no {CITIZEN_TOPIC} in the catalog")))?;
+        let route = self.routes.get(CITIZEN_TOPIC).ok_or_else(|| {
+            GatewayError::Config(format!("{CITIZEN_TOPIC} is not served: nothing to seal"))
+        })?;
+        let codec = lienthong_contract::Codec::new();
+        let id = route.encoder.schema_id();
+        let schema = codec
+            .insert(id, &topic.schema_json)
+            .map_err(|e| GatewayError::Config(format!("{CITIZEN_TOPIC}: {e}")))?;
+        schema
+            .check_typed::<CitizenRecord>()
+            .map_err(|e| GatewayError::Config(format!("sealing {CITIZEN_TOPIC}: {e}")))?;
+        self.sealer
+            .set(Sealer { keys, codec, id })
+            .map_err(|_| GatewayError::Config("citizen records are sealed already".into()))
     }
 
     /// The metrics it records (served at `/metrics` by [`http::router`]).
