@@ -65,37 +65,6 @@ async fn post_created(http: &reqwest::Client, url: &str, body: String) {
     r.bytes().await.unwrap();
 }
 
-/// POST `bodies` (JSON batches) to `url` from `clients` concurrent clients; events/s, and the
-/// process's CPU time per event in µs (gateway, its Kafka clients and the load generator).
-async fn gateway_rate(
-    http: reqwest::Client,
-    url: String,
-    bodies: Vec<String>,
-    clients: usize,
-) -> (f64, f64) {
-    let queue = Arc::new(std::sync::Mutex::new(bodies));
-    let cpu = bench::process_cpu_secs();
-    let t = Instant::now();
-    let clients: Vec<_> = (0..clients)
-        .map(|_| {
-            let (queue, http, url) = (queue.clone(), http.clone(), url.clone());
-            tokio::spawn(async move {
-                loop {
-                    let Some(body) = queue.lock().unwrap().pop() else {
-                        break;
-                    };
-                    post_created(&http, &url, body).await;
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.await.unwrap();
-    }
-    let rate = N as f64 / t.elapsed().as_secs_f64();
-    (rate, (bench::process_cpu_secs() - cpu) * 1e6 / N as f64)
-}
-
 #[tokio::main]
 async fn main() {
     if std::env::var("LIENTHONG_KAFKA_BOOTSTRAP").is_err() {
@@ -195,7 +164,8 @@ async fn main() {
             .chunks(BATCH)
             .map(|c| serde_json::Value::Array(c.to_vec()).to_string())
             .collect();
-        gateway_rate(http.clone(), batch_url.clone(), bodies, clients)
+        let (http, url) = (http.clone(), batch_url.clone());
+        async move { bench::post_batches(&http, &url, "bench-token", bodies, N, clients).await }
     };
     raw_round(1_000).await;
     gateway_round(1_001, CLIENTS).await;

@@ -45,31 +45,17 @@ pub fn seal_citizen(record: &mut CitizenRecord, key: &CitizenKey) -> Result<(), 
         return Ok(());
     }
     let p = &mut record.profile;
-    let mut fields = Map::new();
-    let mut put = |path: &str, v: Json| {
-        fields.insert(path.to_string(), v);
+    let fields = SealedProfile {
+        personal_id: &p.personal_id,
+        full_name: &p.full_name,
+        birth_date: p.birth_date,
+        sex: p.sex,
+        permanent_unit: &p.permanent_unit,
+        temporary_unit: p.temporary_unit.as_deref(),
+        address_line: p.address_line.as_deref(),
+        phone: p.phone.as_deref(),
+        email: p.email.as_deref(),
     };
-    put("profile.personal_id", Json::from(p.personal_id.as_str()));
-    put("profile.full_name", Json::from(p.full_name.as_str()));
-    put("profile.birth_date", Json::from(p.birth_date));
-    put(
-        "profile.sex",
-        serde_json::to_value(p.sex).map_err(|e| PrivacyError::Invalid(e.to_string()))?,
-    );
-    put(
-        "profile.permanent_unit",
-        Json::from(p.permanent_unit.as_str()),
-    );
-    for (path, v) in [
-        ("profile.temporary_unit", &p.temporary_unit),
-        ("profile.address_line", &p.address_line),
-        ("profile.phone", &p.phone),
-        ("profile.email", &p.email),
-    ] {
-        if let Some(v) = v {
-            put(path, Json::from(v.as_str()));
-        }
-    }
     let plaintext =
         serde_json::to_vec(&fields).map_err(|e| PrivacyError::Invalid(e.to_string()))?;
     let sealed = seal::seal(&key.key, &seal::aad(TOPIC, &key.pseudonym), &plaintext)?;
@@ -85,6 +71,36 @@ pub fn seal_citizen(record: &mut CitizenRecord, key: &CitizenKey) -> Result<(), 
     record.envelope.aggregate_id = key.pseudonym.clone();
     record.sealed = Some(sealed);
     Ok(())
+}
+
+/// The plaintext of a sealed profile: the fields by their paths ([`sealed_paths`]), nulls
+/// left out.
+#[derive(serde::Serialize)]
+struct SealedProfile<'a> {
+    #[serde(rename = "profile.personal_id")]
+    personal_id: &'a str,
+    #[serde(rename = "profile.full_name")]
+    full_name: &'a str,
+    #[serde(rename = "profile.birth_date")]
+    birth_date: i32,
+    #[serde(rename = "profile.sex")]
+    sex: Sex,
+    #[serde(rename = "profile.permanent_unit")]
+    permanent_unit: &'a str,
+    #[serde(
+        rename = "profile.temporary_unit",
+        skip_serializing_if = "Option::is_none"
+    )]
+    temporary_unit: Option<&'a str>,
+    #[serde(
+        rename = "profile.address_line",
+        skip_serializing_if = "Option::is_none"
+    )]
+    address_line: Option<&'a str>,
+    #[serde(rename = "profile.phone", skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+    #[serde(rename = "profile.email", skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
 }
 
 /// What [`open_record`] did.

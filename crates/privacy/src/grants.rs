@@ -109,11 +109,9 @@ impl LogState for Grants {
 }
 
 impl Grants {
-    /// The live grant of `agency` on `topic` for `purpose` at `now_ms`.
-    pub fn find(&self, agency: &str, topic: &str, purpose: &str, now_ms: i64) -> Option<&Grant> {
-        self.by_id
-            .get(&grant_id(agency, topic, purpose))
-            .filter(|g| g.expires_at_ms > now_ms)
+    /// The grant `id`, if it is live at `now_ms`.
+    pub fn live(&self, id: &str, now_ms: i64) -> Option<&Grant> {
+        self.by_id.get(id).filter(|g| g.expires_at_ms > now_ms)
     }
 
     /// Every grant, live or expired, by id.

@@ -74,7 +74,8 @@ impl MasterKey {
         Ok(MasterKey {
             kek: LocalKek {
                 id: format!("local-{}", hex::encode(&id[..4])),
-                key: DataKey::from_bytes(kek),
+                cipher: Aes256Gcm::new_from_slice(&kek)
+                    .map_err(|e| PrivacyError::MasterKey(e.to_string()))?,
             },
             pseudonyms: Pseudonyms::new(pseudonym),
         })
@@ -120,7 +121,7 @@ impl MasterKey {
 #[derive(Clone)]
 pub struct LocalKek {
     id: String,
-    key: DataKey,
+    cipher: Aes256Gcm,
 }
 
 impl KeyWrap for LocalKek {
@@ -129,8 +130,7 @@ impl KeyWrap for LocalKek {
     }
 
     fn wrap(&self, key: &DataKey, context: &[u8]) -> Result<Vec<u8>, PrivacyError> {
-        let cipher = Aes256Gcm::new_from_slice(self.key.as_bytes())
-            .map_err(|e| PrivacyError::Invalid(e.to_string()))?;
+        let cipher = &self.cipher;
         let mut nonce = [0u8; NONCE_LEN];
         random(&mut nonce)?;
         let sealed = cipher
@@ -151,8 +151,7 @@ impl KeyWrap for LocalKek {
         if wrapped.len() < NONCE_LEN {
             return Err(PrivacyError::Unreadable("a wrapped key too short".into()));
         }
-        let cipher = Aes256Gcm::new_from_slice(self.key.as_bytes())
-            .map_err(|e| PrivacyError::Invalid(e.to_string()))?;
+        let cipher = &self.cipher;
         let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
         let key = cipher
             .decrypt(

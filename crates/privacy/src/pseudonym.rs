@@ -21,7 +21,9 @@ pub const PSEUDONYM_PREFIX: &str = "pn1_";
 /// The pseudonym function, keyed.
 #[derive(Clone)]
 pub struct Pseudonyms {
-    key: [u8; 32],
+    /// HMAC-SHA256 with the key already absorbed: each pseudonym clones it (the key's two
+    /// blocks are not hashed again).
+    keyed: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for Pseudonyms {
@@ -32,7 +34,10 @@ impl std::fmt::Debug for Pseudonyms {
 
 impl Pseudonyms {
     pub(crate) fn new(key: [u8; 32]) -> Self {
-        Pseudonyms { key }
+        let Ok(keyed) = <Hmac<Sha256> as KeyInit>::new_from_slice(&key) else {
+            unreachable!("HMAC takes a key of any length")
+        };
+        Pseudonyms { keyed }
     }
 
     /// The pseudonym of `personal_id`. A value that already is a pseudonym is returned as it
@@ -41,9 +46,7 @@ impl Pseudonyms {
         if Self::is_pseudonym(personal_id) {
             return personal_id.to_string();
         }
-        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key) else {
-            unreachable!("HMAC takes a key of any length")
-        };
+        let mut mac = self.keyed.clone();
         mac.update(personal_id.as_bytes());
         let digest = mac.finalize().into_bytes();
         format!("{PSEUDONYM_PREFIX}{}", hex::encode(&digest[..16]))

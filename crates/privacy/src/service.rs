@@ -27,6 +27,12 @@ use crate::seal::DataKey;
 use crate::vault::{CitizenKey, KEYS_TOPIC, KeyVault, keys_topic_config};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
+/// The same access (agency, citizen, topic, purpose, basis, action) is recorded once per this
+/// window by an instance.
+pub const RECORD_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// How many recent accesses an instance remembers to dedupe (beyond it, the oldest are
+/// forgotten and recorded again: more records, never fewer).
+const RECENT_CAPACITY: usize = 200_000;
 
 /// Where the key service's three logs live.
 #[derive(Debug, Clone)]
@@ -86,6 +92,8 @@ pub struct KeyService<C: ConsumerContext + 'static> {
     vault: KeyVault<C>,
     grants: StateLog<Grants, C>,
     access: StateLog<AccessCount, C>,
+    /// Accesses recorded lately, and when ([`KeyService::record`]).
+    recent: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// Milliseconds since the epoch, now.
@@ -103,6 +111,7 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
             vault: KeyVault::in_memory(master),
             grants: StateLog::in_memory("grant log", Grants::default()),
             access: StateLog::in_memory("access log", AccessCount::default()),
+            recent: Default::default(),
         }
     }
 
@@ -142,6 +151,7 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
             vault,
             grants,
             access,
+            recent: Default::default(),
         })
     }
 
@@ -197,11 +207,12 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
         purpose: &str,
     ) -> Result<Release, PrivacyError> {
         let now = now_ms();
-        let grant = self
+        let id = crate::grants::grant_id(agency, topic, purpose);
+        let classes = self
             .grants
             .read()
-            .find(agency, topic, purpose, now)
-            .cloned()
+            .live(&id, now)
+            .map(|g| g.classes.clone())
             .ok_or_else(|| {
                 PrivacyError::NotGranted(format!(
                     "{agency} has no live grant on {topic} for {purpose:?}"
@@ -209,20 +220,20 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
             })?;
         let key = self.vault.key(pseudonym)?;
         if key.is_some() {
-            self.record(AccessRecord {
+            self.record(Access {
                 at_ms: now,
-                agency: agency.to_string(),
-                pseudonym: pseudonym.to_string(),
-                topic: topic.to_string(),
-                purpose: purpose.to_string(),
-                basis: grant.id(),
-                action: "released".into(),
+                agency,
+                pseudonym,
+                topic,
+                purpose,
+                basis: &id,
+                action: "released",
             })?;
         }
         Ok(Release {
             key,
-            grant: grant.id(),
-            classes: grant.classes,
+            grant: id,
+            classes,
         })
     }
 
@@ -235,14 +246,14 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
         personal_id: &str,
     ) -> Result<CitizenKey, PrivacyError> {
         let key = self.vault.for_citizen(personal_id).await?;
-        self.record(AccessRecord {
+        self.record(Access {
             at_ms: now_ms(),
-            agency: agency.to_string(),
-            pseudonym: key.pseudonym.clone(),
-            topic: topic.to_string(),
-            purpose: "publish".into(),
-            basis: "publisher".into(),
-            action: "sealed".into(),
+            agency,
+            pseudonym: &key.pseudonym,
+            topic,
+            purpose: "publish",
+            basis: "publisher",
+            action: "sealed",
         })?;
         Ok(key)
     }
@@ -251,20 +262,60 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
     /// was one.
     pub async fn erase(&self, by: &str, pseudonym: &str) -> Result<bool, PrivacyError> {
         let had = self.vault.erase(pseudonym).await?;
-        self.record(AccessRecord {
+        self.record(Access {
             at_ms: now_ms(),
-            agency: by.to_string(),
-            pseudonym: pseudonym.to_string(),
-            topic: String::new(),
-            purpose: "erasure".into(),
-            basis: "the citizen's request".into(),
-            action: "erased".into(),
+            agency: by,
+            pseudonym,
+            topic: "",
+            purpose: "erasure",
+            basis: "the citizen's request",
+            action: "erased",
         })?;
         self.flush().await?;
         Ok(had)
     }
 
-    fn record(&self, record: AccessRecord) -> Result<(), PrivacyError> {
+    /// Queue `record` on the access log, unless this instance recorded the same access (same
+    /// agency, citizen, topic, purpose, basis and action) less than [`RECORD_WINDOW_MS`] ago:
+    /// the log says who read whose data, when and why, not every record a connector opened
+    /// in a replay. Erasures are always recorded.
+    fn record(&self, access: Access<'_>) -> Result<(), PrivacyError> {
+        if access.action != "erased" {
+            let mut seen = String::with_capacity(128);
+            for part in [
+                access.agency,
+                access.pseudonym,
+                access.topic,
+                access.purpose,
+                access.basis,
+                access.action,
+            ] {
+                seen.push_str(part);
+                seen.push('\0');
+            }
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            match recent.get(&seen) {
+                Some(&at) if access.at_ms - at < RECORD_WINDOW_MS => return Ok(()),
+                _ => {}
+            }
+            if recent.len() >= RECENT_CAPACITY {
+                let now = access.at_ms;
+                recent.retain(|_, at| now - *at < RECORD_WINDOW_MS);
+                if recent.len() >= RECENT_CAPACITY {
+                    recent.clear();
+                }
+            }
+            recent.insert(seen, access.at_ms);
+        }
+        let record = AccessRecord {
+            at_ms: access.at_ms,
+            agency: access.agency.to_string(),
+            pseudonym: access.pseudonym.to_string(),
+            topic: access.topic.to_string(),
+            purpose: access.purpose.to_string(),
+            basis: access.basis.to_string(),
+            action: access.action.to_string(),
+        };
         let key = record_key(&record.pseudonym)?;
         let value =
             serde_json::to_vec(&record).map_err(|e| PrivacyError::Invalid(e.to_string()))?;
@@ -280,6 +331,18 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
     pub fn access_records(&self) -> u64 {
         self.access.read().0
     }
+}
+
+/// An access about to be recorded, borrowed ([`KeyService::record`] builds the record only
+/// when it is not a repeat).
+struct Access<'a> {
+    at_ms: i64,
+    agency: &'a str,
+    pseudonym: &'a str,
+    topic: &'a str,
+    purpose: &'a str,
+    basis: &'a str,
+    action: &'static str,
 }
 
 /// A reader's key source: the key service, as one agency, for one purpose.

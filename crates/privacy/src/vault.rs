@@ -50,10 +50,20 @@ struct WrappedRecord {
     wrapped: String,
 }
 
+/// One citizen's key as the log holds it: which key-encryption key wrapped it, the wrapped
+/// bytes, and the key once unwrapped by this instance (dropped with the entry on erasure).
+#[derive(Debug)]
+struct Entry {
+    #[allow(dead_code)] // for a rotation: which wrapping key to ask
+    kek: String,
+    wrapped: Vec<u8>,
+    unwrapped: std::sync::OnceLock<DataKey>,
+}
+
 /// The wrapped keys as read from the log, by pseudonym.
 #[derive(Debug, Default)]
 pub struct WrappedKeys {
-    keys: HashMap<String, (String, Vec<u8>)>,
+    keys: HashMap<String, Entry>,
 }
 
 impl LogState for WrappedKeys {
@@ -72,8 +82,14 @@ impl LogState for WrappedKeys {
                 let Ok(wrapped) = STANDARD.decode(&record.wrapped) else {
                     return;
                 };
-                self.keys
-                    .insert(pseudonym.to_string(), (record.kek, wrapped));
+                self.keys.insert(
+                    pseudonym.to_string(),
+                    Entry {
+                        kek: record.kek,
+                        wrapped,
+                        unwrapped: std::sync::OnceLock::new(),
+                    },
+                );
             }
         }
     }
@@ -151,10 +167,14 @@ impl<C: ConsumerContext + Clone + 'static> KeyVault<C> {
     /// erased).
     pub fn key(&self, pseudonym: &str) -> Result<Option<DataKey>, PrivacyError> {
         let state = self.log.read();
-        let Some((_kek, wrapped)) = state.keys.get(pseudonym) else {
+        let Some(entry) = state.keys.get(pseudonym) else {
             return Ok(None);
         };
-        self.kek.unwrap(wrapped, pseudonym.as_bytes()).map(Some)
+        if let Some(key) = entry.unwrapped.get() {
+            return Ok(Some(key.clone()));
+        }
+        let key = self.kek.unwrap(&entry.wrapped, pseudonym.as_bytes())?;
+        Ok(Some(entry.unwrapped.get_or_init(|| key).clone()))
     }
 
     /// The citizen's pseudonym and data key, the key created (and written to the log) if the
