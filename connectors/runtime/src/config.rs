@@ -69,14 +69,49 @@ fn default_startup() -> u64 {
     30
 }
 
-/// A connector's `[privacy]`: the agency it reads personal data as, and the purpose it states.
-#[derive(Debug, Clone, Deserialize)]
+/// A connector's `[privacy]`: the agency it reads personal data as, the purpose it states,
+/// and, for a connector outside `lienthong up`, where the key service is.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReaderIdentity {
     /// The agency's unit code (its grants are looked up by it).
     pub agency: String,
     /// The purpose of the processing, as a grant names it.
     pub purpose: String,
+    /// The key service (`http://host:port`, `[privacy] listen` of `lienthong up`); unset
+    /// under `up`, which hands its own.
+    #[serde(default)]
+    pub key_service_url: Option<String>,
+    /// The agency's token, inline (prefer `token_file`). Redacted in logs.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the agency's token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ReaderIdentity {
+    /// The credential the key service is sent: HTTP Basic, the agency and its token.
+    pub fn credentials(&self) -> Result<lienthong_registry::client::Credentials, ConnectError> {
+        lienthong_registry::client::Credentials::from_config(
+            Some(&self.agency),
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+        )
+        .map_err(|e| ConnectError::Config(format!("privacy: {e}")))
+    }
+}
+
+impl std::fmt::Debug for ReaderIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderIdentity")
+            .field("agency", &self.agency)
+            .field("purpose", &self.purpose)
+            .field("key_service_url", &self.key_service_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .finish()
+    }
 }
 
 /// One consumed topic.

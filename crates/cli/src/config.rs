@@ -66,6 +66,10 @@ pub struct PrivacyConfig {
     /// the process's `[kafka]`.
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
+    /// Where the key service answers connectors outside `up` (`GET /privacy/keys/…`, with
+    /// the agencies of `[[registry.agencies]]`); unset, it serves no HTTP.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 fn default_keys_topic() -> String {

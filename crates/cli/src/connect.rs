@@ -33,10 +33,20 @@ pub async fn run(config: ConnectorConfig, shutdown: CancellationToken) -> Result
 
 /// Start a connector recording into `telemetry` (the process's one registry, under `up`).
 pub async fn start(
-    config: ConnectorConfig,
+    mut config: ConnectorConfig,
     telemetry: &Arc<Telemetry>,
     shutdown: &CancellationToken,
 ) -> Result<Running<ConnectError>, ConnectError> {
+    // Outside `up` (which hands its own key service), a connector that names the key service
+    // asks it over HTTP for the keys its agency's grants allow.
+    if config.keys.0.is_none()
+        && let Some(who) = &config.privacy
+        && let Some(url) = &who.key_service_url
+    {
+        let keys = lienthong_privacy::HttpKeys::new(url, who.credentials()?, who.purpose.clone())
+            .map_err(|e| ConnectError::Config(e.to_string()))?;
+        config.keys = lienthong_privacy::KeySource(Some(Arc::new(keys)));
+    }
     let store = config.store.clone();
     let retry = config.retry.clone();
     lienthong_connect::start(config, telemetry, shutdown, move |stop| async move {

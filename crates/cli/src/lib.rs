@@ -32,7 +32,7 @@ use clap::{Parser, Subcommand};
 use lienthong_contract::Catalog;
 use lienthong_registry::{Agencies, KafkaLogConfig, Registry, api};
 use lienthong_telemetry::Telemetry;
-use lienthong_telemetry::component::{Listener, Running};
+use lienthong_telemetry::component::{Component, Listener, Running};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
@@ -635,6 +635,23 @@ async fn up(
         }
     }
     let agencies = Agencies::new(&config.registry.agencies).map_err(CliError::Usage)?;
+    if let (Some(service), Some(listen)) = (
+        &key_service,
+        config.privacy.as_ref().and_then(|p| p.listen.as_ref()),
+    ) {
+        let listener = Listener::bind("privacy.listen", listen).await?;
+        say!("key service listening on http://{}", listener.addr());
+        let api = lienthong_privacy::http::router(Arc::clone(service), agencies.clone());
+        running.push(supervise(
+            Component::new("keys", &telemetry, &components)
+                .serve_with(listener, move |common| api.merge(common))
+                .start(|stopping| async move {
+                    stopping.token().cancelled().await;
+                    Ok::<(), CliError>(())
+                }),
+            &components,
+        ));
+    }
     let log = KafkaLogConfig {
         kafka: config
             .registry

@@ -548,10 +548,11 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
     std::fs::write(
         dir.path().join("lienthong.toml"),
         format!(
-            "connectors = [\"{}\"]\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_lienthong_schemas-{suffix}\"\n[[registry.agencies]]\ncode = \"CATP\"\nkind = \"department\"\ntoken_sha256 = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:0\"\ntransactional_id = \"pii-gw-{suffix}\"\nidempotency_window_secs = 60\n[privacy]\nmaster_key_file = \"{}\"\nkeys_topic = \"pii-up-keys-{suffix}\"\ngrants_topic = \"pii-up-grants-{suffix}\"\naccess_topic = \"pii-up-access-{suffix}\"\n",
+            "connectors = [\"{}\"]\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_lienthong_schemas-{suffix}\"\n[[registry.agencies]]\ncode = \"CATP\"\nkind = \"department\"\ntoken_sha256 = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:0\"\ntransactional_id = \"pii-gw-{suffix}\"\nidempotency_window_secs = 60\n[privacy]\nmaster_key_file = \"{}\"\nkeys_topic = \"pii-up-keys-{suffix}\"\ngrants_topic = \"pii-up-grants-{suffix}\"\naccess_topic = \"pii-up-access-{suffix}\"\nlisten = \"127.0.0.1:0\"\n[[registry.agencies]]\ncode = \"26740\"\nkind = \"ward\"\ntoken_sha256 = \"{}\"\n",
             connector.display(),
             hash_token("police-token"),
             master_file.display(),
+            hash_token("ward-26740-token"),
         ),
     )
     .unwrap();
@@ -619,6 +620,7 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
     let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut sealing = false;
+    let mut keys_addr = String::new();
     let addr = loop {
         assert!(
             std::time::Instant::now() < deadline,
@@ -626,6 +628,9 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
         );
         let line = lines.next().expect("the process ended").unwrap();
         sealing |= line.starts_with("key service:") && line.contains("sealed");
+        if let Some(rest) = line.strip_prefix("key service listening on http://") {
+            keys_addr = rest.trim().to_string();
+        }
         if let Some(rest) = line.strip_prefix("gateway listening on http://") {
             break rest.split(' ').next().unwrap().to_string();
         }
@@ -681,6 +686,78 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
         }
     };
 
+    assert!(
+        !keys_addr.is_empty(),
+        "up says where the key service listens"
+    );
+
+    // Another ward runs its own connector, outside `up`, and asks the key service over HTTP
+    // under a grant of its own.
+    let (code, out, all) = lienthong(&[
+        "pii",
+        "grant",
+        "--agency",
+        "26740",
+        "--classes",
+        "name,identifier",
+        "--purpose",
+        purpose,
+        "--legal-basis",
+        "Luật 91/2025/QH15",
+        "--until",
+        "2099-12-31",
+        "--by",
+        "SKHCN",
+    ]);
+    assert_eq!(code, Some(0), "{all}");
+    let other_grant = out.lines().last().unwrap_or_default().trim().to_string();
+    let other_store = dir.path().join("ward-26740.sqlite");
+    let other_connector = dir.path().join("ward-26740.toml");
+    std::fs::write(
+        &other_connector,
+        format!(
+            "name = \"pii-other-ward-{suffix}\"\ndead_letter_topic = \"{dlq}\"\n[kafka]\nbootstrap = \"{}\"\n[schemas]\ndir = \"{}\"\n[[topics]]\nname = \"hcm.citizen.records\"\n[filter]\ncitizen_records = true\n[privacy]\nagency = \"26740\"\npurpose = \"{purpose}\"\nkey_service_url = \"http://{keys_addr}\"\ntoken = \"ward-26740-token\"\n[store]\nkind = \"sqlite\"\npath = \"{}\"\n",
+            kafka.bootstrap(),
+            lienthong_contract::repo_schemas_dir().display(),
+            other_store.display()
+        ),
+    )
+    .unwrap();
+    let other = std::process::Command::new(&bin)
+        .current_dir(lienthong_contract::repo_root())
+        .arg("connect")
+        .arg(&other_connector)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _other = lienthong_tests::ChildGuard(other);
+    let other_rows = |pseudonym: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let found = rt.block_on(async {
+                use lienthong_connect::Sink;
+                let Ok(mut sink) = lienthong_store::AnyStore::sqlite(&other_store).await else {
+                    return Vec::new();
+                };
+                sink.rows()
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| r.table == "citizens" && r.key == pseudonym)
+                    .collect::<Vec<_>>()
+            });
+            if !found.is_empty() {
+                return found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other ward's store"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+
     let (pid, name) = (personal_id(), format!("Phạm Thị Cấp {suffix}"));
     post(&pid, &name);
     let pseudonym = master.pseudonyms().of(&pid);
@@ -690,8 +767,20 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
         "opened under the grant: {opened:?}"
     );
 
+    // The other ward's own connector got the key over HTTP: its grant's classes only.
+    let from_http = other_rows(&pseudonym);
+    assert!(
+        has_text(&from_http, &name) && has_text(&from_http, &pid),
+        "{from_http:?}"
+    );
+    assert!(
+        !has_text(&from_http, "12 Lê Lợi"),
+        "residence is not in its grant: {from_http:?}"
+    );
+
     let (code, report, all) = lienthong(&["pii", "report", "--citizen", &pid]);
     assert_eq!(code, Some(0), "{all}");
+    assert!(report.contains("26740\treleased"), "{report}");
     assert!(report.contains("CATP\tsealed"), "{report}");
     assert!(
         report.contains(&format!(
@@ -703,12 +792,19 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
     // Revoked: the next citizen's record is stored masked, by the same running connector.
     let (code, _, all) = lienthong(&["pii", "revoke", &grant_id]);
     assert_eq!(code, Some(0), "{all}");
+    let (code, _, all) = lienthong(&["pii", "revoke", &other_grant]);
+    assert_eq!(code, Some(0), "{all}");
     let (pid2, name2) = (personal_id(), format!("Võ Văn Thu Hồi {suffix}"));
     post(&pid2, &name2);
     let masked = wait_for(&master.pseudonyms().of(&pid2), &|r| !r.is_empty());
     assert!(
         !has_text(&masked, &name2) && !has_text(&masked, &pid2),
         "masked after the revocation: {masked:?}"
+    );
+    let other_masked = other_rows(&master.pseudonyms().of(&pid2));
+    assert!(
+        !has_text(&other_masked, &name2),
+        "masked over HTTP too: {other_masked:?}"
     );
 
     // Erased: the key is gone and the row with it.

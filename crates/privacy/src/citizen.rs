@@ -103,6 +103,21 @@ struct SealedProfile<'a> {
     email: Option<&'a str>,
 }
 
+/// Whether a decoded record carries sealed fields (a non-null [`SEALED_FIELD`]).
+pub fn is_sealed(value: &Value) -> bool {
+    let Value::Record(fields) = value else {
+        return false;
+    };
+    fields.iter().any(|(n, v)| {
+        n == SEALED_FIELD
+            && match v {
+                Value::Union(_, inner) => matches!(**inner, Value::String(_)),
+                Value::String(_) => true,
+                _ => false,
+            }
+    })
+}
+
 /// What [`open_record`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opened {

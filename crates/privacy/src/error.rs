@@ -20,6 +20,12 @@ pub enum PrivacyError {
     /// The key log could not be read or written (Kafka unreachable, timed out): retry.
     #[error("key log: {0}")]
     Log(#[source] lienthong_bus::BusError),
+    /// The key service could not be asked (unreachable, timed out, a server error): retry.
+    #[error("key service: {0}")]
+    Unreachable(String),
+    /// The key service refused the credential (config: fix it).
+    #[error("key service: {0}")]
+    Refused(String),
     /// The operating system gave no randomness.
     #[error("no randomness from the operating system: {0}")]
     Random(String),
@@ -28,6 +34,10 @@ pub enum PrivacyError {
 impl PrivacyError {
     /// Worth retrying: only the key log's transient failures.
     pub fn is_transient(&self) -> bool {
-        matches!(self, PrivacyError::Log(e) if e.is_transient())
+        match self {
+            PrivacyError::Log(e) => e.is_transient(),
+            PrivacyError::Unreachable(_) => true,
+            _ => false,
+        }
     }
 }

@@ -366,7 +366,25 @@ impl<C: ConsumerContext + Clone + 'static> GrantedKeys<C> {
 }
 
 impl<C: ConsumerContext + Clone + 'static> crate::CitizenKeys for GrantedKeys<C> {
-    fn opening(
+    fn opening<'a>(
+        &'a self,
+        topic: &'a str,
+        pseudonym: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Option<crate::Opening>, PrivacyError>> + Send + 'a>,
+    > {
+        Box::pin(std::future::ready(self.opening_now(topic, pseudonym)))
+    }
+
+    fn flush(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), PrivacyError>> + Send + '_>> {
+        Box::pin(self.service.flush())
+    }
+}
+
+impl<C: ConsumerContext + Clone + 'static> GrantedKeys<C> {
+    fn opening_now(
         &self,
         topic: &str,
         pseudonym: &str,
@@ -389,12 +407,6 @@ impl<C: ConsumerContext + Clone + 'static> crate::CitizenKeys for GrantedKeys<C>
             }
             Err(e) => Err(e),
         }
-    }
-
-    fn flush(
-        &self,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), PrivacyError>> + Send + '_>> {
-        Box::pin(self.service.flush())
     }
 }
 

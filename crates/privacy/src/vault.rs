@@ -227,8 +227,13 @@ pub struct Opening {
 /// purpose ([`crate::GrantedKeys`]).
 pub trait CitizenKeys: Send + Sync {
     /// What opens the citizen `pseudonym`'s records of `topic`; `None` when nothing may be
-    /// opened (no live grant, or the citizen is erased): the record stays masked.
-    fn opening(&self, topic: &str, pseudonym: &str) -> Result<Option<Opening>, PrivacyError>;
+    /// opened (no live grant, or the citizen is erased): the record stays masked. An error
+    /// that [`PrivacyError::is_transient`] is worth retrying (the key service unreachable).
+    fn opening<'a>(
+        &'a self,
+        topic: &'a str,
+        pseudonym: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Opening>, PrivacyError>> + Send + 'a>>;
     /// Wait until every key released so far is recorded on the access log.
     fn flush(
         &self,

@@ -145,7 +145,7 @@ async fn main() {
     );
     println!("  clear:  {:.0} events/s", bench::median(clear_rates));
     println!(
-        "  sealed: {:.0} events/s (AES-256-GCM, pseudonym, an access record each)",
+        "  sealed: {:.0} events/s (AES-256-GCM, pseudonym; each citizen's sealing recorded once per 15 minutes)",
         bench::median(sealed_rates)
     );
     println!(

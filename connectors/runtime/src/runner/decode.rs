@@ -191,8 +191,13 @@ impl<S: Sink> Runner<S> {
             }
             Err(e) => return Ok(Decoded::Fail("invalid", e.to_string())),
         };
-        if let Err(m) = self.open_sealed(entity, key_str, &layout, &mut value) {
-            return Ok(Decoded::Fail("invalid", m));
+        match self
+            .open_sealed(entity, key_str, &layout, &mut value)
+            .await?
+        {
+            Ok(()) => {}
+            Err(Some(m)) => return Ok(Decoded::Fail("invalid", m)),
+            Err(None) => return Ok(Decoded::Interrupted),
         }
         let units = (!self.config.filter.units.is_empty() && !entity.unit_fields().is_empty())
             .then_some(self.config.filter.units.as_slice());
@@ -225,26 +230,58 @@ impl<S: Sink> Runner<S> {
     /// key service, no live grant, or the citizen is erased). Either way the ciphertext itself is dropped. A sealed value that does not open
     /// (altered, or sealed for another citizen) is the record's fault: it is dead-lettered as
     /// it came, sealed, so the dead-letter topic never holds clear personal data.
-    fn open_sealed(
-        &self,
+    ///
+    /// A key service that does not answer is the connector's condition, not the record's:
+    /// consumption pauses and the request is retried with backoff (`Err(None)` if stopped
+    /// meanwhile: the record is read again at the next start). A credential it refuses stops
+    /// the connector.
+    async fn open_sealed(
+        &mut self,
         entity: Entity,
         key: Option<&str>,
         layout: &Layout,
         value: &mut apache_avro::types::Value,
-    ) -> Result<(), String> {
-        let opening = match (&self.config.keys.0, key) {
-            (Some(keys), Some(pseudonym)) => keys
-                .opening(entity.catalog_topic(), pseudonym)
-                .map_err(|e| format!("the citizen's data key: {e}"))?,
+    ) -> Result<Result<(), Option<String>>, ConnectError> {
+        if !lienthong_privacy::is_sealed(value) {
+            return Ok(Ok(()));
+        }
+        let opening = match (self.config.keys.0.clone(), key) {
+            (Some(keys), Some(pseudonym)) => {
+                let mut attempt = 0;
+                let found = loop {
+                    match keys.opening(entity.catalog_topic(), pseudonym).await {
+                        Ok(found) => break found,
+                        Err(e) if e.is_transient() => {
+                            attempt += 1;
+                            self.note_retry("key_service", &e, attempt);
+                            self.pause_consumption();
+                            if self.shutdown.is_cancelled() {
+                                return Ok(Err(None));
+                            }
+                            self.wait_serving_rebalances(self.config.retry.backoff(attempt))
+                                .await?;
+                        }
+                        Err(e) => return Err(ConnectError::Config(e.to_string())),
+                    }
+                };
+                if attempt > 0 {
+                    resume_paused(&self.consumer, &self.paused);
+                    self.metrics
+                        .retrying
+                        .with_label_values(&[&self.config.name])
+                        .set(0);
+                }
+                found
+            }
             _ => None,
         };
-        lienthong_privacy::open_record(
+        Ok(lienthong_privacy::open_record(
             value,
             layout.schema(),
             entity.catalog_topic(),
             opening.as_ref(),
         )
         .map(|_| ())
-        .map_err(|e| format!("sealed personal fields: {e}"))
+        .map_err(|e| Some(format!("sealed personal fields: {e}"))))
     }
 }

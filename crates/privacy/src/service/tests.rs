@@ -36,7 +36,7 @@ async fn keys_are_released_only_under_a_live_grant_and_every_release_is_recorded
         Err(PrivacyError::NotGranted(_))
     ));
     let reader = GrantedKeys::new(service.clone(), "26734".into(), "hồ sơ".into());
-    assert!(reader.opening(topic, &p).unwrap().is_none());
+    assert!(reader.opening(topic, &p).await.unwrap().is_none());
 
     // A grant that is not complete, or already expired, is refused.
     let mut bad = grant("26734", "hồ sơ", now_ms() + 60_000);
@@ -54,7 +54,7 @@ async fn keys_are_released_only_under_a_live_grant_and_every_release_is_recorded
         .grant(&grant("26734", "hồ sơ", now_ms() + 60_000))
         .await
         .unwrap();
-    let opening = reader.opening(topic, &p).unwrap().unwrap();
+    let opening = reader.opening(topic, &p).await.unwrap().unwrap();
     assert_eq!(opening.key.as_bytes(), citizen.key.as_bytes());
     assert_eq!(
         opening.classes,
@@ -73,7 +73,7 @@ async fn keys_are_released_only_under_a_live_grant_and_every_release_is_recorded
 
     // Revoked: refused at the next fetch, without a restart.
     assert!(service.revoke(&id).await.unwrap());
-    assert!(reader.opening(topic, &p).unwrap().is_none());
+    assert!(reader.opening(topic, &p).await.unwrap().is_none());
     assert!(!service.revoke(&id).await.unwrap());
 
     // Erased: nothing to release even under a grant; the erasure is recorded too.
@@ -82,7 +82,7 @@ async fn keys_are_released_only_under_a_live_grant_and_every_release_is_recorded
         .await
         .unwrap();
     assert!(service.erase("SKHCN", &p).await.unwrap());
-    assert!(reader.opening(topic, &p).unwrap().is_none());
+    assert!(reader.opening(topic, &p).await.unwrap().is_none());
     assert_eq!(service.access_records(), 3, "sealed, released, erased");
 }
 
