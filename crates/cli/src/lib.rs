@@ -675,6 +675,25 @@ async fn up(
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     tracing::info!(subjects = ids.len(), "catalog schemas registered");
+    if let Some(service) = &key_service {
+        // Need-to-know follows the case events, written with the registry's ids.
+        let codec = lienthong_contract::Codec::new();
+        for (subject, id) in &ids {
+            if let Some(topic) = registry.catalog().topic_by_subject(subject) {
+                codec
+                    .insert(*id, &topic.schema_json)
+                    .map_err(|e| CliError::Failed(format!("{subject}: {e}")))?;
+            }
+        }
+        let privacy = config.privacy.as_ref().and_then(|p| p.kafka.clone());
+        service
+            .follow_cases(
+                &privacy.unwrap_or_else(|| config.kafka.clone()),
+                codec,
+                components.child_token(),
+            )
+            .map_err(|e| CliError::Failed(format!("key service: {e}")))?;
+    }
     let registry = Arc::new(registry);
     let listener = Listener::bind("registry.listen", &config.registry.listen).await?;
     say!("schema registry listening on http://{}", listener.addr());

@@ -504,6 +504,7 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
         let out = std::process::Command::new(&bin)
             .current_dir(lienthong_contract::repo_root())
             .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+            .env("LIENTHONG_REGISTRY_TOKEN", "police-token")
             .arg("--config")
             .arg(dir.path().join("lienthong.toml"))
             .args(args)
@@ -642,9 +643,10 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
-    let post = |pid: &str, name: &str| {
+    let post = |pid: &str, name: &str, version: i64| {
         let mut c = lienthong_contract::samples::citizen_record();
         c.envelope.aggregate_id = pid.into();
+        c.envelope.aggregate_version = version;
         c.envelope.event_id = format!("{}-4000-8000-000000000000", &uuid_hex()[..13]);
         c.profile.personal_id = pid.into();
         c.profile.full_name = name.into();
@@ -759,7 +761,7 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
     };
 
     let (pid, name) = (personal_id(), format!("Phạm Thị Cấp {suffix}"));
-    post(&pid, &name);
+    post(&pid, &name, 1);
     let pseudonym = master.pseudonyms().of(&pid);
     let opened = wait_for(&pseudonym, &|r| !r.is_empty());
     assert!(
@@ -795,7 +797,7 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
     let (code, _, all) = lienthong(&["pii", "revoke", &other_grant]);
     assert_eq!(code, Some(0), "{all}");
     let (pid2, name2) = (personal_id(), format!("Võ Văn Thu Hồi {suffix}"));
-    post(&pid2, &name2);
+    post(&pid2, &name2, 1);
     let masked = wait_for(&master.pseudonyms().of(&pid2), &|r| !r.is_empty());
     assert!(
         !has_text(&masked, &name2) && !has_text(&masked, &pid2),
@@ -805,6 +807,86 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
     assert!(
         !has_text(&other_masked, &name2),
         "masked over HTTP too: {other_masked:?}"
+    );
+
+    // Need-to-know: no grant any more, but ward 26740 files a case for a citizen from
+    // elsewhere; while the case is open there it may read the citizen's record.
+    let (pid3, name3) = (personal_id(), format!("Đặng Thị Phi Địa Giới {suffix}"));
+    post(&pid3, &name3, 1);
+    let pseudonym3 = master.pseudonyms().of(&pid3);
+    let before = other_rows(&pseudonym3);
+    assert!(
+        !has_text(&before, &name3),
+        "no grant, no case: masked {before:?}"
+    );
+    let mut case = lienthong_contract::samples::typical_case_submitted();
+    case.envelope.event_id = format!("{}-4000-8000-000000000001", &uuid_hex()[..13]);
+    case.envelope.aggregate_id = format!("HS-NTK-{suffix}");
+    case.envelope.producer_unit = "26740".into();
+    if let lienthong_contract::events::CaseEventKind::CaseSubmitted(s) = &mut case.event {
+        s.applicant_id = pid3.clone();
+        s.receiving_unit = "26740".into();
+    }
+    let answer = http(
+        &addr,
+        "POST",
+        "/topics/hcm.case.events/events",
+        "ward-26740-token",
+        &serde_json::to_string(&case).unwrap(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    // On the log, the case names the applicant by pseudonym only.
+    let (code, tailed, all) = lienthong(&[
+        "tail",
+        "hcm.case.events",
+        "--from",
+        "beginning",
+        "--key",
+        &format!("HS-NTK-{suffix}"),
+        "--until-end",
+        "--registry",
+        &format!("http://{addr}/registry"),
+    ]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        tailed.contains(&pseudonym3) && !tailed.contains(&pid3),
+        "{tailed}"
+    );
+    let key_path = format!("/privacy/keys/hcm.citizen.records/{pseudonym3}?purpose=x");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = http(&keys_addr, "GET", &key_path, "ward-26740-token", "");
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "need-to-know: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Another ward, handling no case of this citizen, is still refused.
+    let answer = http(&keys_addr, "GET", &key_path, "police-token", "");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // The police update the record; the ward's own connector now opens it.
+    post(&pid3, &name3, 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if has_text(&other_rows(&pseudonym3), &name3) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "opened by need-to-know"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (_, report, _) = lienthong(&["pii", "report", "--citizen", &pid3]);
+    assert!(
+        report.contains(&format!(
+            "26740\treleased\thcm.citizen.records\t{purpose:?}\tcase:HS-NTK-{suffix}"
+        )),
+        "{report}"
     );
 
     // Erased: the key is gone and the row with it.

@@ -484,11 +484,15 @@ async fn accept(
         })?;
     }
     let mut encoded = encoded;
-    if let Some(sealer) = gw.sealer.get()
-        && *route.name == *crate::CITIZEN_TOPIC
-    {
+    if let Some(sealer) = gw.sealer.get() {
         for e in encoded.iter_mut() {
-            seal(sealer, &agency.code, e, gw.config.retry_after_secs).await?;
+            match &*route.name {
+                crate::CITIZEN_TOPIC => {
+                    seal(sealer, &agency.code, e, gw.config.retry_after_secs).await?
+                }
+                crate::CASE_TOPIC | crate::FEEDBACK_TOPIC => pseudonymise(sealer, &route.name, e)?,
+                _ => {}
+            }
         }
     }
     if let Err(why) = fast_unavailable(&gw) {
@@ -532,10 +536,45 @@ async fn seal(
         })?;
     lienthong_privacy::seal_citizen(&mut record, &key)
         .map_err(|err| GatewayError::Malformed(format!("sealing the citizen record: {err}")))?;
+    let (id, _) = lienthong_contract::codec::split_frame(&e.value)
+        .map_err(|err| GatewayError::Malformed(format!("the citizen record: {err}")))?;
     let mut value = Vec::with_capacity(e.value.len() + 64);
-    lienthong_contract::codec::encode_typed(sealer.id, &record, &mut value);
+    lienthong_contract::codec::encode_typed(id, &record, &mut value);
     e.value = value;
     e.key = key.pseudonym;
+    Ok(())
+}
+
+/// Replace the personal ids of a case or feedback event by the citizen's pseudonym
+/// (`applicant_id`, `citizen_id`), so that no clear personal id reaches the log when the bus
+/// seals personal data.
+fn pseudonymise(sealer: &crate::Sealer, topic: &str, e: &mut Encoded) -> Result<(), GatewayError> {
+    use lienthong_contract::events::{CaseEvent, CaseEventKind, FeedbackEvent, FeedbackEventKind};
+    let malformed = |err: lienthong_contract::ContractError| {
+        GatewayError::Malformed(format!("the event: {err}"))
+    };
+    let (id, _) = lienthong_contract::codec::split_frame(&e.value).map_err(malformed)?;
+    let mut value = Vec::with_capacity(e.value.len() + 32);
+    if topic == crate::CASE_TOPIC {
+        let (_, mut event): (u32, CaseEvent) = sealer.codec.decode(&e.value).map_err(malformed)?;
+        let CaseEventKind::CaseSubmitted(s) = &mut event.event else {
+            return Ok(());
+        };
+        s.applicant_id = sealer.keys.pseudonym(&s.applicant_id);
+        lienthong_contract::codec::encode_typed(id, &event, &mut value);
+    } else {
+        let (_, mut event): (u32, FeedbackEvent) =
+            sealer.codec.decode(&e.value).map_err(malformed)?;
+        let FeedbackEventKind::FeedbackSubmitted(s) = &mut event.event else {
+            return Ok(());
+        };
+        let Some(citizen) = &mut s.citizen_id else {
+            return Ok(());
+        };
+        *citizen = sealer.keys.pseudonym(citizen);
+        lienthong_contract::codec::encode_typed(id, &event, &mut value);
+    }
+    e.value = value;
     Ok(())
 }
 

@@ -55,6 +55,9 @@ struct Route {
 
 /// The topic whose records the gateway seals when asked to.
 const CITIZEN_TOPIC: &str = "hcm.citizen.records";
+/// Topics whose personal ids the gateway replaces by pseudonyms when it seals.
+const CASE_TOPIC: &str = "hcm.case.events";
+const FEEDBACK_TOPIC: &str = "hcm.feedback.events";
 
 /// A running gateway: share it behind an `Arc` with [`http::router`].
 pub struct Gateway {
@@ -80,8 +83,8 @@ pub struct Gateway {
 /// the encoded event and write it back sealed.
 pub(crate) struct Sealer {
     pub(crate) keys: Arc<dyn lienthong_privacy::CitizenKeyService>,
+    /// The schemas of the topics it rewrites, by the ids this gateway encodes with.
     pub(crate) codec: lienthong_contract::Codec,
-    pub(crate) id: u32,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -189,26 +192,33 @@ impl Gateway {
         &self,
         keys: Arc<dyn lienthong_privacy::CitizenKeyService>,
     ) -> Result<(), GatewayError> {
-        use lienthong_contract::events::CitizenRecord;
-        let topic = self
-            .catalog
-            .topics()
-            .iter()
-            .find(|t| t.name == CITIZEN_TOPIC)
-            .ok_or_else(|| GatewayError::Config(format!("no {CITIZEN_TOPIC} in the catalog")))?;
-        let route = self.routes.get(CITIZEN_TOPIC).ok_or_else(|| {
-            GatewayError::Config(format!("{CITIZEN_TOPIC} is not served: nothing to seal"))
-        })?;
+        use lienthong_contract::events::{CaseEvent, CitizenRecord, FeedbackEvent};
+        if !self.routes.contains_key(CITIZEN_TOPIC) {
+            return Err(GatewayError::Config(format!(
+                "{CITIZEN_TOPIC} is not served: nothing to seal"
+            )));
+        }
         let codec = lienthong_contract::Codec::new();
-        let id = route.encoder.schema_id();
-        let schema = codec
-            .insert(id, &topic.schema_json)
-            .map_err(|e| GatewayError::Config(format!("{CITIZEN_TOPIC}: {e}")))?;
-        schema
-            .check_typed::<CitizenRecord>()
-            .map_err(|e| GatewayError::Config(format!("sealing {CITIZEN_TOPIC}: {e}")))?;
+        for topic in self.catalog.topics() {
+            let Some(route) = self.routes.get(&topic.name) else {
+                continue;
+            };
+            let check = match topic.name.as_str() {
+                CITIZEN_TOPIC => lienthong_contract::RegisteredSchema::check_typed::<CitizenRecord>,
+                CASE_TOPIC => lienthong_contract::RegisteredSchema::check_typed::<CaseEvent>,
+                FEEDBACK_TOPIC => {
+                    lienthong_contract::RegisteredSchema::check_typed::<FeedbackEvent>
+                }
+                _ => continue,
+            };
+            let schema = codec
+                .insert(route.encoder.schema_id(), &topic.schema_json)
+                .map_err(|e| GatewayError::Config(format!("{}: {e}", topic.name)))?;
+            check(&schema)
+                .map_err(|e| GatewayError::Config(format!("sealing {}: {e}", topic.name)))?;
+        }
         self.sealer
-            .set(Sealer { keys, codec, id })
+            .set(Sealer { keys, codec })
             .map_err(|_| GatewayError::Config("citizen records are sealed already".into()))
     }
 

@@ -131,8 +131,9 @@ async fn key<C: ConsumerContext + Clone + 'static>(
     }
 }
 
-/// How long a connector keeps an answer of the key service: a revocation reaches a citizen
-/// already fetched within this time, a new citizen at once.
+/// How long a connector keeps a key the key service released (or its "no key"): a revocation
+/// reaches a citizen already fetched within this time, a new citizen at once. Refusals are
+/// not kept.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
 /// At most this many answers are kept (then all are dropped and fetched again).
 const CACHE_CAPACITY: usize = 100_000;
@@ -173,7 +174,13 @@ impl HttpKeys {
         })
     }
 
-    async fn fetch(&self, topic: &str, pseudonym: &str) -> Result<Option<Opening>, PrivacyError> {
+    /// The answer, and whether to keep it: a refusal is not kept, so that a grant, or a case
+    /// that makes the read need-to-know, takes effect at the next record.
+    async fn fetch(
+        &self,
+        topic: &str,
+        pseudonym: &str,
+    ) -> Result<(Option<Opening>, bool), PrivacyError> {
         let url = reqwest::Url::parse_with_params(
             &format!("{}/privacy/keys/{topic}/{pseudonym}", self.base),
             [("purpose", &self.purpose)],
@@ -206,17 +213,20 @@ impl HttpKeys {
                     .ok_or_else(|| {
                         PrivacyError::Unreachable("an answer with a malformed key".into())
                     })?;
-                Ok(Some(Opening {
-                    key: DataKey::from_bytes(bytes),
-                    classes: answer.classes,
-                }))
+                Ok((
+                    Some(Opening {
+                        key: DataKey::from_bytes(bytes),
+                        classes: answer.classes,
+                    }),
+                    true,
+                ))
             }
-            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::NOT_FOUND => Ok((None, true)),
             StatusCode::FORBIDDEN => {
                 self.refused_once.call_once(|| {
                     tracing::warn!(purpose = %self.purpose, "the key service refused: {body}; citizen records are stored masked");
                 });
-                Ok(None)
+                Ok((None, false))
             }
             StatusCode::UNAUTHORIZED => Err(PrivacyError::Refused(format!(
                 "{} did not take the credential",
@@ -248,7 +258,10 @@ impl CitizenKeys for HttpKeys {
             {
                 return Ok(opening.clone());
             }
-            let opening = self.fetch(topic, pseudonym).await?;
+            let (opening, keep) = self.fetch(topic, pseudonym).await?;
+            if !keep {
+                return Ok(opening);
+            }
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();

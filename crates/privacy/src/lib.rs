@@ -16,6 +16,7 @@
 //! and in [`seal`].
 
 mod access;
+mod cases;
 mod citizen;
 mod error;
 mod grants;
@@ -27,6 +28,7 @@ mod service;
 mod vault;
 
 pub use access::{ACCESS_TOPIC, AccessRecord, CitizenAccess};
+pub use cases::OpenCases;
 pub use citizen::{Opened, SEALED_FIELD, is_sealed, open_record, seal_citizen, sealed_paths};
 pub use error::PrivacyError;
 pub use grants::{GRANTS_TOPIC, Grant, grant_id};

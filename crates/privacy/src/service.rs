@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 #[cfg(test)]
 use crate::access::CitizenAccess;
 use crate::access::{ACCESS_TOPIC, AccessCount, AccessRecord, record_key};
+use crate::cases::OpenCases;
 use crate::error::PrivacyError;
 use crate::grants::{GRANTS_TOPIC, Grant, Grants};
 use crate::master::MasterKey;
@@ -27,6 +28,8 @@ use crate::seal::DataKey;
 use crate::vault::{CitizenKey, KEYS_TOPIC, KeyVault, keys_topic_config};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
+/// The case events need-to-know follows.
+const CASE_TOPIC: &str = "hcm.case.events";
 /// The same access (agency, citizen, topic, purpose, basis, action) is recorded once per this
 /// window by an instance.
 pub const RECORD_WINDOW_MS: i64 = 15 * 60 * 1000;
@@ -94,6 +97,17 @@ pub struct KeyService<C: ConsumerContext + 'static> {
     access: StateLog<AccessCount, C>,
     /// Accesses recorded lately, and when ([`KeyService::record`]).
     recent: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// The open cases and the units handling them ([`KeyService::follow_cases`]).
+    cases: std::sync::RwLock<OpenCases>,
+}
+
+/// What a unit handling a citizen's open case may read of the citizen's record: all of it
+/// (the record is the citizen's data the case needs: who, where, how to reach them).
+fn need_to_know_classes() -> BTreeSet<PersonalDataClass> {
+    use PersonalDataClass::*;
+    [Identifier, Name, Demographic, Residence, Contact]
+        .into_iter()
+        .collect()
 }
 
 /// Milliseconds since the epoch, now.
@@ -112,6 +126,7 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
             grants: StateLog::in_memory("grant log", Grants::default()),
             access: StateLog::in_memory("access log", AccessCount::default()),
             recent: Default::default(),
+            cases: Default::default(),
         }
     }
 
@@ -152,6 +167,7 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
             grants,
             access,
             recent: Default::default(),
+            cases: Default::default(),
         })
     }
 
@@ -207,17 +223,25 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
         purpose: &str,
     ) -> Result<Release, PrivacyError> {
         let now = now_ms();
-        let id = crate::grants::grant_id(agency, topic, purpose);
-        let classes = self
+        let grant = crate::grants::grant_id(agency, topic, purpose);
+        let granted = self
             .grants
             .read()
-            .live(&id, now)
-            .map(|g| g.classes.clone())
-            .ok_or_else(|| {
-                PrivacyError::NotGranted(format!(
-                    "{agency} has no live grant on {topic} for {purpose:?}"
-                ))
-            })?;
+            .live(&grant, now)
+            .map(|g| g.classes.clone());
+        let (classes, id) = match granted {
+            Some(classes) => (classes, grant),
+            // Need-to-know: a unit handling an open case of the citizen reads the citizen's
+            // record without a grant of its own, while the case is open there.
+            None => match self.handled_case(agency, topic, pseudonym) {
+                Some(case) => (need_to_know_classes(), format!("case:{case}")),
+                None => {
+                    return Err(PrivacyError::NotGranted(format!(
+                        "{agency} has no live grant on {topic} for {purpose:?}, and handles no open case of this citizen"
+                    )));
+                }
+            },
+        };
         let key = self.vault.key(pseudonym)?;
         if key.is_some() {
             self.record(Access {
@@ -235,6 +259,100 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
             grant: id,
             classes,
         })
+    }
+
+    /// An open case of the citizen `pseudonym` that `agency` handles, for a read of the
+    /// citizen's record.
+    fn handled_case(&self, agency: &str, topic: &str, pseudonym: &str) -> Option<String> {
+        if topic != crate::citizen::TOPIC {
+            return None;
+        }
+        self.cases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .handled_by(pseudonym, agency)
+            .map(str::to_string)
+    }
+
+    /// Fold a case event into the open cases (what [`KeyService::follow_cases`] does for each
+    /// record of `hcm.case.events`).
+    pub fn apply_case_event<S: AsRef<str>>(
+        &self,
+        event: &lienthong_contract::events::CaseEvent<S>,
+    ) {
+        self.cases
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(event, self.vault.pseudonyms());
+    }
+
+    /// Follow `hcm.case.events` from its beginning on a thread of its own until `shutdown`,
+    /// folding every case event into the open cases (need-to-know). `codec` knows the schema
+    /// ids the case events are written with; a record under an id it does not know is skipped
+    /// (logged once per id).
+    pub fn follow_cases(
+        self: &Arc<Self>,
+        kafka: &KafkaConfig,
+        codec: lienthong_contract::Codec,
+        shutdown: CancellationToken,
+    ) -> Result<(), PrivacyError>
+    where
+        C: Send + Sync,
+    {
+        use lienthong_contract::events::CaseEvent;
+        use rdkafka::Message;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let mut suffix = [0u8; 4];
+        crate::seal::random(&mut suffix)?;
+        // A group of its own, committing nothing: every start reads the whole log again.
+        let consumer: BaseConsumer = kafka
+            .consumer(&format!("lienthong-keys-cases-{}", hex::encode(suffix)))
+            .create()
+            .map_err(|e| {
+                PrivacyError::Log(lienthong_bus::BusError::Kafka {
+                    bootstrap: kafka.bootstrap.clone(),
+                    source: e,
+                })
+            })?;
+        consumer.subscribe(&[CASE_TOPIC]).map_err(|e| {
+            PrivacyError::Log(lienthong_bus::BusError::Kafka {
+                bootstrap: kafka.bootstrap.clone(),
+                source: e,
+            })
+        })?;
+        let service = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("keys-cases".into())
+            .spawn(move || {
+                let mut unknown = BTreeSet::new();
+                while !shutdown.is_cancelled() {
+                    match consumer.poll(Duration::from_millis(100)) {
+                        None => {}
+                        Some(Ok(m)) => {
+                            let Some(payload) = m.payload() else { continue };
+                            match codec.decode::<CaseEvent<&str>>(payload) {
+                                Ok((_, event)) => service.apply_case_event(&event),
+                                Err(e) => {
+                                    let id = lienthong_contract::codec::split_frame(payload)
+                                        .map(|(id, _)| id)
+                                        .unwrap_or(0);
+                                    if unknown.insert(id) {
+                                        tracing::warn!(schema_id = id, error = %e, "a case event the key service cannot read: need-to-know skips it");
+                                    }
+                                }
+                            }
+                        }
+                        Some(Err(e)) => tracing::warn!(error = %e, "reading the case events"),
+                    }
+                }
+            })
+            .map_err(|e| PrivacyError::Invalid(format!("starting the case follower: {e}")))?;
+        Ok(())
+    }
+
+    /// How many cases are open, as far as this instance has read.
+    pub fn open_cases(&self) -> usize {
+        self.cases.read().unwrap_or_else(|p| p.into_inner()).open()
     }
 
     /// The key `agency` seals the citizen `personal_id`'s record with (created on first use),

@@ -158,6 +158,11 @@ impl<C: ConsumerContext + Clone + 'static> KeyVault<C> {
         self.pseudonyms.of(personal_id)
     }
 
+    /// The pseudonym function.
+    pub fn pseudonyms(&self) -> &Pseudonyms {
+        &self.pseudonyms
+    }
+
     /// How many citizens have a key now.
     pub fn citizens(&self) -> usize {
         self.log.read().len()

@@ -123,3 +123,98 @@ fn a_report_holds_one_citizens_records_only() {
     }
     assert_eq!(report.records, vec![record("pn1_aa")]);
 }
+
+/// A unit handling an open case of the citizen reads the citizen's record without a grant,
+/// while the case is open there; recorded with the case as its basis.
+#[tokio::test]
+async fn a_unit_handling_an_open_case_of_the_citizen_gets_the_key_until_it_closes() {
+    use lienthong_contract::events::{
+        AssignmentKind, CaseAccepted, CaseAssigned, CaseEvent, CaseEventKind,
+    };
+    let master = MasterKey::parse(&MasterKey::generate().unwrap()).unwrap();
+    let service = Service::in_memory(&master);
+    let pid = "079203001234";
+    let citizen = service
+        .seal_key("CATP", "hcm.citizen.records", pid)
+        .await
+        .unwrap();
+    let topic = "hcm.citizen.records";
+    let event = |kind: CaseEventKind| {
+        let mut e: CaseEvent = lienthong_contract::samples::typical_case_submitted();
+        e.envelope.aggregate_id = "HS-NTK-1".into();
+        e.event = kind;
+        e
+    };
+    // Filed at ward 26740 by a resident of another ward, in clear (the index pseudonymises).
+    let mut submitted = lienthong_contract::samples::typical_case_submitted();
+    submitted.envelope.aggregate_id = "HS-NTK-1".into();
+    let CaseEventKind::CaseSubmitted(s) = &mut submitted.event else {
+        unreachable!()
+    };
+    s.applicant_id = pid.into();
+    s.receiving_unit = "26740".into();
+    assert!(
+        service
+            .release("26740", topic, &citizen.pseudonym, "x")
+            .is_err()
+    );
+    service.apply_case_event(&submitted);
+    let released = service
+        .release("26740", topic, &citizen.pseudonym, "x")
+        .unwrap();
+    assert_eq!(released.grant, "case:HS-NTK-1");
+    assert!(released.classes.contains(&PersonalDataClass::Residence));
+    assert_eq!(service.open_cases(), 1);
+    // Not another ward, and not another topic.
+    assert!(
+        service
+            .release("26734", topic, &citizen.pseudonym, "x")
+            .is_err()
+    );
+    assert!(
+        service
+            .release("26740", "hcm.case.events", &citizen.pseudonym, "x")
+            .is_err()
+    );
+    // Accepted by a department, then transferred away from the ward: the department reads,
+    // the ward no longer does.
+    service.apply_case_event(&event(CaseEventKind::CaseAccepted(CaseAccepted {
+        processing_unit: "STP".into(),
+    })));
+    service.apply_case_event(&event(CaseEventKind::CaseAssigned(CaseAssigned {
+        from_unit: "26740".into(),
+        to_unit: "27259".into(),
+        kind: AssignmentKind::Transferred,
+        note: None,
+    })));
+    assert!(
+        service
+            .release("STP", topic, &citizen.pseudonym, "x")
+            .is_ok()
+    );
+    assert!(
+        service
+            .release("27259", topic, &citizen.pseudonym, "x")
+            .is_ok()
+    );
+    assert!(
+        service
+            .release("26740", topic, &citizen.pseudonym, "x")
+            .is_err()
+    );
+    // Completed: closed for everyone.
+    let completed = lienthong_contract::samples::case_lifecycle()
+        .into_iter()
+        .find_map(|e| match e.event {
+            CaseEventKind::CaseCompleted(c) => Some(c),
+            _ => None,
+        })
+        .unwrap();
+    service.apply_case_event(&event(CaseEventKind::CaseCompleted(completed)));
+    assert!(
+        service
+            .release("STP", topic, &citizen.pseudonym, "x")
+            .is_err()
+    );
+    assert_eq!(service.open_cases(), 0);
+}
