@@ -134,7 +134,7 @@ pub struct Receipt {
 
 /// An event type of the contract: which topic it goes to, and its envelope. It writes itself
 /// as Avro ([`WriteAvro`]), checked against its topic's schema at [`Publisher::connect`].
-pub trait Event: WriteAvro + NormalizeText {
+pub trait Event: WriteAvro + NormalizeText + PersonalIds {
     /// The catalog topic of this event type.
     const TOPIC: &'static str;
     /// The envelope.
@@ -142,6 +142,41 @@ pub trait Event: WriteAvro + NormalizeText {
     /// The envelope, to move the key and event id out once the event is encoded.
     fn envelope_mut(&mut self) -> &mut Envelope;
 }
+
+/// The personal ids an event names besides a citizen record's own (which sealing handles):
+/// replaced by the citizen's pseudonym when the publisher seals personal data.
+pub trait PersonalIds {
+    /// Replace every personal id in `self` by `pseudonym(id)`.
+    fn pseudonymise(&mut self, pseudonym: &dyn Fn(&str) -> String);
+}
+
+impl PersonalIds for CaseEvent {
+    fn pseudonymise(&mut self, pseudonym: &dyn Fn(&str) -> String) {
+        if let lienthong_contract::events::CaseEventKind::CaseSubmitted(s) = &mut self.event {
+            s.applicant_id = pseudonym(&s.applicant_id);
+        }
+    }
+}
+
+impl PersonalIds for FeedbackEvent {
+    fn pseudonymise(&mut self, pseudonym: &dyn Fn(&str) -> String) {
+        if let lienthong_contract::events::FeedbackEventKind::FeedbackSubmitted(s) = &mut self.event
+            && let Some(citizen) = &mut s.citizen_id
+        {
+            *citizen = pseudonym(citizen);
+        }
+    }
+}
+
+/// Reference data names no citizen; a citizen record is sealed whole ([`Publisher::publish_citizen`]).
+macro_rules! no_personal_ids {
+    ($($t:ty),*) => {$(
+        impl PersonalIds for $t {
+            fn pseudonymise(&mut self, _: &dyn Fn(&str) -> String) {}
+        }
+    )*};
+}
+no_personal_ids!(AdminUnitRecord, ProcedureRecord, CitizenRecord);
 
 /// `Event` for each type of the list, and `check_event_type` over all of them.
 macro_rules! events {
@@ -366,11 +401,15 @@ impl Publisher {
     /// is (backpressure).
     ///
     /// When this publisher seals personal data, citizen records go through
-    /// [`Publisher::publish_citizen`] instead and are refused here.
+    /// [`Publisher::publish_citizen`] instead and are refused here, and the personal ids of
+    /// case and feedback events are replaced by pseudonyms ([`PersonalIds`]).
     pub fn publish<E: Event>(
         &self,
-        event: E,
+        mut event: E,
     ) -> impl Future<Output = Result<Receipt, SdkError>> + Send + '_ {
+        if let Some(keys) = &self.keys {
+            event.pseudonymise(&|id| keys.pseudonym(id));
+        }
         let refused = (self.keys.is_some() && E::TOPIC == CitizenRecord::TOPIC).then(|| {
             SdkError::Invalid(
                 "this publisher seals personal data: publish citizen records with publish_citizen"

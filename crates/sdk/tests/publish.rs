@@ -501,4 +501,21 @@ async fn a_sealing_publisher_seals_citizen_records_and_erases_their_key() {
         got[1].is_none(),
         "the erasure is a tombstone keyed by the pseudonym"
     );
+
+    // A case filed for the citizen names the applicant by pseudonym only.
+    let ward = publisher(&kafka, "26734", AgencyKind::Ward)
+        .await
+        .with_keys(service.clone());
+    let mut case = samples::typical_case_submitted();
+    case.envelope.aggregate_id = case_id();
+    if let CaseEventKind::CaseSubmitted(s) = &mut case.event {
+        s.applicant_id = pid.clone();
+    }
+    ward.publish(case.clone()).await.unwrap();
+    let got =
+        read_key::<CaseEvent>(&kafka, "hcm.case.events", &case.envelope.aggregate_id, 1).await;
+    let CaseEventKind::CaseSubmitted(s) = &got[0].as_ref().unwrap().event else {
+        panic!("{got:?}")
+    };
+    assert_eq!(s.applicant_id, pseudonym);
 }
