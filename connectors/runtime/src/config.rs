@@ -195,6 +195,22 @@ pub struct FilterConfig {
     /// Whether the store is granted citizen records. Without the grant they never reach it.
     #[serde(default)]
     pub citizen_records: bool,
+    /// How a sealed field this store may not read is stored: `"masked"` (the value the
+    /// record carries in its place: the pseudonym for a personal id, empty text, 0, the
+    /// enum's default) or `"null"`.
+    #[serde(default)]
+    pub unreadable_fields: Unreadable,
+}
+
+/// How a sealed field the store may not read is stored (`[filter] unreadable_fields`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unreadable {
+    /// The masked value the record carries.
+    #[default]
+    Masked,
+    /// SQL NULL.
+    Null,
 }
 
 /// Batching.

@@ -212,36 +212,61 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
         "the ciphertext is not stored: {rows:?}"
     );
 
-    // A connector without the key service stores them masked.
-    let masked_store = sqlite_store().await;
-    let masked = format!("pii-masked-{}", unique_suffix());
-    let masked_toml = config_toml(
-        &masked,
-        &kafka,
-        &[(&citizens, "citizens")],
-        &masked_store,
-        &dlq,
-        "",
-    )
-    .replace("[batch]", "[filter]\ncitizen_records = true\n[batch]");
-    let (token, task) = spawn(config(&masked_toml));
-    wait_caught_up(
-        &masked_store,
-        &masked,
-        &citizens,
-        &end_offsets(&kafka, &citizens).await,
-        Duration::from_secs(60),
-    )
-    .await;
-    token.cancel();
-    task.await.unwrap().unwrap();
-    let masked_rows = masked_store.rows().await;
-    assert!(masked_rows.iter().any(|r| r.key == kept), "{masked_rows:?}");
-    assert!(!has_text(&masked_rows, &kept_name) && !has_text(&masked_rows, &kept_id));
-    assert!(
-        has_text(&masked_rows, &control_name),
-        "the clear record is stored as it is"
-    );
+    // A connector without the key service stores them masked, or as NULL if its store says so.
+    for unreadable in ["masked", "null"] {
+        let masked_store = sqlite_store().await;
+        let masked = format!("pii-masked-{}", unique_suffix());
+        let masked_toml = config_toml(
+            &masked,
+            &kafka,
+            &[(&citizens, "citizens")],
+            &masked_store,
+            &dlq,
+            "",
+        )
+        .replace(
+            "[batch]",
+            &format!(
+                "[filter]\ncitizen_records = true\nunreadable_fields = \"{unreadable}\"\n[batch]"
+            ),
+        );
+        let (token, task) = spawn(config(&masked_toml));
+        wait_caught_up(
+            &masked_store,
+            &masked,
+            &citizens,
+            &end_offsets(&kafka, &citizens).await,
+            Duration::from_secs(60),
+        )
+        .await;
+        token.cancel();
+        task.await.unwrap().unwrap();
+        let masked_rows = masked_store.rows().await;
+        let row = masked_rows
+            .iter()
+            .find(|r| r.key == kept)
+            .unwrap_or_else(|| panic!("{masked_rows:?}"));
+        assert!(!has_text(&masked_rows, &kept_name) && !has_text(&masked_rows, &kept_id));
+        let cell = |c: &str| row.cells.get(c).filter(|v| !matches!(v, Cell::Null));
+        if unreadable == "masked" {
+            assert!(
+                matches!(cell("full_name"), Some(Cell::Text(t)) if t.is_empty()),
+                "{row:?}"
+            );
+            assert!(
+                matches!(cell("personal_id"), Some(Cell::Text(t)) if *t == kept),
+                "{row:?}"
+            );
+        } else {
+            for column in ["full_name", "personal_id", "birth_date", "permanent_unit"] {
+                assert!(cell(column).is_none(), "{column} is NULL: {row:?}");
+            }
+        }
+        assert!(
+            has_text(&masked_rows, &control_name),
+            "the clear record is stored as it is"
+        );
+    }
 
     // Erase: the key is destroyed, then the tombstone removes the rows.
     assert!(service.erase("SKHCN", &erased).await.unwrap());

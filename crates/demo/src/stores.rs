@@ -101,6 +101,7 @@ fn connector_config(
         filter: FilterConfig {
             units: vec![unit.code.to_string()],
             citizen_records: false,
+            unreadable_fields: Default::default(),
         },
         batch: BatchConfig {
             max_records: 2_000,

@@ -183,6 +183,44 @@ fn aggregate_id(fields: &[(String, Value)]) -> Option<String> {
     }
 }
 
+/// Every field of a record `schema` that carries personal data, by dotted path, with its class:
+/// the leaves under its top-level fields, outside the envelope and the sealed field (what a
+/// reader without a key sees masked).
+pub fn personal_paths(schema: &Schema) -> Vec<(String, PersonalDataClass)> {
+    fn walk(schema: &Schema, prefix: &str, out: &mut Vec<(String, PersonalDataClass)>) {
+        let Schema::Record(record) = schema else {
+            return;
+        };
+        for field in &record.fields {
+            if prefix.is_empty() && (field.name == "envelope" || field.name == SEALED_FIELD) {
+                continue;
+            }
+            let path = if prefix.is_empty() {
+                field.name.clone()
+            } else {
+                format!("{prefix}.{}", field.name)
+            };
+            match &field.schema {
+                Schema::Record(_) => walk(&field.schema, &path, out),
+                _ => {
+                    if let Some(class) = field
+                        .custom_attributes
+                        .get(PERSONAL_DATA_ATTR)
+                        .and_then(Json::as_str)
+                        .and_then(PersonalDataClass::parse)
+                        .filter(|c| *c != PersonalDataClass::None)
+                    {
+                        out.push((path, class));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema, "", &mut out);
+    out
+}
+
 /// The personal-data class of the field at the dotted `path` of `schema`.
 fn class_at(schema: &Schema, path: &str) -> Option<PersonalDataClass> {
     let mut schema = schema;

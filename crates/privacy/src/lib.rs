@@ -29,7 +29,9 @@ mod vault;
 
 pub use access::{ACCESS_TOPIC, AccessRecord, CitizenAccess};
 pub use cases::OpenCases;
-pub use citizen::{Opened, SEALED_FIELD, is_sealed, open_record, seal_citizen, sealed_paths};
+pub use citizen::{
+    Opened, SEALED_FIELD, is_sealed, open_record, personal_paths, seal_citizen, sealed_paths,
+};
 pub use error::PrivacyError;
 pub use grants::{GRANTS_TOPIC, Grant, grant_id};
 pub use http::HttpKeys;

@@ -191,20 +191,27 @@ impl<S: Sink> Runner<S> {
             }
             Err(e) => return Ok(Decoded::Fail("invalid", e.to_string())),
         };
-        match self
+        let unreadable = match self
             .open_sealed(entity, key_str, &layout, &mut value)
             .await?
         {
-            Ok(()) => {}
+            Ok(unreadable) => unreadable,
             Err(Some(m)) => return Ok(Decoded::Fail("invalid", m)),
             Err(None) => return Ok(Decoded::Interrupted),
-        }
+        };
         let units = (!self.config.filter.units.is_empty() && !entity.unit_fields().is_empty())
             .then_some(self.config.filter.units.as_slice());
-        let change = match layout.change(value, units) {
+        let mut change = match layout.change(value, units) {
             Ok(c) => c,
             Err(e) => return Ok(Decoded::Fail("invalid", e.0)),
         };
+        if !unreadable.is_empty() {
+            for (column, cell) in change.cells.iter_mut() {
+                if unreadable.iter().any(|c| *c == *column.name) {
+                    *cell = crate::model::Cell::Null;
+                }
+            }
+        }
         if let Some(k) = key_str
             && k != change.key
         {
@@ -241,9 +248,9 @@ impl<S: Sink> Runner<S> {
         key: Option<&str>,
         layout: &Layout,
         value: &mut apache_avro::types::Value,
-    ) -> Result<Result<(), Option<String>>, ConnectError> {
+    ) -> Result<Result<Vec<String>, Option<String>>, ConnectError> {
         if !lienthong_privacy::is_sealed(value) {
-            return Ok(Ok(()));
+            return Ok(Ok(Vec::new()));
         }
         let opening = match (self.config.keys.0.clone(), key) {
             (Some(keys), Some(pseudonym)) => {
@@ -275,13 +282,27 @@ impl<S: Sink> Runner<S> {
             }
             _ => None,
         };
-        Ok(lienthong_privacy::open_record(
+        if let Err(e) = lienthong_privacy::open_record(
             value,
             layout.schema(),
             entity.catalog_topic(),
             opening.as_ref(),
-        )
-        .map(|_| ())
-        .map_err(|e| Some(format!("sealed personal fields: {e}"))))
+        ) {
+            return Ok(Err(Some(format!("sealed personal fields: {e}"))));
+        }
+        // The columns of the fields left masked, when the store keeps them as NULL: a
+        // top-level record's fields are columns of their own name, deeper ones joined by `__`
+        // (the layout's naming).
+        if self.config.filter.unreadable_fields != crate::config::Unreadable::Null {
+            return Ok(Ok(Vec::new()));
+        }
+        Ok(Ok(lienthong_privacy::personal_paths(layout.schema())
+            .into_iter()
+            .filter(|(_, class)| !opening.as_ref().is_some_and(|o| o.classes.contains(class)))
+            .map(|(path, _)| {
+                let parts: Vec<&str> = path.split('.').collect();
+                parts[1.min(parts.len() - 1)..].join("__")
+            })
+            .collect()))
     }
 }
