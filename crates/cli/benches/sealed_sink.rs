@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lienthong_bus::KafkaConfig;
-use lienthong_contract::PersonalDataClass;
 use lienthong_privacy::{Grant, GrantedKeys, KeyService, KeyServiceConfig, KeySource, MasterKey};
 use lienthong_tests::bench::{median, median_ratio};
 use lienthong_tests::{kafka, unique_suffix};
@@ -117,15 +116,7 @@ async fn main() {
         .grant(&Grant {
             agency: "26734".into(),
             topic: "hcm.citizen.records".into(),
-            classes: [
-                PersonalDataClass::Identifier,
-                PersonalDataClass::Name,
-                PersonalDataClass::Demographic,
-                PersonalDataClass::Residence,
-                PersonalDataClass::Contact,
-            ]
-            .into_iter()
-            .collect(),
+            classes: lienthong_privacy::profile_classes(),
             purpose: purpose.into(),
             legal_basis: "benchmark".into(),
             expires_at_ms: lienthong_privacy::now_ms() + 86_400_000,

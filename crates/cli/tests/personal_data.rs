@@ -14,7 +14,6 @@ use std::time::Duration;
 use lienthong_bus::KafkaConfig;
 use lienthong_bus::state_log::{StateLog, StateLogConfig};
 use lienthong_connect::model::Cell;
-use lienthong_contract::PersonalDataClass;
 use lienthong_privacy::{
     CitizenAccess, Grant, GrantedKeys, KeyService, KeyServiceConfig, KeySource, KeyVault,
     MasterKey, now_ms, seal_citizen,
@@ -113,15 +112,7 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
     let mut grant = Grant {
         agency: ward.into(),
         topic: "hcm.citizen.records".into(),
-        classes: [
-            PersonalDataClass::Identifier,
-            PersonalDataClass::Name,
-            PersonalDataClass::Demographic,
-            PersonalDataClass::Residence,
-            PersonalDataClass::Contact,
-        ]
-        .into_iter()
-        .collect(),
+        classes: lienthong_privacy::profile_classes(),
         purpose: purpose.into(),
         legal_basis: "Luật 91/2025/QH15, điều 19".into(),
         expires_at_ms: now_ms() + 3_600_000,
@@ -178,7 +169,7 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
     let toml = config_toml(&name, &kafka, &[(&citizens, "citizens")], &store, &dlq, "")
         .replace("[batch]", "[filter]\ncitizen_records = true\n[batch]")
         + &format!("[privacy]\nagency = \"{ward}\"\npurpose = \"{purpose}\"\n");
-    let run = |toml: &str| {
+    let granted = |toml: &str| {
         let mut config = config(toml);
         let who = config.privacy.clone().expect("[privacy]");
         config.keys = KeySource(Some(Arc::new(GrantedKeys::new(
@@ -186,19 +177,9 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
             who.agency,
             who.purpose,
         ))));
-        spawn(config)
+        config
     };
-    let (token, task) = run(&toml);
-    wait_caught_up(
-        &store,
-        &name,
-        &citizens,
-        &end_offsets(&kafka, &citizens).await,
-        Duration::from_secs(60),
-    )
-    .await;
-    token.cancel();
-    task.await.unwrap().unwrap();
+    run_until_caught_up(granted(&toml), &kafka, &store, &citizens).await;
     let rows = store.rows().await;
     let citizen_rows: Vec<_> = rows.iter().filter(|r| r.table == "citizens").collect();
     assert_eq!(citizen_rows.len(), 3, "{rows:?}");
@@ -230,17 +211,7 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
                 "[filter]\ncitizen_records = true\nunreadable_fields = \"{unreadable}\"\n[batch]"
             ),
         );
-        let (token, task) = spawn(config(&masked_toml));
-        wait_caught_up(
-            &masked_store,
-            &masked,
-            &citizens,
-            &end_offsets(&kafka, &citizens).await,
-            Duration::from_secs(60),
-        )
-        .await;
-        token.cancel();
-        task.await.unwrap().unwrap();
+        run_until_caught_up(config(&masked_toml), &kafka, &masked_store, &citizens).await;
         let masked_rows = masked_store.rows().await;
         let row = masked_rows
             .iter()
@@ -272,17 +243,7 @@ async fn erasure_leaves_no_clear_trace(store: Store) {
     assert!(service.erase("SKHCN", &erased).await.unwrap());
     assert!(service.vault().key(&erased).unwrap().is_none());
     produce_with(&producer, &citizens, &[(erased.clone(), None)]).await;
-    let (token, task) = run(&toml);
-    wait_caught_up(
-        &store,
-        &name,
-        &citizens,
-        &end_offsets(&kafka, &citizens).await,
-        Duration::from_secs(60),
-    )
-    .await;
-    token.cancel();
-    task.await.unwrap().unwrap();
+    run_until_caught_up(granted(&toml), &kafka, &store, &citizens).await;
     let rows = store.rows().await;
     assert!(rows.iter().all(|r| r.key != erased), "{rows:?}");
     assert!(

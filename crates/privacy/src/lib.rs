@@ -38,7 +38,7 @@ pub use http::HttpKeys;
 pub use master::{KeyWrap, LocalKek, MASTER_KEY_ENV, MasterKey};
 pub use pseudonym::Pseudonyms;
 pub use seal::DataKey;
-pub use service::{GrantedKeys, KeyService, KeyServiceConfig, Release, now_ms};
+pub use service::{GrantedKeys, KeyService, KeyServiceConfig, Release, now_ms, profile_classes};
 pub use vault::{
     CitizenKey, CitizenKeyService, CitizenKeys, KEYS_TOPIC, KeySource, KeyVault, Opening,
     WrappedKeys, keys_topic_config,

@@ -101,9 +101,9 @@ pub struct KeyService<C: ConsumerContext + 'static> {
     cases: std::sync::RwLock<OpenCases>,
 }
 
-/// What a unit handling a citizen's open case may read of the citizen's record: all of it
-/// (the record is the citizen's data the case needs: who, where, how to reach them).
-fn need_to_know_classes() -> BTreeSet<PersonalDataClass> {
+/// Every class a citizen's profile carries: what a unit handling a citizen's open case may
+/// read of the citizen's record (the data the case needs: who, where, how to reach them).
+pub fn profile_classes() -> BTreeSet<PersonalDataClass> {
     use PersonalDataClass::*;
     [Identifier, Name, Demographic, Residence, Contact]
         .into_iter()
@@ -234,7 +234,7 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
             // Need-to-know: a unit handling an open case of the citizen reads the citizen's
             // record without a grant of its own, while the case is open there.
             None => match self.handled_case(agency, topic, pseudonym) {
-                Some(case) => (need_to_know_classes(), format!("case:{case}")),
+                Some(case) => (profile_classes(), format!("case:{case}")),
                 None => {
                     return Err(PrivacyError::NotGranted(format!(
                         "{agency} has no live grant on {topic} for {purpose:?}, and handles no open case of this citizen"

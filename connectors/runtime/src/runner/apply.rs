@@ -49,6 +49,36 @@ impl<S: Sink> Runner<S> {
         }
     }
 
+    /// One failed attempt at something the connector cannot go on without (the registry, the
+    /// key service): counted, consumption paused, the backoff waited out while rebalances are
+    /// served. `false` if the connector is stopping: the record or batch is read again at the
+    /// next start.
+    pub(super) async fn back_off(
+        &mut self,
+        cause: &str,
+        e: &(dyn std::fmt::Display + Sync),
+        attempt: u32,
+    ) -> Result<bool, ConnectError> {
+        self.note_retry(cause, e, attempt);
+        self.pause_consumption();
+        if self.shutdown.is_cancelled() {
+            return Ok(false);
+        }
+        self.wait_serving_rebalances(self.config.retry.backoff(attempt))
+            .await?;
+        Ok(true)
+    }
+
+    /// After attempts that [`Runner::back_off`] retried succeeded: consumption resumed and
+    /// the connector no longer shown as waiting.
+    pub(super) fn recovered(&self) {
+        resume_paused(&self.consumer, &self.paused);
+        self.metrics
+            .retrying
+            .with_label_values(&[&self.config.name])
+            .set(0);
+    }
+
     pub(super) fn store_class(e: &StoreError) -> &'static str {
         match e {
             StoreError::Transient { class, .. } => class,
@@ -98,20 +128,12 @@ impl<S: Sink> Runner<S> {
         let mut attempt = 0;
         while let Err(e) = keys.flush().await {
             attempt += 1;
-            self.note_retry("key_service", &e, attempt);
-            self.pause_consumption();
-            if self.shutdown.is_cancelled() {
+            if !self.back_off("key_service", &e, attempt).await? {
                 return Ok(false);
             }
-            self.wait_serving_rebalances(self.config.retry.backoff(attempt))
-                .await?;
         }
         if attempt > 0 {
-            resume_paused(&self.consumer, &self.paused);
-            self.metrics
-                .retrying
-                .with_label_values(&[&self.config.name])
-                .set(0);
+            self.recovered();
         }
         Ok(true)
     }

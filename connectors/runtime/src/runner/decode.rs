@@ -12,7 +12,6 @@ use crate::error::ConnectError;
 use crate::model::{Entity, Layout, Op};
 use crate::sink::Sink;
 
-use super::rebalance::resume_paused;
 use super::{Decoded, Runner};
 
 impl<S: Sink> Runner<S> {
@@ -114,23 +113,15 @@ impl<S: Sink> Runner<S> {
                 }
                 Err(e) => {
                     attempt += 1;
-                    self.note_retry("registry", &e, attempt);
-                    self.pause_consumption();
-                    if self.shutdown.is_cancelled() {
+                    if !self.back_off("registry", &e, attempt).await? {
                         tracing::warn!(connector = %self.name(), id, "stopped while waiting for the registry; the record is read again at the next start");
                         break Err(Decoded::Interrupted);
                     }
-                    self.wait_serving_rebalances(self.config.retry.backoff(attempt))
-                        .await?;
                 }
             }
         };
         if attempt > 0 {
-            resume_paused(&self.consumer, &self.paused);
-            self.metrics
-                .retrying
-                .with_label_values(&[&self.config.name])
-                .set(0);
+            self.recovered();
             if found.is_ok() {
                 tracing::info!(connector = %self.name(), id, attempts = attempt + 1, "the registry answered again; consumption resumed");
             }
@@ -260,23 +251,15 @@ impl<S: Sink> Runner<S> {
                         Ok(found) => break found,
                         Err(e) if e.is_transient() => {
                             attempt += 1;
-                            self.note_retry("key_service", &e, attempt);
-                            self.pause_consumption();
-                            if self.shutdown.is_cancelled() {
+                            if !self.back_off("key_service", &e, attempt).await? {
                                 return Ok(Err(None));
                             }
-                            self.wait_serving_rebalances(self.config.retry.backoff(attempt))
-                                .await?;
                         }
                         Err(e) => return Err(ConnectError::Config(e.to_string())),
                     }
                 };
                 if attempt > 0 {
-                    resume_paused(&self.consumer, &self.paused);
-                    self.metrics
-                        .retrying
-                        .with_label_values(&[&self.config.name])
-                        .set(0);
+                    self.recovered();
                 }
                 found
             }

@@ -413,6 +413,28 @@ pub async fn metrics_text(port: u16) -> String {
         .unwrap()
 }
 
+/// Run the connector `config` in this process until its store holds `topic` as it ends now
+/// (within 60 s), then stop it; the run must end cleanly.
+pub async fn run_until_caught_up(
+    config: ConnectorConfig,
+    kafka: &Kafka,
+    store: &Store,
+    topic: &str,
+) {
+    let name = config.name.clone();
+    let (token, task) = spawn(config);
+    wait_caught_up(
+        store,
+        &name,
+        topic,
+        &end_offsets(kafka, topic).await,
+        Duration::from_secs(60),
+    )
+    .await;
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
 pub async fn wait_caught_up(
     store: &Store,
     connector: &str,
