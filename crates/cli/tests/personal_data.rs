@@ -442,11 +442,11 @@ async fn a_python_consumer_opens_a_sealed_record_with_its_granted_key() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let fields: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(fields["profile.personal_id"], pid.as_str());
-    assert_eq!(fields["profile.full_name"], "Nguyễn Văn Hùng");
-    assert_eq!(fields["profile.birth_date"], 12_345);
-    assert_eq!(fields["profile.sex"], "MALE");
+    let profile: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(profile["personal_id"], pid.as_str());
+    assert_eq!(profile["full_name"], "Nguyễn Văn Hùng");
+    assert_eq!(profile["birth_date"], 12_345);
+    assert_eq!(profile["sex"], "MALE");
     let other = vault.for_citizen(&personal_id()).await.unwrap();
     let out = open_with(other.key.as_bytes());
     assert!(!out.status.success(), "another citizen's key opened it");

@@ -10,7 +10,8 @@ use apache_avro::types::Value;
 use lienthong_contract::PersonalDataClass;
 use lienthong_contract::catalog::PERSONAL_DATA_ATTR;
 use lienthong_contract::events::{CitizenRecord, Sex};
-use serde_json::{Map, Value as Json};
+use lienthong_contract::write::WriteAvro;
+use serde_json::Value as Json;
 
 use crate::error::PrivacyError;
 use crate::seal;
@@ -18,6 +19,9 @@ use crate::vault::{CitizenKey, Opening};
 
 /// The record field that holds the sealed fields.
 pub const SEALED_FIELD: &str = "sealed";
+
+/// The record field whose value is sealed: the citizen's profile.
+pub const PROFILE_FIELD: &str = "profile";
 
 /// The citizen topic.
 pub(crate) const TOPIC: &str = "hcm.citizen.records";
@@ -44,21 +48,10 @@ pub fn seal_citizen(record: &mut CitizenRecord, key: &CitizenKey) -> Result<(), 
     if record.sealed.is_some() {
         return Ok(());
     }
-    let p = &mut record.profile;
-    let fields = SealedProfile {
-        personal_id: &p.personal_id,
-        full_name: &p.full_name,
-        birth_date: p.birth_date,
-        sex: p.sex,
-        permanent_unit: &p.permanent_unit,
-        temporary_unit: p.temporary_unit.as_deref(),
-        address_line: p.address_line.as_deref(),
-        phone: p.phone.as_deref(),
-        email: p.email.as_deref(),
-    };
-    let plaintext =
-        serde_json::to_vec(&fields).map_err(|e| PrivacyError::Invalid(e.to_string()))?;
+    let mut plaintext = Vec::with_capacity(192);
+    record.profile.write_avro(&mut plaintext);
     let sealed = seal::seal(&key.key, &seal::aad(TOPIC, &key.pseudonym), &plaintext)?;
+    let p = &mut record.profile;
     p.personal_id = key.pseudonym.clone();
     p.full_name = String::new();
     p.birth_date = 0;
@@ -71,36 +64,6 @@ pub fn seal_citizen(record: &mut CitizenRecord, key: &CitizenKey) -> Result<(), 
     record.envelope.aggregate_id = key.pseudonym.clone();
     record.sealed = Some(sealed);
     Ok(())
-}
-
-/// The plaintext of a sealed profile: the fields by their paths ([`sealed_paths`]), nulls
-/// left out.
-#[derive(serde::Serialize)]
-struct SealedProfile<'a> {
-    #[serde(rename = "profile.personal_id")]
-    personal_id: &'a str,
-    #[serde(rename = "profile.full_name")]
-    full_name: &'a str,
-    #[serde(rename = "profile.birth_date")]
-    birth_date: i32,
-    #[serde(rename = "profile.sex")]
-    sex: Sex,
-    #[serde(rename = "profile.permanent_unit")]
-    permanent_unit: &'a str,
-    #[serde(
-        rename = "profile.temporary_unit",
-        skip_serializing_if = "Option::is_none"
-    )]
-    temporary_unit: Option<&'a str>,
-    #[serde(
-        rename = "profile.address_line",
-        skip_serializing_if = "Option::is_none"
-    )]
-    address_line: Option<&'a str>,
-    #[serde(rename = "profile.phone", skip_serializing_if = "Option::is_none")]
-    phone: Option<&'a str>,
-    #[serde(rename = "profile.email", skip_serializing_if = "Option::is_none")]
-    email: Option<&'a str>,
 }
 
 /// Whether a decoded record carries sealed fields (a non-null [`SEALED_FIELD`]).
@@ -160,13 +123,37 @@ pub fn open_record(
     let pseudonym = aggregate_id(fields)
         .ok_or_else(|| PrivacyError::Invalid("a sealed record without an aggregate id".into()))?;
     let plaintext = seal::open(&opening.key, &seal::aad(topic, &pseudonym), &sealed)?;
-    let clear: Map<String, Json> = serde_json::from_slice(&plaintext).map_err(|e| {
-        PrivacyError::Unreadable(format!("sealed fields are not a JSON object: {e}"))
-    })?;
-    for (path, json) in clear {
+    let Some((profile_schema, Value::Record(masked))) = record_field(schema, value, PROFILE_FIELD)
+    else {
+        return Err(PrivacyError::Invalid(format!(
+            "a sealed record without a {PROFILE_FIELD} record"
+        )));
+    };
+    let mut reader = plaintext.as_slice();
+    let clear =
+        apache_avro::from_avro_datum_schemata(profile_schema, vec![schema], &mut reader, None)
+            .map_err(|e| {
+                PrivacyError::Unreadable(format!(
+                    "the sealed fields are not its {PROFILE_FIELD}: {e}"
+                ))
+            })?;
+    let (Value::Record(clear), true) = (clear, reader.is_empty()) else {
+        return Err(PrivacyError::Unreadable(format!(
+            "the sealed fields are not exactly its {PROFILE_FIELD}"
+        )));
+    };
+    let Schema::Record(profile_record) = profile_schema else {
+        return Err(PrivacyError::Invalid(format!(
+            "{PROFILE_FIELD} is not a record"
+        )));
+    };
+    for ((name, clear), field) in clear.into_iter().zip(&profile_record.fields) {
         // A field without a class in the writer schema is not opened: nobody granted it.
-        if class_at(schema, &path).is_some_and(|c| opening.classes.contains(&c)) {
-            set_path(value, schema, &path, &json)?;
+        let granted = class_of(field).is_some_and(|c| opening.classes.contains(&c));
+        if let Some((_, slot)) = masked.iter_mut().find(|(n, _)| *n == name)
+            && granted
+        {
+            *slot = clear;
         }
     }
     Ok(Opened::Opened)
@@ -203,13 +190,7 @@ pub fn personal_paths(schema: &Schema) -> Vec<(String, PersonalDataClass)> {
             match &field.schema {
                 Schema::Record(_) => walk(&field.schema, &path, out),
                 _ => {
-                    if let Some(class) = field
-                        .custom_attributes
-                        .get(PERSONAL_DATA_ATTR)
-                        .and_then(Json::as_str)
-                        .and_then(PersonalDataClass::parse)
-                        .filter(|c| *c != PersonalDataClass::None)
-                    {
+                    if let Some(class) = class_of(field) {
                         out.push((path, class));
                     }
                 }
@@ -221,90 +202,28 @@ pub fn personal_paths(schema: &Schema) -> Vec<(String, PersonalDataClass)> {
     out
 }
 
-/// The personal-data class of the field at the dotted `path` of `schema`.
-fn class_at(schema: &Schema, path: &str) -> Option<PersonalDataClass> {
-    let mut schema = schema;
-    let mut class = None;
-    for name in path.split('.') {
-        let Schema::Record(record) = schema else {
-            return None;
-        };
-        let field = record.fields.iter().find(|f| f.name == name)?;
-        class = field
-            .custom_attributes
-            .get(PERSONAL_DATA_ATTR)
-            .and_then(Json::as_str)
-            .and_then(PersonalDataClass::parse);
-        schema = &field.schema;
-    }
-    class
+/// The personal-data class a field carries, if any.
+fn class_of(field: &apache_avro::schema::RecordField) -> Option<PersonalDataClass> {
+    field
+        .custom_attributes
+        .get(PERSONAL_DATA_ATTR)
+        .and_then(Json::as_str)
+        .and_then(PersonalDataClass::parse)
+        .filter(|c| *c != PersonalDataClass::None)
 }
 
-/// Put `json` at the dotted `path` of `value`, as the Avro value its schema says.
-fn set_path(
-    value: &mut Value,
-    schema: &Schema,
-    path: &str,
-    json: &Json,
-) -> Result<(), PrivacyError> {
-    let mut value = value;
-    let mut schema = schema;
-    for name in path.split('.') {
-        let (Value::Record(fields), Schema::Record(record)) = (value, schema) else {
-            return Err(PrivacyError::Invalid(format!(
-                "{path}: {name} is not inside a record"
-            )));
-        };
-        let field = record
-            .fields
-            .iter()
-            .find(|f| f.name == name)
-            .ok_or_else(|| PrivacyError::Invalid(format!("{path}: the schema has no {name}")))?;
-        let (_, v) = fields
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .ok_or_else(|| PrivacyError::Invalid(format!("{path}: the record has no {name}")))?;
-        value = v;
-        schema = &field.schema;
-    }
-    *value = avro_of(json, schema).ok_or_else(|| {
-        PrivacyError::Invalid(format!("{path}: {json} is not a value of its schema"))
-    })?;
-    Ok(())
-}
-
-/// The Avro value of `json` (as [`seal_citizen`] wrote it) for `schema`.
-fn avro_of(json: &Json, schema: &Schema) -> Option<Value> {
-    Some(match schema {
-        Schema::String => Value::String(json.as_str()?.to_string()),
-        Schema::Int => Value::Int(i32::try_from(json.as_i64()?).ok()?),
-        Schema::Date => Value::Date(i32::try_from(json.as_i64()?).ok()?),
-        Schema::Long => Value::Long(json.as_i64()?),
-        Schema::Boolean => Value::Boolean(json.as_bool()?),
-        Schema::Enum(e) => {
-            let symbol = json.as_str()?;
-            let index = e.symbols.iter().position(|s| s == symbol)?;
-            Value::Enum(u32::try_from(index).ok()?, symbol.to_string())
-        }
-        Schema::Union(u) => {
-            let variants = u.variants();
-            let pick = |null: bool| {
-                variants
-                    .iter()
-                    .position(|v| matches!(v, Schema::Null) == null)
-            };
-            if json.is_null() {
-                Value::Union(u32::try_from(pick(true)?).ok()?, Box::new(Value::Null))
-            } else {
-                let i = pick(false)?;
-                Value::Union(
-                    u32::try_from(i).ok()?,
-                    Box::new(avro_of(json, &variants[i])?),
-                )
-            }
-        }
-        _ => return None,
-    })
+/// The top-level field `name` of a decoded record `value` and its schema in `schema`.
+fn record_field<'s, 'v>(
+    schema: &'s Schema,
+    value: &'v mut Value,
+    name: &str,
+) -> Option<(&'s Schema, &'v mut Value)> {
+    let (Schema::Record(record), Value::Record(fields)) = (schema, value) else {
+        return None;
+    };
+    let field = record.fields.iter().find(|f| f.name == name)?;
+    let (_, v) = fields.iter_mut().find(|(n, _)| n == name)?;
+    Some((&field.schema, v))
 }
 
 #[cfg(test)]

@@ -49,7 +49,15 @@ impl Pseudonyms {
         let mut mac = self.keyed.clone();
         mac.update(personal_id.as_bytes());
         let digest = mac.finalize().into_bytes();
-        format!("{PSEUDONYM_PREFIX}{}", hex::encode(&digest[..16]))
+        let mut hexed = [0u8; 32];
+        let Ok(()) = hex::encode_to_slice(&digest[..16], &mut hexed) else {
+            unreachable!("16 bytes are 32 hex digits")
+        };
+        let mut out = String::with_capacity(PSEUDONYM_PREFIX.len() + hexed.len());
+        out.push_str(PSEUDONYM_PREFIX);
+        // Hex digits are ASCII.
+        out.extend(hexed.iter().map(|&b| char::from(b)));
+        out
     }
 
     /// Whether `value` has the shape of a pseudonym.

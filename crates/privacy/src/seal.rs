@@ -4,19 +4,23 @@
 //! sealed    = "lt1." base64url-without-padding( nonce[12] || ciphertext || tag[16] )
 //! algorithm = AES-256-GCM under the citizen's data key (32 bytes)
 //! aad       = "lienthong/v1|" topic "|" pseudonym        (UTF-8)
-//! plaintext = a JSON object (UTF-8): {"<dotted field path>": <value>, ...}
+//! plaintext = the Avro binary encoding of the record's `profile`, under the `profile`
+//!             field's type in the record's writer schema (the schema id in its first 5 bytes)
 //! ```
 //!
-//! The object holds every sealed field that was not null, by its path in the record
-//! (`"profile.full_name"`), with its value as JSON: text as a string, a date as days since
-//! 1970-01-01, an enum as its symbol. The associated data binds the ciphertext to its topic
-//! and citizen, so a sealed value copied onto another citizen's record does not open. A fresh
-//! random nonce is drawn for every seal.
+//! The plaintext holds the profile's clear values exactly as the record would have carried
+//! them, so a reader decodes it with the schema it already has for the record, in any
+//! language (`fastavro.schemaless_reader` in Python). The associated data binds the ciphertext
+//! to its topic and citizen, so a sealed value copied onto another citizen's record does not
+//! open. A fresh random nonce is drawn for every seal.
 
-use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use std::sync::Arc;
+
+use aes_gcm::aead::{AeadInPlace, Nonce};
+use aes_gcm::{Aes256Gcm, KeyInit};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
 
 use crate::error::PrivacyError;
 
@@ -24,22 +28,32 @@ use crate::error::PrivacyError;
 pub const SEALED_PREFIX: &str = "lt1.";
 /// AES-GCM's nonce length.
 pub const NONCE_LEN: usize = 12;
+/// AES-GCM's tag length.
+const TAG_LEN: usize = 16;
 
-/// One citizen's data key: 32 bytes for AES-256-GCM. Never printed; zeroed when dropped.
+/// One citizen's data key: 32 bytes for AES-256-GCM, with its expanded cipher (built once per
+/// key, not per record). Clones share it. Never printed; the bytes and the expanded key are
+/// zeroed when the last clone is dropped.
 #[derive(Clone)]
-pub struct DataKey([u8; 32]);
+pub struct DataKey(Arc<KeyInner>);
+
+struct KeyInner {
+    bytes: [u8; 32],
+    /// Zeroed on drop by the `aes` crate's `zeroize` feature.
+    cipher: Aes256Gcm,
+}
+
+impl Drop for KeyInner {
+    fn drop(&mut self) {
+        self.bytes = [0; 32];
+        // Keeps the zeroing from being optimised away as a dead store.
+        std::hint::black_box(&self.bytes);
+    }
+}
 
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DataKey(<redacted>)")
-    }
-}
-
-impl Drop for DataKey {
-    fn drop(&mut self) {
-        self.0 = [0; 32];
-        // Keeps the zeroing from being optimised away as a dead store.
-        std::hint::black_box(&self.0);
     }
 }
 
@@ -48,49 +62,53 @@ impl DataKey {
     pub fn generate() -> Result<DataKey, PrivacyError> {
         let mut key = [0u8; 32];
         random(&mut key)?;
-        Ok(DataKey(key))
+        Ok(DataKey::from_bytes(key))
     }
 
     /// A key from its bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> DataKey {
-        DataKey(bytes)
+        let cipher = Aes256Gcm::new(&bytes.into());
+        DataKey(Arc::new(KeyInner { bytes, cipher }))
     }
 
     /// The key's bytes (to hand it to a granted reader).
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.0.bytes
     }
 }
 
-/// Fill `out` from the operating system's randomness.
+/// Fill `out` from the operating system's randomness (keys, identifiers).
 pub(crate) fn random(out: &mut [u8]) -> Result<(), PrivacyError> {
     getrandom::fill(out).map_err(|e| PrivacyError::Random(e.to_string()))
 }
 
 /// The associated data of a sealed value on `topic` for the citizen `pseudonym`.
 pub fn aad(topic: &str, pseudonym: &str) -> Vec<u8> {
-    format!("lienthong/v1|{topic}|{pseudonym}").into_bytes()
+    const VERSION: &[u8] = b"lienthong/v1|";
+    let mut aad = Vec::with_capacity(VERSION.len() + topic.len() + 1 + pseudonym.len());
+    aad.extend_from_slice(VERSION);
+    aad.extend_from_slice(topic.as_bytes());
+    aad.push(b'|');
+    aad.extend_from_slice(pseudonym.as_bytes());
+    aad
 }
 
-/// Seal `plaintext` under `key`, bound to `aad`.
+/// Seal `plaintext` under `key`, bound to `aad`. The nonce is 96 random bits from the
+/// thread's ChaCha12 generator (seeded from the operating system): with random nonces one key
+/// stays safe for 2³² seals, and one citizen's records are sealed far fewer times than that.
 pub fn seal(key: &DataKey, aad: &[u8], plaintext: &[u8]) -> Result<String, PrivacyError> {
-    let cipher = Aes256Gcm::new_from_slice(key.as_bytes())
-        .map_err(|e| PrivacyError::Invalid(e.to_string()))?;
-    let mut nonce = [0u8; NONCE_LEN];
-    random(&mut nonce)?;
-    let sealed = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
+    let mut raw = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    raw.resize(NONCE_LEN, 0);
+    rand::rng().fill_bytes(&mut raw);
+    raw.extend_from_slice(plaintext);
+    let (nonce, body) = raw.split_at_mut(NONCE_LEN);
+    let tag = key
+        .0
+        .cipher
+        .encrypt_in_place_detached(Nonce::<Aes256Gcm>::from_slice(nonce), aad, body)
         .map_err(|_| PrivacyError::Invalid("sealing failed".into()))?;
-    let mut raw = Vec::with_capacity(NONCE_LEN + sealed.len());
-    raw.extend_from_slice(&nonce);
-    raw.extend_from_slice(&sealed);
-    let mut out = String::with_capacity(SEALED_PREFIX.len() + raw.len() * 4 / 3 + 4);
+    raw.extend_from_slice(&tag);
+    let mut out = String::with_capacity(SEALED_PREFIX.len() + raw.len().div_ceil(3) * 4);
     out.push_str(SEALED_PREFIX);
     URL_SAFE_NO_PAD.encode_string(&raw, &mut out);
     Ok(out)
@@ -104,14 +122,21 @@ pub fn open(key: &DataKey, aad: &[u8], sealed: &str) -> Result<Vec<u8>, PrivacyE
     let raw = URL_SAFE_NO_PAD
         .decode(body)
         .map_err(|e| PrivacyError::Unreadable(format!("not base64url: {e}")))?;
-    if raw.len() < NONCE_LEN + 16 {
+    if raw.len() < NONCE_LEN + TAG_LEN {
         return Err(PrivacyError::Unreadable("too short to be sealed".into()));
     }
-    let cipher = Aes256Gcm::new_from_slice(key.as_bytes())
-        .map_err(|e| PrivacyError::Invalid(e.to_string()))?;
     let (nonce, sealed) = raw.split_at(NONCE_LEN);
-    cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+    let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+    let mut clear = body.to_vec();
+    key.0
+        .cipher
+        .decrypt_in_place_detached(
+            Nonce::<Aes256Gcm>::from_slice(nonce),
+            aad,
+            &mut clear,
+            aes_gcm::Tag::from_slice(tag),
+        )
+        .map(|()| clear)
         .map_err(|_| {
             PrivacyError::Unreadable(
                 "authentication failed: another key, another citizen or topic, or altered".into(),

@@ -96,7 +96,7 @@ pub struct KeyService<C: ConsumerContext + 'static> {
     grants: StateLog<Grants, C>,
     access: StateLog<AccessCount, C>,
     /// Accesses recorded lately, and when ([`KeyService::record`]).
-    recent: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    recent: std::sync::Mutex<RecentAccesses>,
     /// The open cases and the units handling them ([`KeyService::follow_cases`]).
     cases: std::sync::RwLock<OpenCases>,
 }
@@ -399,31 +399,10 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
     /// in a replay. Erasures are always recorded.
     fn record(&self, access: Access<'_>) -> Result<(), PrivacyError> {
         if access.action != "erased" {
-            let mut seen = String::with_capacity(128);
-            for part in [
-                access.agency,
-                access.pseudonym,
-                access.topic,
-                access.purpose,
-                access.basis,
-                access.action,
-            ] {
-                seen.push_str(part);
-                seen.push('\0');
-            }
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            match recent.get(&seen) {
-                Some(&at) if access.at_ms - at < RECORD_WINDOW_MS => return Ok(()),
-                _ => {}
+            if !recent.note(&access) {
+                return Ok(());
             }
-            if recent.len() >= RECENT_CAPACITY {
-                let now = access.at_ms;
-                recent.retain(|_, at| now - *at < RECORD_WINDOW_MS);
-                if recent.len() >= RECENT_CAPACITY {
-                    recent.clear();
-                }
-            }
-            recent.insert(seen, access.at_ms);
         }
         let record = AccessRecord {
             at_ms: access.at_ms,
@@ -453,6 +432,72 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
 
 /// An access about to be recorded, borrowed ([`KeyService::record`] builds the record only
 /// when it is not a repeat).
+/// The accesses this instance recorded lately, by citizen: what [`KeyService::record`]
+/// dedupes against. A lookup allocates nothing; only a new access is stored.
+#[derive(Default)]
+struct RecentAccesses {
+    by_citizen: std::collections::HashMap<String, Vec<Recent>, foldhash::fast::RandomState>,
+    len: usize,
+}
+
+/// One recorded access, less its citizen.
+struct Recent {
+    agency: String,
+    topic: String,
+    purpose: String,
+    basis: String,
+    action: &'static str,
+    at_ms: i64,
+}
+
+impl RecentAccesses {
+    /// Whether `access` is to be recorded (no same access within [`RECORD_WINDOW_MS`]); if
+    /// so, it is remembered as recorded now.
+    fn note(&mut self, access: &Access<'_>) -> bool {
+        let now = access.at_ms;
+        let same = |r: &Recent| {
+            r.action == access.action
+                && r.agency == access.agency
+                && r.topic == access.topic
+                && r.purpose == access.purpose
+                && r.basis == access.basis
+        };
+        if let Some(seen) = self.by_citizen.get_mut(access.pseudonym)
+            && let Some(r) = seen.iter_mut().find(|r| same(r))
+        {
+            if now - r.at_ms < RECORD_WINDOW_MS {
+                return false;
+            }
+            r.at_ms = now;
+            return true;
+        }
+        if self.len >= RECENT_CAPACITY {
+            self.by_citizen.retain(|_, seen| {
+                seen.retain(|r| now - r.at_ms < RECORD_WINDOW_MS);
+                !seen.is_empty()
+            });
+            self.len = self.by_citizen.values().map(Vec::len).sum();
+            if self.len >= RECENT_CAPACITY {
+                self.by_citizen.clear();
+                self.len = 0;
+            }
+        }
+        self.by_citizen
+            .entry(access.pseudonym.to_string())
+            .or_default()
+            .push(Recent {
+                agency: access.agency.to_string(),
+                topic: access.topic.to_string(),
+                purpose: access.purpose.to_string(),
+                basis: access.basis.to_string(),
+                action: access.action,
+                at_ms: now,
+            });
+        self.len += 1;
+        true
+    }
+}
+
 struct Access<'a> {
     at_ms: i64,
     agency: &'a str,

@@ -63,7 +63,7 @@ struct Entry {
 /// The wrapped keys as read from the log, by pseudonym.
 #[derive(Debug, Default)]
 pub struct WrappedKeys {
-    keys: HashMap<String, Entry>,
+    keys: HashMap<String, Entry, foldhash::fast::RandomState>,
 }
 
 impl LogState for WrappedKeys {
