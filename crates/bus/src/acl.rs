@@ -151,6 +151,8 @@ pub struct BusPrincipals {
     pub registry: String,
     /// The KPI engine.
     pub kpi: String,
+    /// The key service (personal data); its consumer groups start with this name.
+    pub keys: String,
 }
 
 impl Default for BusPrincipals {
@@ -159,6 +161,7 @@ impl Default for BusPrincipals {
             gateway: "lienthong-gateway".into(),
             registry: "lienthong-registry".into(),
             kpi: "lienthong-kpi".into(),
+            keys: "lienthong-keys".into(),
         }
     }
 }
@@ -178,12 +181,15 @@ pub fn namespace(code: &str) -> String {
     format!("{code}.")
 }
 
-/// Every ACL the catalog, the agencies and the bus's components call for.
+/// Every ACL the catalog, the agencies and the bus's components call for; `key_topics` are
+/// the key service's own topics (wrapped keys, grants, access records), empty when the bus
+/// does not seal personal data.
 pub fn desired(
     catalog: &Catalog,
     agencies: &[AgencyPrincipal],
     bus: &BusPrincipals,
     schema_log_topic: &str,
+    key_topics: &[String],
 ) -> BTreeSet<Acl> {
     use Operation::*;
     use Pattern::*;
@@ -208,7 +214,7 @@ pub fn desired(
     }
     // The components read by assignment, not as a group, but librdkafka still looks up the
     // coordinator of the group id every consumer has: theirs start with their principal's name.
-    for component in [&bus.gateway, &bus.registry, &bus.kpi] {
+    for component in [&bus.gateway, &bus.registry, &bus.kpi, &bus.keys] {
         for op in [Read, Describe] {
             acls.insert(Acl::allow(component, Group, component, Prefixed, op));
         }
@@ -227,6 +233,18 @@ pub fn desired(
             for op in [Read, Describe] {
                 acls.insert(Acl::allow(&bus.kpi, Topic, topic, Literal, op));
             }
+        }
+    }
+    // The key service keeps its state on its own topics and follows the case events (a unit
+    // handling an open case may read the applicant's record).
+    for topic in key_topics {
+        for op in [Create, Write, Read, Describe, DescribeConfigs] {
+            acls.insert(Acl::allow(&bus.keys, Topic, topic, Literal, op));
+        }
+    }
+    if !key_topics.is_empty() && catalog.topic("hcm.case.events").is_ok() {
+        for op in [Read, Describe] {
+            acls.insert(Acl::allow(&bus.keys, Topic, "hcm.case.events", Literal, op));
         }
     }
     acls
@@ -430,6 +448,7 @@ mod tests {
             &agencies,
             &BusPrincipals::default(),
             "_lienthong_schemas",
+            &[],
         );
         let mut held: Vec<Acl> = want.iter().skip(3).cloned().collect();
         let stranger = Acl::allow(
@@ -461,7 +480,38 @@ mod tests {
     fn the_components_get_what_they_use_and_no_more() {
         let c = catalog();
         let bus = BusPrincipals::default();
-        let want = desired(&c, &[], &bus, "_lienthong_schemas");
+        let key_topics = ["_lienthong_citizen_keys".to_string()];
+        let want = desired(&c, &[], &bus, "_lienthong_schemas", &key_topics);
+        assert!(has(
+            &want,
+            "lienthong-keys",
+            Operation::Write,
+            "_lienthong_citizen_keys"
+        ));
+        assert!(has(
+            &want,
+            "lienthong-keys",
+            Operation::Read,
+            "hcm.case.events"
+        ));
+        assert!(!has(
+            &want,
+            "lienthong-keys",
+            Operation::Read,
+            "hcm.citizen.records"
+        ));
+        assert!(!has(
+            &want,
+            "lienthong-gateway",
+            Operation::Read,
+            "_lienthong_citizen_keys"
+        ));
+        assert!(
+            !desired(&c, &[], &bus, "_lienthong_schemas", &[])
+                .iter()
+                .any(|a| a.principal == "User:lienthong-keys" && a.resource == Resource::Topic),
+            "no key service, no grants for it"
+        );
         assert!(has(
             &want,
             "lienthong-gateway",

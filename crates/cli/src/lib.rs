@@ -224,6 +224,8 @@ pub enum ComponentName {
     Registry,
     /// The KPI engine.
     Kpi,
+    /// The key service (personal data).
+    Keys,
 }
 
 /// `lienthong demo` options.
@@ -388,6 +390,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
                 ComponentName::Gateway => &principals.gateway,
                 ComponentName::Registry => &principals.registry,
                 ComponentName::Kpi => &principals.kpi,
+                ComponentName::Keys => &principals.keys,
             };
             security::component_add(&config, user).await
         }
@@ -641,7 +644,12 @@ async fn up(
     ) {
         let listener = Listener::bind("privacy.listen", listen).await?;
         say!("key service listening on http://{}", listener.addr());
-        let api = lienthong_privacy::http::router(Arc::clone(service), agencies.clone());
+        let citizen_topic = catalog
+            .topic(<lienthong_contract::events::CitizenRecord as lienthong_sdk::Event>::TOPIC)
+            .map_err(|e| CliError::Usage(format!("the key service: {e}")))?
+            .clone();
+        let api =
+            lienthong_privacy::http::router(Arc::clone(service), agencies.clone(), citizen_topic);
         running.push(supervise(
             Component::new("keys", &telemetry, &components)
                 .serve_with(listener, move |common| api.merge(common))
@@ -670,6 +678,7 @@ async fn up(
     )
     .await
     .map_err(|e| CliError::Failed(e.to_string()))?;
+    let registry = Arc::new(registry);
     let ids = registry
         .bootstrap()
         .await
@@ -686,15 +695,21 @@ async fn up(
             }
         }
         let privacy = config.privacy.as_ref().and_then(|p| p.kafka.clone());
+        // Case events under a schema registered later: their schema from the registry.
+        let registered = Arc::clone(&registry);
+        let lookup: lienthong_privacy::SchemaLookup = Arc::new(move |id| {
+            let registry = Arc::clone(&registered);
+            Box::pin(async move { registry.schema_by_id(id).await.ok().map(|(json, _)| json) })
+        });
         service
             .follow_cases(
                 &privacy.unwrap_or_else(|| config.kafka.clone()),
                 codec,
+                Some(lookup),
                 components.child_token(),
             )
             .map_err(|e| CliError::Failed(format!("key service: {e}")))?;
     }
-    let registry = Arc::new(registry);
     let listener = Listener::bind("registry.listen", &config.registry.listen).await?;
     say!("schema registry listening on http://{}", listener.addr());
     running.push(supervise(

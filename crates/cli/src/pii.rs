@@ -42,6 +42,8 @@ pub fn service_config(config: &Config, privacy: &crate::config::PrivacyConfig) -
     c.keys_topic = privacy.keys_topic.clone();
     c.grants_topic = privacy.grants_topic.clone();
     c.access_topic = privacy.access_topic.clone();
+    // Its consumer groups start with its principal's name: what `acl sync` grants it.
+    c.group_prefix = config.principals.keys.clone();
     c
 }
 

@@ -29,6 +29,17 @@ pub async fn acl_sync(
         &agencies(config),
         &config.principals,
         &config.registry.topic,
+        &config
+            .privacy
+            .as_ref()
+            .map(|p| {
+                vec![
+                    p.keys_topic.clone(),
+                    p.grants_topic.clone(),
+                    p.access_topic.clone(),
+                ]
+            })
+            .unwrap_or_default(),
     );
     let kafka = config.kafka.clone();
     let plan = blocking(move || {

@@ -459,13 +459,30 @@ fn the_broker_refuses_what_the_catalog_does_not_grant() {
 
 /// `lienthong up` on the secured node, each component as its own principal (its SCRAM secret
 /// from `component add`, its ACLs from `acl sync`), and `[kafka]` with no credential at all:
-/// the registry keeps its log, the gateway publishes a ward's case (and refuses its citizen
-/// record, by the catalog's rule), and the KPI engine reads the case.
+/// the registry keeps its log, the key service creates and reads its topics and follows the
+/// cases, the gateway publishes a ward's case with the applicant pseudonymised (and refuses
+/// its citizen record, by the catalog's rule), and the KPI engine reads the case.
 #[test]
 fn up_runs_every_component_as_its_own_principal() {
     use std::io::{BufRead, BufReader, Read, Write};
-    let setup = Setup::synced();
+    let setup = Setup::new();
     let (kafka, dir, config) = (&setup.kafka, &setup.dir, &setup.config);
+    // The operator's config names the key service's topics, so that `acl sync` grants them.
+    let suffix = unique_suffix();
+    let privacy = format!(
+        "[privacy]\nkeys_topic = \"acl-keys-{suffix}\"\ngrants_topic = \"acl-grants-{suffix}\"\naccess_topic = \"acl-access-{suffix}\"\n"
+    );
+    let mut admin = std::fs::read_to_string(config).unwrap();
+    admin.push_str(&privacy);
+    std::fs::write(config, admin).unwrap();
+    let (code, out, err) = run(lienthong(config).args(["acl", "sync"]));
+    assert!(code == 0 || code == 1, "{out}{err}");
+    let master_file = dir.path().join("master.key");
+    std::fs::write(
+        &master_file,
+        lienthong_privacy::MasterKey::generate().unwrap(),
+    )
+    .unwrap();
     let secret_of = |name: &str| {
         let (code, out, err) = run(lienthong(config).args(["component", "add", name]));
         assert_eq!(code, 0, "{out}{err}");
@@ -483,17 +500,19 @@ fn up_runs_every_component_as_its_own_principal() {
     );
     let gateway = section("gateway.kafka", "lienthong-gateway", &secret_of("gateway"));
     let kpi = section("kpi.kafka", "lienthong-kpi", &secret_of("kpi"));
+    let keys = section("privacy.kafka", "lienthong-keys", &secret_of("keys"));
     let ward_secret = add_agency(config, "26734", "ward");
     let _ = ward_secret;
     let up_config = dir.path().join("up.toml");
     std::fs::write(
         &up_config,
         format!(
-            "schemas_dir = \"{}\"\n[kafka]\nbootstrap = \"{}\"\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"{SCHEMA_LOG}\"\n[[registry.agencies]]\ncode = \"26734\"\nkind = \"ward\"\ntoken_sha256 = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:0\"\ntransactional_id = \"lienthong-gateway-acl-{}\"\nidempotency_window_secs = 60\n[kpi]\nlisten = \"127.0.0.1:0\"\nunits = [\"26734\"]\n[[kpi.procedures]]\ncode = \"1.001193\"\nlevel = \"FULL_ONLINE\"\n{registry}{gateway}{kpi}",
+            "schemas_dir = \"{}\"\n[kafka]\nbootstrap = \"{}\"\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"{SCHEMA_LOG}\"\n[[registry.agencies]]\ncode = \"26734\"\nkind = \"ward\"\ntoken_sha256 = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:0\"\ntransactional_id = \"lienthong-gateway-acl-{}\"\nidempotency_window_secs = 60\n[kpi]\nlisten = \"127.0.0.1:0\"\nunits = [\"26734\"]\n[[kpi.procedures]]\ncode = \"1.001193\"\nlevel = \"FULL_ONLINE\"\n{privacy}master_key_file = \"{}\"\n{registry}{gateway}{kpi}{keys}",
             repo_schemas_dir().display(),
             kafka.bootstrap,
             hash_token("ward-http-token"),
             unique_suffix(),
+            master_file.display(),
         ),
     )
     .unwrap();
@@ -508,9 +527,10 @@ fn up_runs_every_component_as_its_own_principal() {
         .unwrap();
     let mut child = lienthong_tests::ChildGuard(child);
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let (mut gateway_addr, mut kpi_addr) = (None, None);
+    let (mut gateway_addr, mut kpi_addr, mut sealing) = (None, None, false);
     while gateway_addr.is_none() || kpi_addr.is_none() {
         let line = lines.next().expect("up ended early").unwrap();
+        sealing |= line.starts_with("key service:") && line.contains("sealed");
         if let Some(rest) = line.strip_prefix("gateway listening on http://") {
             gateway_addr = rest.split(' ').next().map(str::to_string);
         }
@@ -519,6 +539,7 @@ fn up_runs_every_component_as_its_own_principal() {
         }
     }
     let (gateway_addr, kpi_addr) = (gateway_addr.unwrap(), kpi_addr.unwrap());
+    assert!(sealing, "the key service runs, as lienthong-keys");
     let http = |addr: &str, request: String| {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.write_all(request.as_bytes()).unwrap();

@@ -389,6 +389,107 @@ async fn erasure_leaves_no_clear_trace_in_sqlite() {
     erasure_leaves_no_clear_trace(sqlite_store().await).await;
 }
 
+/// Need-to-know on real Kafka: the key service follows `hcm.case.events`, and a case written
+/// under a schema id it did not know at its start (registered later) is learned from the
+/// registry's lookup, once; from then on the receiving ward reads the applicant's record.
+#[tokio::test]
+async fn need_to_know_follows_cases_under_schemas_registered_later() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let kafka = kafka();
+    kafka.ensure_catalog_topics().await.unwrap();
+    let master = MasterKey::parse(&MasterKey::generate().unwrap()).unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let suffix = unique_suffix();
+    let mut config = KeyServiceConfig::new(KafkaConfig::new(kafka.bootstrap()));
+    config.keys_topic = format!("ntk-keys-{suffix}");
+    config.grants_topic = format!("ntk-grants-{suffix}");
+    config.access_topic = format!("ntk-access-{suffix}");
+    let service = Arc::new(
+        KeyService::open(
+            &config,
+            &master,
+            DefaultConsumerContext,
+            shutdown.child_token(),
+        )
+        .await
+        .unwrap(),
+    );
+    let catalog =
+        lienthong_contract::Catalog::load(lienthong_contract::repo_schemas_dir()).unwrap();
+    let case_schema = catalog
+        .topic("hcm.case.events")
+        .unwrap()
+        .schema_json
+        .clone();
+    // An id nobody told the follower: as if registered after `up` started.
+    let later_id = 0x00C0_FFEE_u32 ^ fastrand::u32(..0xFFFF);
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&lookups);
+    let lookup: lienthong_privacy::SchemaLookup = Arc::new(move |id| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let json = (id == later_id).then(|| case_schema.clone());
+        Box::pin(async move { json })
+    });
+    service
+        .follow_cases(
+            &KafkaConfig::new(kafka.bootstrap()),
+            lienthong_contract::Codec::new(),
+            Some(lookup),
+            shutdown.child_token(),
+        )
+        .unwrap();
+
+    let pid = personal_id();
+    let citizen = service
+        .seal_key("CATP", "hcm.citizen.records", &pid)
+        .await
+        .unwrap();
+    let ward = "26740";
+    assert!(
+        service
+            .release(ward, "hcm.citizen.records", &citizen.pseudonym, "x")
+            .is_err(),
+        "no grant, no case: no key"
+    );
+    let mut case = lienthong_contract::samples::typical_case_submitted();
+    let case_id = format!("HS-NTK-{suffix}");
+    case.envelope.aggregate_id = case_id.clone();
+    if let lienthong_contract::events::CaseEventKind::CaseSubmitted(s) = &mut case.event {
+        s.applicant_id = citizen.pseudonym.clone();
+        s.receiving_unit = ward.into();
+    }
+    let mut value = Vec::new();
+    lienthong_contract::codec::encode_typed(later_id, &case, &mut value);
+    let producer: FutureProducer = KafkaConfig::new(kafka.bootstrap())
+        .producer()
+        .create()
+        .unwrap();
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to("hcm.case.events")
+                .key(&case_id)
+                .payload(&value),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let released = loop {
+        match service.release(ward, "hcm.citizen.records", &citizen.pseudonym, "x") {
+            Ok(released) => break released,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the follower never learned the case: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(released.grant, format!("case:{case_id}"));
+    assert!(released.key.is_some());
+    assert!(lookups.load(Ordering::SeqCst) >= 1);
+}
+
 /// A consumer nobody here wrote (confluent-kafka, fastavro, `cryptography`) opens a sealed
 /// record with the citizen's key, from the documented wire format alone; with another key it
 /// cannot.
@@ -764,6 +865,82 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
     assert!(
         !has_text(&from_http, "12 Lê Lợi"),
         "residence is not in its grant: {from_http:?}"
+    );
+
+    // A department's own SDK process, outside `up`, seals with keys from the key service
+    // over HTTP; what it publishes opens in the ward's store like the gateway's.
+    let remote = rt.block_on(async {
+        let keys = lienthong_privacy::HttpSealKeys::new(
+            &format!("http://{keys_addr}"),
+            lienthong_registry::client::Credentials::Bearer("police-token".into()),
+        )
+        .unwrap();
+        let catalog = Arc::new(
+            lienthong_contract::Catalog::load(lienthong_contract::repo_schemas_dir()).unwrap(),
+        );
+        let config = lienthong_sdk::PublisherConfig::new(
+            "CATP",
+            lienthong_contract::AgencyKind::Department,
+            KafkaConfig::new(kafka.bootstrap()),
+        );
+        lienthong_sdk::Publisher::connect(config, catalog, lienthong_sdk::SchemaIds::Local)
+            .await
+            .unwrap()
+            .with_keys(Arc::new(keys))
+    });
+    let (pid_r, name_r) = (personal_id(), format!("Lý Thị Từ Xa {suffix}"));
+    let mut c = lienthong_contract::samples::citizen_record();
+    c.envelope.aggregate_id = pid_r.clone();
+    c.envelope.event_id = format!("{}-4000-8000-000000000000", &uuid_hex()[..13]);
+    c.profile.personal_id = pid_r.clone();
+    c.profile.full_name = name_r.clone();
+    rt.block_on(remote.publish_citizen(c)).unwrap();
+    let pseudonym_r = master.pseudonyms().of(&pid_r);
+    let opened = wait_for(&pseudonym_r, &|r| !r.is_empty());
+    assert!(
+        has_text(&opened, &name_r) && has_text(&opened, &pid_r),
+        "sealed by a remote SDK, opened under the grant: {opened:?}"
+    );
+    // A case event naming a citizen whose pseudonym it was not told is refused; once told,
+    // the same event goes out with the pseudonym.
+    let applicant = personal_id();
+    let mut case = lienthong_contract::samples::typical_case_submitted();
+    if let lienthong_contract::events::CaseEventKind::CaseSubmitted(s) = &mut case.event {
+        s.applicant_id = applicant.clone();
+    }
+    case.envelope.producer_unit = "CATP".into();
+    assert!(matches!(
+        rt.block_on(remote.publish(case.clone())),
+        Err(lienthong_sdk::SdkError::Invalid(_))
+    ));
+    assert_eq!(
+        rt.block_on(remote.pseudonyms(std::slice::from_ref(&applicant)))
+            .unwrap(),
+        vec![master.pseudonyms().of(&applicant)]
+    );
+    // A ward, not a publisher of citizen records, gets no sealing key.
+    let refused = http(
+        &keys_addr,
+        "POST",
+        "/privacy/seal-keys",
+        "ward-26740-token",
+        &format!("{{\"personal_id\": \"{pid_r}\"}}"),
+    );
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    // The department erases its citizen from its own process: the key is destroyed at the
+    // key service, and the tombstone removes the ward's row.
+    rt.block_on(remote.erase_citizen(&pid_r)).unwrap();
+    wait_for(&pseudonym_r, &|r| r.is_empty());
+    let erased = http(
+        &keys_addr,
+        "DELETE",
+        &format!("/privacy/seal-keys/{pseudonym_r}"),
+        "police-token",
+        "",
+    );
+    assert!(
+        erased.starts_with("HTTP/1.1 200") && erased.contains("\"erased\":false"),
+        "the key was gone already: {erased}"
     );
 
     let (code, report, all) = lienthong(&["pii", "report", "--citizen", &pid]);

@@ -560,7 +560,7 @@ fn pseudonymise(sealer: &crate::Sealer, topic: &str, e: &mut Encoded) -> Result<
         let CaseEventKind::CaseSubmitted(s) = &mut event.event else {
             return Ok(());
         };
-        s.applicant_id = sealer.keys.pseudonym(&s.applicant_id);
+        s.applicant_id = known_pseudonym(sealer, &s.applicant_id)?;
         lienthong_contract::codec::encode_typed(id, &event, &mut value);
     } else {
         let (_, mut event): (u32, FeedbackEvent) =
@@ -571,11 +571,23 @@ fn pseudonymise(sealer: &crate::Sealer, topic: &str, e: &mut Encoded) -> Result<
         let Some(citizen) = &mut s.citizen_id else {
             return Ok(());
         };
-        *citizen = sealer.keys.pseudonym(citizen);
+        *citizen = known_pseudonym(sealer, citizen)?;
         lienthong_contract::codec::encode_typed(id, &event, &mut value);
     }
     e.value = value;
     Ok(())
+}
+
+/// The pseudonym of `personal_id` from the gateway's key service (in process: always known).
+fn known_pseudonym(sealer: &crate::Sealer, personal_id: &str) -> Result<String, GatewayError> {
+    sealer
+        .keys
+        .known_pseudonym(personal_id)
+        .ok_or_else(|| GatewayError::Unavailable {
+            message: "the key service cannot tell a pseudonym in place; nothing was produced"
+                .into(),
+            retry_after_secs: 1,
+        })
 }
 
 /// Parse the body into the JSON tree, check its shape and size, and encode every event with

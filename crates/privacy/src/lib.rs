@@ -34,11 +34,13 @@ pub use citizen::{
 };
 pub use error::PrivacyError;
 pub use grants::{GRANTS_TOPIC, Grant, grant_id};
-pub use http::HttpKeys;
+pub use http::{HttpKeys, HttpSealKeys};
 pub use master::{KeyWrap, LocalKek, MASTER_KEY_ENV, MasterKey};
 pub use pseudonym::Pseudonyms;
 pub use seal::DataKey;
-pub use service::{GrantedKeys, KeyService, KeyServiceConfig, Release, now_ms, profile_classes};
+pub use service::{
+    GrantedKeys, KeyService, KeyServiceConfig, Release, SchemaLookup, now_ms, profile_classes,
+};
 pub use vault::{
     CitizenKey, CitizenKeyService, CitizenKeys, KEYS_TOPIC, KeySource, KeyVault, Opening,
     WrappedKeys, keys_topic_config,

@@ -99,7 +99,15 @@ pub struct KeyService<C: ConsumerContext + 'static> {
     recent: std::sync::Mutex<RecentAccesses>,
     /// The open cases and the units handling them ([`KeyService::follow_cases`]).
     cases: std::sync::RwLock<OpenCases>,
+    /// What its consumer groups start with (its principal's name on a secured cluster).
+    group_prefix: String,
 }
+
+/// Where the case follower finds the schema (JSON) of an id it has not seen: the schema
+/// registry's, in `lienthong up`.
+pub type SchemaLookup = Arc<
+    dyn Fn(u32) -> std::pin::Pin<Box<dyn Future<Output = Option<String>> + Send>> + Send + Sync,
+>;
 
 /// Every class a citizen's profile carries: what a unit handling a citizen's open case may
 /// read of the citizen's record (the data the case needs: who, where, how to reach them).
@@ -127,6 +135,7 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
             access: StateLog::in_memory("access log", AccessCount::default()),
             recent: Default::default(),
             cases: Default::default(),
+            group_prefix: KeyServiceConfig::new(KafkaConfig::new("")).group_prefix,
         }
     }
 
@@ -168,6 +177,7 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
             access,
             recent: Default::default(),
             cases: Default::default(),
+            group_prefix: config.group_prefix.clone(),
         })
     }
 
@@ -288,12 +298,15 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
 
     /// Follow `hcm.case.events` from its beginning on a thread of its own until `shutdown`,
     /// folding every case event into the open cases (need-to-know). `codec` knows the schema
-    /// ids the case events are written with; a record under an id it does not know is skipped
-    /// (logged once per id).
+    /// ids the case events are written with at the start; an id it does not know is looked up
+    /// once with `lookup` (schemas registered later), and if that finds nothing its records
+    /// are skipped (logged once per id). Called from within a Tokio runtime, which runs the
+    /// lookups.
     pub fn follow_cases(
         self: &Arc<Self>,
         kafka: &KafkaConfig,
         codec: lienthong_contract::Codec,
+        lookup: Option<SchemaLookup>,
         shutdown: CancellationToken,
     ) -> Result<(), PrivacyError>
     where
@@ -304,39 +317,50 @@ impl<C: ConsumerContext + Clone + 'static> KeyService<C> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let mut suffix = [0u8; 4];
         crate::seal::random(&mut suffix)?;
-        // A group of its own, committing nothing: every start reads the whole log again.
-        let consumer: BaseConsumer = kafka
-            .consumer(&format!("lienthong-keys-cases-{}", hex::encode(suffix)))
-            .create()
-            .map_err(|e| {
-                PrivacyError::Log(lienthong_bus::BusError::Kafka {
-                    bootstrap: kafka.bootstrap.clone(),
-                    source: e,
-                })
-            })?;
-        consumer.subscribe(&[CASE_TOPIC]).map_err(|e| {
+        let kafka_error = |e| {
             PrivacyError::Log(lienthong_bus::BusError::Kafka {
                 bootstrap: kafka.bootstrap.clone(),
                 source: e,
             })
-        })?;
+        };
+        // A group of its own, committing nothing: every start reads the whole log again.
+        let consumer: BaseConsumer = kafka
+            .consumer(&format!(
+                "{}-cases-{}",
+                self.group_prefix,
+                hex::encode(suffix)
+            ))
+            .create()
+            .map_err(kafka_error)?;
+        consumer.subscribe(&[CASE_TOPIC]).map_err(kafka_error)?;
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let lookup = lookup.zip(runtime);
         let service = Arc::clone(self);
         std::thread::Builder::new()
             .name("keys-cases".into())
             .spawn(move || {
-                let mut unknown = BTreeSet::new();
+                let (mut looked_up, mut unreadable) = (BTreeSet::new(), BTreeSet::new());
                 while !shutdown.is_cancelled() {
                     match consumer.poll(Duration::from_millis(100)) {
                         None => {}
                         Some(Ok(m)) => {
                             let Some(payload) = m.payload() else { continue };
+                            let id = lienthong_contract::codec::split_frame(payload)
+                                .map(|(id, _)| id)
+                                .unwrap_or(0);
+                            // A schema registered after the start: learned once.
+                            if codec.schema(id).is_err()
+                                && looked_up.insert(id)
+                                && let Some((lookup, runtime)) = &lookup
+                                && let Some(json) = runtime.block_on(lookup(id))
+                                && let Err(e) = codec.insert(id, &json)
+                            {
+                                tracing::warn!(schema_id = id, error = %e, "a case event schema the key service cannot parse");
+                            }
                             match codec.decode::<CaseEvent<&str>>(payload) {
                                 Ok((_, event)) => service.apply_case_event(&event),
                                 Err(e) => {
-                                    let id = lienthong_contract::codec::split_frame(payload)
-                                        .map(|(id, _)| id)
-                                        .unwrap_or(0);
-                                    if unknown.insert(id) {
+                                    if unreadable.insert(id) {
                                         tracing::warn!(schema_id = id, error = %e, "a case event the key service cannot read: need-to-know skips it");
                                     }
                                 }
@@ -587,8 +611,20 @@ impl<C: ConsumerContext + Clone + 'static> crate::CitizenKeyService for KeyServi
         ))
     }
 
-    fn pseudonym(&self, personal_id: &str) -> String {
-        KeyService::pseudonym(self, personal_id)
+    fn known_pseudonym(&self, personal_id: &str) -> Option<String> {
+        Some(KeyService::pseudonym(self, personal_id))
+    }
+
+    fn pseudonyms<'a>(
+        &'a self,
+        personal_ids: &'a [String],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<String>, PrivacyError>> + Send + 'a>>
+    {
+        let pseudonyms = personal_ids
+            .iter()
+            .map(|id| KeyService::pseudonym(self, id))
+            .collect();
+        Box::pin(std::future::ready(Ok(pseudonyms)))
     }
 
     fn erase<'a>(

@@ -270,8 +270,15 @@ pub trait CitizenKeyService: Send + Sync {
         agency: &'a str,
         personal_id: &'a str,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<CitizenKey, PrivacyError>> + Send + 'a>>;
-    /// The pseudonym of `personal_id`.
-    fn pseudonym(&self, personal_id: &str) -> String;
+    /// The pseudonym of `personal_id` without waiting, when this service can tell it in
+    /// place: always in process; over HTTP ([`crate::HttpSealKeys`]), one it was told before,
+    /// or `personal_id` when it already is a pseudonym. `None`: ask [`Self::pseudonyms`] first.
+    fn known_pseudonym(&self, personal_id: &str) -> Option<String>;
+    /// The pseudonyms of `personal_ids`, in order, asking the key service if need be.
+    fn pseudonyms<'a>(
+        &'a self,
+        personal_ids: &'a [String],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<String>, PrivacyError>> + Send + 'a>>;
     /// Destroy the citizen's data key, as `agency`; whether there was one.
     fn erase<'a>(
         &'a self,

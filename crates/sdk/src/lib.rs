@@ -146,24 +146,28 @@ pub trait Event: WriteAvro + NormalizeText + PersonalIds {
 /// The personal ids an event names besides a citizen record's own (which sealing handles):
 /// replaced by the citizen's pseudonym when the publisher seals personal data.
 pub trait PersonalIds {
-    /// Replace every personal id in `self` by `pseudonym(id)`.
-    fn pseudonymise(&mut self, pseudonym: &dyn Fn(&str) -> String);
+    /// Every personal id field of `self`, to be replaced in place.
+    fn personal_ids_mut(&mut self) -> Vec<&mut String>;
 }
 
 impl PersonalIds for CaseEvent {
-    fn pseudonymise(&mut self, pseudonym: &dyn Fn(&str) -> String) {
-        if let lienthong_contract::events::CaseEventKind::CaseSubmitted(s) = &mut self.event {
-            s.applicant_id = pseudonym(&s.applicant_id);
+    fn personal_ids_mut(&mut self) -> Vec<&mut String> {
+        match &mut self.event {
+            lienthong_contract::events::CaseEventKind::CaseSubmitted(s) => {
+                vec![&mut s.applicant_id]
+            }
+            _ => Vec::new(),
         }
     }
 }
 
 impl PersonalIds for FeedbackEvent {
-    fn pseudonymise(&mut self, pseudonym: &dyn Fn(&str) -> String) {
-        if let lienthong_contract::events::FeedbackEventKind::FeedbackSubmitted(s) = &mut self.event
-            && let Some(citizen) = &mut s.citizen_id
-        {
-            *citizen = pseudonym(citizen);
+    fn personal_ids_mut(&mut self) -> Vec<&mut String> {
+        match &mut self.event {
+            lienthong_contract::events::FeedbackEventKind::FeedbackSubmitted(s) => {
+                s.citizen_id.iter_mut().collect()
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -172,7 +176,9 @@ impl PersonalIds for FeedbackEvent {
 macro_rules! no_personal_ids {
     ($($t:ty),*) => {$(
         impl PersonalIds for $t {
-            fn pseudonymise(&mut self, _: &dyn Fn(&str) -> String) {}
+            fn personal_ids_mut(&mut self) -> Vec<&mut String> {
+                Vec::new()
+            }
         }
     )*};
 }
@@ -402,27 +408,55 @@ impl Publisher {
     ///
     /// When this publisher seals personal data, citizen records go through
     /// [`Publisher::publish_citizen`] instead and are refused here, and the personal ids of
-    /// case and feedback events are replaced by pseudonyms ([`PersonalIds`]).
+    /// case and feedback events are replaced by pseudonyms ([`PersonalIds`]). With a remote
+    /// key service ([`lienthong_privacy::HttpSealKeys`]) a personal id is replaced only if
+    /// the service told this publisher its pseudonym before ([`Publisher::pseudonyms`]);
+    /// otherwise the event is refused, and nothing reaches Kafka.
     pub fn publish<E: Event>(
         &self,
         mut event: E,
     ) -> impl Future<Output = Result<Receipt, SdkError>> + Send + '_ {
-        if let Some(keys) = &self.keys {
-            event.pseudonymise(&|id| keys.pseudonym(id));
-        }
-        let refused = (self.keys.is_some() && E::TOPIC == CitizenRecord::TOPIC).then(|| {
-            SdkError::Invalid(
+        let refused = match &self.keys {
+            None => None,
+            Some(_) if E::TOPIC == CitizenRecord::TOPIC => Some(SdkError::Invalid(
                 "this publisher seals personal data: publish citizen records with publish_citizen"
                     .into(),
-            )
-        });
-        let publish = self.publish_unsealed(event);
-        async move {
-            match refused {
-                Some(e) => Err(e),
-                None => publish.await,
+            )),
+            Some(keys) => {
+                let mut unknown = 0;
+                for id in event.personal_ids_mut() {
+                    match keys.known_pseudonym(id) {
+                        Some(pseudonym) => *id = pseudonym,
+                        None => unknown += 1,
+                    }
+                }
+                (unknown > 0).then(|| {
+                    SdkError::Invalid(format!(
+                        "{unknown} personal id(s) of this event have no pseudonym known here yet: \
+                         ask the key service first (Publisher::pseudonyms), or put the pseudonym in"
+                    ))
+                })
             }
-        }
+        };
+        // Refused: nothing is encoded or handed to Kafka.
+        let publish = match refused {
+            None => Ok(self.publish_unsealed(event)),
+            Some(e) => Err(e),
+        };
+        async move { publish?.await }
+    }
+
+    /// The pseudonyms of `personal_ids`, in order, from the key service this publisher seals
+    /// with; remembered, so that [`Publisher::publish`] then replaces these ids itself.
+    pub async fn pseudonyms(&self, personal_ids: &[String]) -> Result<Vec<String>, SdkError> {
+        let Some(keys) = &self.keys else {
+            return Err(SdkError::Invalid(
+                "this publisher does not seal personal data: it has no key service".into(),
+            ));
+        };
+        keys.pseudonyms(personal_ids)
+            .await
+            .map_err(SdkError::Privacy)
     }
 
     fn publish_unsealed<E: Event>(
@@ -506,7 +540,19 @@ impl Publisher {
         let Some(keys) = &self.keys else {
             return self.produce(topic, personal_id, None, String::new()).await;
         };
-        let pseudonym = keys.pseudonym(personal_id);
+        let pseudonym = match keys.known_pseudonym(personal_id) {
+            Some(pseudonym) => pseudonym,
+            None => keys
+                .pseudonyms(&[personal_id.to_string()])
+                .await
+                .map_err(SdkError::Privacy)?
+                .pop()
+                .ok_or_else(|| {
+                    SdkError::Privacy(lienthong_privacy::PrivacyError::Unreachable(
+                        "no pseudonym".into(),
+                    ))
+                })?,
+        };
         keys.erase(&self.config.agency, &pseudonym)
             .await
             .map_err(SdkError::Privacy)?;

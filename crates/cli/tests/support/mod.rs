@@ -69,9 +69,20 @@ impl Store {
         }
     }
 
-    /// The store, opened as a connector opens it.
+    /// The store, opened as a connector opens it. A connector may be writing to it at that
+    /// moment (SQLite: one writer at a time), so a failed open is tried again for 30 s.
     pub async fn open(&self) -> AnyStore {
-        AnyStore::open(&self.config()).await.unwrap()
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match AnyStore::open(&self.config()).await {
+                Ok(store) => return store,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("opening the store: {e}; again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("opening the store: {e}"),
+            }
+        }
     }
 
     pub async fn rows(&self) -> Vec<Row> {
