@@ -501,6 +501,8 @@ async fn a_sealing_publisher_seals_citizen_records_and_erases_their_key() {
         got[1].is_none(),
         "the erasure is a tombstone keyed by the pseudonym"
     );
+    // The refused publish handed nothing to Kafka: no record is keyed by the clear id.
+    read_key::<CitizenRecord>(&kafka, "hcm.citizen.records", &pid, 0).await;
 
     // A case filed for the citizen names the applicant by pseudonym only.
     let ward = publisher(&kafka, "26734", AgencyKind::Ward)
