@@ -139,11 +139,9 @@ async fn main() {
         .unwrap();
     let (mut clear, mut sealed) = (Vec::new(), Vec::new());
     for i in 0..N {
-        let mut c = lienthong_contract::samples::citizen_record();
-        let pid = format!("07{:010}", i);
-        c.envelope.aggregate_id = pid.clone();
-        c.envelope.event_id = lienthong_contract::samples::uuid_like(i as u64);
-        c.profile.personal_id = pid.clone();
+        // Citizens that differ in every field, as in a real register.
+        let mut c = lienthong_contract::samples::citizen_record_of(i as u64);
+        let pid = c.profile.personal_id.clone();
         clear.push((pid.clone(), Some(codec.encode_to_vec(id, &c).unwrap())));
         let key = service
             .seal_key("CATP", "hcm.citizen.records", &pid)

@@ -38,12 +38,10 @@ const TOPIC: &str = "hcm.citizen.records";
 fn bodies(round: usize) -> Vec<String> {
     let events: Vec<serde_json::Value> = (0..N)
         .map(|i| {
-            let mut c = samples::citizen_record();
-            let pid = format!("0792{:08}", i % CITIZENS);
+            // Citizens that differ in every field, as in a real register.
+            let mut c = samples::citizen_record_of((i % CITIZENS) as u64);
             c.envelope.event_id = uuid::Uuid::new_v4().to_string();
-            c.envelope.aggregate_id = pid.clone();
             c.envelope.aggregate_version = (round * N + i) as i64 + 1;
-            c.profile.personal_id = pid;
             serde_json::to_value(c).unwrap()
         })
         .collect();

@@ -129,6 +129,13 @@ pub fn open_record(
             "a sealed record without a {PROFILE_FIELD} record"
         )));
     };
+    // The plaintext is authenticated, but its sealer is still outside input: its lengths are
+    // checked against its size before the decoder allocates by them.
+    check_bounded(profile_schema, &plaintext).map_err(|e| {
+        PrivacyError::Unreadable(format!(
+            "the sealed fields are not its {PROFILE_FIELD}: {e}"
+        ))
+    })?;
     let mut reader = plaintext.as_slice();
     let clear =
         apache_avro::from_avro_datum_schemata(profile_schema, vec![schema], &mut reader, None)
@@ -200,6 +207,80 @@ pub fn personal_paths(schema: &Schema) -> Vec<(String, PersonalDataClass)> {
     let mut out = Vec::new();
     walk(schema, "", &mut out);
     out
+}
+
+/// Whether `bytes` is exactly one value of `schema` in Avro binary, every length and count no
+/// larger than what is left: what makes decoding it safe (a decoder allocates by the lengths it
+/// reads). Named references are not followed (a sealed profile defines its types inline).
+fn check_bounded(schema: &Schema, bytes: &[u8]) -> Result<(), String> {
+    fn long(input: &mut &[u8]) -> Result<i64, String> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = input.split_first().ok_or("cut short")?;
+            *input = rest;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+            }
+        }
+        Err("a number longer than 10 bytes".into())
+    }
+    fn skip(input: &mut &[u8], n: usize) -> Result<(), String> {
+        if n > input.len() {
+            return Err(format!("{n} bytes announced, {} left", input.len()));
+        }
+        *input = &input[n..];
+        Ok(())
+    }
+    fn value(schema: &Schema, input: &mut &[u8]) -> Result<(), String> {
+        match schema {
+            Schema::Null => Ok(()),
+            Schema::Boolean => skip(input, 1),
+            Schema::Float => skip(input, 4),
+            Schema::Double => skip(input, 8),
+            Schema::Int
+            | Schema::Long
+            | Schema::Date
+            | Schema::TimeMillis
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => long(input).map(|_| ()),
+            Schema::String | Schema::Bytes | Schema::Uuid => {
+                let n = long(input)?;
+                skip(input, usize::try_from(n).map_err(|_| "a negative length")?)
+            }
+            Schema::Fixed(f) => skip(input, f.size),
+            Schema::Enum(e) => {
+                let i = long(input)?;
+                usize::try_from(i)
+                    .ok()
+                    .filter(|i| *i < e.symbols.len())
+                    .map(|_| ())
+                    .ok_or_else(|| format!("enum index {i} out of range"))
+            }
+            Schema::Union(u) => {
+                let i = long(input)?;
+                let branch = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| u.variants().get(i))
+                    .ok_or_else(|| format!("union branch {i} out of range"))?;
+                value(branch, input)
+            }
+            Schema::Record(r) => r.fields.iter().try_for_each(|f| value(&f.schema, input)),
+            other => Err(format!("a {other:?} is not expected in a sealed profile")),
+        }
+    }
+    let mut input = bytes;
+    value(schema, &mut input)?;
+    if input.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} bytes after the value", input.len()))
+    }
 }
 
 /// The personal-data class a field carries, if any.

@@ -60,6 +60,20 @@ impl Pseudonyms {
         out
     }
 
+    /// The 16 bytes a pseudonym stands for, or `None` if `value` is not one: the in-memory
+    /// key of the key service's maps (fixed size, held in the table itself, so a lookup does
+    /// not chase a pointer to a string).
+    pub fn bytes(value: &str) -> Option<[u8; 16]> {
+        let hexed = value.strip_prefix(PSEUDONYM_PREFIX)?;
+        let mut out = [0u8; 16];
+        // Lower-case hex only, as `of` writes it: one citizen, one spelling.
+        if hexed.bytes().any(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
+        hex::decode_to_slice(hexed, &mut out).ok()?;
+        Some(out)
+    }
+
     /// Whether `value` has the shape of a pseudonym.
     pub fn is_pseudonym(value: &str) -> bool {
         value.len() == PSEUDONYM_PREFIX.len() + 32

@@ -63,17 +63,19 @@ struct Entry {
 /// The wrapped keys as read from the log, by pseudonym.
 #[derive(Debug, Default)]
 pub struct WrappedKeys {
-    keys: HashMap<String, Entry, foldhash::fast::RandomState>,
+    /// By the pseudonym's 16 bytes ([`Pseudonyms::bytes`]).
+    keys: HashMap<[u8; 16], Entry, foldhash::fast::RandomState>,
 }
 
 impl LogState for WrappedKeys {
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
-        let Ok(pseudonym) = std::str::from_utf8(key) else {
+        // A record under a key that is no pseudonym is no citizen's key: skipped.
+        let Some(pseudonym) = std::str::from_utf8(key).ok().and_then(Pseudonyms::bytes) else {
             return;
         };
         match value {
             None => {
-                self.keys.remove(pseudonym);
+                self.keys.remove(&pseudonym);
             }
             Some(v) => {
                 let Ok(record) = serde_json::from_slice::<WrappedRecord>(v) else {
@@ -83,7 +85,7 @@ impl LogState for WrappedKeys {
                     return;
                 };
                 self.keys.insert(
-                    pseudonym.to_string(),
+                    pseudonym,
                     Entry {
                         kek: record.kek,
                         wrapped,
@@ -172,7 +174,7 @@ impl<C: ConsumerContext + Clone + 'static> KeyVault<C> {
     /// erased).
     pub fn key(&self, pseudonym: &str) -> Result<Option<DataKey>, PrivacyError> {
         let state = self.log.read();
-        let Some(entry) = state.keys.get(pseudonym) else {
+        let Some(entry) = Pseudonyms::bytes(pseudonym).and_then(|p| state.keys.get(&p)) else {
             return Ok(None);
         };
         if let Some(key) = entry.unwrapped.get() {
@@ -210,7 +212,8 @@ impl<C: ConsumerContext + Clone + 'static> KeyVault<C> {
     /// Destroy the citizen's data key (a tombstone on the log). Returns whether there was one.
     pub async fn erase(&self, pseudonym: &str) -> Result<bool, PrivacyError> {
         let _one_at_a_time = self.creating.lock().await;
-        let had = self.log.read().keys.contains_key(pseudonym);
+        let had =
+            Pseudonyms::bytes(pseudonym).is_some_and(|p| self.log.read().keys.contains_key(&p));
         self.log
             .append(pseudonym.as_bytes(), None, TIMEOUT)
             .await

@@ -36,11 +36,11 @@ const IN_FLIGHT: usize = 10_000;
 fn records() -> Vec<CitizenRecord> {
     (0..N)
         .map(|i| {
-            let mut c = samples::citizen_record();
-            let pid = format!("0792{:08}", i % CITIZENS);
-            c.envelope.aggregate_id = pid.clone();
+            // Citizens that differ in every field, as in a real register (copies of one
+            // sample would compress far better than real records, and flatter the clear run).
+            let mut c = samples::citizen_record_of((i % CITIZENS) as u64);
+            c.envelope.event_id = samples::uuid_like(i as u64);
             c.envelope.aggregate_version = (i / CITIZENS + 1) as i64;
-            c.profile.personal_id = pid;
             c
         })
         .collect()

@@ -201,3 +201,47 @@ async fn only_the_granted_classes_are_opened() {
         assert!(!text.contains(hidden), "{hidden} is not granted: {text}");
     }
 }
+
+/// A sealer with a key is still outside input: a plaintext whose lengths run past its end, or
+/// that is not exactly a profile, is refused with a clear error before anything allocates by
+/// its lengths.
+#[tokio::test]
+async fn a_malformed_sealed_profile_is_refused_not_decoded() {
+    let master = master();
+    let vault = Vault::in_memory(&master);
+    let (codec, id) = codec();
+    let mut record = samples::citizen_record();
+    let key = vault
+        .for_citizen(&record.profile.personal_id)
+        .await
+        .unwrap();
+    seal_citizen(&mut record, &key).unwrap();
+    let schema = codec.schema(id).unwrap();
+    let aad = seal::aad(TOPIC, &key.pseudonym);
+    let mut good = Vec::new();
+    samples::citizen_record().profile.write_avro(&mut good);
+    let mut trailing = good.clone();
+    trailing.push(0);
+    // A personal id "of" 2 GB in a 5-byte plaintext; a cut profile; bytes after it.
+    for (plaintext, what) in [
+        (vec![0xfe, 0xff, 0xff, 0xff, 0x0f], "announced"),
+        (good[..good.len() - 3].to_vec(), ""),
+        (trailing, "after the value"),
+    ] {
+        let mut forged = record.clone();
+        forged.sealed = Some(seal::seal(&key.key, &aad, &plaintext).unwrap());
+        let bytes = codec.encode_to_vec(id, &forged).unwrap();
+        let (_, mut value) = codec.decode_value(&bytes, None).unwrap();
+        let err = open_record(
+            &mut value,
+            schema.schema(),
+            TOPIC,
+            Some(&every_class(key.key.clone())),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, PrivacyError::Unreadable(m) if m.contains(what)),
+            "{err}"
+        );
+    }
+}
