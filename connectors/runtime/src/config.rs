@@ -219,7 +219,9 @@ pub enum Unreadable {
 pub struct BatchConfig {
     /// Apply once this many records are waiting.
     pub max_records: usize,
-    /// Apply once the oldest waiting record waited this long.
+    /// Apply once the oldest waiting record waited this long while more kept arriving. A batch
+    /// is applied as soon as the consumer has nothing more ready (adaptive flushing): at low
+    /// load each record goes to the store at once, and batches grow only under load.
     pub max_wait_ms: u64,
 }
 

@@ -331,6 +331,7 @@ impl<S: Sink> Runner<S> {
     async fn run(&mut self) -> Result<(), ConnectError> {
         let max_wait = Duration::from_millis(self.config.batch.max_wait_ms);
         loop {
+            let mut idle = false;
             self.handle_rebalances().await?;
             if self.shutdown.is_cancelled() {
                 break;
@@ -342,12 +343,20 @@ impl<S: Sink> Runner<S> {
                     .batch_since
                     .map(|t| t + max_wait)
                     .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                // Adaptive flushing: with records in the batch, the consumer is asked once
+                // whether more is ready; if not, the batch is applied now rather than at its
+                // deadline. Under load more is always ready, and batches grow.
+                let waiting = !self.batch.is_empty();
                 let received = tokio::select! {
                     biased;
                     _ = self.shutdown.cancelled() => None,
-                    _ = tokio::time::sleep_until(deadline.into()) => None,
                     _ = self.wake.notified() => None,
                     m = self.consumer.recv() => Some(m.map(|m| m.detach())),
+                    _ = std::future::ready(()), if waiting => {
+                        idle = true;
+                        None
+                    }
+                    _ = tokio::time::sleep_until(deadline.into()) => None,
                 };
                 match received {
                     None => {}
@@ -372,7 +381,7 @@ impl<S: Sink> Runner<S> {
                     }
                 }
             }
-            let due = self.batch_since.is_some_and(|t| t.elapsed() >= max_wait);
+            let due = idle || self.batch_since.is_some_and(|t| t.elapsed() >= max_wait);
             if self.batch.len() >= self.config.batch.max_records || (due && !self.batch.is_empty())
             {
                 self.flush().await?;
