@@ -40,6 +40,31 @@ pub struct Config {
     /// their agency's grants; `lienthong pii …` manages grants, erasures and access reports.
     #[serde(default)]
     pub privacy: Option<PrivacyConfig>,
+    /// Agencies' signing certificates (`lienthong cert`, docs/signatures.md).
+    #[serde(default)]
+    pub signing: Option<SigningConfig>,
+}
+
+/// `[signing]`: which CAs are trusted, and where the certificate log is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// The certificates (PEM files) of the CAs whose agency certificates are taken: the city
+    /// CA's `ca.crt` (`lienthong cert ca-init`), and any national CA's.
+    pub trusted_cas: Vec<PathBuf>,
+    /// The compacted topic of certificates and revocations.
+    #[serde(default = "default_certificates_topic")]
+    pub topic: String,
+    /// Replication factor of the topic when it is created.
+    #[serde(default = "default_replication")]
+    pub replication: i32,
+    /// The admin's Kafka connection for it; unset, the process's `[kafka]`.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+}
+
+fn default_certificates_topic() -> String {
+    lienthong_signing::CERTIFICATES_TOPIC.into()
 }
 
 /// The key service's `[privacy]`.

@@ -15,6 +15,7 @@
 
 use lienthong_telemetry::{say, say_err};
 
+pub mod cert;
 pub mod config;
 pub mod connect;
 pub mod kpi;
@@ -108,6 +109,69 @@ pub enum Command {
     /// the key service's topics with [privacy]'s master secret.
     #[command(subcommand)]
     Pii(PiiCommand),
+    /// Agencies' signing keys and certificates (docs/signatures.md): the city CA, issuing,
+    /// revoking and listing, on the certificate log with [signing].
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+/// `lienthong cert …`
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Create the city CA in a directory (`ca.key`, readable by its owner only, and `ca.crt`,
+    /// which every component trusts: list it in [signing] trusted_cas). Never overwrites.
+    CaInit {
+        /// Where to keep it.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// The CA's name.
+        #[arg(long, default_value = "Ho Chi Minh City lienthong CA")]
+        name: String,
+        /// How long it is valid, in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue an agency a signing key and certificate with the city CA: the key and certificate
+    /// are written to `--out` (`AGENCY.key`, `AGENCY.crt`), the certificate put on the log.
+    Issue {
+        /// The agency's unit code (the certificate's common name).
+        #[arg(long)]
+        agency: String,
+        /// The city CA's directory.
+        #[arg(long)]
+        ca_dir: std::path::PathBuf,
+        /// Where to write the agency's key and certificate.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// How long it is valid, in days.
+        #[arg(long, default_value_t = 730)]
+        days: u32,
+        /// Who issues it (recorded on the log).
+        #[arg(long)]
+        by: String,
+    },
+    /// Put a certificate issued elsewhere (a national CA's, under a CA in trusted_cas) on the
+    /// log.
+    Add {
+        /// The certificate, PEM.
+        file: std::path::PathBuf,
+        /// Who adds it.
+        #[arg(long)]
+        by: String,
+    },
+    /// Revoke a certificate from now on: signatures made with it after this are refused.
+    Revoke {
+        /// The certificate's id (`lienthong cert list`).
+        id: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        /// Who revokes it.
+        #[arg(long)]
+        by: String,
+    },
+    /// List the certificates on the log: id, agency, key, valid until, revoked.
+    List,
 }
 
 /// `lienthong pii …`
@@ -396,6 +460,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
         }
         Command::Publish(args) => publish::publish(&config, catalog, args, shutdown).await,
         Command::Pii(command) => pii::run(&config, &catalog, command).await,
+        Command::Cert(command) => cert::run(&config, command).await,
     }
 }
 

@@ -1,0 +1,175 @@
+//! Agencies' signing certificates on real Kafka (issue #29): the city CA made and an agency's
+//! certificate issued with `lienthong cert`, put on the certificate log; another process reads
+//! the log and verifies the agency's signature; after `lienthong cert revoke` it refuses
+//! signatures made from then on. A certificate of another CA is refused by the command, and
+//! ignored by every reader when written to the topic directly.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use lienthong_bus::KafkaConfig;
+use lienthong_bus::state_log::StateLogConfig;
+use lienthong_signing::{AgencyCertificate, AgencySigner, CertificateLog, CityCa, SigningError};
+use lienthong_tests::{kafka, unique_suffix};
+use rdkafka::consumer::DefaultConsumerContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn an_issued_certificate_verifies_everywhere_until_it_is_revoked() {
+    let kafka = kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("certificates-{}", unique_suffix());
+    let config = dir.path().join("lienthong.toml");
+    let ca_dir = dir.path().join("ca");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbootstrap = \"{}\"\n[signing]\ntrusted_cas = [\"{}\"]\ntopic = \"{topic}\"\n",
+            kafka.bootstrap(),
+            ca_dir.join("ca.crt").display()
+        ),
+    )
+    .unwrap();
+    let lienthong = |args: &[&str]| {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
+            .current_dir(lienthong_contract::repo_root())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let ca_arg = ca_dir.to_str().unwrap();
+    let (code, out, err) = lienthong(&["cert", "ca-init", "--dir", ca_arg]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = lienthong(&["cert", "ca-init", "--dir", ca_arg]);
+    assert_ne!(code, Some(0), "a CA is never overwritten: {out}{err}");
+    let keys = dir.path().join("keys");
+    let (code, out, err) = lienthong(&[
+        "cert",
+        "issue",
+        "--agency",
+        "CATP",
+        "--ca-dir",
+        ca_arg,
+        "--out",
+        keys.to_str().unwrap(),
+        "--by",
+        "admin",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let id = out.lines().last().unwrap().trim().to_string();
+
+    // Another process reads the log and verifies the agency's signature.
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let city =
+        AgencyCertificate::from_pem(&std::fs::read_to_string(ca_dir.join("ca.crt")).unwrap())
+            .unwrap();
+    let reader = CertificateLog::open(
+        &StateLogConfig {
+            kafka: KafkaConfig::new(kafka.bootstrap()),
+            topic: topic.clone(),
+            replication: 1,
+            topic_config: Vec::new(),
+            group: format!("cert-reader-{}", unique_suffix()),
+        },
+        vec![city],
+        DefaultConsumerContext,
+        shutdown.child_token(),
+    )
+    .await
+    .unwrap();
+    let signer = AgencySigner::load(&keys.join("CATP.key"), &keys.join("CATP.crt")).unwrap();
+    assert_eq!(signer.certificate().id(), id);
+    let message = b"hcm.case.events|HS-CERT-1|signed bytes";
+    let signature = signer.sign(message).unwrap();
+    let signed_at = now_ms();
+    assert_eq!(
+        reader
+            .read()
+            .verify(&id, message, &signature, signed_at)
+            .unwrap()
+            .agency(),
+        "CATP"
+    );
+
+    // A certificate from another CA: the command refuses it; written to the topic directly,
+    // every reader ignores it.
+    let rogue = CityCa::generate("Ho Chi Minh City lienthong CA", 30).unwrap();
+    let forged = rogue.issue("CATP", 7).unwrap();
+    let forged_file = dir.path().join("forged.crt");
+    std::fs::write(&forged_file, forged.certificate.pem()).unwrap();
+    let (code, out, err) = lienthong(&[
+        "cert",
+        "add",
+        forged_file.to_str().unwrap(),
+        "--by",
+        "mallory",
+    ]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("issued by no trusted CA"), "{err}");
+    let producer: FutureProducer = KafkaConfig::new(kafka.bootstrap())
+        .producer()
+        .create()
+        .unwrap();
+    let raw = serde_json::json!({"certificate": forged.certificate.pem(), "by": "mallory"});
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .key(forged.certificate.id())
+                .payload(&raw.to_string()),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    reader.sync().await.unwrap();
+    assert_eq!(reader.read().refused(), 1);
+    let forger = AgencySigner::from_pem(&forged.key_pem, forged.certificate.clone()).unwrap();
+    assert!(matches!(
+        reader.read().verify(
+            forged.certificate.id(),
+            message,
+            &forger.sign(message).unwrap(),
+            now_ms()
+        ),
+        Err(SigningError::UnknownCertificate(_))
+    ));
+
+    // Revoked: a signature made from then on is refused; one made before still verifies.
+    let (code, out, err) = lienthong(&[
+        "cert", "revoke", &id, "--reason", "key lost", "--by", "admin",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    reader.sync().await.unwrap();
+    let later = signer.sign(message).unwrap();
+    assert!(matches!(
+        reader.read().verify(&id, message, &later, now_ms()),
+        Err(SigningError::Revoked { .. })
+    ));
+    reader
+        .read()
+        .verify(&id, message, &signature, signed_at)
+        .unwrap();
+    let (code, out, err) = lienthong(&["cert", "list"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&id) && l.contains("CATP") && l.contains("revoked")),
+        "{out}"
+    );
+}

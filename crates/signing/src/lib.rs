@@ -1,0 +1,25 @@
+//! Who signed what (issue #29): the city CA ([`CityCa`]) issues each agency an ECDSA P-256
+//! signing certificate; the certificates every component trusts, and their revocations, live on
+//! a compacted topic ([`CertificateLog`]); an agency signs with its key ([`AgencySigner`]) and
+//! anyone verifies against the log ([`Certificates::verify`]), which also takes RSA
+//! certificates from the national CAs it is told to trust.
+//!
+//! In the data path this sits beside the producers and the sinks: a publisher signs what it
+//! puts on the bus, a connector verifies before it applies. This crate is the foundation: the
+//! keys, the certificates and the log, with `lienthong cert` to run them. Signing records,
+//! receipts and the audit trail build on it (see docs/signatures.md).
+
+mod ca;
+mod cert;
+mod error;
+mod signer;
+mod store;
+
+pub use ca::{CA_CERT_FILE, CA_KEY_FILE, CityCa, Issued, write_private};
+pub use cert::{AgencyCertificate, KeyKind, certificate_id};
+pub use error::SigningError;
+pub use signer::AgencySigner;
+pub use store::{CERTIFICATES_TOPIC, CertificateLog, Certificates, Entry};
+
+#[cfg(test)]
+mod tests;
