@@ -1,12 +1,15 @@
 //! `lienthong cert`: the city CA, and the agencies' signing certificates on the certificate log
-//! (`[signing]`, docs/signatures.md).
+//! (`[signing]`, docs/signatures.md); the audit trail the admins' actions are written to
+//! (`[audit]`) and `lienthong audit verify`.
 
 use lienthong_bus::state_log::StateLogConfig;
-use lienthong_signing::{AgencyCertificate, CertificateLog, CityCa, write_private};
+use lienthong_signing::{
+    AgencyCertificate, AgencySigner, AuditTrail, CertificateLog, CityCa, write_private,
+};
 use rdkafka::consumer::DefaultConsumerContext;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SigningConfig;
+use crate::config::{AuditConfig, SigningConfig};
 use lienthong_telemetry::say;
 
 use crate::{CertCommand, CliError, Config};
@@ -70,6 +73,115 @@ async fn open(config: &Config, shutdown: &CancellationToken) -> Result<Log, CliE
     .map_err(failed)
 }
 
+fn trail_config(config: &Config, topic: &str) -> StateLogConfig {
+    StateLogConfig {
+        kafka: config
+            .signing
+            .as_ref()
+            .and_then(|s| s.kafka.clone())
+            .unwrap_or_else(|| config.kafka.clone()),
+        topic: topic.to_string(),
+        replication: config.signing.as_ref().map_or(1, |s| s.replication),
+        topic_config: Vec::new(),
+        group: format!("lienthong-audit-{}", std::process::id()),
+    }
+}
+
+/// Write what `actor` did to the audit trail, if this process has one (`[audit]`). Called
+/// after the action succeeded; a trail that cannot be written is an error the admin sees.
+pub async fn audit(
+    config: &Config,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) -> Result<(), CliError> {
+    let Some(audit) = &config.audit else {
+        return Ok(());
+    };
+    let AuditConfig {
+        writer,
+        key_file,
+        certificate_file,
+        sign_every,
+        topic,
+    } = audit;
+    let signer = AgencySigner::load(key_file, certificate_file).map_err(failed)?;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let trail = AuditTrail::open(
+        &trail_config(config, topic),
+        writer,
+        Some(signer),
+        *sign_every,
+        DefaultConsumerContext,
+        shutdown.child_token(),
+    )
+    .await
+    .map_err(failed)?;
+    let seq = trail
+        .append(actor, action, subject, detail)
+        .await
+        .map_err(|e| {
+            CliError::Failed(format!("the audit trail: {e} (the action itself is done)"))
+        })?;
+    tracing::info!(writer, seq, action, "audit entry written");
+    Ok(())
+}
+
+/// `lienthong audit verify`.
+pub async fn audit_verify(config: &Config, topic: Option<String>) -> Result<(), CliError> {
+    let topic = topic
+        .or_else(|| config.audit.as_ref().map(|a| a.topic.clone()))
+        .unwrap_or_else(|| lienthong_signing::AUDIT_TOPIC.to_string());
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let certificates = open(config, &shutdown).await?;
+    let trail = AuditTrail::<DefaultConsumerContext>::open(
+        &trail_config(config, &topic),
+        "",
+        None,
+        1,
+        DefaultConsumerContext,
+        shutdown.child_token(),
+    )
+    .await
+    .map_err(failed)?;
+    let (chains, problems) = trail.read().report(&certificates.read());
+    say!("writer\tentries\tlast\tsigned through");
+    for c in &chains {
+        let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        say!(
+            "{}\t{}\t{}\t{}",
+            c.writer,
+            c.entries,
+            show(c.last),
+            show(c.signed_through)
+        );
+    }
+    for p in &problems {
+        say!(
+            "PROBLEM at offset {}: {} entry {}: {}",
+            p.offset,
+            p.writer,
+            p.seq.map_or("?".to_string(), |s| s.to_string()),
+            p.what
+        );
+    }
+    if problems.is_empty() {
+        say!(
+            "the audit trail {topic} verifies: {} writer(s)",
+            chains.len()
+        );
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "the audit trail {topic}: {} problem(s)",
+            problems.len()
+        )))
+    }
+}
+
 fn date(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .map(|t| t.date().to_string())
@@ -112,6 +224,17 @@ pub async fn run(config: &Config, command: CertCommand) -> Result<(), CliError> 
             log.publish(&issued.certificate, &by)
                 .await
                 .map_err(failed)?;
+            audit(
+                config,
+                &by,
+                "certificate.issue",
+                issued.certificate.id(),
+                &format!(
+                    "agency {agency}, valid until {}",
+                    date(issued.certificate.not_after_ms())
+                ),
+            )
+            .await?;
             say!(
                 "issued certificate {} to {agency}, valid until {}: key {}, certificate {}",
                 issued.certificate.id(),
@@ -128,6 +251,18 @@ pub async fn run(config: &Config, command: CertCommand) -> Result<(), CliError> 
             let certificate = AgencyCertificate::from_pem(&pem).map_err(failed)?;
             let log = open(config, &shutdown).await?;
             log.publish(&certificate, &by).await.map_err(failed)?;
+            audit(
+                config,
+                &by,
+                "certificate.add",
+                certificate.id(),
+                &format!(
+                    "agency {}, issuer {}",
+                    certificate.agency(),
+                    certificate.issuer()
+                ),
+            )
+            .await?;
             say!(
                 "certificate {} of {} on the log",
                 certificate.id(),
@@ -138,6 +273,7 @@ pub async fn run(config: &Config, command: CertCommand) -> Result<(), CliError> 
         CertCommand::Revoke { id, reason, by } => {
             let log = open(config, &shutdown).await?;
             let at = log.revoke(&id, &reason, &by).await.map_err(failed)?;
+            audit(config, &by, "certificate.revoke", &id, &reason).await?;
             say!(
                 "revoked certificate {id} at {at} ms: signatures made with it from now on are refused"
             );

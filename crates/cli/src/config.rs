@@ -43,6 +43,36 @@ pub struct Config {
     /// Agencies' signing certificates (`lienthong cert`, docs/signatures.md).
     #[serde(default)]
     pub signing: Option<SigningConfig>,
+    /// The audit trail this process writes (`pii` and `cert` actions) and `audit verify` reads.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
+}
+
+/// `[audit]`: who this process writes the audit trail as, and with which key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The writer: the agency whose certificate signs (`SKHCN`), or that agency and a name
+    /// (`SKHCN/admin-1`); one chain each.
+    pub writer: String,
+    /// The writer's private key (`lienthong cert issue`).
+    pub key_file: PathBuf,
+    /// The writer's certificate.
+    pub certificate_file: PathBuf,
+    /// Sign every this many entries (1: every entry).
+    #[serde(default = "default_sign_every")]
+    pub sign_every: u64,
+    /// The audit topic.
+    #[serde(default = "default_audit_topic")]
+    pub topic: String,
+}
+
+fn default_sign_every() -> u64 {
+    1
+}
+
+fn default_audit_topic() -> String {
+    lienthong_signing::AUDIT_TOPIC.into()
 }
 
 /// `[signing]`: which CAs are trusted, and where the certificate log is.

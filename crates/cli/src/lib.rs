@@ -113,6 +113,21 @@ pub enum Command {
     /// revoking and listing, on the certificate log with [signing].
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The audit trail (docs/signatures.md): what admins did, hash-chained and signed.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `lienthong audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Read the whole trail and check every writer's chain and signatures against the
+    /// certificate log ([signing]); exit 1 on a changed, removed, reordered or forged entry.
+    Verify {
+        /// The audit topic (default: [audit] topic, or _lienthong_audit).
+        #[arg(long)]
+        topic: Option<String>,
+    },
 }
 
 /// `lienthong cert …`
@@ -211,6 +226,9 @@ pub enum PiiCommand {
     Revoke {
         /// The grant's id (`lienthong pii grants`).
         id: String,
+        /// Who revokes it (recorded on the audit trail).
+        #[arg(long, default_value = "unnamed admin")]
+        by: String,
     },
     /// List the grants: id, agency, topic, classes, purpose, legal basis, live or expired.
     Grants,
@@ -461,6 +479,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
         Command::Publish(args) => publish::publish(&config, catalog, args, shutdown).await,
         Command::Pii(command) => pii::run(&config, &catalog, command).await,
         Command::Cert(command) => cert::run(&config, command).await,
+        Command::Audit(AuditCommand::Verify { topic }) => cert::audit_verify(&config, topic).await,
     }
 }
 

@@ -123,6 +123,21 @@ pub async fn run(config: &Config, catalog: &Catalog, command: PiiCommand) -> Res
                 .grant(&grant)
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
+            crate::cert::audit(
+                config,
+                &grant.granted_by,
+                "pii.grant",
+                &id,
+                &format!(
+                    "{} may read {} of {} for {:?} on {:?} until {until}",
+                    grant.agency,
+                    class_names(&grant.classes),
+                    grant.topic,
+                    grant.purpose,
+                    grant.legal_basis
+                ),
+            )
+            .await?;
             say!(
                 "granted {id}: {} may read {} of {} for {:?} until {until}",
                 grant.agency,
@@ -133,13 +148,14 @@ pub async fn run(config: &Config, catalog: &Catalog, command: PiiCommand) -> Res
             say!("{id}");
             Ok(())
         }
-        PiiCommand::Revoke { id } => {
+        PiiCommand::Revoke { id, by } => {
             let service = open(config, &shutdown).await?;
             let had = service
                 .revoke(&id)
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             if had {
+                crate::cert::audit(config, &by, "pii.revoke", &id, "").await?;
                 say!("revoked {id}");
                 Ok(())
             } else {
@@ -179,6 +195,19 @@ pub async fn run(config: &Config, catalog: &Catalog, command: PiiCommand) -> Res
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             erase_rows(config, &pseudonym).await?;
+            // The trail names the pseudonym, never the personal id.
+            crate::cert::audit(
+                config,
+                &by,
+                "pii.erase",
+                &pseudonym,
+                if had {
+                    "data key destroyed"
+                } else {
+                    "no data key"
+                },
+            )
+            .await?;
             say!(
                 "erased {pseudonym}: {}; a tombstone on hcm.citizen.records removes the stores' rows",
                 if had {

@@ -173,3 +173,179 @@ async fn an_issued_certificate_verifies_everywhere_until_it_is_revoked() {
         "{out}"
     );
 }
+
+/// The audit trail on real Kafka: admin actions written by `lienthong cert` under `[audit]`,
+/// hash-chained and signed by the writer's certificate; `lienthong audit verify` passes on the
+/// trail, and finds a changed, a removed and a reordered entry in altered copies of it, and an
+/// entry appended in the writer's name but signed by another agency.
+#[tokio::test]
+async fn the_audit_trail_verifies_and_finds_what_was_altered() {
+    use sha2::Digest;
+    let kafka = kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = unique_suffix();
+    let (certs_topic, audit_topic) = (format!("certificates-{suffix}"), format!("audit-{suffix}"));
+    let ca_dir = dir.path().join("ca");
+    let keys = dir.path().join("keys");
+    let base = format!(
+        "[kafka]\nbootstrap = \"{}\"\n[signing]\ntrusted_cas = [\"{}\"]\ntopic = \"{certs_topic}\"\n",
+        kafka.bootstrap(),
+        ca_dir.join("ca.crt").display()
+    );
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, &base).unwrap();
+    let audited = dir.path().join("audited.toml");
+    std::fs::write(
+        &audited,
+        format!(
+            "{base}[audit]\nwriter = \"SKHCN\"\nkey_file = \"{}\"\ncertificate_file = \"{}\"\ntopic = \"{audit_topic}\"\n",
+            keys.join("SKHCN.key").display(),
+            keys.join("SKHCN.crt").display()
+        ),
+    )
+    .unwrap();
+    let lienthong = |config: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
+            .current_dir(lienthong_contract::repo_root())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let ca_arg = ca_dir.to_str().unwrap();
+    let keys_arg = keys.to_str().unwrap();
+    let (code, out) = lienthong(&plain, &["cert", "ca-init", "--dir", ca_arg]);
+    assert_eq!(code, Some(0), "{out}");
+    let issue = |config: &std::path::Path, agency: &str| {
+        let (code, out) = lienthong(
+            config,
+            &[
+                "cert",
+                "issue",
+                "--agency",
+                agency,
+                "--ca-dir",
+                ca_arg,
+                "--out",
+                keys_arg,
+                "--by",
+                "Nguyễn Admin",
+            ],
+        );
+        assert_eq!(code, Some(0), "{out}");
+        // The id: the line that is 32 hex digits (the logs follow stdout here).
+        out.lines()
+            .map(str::trim)
+            .find(|l| l.len() == 32 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(|| panic!("no certificate id in: {out}"))
+            .to_string()
+    };
+    issue(&plain, "SKHCN");
+    // Three audited actions.
+    let catp = issue(&audited, "CATP");
+    issue(&audited, "STP");
+    let (code, out) = lienthong(
+        &audited,
+        &[
+            "cert",
+            "revoke",
+            &catp,
+            "--reason",
+            "key lost",
+            "--by",
+            "Nguyễn Admin",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = lienthong(&plain, &["audit", "verify", "--topic", &audit_topic]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("SKHCN\t3\t2\t2"),
+        "three entries, all signed: {out}"
+    );
+
+    // Altered copies of the trail, each on a topic of its own.
+    let records = kafka
+        .read_since(&audit_topic, &[(0, 0)], false)
+        .await
+        .unwrap();
+    let entries: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0]["action"], "certificate.issue");
+    assert_eq!(entries[2]["action"], "certificate.revoke");
+    let producer: FutureProducer = KafkaConfig::new(kafka.bootstrap())
+        .producer()
+        .create()
+        .unwrap();
+    let copy = |name: &str, entries: Vec<serde_json::Value>| {
+        let name = format!("audit-{name}");
+        let producer = producer.clone();
+        let kafka = &kafka;
+        async move {
+            let topic = kafka
+                .create_topic(&name, 1, 1, &[("cleanup.policy", "compact")])
+                .await
+                .unwrap();
+            for e in entries {
+                producer
+                    .send(
+                        FutureRecord::to(&topic)
+                            .key(&format!(
+                                "{}/{:020}",
+                                e["writer"].as_str().unwrap(),
+                                e["seq"].as_u64().unwrap()
+                            ))
+                            .payload(&e.to_string()),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .unwrap();
+            }
+            topic
+        }
+    };
+    let mut changed = entries.clone();
+    changed[1]["detail"] = "agency STP, valid until 2099-01-01".into();
+    let removed = vec![entries[0].clone(), entries[2].clone()];
+    let reordered = vec![entries[0].clone(), entries[2].clone(), entries[1].clone()];
+    // Appended in SKHCN's name with a correct chain, signed by another agency's key.
+    let signer = AgencySigner::load(&keys.join("STP.key"), &keys.join("STP.crt")).unwrap();
+    let mut forged = serde_json::json!({
+        "writer": "SKHCN", "seq": 3, "at_ms": now_ms(), "actor": "mallory",
+        "action": "pii.grant", "subject": "g-forged", "detail": "", "prev": entries[2]["hash"],
+    });
+    let hash = hex::encode(sha2::Sha256::digest(serde_json::to_vec(&forged).unwrap()));
+    forged["hash"] = hash.clone().into();
+    forged["signature"] = serde_json::json!([
+        signer.certificate().id(),
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            signer.sign(hash.as_bytes()).unwrap()
+        )
+    ]);
+    let mut appended = entries.clone();
+    appended.push(forged);
+    for (name, altered, expected) in [
+        ("changed", changed, "changed"),
+        ("removed", removed, "entry 2 where 1 was due"),
+        ("reordered", reordered, "entry 2 where 1 was due"),
+        ("appended", appended, "signed by STP, not by the writer"),
+    ] {
+        let topic = copy(name, altered).await;
+        let (code, out) = lienthong(&plain, &["audit", "verify", "--topic", &topic]);
+        assert_eq!(code, Some(1), "{name}: {out}");
+        assert!(out.contains(expected), "{name}: {out}");
+    }
+}

@@ -28,8 +28,9 @@ pub enum SigningError {
         /// What went wrong.
         source: std::io::Error,
     },
-    /// The certificate log could not be read or written (Kafka unreachable, timed out): retry.
-    #[error("certificate log: {0}")]
+    /// The certificate log or the audit trail could not be read or written (Kafka
+    /// unreachable, timed out): retry.
+    #[error("{0}")]
     Log(lienthong_bus::BusError),
 }
 

@@ -9,12 +9,14 @@
 //! keys, the certificates and the log, with `lienthong cert` to run them. Signing records,
 //! receipts and the audit trail build on it (see docs/signatures.md).
 
+mod audit;
 mod ca;
 mod cert;
 mod error;
 mod signer;
 mod store;
 
+pub use audit::{AUDIT_TOPIC, AuditEntry, AuditState, AuditTrail, ChainReport, Problem};
 pub use ca::{CA_CERT_FILE, CA_KEY_FILE, CityCa, Issued, write_private};
 pub use cert::{AgencyCertificate, KeyKind, certificate_id};
 pub use error::SigningError;
