@@ -192,15 +192,21 @@ async fn the_audit_trail_verifies_and_finds_what_was_altered() {
         kafka.bootstrap(),
         ca_dir.join("ca.crt").display()
     );
+    std::fs::write(
+        dir.path().join("master.key"),
+        lienthong_privacy::MasterKey::generate().unwrap(),
+    )
+    .unwrap();
     let plain = dir.path().join("plain.toml");
     std::fs::write(&plain, &base).unwrap();
     let audited = dir.path().join("audited.toml");
     std::fs::write(
         &audited,
         format!(
-            "{base}[audit]\nwriter = \"SKHCN\"\nkey_file = \"{}\"\ncertificate_file = \"{}\"\ntopic = \"{audit_topic}\"\n",
+            "{base}[audit]\nwriter = \"SKHCN\"\nkey_file = \"{}\"\ncertificate_file = \"{}\"\ntopic = \"{audit_topic}\"\n[privacy]\nmaster_key_file = \"{}\"\nkeys_topic = \"audit-keys-{suffix}\"\ngrants_topic = \"audit-grants-{suffix}\"\naccess_topic = \"audit-access-{suffix}\"\n",
             keys.join("SKHCN.key").display(),
-            keys.join("SKHCN.crt").display()
+            keys.join("SKHCN.crt").display(),
+            dir.path().join("master.key").display()
         ),
     )
     .unwrap();
@@ -250,7 +256,7 @@ async fn the_audit_trail_verifies_and_finds_what_was_altered() {
             .to_string()
     };
     issue(&plain, "SKHCN");
-    // Three audited actions.
+    // Four audited actions: two certificates issued, one revoked, a grant.
     let catp = issue(&audited, "CATP");
     issue(&audited, "STP");
     let (code, out) = lienthong(
@@ -266,11 +272,31 @@ async fn the_audit_trail_verifies_and_finds_what_was_altered() {
         ],
     );
     assert_eq!(code, Some(0), "{out}");
+    let (code, out) = lienthong(
+        &audited,
+        &[
+            "pii",
+            "grant",
+            "--agency",
+            "26734",
+            "--classes",
+            "name",
+            "--purpose",
+            "hồ sơ",
+            "--legal-basis",
+            "Luật 91/2025/QH15",
+            "--until",
+            "2099-12-31",
+            "--by",
+            "Trần Admin",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
     let (code, out) = lienthong(&plain, &["audit", "verify", "--topic", &audit_topic]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("SKHCN\t3\t2\t2"),
-        "three entries, all signed: {out}"
+        out.contains("SKHCN\t4\t3\t3"),
+        "four entries, all signed: {out}"
     );
 
     // Altered copies of the trail, each on a topic of its own.
@@ -282,9 +308,11 @@ async fn the_audit_trail_verifies_and_finds_what_was_altered() {
         .iter()
         .map(|r| serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap())
         .collect();
-    assert_eq!(entries.len(), 3);
+    assert_eq!(entries.len(), 4);
     assert_eq!(entries[0]["action"], "certificate.issue");
     assert_eq!(entries[2]["action"], "certificate.revoke");
+    assert_eq!(entries[3]["action"], "pii.grant");
+    assert_eq!(entries[3]["actor"], "Trần Admin");
     let producer: FutureProducer = KafkaConfig::new(kafka.bootstrap())
         .producer()
         .create()
@@ -323,8 +351,8 @@ async fn the_audit_trail_verifies_and_finds_what_was_altered() {
     // Appended in SKHCN's name with a correct chain, signed by another agency's key.
     let signer = AgencySigner::load(&keys.join("STP.key"), &keys.join("STP.crt")).unwrap();
     let mut forged = serde_json::json!({
-        "writer": "SKHCN", "seq": 3, "at_ms": now_ms(), "actor": "mallory",
-        "action": "pii.grant", "subject": "g-forged", "detail": "", "prev": entries[2]["hash"],
+        "writer": "SKHCN", "seq": 4, "at_ms": now_ms(), "actor": "mallory",
+        "action": "pii.grant", "subject": "g-forged", "detail": "", "prev": entries[3]["hash"],
     });
     let hash = hex::encode(sha2::Sha256::digest(serde_json::to_vec(&forged).unwrap()));
     forged["hash"] = hash.clone().into();
