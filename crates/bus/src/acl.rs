@@ -181,16 +181,28 @@ pub fn namespace(code: &str) -> String {
     format!("{code}.")
 }
 
-/// Every ACL the catalog, the agencies and the bus's components call for; `key_topics` are
-/// the key service's own topics (wrapped keys, grants, access records), empty when the bus
-/// does not seal personal data.
+/// The bus's own topics, besides the catalog's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BusTopics {
+    /// The schema registry's log.
+    pub schema_log: String,
+    /// The key service's topics (wrapped keys, grants, access records); empty when the bus
+    /// does not seal personal data.
+    pub key_service: Vec<String>,
+    /// The certificate log, which every agency and component may read (to verify
+    /// signatures) and only the admins write; `None` without `[signing]`.
+    pub certificates: Option<String>,
+}
+
+/// Every ACL the catalog, the agencies and the bus's components call for.
 pub fn desired(
     catalog: &Catalog,
     agencies: &[AgencyPrincipal],
     bus: &BusPrincipals,
-    schema_log_topic: &str,
-    key_topics: &[String],
+    topics: &BusTopics,
 ) -> BTreeSet<Acl> {
+    let schema_log_topic = topics.schema_log.as_str();
+    let key_topics = topics.key_service.as_slice();
     use Operation::*;
     use Pattern::*;
     use Resource::*;
@@ -245,6 +257,17 @@ pub fn desired(
     if !key_topics.is_empty() && catalog.topic("hcm.case.events").is_ok() {
         for op in [Read, Describe] {
             acls.insert(Acl::allow(&bus.keys, Topic, "hcm.case.events", Literal, op));
+        }
+    }
+    if let Some(certificates) = &topics.certificates {
+        let readers = agencies
+            .iter()
+            .map(|a| a.code.as_str())
+            .chain([&bus.gateway, &bus.registry, &bus.kpi, &bus.keys].map(String::as_str));
+        for reader in readers {
+            for op in [Read, Describe] {
+                acls.insert(Acl::allow(reader, Topic, certificates, Literal, op));
+            }
         }
     }
     acls
@@ -447,8 +470,10 @@ mod tests {
             &c,
             &agencies,
             &BusPrincipals::default(),
-            "_lienthong_schemas",
-            &[],
+            &BusTopics {
+                schema_log: "_lienthong_schemas".into(),
+                ..BusTopics::default()
+            },
         );
         let mut held: Vec<Acl> = want.iter().skip(3).cloned().collect();
         let stranger = Acl::allow(
@@ -481,7 +506,27 @@ mod tests {
         let c = catalog();
         let bus = BusPrincipals::default();
         let key_topics = ["_lienthong_citizen_keys".to_string()];
-        let want = desired(&c, &[], &bus, "_lienthong_schemas", &key_topics);
+        let topics = BusTopics {
+            schema_log: "_lienthong_schemas".into(),
+            key_service: key_topics.to_vec(),
+            certificates: Some("_lienthong_certificates".into()),
+        };
+        let want = desired(&c, &[agency("26734", AgencyKind::Ward)], &bus, &topics);
+        // Every agency and component reads the certificate log; nobody but the admin writes it.
+        for reader in ["26734", "lienthong-gateway", "lienthong-keys"] {
+            assert!(has(
+                &want,
+                reader,
+                Operation::Read,
+                "_lienthong_certificates"
+            ));
+            assert!(!has(
+                &want,
+                reader,
+                Operation::Write,
+                "_lienthong_certificates"
+            ));
+        }
         assert!(has(
             &want,
             "lienthong-keys",
@@ -507,9 +552,17 @@ mod tests {
             "_lienthong_citizen_keys"
         ));
         assert!(
-            !desired(&c, &[], &bus, "_lienthong_schemas", &[])
-                .iter()
-                .any(|a| a.principal == "User:lienthong-keys" && a.resource == Resource::Topic),
+            !desired(
+                &c,
+                &[],
+                &bus,
+                &BusTopics {
+                    schema_log: "_lienthong_schemas".into(),
+                    ..BusTopics::default()
+                }
+            )
+            .iter()
+            .any(|a| a.principal == "User:lienthong-keys" && a.resource == Resource::Topic),
             "no key service, no grants for it"
         );
         assert!(has(

@@ -24,12 +24,9 @@ pub async fn acl_sync(
     dry_run: bool,
     prune: bool,
 ) -> Result<(), CliError> {
-    let desired = acl::desired(
-        catalog,
-        &agencies(config),
-        &config.principals,
-        &config.registry.topic,
-        &config
+    let topics = acl::BusTopics {
+        schema_log: config.registry.topic.clone(),
+        key_service: config
             .privacy
             .as_ref()
             .map(|p| {
@@ -40,7 +37,9 @@ pub async fn acl_sync(
                 ]
             })
             .unwrap_or_default(),
-    );
+        certificates: config.signing.as_ref().map(|s| s.topic.clone()),
+    };
+    let desired = acl::desired(catalog, &agencies(config), &config.principals, &topics);
     let kafka = config.kafka.clone();
     let plan = blocking(move || {
         SecurityAdmin::connect(&kafka, ADMIN_TIMEOUT)?.sync(&desired, dry_run, prune)
