@@ -105,7 +105,8 @@ fn hash_of(hashed: &Hashed) -> String {
 /// What is wrong with an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// Its offset on the topic.
+    /// Its position on the topic: its offset, as long as no tombstone had an entry compacted
+    /// away before it.
     pub offset: i64,
     /// Its writer, if it could be read.
     pub writer: String,
