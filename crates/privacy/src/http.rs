@@ -332,15 +332,63 @@ pub const CACHE_TTL: Duration = Duration::from_secs(60);
 /// At most this many answers are kept (then all are dropped and fetched again).
 const CACHE_CAPACITY: usize = 100_000;
 
+/// The key service as its HTTP clients reach it: the address, the agency's credential, and
+/// one way to send a request and read its answer.
+struct KeyServiceClient {
+    http: reqwest::Client,
+    base: String,
+    credentials: Credentials,
+}
+
+impl KeyServiceClient {
+    fn new(base_url: &str, credentials: Credentials) -> Result<Self, PrivacyError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| PrivacyError::Invalid(format!("the key service's client: {e}")))?;
+        Ok(KeyServiceClient {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            credentials,
+        })
+    }
+
+    /// Send `request` with the credential: the answer's status and body.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, String), PrivacyError> {
+        let unreachable =
+            |e: reqwest::Error| PrivacyError::Unreachable(format!("{}: {e}", self.base));
+        let response = self
+            .credentials
+            .authorize(request)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        let body = response.text().await.map_err(unreachable)?;
+        Ok((status, body))
+    }
+}
+
+/// A data key as the API answers it (base64 of 32 bytes).
+fn answered_key(key: &str) -> Result<DataKey, PrivacyError> {
+    STANDARD
+        .decode(key)
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .map(DataKey::from_bytes)
+        .ok_or_else(|| PrivacyError::Unreachable("an answer with a malformed key".into()))
+}
+
 /// The key service's answers by (topic, pseudonym), and when they came.
 type Answers = HashMap<(String, String), (Instant, Option<Opening>)>;
 
 /// A reader's key source over HTTP: the key service at `base_url`, as the agency its
 /// credential names, for one purpose. Answers are kept [`CACHE_TTL`].
 pub struct HttpKeys {
-    http: reqwest::Client,
-    base: String,
-    credentials: Credentials,
+    client: KeyServiceClient,
     purpose: String,
     cache: Mutex<Answers>,
     refused_once: std::sync::Once,
@@ -354,14 +402,8 @@ impl HttpKeys {
         credentials: Credentials,
         purpose: String,
     ) -> Result<HttpKeys, PrivacyError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| PrivacyError::Invalid(format!("the key service's client: {e}")))?;
         Ok(HttpKeys {
-            http,
-            base: base_url.trim_end_matches('/').to_string(),
-            credentials,
+            client: KeyServiceClient::new(base_url, credentials)?,
             purpose,
             cache: Mutex::new(HashMap::new()),
             refused_once: std::sync::Once::new(),
@@ -375,41 +417,21 @@ impl HttpKeys {
         topic: &str,
         pseudonym: &str,
     ) -> Result<(Option<Opening>, bool), PrivacyError> {
+        let base = &self.client.base;
         let url = reqwest::Url::parse_with_params(
-            &format!("{}/privacy/keys/{topic}/{pseudonym}", self.base),
+            &format!("{base}/privacy/keys/{topic}/{pseudonym}"),
             [("purpose", &self.purpose)],
         )
         .map_err(|e| PrivacyError::Invalid(format!("the key service's address: {e}")))?;
-        let mut request = self.http.get(url);
-        request = match &self.credentials {
-            Credentials::None => request,
-            Credentials::Bearer(token) => request.bearer_auth(token),
-            Credentials::Basic { user, password } => request.basic_auth(user, Some(password)),
-        };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| PrivacyError::Unreachable(format!("{}: {e}", self.base)))?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| PrivacyError::Unreachable(format!("{}: {e}", self.base)))?;
+        let (status, body) = self.client.send(self.client.http.get(url)).await?;
         match status {
             StatusCode::OK => {
                 let answer: KeyAnswer = serde_json::from_str(&body).map_err(|e| {
                     PrivacyError::Unreachable(format!("an answer that is not a key: {e}"))
                 })?;
-                let bytes: [u8; 32] = STANDARD
-                    .decode(&answer.key)
-                    .ok()
-                    .and_then(|k| k.try_into().ok())
-                    .ok_or_else(|| {
-                        PrivacyError::Unreachable("an answer with a malformed key".into())
-                    })?;
                 Ok((
                     Some(Opening {
-                        key: DataKey::from_bytes(bytes),
+                        key: answered_key(&answer.key)?,
                         classes: answer.classes,
                     }),
                     true,
@@ -423,12 +445,10 @@ impl HttpKeys {
                 Ok((None, false))
             }
             StatusCode::UNAUTHORIZED => Err(PrivacyError::Refused(format!(
-                "{} did not take the credential",
-                self.base
+                "{base} did not take the credential"
             ))),
             other => Err(PrivacyError::Unreachable(format!(
-                "{} answered {other}: {body}",
-                self.base
+                "{base} answered {other}: {body}"
             ))),
         }
     }
@@ -479,9 +499,7 @@ impl CitizenKeys for HttpKeys {
 /// nobody can read it, which is what the erasure asked), pseudonyms for as long as the
 /// process runs (they never change), at most [`CACHE_CAPACITY`] of each.
 pub struct HttpSealKeys {
-    http: reqwest::Client,
-    base: String,
-    credentials: Credentials,
+    client: KeyServiceClient,
     keys: Mutex<HashMap<String, (Instant, CitizenKey)>>,
     pseudonyms: Mutex<HashMap<String, String>>,
 }
@@ -490,14 +508,8 @@ impl HttpSealKeys {
     /// Sealing keys from the key service at `base_url` (`http://host:port`), sending
     /// `credentials`.
     pub fn new(base_url: &str, credentials: Credentials) -> Result<HttpSealKeys, PrivacyError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| PrivacyError::Invalid(format!("the key service's client: {e}")))?;
         Ok(HttpSealKeys {
-            http,
-            base: base_url.trim_end_matches('/').to_string(),
-            credentials,
+            client: KeyServiceClient::new(base_url, credentials)?,
             keys: Mutex::new(HashMap::new()),
             pseudonyms: Mutex::new(HashMap::new()),
         })
@@ -505,28 +517,15 @@ impl HttpSealKeys {
 
     /// Send `request` with the credential; the body of a `200`, or the error it means.
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<String, PrivacyError> {
-        let request = match &self.credentials {
-            Credentials::None => request,
-            Credentials::Bearer(token) => request.bearer_auth(token),
-            Credentials::Basic { user, password } => request.basic_auth(user, Some(password)),
-        };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| PrivacyError::Unreachable(format!("{}: {e}", self.base)))?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| PrivacyError::Unreachable(format!("{}: {e}", self.base)))?;
+        let (status, body) = self.client.send(request).await?;
+        let base = &self.client.base;
         match status {
             StatusCode::OK => Ok(body),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST => Err(
-                PrivacyError::Refused(format!("{} answered {status}: {body}", self.base)),
+                PrivacyError::Refused(format!("{base} answered {status}: {body}")),
             ),
             other => Err(PrivacyError::Unreachable(format!(
-                "{} answered {other}: {body}",
-                self.base
+                "{base} answered {other}: {body}"
             ))),
         }
     }
@@ -542,18 +541,14 @@ impl HttpSealKeys {
     async fn fetch_seal_key(&self, personal_id: &str) -> Result<CitizenKey, PrivacyError> {
         let body = self
             .call(
-                self.http
-                    .post(format!("{}/privacy/seal-keys", self.base))
+                self.client
+                    .http
+                    .post(format!("{}/privacy/seal-keys", self.client.base))
                     .json(&serde_json::json!({ "personal_id": personal_id })),
             )
             .await?;
         let answer: SealKeyAnswer = serde_json::from_str(&body)
             .map_err(|e| PrivacyError::Unreachable(format!("an answer that is not a key: {e}")))?;
-        let bytes: [u8; 32] = STANDARD
-            .decode(&answer.key)
-            .ok()
-            .and_then(|k| k.try_into().ok())
-            .ok_or_else(|| PrivacyError::Unreachable("an answer with a malformed key".into()))?;
         if !crate::Pseudonyms::is_pseudonym(&answer.pseudonym) {
             return Err(PrivacyError::Unreachable(
                 "an answer with a malformed pseudonym".into(),
@@ -561,7 +556,7 @@ impl HttpSealKeys {
         }
         Ok(CitizenKey {
             pseudonym: answer.pseudonym,
-            key: DataKey::from_bytes(bytes),
+            key: answered_key(&answer.key)?,
         })
     }
 }
@@ -614,8 +609,9 @@ impl CitizenKeyService for HttpSealKeys {
             for chunk in personal_ids.chunks(MAX_PSEUDONYMS) {
                 let body = self
                     .call(
-                        self.http
-                            .post(format!("{}/privacy/pseudonyms", self.base))
+                        self.client
+                            .http
+                            .post(format!("{}/privacy/pseudonyms", self.client.base))
                             .json(&PseudonymsRequest {
                                 personal_ids: chunk.to_vec(),
                             }),
@@ -650,10 +646,10 @@ impl CitizenKeyService for HttpSealKeys {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, PrivacyError>> + Send + 'a>> {
         Box::pin(async move {
             let body = self
-                .call(
-                    self.http
-                        .delete(format!("{}/privacy/seal-keys/{pseudonym}", self.base)),
-                )
+                .call(self.client.http.delete(format!(
+                    "{}/privacy/seal-keys/{pseudonym}",
+                    self.client.base
+                )))
                 .await?;
             // Whoever asked, no key of this citizen stays here.
             self.keys

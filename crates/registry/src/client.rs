@@ -33,6 +33,17 @@ pub enum Credentials {
     },
 }
 
+impl Credentials {
+    /// `request` with this credential attached: what every lienthong HTTP client sends.
+    pub fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Credentials::None => request,
+            Credentials::Bearer(token) => request.bearer_auth(token),
+            Credentials::Basic { user, password } => request.basic_auth(user, Some(password)),
+        }
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -164,11 +175,7 @@ impl RegistryClient {
             .http
             .request(method, &url)
             .header(reqwest::header::ACCEPT, crate::CONTENT_TYPE);
-        req = match &self.credentials {
-            Credentials::None => req,
-            Credentials::Bearer(t) => req.bearer_auth(t),
-            Credentials::Basic { user, password } => req.basic_auth(user, Some(password)),
-        };
+        req = self.credentials.authorize(req);
         if let Some(b) = body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, crate::CONTENT_TYPE)
