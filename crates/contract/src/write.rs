@@ -76,6 +76,21 @@ pub fn write_long(v: i64, out: &mut Vec<u8>) {
     out.push(z as u8);
 }
 
+/// Read an Avro `long` or `int` (the inverse of [`write_long`]) from the front of `input`,
+/// advancing it; `None` if it is cut short or longer than 10 bytes.
+pub fn read_long(input: &mut &[u8]) -> Option<i64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = input.split_first()?;
+        *input = rest;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
 /// Append Avro `bytes` or `string`: the length, then the bytes.
 #[inline]
 pub fn write_bytes(b: &[u8], out: &mut Vec<u8>) {

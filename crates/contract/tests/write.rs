@@ -299,3 +299,20 @@ fn a_schema_that_is_not_what_the_type_writes_is_refused_with_where() {
         "{m}"
     );
 }
+
+/// `read_long` reads back what `write_long` wrote, and refuses a cut or overlong number.
+#[test]
+fn a_long_reads_back_and_a_malformed_one_is_refused() {
+    use lienthong_contract::write::{read_long, write_long};
+    for v in [0, 1, -1, 63, -64, 64, 300, i64::from(i32::MAX), i64::MIN, i64::MAX] {
+        let mut bytes = Vec::new();
+        write_long(v, &mut bytes);
+        bytes.push(0xAA);
+        let mut input = bytes.as_slice();
+        assert_eq!(read_long(&mut input), Some(v));
+        assert_eq!(input, [0xAA], "{v}: exactly its bytes are taken");
+    }
+    assert_eq!(read_long(&mut [0x80u8, 0x80].as_slice()), None);
+    assert_eq!(read_long(&mut [].as_slice()), None);
+    assert_eq!(read_long(&mut [0xFFu8; 11].as_slice()), None);
+}

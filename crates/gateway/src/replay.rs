@@ -48,22 +48,10 @@ impl rdkafka::consumer::ConsumerContext for Quiet {}
 /// The event id at the start of an Avro body (the envelope's first field), if any.
 pub fn leading_event_id(value: &[u8]) -> Option<&str> {
     let (_, body) = lienthong_contract::codec::split_frame(value).ok()?;
-    // Zig-zag varint length, then the UTF-8 bytes.
-    let (mut n, mut shift, mut i) = (0u64, 0u32, 0usize);
-    loop {
-        let b = *body.get(i)?;
-        n |= u64::from(b & 0x7f) << shift;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-    let len = usize::try_from((n >> 1) as i64 ^ -((n & 1) as i64)).ok()?;
-    std::str::from_utf8(body.get(i..i.checked_add(len)?)?).ok()
+    // The length, then the UTF-8 bytes.
+    let mut rest = body;
+    let len = usize::try_from(lienthong_contract::write::read_long(&mut rest)?).ok()?;
+    std::str::from_utf8(rest.get(..len)?).ok()
 }
 
 /// Read `topics` into `index` from `now - window` on; `ready` is set once each partition is

@@ -214,16 +214,8 @@ pub fn personal_paths(schema: &Schema) -> Vec<(String, PersonalDataClass)> {
 /// reads). Named references are not followed (a sealed profile defines its types inline).
 fn check_bounded(schema: &Schema, bytes: &[u8]) -> Result<(), String> {
     fn long(input: &mut &[u8]) -> Result<i64, String> {
-        let mut value: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let (&b, rest) = input.split_first().ok_or("cut short")?;
-            *input = rest;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
-            }
-        }
-        Err("a number longer than 10 bytes".into())
+        lienthong_contract::write::read_long(input)
+            .ok_or_else(|| "a number cut short or longer than 10 bytes".into())
     }
     fn skip(input: &mut &[u8], n: usize) -> Result<(), String> {
         if n > input.len() {
