@@ -162,31 +162,23 @@ async fn main() {
         Some((service.clone(), purpose)),
     )
     .await;
+    let sealed = || {
+        rate(
+            &kafka,
+            &sealed_topic,
+            &dlq,
+            Some((service.clone(), purpose)),
+        )
+    };
     let (mut clear_rates, mut sealed_rates) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let sealed_first = round % 2 == 1;
         if sealed_first {
-            sealed_rates.push(
-                rate(
-                    &kafka,
-                    &sealed_topic,
-                    &dlq,
-                    Some((service.clone(), purpose)),
-                )
-                .await,
-            );
+            sealed_rates.push(sealed().await);
         }
         clear_rates.push(rate(&kafka, &clear_topic, &dlq, None).await);
         if !sealed_first {
-            sealed_rates.push(
-                rate(
-                    &kafka,
-                    &sealed_topic,
-                    &dlq,
-                    Some((service.clone(), purpose)),
-                )
-                .await,
-            );
+            sealed_rates.push(sealed().await);
         }
         println!(
             "round {} ({} first): clear {:.0} events/s, sealed and opened {:.0} events/s",

@@ -746,10 +746,11 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
         );
         assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     };
-    let rows = |pseudonym: &str| {
+    // The citizen's rows in a ward's SQLite store (none while the connector has not made it).
+    let rows = |store: &Path, pseudonym: &str| {
         rt.block_on(async {
             use lienthong_connect::Sink;
-            let Ok(mut sink) = lienthong_store::AnyStore::sqlite(&store).await else {
+            let Ok(mut sink) = lienthong_store::AnyStore::sqlite(store).await else {
                 return Vec::new();
             };
             sink.rows()
@@ -760,19 +761,24 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
                 .collect::<Vec<_>>()
         })
     };
-    let wait_for = |pseudonym: &str, what: &dyn Fn(&[lienthong_connect::Row]) -> bool| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let found = rows(pseudonym);
-            if what(&found) {
-                return found;
+    let wait_in =
+        |store: &Path, pseudonym: &str, what: &dyn Fn(&[lienthong_connect::Row]) -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            loop {
+                let found = rows(store, pseudonym);
+                if what(&found) {
+                    return found;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{}, {pseudonym}: {found:?}",
+                    store.display()
+                );
+                std::thread::sleep(Duration::from_millis(300));
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{pseudonym}: {found:?}"
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        };
+    let wait_for = |pseudonym: &str, what: &dyn Fn(&[lienthong_connect::Row]) -> bool| {
+        wait_in(&store, pseudonym, what)
     };
 
     assert!(
@@ -821,31 +827,7 @@ fn up_seals_at_the_gateway_opens_under_grants_and_erases() {
         .spawn()
         .unwrap();
     let _other = lienthong_tests::ChildGuard(other);
-    let other_rows = |pseudonym: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let found = rt.block_on(async {
-                use lienthong_connect::Sink;
-                let Ok(mut sink) = lienthong_store::AnyStore::sqlite(&other_store).await else {
-                    return Vec::new();
-                };
-                sink.rows()
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|r| r.table == "citizens" && r.key == pseudonym)
-                    .collect::<Vec<_>>()
-            });
-            if !found.is_empty() {
-                return found;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the other ward's store"
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    };
+    let other_rows = |pseudonym: &str| wait_in(&other_store, pseudonym, &|r| !r.is_empty());
 
     let (pid, name) = (personal_id(), format!("Phạm Thị Cấp {suffix}"));
     post(&pid, &name, 1);

@@ -172,18 +172,23 @@ fn the_master_key_is_checked_and_its_keys_depend_on_it() {
     assert!(a.kek().unwrap(&wrapped[..5], b"pn1_a").is_err());
 }
 
-/// A reader granted some classes sees those, and the others stay masked.
-#[tokio::test]
-async fn only_the_granted_classes_are_opened() {
-    let master = master();
-    let vault = Vault::in_memory(&master);
-    let (codec, id) = codec();
+/// The sample citizen record sealed under its key, and the key.
+async fn sealed_sample() -> (lienthong_contract::events::CitizenRecord, crate::CitizenKey) {
+    let vault = Vault::in_memory(&master());
     let mut record = samples::citizen_record();
     let key = vault
         .for_citizen(&record.profile.personal_id)
         .await
         .unwrap();
     seal_citizen(&mut record, &key).unwrap();
+    (record, key)
+}
+
+/// A reader granted some classes sees those, and the others stay masked.
+#[tokio::test]
+async fn only_the_granted_classes_are_opened() {
+    let (codec, id) = codec();
+    let (record, key) = sealed_sample().await;
     let bytes = codec.encode_to_vec(id, &record).unwrap();
     let schema = codec.schema(id).unwrap();
     let (_, mut value) = codec.decode_value(&bytes, None).unwrap();
@@ -207,15 +212,8 @@ async fn only_the_granted_classes_are_opened() {
 /// its lengths.
 #[tokio::test]
 async fn a_malformed_sealed_profile_is_refused_not_decoded() {
-    let master = master();
-    let vault = Vault::in_memory(&master);
     let (codec, id) = codec();
-    let mut record = samples::citizen_record();
-    let key = vault
-        .for_citizen(&record.profile.personal_id)
-        .await
-        .unwrap();
-    seal_citizen(&mut record, &key).unwrap();
+    let (record, key) = sealed_sample().await;
     let schema = codec.schema(id).unwrap();
     let aad = seal::aad(TOPIC, &key.pseudonym);
     let mut good = Vec::new();
