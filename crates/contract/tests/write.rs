@@ -304,7 +304,18 @@ fn a_schema_that_is_not_what_the_type_writes_is_refused_with_where() {
 #[test]
 fn a_long_reads_back_and_a_malformed_one_is_refused() {
     use lienthong_contract::write::{read_long, write_long};
-    for v in [0, 1, -1, 63, -64, 64, 300, i64::from(i32::MAX), i64::MIN, i64::MAX] {
+    for v in [
+        0,
+        1,
+        -1,
+        63,
+        -64,
+        64,
+        300,
+        i64::from(i32::MAX),
+        i64::MIN,
+        i64::MAX,
+    ] {
         let mut bytes = Vec::new();
         write_long(v, &mut bytes);
         bytes.push(0xAA);
