@@ -55,6 +55,12 @@ pub struct ConnectorConfig {
     /// (docs/personal-data.md). Without it, sealed records are stored masked.
     #[serde(default)]
     pub privacy: Option<ReaderIdentity>,
+    /// Verify every record's signature before applying it (docs/signatures.md): a record
+    /// that is unsigned, altered, signed under an unknown or revoked certificate, or signed
+    /// by another agency than its producer unit goes to the dead-letter topic (class
+    /// `signature`). Without it, signatures are not checked.
+    #[serde(default)]
+    pub signatures: Option<SignaturesConfig>,
     /// Where sealed citizen records get their keys: `lienthong up` hands its key service, as
     /// `privacy`'s agency and purpose, to the connectors it runs. Not read from the file.
     #[serde(skip)]
@@ -67,6 +73,22 @@ fn default_shutdown() -> u64 {
 
 fn default_startup() -> u64 {
     30
+}
+
+/// A connector's `[signatures]`: whose certificates it trusts, and where they are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturesConfig {
+    /// The certificates (PEM files) of the CAs whose agency certificates are taken: the city
+    /// CA's `ca.crt`, and any national CA's.
+    pub trusted_cas: Vec<PathBuf>,
+    /// The compacted topic of certificates and revocations.
+    #[serde(default = "default_certificates_topic")]
+    pub topic: String,
+}
+
+fn default_certificates_topic() -> String {
+    lienthong_signing::CERTIFICATES_TOPIC.into()
 }
 
 /// A connector's `[privacy]`: the agency it reads personal data as, the purpose it states,

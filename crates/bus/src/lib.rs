@@ -247,7 +247,8 @@ pub enum TopicOutcome {
 }
 
 /// Create every catalog topic that does not exist yet, with its partitions, cleanup policy,
-/// retention and min ISR (capped at `replication`). Topics that exist are left alone, so
+/// retention and min ISR (capped at `replication`), its records stamped with the broker's
+/// append time. Topics that exist are left alone, so
 /// running it twice changes nothing.
 pub async fn create_catalog_topics(
     config: &KafkaConfig,
@@ -283,6 +284,9 @@ pub async fn create_catalog_topics(
                 .set("cleanup.policy", t.cleanup_policy.as_kafka())
                 .set("retention.ms", retention)
                 .set("min.insync.replicas", min_isr)
+                // The broker's clock, not the producer's: what a connector checks a
+                // signing certificate's revocation against (docs/signatures.md).
+                .set("message.timestamp.type", "LogAppendTime")
         })
         .collect();
     let options = AdminOptions::new()

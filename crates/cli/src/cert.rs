@@ -32,23 +32,8 @@ fn failed(e: lienthong_signing::SigningError) -> CliError {
 
 /// The trusted CAs' certificates of `[signing] trusted_cas`.
 pub fn trusted_cas(signing: &SigningConfig) -> Result<Vec<AgencyCertificate>, CliError> {
-    if signing.trusted_cas.is_empty() {
-        return Err(CliError::Usage(
-            "[signing] trusted_cas: name at least the city CA's ca.crt".into(),
-        ));
-    }
-    signing
-        .trusted_cas
-        .iter()
-        .map(|path| {
-            let pem = std::fs::read_to_string(path).map_err(|e| {
-                CliError::Usage(format!("[signing] trusted_cas: {}: {e}", path.display()))
-            })?;
-            AgencyCertificate::from_pem(&pem).map_err(|e| {
-                CliError::Usage(format!("[signing] trusted_cas: {}: {e}", path.display()))
-            })
-        })
-        .collect()
+    lienthong_signing::load_trusted_cas(&signing.trusted_cas)
+        .map_err(|e| CliError::Usage(format!("[signing] {e}")))
 }
 
 async fn open(config: &Config, shutdown: &CancellationToken) -> Result<Log, CliError> {

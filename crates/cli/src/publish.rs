@@ -269,6 +269,7 @@ pub async fn publish(
     }
     publisher
         .flush(Duration::from_secs(30))
+        .await
         .map_err(sdk_error)?;
     say_err!("published {published} of {total} event(s) to {}", spec.name);
     if let Some(e) = first_error {

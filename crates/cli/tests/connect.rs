@@ -227,31 +227,6 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_rest_is_applied(stor
     assert_same_rows(&rows, &folded, store.kind());
 }
 
-/// Read `n` DLQ records with their headers: `(headers, key)`.
-async fn dlq_headers(
-    kafka: &lienthong_tests::Kafka,
-    topic: &str,
-    n: usize,
-) -> Vec<(Vec<(String, String)>, Option<Vec<u8>>)> {
-    use rdkafka::Message;
-    use rdkafka::consumer::Consumer;
-    let consumer = kafka
-        .consumer(&format!("dlq-reader-{}", unique_suffix()))
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while out.len() < n && Instant::now() < deadline {
-        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
-            out.push((
-                lienthong_connect::runner::dlq_headers(&m),
-                m.key().map(<[u8]>::to_vec),
-            ));
-        }
-    }
-    out
-}
-
 /// A ward's store (unit 26737) takes the cases it receives, is home to, processes or gets
 /// assigned — from the event that makes it relevant on, remembered across batches — and no
 /// citizen record unless granted; a granted store applies citizen tombstones.

@@ -602,7 +602,7 @@ async fn play(
         }
         drain(&mut in_flight, &mut summary, 0).await?;
         for publisher in publishers.values() {
-            publisher.flush(Duration::from_secs(10))?;
+            publisher.flush(Duration::from_secs(10)).await?;
         }
         summary.open_cases = sim.open_cases();
         Ok::<_, DemoError>(summary)

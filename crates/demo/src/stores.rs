@@ -117,6 +117,7 @@ fn connector_config(
         shutdown_timeout_secs: 10,
         startup_timeout_secs: 30,
         privacy: None,
+        signatures: None,
         keys: Default::default(),
     }
 }

@@ -8,9 +8,15 @@
 //! idempotent `acks=all` producer. The returned [`Receipt`] comes only once Kafka has the
 //! record. Many publishes may be in flight; a bounded number is, and the next waits
 //! (backpressure). [`Publisher::flush`] drains on shutdown.
+//!
+//! A publisher given its agency's signing key ([`Publisher::with_signer`], issue #29) signs
+//! what it publishes: records queue for one task that signs whatever has gathered as one
+//! batch (one ECDSA signature over a Merkle root; see `lienthong_signing::SignedBatch`) and
+//! hands each to Kafka with its signature headers, in the order they were published.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -24,11 +30,12 @@ use lienthong_contract::write::WriteAvro;
 use lienthong_contract::{AgencyKind, Catalog, Codec};
 use lienthong_privacy::CitizenKeyService;
 use lienthong_registry::client::RegistryClient;
+use lienthong_signing::{AgencySigner, SignedBatch};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Where a publish stands when [`Publisher::publish`] returns.
 enum Publish {
@@ -37,6 +44,12 @@ enum Publish {
     /// Handed to librdkafka; waiting for the acknowledgement.
     Enqueued {
         delivery: DeliveryFuture,
+        permit: OwnedSemaphorePermit,
+        event_id: String,
+    },
+    /// Queued for signing; handed to librdkafka once its batch is signed.
+    Signing {
+        queued: oneshot::Receiver<Result<DeliveryFuture, SdkError>>,
         permit: OwnedSemaphorePermit,
         event_id: String,
     },
@@ -52,6 +65,15 @@ thread_local! {
     /// Encoding buffer reused by every publish on this thread: librdkafka copies the bytes
     /// when it takes the record, so the common path allocates nothing for the payload.
     static ENCODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The delivery future of a record the signing task handed to librdkafka.
+async fn handed(
+    queued: oneshot::Receiver<Result<DeliveryFuture, SdkError>>,
+) -> Result<DeliveryFuture, SdkError> {
+    queued
+        .await
+        .unwrap_or_else(|_| Err(SdkError::Signing("the signing task has stopped".into())))
 }
 
 fn receipt(
@@ -98,13 +120,20 @@ pub enum SdkError {
     /// The record could not be sealed: the key service did not give the citizen's key.
     #[error("personal data: {0}")]
     Privacy(lienthong_privacy::PrivacyError),
+    /// The record could not be signed (a key that is not the agency's, a signing failure).
+    /// Permanent; nothing reached Kafka.
+    #[error("signing: {0}")]
+    Signing(String),
 }
 
 impl SdkError {
     /// Worth retrying: Kafka or the registry being unreachable, not a refused or invalid event.
     pub fn is_transient(&self) -> bool {
         match self {
-            SdkError::NotAllowed(_) | SdkError::Invalid(_) | SdkError::TypeMismatch(_) => false,
+            SdkError::NotAllowed(_)
+            | SdkError::Invalid(_)
+            | SdkError::TypeMismatch(_)
+            | SdkError::Signing(_) => false,
             SdkError::Privacy(e) => e.is_transient(),
             SdkError::Registry(e) => e.is_transient(),
             SdkError::Kafka(e) => !matches!(
@@ -289,6 +318,76 @@ pub struct Publisher {
     produced: Option<prometheus::IntCounterVec>,
     /// The key service, when the bus seals personal data ([`Publisher::with_keys`]).
     keys: Option<Arc<dyn CitizenKeyService>>,
+    /// The signing task's queue, when this publisher signs ([`Publisher::with_signer`]).
+    signing: Option<Signing>,
+}
+
+/// A record waiting for its batch's signature.
+struct SignJob {
+    topic: &'static str,
+    key: String,
+    payload: Option<Vec<u8>>,
+    leaf: lienthong_signing::Hash,
+    handed: oneshot::Sender<Result<DeliveryFuture, SdkError>>,
+}
+
+/// The publisher's side of the signing task.
+struct Signing {
+    jobs: mpsc::UnboundedSender<SignJob>,
+    /// Records queued and not yet handed to librdkafka (what [`Publisher::flush`] waits for).
+    queued: Arc<AtomicUsize>,
+}
+
+/// At most this many records under one signature (a proof of at most 9 hashes per record).
+const SIGN_BATCH: usize = 512;
+
+/// The signing task: take every record queued since the last batch (at most [`SIGN_BATCH`]),
+/// sign their Merkle root once, and hand each to librdkafka with its headers, in order. Under
+/// load, records gather while a batch is signed, so batches grow with the rate; a lone record
+/// is signed alone at once. Ends when the publisher is dropped.
+async fn sign_batches(
+    signer: AgencySigner,
+    producer: FutureProducer<ErrorCounting>,
+    mut jobs: mpsc::UnboundedReceiver<SignJob>,
+    queued: Arc<AtomicUsize>,
+    timeout: Duration,
+) {
+    let mut batch = Vec::with_capacity(SIGN_BATCH);
+    let mut leaves = Vec::with_capacity(SIGN_BATCH);
+    while jobs.recv_many(&mut batch, SIGN_BATCH).await > 0 {
+        leaves.clear();
+        leaves.extend(batch.iter().map(|j: &SignJob| j.leaf));
+        let signed = SignedBatch::sign(&signer, &leaves);
+        for (i, job) in batch.drain(..).enumerate() {
+            let handed = match &signed {
+                Err(e) => Err(SdkError::Signing(e.to_string())),
+                Ok(signed) => {
+                    let mut record = FutureRecord::<str, [u8]>::to(job.topic)
+                        .key(job.key.as_str())
+                        .headers(signed.headers(i));
+                    if let Some(p) = &job.payload {
+                        record = record.payload(p);
+                    }
+                    let deadline = tokio::time::Instant::now() + timeout;
+                    loop {
+                        match producer.send_result(record) {
+                            Ok(delivery) => break Ok(delivery),
+                            Err((
+                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                back,
+                            )) if tokio::time::Instant::now() < deadline => {
+                                record = back;
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                            Err((e, _)) => break Err(SdkError::Kafka(e)),
+                        }
+                    }
+                }
+            };
+            queued.fetch_sub(1, Ordering::Release);
+            let _ = job.handed.send(handed);
+        }
+    }
 }
 
 impl Publisher {
@@ -353,7 +452,59 @@ impl Publisher {
             in_flight,
             produced: None,
             keys: None,
+            signing: None,
         })
+    }
+
+    /// Sign every record this publisher publishes with `signer`, the agency's key and
+    /// certificate (`lienthong cert issue`); refused if the certificate is another agency's.
+    /// Sinks that require signatures then verify each record against the certificate log.
+    pub fn with_signer(mut self, signer: AgencySigner) -> Result<Self, SdkError> {
+        if signer.certificate().agency() != self.config.agency {
+            return Err(SdkError::Signing(format!(
+                "certificate {} is {}'s, and this publisher publishes as {}",
+                signer.certificate().id(),
+                signer.certificate().agency(),
+                self.config.agency
+            )));
+        }
+        let (jobs, waiting) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(sign_batches(
+            signer,
+            self.producer.clone(),
+            waiting,
+            queued.clone(),
+            self.config.delivery_timeout,
+        ));
+        self.signing = Some(Signing { jobs, queued });
+        Ok(self)
+    }
+
+    /// Queue a record for the signing task; `None` if this publisher does not sign.
+    fn queue_signed(
+        &self,
+        topic: &'static str,
+        key: &str,
+        payload: Option<&[u8]>,
+    ) -> Option<Result<oneshot::Receiver<Result<DeliveryFuture, SdkError>>, SdkError>> {
+        let signing = self.signing.as_ref()?;
+        let (handed, queued) = oneshot::channel();
+        let job = SignJob {
+            topic,
+            key: key.to_string(),
+            payload: payload.map(<[u8]>::to_vec),
+            leaf: lienthong_signing::leaf(topic, Some(key.as_bytes()), payload),
+            handed,
+        };
+        signing.queued.fetch_add(1, Ordering::AcqRel);
+        if signing.jobs.send(job).is_err() {
+            signing.queued.fetch_sub(1, Ordering::AcqRel);
+            return Some(Err(SdkError::Signing(
+                "the signing task has stopped".into(),
+            )));
+        }
+        Some(Ok(queued))
     }
 
     /// Seal personal data with `keys` (the key service): citizen records are then published
@@ -486,6 +637,18 @@ impl Publisher {
                     drop(permit);
                     self.count(receipt(E::TOPIC, event_id, result))
                 }
+                Publish::Signing {
+                    queued,
+                    permit,
+                    event_id,
+                } => {
+                    let result = match handed(queued).await {
+                        Ok(delivery) => receipt(E::TOPIC, event_id, delivery.await),
+                        Err(e) => Err(e),
+                    };
+                    drop(permit);
+                    self.count(result)
+                }
                 Publish::Waiting {
                     key,
                     event_id,
@@ -500,6 +663,16 @@ impl Publisher {
     fn enqueue(&self, topic: &'static str, envelope: &mut Envelope, payload: &[u8]) -> Publish {
         let event_id = std::mem::take(&mut envelope.event_id);
         if let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() {
+            if let Some(queued) = self.queue_signed(topic, &envelope.aggregate_id, Some(payload)) {
+                return match queued {
+                    Ok(queued) => Publish::Signing {
+                        queued,
+                        permit,
+                        event_id,
+                    },
+                    Err(e) => Publish::Failed(e),
+                };
+            }
             let record = FutureRecord::<str, [u8]>::to(topic)
                 .key(envelope.aggregate_id.as_str())
                 .payload(payload);
@@ -616,6 +789,10 @@ impl Publisher {
             .acquire()
             .await
             .map_err(|_| SdkError::NotAllowed("the publisher is closed".into()))?;
+        if let Some(queued) = self.queue_signed(topic, key, payload) {
+            let delivery = handed(queued?).await?;
+            return self.count(receipt(topic, event_id, delivery.await));
+        }
         let mut record = FutureRecord::<str, [u8]>::to(topic).key(key);
         if let Some(p) = payload {
             record = record.payload(p);
@@ -656,11 +833,24 @@ impl Publisher {
         self
     }
 
-    /// Wait until everything handed to Kafka is acknowledged (or `timeout` passes).
-    pub fn flush(&self, timeout: Duration) -> Result<(), SdkError> {
+    /// Refuse further publishes and wait until everything published is acknowledged (or
+    /// `timeout` passes), including records still waiting for their batch's signature.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), SdkError> {
         self.in_flight.close();
+        let deadline = tokio::time::Instant::now() + timeout;
+        if let Some(signing) = &self.signing {
+            while signing.queued.load(Ordering::Acquire) > 0 {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(SdkError::Kafka(KafkaError::Flush(
+                        RDKafkaErrorCode::RequestTimedOut,
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         self.producer
-            .flush(Timeout::After(timeout))
+            .flush(Timeout::After(left))
             .map_err(SdkError::Kafka)
     }
 }

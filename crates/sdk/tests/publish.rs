@@ -304,7 +304,7 @@ async fn thousands_in_flight_get_one_receipt_each() {
         );
     }
     assert_eq!(receipts.len(), n);
-    ward.flush(Duration::from_secs(10)).unwrap();
+    ward.flush(Duration::from_secs(10)).await.unwrap();
     assert!(
         matches!(
             ward.publish(samples::typical_case_submitted()).await,
@@ -520,4 +520,125 @@ async fn a_sealing_publisher_seals_citizen_records_and_erases_their_key() {
         panic!("{got:?}")
     };
     assert_eq!(s.applicant_id, pseudonym);
+}
+
+/// A publisher given its agency's key signs every record, many under one signature when they
+/// are published together, and each record read back from Kafka verifies on its own against
+/// the certificate; a key of another agency is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_publisher_signs_every_record_and_each_verifies_alone() {
+    use futures::StreamExt;
+    use lienthong_signing::{
+        AgencySigner, CertificateLog, CityCa, RecordVerifier, SignatureHeaders,
+    };
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Message;
+    let kafka = kafka();
+    let ca = CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let issued = ca.issue("26734", 7).unwrap();
+    let log = CertificateLog::<rdkafka::consumer::DefaultConsumerContext>::in_memory(vec![
+        ca.certificate().clone(),
+    ]);
+    log.publish(&issued.certificate, "admin").await.unwrap();
+    let signer = || AgencySigner::from_pem(&issued.key_pem, issued.certificate.clone()).unwrap();
+    // Another agency's key is not this publisher's.
+    let stp = ca.issue("STP", 7).unwrap();
+    let stp_signer = AgencySigner::from_pem(&stp.key_pem, stp.certificate.clone()).unwrap();
+    assert!(matches!(
+        publisher(&kafka, "26734", AgencyKind::Ward)
+            .await
+            .with_signer(stp_signer),
+        Err(SdkError::Signing(_))
+    ));
+    let ward = publisher(&kafka, "26734", AgencyKind::Ward)
+        .await
+        .with_signer(signer())
+        .unwrap();
+    let id = case_id();
+    let n = 300;
+    let publishes: Vec<_> = (0..n)
+        .map(|i| {
+            let mut e = samples::typical_case_submitted();
+            e.envelope.aggregate_id = format!("{id}-{i}");
+            e.envelope.producer_unit = "26734".into();
+            e.envelope.event_id = samples::uuid_like(rand_digits() + i as u64);
+            ward.publish(e)
+        })
+        .collect();
+    let receipts: Vec<_> = futures::future::join_all(publishes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    ward.flush(Duration::from_secs(10)).await.unwrap();
+    // Read each record back where its receipt says it is, headers and all.
+    let consumer = kafka
+        .consumer(&format!("signed-reader-{}", unique_suffix()))
+        .unwrap();
+    let mut positions = rdkafka::TopicPartitionList::new();
+    for r in &receipts {
+        let p = r.partition;
+        let lowest = receipts
+            .iter()
+            .filter(|o| o.partition == p)
+            .map(|o| o.offset)
+            .min()
+            .unwrap();
+        if positions.find_partition("hcm.case.events", p).is_none() {
+            positions
+                .add_partition_offset("hcm.case.events", p, rdkafka::Offset::Offset(lowest))
+                .unwrap();
+        }
+    }
+    consumer.assign(&positions).unwrap();
+    let wanted: HashSet<(i32, i64)> = receipts.iter().map(|r| (r.partition, r.offset)).collect();
+    let verifier = RecordVerifier::new();
+    let (mut verified, mut largest_batch) = (0, 0u32);
+    let mut stream = consumer.stream();
+    while verified < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("every signed record read back")
+            .unwrap()
+            .unwrap();
+        if !wanted.contains(&(m.partition(), m.offset())) {
+            continue;
+        }
+        let headers = SignatureHeaders::of(m.headers());
+        let signer = verifier
+            .verify(
+                &log.read(),
+                m.topic(),
+                m.key(),
+                m.payload(),
+                headers,
+                m.timestamp().to_millis().unwrap(),
+            )
+            .unwrap()
+            .agency()
+            .to_string();
+        assert_eq!(signer, "26734");
+        let proof = headers.proof.unwrap();
+        largest_batch = largest_batch.max(u32::from_be_bytes(proof[4..8].try_into().unwrap()));
+        // The same record with one byte changed does not verify.
+        let mut changed = m.payload().unwrap().to_vec();
+        changed[10] ^= 0x20;
+        assert!(
+            verifier
+                .verify(
+                    &log.read(),
+                    m.topic(),
+                    m.key(),
+                    Some(&changed),
+                    headers,
+                    m.timestamp().to_millis().unwrap(),
+                )
+                .is_err()
+        );
+        verified += 1;
+    }
+    assert!(
+        largest_batch > 1,
+        "300 publishes at once were signed one by one"
+    );
 }

@@ -10,6 +10,31 @@ use x509_parser::prelude::*;
 
 use crate::error::SigningError;
 
+/// The certificates (PEM files) of the CAs a process trusts (`trusted_cas` in its config: the
+/// city CA's `ca.crt`, and any national CA's); refused if the list is empty or a file is not a
+/// certificate, naming the file.
+pub fn load_trusted_cas(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<AgencyCertificate>, SigningError> {
+    if paths.is_empty() {
+        return Err(SigningError::Certificate(
+            "trusted_cas: name at least the city CA's ca.crt".into(),
+        ));
+    }
+    paths
+        .iter()
+        .map(|path| {
+            let pem = std::fs::read_to_string(path).map_err(|source| SigningError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            AgencyCertificate::from_pem(&pem).map_err(|e| {
+                SigningError::Certificate(format!("trusted_cas: {}: {e}", path.display()))
+            })
+        })
+        .collect()
+}
+
 /// A certificate's id: the hex of the first 16 bytes of SHA-256 over its DER. What a signature
 /// names to say which key made it.
 pub fn certificate_id(der: &[u8]) -> String {

@@ -5,21 +5,28 @@
 //! certificates from the national CAs it is told to trust.
 //!
 //! In the data path this sits beside the producers and the sinks: a publisher signs what it
-//! puts on the bus, a connector verifies before it applies. This crate is the foundation: the
-//! keys, the certificates and the log, with `lienthong cert` to run them. Signing records,
-//! receipts and the audit trail build on it (see docs/signatures.md).
+//! puts on the bus, a batch at a time ([`SignedBatch`]: one signature over a Merkle root, each
+//! record carrying its path in headers), and a connector verifies each record before it
+//! applies it ([`RecordVerifier`]). The keys, the certificates and the log are run with
+//! `lienthong cert`; the audit trail ([`AuditTrail`]) is built on the same keys (see
+//! docs/signatures.md).
 
 mod audit;
 mod ca;
 mod cert;
 mod error;
+mod records;
 mod signer;
 mod store;
 
 pub use audit::{AUDIT_TOPIC, AuditEntry, AuditState, AuditTrail, ChainReport, Problem};
 pub use ca::{CA_CERT_FILE, CA_KEY_FILE, CityCa, Issued, write_private};
-pub use cert::{AgencyCertificate, KeyKind, certificate_id};
+pub use cert::{AgencyCertificate, KeyKind, certificate_id, load_trusted_cas};
 pub use error::SigningError;
+pub use records::{
+    H_PROOF, H_SIGNATURE, H_SIGNER, Hash, MAX_BATCH, RecordVerifier, Refusal, SignatureHeaders,
+    SignedBatch, check_producer, leaf, root_message,
+};
 pub use signer::AgencySigner;
 pub use store::{CERTIFICATES_TOPIC, CertificateLog, Certificates, Entry};
 

@@ -247,3 +247,143 @@ fn a_ca_is_saved_with_a_private_key_and_loaded_back_never_overwritten() {
     std::fs::rename(dir.path().join("other.key"), dir.path().join(CA_KEY_FILE)).unwrap();
     assert!(CityCa::load(dir.path()).is_err());
 }
+
+/// A batch signed by CATP: every record verifies (the signature checked once), and a flipped
+/// byte, another record's proof, a revoked or unknown certificate, or another producer unit is
+/// refused with its reason.
+#[tokio::test]
+async fn a_signed_batch_verifies_record_by_record_and_refuses_each_kind_of_forgery() {
+    let ca = CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let log = Log::in_memory(vec![ca.certificate().clone()]);
+    let issued = ca.issue("CATP", 7).unwrap();
+    log.publish(&issued.certificate, "admin").await.unwrap();
+    let signer = AgencySigner::from_pem(&issued.key_pem, issued.certificate.clone()).unwrap();
+    let records: Vec<(String, Option<Vec<u8>>)> = (0..13)
+        .map(|i| {
+            let value = (i != 7).then(|| format!("value {i}").into_bytes());
+            (format!("key-{i}"), value)
+        })
+        .collect();
+    let leaves: Vec<Hash> = records
+        .iter()
+        .map(|(k, v)| leaf("hcm.case.events", Some(k.as_bytes()), v.as_deref()))
+        .collect();
+    let batch = SignedBatch::sign(&signer, &leaves).unwrap();
+    assert_eq!(batch.len(), 13);
+    let now = now_ms();
+    let verifier = RecordVerifier::new();
+    let headers: Vec<rdkafka::message::OwnedHeaders> = (0..13).map(|i| batch.headers(i)).collect();
+    let check = |i: usize, topic: &str, value: Option<&[u8]>, h: usize, at: i64| {
+        verifier
+            .verify(
+                &log.read(),
+                topic,
+                Some(records[i].0.as_bytes()),
+                value,
+                SignatureHeaders::of(Some(&headers[h])),
+                at,
+            )
+            .map(|c| c.agency().to_string())
+    };
+    for (i, (_, v)) in records.iter().enumerate() {
+        assert_eq!(
+            check(i, "hcm.case.events", v.as_deref(), i, now).unwrap(),
+            "CATP"
+        );
+    }
+    // A flipped byte, another topic, another record's proof.
+    let mut flipped = records[2].1.clone().unwrap();
+    flipped[0] ^= 1;
+    assert!(matches!(
+        check(2, "hcm.case.events", Some(&flipped), 2, now),
+        Err(Refusal::Altered(_))
+    ));
+    assert!(matches!(
+        check(2, "hcm.feedback.events", records[2].1.as_deref(), 2, now),
+        Err(Refusal::Altered(_))
+    ));
+    assert!(matches!(
+        check(2, "hcm.case.events", records[2].1.as_deref(), 3, now),
+        Err(Refusal::Altered(_))
+    ));
+    // A tombstone is not an empty value.
+    assert!(check(7, "hcm.case.events", Some(b""), 7, now).is_err());
+    // Unsigned; half-signed; a signature of another root under the same certificate.
+    assert!(matches!(
+        verifier.verify(
+            &log.read(),
+            "t",
+            None,
+            None,
+            SignatureHeaders::default(),
+            now
+        ),
+        Err(Refusal::Unsigned)
+    ));
+    let half = SignatureHeaders {
+        signer: Some(issued.certificate.id().as_bytes()),
+        ..SignatureHeaders::default()
+    };
+    assert!(matches!(
+        verifier.verify(&log.read(), "t", None, None, half, now),
+        Err(Refusal::Malformed(_))
+    ));
+    let lone = leaf("hcm.case.events", Some(b"x"), Some(b"y"));
+    let other = SignedBatch::sign(&signer, &[lone]).unwrap();
+    let other_headers = other.headers(0);
+    let mut mixed = SignatureHeaders::of(Some(&headers[0]));
+    mixed.signature = SignatureHeaders::of(Some(&other_headers)).signature;
+    let fresh = RecordVerifier::new();
+    assert!(matches!(
+        fresh.verify(
+            &log.read(),
+            "hcm.case.events",
+            Some(records[0].0.as_bytes()),
+            records[0].1.as_deref(),
+            mixed,
+            now
+        ),
+        Err(Refusal::Altered(_))
+    ));
+    // The producer unit must be the signer's.
+    let catp = &issued.certificate;
+    check_producer(catp, "CATP").unwrap();
+    assert_eq!(
+        check_producer(catp, "STP"),
+        Err(Refusal::NotTheProducer {
+            signer: "CATP".into(),
+            producer: "STP".into()
+        })
+    );
+    // Unknown certificate: a rogue CA's, never on the log.
+    let rogue = CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let forged = rogue.issue("CATP", 7).unwrap();
+    let forger = AgencySigner::from_pem(&forged.key_pem, forged.certificate.clone()).unwrap();
+    let forged_batch = SignedBatch::sign(&forger, &leaves).unwrap();
+    let forged_headers = forged_batch.headers(0);
+    assert!(matches!(
+        verifier.verify(
+            &log.read(),
+            "hcm.case.events",
+            Some(records[0].0.as_bytes()),
+            records[0].1.as_deref(),
+            SignatureHeaders::of(Some(&forged_headers)),
+            now
+        ),
+        Err(Refusal::UnknownCertificate(_))
+    ));
+    // Revoked: refused from the revocation on, even with the root cached; before, still good.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let at = log
+        .revoke(issued.certificate.id(), "key lost", "admin")
+        .await
+        .unwrap();
+    assert!(matches!(
+        check(0, "hcm.case.events", records[0].1.as_deref(), 0, at),
+        Err(Refusal::Revoked { .. })
+    ));
+    assert_eq!(
+        check(0, "hcm.case.events", records[0].1.as_deref(), 0, now).unwrap(),
+        "CATP"
+    );
+}

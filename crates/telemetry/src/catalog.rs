@@ -193,8 +193,8 @@ pub const CONNECTOR_EVENTS_FILTERED: MetricSpec = counter(
 pub const CONNECTOR_EVENTS_FAILED: MetricSpec = counter(
     "lienthong_connector_events_failed_total",
     &["connector", "topic", "class"],
-    "Records that can never be applied (a permanent error), by error class (`not_avro`, \
-     `unknown_schema`, `incompatible_schema`, `invalid`, `constraint`).",
+    "Records that can never be applied (a permanent error), by error class (`signature`, \
+     `not_avro`, `unknown_schema`, `incompatible_schema`, `invalid`, `constraint`).",
 );
 /// Records sent to the dead-letter topic.
 pub const CONNECTOR_EVENTS_DEAD_LETTERED: MetricSpec = counter(

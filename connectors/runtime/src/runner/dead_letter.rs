@@ -17,8 +17,8 @@ pub const H_TOPIC: &str = "lienthong.original.topic";
 pub const H_PARTITION: &str = "lienthong.original.partition";
 /// DLQ header: its offset (decimal).
 pub const H_OFFSET: &str = "lienthong.original.offset";
-/// DLQ header: the error class (`not_avro`, `unknown_schema`, `incompatible_schema`,
-/// `invalid`, `constraint`).
+/// DLQ header: the error class (`signature`, `not_avro`, `unknown_schema`,
+/// `incompatible_schema`, `invalid`, `constraint`).
 pub const H_CLASS: &str = "lienthong.error.class";
 /// DLQ header: the error message.
 pub const H_MESSAGE: &str = "lienthong.error.message";

@@ -134,6 +134,7 @@ impl<S: Sink> Runner<S> {
         topic: &str,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
+        signer: Option<&str>,
     ) -> Result<Decoded, ConnectError> {
         let entity = *self.entities.get(topic).ok_or_else(|| {
             ConnectError::Internal(format!("record from unexpected topic {topic}"))
@@ -182,6 +183,20 @@ impl<S: Sink> Runner<S> {
             }
             Err(e) => return Ok(Decoded::Fail("invalid", e.to_string())),
         };
+        // A signed record's producer unit must be its signer's agency.
+        if let Some(signer) = signer {
+            let unit = producer_unit(&value).unwrap_or_default();
+            if unit != signer {
+                return Ok(Decoded::Fail(
+                    "signature",
+                    lienthong_signing::Refusal::NotTheProducer {
+                        signer: signer.to_string(),
+                        producer: unit.to_string(),
+                    }
+                    .to_string(),
+                ));
+            }
+        }
         let unreadable = match self
             .open_sealed(entity, key_str, &layout, &mut value)
             .await?
@@ -287,5 +302,28 @@ impl<S: Sink> Runner<S> {
                 parts[1.min(parts.len() - 1)..].join("__")
             })
             .collect()))
+    }
+}
+
+/// The envelope's producer unit of a decoded event or record.
+fn producer_unit(value: &apache_avro::types::Value) -> Option<&str> {
+    use apache_avro::types::Value;
+    let Value::Record(fields) = value else {
+        return None;
+    };
+    let envelope = fields
+        .iter()
+        .find(|(n, _)| n == "envelope")
+        .map(|(_, v)| v)?;
+    let Value::Record(envelope) = envelope else {
+        return None;
+    };
+    match envelope
+        .iter()
+        .find(|(n, _)| n == "producer_unit")
+        .map(|(_, v)| v)?
+    {
+        Value::String(unit) => Some(unit),
+        _ => None,
     }
 }

@@ -109,7 +109,14 @@ struct Runner<S: Sink> {
     /// A client outside the group, for high watermarks (the lag gauge).
     watermarks: Arc<BaseConsumer>,
     lag_updated: Option<Instant>,
+    /// The certificate log, when the connector verifies signatures (`[signatures]`).
+    certificates: Option<Arc<Certificates>>,
+    /// Batch roots already verified.
+    verifier: lienthong_signing::RecordVerifier,
 }
+
+/// The certificate log a connector verifies against.
+type Certificates = lienthong_signing::CertificateLog<rdkafka::consumer::DefaultConsumerContext>;
 
 /// Run a connector over `sink` until `shutdown` is cancelled (then finish the in-flight batch
 /// within the configured time) or a permanent error stops it.
@@ -126,7 +133,16 @@ pub async fn run<S: Sink>(
     let result = async {
         check_kafka(&config).await?;
         let kafka = KafkaClientContext::new(&telemetry, "connector");
-        let mut runner = Runner::new(config, catalog, sink, metrics.clone(), kafka, shutdown)?;
+        let certificates = open_certificates(&config, &shutdown).await?;
+        let mut runner = Runner::new(
+            config,
+            catalog,
+            sink,
+            metrics.clone(),
+            kafka,
+            certificates,
+            shutdown,
+        )?;
         tracing::info!(connector = %runner.name(), store = runner.sink.kind(), group = runner.config.group(), "connector started");
         runner.run().await
     }
@@ -252,6 +268,7 @@ impl<S: Sink> Runner<S> {
         sink: S,
         metrics: ConnectorMetrics,
         kafka: KafkaClientContext,
+        certificates: Option<Arc<Certificates>>,
         shutdown: CancellationToken,
     ) -> Result<Self, ConnectError> {
         let mut readers = HashMap::new();
@@ -312,7 +329,36 @@ impl<S: Sink> Runner<S> {
             shutdown_deadline: None,
             watermarks: Arc::new(watermarks),
             lag_updated: None,
+            certificates,
+            verifier: lienthong_signing::RecordVerifier::new(),
         })
+    }
+
+    /// The signing agency of `m`, when the connector verifies signatures (`Ok(None)` when it
+    /// does not); why not, when the signature is refused. The time a revocation is checked
+    /// against is the broker's append time when the topic keeps it (`LogAppendTime`, as
+    /// `lienthong topics create` makes them); otherwise now, since a producer's own timestamp
+    /// could be backdated to before a revocation.
+    fn signer(&self, m: &OwnedMessage) -> Result<Option<String>, String> {
+        let Some(log) = &self.certificates else {
+            return Ok(None);
+        };
+        let at_ms = match m.timestamp() {
+            rdkafka::Timestamp::LogAppendTime(t) => t,
+            _ => lienthong_privacy::now_ms(),
+        };
+        let certificates = log.read();
+        self.verifier
+            .verify(
+                &certificates,
+                m.topic(),
+                m.key(),
+                m.payload(),
+                lienthong_signing::SignatureHeaders::of(m.headers()),
+                at_ms,
+            )
+            .map(|c| Some(c.agency().to_string()))
+            .map_err(|r| r.to_string())
     }
 
     fn name(&self) -> &str {
@@ -420,9 +466,18 @@ impl<S: Sink> Runner<S> {
             .inc();
         let key = m.key().map(<[u8]>::to_vec);
         let payload = m.payload().map(<[u8]>::to_vec);
-        let decoded = self
-            .decode(m.topic(), key.as_deref(), payload.as_deref())
-            .await?;
+        let decoded = match self.signer(&m) {
+            Err(refusal) => Decoded::Fail("signature", refusal),
+            Ok(signer) => {
+                self.decode(
+                    m.topic(),
+                    key.as_deref(),
+                    payload.as_deref(),
+                    signer.as_deref(),
+                )
+                .await?
+            }
+        };
         if let Decoded::Interrupted = decoded {
             // Nothing of this partition from here on may commit: it is read again, from the
             // store's offset, at the next start.
@@ -459,4 +514,33 @@ impl<S: Sink> Runner<S> {
         }
         Ok(())
     }
+}
+
+/// Open the certificate log when the connector verifies signatures, read to its end.
+async fn open_certificates(
+    config: &ConnectorConfig,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<Certificates>>, ConnectError> {
+    let Some(signatures) = &config.signatures else {
+        return Ok(None);
+    };
+    let anchors = lienthong_signing::load_trusted_cas(&signatures.trusted_cas)
+        .map_err(|e| ConnectError::Config(format!("signatures: {e}")))?;
+    let log = lienthong_bus::state_log::StateLogConfig {
+        kafka: config.kafka.clone(),
+        topic: signatures.topic.clone(),
+        replication: 1,
+        topic_config: Vec::new(),
+        group: format!("{}-certificates", config.group()),
+    };
+    let certificates = Certificates::open(
+        &log,
+        anchors,
+        rdkafka::consumer::DefaultConsumerContext,
+        shutdown.child_token(),
+    )
+    .await
+    .map_err(|e| ConnectError::Internal(format!("the certificate log: {e}")))?;
+    tracing::info!(connector = %config.name, topic = %signatures.topic, certificates = certificates.read().entries().count(), "verifying signatures");
+    Ok(Some(Arc::new(certificates)))
 }

@@ -543,3 +543,36 @@ pub fn assert_same_rows(actual: &[Row], expected: &[Row], what: &str) {
     }
     assert_eq!(actual.len(), expected.len(), "{what}: row count");
 }
+
+/// Read `n` DLQ records with their headers: `(headers, key)`, and one more if it comes
+/// within 2 s (a record dead-lettered that should not have been).
+pub async fn dlq_headers(
+    kafka: &lienthong_tests::Kafka,
+    topic: &str,
+    n: usize,
+) -> Vec<(Vec<(String, String)>, Option<Vec<u8>>)> {
+    use rdkafka::Message;
+    use rdkafka::consumer::Consumer;
+    let consumer = kafka
+        .consumer(&format!("dlq-reader-{}", unique_suffix()))
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < n && std::time::Instant::now() < deadline {
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            out.push((
+                lienthong_connect::runner::dlq_headers(&m),
+                m.key().map(<[u8]>::to_vec),
+            ));
+        }
+    }
+    // Anything more would be a record dead-lettered that should not have been.
+    if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
+        out.push((
+            lienthong_connect::runner::dlq_headers(&m),
+            m.key().map(<[u8]>::to_vec),
+        ));
+    }
+    out
+}
