@@ -1,9 +1,11 @@
 //! SDK publishing against raw rdkafka producing the same records pre-encoded, on the same real
-//! broker, in one run. Goal (issue 5): the SDK at >= 0.8x the raw rate.
+//! broker, in one run; and the SDK signing every record (issue #29: a batch signature over a
+//! Merkle root, the proof in headers). Goals: the SDK at >= 0.8x the raw rate (issue 5), the
+//! signing SDK at >= 0.7x (issue #29).
 //!
 //! Run with the suite's broker: `eval "$(ops/services.sh up)"; cargo bench -p lienthong-sdk
-//! --bench publish`. After a warm-up round of each, prints events/s per round (which variant goes first
-//! alternates) and the median of 5 rounds for each.
+//! --bench publish`. After a warm-up round of each, prints events/s per round (which variant
+//! goes first rotates) and the median of 5 rounds for each.
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
 
@@ -79,11 +81,18 @@ async fn main() {
     let raw = bench::raw_producer(&bootstrap).unwrap();
     let mut config = PublisherConfig::new("26734", AgencyKind::Ward, KafkaConfig::new(&bootstrap));
     config.max_in_flight = IN_FLIGHT;
-    let sdk = Arc::new(
-        Publisher::connect(config, catalog.clone(), SchemaIds::Local)
-            .await
-            .unwrap(),
-    );
+    let sdk = Publisher::connect(config.clone(), catalog.clone(), SchemaIds::Local)
+        .await
+        .unwrap();
+    let ca = lienthong_signing::CityCa::generate("bench CA", 1).unwrap();
+    let issued = ca.issue("26734", 1).unwrap();
+    let signer =
+        lienthong_signing::AgencySigner::from_pem(&issued.key_pem, issued.certificate).unwrap();
+    let signed = Publisher::connect(config, catalog.clone(), SchemaIds::Local)
+        .await
+        .unwrap()
+        .with_signer(signer)
+        .unwrap();
 
     // A warm-up round of each, not counted: the first burst after start meets a cold broker
     // (its JIT, its first segment files) and cold client buffers.
@@ -91,36 +100,54 @@ async fn main() {
         .await
         .unwrap();
     sdk_rate(&sdk, make_events()).await;
-    let (mut raw_rates, mut sdk_rates) = (Vec::new(), Vec::new());
+    sdk_rate(&signed, make_events()).await;
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    // CPU µs per event, this process and the broker (java), summed over the rounds.
+    let mut cpu = [(0.0f64, 0.0f64); 3];
+    const NAMES: [&str; 3] = ["raw", "sdk", "signed"];
     for round in 0..ROUNDS {
-        // Each round runs both; which goes first alternates, so that neither always meets the
-        // broker just after the other's burst (its log flush, its segment roll).
-        let sdk_first = round % 2 == 1;
-        if sdk_first {
-            sdk_rates.push(sdk_rate(&sdk, make_events()).await);
-        }
-        raw_rates.push(
-            bench::raw_rate(&raw, "hcm.case.events", &encoded, IN_FLIGHT)
-                .await
-                .unwrap(),
-        );
-        if !sdk_first {
-            sdk_rates.push(sdk_rate(&sdk, make_events()).await);
+        // Each round runs all three; which goes first rotates, so that none always meets the
+        // broker just after another's burst (its log flush, its segment roll).
+        for k in 0..3 {
+            let v = (round + k) % 3;
+            let (own, broker) = (bench::process_cpu_secs(), bench::processes_cpu_secs("java"));
+            let rate = match v {
+                0 => bench::raw_rate(&raw, "hcm.case.events", &encoded, IN_FLIGHT)
+                    .await
+                    .unwrap(),
+                1 => sdk_rate(&sdk, make_events()).await,
+                _ => sdk_rate(&signed, make_events()).await,
+            };
+            rates[v].push(rate);
+            cpu[v].0 += (bench::process_cpu_secs() - own) * 1e6 / (N * ROUNDS) as f64;
+            cpu[v].1 += (bench::processes_cpu_secs("java") - broker) * 1e6 / (N * ROUNDS) as f64;
         }
         println!(
-            "round {} ({} first): raw {:.0} events/s, sdk {:.0} events/s",
+            "round {} ({} first): raw {:.0} events/s, sdk {:.0} events/s, signed {:.0} events/s",
             round + 1,
-            if sdk_first { "sdk" } else { "raw" },
-            raw_rates[round],
-            sdk_rates[round]
+            NAMES[round % 3],
+            rates[0][round],
+            rates[1][round],
+            rates[2][round]
         );
     }
-    let ratio = bench::median_ratio(&sdk_rates, &raw_rates);
-    let (raw_m, sdk_m) = (bench::median(raw_rates), bench::median(sdk_rates));
+    let ratio = bench::median_ratio(&rates[1], &rates[0]);
+    let signed_ratio = bench::median_ratio(&rates[2], &rates[0]);
+    let signed_sdk_ratio = bench::median_ratio(&rates[2], &rates[1]);
+    let [raw_m, sdk_m, signed_m] = rates.map(bench::median);
     println!(
         "median of {ROUNDS} rounds of {N} typical case-submitted events (acks=all, idempotent, lz4):"
     );
     println!("  raw rdkafka, pre-encoded bytes: {raw_m:.0} events/s");
     println!("  lienthong SDK (check, NFC, encode, produce): {sdk_m:.0} events/s");
+    println!(
+        "  lienthong SDK signing (ECDSA P-256 per batch, Merkle proof per record): {signed_m:.0} events/s"
+    );
     println!("  ratio SDK / raw: {ratio:.2}x, the median of the per-round ratios (goal >= 0.8x)");
+    for (name, (own, broker)) in NAMES.iter().zip(cpu) {
+        println!("  CPU per event, {name}: {own:.2} µs this process, {broker:.2} µs the broker");
+    }
+    println!(
+        "  ratio signing SDK / raw: {signed_ratio:.2}x (goal >= 0.7x); signing SDK / SDK: {signed_sdk_ratio:.2}x"
+    );
 }

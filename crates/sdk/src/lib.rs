@@ -338,8 +338,8 @@ struct Signing {
     queued: Arc<AtomicUsize>,
 }
 
-/// At most this many records under one signature (a proof of at most 9 hashes per record).
-const SIGN_BATCH: usize = 512;
+/// At most this many records under one signature: a path of at most 6 hashes per record.
+const SIGN_BATCH: usize = 64;
 
 /// The signing task: take every record queued since the last batch (at most [`SIGN_BATCH`]),
 /// sign their Merkle root once, and hand each to librdkafka with its headers, in order. Under

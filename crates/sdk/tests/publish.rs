@@ -529,7 +529,7 @@ async fn a_sealing_publisher_seals_citizen_records_and_erases_their_key() {
 async fn a_signing_publisher_signs_every_record_and_each_verifies_alone() {
     use futures::StreamExt;
     use lienthong_signing::{
-        AgencySigner, CertificateLog, CityCa, RecordVerifier, SignatureHeaders,
+        AgencySigner, CertificateLog, CityCa, RecordVerifier, signature_header,
     };
     use rdkafka::consumer::Consumer;
     use rdkafka::message::Message;
@@ -604,22 +604,23 @@ async fn a_signing_publisher_signs_every_record_and_each_verifies_alone() {
         if !wanted.contains(&(m.partition(), m.offset())) {
             continue;
         }
-        let headers = SignatureHeaders::of(m.headers());
+        let header = signature_header(m.headers());
         let signer = verifier
             .verify(
                 &log.read(),
                 m.topic(),
                 m.key(),
                 m.payload(),
-                headers,
+                header,
                 m.timestamp().to_millis().unwrap(),
             )
             .unwrap()
             .agency()
             .to_string();
         assert_eq!(signer, "26734");
-        let proof = headers.proof.unwrap();
-        largest_batch = largest_batch.max(u32::from_be_bytes(proof[4..8].try_into().unwrap()));
+        // The batch size, at bytes 21..25 of the header (docs/signatures.md).
+        let size = &header.unwrap()[21..25];
+        largest_batch = largest_batch.max(u32::from_be_bytes(size.try_into().unwrap()));
         // The same record with one byte changed does not verify.
         let mut changed = m.payload().unwrap().to_vec();
         changed[10] ^= 0x20;
@@ -630,7 +631,7 @@ async fn a_signing_publisher_signs_every_record_and_each_verifies_alone() {
                     m.topic(),
                     m.key(),
                     Some(&changed),
-                    headers,
+                    header,
                     m.timestamp().to_millis().unwrap(),
                 )
                 .is_err()

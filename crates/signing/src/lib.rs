@@ -24,8 +24,8 @@ pub use ca::{CA_CERT_FILE, CA_KEY_FILE, CityCa, Issued, write_private};
 pub use cert::{AgencyCertificate, KeyKind, certificate_id, load_trusted_cas};
 pub use error::SigningError;
 pub use records::{
-    H_PROOF, H_SIGNATURE, H_SIGNER, Hash, MAX_BATCH, RecordVerifier, Refusal, SignatureHeaders,
-    SignedBatch, check_producer, leaf, root_message,
+    H_SIGNATURE, Hash, MAX_BATCH, RecordVerifier, Refusal, SignedBatch, check_producer, leaf,
+    root_message, signature_header,
 };
 pub use signer::AgencySigner;
 pub use store::{CERTIFICATES_TOPIC, CertificateLog, Certificates, Entry};

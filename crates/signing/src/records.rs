@@ -19,13 +19,22 @@ use crate::error::SigningError;
 use crate::signer::AgencySigner;
 use crate::store::Certificates;
 
-/// Header: the signing certificate's id (32 lower-case hex digits).
-pub const H_SIGNER: &str = "lienthong.signer";
-/// Header: the signature (ASN.1 DER) of the batch's root message.
+/// The header that carries a record's signature. Its value, byte for byte:
+///
+/// ```text
+/// offset  size  what
+/// 0       1     format version: 1
+/// 1       16    the signing certificate's id (its hex is the id `lienthong cert` prints)
+/// 17      4     the record's leaf index in its batch, big-endian
+/// 21      4     the batch size, big-endian
+/// 25      1     L, the signature's length
+/// 26      L     the signature (ASN.1 DER) of the batch's root message
+/// 26+L    32·k  the record's path to the root: sibling hashes, the leaf's first
+/// ```
 pub const H_SIGNATURE: &str = "lienthong.signature";
-/// Header: the record's place in the batch and its path to the root: the leaf index and the
-/// batch size (4 bytes each, big-endian), then 32 bytes per sibling hash, leaf first.
-pub const H_PROOF: &str = "lienthong.proof";
+
+/// The header format's version.
+const FORMAT: u8 = 1;
 
 /// What a leaf hashes after its 0x00 prefix, before the record's fields.
 const LEAF_TAG: &[u8] = b"lienthong.record.v1";
@@ -80,15 +89,21 @@ pub fn root_message(root: &Hash) -> Vec<u8> {
 
 /// The root of `leaves` and each leaf's path to it (siblings, leaf first).
 fn tree(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
+    // The longest path: the tree's height.
+    let height = leaves.len().next_power_of_two().trailing_zeros() as usize;
+    subtree(leaves, height)
+}
+
+fn subtree(leaves: &[Hash], height: usize) -> (Hash, Vec<Vec<Hash>>) {
     match leaves {
         [] => (Sha256::digest([]).into(), Vec::new()),
-        [one] => (*one, vec![Vec::new()]),
+        [one] => (*one, vec![Vec::with_capacity(height)]),
         _ => {
             let k = (leaves.len() - 1)
                 .checked_ilog2()
                 .map_or(1, |b| 1usize << b);
-            let (left, mut left_paths) = tree(&leaves[..k]);
-            let (right, right_paths) = tree(&leaves[k..]);
+            let (left, mut left_paths) = subtree(&leaves[..k], height);
+            let (right, right_paths) = subtree(&leaves[k..], height);
             for p in &mut left_paths {
                 p.push(right);
             }
@@ -127,12 +142,14 @@ fn root_from_path(index: u32, size: u32, leaf: Hash, path: &[Hash]) -> Option<Ha
     (s == 0).then_some(r)
 }
 
-/// A signed batch: the signature of its root and, per record, the headers to produce it with.
+/// A signed batch: the signature of its root and, per record, the header to produce it with.
 #[derive(Debug)]
 pub struct SignedBatch {
-    certificate: String,
+    /// Version, certificate id; then per record index and size; then the signature.
+    certificate: [u8; 16],
     signature: Vec<u8>,
-    proofs: Vec<Vec<u8>>,
+    size: u32,
+    paths: Vec<Vec<Hash>>,
 }
 
 impl SignedBatch {
@@ -144,55 +161,56 @@ impl SignedBatch {
                 leaves.len()
             )));
         }
+        let mut certificate = [0u8; 16];
+        hex::decode_to_slice(signer.certificate().id(), &mut certificate)
+            .map_err(|_| SigningError::Certificate("a certificate id is 32 hex digits".into()))?;
         let (root, paths) = tree(leaves);
         let signature = signer.sign(&root_message(&root))?;
-        let size = (leaves.len() as u32).to_be_bytes();
-        let proofs = paths
-            .into_iter()
-            .enumerate()
-            .map(|(i, path)| {
-                let mut proof = Vec::with_capacity(8 + 32 * path.len());
-                proof.extend_from_slice(&(i as u32).to_be_bytes());
-                proof.extend_from_slice(&size);
-                for h in path {
-                    proof.extend_from_slice(&h);
-                }
-                proof
-            })
-            .collect();
+        if signature.len() > usize::from(u8::MAX) {
+            return Err(SigningError::BadSignature(
+                "a signature longer than 255 bytes".into(),
+            ));
+        }
         Ok(SignedBatch {
-            certificate: signer.certificate().id().to_string(),
+            certificate,
             signature,
-            proofs,
+            size: leaves.len() as u32,
+            paths,
         })
     }
 
     /// How many records the batch holds.
     pub fn len(&self) -> usize {
-        self.proofs.len()
+        self.paths.len()
     }
 
     /// Whether it holds none (never, once signed).
     pub fn is_empty(&self) -> bool {
-        self.proofs.is_empty()
+        self.paths.is_empty()
     }
 
-    /// Record `i`'s headers: [`H_SIGNER`], [`H_SIGNATURE`], [`H_PROOF`].
+    /// Record `i`'s [`H_SIGNATURE`] value.
+    pub fn header_value(&self, i: usize) -> Vec<u8> {
+        let path = self.paths.get(i).map_or(&[][..], Vec::as_slice);
+        let mut v = Vec::with_capacity(26 + self.signature.len() + 32 * path.len());
+        v.push(FORMAT);
+        v.extend_from_slice(&self.certificate);
+        v.extend_from_slice(&(i as u32).to_be_bytes());
+        v.extend_from_slice(&self.size.to_be_bytes());
+        v.push(self.signature.len() as u8);
+        v.extend_from_slice(&self.signature);
+        for h in path {
+            v.extend_from_slice(h);
+        }
+        v
+    }
+
+    /// Record `i`'s headers: [`H_SIGNATURE`].
     pub fn headers(&self, i: usize) -> rdkafka::message::OwnedHeaders {
-        use rdkafka::message::Header;
-        rdkafka::message::OwnedHeaders::new_with_capacity(3)
-            .insert(Header {
-                key: H_SIGNER,
-                value: Some(self.certificate.as_bytes()),
-            })
-            .insert(Header {
-                key: H_SIGNATURE,
-                value: Some(self.signature.as_slice()),
-            })
-            .insert(Header {
-                key: H_PROOF,
-                value: Some(self.proofs.get(i).map_or(&[][..], Vec::as_slice)),
-            })
+        rdkafka::message::OwnedHeaders::new_with_capacity(1).insert(rdkafka::message::Header {
+            key: H_SIGNATURE,
+            value: Some(self.header_value(i).as_slice()),
+        })
     }
 }
 
@@ -233,33 +251,59 @@ pub enum Refusal {
     },
 }
 
-/// The headers of a record as a verifier reads them.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SignatureHeaders<'a> {
-    /// [`H_SIGNER`].
-    pub signer: Option<&'a [u8]>,
-    /// [`H_SIGNATURE`].
-    pub signature: Option<&'a [u8]>,
-    /// [`H_PROOF`].
-    pub proof: Option<&'a [u8]>,
+/// A record's [`H_SIGNATURE`] header value, if it has one (the last, if several).
+pub fn signature_header<H: rdkafka::message::Headers>(headers: Option<&H>) -> Option<&[u8]> {
+    headers?
+        .iter()
+        .filter(|h| h.key == H_SIGNATURE)
+        .last()
+        .and_then(|h| h.value)
 }
 
-impl<'a> SignatureHeaders<'a> {
-    /// The signature headers among a Kafka record's headers (the last of each name).
-    pub fn of<H: rdkafka::message::Headers>(headers: Option<&'a H>) -> Self {
-        let mut out = SignatureHeaders::default();
-        if let Some(headers) = headers {
-            for h in headers.iter() {
-                match h.key {
-                    H_SIGNER => out.signer = h.value,
-                    H_SIGNATURE => out.signature = h.value,
-                    H_PROOF => out.proof = h.value,
-                    _ => {}
-                }
-            }
-        }
-        out
+/// A parsed [`H_SIGNATURE`] value.
+struct Parsed<'a> {
+    certificate: [u8; 32],
+    index: u32,
+    size: u32,
+    signature: &'a [u8],
+    path: &'a [u8],
+}
+
+fn parse(header: &[u8]) -> Result<Parsed<'_>, Refusal> {
+    let malformed = |why: &str| Refusal::Malformed(why.to_string());
+    let (&version, rest) = header.split_first().ok_or_else(|| malformed("empty"))?;
+    if version != FORMAT {
+        return Err(malformed(&format!(
+            "format version {version}, not {FORMAT}"
+        )));
     }
+    if rest.len() < 25 {
+        return Err(malformed("too short"));
+    }
+    let (id, rest) = rest.split_at(16);
+    let mut certificate = [0u8; 32];
+    hex::encode_to_slice(id, &mut certificate).map_err(|_| malformed("certificate id"))?;
+    let index = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    let size = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+    let length = usize::from(rest[8]);
+    let rest = &rest[9..];
+    if rest.len() < length {
+        return Err(malformed("the signature is cut short"));
+    }
+    let (signature, path) = rest.split_at(length);
+    if path.len() % 32 != 0 || path.len() > 32 * 32 {
+        return Err(malformed(&format!(
+            "a path of {} bytes (32 per hash, at most 32 hashes)",
+            path.len()
+        )));
+    }
+    Ok(Parsed {
+        certificate,
+        index,
+        size,
+        signature,
+        path,
+    })
 }
 
 /// Roots whose signatures verified, per certificate: a batch's signature is checked once,
@@ -269,7 +313,7 @@ const VERIFIED_CAPACITY: usize = 4096;
 /// Checks signed records against the certificates, caching the roots it verified.
 #[derive(Debug, Default)]
 pub struct RecordVerifier {
-    verified: Mutex<HashMap<(Hash, Hash), ()>>,
+    verified: Mutex<HashMap<(Hash, [u8; 32]), ()>>,
 }
 
 impl RecordVerifier {
@@ -278,37 +322,23 @@ impl RecordVerifier {
         Self::default()
     }
 
-    /// Whether the record (`topic`, `key`, `value`, its signature `headers`) was signed by a
-    /// certificate of `certificates`, valid and not revoked at `at_ms` (a time the verifier
-    /// trusts: the broker's append time); the signer's certificate if so.
+    /// Whether the record (`topic`, `key`, `value`, its [`H_SIGNATURE`] `header`) was signed
+    /// by a certificate of `certificates`, valid and not revoked at `at_ms` (a time the
+    /// verifier trusts: the broker's append time); the signer's certificate if so.
     pub fn verify<'c>(
         &self,
         certificates: &'c Certificates,
         topic: &str,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: SignatureHeaders<'_>,
+        header: Option<&[u8]>,
         at_ms: i64,
     ) -> Result<&'c AgencyCertificate, Refusal> {
-        let (Some(signer), Some(signature), Some(proof)) =
-            (headers.signer, headers.signature, headers.proof)
-        else {
-            return Err(match (headers.signer, headers.signature, headers.proof) {
-                (None, None, None) => Refusal::Unsigned,
-                _ => Refusal::Malformed("a signature header is missing".into()),
-            });
-        };
-        let id = std::str::from_utf8(signer)
-            .map_err(|_| Refusal::Malformed("the signer is not text".into()))?;
-        if proof.len() < 8 || (proof.len() - 8) % 32 != 0 || proof.len() > 8 + 32 * 32 {
-            return Err(Refusal::Malformed(format!(
-                "a proof of {} bytes (8, then 32 per hash)",
-                proof.len()
-            )));
-        }
-        let index = u32::from_be_bytes([proof[0], proof[1], proof[2], proof[3]]);
-        let size = u32::from_be_bytes([proof[4], proof[5], proof[6], proof[7]]);
-        let path: Vec<Hash> = proof[8..]
+        let parsed = parse(header.ok_or(Refusal::Unsigned)?)?;
+        // Hex digits are ASCII.
+        let id = std::str::from_utf8(&parsed.certificate).unwrap_or_default();
+        let path: Vec<Hash> = parsed
+            .path
             .chunks_exact(32)
             .map(|c| {
                 let mut h = [0u8; 32];
@@ -333,14 +363,14 @@ impl RecordVerifier {
                 "written at {at_ms} ms, outside certificate {id}'s validity"
             )));
         }
-        let root = root_from_path(index, size, leaf(topic, key, value), &path)
+        let root = root_from_path(parsed.index, parsed.size, leaf(topic, key, value), &path)
             .ok_or_else(|| Refusal::Altered(certificate.agency().to_string()))?;
-        let cache_key = (root, Sha256::digest(signer).into());
+        let cache_key = (root, parsed.certificate);
         if self.seen(&cache_key) {
             return Ok(certificate);
         }
         certificate
-            .verify(&root_message(&root), signature, at_ms)
+            .verify(&root_message(&root), parsed.signature, at_ms)
             .map_err(|_| Refusal::Altered(certificate.agency().to_string()))?;
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if verified.len() >= VERIFIED_CAPACITY {
@@ -350,7 +380,7 @@ impl RecordVerifier {
         Ok(certificate)
     }
 
-    fn seen(&self, key: &(Hash, Hash)) -> bool {
+    fn seen(&self, key: &(Hash, [u8; 32])) -> bool {
         self.verified
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -280,7 +280,7 @@ async fn a_signed_batch_verifies_record_by_record_and_refuses_each_kind_of_forge
                 topic,
                 Some(records[i].0.as_bytes()),
                 value,
-                SignatureHeaders::of(Some(&headers[h])),
+                signature_header(Some(&headers[h])),
                 at,
             )
             .map(|c| c.agency().to_string())
@@ -308,31 +308,34 @@ async fn a_signed_batch_verifies_record_by_record_and_refuses_each_kind_of_forge
     ));
     // A tombstone is not an empty value.
     assert!(check(7, "hcm.case.events", Some(b""), 7, now).is_err());
-    // Unsigned; half-signed; a signature of another root under the same certificate.
+    // Unsigned; a header cut short or of another version; a signature of another root under
+    // the same certificate.
     assert!(matches!(
-        verifier.verify(
-            &log.read(),
-            "t",
-            None,
-            None,
-            SignatureHeaders::default(),
-            now
-        ),
+        verifier.verify(&log.read(), "t", None, None, None, now),
         Err(Refusal::Unsigned)
     ));
-    let half = SignatureHeaders {
-        signer: Some(issued.certificate.id().as_bytes()),
-        ..SignatureHeaders::default()
-    };
-    assert!(matches!(
-        verifier.verify(&log.read(), "t", None, None, half, now),
-        Err(Refusal::Malformed(_))
-    ));
+    let good = batch.header_value(0);
+    for bad in [&good[..20], &good[..good.len() - 5], &[2u8][..], &[][..]] {
+        assert!(matches!(
+            verifier.verify(
+                &log.read(),
+                "hcm.case.events",
+                Some(records[0].0.as_bytes()),
+                records[0].1.as_deref(),
+                Some(bad),
+                now
+            ),
+            Err(Refusal::Malformed(_))
+        ));
+    }
     let lone = leaf("hcm.case.events", Some(b"x"), Some(b"y"));
-    let other = SignedBatch::sign(&signer, &[lone]).unwrap();
-    let other_headers = other.headers(0);
-    let mut mixed = SignatureHeaders::of(Some(&headers[0]));
-    mixed.signature = SignatureHeaders::of(Some(&other_headers)).signature;
+    let other = SignedBatch::sign(&signer, &[lone]).unwrap().header_value(0);
+    // The other batch's signature (bytes 26..26+L) in record 0's header.
+    let length = usize::from(other[25]);
+    let mut mixed = good[..26].to_vec();
+    mixed[25] = other[25];
+    mixed.extend_from_slice(&other[26..26 + length]);
+    mixed.extend_from_slice(&good[26 + usize::from(good[25])..]);
     let fresh = RecordVerifier::new();
     assert!(matches!(
         fresh.verify(
@@ -340,7 +343,7 @@ async fn a_signed_batch_verifies_record_by_record_and_refuses_each_kind_of_forge
             "hcm.case.events",
             Some(records[0].0.as_bytes()),
             records[0].1.as_deref(),
-            mixed,
+            Some(&mixed),
             now
         ),
         Err(Refusal::Altered(_))
@@ -360,14 +363,14 @@ async fn a_signed_batch_verifies_record_by_record_and_refuses_each_kind_of_forge
     let forged = rogue.issue("CATP", 7).unwrap();
     let forger = AgencySigner::from_pem(&forged.key_pem, forged.certificate.clone()).unwrap();
     let forged_batch = SignedBatch::sign(&forger, &leaves).unwrap();
-    let forged_headers = forged_batch.headers(0);
+    let forged_header = forged_batch.header_value(0);
     assert!(matches!(
         verifier.verify(
             &log.read(),
             "hcm.case.events",
             Some(records[0].0.as_bytes()),
             records[0].1.as_deref(),
-            SignatureHeaders::of(Some(&forged_headers)),
+            Some(&forged_header),
             now
         ),
         Err(Refusal::UnknownCertificate(_))

@@ -354,7 +354,7 @@ impl<S: Sink> Runner<S> {
                 m.topic(),
                 m.key(),
                 m.payload(),
-                lienthong_signing::SignatureHeaders::of(m.headers()),
+                lienthong_signing::signature_header(m.headers()),
                 at_ms,
             )
             .map(|c| Some(c.agency().to_string()))
