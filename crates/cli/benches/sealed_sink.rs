@@ -9,8 +9,8 @@
 //! sealed under the key service (its keys, grants and access records on real Kafka topics).
 //! Each round runs the connector runtime in this process over each topic into a fresh SQLite
 //! store, the sealed one granted (every record's key released under the grant, recorded on
-//! the access log before its batch is applied), until the store holds the whole topic; which
-//! goes first alternates. Prints events/s per round and the medians of 5 rounds with the
+//! the access log before its batch is applied), until the store holds the whole topic (timed
+//! from its first committed batch to its last); which goes first alternates. Prints events/s per round and the medians of 5 rounds with the
 //! median of the per-round ratios.
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failed unwrap is a failed run
@@ -23,14 +23,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use lienthong_bus::KafkaConfig;
 use lienthong_privacy::{Grant, GrantedKeys, KeyService, KeyServiceConfig, KeySource, MasterKey};
 use lienthong_tests::bench::{median, median_ratio};
 use lienthong_tests::{kafka, unique_suffix};
 use rdkafka::consumer::DefaultConsumerContext;
-use support::{Store, catalog, config, config_toml, end_offsets, produce, sqlite_store};
+use support::{Store, apply_rate, catalog, config, config_toml, produce, sqlite_store};
 use tokio_util::sync::CancellationToken;
 
 const N: usize = 20_000;
@@ -62,20 +61,7 @@ async fn rate(
             purpose.into(),
         ))));
     }
-    let end: i64 = end_offsets(kafka, topic).await.values().sum();
-    let token = CancellationToken::new();
-    let t = Instant::now();
-    let task = tokio::spawn(lienthong_cli::connect::run(config, token.clone()));
-    loop {
-        let at: i64 = store.offsets(&name).await.iter().map(|o| o.next).sum();
-        if at >= end {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let rate = N as f64 / t.elapsed().as_secs_f64();
-    token.cancel();
-    task.await.unwrap().unwrap();
+    let rate = apply_rate(config, kafka, &store, topic).await;
     let rows = store.rows().await;
     assert_eq!(rows.iter().filter(|r| r.table == "citizens").count(), N);
     drop::<Store>(store);

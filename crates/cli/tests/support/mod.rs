@@ -576,3 +576,28 @@ pub async fn dlq_headers(
     }
     out
 }
+
+/// Run the connector `config` in this process until `store` holds the whole of `topic` as it
+/// ends now, then stop it; the events/s from its first committed batch to its last (a
+/// benchmark's measure: the start, connecting and joining the group, is left out).
+pub async fn apply_rate(config: ConnectorConfig, kafka: &Kafka, store: &Store, topic: &str) -> f64 {
+    let name = config.name.clone();
+    let end: i64 = end_offsets(kafka, topic).await.values().sum();
+    let (token, task) = spawn(config);
+    let mut first: Option<(i64, Instant)> = None;
+    let rate = loop {
+        let at: i64 = store.offsets(&name).await.iter().map(|o| o.next).sum();
+        if at > 0 && first.is_none() {
+            first = Some((at, Instant::now()));
+        }
+        if at >= end {
+            let (from, since) = first.unwrap_or((0, Instant::now()));
+            break (end - from) as f64 / since.elapsed().as_secs_f64().max(1e-3);
+        }
+        assert!(!task.is_finished(), "the connector stopped");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    token.cancel();
+    task.await.unwrap().unwrap();
+    rate
+}
