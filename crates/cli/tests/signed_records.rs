@@ -167,3 +167,88 @@ async fn a_connector_applies_signed_records_and_dead_letters_each_forgery_with_i
     }
     shutdown.cancel();
 }
+
+/// A verifier nobody here wrote (confluent-kafka, `cryptography`, fastavro) checks signed
+/// records from the documented format alone, the certificate taken from the certificate log;
+/// a record with one byte changed does not verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_verifier_checks_signed_records_from_the_documented_format() {
+    let kafka = kafka();
+    let stamped = [("message.timestamp.type", "LogAppendTime")];
+    let good_topic = kafka
+        .create_topic("signed-python", 1, 1, &stamped)
+        .await
+        .unwrap();
+    let bad_topic = kafka
+        .create_topic("signed-python-bad", 1, 1, &stamped)
+        .await
+        .unwrap();
+    let certificates_topic = format!("signed-python-certs-{}", unique_suffix());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let (_, ca_crt) = ca.save(dir.path()).unwrap();
+    let shutdown = CancellationToken::new();
+    let log = CertificateLog::open(
+        &StateLogConfig {
+            kafka: kafka.config(),
+            topic: certificates_topic.clone(),
+            replication: 1,
+            topic_config: Vec::new(),
+            group: format!("signed-test-{}", unique_suffix()),
+        },
+        vec![ca.certificate().clone()],
+        DefaultConsumerContext,
+        shutdown.child_token(),
+    )
+    .await
+    .unwrap();
+    let issued = ca.issue("26734", 7).unwrap();
+    log.publish(&issued.certificate, "admin").await.unwrap();
+    let ward = AgencySigner::from_pem(&issued.key_pem, issued.certificate.clone()).unwrap();
+    let records = encode_cases(&case_stream(&format!("HS-{}", unique_suffix()), 5));
+    let producer = producer(&kafka);
+    produce_signed(&producer, &good_topic, &records, &ward, |_, _| {}).await;
+    produce_signed(&producer, &bad_topic, &records[..1], &ward, |_, v| {
+        v[8] ^= 0x01;
+    })
+    .await;
+    let schema = dir.path().join("case.avsc");
+    std::fs::write(&schema, case_schema()).unwrap();
+    let verify = |topic: &str, count: usize| {
+        std::process::Command::new(lienthong_tests::python())
+            .arg(lienthong_contract::repo_root().join("tests/interop/verify_signed.py"))
+            .env("BOOTSTRAP", kafka.bootstrap())
+            .env("TOPIC", topic)
+            .env("COUNT", count.to_string())
+            .env("CERTIFICATES", &certificates_topic)
+            .env("CA", &ca_crt)
+            .env("SCHEMA", &schema)
+            .output()
+            .unwrap()
+    };
+    let out = verify(&good_topic, records.len());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), records.len(), "{stdout}");
+    for (line, (key, _)) in lines.iter().zip(&records) {
+        assert_eq!(line["key"], key.as_str());
+        assert_eq!(line["agency"], "26734");
+        assert_eq!(line["batch"], records.len());
+    }
+    let out = verify(&bad_topic, 1);
+    assert!(!out.status.success(), "a changed record verified");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidSignature"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    shutdown.cancel();
+}
