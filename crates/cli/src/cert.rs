@@ -167,6 +167,78 @@ pub async fn audit_verify(config: &Config, topic: Option<String>) -> Result<(), 
     }
 }
 
+/// `lienthong verify`.
+pub async fn verify_topic(
+    config: &Config,
+    catalog: &lienthong_contract::Catalog,
+    args: crate::VerifyArgs,
+    shutdown: CancellationToken,
+) -> Result<(), CliError> {
+    use rdkafka::Message;
+    let certificates = open(config, &shutdown).await?;
+    let decoder = crate::tail::Decoder::new(catalog, args.registry.as_deref())?;
+    let mut range = crate::tail::Range::open(config, &args.topic, &args.from, true).await?;
+    let verifier = lienthong_signing::RecordVerifier::new();
+    let mut signers: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut refused = 0u64;
+    while let Some(m) = range.next(&shutdown).await? {
+        let verified = verifier
+            .verify_message(&certificates.read(), &m)
+            .map(|c| c.agency().to_string());
+        let checked = match (verified, m.payload()) {
+            (Err(refusal), _) => Err(refusal.to_string()),
+            (Ok(signer), None) => Ok(signer),
+            (Ok(signer), Some(bytes)) => match decoder.decode(bytes).await? {
+                Err(e) => Err(format!("signed by {signer}, but not decodable: {e}")),
+                Ok((_, value)) => {
+                    let unit = value["envelope"]["producer_unit"].as_str().unwrap_or("");
+                    if unit == signer {
+                        Ok(signer)
+                    } else {
+                        Err(lienthong_signing::Refusal::NotTheProducer {
+                            signer,
+                            producer: unit.to_string(),
+                        }
+                        .to_string())
+                    }
+                }
+            },
+        };
+        match checked {
+            Ok(signer) => *signers.entry(signer).or_default() += 1,
+            Err(why) => {
+                refused += 1;
+                say!(
+                    "REFUSED {}[{}]@{} key {}: {why}",
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    m.key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_else(|| "(none)".into())
+                );
+            }
+        }
+    }
+    let verified: u64 = signers.values().sum();
+    say!(
+        "{}: {verified} record(s) verified ({}), {refused} refused",
+        args.topic,
+        signers
+            .iter()
+            .map(|(agency, n)| format!("{agency} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if refused > 0 {
+        return Err(CliError::Failed(format!(
+            "{refused} record(s) of {} do not verify",
+            args.topic
+        )));
+    }
+    Ok(())
+}
+
 fn date(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .map(|t| t.date().to_string())

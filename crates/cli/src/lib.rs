@@ -116,6 +116,26 @@ pub enum Command {
     /// The audit trail (docs/signatures.md): what admins did, hash-chained and signed.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check every record of a topic, from --from to the end of the log as it is now, against
+    /// the certificate log ([signing]): who signed each, and every record that is unsigned,
+    /// altered, under an unknown or revoked certificate, or signed by another agency than its
+    /// producer unit; exit 1 on any.
+    Verify(VerifyArgs),
+}
+
+/// `lienthong verify` options.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The topic to check.
+    pub topic: String,
+    /// Where to start in every partition: `beginning`, `offset:N`, or `time:T` (RFC 3339 or
+    /// milliseconds since the epoch).
+    #[arg(long, default_value = "beginning", value_name = "WHERE")]
+    pub from: String,
+    /// Fetch writer schemas by id from this registry (token from LIENTHONG_REGISTRY_TOKEN),
+    /// to read each record's producer unit; without it, the catalog's local ids.
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
 }
 
 /// `lienthong audit …`
@@ -480,6 +500,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
         Command::Pii(command) => pii::run(&config, &catalog, command).await,
         Command::Cert(command) => cert::run(&config, command).await,
         Command::Audit(AuditCommand::Verify { topic }) => cert::audit_verify(&config, topic).await,
+        Command::Verify(args) => cert::verify_topic(&config, &catalog, args, shutdown).await,
     }
 }
 

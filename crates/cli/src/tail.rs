@@ -82,86 +82,11 @@ pub async fn tail(
     args: TailArgs,
     shutdown: CancellationToken,
 ) -> Result<(), CliError> {
-    let start = parse_start(&args.from)?;
-    let decoder = match &args.registry {
-        Some(url) => Decoder::Registry(crate::registry_client(url, None)?),
-        None => Decoder::Local(
-            Codec::from_catalog(catalog).map_err(|e| CliError::Failed(e.to_string()))?,
-        ),
-    };
-    let kafka_err = |e: rdkafka::error::KafkaError| {
-        CliError::Failed(format!("Kafka at {}: {e}", config.kafka.bootstrap))
-    };
-    let client = config
-        .kafka
-        .consumer(&format!("lienthong-tail-{}", std::process::id()));
-    // Partitions, and where the log ends now.
-    let probe: BaseConsumer = client.create().map_err(kafka_err)?;
-    let topic = args.topic.clone();
-    let ends = tokio::task::spawn_blocking(move || partitions_and_ends(&probe, &topic))
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))??;
-    let mut assignment = TopicPartitionList::new();
-    for (p, _) in &ends {
-        let offset = match start {
-            Start::Beginning => Offset::Beginning,
-            Start::End => Offset::End,
-            Start::Offset(n) => Offset::Offset(n),
-            Start::Time(t) => Offset::Offset(t),
-        };
-        assignment
-            .add_partition_offset(&args.topic, *p, offset)
-            .map_err(kafka_err)?;
-    }
-    let consumer: StreamConsumer = client.create().map_err(kafka_err)?;
-    if let Start::Time(_) = start {
-        assignment = consumer
-            .offsets_for_times(assignment, Duration::from_secs(10))
-            .map_err(kafka_err)?;
-    }
-    consumer.assign(&assignment).map_err(kafka_err)?;
-    // With --until-end, a partition is done once its last record at start has been read: the
-    // offset after it, not the high watermark, which a transaction's commit marker can hold
-    // beyond any record this (read_committed) consumer will ever receive.
-    let mut pending: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
-    if args.until_end {
-        let partitions: Vec<lienthong_bus::Partition> =
-            ends.iter().map(|(p, _)| (args.topic.clone(), *p)).collect();
-        let reader = config.kafka.clone();
-        let record_ends = tokio::task::spawn_blocking(move || {
-            lienthong_bus::record_ends(&reader, &partitions, Duration::from_secs(30))
-        })
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-        pending = record_ends
-            .into_iter()
-            .filter_map(|((_, partition), end)| Some((partition, end?)))
-            .collect();
-        // Partitions whose start is already at or past their end have nothing to show.
-        for elem in assignment.elements() {
-            let end = pending.get(&elem.partition()).copied();
-            let begins_at_end = match (elem.offset(), end) {
-                (Offset::End, _) => true,
-                (Offset::Offset(o), Some(end)) => o >= end,
-                _ => false,
-            };
-            if begins_at_end {
-                pending.remove(&elem.partition());
-            }
-        }
-        if pending.is_empty() {
-            return Ok(());
-        }
-    }
+    let decoder = Decoder::new(catalog, args.registry.as_deref())?;
+    let mut range = Range::open(config, &args.topic, &args.from, args.until_end).await?;
     let mut printed = 0u64;
     let stdout = std::io::stdout();
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            m = consumer.recv() => m.map_err(kafka_err)?,
-        };
-        let (partition, offset) = (message.partition(), message.offset());
+    while let Some(message) = range.next(&shutdown).await? {
         let wanted = args
             .key
             .as_deref()
@@ -177,17 +102,122 @@ pub async fn tail(
                 return Ok(());
             }
         }
-        if args.until_end {
-            if pending
-                .get(&partition)
-                .is_some_and(|end| offset + 1 >= *end)
-            {
-                pending.remove(&partition);
-            }
-            if pending.is_empty() {
-                return Ok(());
+    }
+    Ok(())
+}
+
+/// The records of a topic from a start (`--from`), to the end of the log as it was when the
+/// range was opened (`until_end`) or on (following it).
+pub(crate) struct Range {
+    consumer: StreamConsumer,
+    /// With `until_end`: per partition not read to its end yet, the offset after its last
+    /// record.
+    pending: Option<std::collections::HashMap<i32, i64>>,
+    kafka: String,
+}
+
+impl Range {
+    /// Assign every partition of `topic` at `from` (`end`, `beginning`, `offset:N`, `time:T`).
+    pub(crate) async fn open(
+        config: &Config,
+        topic: &str,
+        from: &str,
+        until_end: bool,
+    ) -> Result<Self, CliError> {
+        let start = parse_start(from)?;
+        let kafka_err = |e: rdkafka::error::KafkaError| {
+            CliError::Failed(format!("Kafka at {}: {e}", config.kafka.bootstrap))
+        };
+        let client = config
+            .kafka
+            .consumer(&format!("lienthong-tail-{}", std::process::id()));
+        // Partitions, and where the log ends now.
+        let probe: BaseConsumer = client.create().map_err(kafka_err)?;
+        let name = topic.to_string();
+        let ends = tokio::task::spawn_blocking(move || partitions_and_ends(&probe, &name))
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))??;
+        let mut assignment = TopicPartitionList::new();
+        for (p, _) in &ends {
+            let offset = match start {
+                Start::Beginning => Offset::Beginning,
+                Start::End => Offset::End,
+                Start::Offset(n) => Offset::Offset(n),
+                Start::Time(t) => Offset::Offset(t),
+            };
+            assignment
+                .add_partition_offset(topic, *p, offset)
+                .map_err(kafka_err)?;
+        }
+        let consumer: StreamConsumer = client.create().map_err(kafka_err)?;
+        if let Start::Time(_) = start {
+            assignment = consumer
+                .offsets_for_times(assignment, Duration::from_secs(10))
+                .map_err(kafka_err)?;
+        }
+        consumer.assign(&assignment).map_err(kafka_err)?;
+        let mut range = Range {
+            consumer,
+            pending: None,
+            kafka: config.kafka.bootstrap.clone(),
+        };
+        if !until_end {
+            return Ok(range);
+        }
+        // A partition is done once its last record at start has been read: the offset after
+        // it, not the high watermark, which a transaction's commit marker can hold beyond any
+        // record this (read_committed) consumer will ever receive.
+        let partitions: Vec<lienthong_bus::Partition> =
+            ends.iter().map(|(p, _)| (topic.to_string(), *p)).collect();
+        let reader = config.kafka.clone();
+        let record_ends = tokio::task::spawn_blocking(move || {
+            lienthong_bus::record_ends(&reader, &partitions, Duration::from_secs(30))
+        })
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+        let mut pending: std::collections::HashMap<i32, i64> = record_ends
+            .into_iter()
+            .filter_map(|((_, partition), end)| Some((partition, end?)))
+            .collect();
+        // Partitions whose start is already at or past their end have nothing to show.
+        for elem in assignment.elements() {
+            let end = pending.get(&elem.partition()).copied();
+            let begins_at_end = match (elem.offset(), end) {
+                (Offset::End, _) => true,
+                (Offset::Offset(o), Some(end)) => o >= end,
+                _ => false,
+            };
+            if begins_at_end {
+                pending.remove(&elem.partition());
             }
         }
+        range.pending = Some(pending);
+        Ok(range)
+    }
+
+    /// The next record, or `None` once the range is read (or `shutdown`).
+    pub(crate) async fn next(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<BorrowedMessage<'_>>, CliError> {
+        if self.pending.as_ref().is_some_and(|p| p.is_empty()) {
+            return Ok(None);
+        }
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            m = self.consumer.recv() => m.map_err(|e| {
+                CliError::Failed(format!("Kafka at {}: {e}", self.kafka))
+            })?,
+        };
+        if let Some(pending) = &mut self.pending
+            && pending
+                .get(&message.partition())
+                .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            pending.remove(&message.partition());
+        }
+        Ok(Some(message))
     }
 }
 
@@ -218,12 +248,23 @@ fn partitions_and_ends(consumer: &BaseConsumer, topic: &str) -> Result<Vec<(i32,
         .collect()
 }
 
-enum Decoder {
+/// Decodes records with their writer schema: the catalog's local ids, or a registry's.
+pub(crate) enum Decoder {
     Local(Codec),
     Registry(RegistryClient),
 }
 
 impl Decoder {
+    /// From the registry at `registry` (token from LIENTHONG_REGISTRY_TOKEN), or the catalog.
+    pub(crate) fn new(catalog: &Catalog, registry: Option<&str>) -> Result<Self, CliError> {
+        Ok(match registry {
+            Some(url) => Decoder::Registry(crate::registry_client(url, None)?),
+            None => Decoder::Local(
+                Codec::from_catalog(catalog).map_err(|e| CliError::Failed(e.to_string()))?,
+            ),
+        })
+    }
+
     /// One record as one JSON line; a record that cannot be decoded is shown with its error.
     /// A registry that cannot be read (unreachable, the credential refused, a server error)
     /// stops tail: it says nothing about the record.
@@ -257,7 +298,10 @@ impl Decoder {
 
     /// The record's value, or why it cannot be decoded (`Ok(Err)`); `Err` when the registry
     /// cannot be read.
-    async fn decode(&self, bytes: &[u8]) -> Result<Result<(u32, Json), String>, CliError> {
+    pub(crate) async fn decode(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Result<(u32, Json), String>, CliError> {
         let codec = match self {
             Decoder::Local(codec) => codec,
             Decoder::Registry(client) => {

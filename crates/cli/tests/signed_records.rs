@@ -165,6 +165,58 @@ async fn a_connector_applies_signed_records_and_dead_letters_each_forgery_with_i
             get("lienthong.error.message")
         );
     }
+
+    // `lienthong verify` finds the same four in the topic, and the rest signed by the ward.
+    let cli_config = dir.path().join("lienthong.toml");
+    std::fs::write(
+        &cli_config,
+        format!(
+            "[kafka]\nbootstrap = \"{}\"\n[signing]\ntrusted_cas = [\"{}\"]\ntopic = \"{certificates_topic}\"\n",
+            kafka.bootstrap(),
+            ca_crt.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
+        .current_dir(lienthong_contract::repo_root())
+        .arg("--config")
+        .arg(&cli_config)
+        .args(["verify", topic.as_str()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("REFUSED"))
+        .collect();
+    assert_eq!(refused.len(), 4, "{stdout}");
+    for (records, reason) in [
+        (&flipped, "the signature does not verify"),
+        (&posing, "signed by STP, but its producer unit is 26734"),
+        (&unsigned, "the record is not signed"),
+        (&late, "was revoked: key lost"),
+    ] {
+        assert!(
+            refused
+                .iter()
+                .any(|l| l.contains(&records[0].0) && l.contains(reason)),
+            "{reason}: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains(&format!(
+            "{} record(s) verified (26734 {}), 4 refused",
+            events.len(),
+            events.len()
+        )),
+        "{stdout}"
+    );
     shutdown.cancel();
 }
 

@@ -380,6 +380,32 @@ impl RecordVerifier {
         Ok(certificate)
     }
 
+    /// [`RecordVerifier::verify`] for a Kafka record as it was read. The time a revocation
+    /// and the validity are checked against is the broker's append time when the topic keeps
+    /// it (`LogAppendTime`, as `lienthong topics create` makes the catalog's topics);
+    /// otherwise now, since a producer's own timestamp could be backdated to before a
+    /// revocation.
+    pub fn verify_message<'c, M: rdkafka::Message>(
+        &self,
+        certificates: &'c Certificates,
+        message: &M,
+    ) -> Result<&'c AgencyCertificate, Refusal> {
+        let at_ms = match message.timestamp() {
+            rdkafka::Timestamp::LogAppendTime(t) => t,
+            _ => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        };
+        self.verify(
+            certificates,
+            message.topic(),
+            message.key(),
+            message.payload(),
+            signature_header(message.headers()),
+            at_ms,
+        )
+    }
+
     fn seen(&self, key: &(Hash, [u8; 32])) -> bool {
         self.verified
             .lock()

@@ -335,28 +335,13 @@ impl<S: Sink> Runner<S> {
     }
 
     /// The signing agency of `m`, when the connector verifies signatures (`Ok(None)` when it
-    /// does not); why not, when the signature is refused. The time a revocation is checked
-    /// against is the broker's append time when the topic keeps it (`LogAppendTime`, as
-    /// `lienthong topics create` makes them); otherwise now, since a producer's own timestamp
-    /// could be backdated to before a revocation.
+    /// does not); why not, when the signature is refused.
     fn signer(&self, m: &OwnedMessage) -> Result<Option<String>, String> {
         let Some(log) = &self.certificates else {
             return Ok(None);
         };
-        let at_ms = match m.timestamp() {
-            rdkafka::Timestamp::LogAppendTime(t) => t,
-            _ => lienthong_privacy::now_ms(),
-        };
-        let certificates = log.read();
         self.verifier
-            .verify(
-                &certificates,
-                m.topic(),
-                m.key(),
-                m.payload(),
-                lienthong_signing::signature_header(m.headers()),
-                at_ms,
-            )
+            .verify_message(&log.read(), m)
             .map(|c| Some(c.agency().to_string()))
             .map_err(|r| r.to_string())
     }
