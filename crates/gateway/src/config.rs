@@ -47,6 +47,10 @@ pub struct GatewayConfig {
     /// The gateway's own Kafka connection under `lienthong up` (its principal on a secured
     /// cluster); unset, the process's `[kafka]`.
     pub kafka: Option<lienthong_bus::KafkaConfig>,
+    /// Sign every record (docs/signatures.md) with the key of the agency that posted it,
+    /// from this directory of `<AGENCY>.key` and `<AGENCY>.crt` (`lienthong cert issue
+    /// --out`); an agency without a key here is refused (403). Unset: records are not signed.
+    pub signing_keys_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -68,6 +72,7 @@ impl Default for GatewayConfig {
             idempotency_max_entries: 2_000_000,
             health_interval_ms: 500,
             drain_timeout_ms: 10_000,
+            signing_keys_dir: None,
             kafka: None,
         }
     }

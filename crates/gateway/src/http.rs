@@ -448,6 +448,14 @@ async fn accept(
         .ok_or_else(|| GatewayError::NotFound(format!("topic {topic:?} is not served here")))?;
     spec.check_publisher(&agency.code, agency.kind)
         .map_err(|e| GatewayError::Forbidden(e.to_string()))?;
+    if let Some(signers) = &gw.signers
+        && !signers.contains_key(&agency.code)
+    {
+        return Err(GatewayError::Forbidden(format!(
+            "this gateway signs what it publishes and holds no signing key for {}",
+            agency.code
+        )));
+    }
     check_content_type(headers)?;
     let limit = gw.config.max_body_bytes;
     let too_large = || GatewayError::TooLarge(format!("request body larger than {limit} bytes"));
@@ -504,7 +512,8 @@ async fn accept(
     // From here on the work runs in its own task: if the client goes away, reservations are
     // still completed or released, never left dangling.
     let name = route.name.clone();
-    tokio::spawn(async move { publish(gw, name, encoded).await })
+    let signer = agency.code.clone();
+    tokio::spawn(async move { publish(gw, name, encoded, &signer).await })
         .await
         .map_err(|e| GatewayError::Unavailable {
             message: format!("publishing task failed: {e}"),
@@ -690,6 +699,7 @@ async fn publish(
     gw: Arc<Gateway>,
     topic: Arc<str>,
     mut encoded: Vec<Encoded>,
+    agency: &str,
 ) -> Result<(StatusCode, Vec<Receipt>), GatewayError> {
     let wait_limit = Duration::from_millis(gw.config.kafka_timeout_ms.saturating_mul(3).max(1000));
     let unavailable = |message: String| GatewayError::Unavailable {
@@ -753,14 +763,33 @@ async fn publish(
             .release(fresh.iter().map(|&i| encoded[i].event_key));
     };
     // The records take the key and value; the event ids stay for the receipts.
-    let records: Vec<OutRecord> = fresh
+    let mut records: Vec<OutRecord> = fresh
         .iter()
         .map(|&i| OutRecord {
             topic: topic.clone(),
             key: std::mem::take(&mut encoded[i].key),
             value: std::mem::take(&mut encoded[i].value),
+            signature: None,
         })
         .collect();
+    // One signature over the request's records (a Merkle root), each with its path.
+    if let Some(signer) = gw.signers.as_ref().and_then(|s| s.get(agency)) {
+        let leaves: Vec<_> = records
+            .iter()
+            .map(|r| lienthong_signing::leaf(&r.topic, Some(r.key.as_bytes()), Some(&r.value)))
+            .collect();
+        match lienthong_signing::SignedBatch::sign(signer, &leaves) {
+            Ok(batch) => {
+                for (i, r) in records.iter_mut().enumerate() {
+                    r.signature = Some(batch.header_value(i));
+                }
+            }
+            Err(e) => {
+                release_all(&gw, &encoded);
+                return Err(unavailable(format!("signing failed: {e}")));
+            }
+        }
+    }
     let (reply, answer) = oneshot::channel();
     let Some(sender) = gw.sender() else {
         release_all(&gw, &encoded);

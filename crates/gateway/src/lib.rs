@@ -77,6 +77,8 @@ pub struct Gateway {
     /// Seals citizen records before they reach Kafka, once [`Gateway::seal_citizen_records`]
     /// set it.
     sealer: std::sync::OnceLock<Sealer>,
+    /// The agencies' signing keys, when the gateway signs (`signing_keys_dir`).
+    signers: Option<HashMap<String, lienthong_signing::AgencySigner>>,
 }
 
 /// What sealing a citizen record takes: the key service, and the record's schema to decode
@@ -124,6 +126,12 @@ impl Gateway {
         let shutdown = shutdown.child_token();
         config.check().map_err(GatewayError::Config)?;
         let agencies = Agencies::new(&config.agencies).map_err(GatewayError::Config)?;
+        let signers = config
+            .signing_keys_dir
+            .as_deref()
+            .map(lienthong_signing::load_signers)
+            .transpose()
+            .map_err(|e| GatewayError::Config(format!("signing_keys_dir: {e}")))?;
         let mut routes = HashMap::new();
         for topic in catalog.topics() {
             let Some(&id) = ids.get(&topic.name) else {
@@ -181,6 +189,7 @@ impl Gateway {
             telemetry,
             shutdown,
             sealer: std::sync::OnceLock::new(),
+            signers,
         }))
     }
 

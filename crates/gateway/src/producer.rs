@@ -34,6 +34,8 @@ pub struct OutRecord {
     pub key: String,
     /// Value (Confluent-framed Avro).
     pub value: Vec<u8>,
+    /// Its signature header's value, when the gateway signs (`lienthong_signing::H_SIGNATURE`).
+    pub signature: Option<Vec<u8>>,
 }
 
 /// Where a record landed.
@@ -223,6 +225,14 @@ impl Committer {
         'jobs: for job in jobs {
             for r in &job.records {
                 let mut record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value);
+                if let Some(signature) = &r.signature {
+                    record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                        rdkafka::message::Header {
+                            key: lienthong_signing::H_SIGNATURE,
+                            value: Some(signature.as_slice()),
+                        },
+                    ));
+                }
                 loop {
                     match producer.send_result(record) {
                         Ok(f) => {

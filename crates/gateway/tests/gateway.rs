@@ -1009,3 +1009,110 @@ async fn one_broker_of_three_down_leaves_the_gateway_ready() {
     kafka.restart_broker(3).unwrap();
     gw.stop().await;
 }
+
+/// With `signing_keys_dir`, the gateway signs each request's records with the posting
+/// agency's key (one signature over the batch, each record's path in its header): every record
+/// read back from Kafka verifies alone and names the ward; an agency whose key the gateway does
+/// not hold is refused with 403, and nothing of it reaches Kafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_gateway_signs_each_record_as_the_posting_agency() {
+    use futures::StreamExt;
+    use rdkafka::Message;
+    use rdkafka::consumer::Consumer;
+    let kafka = kafka();
+    let keys = tempfile::tempdir().unwrap();
+    let ca = lienthong_signing::CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let issued = ca.issue("26734", 7).unwrap();
+    std::fs::write(keys.path().join("26734.key"), &issued.key_pem).unwrap();
+    std::fs::write(keys.path().join("26734.crt"), issued.certificate.pem()).unwrap();
+    let log =
+        lienthong_signing::CertificateLog::<rdkafka::consumer::DefaultConsumerContext>::in_memory(
+            vec![ca.certificate().clone()],
+        );
+    log.publish(&issued.certificate, "admin").await.unwrap();
+    let dir = keys.path().to_path_buf();
+    let gw = start(&kafka, move |c| c.signing_keys_dir = Some(dir)).await;
+    let topic = "hcm.case.events";
+    let case = format!("HS-SIGNED-{}", unique_suffix());
+    let batch: Vec<Json> = samples::case_lifecycle()
+        .iter()
+        .take(3)
+        .map(|e| {
+            let mut json = fresh(e, &case);
+            json["envelope"]["producer_unit"] = "26734".into();
+            json
+        })
+        .collect();
+    let a = gw.post_batch(topic, "26734", &batch).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let receipts: Vec<(i32, i64)> = a.body["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["partition"].as_i64().unwrap() as i32,
+                r["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let verifier = lienthong_signing::RecordVerifier::new();
+    for (partition, offset) in &receipts {
+        let consumer = kafka
+            .consumer(&format!("signed-gw-{}", unique_suffix()))
+            .unwrap();
+        let mut at = rdkafka::TopicPartitionList::new();
+        at.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
+            .unwrap();
+        consumer.assign(&at).unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.stream().next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!((m.partition(), m.offset()), (*partition, *offset));
+        let signer = verifier
+            .verify_message(&log.read(), &m)
+            .map(|c| c.agency().to_string());
+        assert_eq!(signer.as_deref(), Ok("26734"), "record at {offset}");
+        // The batch size is in bytes 21..25 of the header: one signature for the request.
+        let header = lienthong_signing::signature_header(m.headers()).unwrap();
+        assert_eq!(u32::from_be_bytes(header[21..25].try_into().unwrap()), 3);
+    }
+    // STP has no key at this gateway.
+    let since = kafka.offsets_at_time(topic, now_ms() - 1_000).unwrap();
+    let stp_case = format!("{case}-STP");
+    let mut submitted = fresh(&samples::typical_case_submitted(), &stp_case);
+    submitted["envelope"]["producer_unit"] = "STP".into();
+    let a = gw.post(topic, "STP", &submitted).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    assert!(
+        a.body.to_string().contains("no signing key for STP"),
+        "{}",
+        a.body
+    );
+    // A ward's event after it, so that reading up to it covers the refused one's moment.
+    let a = gw
+        .post(
+            topic,
+            "26734",
+            &fresh(&samples::typical_case_submitted(), &case),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let records = kafka.read_since(topic, &since, false).await.unwrap();
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.key.as_deref() == Some(stp_case.as_bytes())),
+        "a refused event reached Kafka"
+    );
+    gw.stop().await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

@@ -27,7 +27,7 @@ pub use records::{
     H_SIGNATURE, Hash, MAX_BATCH, RecordVerifier, Refusal, SignedBatch, check_producer, leaf,
     root_message, signature_header,
 };
-pub use signer::AgencySigner;
+pub use signer::{AgencySigner, load_signers};
 pub use store::{CERTIFICATES_TOPIC, CertificateLog, Certificates, Entry};
 
 #[cfg(test)]

@@ -86,3 +86,39 @@ impl AgencySigner {
             .map_err(|_| SigningError::BadSignature("signing failed".into()))
     }
 }
+
+/// The signers of a directory holding `<AGENCY>.key` and `<AGENCY>.crt` for each agency (as
+/// `lienthong cert issue --out` writes them), by agency: what a gateway that signs for the
+/// agencies posting to it holds. Refused if a key has no certificate, a certificate is not
+/// its file's agency's, or a key is not its certificate's.
+pub fn load_signers(
+    dir: &Path,
+) -> Result<std::collections::HashMap<String, AgencySigner>, SigningError> {
+    let io = |source| SigningError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut signers = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("key") {
+            continue;
+        }
+        let agency = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let certificate = path.with_extension("crt");
+        let signer = AgencySigner::load(&path, &certificate)?;
+        if signer.certificate().agency() != agency {
+            return Err(SigningError::Certificate(format!(
+                "{} is {}'s certificate, not {agency}'s",
+                certificate.display(),
+                signer.certificate().agency()
+            )));
+        }
+        signers.insert(agency, signer);
+    }
+    Ok(signers)
+}

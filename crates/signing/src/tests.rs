@@ -390,3 +390,29 @@ async fn a_signed_batch_verifies_record_by_record_and_refuses_each_kind_of_forge
         "CATP"
     );
 }
+
+/// A directory of agencies' keys loads by agency; a certificate that is not its file's
+/// agency's, or a key without its certificate, is refused naming the file.
+#[test]
+fn a_keys_directory_loads_by_agency_and_refuses_a_mismatch() {
+    let ca = CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, issued: &Issued| {
+        std::fs::write(dir.path().join(format!("{name}.key")), &issued.key_pem).unwrap();
+        std::fs::write(
+            dir.path().join(format!("{name}.crt")),
+            issued.certificate.pem(),
+        )
+        .unwrap();
+    };
+    write("26734", &ca.issue("26734", 7).unwrap());
+    write("STP", &ca.issue("STP", 7).unwrap());
+    let signers = load_signers(dir.path()).unwrap();
+    assert_eq!(signers.len(), 2);
+    assert_eq!(signers["STP"].certificate().agency(), "STP");
+    write("CATP", &ca.issue("SNV", 7).unwrap());
+    let e = load_signers(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("not CATP's"), "{e}");
+    std::fs::remove_file(dir.path().join("CATP.crt")).unwrap();
+    assert!(load_signers(dir.path()).is_err());
+}
