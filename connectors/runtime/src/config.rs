@@ -61,6 +61,10 @@ pub struct ConnectorConfig {
     /// `signature`). Without it, signatures are not checked.
     #[serde(default)]
     pub signatures: Option<SignaturesConfig>,
+    /// After each committed batch, publish a receipt of what it applied, signed with this
+    /// agency's key (docs/signatures.md). Without it, no receipts.
+    #[serde(default)]
+    pub receipts: Option<ReceiptsConfig>,
     /// Where sealed citizen records get their keys: `lienthong up` hands its key service, as
     /// `privacy`'s agency and purpose, to the connectors it runs. Not read from the file.
     #[serde(skip)]
@@ -85,6 +89,32 @@ pub struct SignaturesConfig {
     /// The compacted topic of certificates and revocations.
     #[serde(default = "default_certificates_topic")]
     pub topic: String,
+}
+
+/// A connector's `[receipts]`: the key and certificate its receipts are signed with, where they
+/// go, and how often they carry the store's digest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsConfig {
+    /// The agency's private key (`lienthong cert issue`).
+    pub key_file: PathBuf,
+    /// The agency's certificate: the receipts are its agency's.
+    pub certificate_file: PathBuf,
+    /// The receipts topic.
+    #[serde(default = "default_receipts_topic")]
+    pub topic: String,
+    /// A receipt carries the store's digest (every row listed and hashed) at most this often;
+    /// 0: after every batch. The first batch's receipt always carries it.
+    #[serde(default = "default_digest_every")]
+    pub store_digest_every_secs: u64,
+}
+
+fn default_receipts_topic() -> String {
+    lienthong_signing::RECEIPTS_TOPIC.into()
+}
+
+fn default_digest_every() -> u64 {
+    300
 }
 
 fn default_certificates_topic() -> String {

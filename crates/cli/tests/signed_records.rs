@@ -1,7 +1,8 @@
 //! Signed records against real Kafka (issue #29): a connector with `[signatures]` applies what
 //! the producer units signed and dead-letters, each with its reason, a record with a flipped
 //! byte, a record signed by another agency than its producer unit, an unsigned record and a
-//! record signed after its certificate was revoked.
+//! record signed after its certificate was revoked. A connector with `[receipts]` states each
+//! batch it committed in a receipt signed by its agency.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -10,8 +11,14 @@ mod support;
 use std::time::Duration;
 
 use lienthong_bus::state_log::StateLogConfig;
-use lienthong_signing::{AgencySigner, CertificateLog, CityCa, SignedBatch, leaf};
+use std::collections::BTreeMap;
+
+use lienthong_connect::digest::{DEFAULT_BUCKETS, Digest};
+use lienthong_signing::{
+    AgencySigner, CertificateLog, CityCa, Receipt, RecordVerifier, Refusal, SignedBatch, leaf,
+};
 use lienthong_tests::{kafka, unique_suffix};
+use rdkafka::Message;
 use rdkafka::consumer::DefaultConsumerContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::*;
@@ -302,5 +309,212 @@ async fn a_python_verifier_checks_signed_records_from_the_documented_format() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    shutdown.cancel();
+}
+
+/// Read every record of `topic` up to its end now, in offset order per partition.
+async fn read_to_end(
+    kafka: &lienthong_tests::Kafka,
+    topic: &str,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::Consumer;
+    let ends = end_offsets(kafka, topic).await;
+    let total: i64 = ends.values().sum();
+    let consumer = kafka
+        .consumer(&format!("receipts-reader-{}", unique_suffix()))
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (out.len() as i64) < total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {} of {total} receipts",
+            out.len()
+        );
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            out.push(m.detach());
+        }
+    }
+    out
+}
+
+/// Every batch a connector with `[receipts]` commits is stated in a receipt signed by its
+/// agency: the receipts' ranges cover every offset of every partition exactly once, their
+/// counts add up, each carries the store's digest as the batch left it (the last one of each
+/// run is the store's digest when the run stopped), and a changed byte or another agency's
+/// signature is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
+    let kafka = kafka();
+    let store = postgres_store().await;
+    let topic = kafka
+        .create_topic(
+            "receipted-cases",
+            3,
+            1,
+            &[("message.timestamp.type", "LogAppendTime")],
+        )
+        .await
+        .unwrap();
+    let dlq = kafka
+        .create_topic("receipted-dlq", 1, 1, &[])
+        .await
+        .unwrap();
+    let receipts_topic = kafka
+        .create_topic(
+            "receipts",
+            1,
+            1,
+            &[("message.timestamp.type", "LogAppendTime")],
+        )
+        .await
+        .unwrap();
+    let certificates_topic = format!("receipt-certs-{}", unique_suffix());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let shutdown = CancellationToken::new();
+    let log = CertificateLog::open(
+        &StateLogConfig {
+            kafka: kafka.config(),
+            topic: certificates_topic.clone(),
+            replication: 1,
+            topic_config: Vec::new(),
+            group: format!("receipts-test-{}", unique_suffix()),
+        },
+        vec![ca.certificate().clone()],
+        DefaultConsumerContext,
+        shutdown.child_token(),
+    )
+    .await
+    .unwrap();
+    let ward = ca.issue("26734", 7).unwrap();
+    let stp = ca.issue("STP", 7).unwrap();
+    log.publish(&ward.certificate, "admin").await.unwrap();
+    log.publish(&stp.certificate, "admin").await.unwrap();
+    let key_file = dir.path().join("26734.key");
+    let certificate_file = dir.path().join("26734.crt");
+    std::fs::write(&key_file, &ward.key_pem).unwrap();
+    std::fs::write(&certificate_file, ward.certificate.pem()).unwrap();
+
+    let name = format!("receipted-{}", unique_suffix());
+    let toml = config_toml(
+        &name,
+        &kafka,
+        &[(&topic, "cases")],
+        &store,
+        &dlq,
+        &format!(
+            "[receipts]\nkey_file = \"{}\"\ncertificate_file = \"{}\"\ntopic = \"{receipts_topic}\"\nstore_digest_every_secs = 0\n",
+            key_file.display(),
+            certificate_file.display()
+        ),
+    )
+    // Small batches: many receipts.
+    .replace("max_records = 2000", "max_records = 25");
+    let prefix = format!("RC-{}", unique_suffix());
+    let mut events = case_stream(&prefix, 60);
+    produce(&kafka, &topic, &encode_cases(&events)).await;
+    run_until_caught_up(config(&toml), &kafka, &store, &topic).await;
+    let first_run = read_to_end(&kafka, &receipts_topic).await;
+    let digest_after_first = Digest::of(store.rows().await, DEFAULT_BUCKETS);
+    // A second run, over more events: it continues the chain where the first stopped.
+    let more = case_stream(&format!("{prefix}-b"), 40);
+    produce(&kafka, &topic, &encode_cases(&more)).await;
+    events.extend(more);
+    run_until_caught_up(config(&toml), &kafka, &store, &topic).await;
+    let all = read_to_end(&kafka, &receipts_topic).await;
+    let digest_after_second = Digest::of(store.rows().await, DEFAULT_BUCKETS);
+    check_cases(&store.rows().await, &expected_cases(&events));
+
+    let ends = end_offsets(&kafka, &topic).await;
+    let verifier = RecordVerifier::new();
+    let certificates = log.read();
+    let receipts: Vec<Receipt> = all
+        .iter()
+        .map(|m| Receipt::verify(&verifier, &certificates, m).unwrap())
+        .collect();
+    assert!(
+        receipts.len() >= 8,
+        "{} receipts for 100 cases in batches of at most 25",
+        receipts.len()
+    );
+    // Each partition's ranges chain from its first offset to its end, with no gap or overlap.
+    let mut reached: BTreeMap<i32, i64> = BTreeMap::new();
+    let (mut records, mut applied) = (0u64, 0u64);
+    for r in &receipts {
+        assert_eq!(
+            (r.connector.as_str(), r.agency.as_str(), r.store.as_str()),
+            (name.as_str(), "26734", "postgres")
+        );
+        for range in &r.ranges {
+            assert_eq!(range.topic, topic);
+            let at = reached.entry(range.partition).or_insert(0);
+            assert_eq!(
+                range.from, *at,
+                "partition {}: a gap or an overlap: {r:?}",
+                range.partition
+            );
+            assert!(range.to > range.from && range.records > 0, "{r:?}");
+            assert!(
+                range.published_ms[0] <= range.published_ms[1]
+                    && range.published_ms[1] <= r.committed_ms,
+                "{r:?}"
+            );
+            *at = range.to;
+            records += range.records;
+        }
+        applied += r.applied;
+        assert!(
+            r.store_digest.is_some(),
+            "a digest after every batch: {r:?}"
+        );
+    }
+    assert_eq!(
+        reached, ends,
+        "the receipts cover every offset of the topic"
+    );
+    assert_eq!(records, events.len() as u64);
+    assert_eq!(applied, events.len() as u64, "every event moved a row");
+    // The store's digest as each run left it is the last receipt's of that run.
+    for (last, digest) in [
+        (&receipts[first_run.len() - 1], &digest_after_first),
+        (receipts.last().unwrap(), &digest_after_second),
+    ] {
+        let d = last.store_digest.as_ref().unwrap();
+        assert_eq!(
+            (d.rows, d.overall.as_str()),
+            (digest.rows, digest.overall.as_str())
+        );
+    }
+    assert_ne!(digest_after_first.overall, digest_after_second.overall);
+
+    // A receipt changed after signing is refused; so is one signed by STP in the ward's name.
+    let last = all.last().unwrap();
+    let value = String::from_utf8(last.payload().unwrap().to_vec()).unwrap();
+    let forged = value.replacen("\"applied\":", "\"applied\":1", 1);
+    assert_ne!(forged, value);
+    let changed = last.clone().set_payload(Some(forged.into_bytes()));
+    assert!(matches!(
+        Receipt::verify(&verifier, &certificates, &changed),
+        Err(Refusal::Altered(_))
+    ));
+    let stp_signer = AgencySigner::from_pem(&stp.key_pem, stp.certificate.clone()).unwrap();
+    let claim: Receipt = serde_json::from_str(&value).unwrap();
+    assert!(
+        claim.sign(&stp_signer, &receipts_topic).is_err(),
+        "the signer must be the receipt's agency"
+    );
+    let key = last.key().unwrap();
+    let batch = SignedBatch::sign(
+        &stp_signer,
+        &[leaf(&receipts_topic, Some(key), Some(value.as_bytes()))],
+    )
+    .unwrap();
+    let posing = last.clone().replace_headers(Some(batch.headers(0)));
+    assert!(matches!(
+        Receipt::verify(&verifier, &certificates, &posing),
+        Err(Refusal::NotTheProducer { .. })
+    ));
     shutdown.cancel();
 }

@@ -118,6 +118,7 @@ fn connector_config(
         startup_timeout_secs: 30,
         privacy: None,
         signatures: None,
+        receipts: None,
         keys: Default::default(),
     }
 }

@@ -7,7 +7,8 @@
 //! In the data path this sits beside the producers and the sinks: a publisher signs what it
 //! puts on the bus, a batch at a time ([`SignedBatch`]: one signature over a Merkle root, each
 //! record carrying its path in headers), and a connector verifies each record before it
-//! applies it ([`RecordVerifier`]). The keys, the certificates and the log are run with
+//! applies it ([`RecordVerifier`]); after each batch it commits, a connector states what it
+//! applied in a signed [`Receipt`]. The keys, the certificates and the log are run with
 //! `lienthong cert`; the audit trail ([`AuditTrail`]) is built on the same keys (see
 //! docs/signatures.md).
 
@@ -15,6 +16,7 @@ mod audit;
 mod ca;
 mod cert;
 mod error;
+mod receipts;
 mod records;
 mod signer;
 mod store;
@@ -23,6 +25,7 @@ pub use audit::{AUDIT_TOPIC, AuditEntry, AuditState, AuditTrail, ChainReport, Pr
 pub use ca::{CA_CERT_FILE, CA_KEY_FILE, CityCa, Issued, write_private};
 pub use cert::{AgencyCertificate, KeyKind, certificate_id, load_trusted_cas};
 pub use error::SigningError;
+pub use receipts::{RECEIPTS_TOPIC, Receipt, ReceiptRange, StoreDigest};
 pub use records::{
     H_SIGNATURE, Hash, MAX_BATCH, RecordVerifier, Refusal, SignedBatch, check_producer, leaf,
     root_message, signature_header,

@@ -252,6 +252,14 @@ pub const CONNECTOR_CONSUMER_LAG: MetricSpec = gauge(
     "Records on the log not yet applied, per partition (high watermark minus the store's \
      offset). Partitions are few and fixed per topic, so the label is bounded.",
 );
+/// Apply receipts sent.
+pub const CONNECTOR_RECEIPTS: MetricSpec = counter(
+    "lienthong_connector_receipts_total",
+    &["connector", "outcome"],
+    "Signed apply receipts (`[receipts]`, one per committed batch) by outcome: `delivered` to \
+     the receipts topic, or `failed` (not signed, or not delivered within 30 s: a gap in the \
+     connector's chain of receipts).",
+);
 
 // --- KPI engine --------------------------------------------------------------------------------
 //
@@ -445,6 +453,29 @@ pub const KPI_CAUGHT_UP: MetricSpec = gauge(
     "0 while the engine rebuilds its state by re-reading its topics from the beginning after \
      a start, 1 once it reached the end offsets it saw at start. Indicators are partial while 0.",
 );
+/// Buckets for the sync delay, 5 ms to 1 h.
+pub const SYNC_DELAY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+/// Published to applied, per agency, from the signed receipts.
+pub const SYNC_DELAY: MetricSpec = histogram(
+    "lienthong_sync_delay_seconds",
+    &["agency"],
+    "From an event's append to the log to its commit in an agency's store, read from the \
+     agencies' signed apply receipts: one observation per receipt and partition, the delay of \
+     the oldest record it covers (every record of the batch was applied within it). Agencies \
+     are the city CA's certificate holders: bounded.",
+    SYNC_DELAY_BUCKETS,
+);
+/// Receipts read by the KPI engine.
+pub const RECEIPTS_READ: MetricSpec = counter(
+    "lienthong_receipts_total",
+    &["outcome"],
+    "Apply receipts the KPI engine read (`[kpi.receipts]`): `verified` against the certificate \
+     log, or `refused` (unsigned, altered, an unknown or revoked certificate, signed by \
+     another agency than the receipt's, or not a receipt) and left out of the trace and the \
+     sync delay.",
+);
 /// Cases held in memory.
 pub const KPI_CASES_TRACKED: MetricSpec = gauge(
     "lienthong_kpi_cases_tracked",
@@ -474,6 +505,7 @@ pub const ALL: &[&MetricSpec] = &[
     &CONNECTOR_BATCH_DURATION,
     &CONNECTOR_END_TO_END_LATENCY,
     &CONNECTOR_CONSUMER_LAG,
+    &CONNECTOR_RECEIPTS,
     &KPI_UNIT_RECEIVED,
     &KPI_UNIT_END_TO_END_ONLINE,
     &KPI_UNIT_END_TO_END_ONLINE_RATIO,
@@ -500,6 +532,8 @@ pub const ALL: &[&MetricSpec] = &[
     &KPI_ANOMALIES,
     &KPI_CAUGHT_UP,
     &KPI_CASES_TRACKED,
+    &SYNC_DELAY,
+    &RECEIPTS_READ,
 ];
 
 /// The catalog as the Markdown table in `docs/metrics.md`.

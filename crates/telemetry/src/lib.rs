@@ -155,6 +155,8 @@ pub struct ConnectorMetrics {
     pub end_to_end_latency: HistogramVec,
     /// [`catalog::CONNECTOR_CONSUMER_LAG`].
     pub consumer_lag: IntGaugeVec,
+    /// [`catalog::CONNECTOR_RECEIPTS`].
+    pub receipts: IntCounterVec,
 }
 
 /// Families of the KPI engine (service-chain indicators), in two views: by unit and by
@@ -213,6 +215,10 @@ pub struct KpiMetrics {
     pub caught_up: IntGaugeVec,
     /// [`catalog::KPI_CASES_TRACKED`].
     pub cases_tracked: IntGaugeVec,
+    /// [`catalog::SYNC_DELAY`].
+    pub sync_delay: HistogramVec,
+    /// [`catalog::RECEIPTS_READ`].
+    pub receipts: IntCounterVec,
 }
 
 /// One process's metrics: a Prometheus registry holding every family of the catalog.
@@ -267,6 +273,7 @@ impl Telemetry {
             batch_duration: histogram(r, &catalog::CONNECTOR_BATCH_DURATION)?,
             end_to_end_latency: histogram(r, &catalog::CONNECTOR_END_TO_END_LATENCY)?,
             consumer_lag: gauge(r, &catalog::CONNECTOR_CONSUMER_LAG)?,
+            receipts: counter(r, &catalog::CONNECTOR_RECEIPTS)?,
         };
         let kpi = KpiMetrics {
             unit_received: counter(r, &catalog::KPI_UNIT_RECEIVED)?,
@@ -301,6 +308,8 @@ impl Telemetry {
             anomalies: counter(r, &catalog::KPI_ANOMALIES)?,
             caught_up: gauge(r, &catalog::KPI_CAUGHT_UP)?,
             cases_tracked: gauge(r, &catalog::KPI_CASES_TRACKED)?,
+            sync_delay: histogram(r, &catalog::SYNC_DELAY)?,
+            receipts: counter(r, &catalog::RECEIPTS_READ)?,
         };
         Ok(Arc::new(Telemetry {
             registry,

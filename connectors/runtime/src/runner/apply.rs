@@ -167,6 +167,7 @@ impl<S: Sink> Runner<S> {
                 match self.sink.apply(batch.clone()).await {
                     Ok(applied) => {
                         self.committed(&batch, &items[lo..hi], applied, started);
+                        self.send_receipt(&batch, &items[lo..hi], applied).await;
                         break;
                     }
                     Err(e @ StoreError::Transient { .. }) => {

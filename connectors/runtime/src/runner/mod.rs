@@ -32,6 +32,7 @@ mod apply;
 mod dead_letter;
 mod decode;
 mod rebalance;
+mod receipts;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -69,6 +70,8 @@ struct Item {
     /// The change, or None when the record is skipped (filtered out or dead-lettered).
     op: Option<Op>,
     occurred_at: Option<i64>,
+    /// The record's timestamp (ms): the broker's append time on the catalog's topics.
+    published_ms: i64,
 }
 
 enum Decoded {
@@ -113,6 +116,8 @@ struct Runner<S: Sink> {
     certificates: Option<Arc<Certificates>>,
     /// Batch roots already verified.
     verifier: lienthong_signing::RecordVerifier,
+    /// What the connector signs its apply receipts with (`[receipts]`).
+    receipts: Option<receipts::Receipts>,
 }
 
 /// The certificate log a connector verifies against.
@@ -233,7 +238,8 @@ async fn check_kafka(config: &ConnectorConfig) -> Result<(), ConnectError> {
     let client = config.kafka.watermarks();
     let bootstrap = config.kafka.bootstrap.clone();
     let seconds = config.startup_timeout_secs.max(1);
-    let topics: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+    let mut topics: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+    topics.extend(config.receipts.as_ref().map(|r| r.topic.clone()));
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = client.create()?;
         let metadata = consumer
@@ -305,6 +311,11 @@ impl<S: Sink> Runner<S> {
             .producer_with(&[("message.timeout.ms", "30000")])
             .create_with_context(kafka)?;
         let watermarks: BaseConsumer = config.kafka.watermarks().create()?;
+        let receipts = config
+            .receipts
+            .as_ref()
+            .map(receipts::Receipts::open)
+            .transpose()?;
         Ok(Runner {
             config,
             sink,
@@ -331,6 +342,7 @@ impl<S: Sink> Runner<S> {
             lag_updated: None,
             certificates,
             verifier: lienthong_signing::RecordVerifier::new(),
+            receipts,
         })
     }
 
@@ -430,6 +442,14 @@ impl<S: Sink> Runner<S> {
             self.flush().await?;
         }
         self.consumer.unsubscribe();
+        if self.receipts.is_some() {
+            // The last batches' receipts are on their way: give them a moment to arrive.
+            let producer = self.producer.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                rdkafka::producer::Producer::flush(&producer, Duration::from_secs(5))
+            })
+            .await;
+        }
         Ok(())
     }
 
@@ -476,6 +496,7 @@ impl<S: Sink> Runner<S> {
             payload,
             op: None,
             occurred_at: None,
+            published_ms: m.timestamp().to_millis().unwrap_or(0),
         };
         match decoded {
             Decoded::Op(op, at) => {

@@ -1,0 +1,160 @@
+//! Apply receipts (`[receipts]`, docs/signatures.md): after each committed batch, what it
+//! applied, signed by the connector's agency, on the receipts topic. A receipt is handed to the
+//! producer without waiting for the broker (the batch is committed already, and the next one
+//! should not wait); one that cannot be delivered is logged and counted
+//! (`lienthong_connector_receipts_total{outcome="failed"}`), and shows as a gap in the chain of
+//! the connector's ranges.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lienthong_signing::{AgencySigner, Receipt, ReceiptRange, StoreDigest};
+use rdkafka::producer::FutureRecord;
+
+use crate::config::ReceiptsConfig;
+use crate::digest::{DEFAULT_BUCKETS, Digest};
+use crate::error::ConnectError;
+use crate::sink::{Applied, Batch, Sink};
+
+use super::{Item, Runner};
+
+/// What a connector signs its receipts with, and when it last took the store's digest.
+pub(super) struct Receipts {
+    signer: AgencySigner,
+    topic: String,
+    digest_every: Duration,
+    last_digest: Option<Instant>,
+}
+
+impl Receipts {
+    pub(super) fn open(config: &ReceiptsConfig) -> Result<Receipts, ConnectError> {
+        let signer = AgencySigner::load(&config.key_file, &config.certificate_file)
+            .map_err(|e| ConnectError::Config(format!("receipts: {e}")))?;
+        Ok(Receipts {
+            signer,
+            topic: config.topic.clone(),
+            digest_every: Duration::from_secs(config.store_digest_every_secs),
+            last_digest: None,
+        })
+    }
+
+    /// The agency that signs.
+    pub(super) fn agency(&self) -> &str {
+        self.signer.certificate().agency()
+    }
+
+    fn digest_due(&self) -> bool {
+        self.last_digest
+            .is_none_or(|t| t.elapsed() >= self.digest_every)
+    }
+}
+
+/// Per partition of `batch`, what its `items` read of it.
+fn ranges(batch: &Batch, items: &[Item]) -> Vec<ReceiptRange> {
+    let mut seen: HashMap<(&str, i32), (i64, u64, i64, i64)> = HashMap::new();
+    for i in items {
+        let e = seen
+            .entry((&*i.tp.0, i.tp.1))
+            .or_insert((i.offset, 0, i64::MAX, i64::MIN));
+        e.0 = e.0.min(i.offset);
+        e.1 += 1;
+        e.2 = e.2.min(i.published_ms);
+        e.3 = e.3.max(i.published_ms);
+    }
+    batch
+        .offsets
+        .iter()
+        .map(|o| {
+            let (first, records, oldest, newest) = seen
+                .get(&(o.topic.as_str(), o.partition))
+                .copied()
+                .unwrap_or((o.next, 0, 0, 0));
+            ReceiptRange {
+                topic: o.topic.clone(),
+                partition: o.partition,
+                from: o.expected.unwrap_or(first),
+                to: o.next,
+                records,
+                published_ms: [oldest, newest],
+            }
+        })
+        .collect()
+}
+
+impl<S: Sink> Runner<S> {
+    /// After `batch` (of `items`) committed with `applied`: its receipt, with the store's
+    /// digest when one is due, signed and handed to the producer.
+    pub(super) async fn send_receipt(&mut self, batch: &Batch, items: &[Item], applied: Applied) {
+        let Some(due) = self.receipts.as_ref().map(Receipts::digest_due) else {
+            return;
+        };
+        // Nothing else writes this store between the commit and here (the loop is serial and
+        // other instances are fenced), so this is the store as the batch left it.
+        let store_digest = if due {
+            match self.sink.rows().await {
+                Ok(rows) => {
+                    let d = Digest::of(rows, DEFAULT_BUCKETS);
+                    Some(StoreDigest {
+                        rows: d.rows,
+                        overall: d.overall,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(connector = %self.name(), error = %e, "the store's digest for a receipt");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let Some(receipts) = self.receipts.as_mut() else {
+            return;
+        };
+        if store_digest.is_some() {
+            receipts.last_digest = Some(Instant::now());
+        }
+        let mut receipt = Receipt::new(&self.config.name, receipts.agency(), self.sink.kind());
+        receipt.ranges = ranges(batch, items);
+        receipt.applied = applied.applied as u64;
+        receipt.filtered = applied.filtered as u64;
+        receipt.stale = applied.stale as u64;
+        receipt.committed_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        receipt.store_digest = store_digest;
+        let counter = self.metrics.receipts.clone();
+        let name = self.config.name.clone();
+        let failed = |e: &dyn std::fmt::Display| {
+            tracing::warn!(connector = %name, error = %e, "a receipt was not sent");
+            counter.with_label_values(&[&name, "failed"]).inc();
+        };
+        let (key, value, headers) = match receipt.sign(&receipts.signer, &receipts.topic) {
+            Ok(signed) => signed,
+            Err(e) => return failed(&e),
+        };
+        let record = FutureRecord::to(&receipts.topic)
+            .key(&key)
+            .payload(&value)
+            .headers(headers);
+        match self.producer.send_result(record) {
+            Ok(delivery) => {
+                let counter = self.metrics.receipts.clone();
+                let name = self.config.name.clone();
+                tokio::spawn(async move {
+                    match delivery.await {
+                        Ok(Ok(_)) => counter.with_label_values(&[&name, "delivered"]).inc(),
+                        Ok(Err((e, _))) => {
+                            tracing::warn!(connector = %name, error = %e, "a receipt was not delivered");
+                            counter.with_label_values(&[&name, "failed"]).inc();
+                        }
+                        Err(_) => {
+                            tracing::warn!(connector = %name, "a receipt was not delivered: the producer was dropped");
+                            counter.with_label_values(&[&name, "failed"]).inc();
+                        }
+                    }
+                });
+            }
+            Err((e, _)) => failed(&e),
+        }
+    }
+}
