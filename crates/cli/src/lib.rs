@@ -25,6 +25,7 @@ pub mod replay;
 pub mod schemas;
 pub mod security;
 pub mod tail;
+pub mod trace;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -121,6 +122,10 @@ pub enum Command {
     /// altered, under an unknown or revoked certificate, or signed by another agency than its
     /// producer unit; exit 1 on any.
     Verify(VerifyArgs),
+    /// Every event of a case (by case id or correlation id) across the case and feedback
+    /// topics, and which agencies applied each and when, from their signed apply receipts:
+    /// asked of the KPI engine's trace index (docs/signatures.md).
+    Trace(trace::TraceArgs),
 }
 
 /// `lienthong verify` options.
@@ -501,6 +506,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
         Command::Cert(command) => cert::run(&config, command).await,
         Command::Audit(AuditCommand::Verify { topic }) => cert::audit_verify(&config, topic).await,
         Command::Verify(args) => cert::verify_topic(&config, &catalog, args, shutdown).await,
+        Command::Trace(args) => trace::run(&config, &args).await,
     }
 }
 

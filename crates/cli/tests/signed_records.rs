@@ -373,6 +373,7 @@ async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
     let certificates_topic = format!("receipt-certs-{}", unique_suffix());
     let dir = tempfile::tempdir().unwrap();
     let ca = CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let (_, ca_crt) = ca.save(dir.path()).unwrap();
     let shutdown = CancellationToken::new();
     let log = CertificateLog::open(
         &StateLogConfig {
@@ -429,10 +430,9 @@ async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
 
     let ends = end_offsets(&kafka, &topic).await;
     let verifier = RecordVerifier::new();
-    let certificates = log.read();
     let receipts: Vec<Receipt> = all
         .iter()
-        .map(|m| Receipt::verify(&verifier, &certificates, m).unwrap())
+        .map(|m| Receipt::verify(&verifier, &log.read(), m).unwrap())
         .collect();
     assert!(
         receipts.len() >= 8,
@@ -496,7 +496,7 @@ async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
     assert_ne!(forged, value);
     let changed = last.clone().set_payload(Some(forged.into_bytes()));
     assert!(matches!(
-        Receipt::verify(&verifier, &certificates, &changed),
+        Receipt::verify(&verifier, &log.read(), &changed),
         Err(Refusal::Altered(_))
     ));
     let stp_signer = AgencySigner::from_pem(&stp.key_pem, stp.certificate.clone()).unwrap();
@@ -513,8 +513,148 @@ async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
     .unwrap();
     let posing = last.clone().replace_headers(Some(batch.headers(0)));
     assert!(matches!(
-        Receipt::verify(&verifier, &certificates, &posing),
+        Receipt::verify(&verifier, &log.read(), &posing),
         Err(Refusal::NotTheProducer { .. })
     ));
+
+    // The KPI engine reads the receipts: which agency applied each event of a case, and when
+    // (`/trace/{id}`, `lienthong trace`), and the sync delay per agency.
+    let feedback_topic = kafka
+        .create_topic("receipted-feedback", 1, 1, &[])
+        .await
+        .unwrap();
+    let engine_config = lienthong_kpi::KpiConfig {
+        kafka: Some(kafka.config()),
+        case_topic: topic.clone(),
+        feedback_topic,
+        schemas_dir: lienthong_contract::repo_schemas_dir(),
+        units: UNITS.map(String::from).to_vec(),
+        procedures: vec![lienthong_kpi::reference::ProcedureRef {
+            code: "1.001193".into(),
+            level: lienthong_kpi::reference::Level::FullOnline,
+        }],
+        export_interval_ms: 200,
+        receipts: Some(lienthong_kpi::config::ReceiptsWatch {
+            trusted_cas: vec![ca_crt.clone()],
+            topic: receipts_topic.clone(),
+            certificates_topic: certificates_topic.clone(),
+        }),
+        ..lienthong_kpi::KpiConfig::default()
+    };
+    let telemetry = lienthong_telemetry::Telemetry::new("kpi-test").unwrap();
+    let listener = lienthong_telemetry::component::Listener::bind("kpi.listen", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.addr());
+    let engine = lienthong_kpi::start(engine_config, listener, &telemetry, &shutdown).unwrap();
+    let case = case_id(&prefix, 7);
+    let of_case: Vec<&lienthong_contract::events::CaseEvent> = events
+        .iter()
+        .filter(|e| e.envelope.aggregate_id == case)
+        .collect();
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let trace: lienthong_kpi::trace::Trace = loop {
+        let r = http
+            .get(format!("{base}/trace/{case}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status().is_success() {
+            let t: lienthong_kpi::trace::Trace = r.json().await.unwrap();
+            if t.events.len() == of_case.len() && t.events.iter().all(|e| !e.applied.is_empty()) {
+                break t;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no full trace of {case}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (e, sent) in trace.events.iter().zip(&of_case) {
+        assert_eq!(e.event_id, sent.envelope.event_id);
+        assert_eq!(e.producer_unit, "26734");
+        assert_eq!(e.applied.len(), 1, "{e:?}");
+        assert_eq!(
+            (
+                e.applied[0].connector.as_str(),
+                e.applied[0].agency.as_str()
+            ),
+            (name.as_str(), "26734")
+        );
+        assert!(e.applied[0].committed_ms >= e.published_ms, "{e:?}");
+    }
+    // The same trace by the case's correlation id; none for an id no event carries.
+    let by_correlation: lienthong_kpi::trace::Trace = http
+        .get(format!(
+            "{base}/trace/{}",
+            of_case[0].envelope.correlation_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_correlation.case_id, case);
+    let unknown = http
+        .get(format!("{base}/trace/no-such-case"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), reqwest::StatusCode::NOT_FOUND);
+    // Every verified receipt counted, and one sync delay observed per receipt range.
+    let ranges: usize = receipts.iter().map(|r| r.ranges.len()).sum();
+    let metrics = telemetry.render();
+    assert!(
+        metrics.contains(&format!(
+            "lienthong_receipts_total{{outcome=\"verified\"}} {}",
+            receipts.len()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "lienthong_sync_delay_seconds_count{{agency=\"26734\"}} {ranges}"
+        )),
+        "{metrics}"
+    );
+    // `lienthong trace` prints the same.
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
+        .current_dir(lienthong_contract::repo_root())
+        .args(["trace", case.as_str(), "--kpi", base.as_str()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("case {case}: {} event(s)", of_case.len())),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches(&format!("applied by {name} (26734) +"))
+            .count(),
+        of_case.len(),
+        "{stdout}"
+    );
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
+        .current_dir(lienthong_contract::repo_root())
+        .args(["trace", "no-such-case", "--kpi", base.as_str()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    engine.stop();
+    engine.wait().await.unwrap();
     shutdown.cancel();
 }

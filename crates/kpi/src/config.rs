@@ -47,6 +47,33 @@ pub struct KpiConfig {
     pub top_procedures: Vec<String>,
     /// How often the metrics are refreshed from the state (gauges depend on today's date).
     pub export_interval_ms: u64,
+    /// Read the connectors' signed apply receipts (`[kpi.receipts]`, docs/signatures.md): the
+    /// sync delay per agency and which agencies applied each event in `lienthong trace`.
+    /// Unset: no receipts are read.
+    pub receipts: Option<ReceiptsWatch>,
+}
+
+/// `[kpi.receipts]`: where the receipts are, and whose certificates sign them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsWatch {
+    /// The certificates (PEM files) of the CAs whose agency certificates are taken: the city
+    /// CA's `ca.crt`, and any national CA's.
+    pub trusted_cas: Vec<PathBuf>,
+    /// The receipts topic.
+    #[serde(default = "default_receipts_topic")]
+    pub topic: String,
+    /// The certificate log.
+    #[serde(default = "default_certificates_topic")]
+    pub certificates_topic: String,
+}
+
+fn default_receipts_topic() -> String {
+    lienthong_signing::RECEIPTS_TOPIC.into()
+}
+
+fn default_certificates_topic() -> String {
+    lienthong_signing::CERTIFICATES_TOPIC.into()
 }
 
 impl Default for KpiConfig {
@@ -67,6 +94,7 @@ impl Default for KpiConfig {
             procedures: Vec::new(),
             top_procedures: Vec::new(),
             export_interval_ms: 1_000,
+            receipts: None,
         }
     }
 }
@@ -92,6 +120,7 @@ impl std::fmt::Debug for KpiConfig {
             .field("procedures", &self.procedures.len())
             .field("top_procedures", &self.top_procedures)
             .field("export_interval_ms", &self.export_interval_ms)
+            .field("receipts", &self.receipts)
             .finish()
     }
 }

@@ -13,13 +13,19 @@
 //! kept forever, `retention_ms = -1` in the catalog); nothing is stored elsewhere, so a restart
 //! can never count an event twice. Replayed or duplicated events are recognised by event id.
 //! See `docs/kpi.md` for the exact definitions.
+//!
+//! Beside the indicators it keeps the trace index ([`trace`]): every case's events and, from
+//! the connectors' signed apply receipts (`[kpi.receipts]`), which agencies applied each and
+//! when, served at `/trace/{id}` for `lienthong trace`, with the sync delay per agency.
 
 pub mod calendar;
 pub mod config;
 pub mod engine;
 pub mod export;
+mod receipts;
 pub mod reference;
 mod service;
+pub mod trace;
 
 pub use crate::config::KpiConfig;
 pub use crate::service::start;

@@ -1,8 +1,10 @@
 //! The thin consumer loop: read both topics from the beginning, decode, hand each event to the
-//! engine, export the metrics; served as a component (`/metrics`, `/healthz`, `/readyz`).
+//! engine and the trace index, export the metrics; with `[kpi.receipts]`, a second loop reads
+//! the apply receipts (`receipts`). Served as a component (`/metrics`, `/healthz`, `/readyz`,
+//! and `/trace/{id}`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use lienthong_contract::codec::split_frame;
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Stream};
 use crate::export::Exporter;
+use crate::trace::{At, TraceIndex};
 use crate::{KpiConfig, KpiError};
 
 /// How long a metadata or watermark request may take.
@@ -57,23 +60,75 @@ pub fn start(
             })
         })
     };
-    let errors = KafkaClientContext::new(telemetry, "kpi");
     let recording = Arc::clone(telemetry);
+    let index = Arc::new(RwLock::new(TraceIndex::default()));
+    let routes = trace_routes(Arc::clone(&index), Arc::clone(telemetry));
     Ok(Component::new("kpi", telemetry, shutdown)
         .readiness(readiness)
-        .serve(listener)
+        .serve_with(listener, routes)
         .start(move |stopping| async move {
-            consume(
+            let events = consume(
                 &config,
                 engine,
                 decoder,
                 exporter,
-                errors,
+                Arc::clone(&index),
                 &recording,
                 stopping.token(),
-            )
-            .await
+            );
+            let receipts = async {
+                match &config.receipts {
+                    Some(watch) => {
+                        crate::receipts::watch(
+                            &config,
+                            watch,
+                            Arc::clone(&index),
+                            &recording,
+                            stopping.token(),
+                        )
+                        .await
+                    }
+                    None => Ok(()),
+                }
+            };
+            tokio::try_join!(events, receipts).map(|_| ())
         }))
+}
+
+/// `GET /trace/{id}`: a case's events and who applied them (JSON, [`crate::trace::Trace`]);
+/// 404 for an id no event carries, 503 while the log is being read from the beginning.
+fn trace_routes(
+    index: Arc<RwLock<TraceIndex>>,
+    telemetry: Arc<Telemetry>,
+) -> impl FnOnce(axum::Router) -> axum::Router + Send + 'static {
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    move |router| {
+        router.route(
+            "/trace/{id}",
+            axum::routing::get(move |Path(id): Path<String>| async move {
+                let response: Response = if telemetry.indicators_hidden() {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the engine is reading the log from the beginning",
+                    )
+                        .into_response()
+                } else {
+                    let trace = index.read().unwrap_or_else(|p| p.into_inner()).trace(&id);
+                    match trace {
+                        Some(t) => axum::Json(t).into_response(),
+                        None => (
+                            StatusCode::NOT_FOUND,
+                            format!("no event of case or correlation id {id} has been read"),
+                        )
+                            .into_response(),
+                    }
+                };
+                response
+            }),
+        )
+    }
 }
 
 /// Writer schemas by id: the catalog's local ids, or a registry fetched on first sight.
@@ -141,7 +196,7 @@ impl Decoder {
 }
 
 /// Per partition, the offset the engine must reach to have read what was on the log at start.
-struct Progress {
+pub(crate) struct Progress {
     remaining: HashMap<(String, i32), i64>,
 }
 
@@ -210,7 +265,7 @@ async fn describe(
 /// Assign every partition of both topics from the beginning; returns the end offsets seen.
 /// Waits (retrying every second) for topics that do not exist yet and for a broker that does
 /// not answer; `None` if `shutdown` came first.
-async fn assign(
+pub(crate) async fn assign(
     consumer: &Arc<StreamConsumer<KafkaClientContext>>,
     topics: &[String],
     shutdown: &CancellationToken,
@@ -245,10 +300,11 @@ async fn consume(
     mut engine: Engine,
     decoder: Decoder,
     mut exporter: Exporter,
-    errors: KafkaClientContext,
-    telemetry: &Telemetry,
+    index: Arc<RwLock<TraceIndex>>,
+    telemetry: &Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> Result<(), KpiError> {
+    let errors = KafkaClientContext::new(telemetry, "kpi");
     let kafka = config
         .kafka
         .as_ref()
@@ -306,7 +362,21 @@ async fn consume(
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
-                apply(&mut engine, decoder.codec(), stream, payload);
+                let at = At {
+                    topic: message.topic(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    published_ms: message.timestamp().to_millis().unwrap_or(0),
+                };
+                let mut traced = index.write().unwrap_or_else(|p| p.into_inner());
+                apply(
+                    &mut engine,
+                    &mut traced,
+                    decoder.codec(),
+                    stream,
+                    at,
+                    payload,
+                );
                 progress.advance(message.topic(), message.partition(), message.offset());
             }
         }
@@ -331,12 +401,21 @@ async fn consume(
     Ok(())
 }
 
-/// Decode one record and apply it; an undecodable one is an anomaly.
-fn apply(engine: &mut Engine, codec: &Codec, stream: Stream, payload: &[u8]) {
+/// Decode one record and apply it to the engine and the trace index; an undecodable one is an
+/// anomaly.
+fn apply(
+    engine: &mut Engine,
+    index: &mut TraceIndex,
+    codec: &Codec,
+    stream: Stream,
+    at: At<'_>,
+    payload: &[u8],
+) {
     match stream {
         Stream::Case => match codec.decode::<CaseEvent<&str>>(payload) {
             Ok((_, event)) => {
                 engine.apply_case(&event);
+                index.case_event(at, &event);
             }
             Err(_) => {
                 engine.undecodable(stream);
@@ -345,6 +424,7 @@ fn apply(engine: &mut Engine, codec: &Codec, stream: Stream, payload: &[u8]) {
         Stream::Feedback => match codec.decode::<FeedbackEvent<&str>>(payload) {
             Ok((_, event)) => {
                 engine.apply_feedback(&event);
+                index.feedback_event(at, &event);
             }
             Err(_) => {
                 engine.undecodable(stream);
