@@ -658,3 +658,179 @@ async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
     engine.wait().await.unwrap();
     shutdown.cancel();
 }
+
+/// A document signed on the bus travels in its case event (`Signature.value`,
+/// `signed_digest`, `certificate_id`) and a connector with `[signatures]` verifies it with the
+/// record: a signature of another digest, a signature that does not verify, and one made after
+/// its certificate was revoked are dead-lettered with the reason; a document signed before
+/// that revocation, and one whose signature is metadata only, are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_document_signature_in_a_case_event_is_verified_with_the_record() {
+    use lienthong_contract::events::{CaseEventKind, Document};
+    let kafka = kafka();
+    let store = sqlite_store().await;
+    let topic = kafka
+        .create_topic(
+            "signed-documents",
+            1,
+            1,
+            &[("message.timestamp.type", "LogAppendTime")],
+        )
+        .await
+        .unwrap();
+    let dlq = kafka
+        .create_topic("documents-dlq", 1, 1, &[])
+        .await
+        .unwrap();
+    let certificates_topic = format!("document-certs-{}", unique_suffix());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let (_, ca_crt) = ca.save(dir.path()).unwrap();
+    let shutdown = CancellationToken::new();
+    let log = CertificateLog::open(
+        &StateLogConfig {
+            kafka: kafka.config(),
+            topic: certificates_topic.clone(),
+            replication: 1,
+            topic_config: Vec::new(),
+            group: format!("documents-test-{}", unique_suffix()),
+        },
+        vec![ca.certificate().clone()],
+        DefaultConsumerContext,
+        shutdown.child_token(),
+    )
+    .await
+    .unwrap();
+    let signer = |agency: &str| {
+        let issued = ca.issue(agency, 7).unwrap();
+        let signer = AgencySigner::from_pem(&issued.key_pem, issued.certificate.clone()).unwrap();
+        (issued.certificate, signer)
+    };
+    let (ward_certificate, ward) = signer("26734");
+    let (stp_certificate, stp) = signer("STP");
+    log.publish(&ward_certificate, "admin").await.unwrap();
+    log.publish(&stp_certificate, "admin").await.unwrap();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let before = now_ms() - 60_000;
+    let prefix = format!("DS-{}", unique_suffix());
+    // A one-event case whose second document (unsigned in the sample) `sign` changes.
+    let case = |name: &str, sign: &dyn Fn(&mut Document)| {
+        let mut e = case_stream(&format!("{prefix}-{name}"), 1).remove(0);
+        e.envelope.aggregate_id = format!("{prefix}-{name}");
+        let CaseEventKind::CaseSubmitted(s) = &mut e.event else {
+            panic!("a case starts with CaseSubmitted")
+        };
+        sign(&mut s.documents[1]);
+        e
+    };
+    let signed = |by: &AgencySigner, digest: &str, at: i64| {
+        lienthong_signing::sign_document(by, "Nguyễn Văn An", digest, at).unwrap()
+    };
+    let good = case("good", &|d| {
+        d.signature = Some(signed(&ward, &d.sha256, before))
+    });
+    let by_stp_before = case("stp-before", &|d| {
+        d.signature = Some(signed(&stp, &d.sha256, before))
+    });
+    let other_document = case("other-document", &|d| {
+        d.signature = Some(signed(&ward, &"ab".repeat(32), before))
+    });
+    let wrong_key = case("wrong-key", &|d| {
+        let mut s = signed(&ward, &d.sha256, before);
+        s.value = signed(&stp, &d.sha256, before).value;
+        d.signature = Some(s);
+    });
+    // STP's key is reported lost: a document it signs from then on is refused.
+    log.revoke(stp_certificate.id(), "key lost", "admin")
+        .await
+        .unwrap();
+    let after_revocation = case("stp-after", &|d| {
+        d.signature = Some(signed(&stp, &d.sha256, now_ms() + 1))
+    });
+    let producer = producer(&kafka);
+    let all = [
+        &good,
+        &by_stp_before,
+        &other_document,
+        &wrong_key,
+        &after_revocation,
+    ];
+    for e in all {
+        produce_signed(
+            &producer,
+            &topic,
+            &encode_cases(std::slice::from_ref(e)),
+            &ward,
+            |_, _| {},
+        )
+        .await;
+    }
+
+    let name = format!("documents-{}", unique_suffix());
+    let toml = config_toml(
+        &name,
+        &kafka,
+        &[(&topic, "cases")],
+        &store,
+        &dlq,
+        &format!(
+            "[signatures]\ntrusted_cas = [\"{}\"]\ntopic = \"{certificates_topic}\"\n",
+            ca_crt.display()
+        ),
+    );
+    run_until_caught_up(config(&toml), &kafka, &store, &topic).await;
+    check_cases(
+        &store.rows().await,
+        &expected_cases(&[good.clone(), by_stp_before.clone()]),
+    );
+    let dead = dlq_headers(&kafka, &dlq, 3).await;
+    assert_eq!(
+        dead.len(),
+        3,
+        "exactly the three forged documents: {dead:?}"
+    );
+    for (event, reason) in [
+        (&other_document, "document 1: signed digest abab"),
+        (
+            &wrong_key,
+            "document 1: signature: does not verify under certificate",
+        ),
+        (&after_revocation, "document 1: certificate"),
+    ] {
+        let key = event.envelope.aggregate_id.as_bytes();
+        let (headers, _) = dead
+            .iter()
+            .find(|(_, k)| k.as_deref() == Some(key))
+            .unwrap_or_else(|| panic!("{reason}: not dead-lettered"));
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(get("lienthong.error.class"), "signature", "{reason}");
+        assert!(
+            get("lienthong.error.message").contains(reason),
+            "{reason}: {}",
+            get("lienthong.error.message")
+        );
+    }
+    let revoked = dead
+        .iter()
+        .find(|(_, k)| k.as_deref() == Some(after_revocation.envelope.aggregate_id.as_bytes()))
+        .unwrap();
+    assert!(
+        revoked
+            .0
+            .iter()
+            .any(|(_, v)| v.contains("revoked: key lost")),
+        "{revoked:?}"
+    );
+    shutdown.cancel();
+}

@@ -77,7 +77,7 @@ record_fields! {
     CaseEvent { envelope, event }
     CaseSubmitted { procedure_code, receiving_unit, home_unit, channel, end_to_end_online, applicant_id, due_date, documents }
     Document { sha256, media_type, size_bytes, signature }
-    Signature { signer_name, signer_unit, certificate_serial, issuer, algorithm, signed_at }
+    Signature { signer_name, signer_unit, certificate_serial, issuer, algorithm, signed_at, value, signed_digest, certificate_id }
     CaseAccepted { processing_unit }
     CaseAssigned { from_unit, to_unit, kind, note }
     SupplementRequested { reason, requested_documents }
@@ -238,6 +238,17 @@ pub struct Signature<S = String> {
     pub algorithm: S,
     /// When signed, milliseconds since the epoch.
     pub signed_at: i64,
+    /// The signature (base64 of its DER) over `lienthong.document.v1` and the 32 bytes of
+    /// `signed_digest`, when made with a certificate on the certificate log; `None` when only
+    /// the metadata is carried.
+    #[serde(default = "none")]
+    pub value: Option<S>,
+    /// Lower-case hex SHA-256 of what was signed: the document's `sha256`.
+    #[serde(default = "none")]
+    pub signed_digest: Option<S>,
+    /// The signing certificate's id on the certificate log.
+    #[serde(default = "none")]
+    pub certificate_id: Option<S>,
 }
 
 /// Accepted for processing.

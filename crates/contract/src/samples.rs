@@ -46,6 +46,9 @@ fn document(seed: u64, signed: bool) -> Document {
             issuer: "VNPT-CA".into(),
             algorithm: "RSA-SHA256".into(),
             signed_at: T0 - 3_600_000,
+            value: None,
+            signed_digest: None,
+            certificate_id: None,
         }),
     }
 }

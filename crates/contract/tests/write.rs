@@ -70,16 +70,38 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn signature() -> impl Strategy<Value = Signature> {
-    (text(), proptest::option::of(text()), text(), any::<i64>()).prop_map(
-        |(signer_name, signer_unit, issuer, signed_at)| Signature {
-            signer_name,
-            signer_unit,
-            certificate_serial: "0A1B".into(),
-            issuer,
-            algorithm: "RSA-SHA256".into(),
-            signed_at,
-        },
+    (
+        text(),
+        proptest::option::of(text()),
+        text(),
+        any::<i64>(),
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+        proptest::option::of(text()),
     )
+        .prop_map(
+            |(
+                signer_name,
+                signer_unit,
+                issuer,
+                signed_at,
+                value,
+                signed_digest,
+                certificate_id,
+            )| {
+                Signature {
+                    signer_name,
+                    signer_unit,
+                    certificate_serial: "0A1B".into(),
+                    issuer,
+                    algorithm: "RSA-SHA256".into(),
+                    signed_at,
+                    value,
+                    signed_digest,
+                    certificate_id,
+                }
+            },
+        )
 }
 
 fn document() -> impl Strategy<Value = Document> {

@@ -8,13 +8,15 @@
 //! puts on the bus, a batch at a time ([`SignedBatch`]: one signature over a Merkle root, each
 //! record carrying its path in headers), and a connector verifies each record before it
 //! applies it ([`RecordVerifier`]); after each batch it commits, a connector states what it
-//! applied in a signed [`Receipt`]. The keys, the certificates and the log are run with
+//! applied in a signed [`Receipt`]. Documents a case event carries are signed by digest
+//! ([`sign_document`], [`verify_case_documents`]). The keys, the certificates and the log are run with
 //! `lienthong cert`; the audit trail ([`AuditTrail`]) is built on the same keys (see
 //! docs/signatures.md).
 
 mod audit;
 mod ca;
 mod cert;
+mod documents;
 mod error;
 mod receipts;
 mod records;
@@ -24,6 +26,7 @@ mod store;
 pub use audit::{AUDIT_TOPIC, AuditEntry, AuditState, AuditTrail, ChainReport, Problem};
 pub use ca::{CA_CERT_FILE, CA_KEY_FILE, CityCa, Issued, write_private};
 pub use cert::{AgencyCertificate, KeyKind, certificate_id, load_trusted_cas};
+pub use documents::{document_message, sign_document, verify_case_documents, verify_document};
 pub use error::SigningError;
 pub use receipts::{RECEIPTS_TOPIC, Receipt, ReceiptRange, StoreDigest};
 pub use records::{

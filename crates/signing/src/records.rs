@@ -241,6 +241,14 @@ pub enum Refusal {
     /// The record was written outside the certificate's validity.
     #[error("{0}")]
     Expired(String),
+    /// A document the event carries has a signature that does not verify.
+    #[error("document {index}: {reason}")]
+    Document {
+        /// The document's place among the event's documents.
+        index: usize,
+        /// Why its signature is refused.
+        reason: String,
+    },
     /// The signer is not the agency the record says produced it.
     #[error("signed by {signer}, but its producer unit is {producer}")]
     NotTheProducer {

@@ -196,6 +196,23 @@ impl<S: Sink> Runner<S> {
                     .to_string(),
                 ));
             }
+            // The documents a case event carries, where signed on the bus, verify too.
+            if entity == Entity::Cases
+                && let Some(log) = &self.certificates
+            {
+                let refused = match self
+                    .codec
+                    .decode::<lienthong_contract::events::CaseEvent<&str>>(payload)
+                {
+                    Ok((_, event)) => {
+                        lienthong_signing::verify_case_documents(&log.read(), &event).err()
+                    }
+                    Err(e) => return Ok(Decoded::Fail("invalid", e.to_string())),
+                };
+                if let Some(refusal) = refused {
+                    return Ok(Decoded::Fail("signature", refusal.to_string()));
+                }
+            }
         }
         let unreadable = match self
             .open_sealed(entity, key_str, &layout, &mut value)
