@@ -357,3 +357,152 @@ async fn the_schema_logs_kafka_client_errors_are_counted() {
         "no client error counted for the registry in 30 s"
     );
 }
+
+/// With an audit trail, every change the registry makes is written to it, as the agency that
+/// made it, hash-chained and signed by the registry's writer: the catalog's modes and schemas
+/// at bootstrap, a new version, a deletion. A registration that changes nothing, one refused
+/// as incompatible and one refused as not the subject's owner's leave nothing there. The trail
+/// verifies against the certificate log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_the_registry_makes_is_on_the_signed_audit_trail() -> Result<()> {
+    use lienthong_signing::{AgencySigner, AuditTrail, CertificateLog, CityCa};
+    let kafka = kafka();
+    let suffix = unique_suffix();
+    let shutdown = CancellationToken::new();
+    let ca = CityCa::generate("HCMC City CA (test)", 30)?;
+    let issued = ca.issue("SKHCN", 7)?;
+    let certificates =
+        CertificateLog::<rdkafka::consumer::DefaultConsumerContext>::in_memory(vec![
+            ca.certificate().clone(),
+        ]);
+    certificates.publish(&issued.certificate, "admin").await?;
+    let audit_topic = format!("audit-{suffix}");
+    let trail = AuditTrail::open(
+        &lienthong_bus::state_log::StateLogConfig {
+            kafka: kafka.config(),
+            topic: audit_topic.clone(),
+            replication: 1,
+            topic_config: Vec::new(),
+            group: format!("audit-test-{suffix}"),
+        },
+        "SKHCN/registry",
+        Some(AgencySigner::from_pem(
+            &issued.key_pem,
+            issued.certificate.clone(),
+        )?),
+        1,
+        rdkafka::consumer::DefaultConsumerContext,
+        shutdown.child_token(),
+    )
+    .await?;
+    let registry = open(&kafka, &format!("_lienthong_schemas-{suffix}"), &shutdown)
+        .await?
+        .with_audit(Arc::new(trail));
+    let catalog = registry.catalog().clone();
+    registry.bootstrap().await?;
+    registry.bootstrap().await?; // changes nothing: no entry
+    registry
+        .register(
+            &pytest_agency(),
+            "pytest.audited-value",
+            &note_schema(1),
+            vec![],
+        )
+        .await?;
+    registry
+        .register(
+            &pytest_agency(),
+            "pytest.audited-value",
+            &note_schema(1),
+            vec![],
+        )
+        .await?; // the same schema again: no entry
+    let incompatible = r#"{"type":"record","name":"N1","namespace":"pytest","fields":[{"name":"f","type":"string"}]}"#;
+    ensure!(
+        registry
+            .register(
+                &pytest_agency(),
+                "pytest.audited-value",
+                incompatible,
+                vec![]
+            )
+            .await
+            .is_err(),
+        "an incompatible schema is refused"
+    );
+    let ward = Agency {
+        code: "26734".into(),
+        kind: AgencyKind::Ward,
+        admin: false,
+    };
+    ensure!(
+        registry
+            .register(&ward, "pytest.audited-value", &note_schema(1), vec![])
+            .await
+            .is_err(),
+        "a subject of another agency is refused"
+    );
+    registry
+        .delete_version(
+            &pytest_agency(),
+            "pytest.audited-value",
+            lienthong_registry::VersionSpec::Latest,
+            false,
+        )
+        .await?;
+
+    let records = kafka.read_since(&audit_topic, &[(0, 0)], false).await?;
+    let entries: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| serde_json::from_slice(r.payload.as_deref().unwrap_or_default()))
+        .collect::<Result<_, _>>()?;
+    let topics = catalog.topics().len();
+    ensure!(
+        entries.len() == 2 * topics + 2,
+        "a mode and a schema per catalog topic, a registration, a deletion: {entries:#?}"
+    );
+    for (i, t) in catalog.topics().iter().enumerate() {
+        let (mode, schema) = (&entries[2 * i], &entries[2 * i + 1]);
+        ensure!(mode["action"] == "schema.config" && mode["subject"] == t.value_subject.as_str());
+        ensure!(
+            schema["action"] == "schema.register" && schema["subject"] == t.value_subject.as_str()
+        );
+        ensure!(schema["actor"] == t.owner.as_str(), "{schema}");
+    }
+    let registered = &entries[2 * topics];
+    ensure!(registered["action"] == "schema.register" && registered["actor"] == "PYTEST");
+    let detail: serde_json::Value =
+        serde_json::from_str(registered["detail"].as_str().unwrap_or_default())?;
+    ensure!(detail["version"] == 1 && detail["id"].is_u64(), "{detail}");
+    let deleted = &entries[2 * topics + 1];
+    ensure!(deleted["action"] == "schema.delete" && deleted["subject"] == "pytest.audited-value");
+
+    // The trail as `lienthong audit verify` reads it: one chain, every entry signed, no problem.
+    let reader = AuditTrail::open(
+        &lienthong_bus::state_log::StateLogConfig {
+            kafka: kafka.config(),
+            topic: audit_topic.clone(),
+            replication: 1,
+            topic_config: Vec::new(),
+            group: format!("audit-reader-{suffix}"),
+        },
+        "reader",
+        None,
+        1,
+        rdkafka::consumer::DefaultConsumerContext,
+        shutdown.child_token(),
+    )
+    .await?;
+    let (chains, problems) = reader.read().report(&certificates.read());
+    ensure!(problems.is_empty(), "{problems:?}");
+    let n = entries.len() as u64;
+    ensure!(
+        chains.len() == 1
+            && chains[0].writer == "SKHCN/registry"
+            && chains[0].entries == n
+            && chains[0].signed_through == Some(n - 1),
+        "{chains:?}"
+    );
+    shutdown.cancel();
+    Ok(())
+}

@@ -72,6 +72,32 @@ fn trail_config(config: &Config, topic: &str) -> StateLogConfig {
     }
 }
 
+/// The audit trail, written as `[audit] writer`, or as `writer/component` for a component of
+/// `lienthong up` (the registry), so that each writer has a chain of its own and two
+/// processes never write the same chain.
+pub async fn open_trail(
+    config: &Config,
+    audit: &AuditConfig,
+    component: Option<&str>,
+    shutdown: CancellationToken,
+) -> Result<AuditTrail<DefaultConsumerContext>, CliError> {
+    let signer = AgencySigner::load(&audit.key_file, &audit.certificate_file).map_err(failed)?;
+    let writer = match component {
+        Some(c) => format!("{}/{c}", audit.writer),
+        None => audit.writer.clone(),
+    };
+    AuditTrail::open(
+        &trail_config(config, &audit.topic),
+        &writer,
+        Some(signer),
+        audit.sign_every,
+        DefaultConsumerContext,
+        shutdown,
+    )
+    .await
+    .map_err(failed)
+}
+
 /// Write what `actor` did to the audit trail, if this process has one (`[audit]`). Called
 /// after the action succeeded; a trail that cannot be written is an error the admin sees.
 pub async fn audit(
@@ -84,26 +110,10 @@ pub async fn audit(
     let Some(audit) = &config.audit else {
         return Ok(());
     };
-    let AuditConfig {
-        writer,
-        key_file,
-        certificate_file,
-        sign_every,
-        topic,
-    } = audit;
-    let signer = AgencySigner::load(key_file, certificate_file).map_err(failed)?;
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let trail = AuditTrail::open(
-        &trail_config(config, topic),
-        writer,
-        Some(signer),
-        *sign_every,
-        DefaultConsumerContext,
-        shutdown.child_token(),
-    )
-    .await
-    .map_err(failed)?;
+    let trail = open_trail(config, audit, None, shutdown.child_token()).await?;
+    let writer = &audit.writer;
     let seq = trail
         .append(actor, action, subject, detail)
         .await

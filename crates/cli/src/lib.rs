@@ -789,6 +789,13 @@ async fn up(
     )
     .await
     .map_err(|e| CliError::Failed(e.to_string()))?;
+    // With [audit], every schema change is on the audit trail, as the registry's own writer.
+    let registry = match &config.audit {
+        Some(audit) => registry.with_audit(Arc::new(
+            cert::open_trail(config, audit, Some("registry"), components.child_token()).await?,
+        )),
+        None => registry,
+    };
     let registry = Arc::new(registry);
     let ids = registry
         .bootstrap()

@@ -52,7 +52,13 @@ pub struct Registry {
     /// Registrations from this instance go one at a time, so they never race each other;
     /// only other instances' proposals can win an id or a version from under them.
     register_lock: tokio::sync::Mutex<()>,
+    /// Where every change (a version registered, a mode set, a version deleted) is written,
+    /// hash-chained and signed, when the registry keeps an audit trail.
+    audit: Option<Arc<Audit>>,
 }
+
+/// The audit trail a registry writes to (docs/signatures.md).
+pub type Audit = lienthong_signing::AuditTrail<rdkafka::consumer::DefaultConsumerContext>;
 
 /// A version as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +104,7 @@ impl Registry {
             catalog,
             agencies,
             register_lock: tokio::sync::Mutex::new(()),
+            audit: None,
         }
     }
 
@@ -128,6 +135,39 @@ impl Registry {
             .await
             .map_err(store)?;
         Ok(Self::with_log(log, catalog, agencies))
+    }
+
+    /// Write every change to `trail` from now on: `schema.register` (subject, version, id and
+    /// the SHA-256 of the schema's identity), `schema.config` and `schema.delete`, each as the agency that
+    /// made it.
+    pub fn with_audit(mut self, trail: Arc<Audit>) -> Self {
+        self.audit = Some(trail);
+        self
+    }
+
+    /// Write what `agency` did to the audit trail, if the registry keeps one. The change is
+    /// made already: a trail that cannot be written is an error the caller sees (and the log
+    /// names), never a change left silently out of the trail.
+    async fn audited(
+        &self,
+        agency: &Agency,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), RegistryError> {
+        let Some(trail) = &self.audit else {
+            return Ok(());
+        };
+        trail
+            .append(&agency.code, action, subject, &detail.to_string())
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(agency = %agency.code, action, subject, %detail, error = %e, "a registry change is not on the audit trail");
+                RegistryError::Store(format!(
+                    "{action} of {subject} is done, but the audit trail could not be written: {e}"
+                ))
+            })
     }
 
     /// The agencies that may call.
@@ -262,10 +302,27 @@ impl Registry {
                     proposal_id,
                 )
             };
+            let (version, identity) = match &key {
+                LogKey::Schema { version, .. } => (
+                    *version,
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&proposal.identity)),
+                ),
+                _ => (0, String::new()),
+            };
             self.append(&key, &proposal).await?;
-            match self.read().outcomes.get(&proposal_id) {
-                Some(Outcome::Accepted { id, .. }) => return Ok(*id),
-                _ => continue, // another instance won the race: look again
+            let accepted = match self.read().outcomes.get(&proposal_id) {
+                Some(Outcome::Accepted { id, .. }) => Some(*id),
+                _ => None, // another instance won the race: look again
+            };
+            if let Some(id) = accepted {
+                self.audited(
+                    agency,
+                    "schema.register",
+                    subject,
+                    serde_json::json!({"version": version, "id": id, "fingerprint": identity}),
+                )
+                .await?;
+                return Ok(id);
             }
         }
         Err(RegistryError::Contended(MAX_ATTEMPTS))
@@ -330,7 +387,13 @@ impl Registry {
             },
         )
         .await?;
-        Ok(())
+        self.audited(
+            agency,
+            "schema.config",
+            subject.unwrap_or("(global)"),
+            serde_json::json!({"compatibility": mode.map(|m| format!("{m:?}"))}),
+        )
+        .await
     }
 
     /// The subject's own mode (`None` if it has none), and the global mode.
@@ -511,6 +574,13 @@ impl Registry {
                 permanent,
             },
             &serde_json::json!({"agency": agency.code}),
+        )
+        .await?;
+        self.audited(
+            agency,
+            "schema.delete",
+            subject,
+            serde_json::json!({"version": version, "permanent": permanent}),
         )
         .await?;
         Ok(version)
