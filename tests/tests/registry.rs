@@ -377,14 +377,15 @@ async fn every_change_the_registry_makes_is_on_the_signed_audit_trail() -> Resul
         ]);
     certificates.publish(&issued.certificate, "admin").await?;
     let audit_topic = format!("audit-{suffix}");
+    let trail_log = |group: &str| lienthong_bus::state_log::StateLogConfig {
+        kafka: kafka.config(),
+        topic: audit_topic.clone(),
+        replication: 1,
+        topic_config: Vec::new(),
+        group: format!("{group}-{suffix}"),
+    };
     let trail = AuditTrail::open(
-        &lienthong_bus::state_log::StateLogConfig {
-            kafka: kafka.config(),
-            topic: audit_topic.clone(),
-            replication: 1,
-            topic_config: Vec::new(),
-            group: format!("audit-test-{suffix}"),
-        },
+        &trail_log("audit-writer"),
         "SKHCN/registry",
         Some(AgencySigner::from_pem(
             &issued.key_pem,
@@ -479,13 +480,7 @@ async fn every_change_the_registry_makes_is_on_the_signed_audit_trail() -> Resul
 
     // The trail as `lienthong audit verify` reads it: one chain, every entry signed, no problem.
     let reader = AuditTrail::open(
-        &lienthong_bus::state_log::StateLogConfig {
-            kafka: kafka.config(),
-            topic: audit_topic.clone(),
-            replication: 1,
-            topic_config: Vec::new(),
-            group: format!("audit-reader-{suffix}"),
-        },
+        &trail_log("audit-reader"),
         "reader",
         None,
         1,

@@ -26,14 +26,13 @@ mod support;
 
 use std::time::Duration;
 
-use lienthong_bus::state_log::StateLogConfig;
-use lienthong_signing::{AgencySigner, CertificateLog, CityCa, SignedBatch, leaf};
+use lienthong_signing::{SignedBatch, leaf};
 use lienthong_tests::bench::{median, median_ratio};
 use lienthong_tests::{kafka, unique_suffix};
-use rdkafka::consumer::DefaultConsumerContext;
 use rdkafka::producer::FutureRecord;
 use support::{
-    apply_rate, case_stream, config, config_toml, encode_cases, produce, producer, sqlite_store,
+    Pki, apply_rate, case_stream, config, config_toml, encode_cases, produce, producer,
+    sqlite_store,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -52,27 +51,8 @@ async fn main() {
     }
     let kafka = kafka();
     let shutdown = CancellationToken::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = CityCa::generate("bench CA", 1).unwrap();
-    let (_, ca_crt) = ca.save(dir.path()).unwrap();
-    let certificates_topic = format!("bench-certs-{}", unique_suffix());
-    let log = CertificateLog::open(
-        &StateLogConfig {
-            kafka: kafka.config(),
-            topic: certificates_topic.clone(),
-            replication: 1,
-            topic_config: Vec::new(),
-            group: format!("bench-certs-{}", unique_suffix()),
-        },
-        vec![ca.certificate().clone()],
-        DefaultConsumerContext,
-        shutdown.child_token(),
-    )
-    .await
-    .unwrap();
-    let issued = ca.issue("26734", 1).unwrap();
-    log.publish(&issued.certificate, "bench").await.unwrap();
-    let signer = AgencySigner::from_pem(&issued.key_pem, issued.certificate).unwrap();
+    let pki = Pki::new(&kafka, &shutdown).await;
+    let (_, signer) = pki.signer("26734").await;
 
     let stamped = [("message.timestamp.type", "LogAppendTime")];
     let unsigned_topic = kafka
@@ -115,10 +95,7 @@ async fn main() {
         }
     }
 
-    let signatures = format!(
-        "[signatures]\ntrusted_cas = [\"{}\"]\ntopic = \"{certificates_topic}\"\n",
-        ca_crt.display()
-    );
+    let signatures = pki.signatures_toml();
     let rate = |topic: String, verify: bool| {
         let (kafka, dlq, signatures) = (&kafka, &dlq, &signatures);
         async move {

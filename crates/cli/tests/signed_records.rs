@@ -10,16 +10,12 @@ mod support;
 
 use std::time::Duration;
 
-use lienthong_bus::state_log::StateLogConfig;
 use std::collections::BTreeMap;
 
 use lienthong_connect::digest::{DEFAULT_BUCKETS, Digest};
-use lienthong_signing::{
-    AgencySigner, CertificateLog, CityCa, Receipt, RecordVerifier, Refusal, SignedBatch, leaf,
-};
+use lienthong_signing::{AgencySigner, Receipt, RecordVerifier, Refusal, SignedBatch, leaf};
 use lienthong_tests::{kafka, unique_suffix};
 use rdkafka::Message;
-use rdkafka::consumer::DefaultConsumerContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::*;
 use tokio_util::sync::CancellationToken;
@@ -69,34 +65,10 @@ async fn a_connector_applies_signed_records_and_dead_letters_each_forgery_with_i
         .await
         .unwrap();
     let dlq = kafka.create_topic("signed-dlq", 1, 1, &[]).await.unwrap();
-    let certificates_topic = format!("signed-certs-{}", unique_suffix());
-    let dir = tempfile::tempdir().unwrap();
-    let ca = CityCa::generate("HCMC City CA (test)", 30).unwrap();
-    let (_, ca_crt) = ca.save(dir.path()).unwrap();
     let shutdown = CancellationToken::new();
-    let log = CertificateLog::open(
-        &StateLogConfig {
-            kafka: kafka.config(),
-            topic: certificates_topic.clone(),
-            replication: 1,
-            topic_config: Vec::new(),
-            group: format!("signed-test-{}", unique_suffix()),
-        },
-        vec![ca.certificate().clone()],
-        DefaultConsumerContext,
-        shutdown.child_token(),
-    )
-    .await
-    .unwrap();
-    let signer = |agency: &str| {
-        let issued = ca.issue(agency, 7).unwrap();
-        let signer = AgencySigner::from_pem(&issued.key_pem, issued.certificate.clone()).unwrap();
-        (issued.certificate, signer)
-    };
-    let (ward_certificate, ward) = signer("26734");
-    let (stp_certificate, stp) = signer("STP");
-    log.publish(&ward_certificate, "admin").await.unwrap();
-    log.publish(&stp_certificate, "admin").await.unwrap();
+    let pki = Pki::new(&kafka, &shutdown).await;
+    let (ward_certificate, ward) = pki.signer("26734").await;
+    let (_, stp) = pki.signer("STP").await;
 
     // Every event of the stream is produced by ward 26734 and signed by it.
     let prefix = format!("HS-{}", unique_suffix());
@@ -123,7 +95,8 @@ async fn a_connector_applies_signed_records_and_dead_letters_each_forgery_with_i
     produce(&kafka, &topic, &unsigned).await;
     // Signed by the ward after its certificate was revoked.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    log.revoke(ward_certificate.id(), "key lost", "admin")
+    pki.log
+        .revoke(ward_certificate.id(), "key lost", "admin")
         .await
         .unwrap();
     let late = forged("late");
@@ -136,10 +109,7 @@ async fn a_connector_applies_signed_records_and_dead_letters_each_forgery_with_i
         &[(&topic, "cases")],
         &store,
         &dlq,
-        &format!(
-            "[signatures]\ntrusted_cas = [\"{}\"]\ntopic = \"{certificates_topic}\"\n",
-            ca_crt.display()
-        ),
+        &pki.signatures_toml(),
     );
     run_until_caught_up(config(&toml), &kafka, &store, &topic).await;
 
@@ -147,40 +117,29 @@ async fn a_connector_applies_signed_records_and_dead_letters_each_forgery_with_i
     check_cases(&store.rows().await, &expected_cases(&events));
     let dead = dlq_headers(&kafka, &dlq, 4).await;
     assert_eq!(dead.len(), 4, "exactly the four forgeries: {dead:?}");
-    for (records, reason) in [
-        (&flipped, "the signature does not verify"),
-        (&posing, "signed by STP, but its producer unit is 26734"),
-        (&unsigned, "the record is not signed"),
-        (&late, "was revoked: key lost"),
-    ] {
-        let key = records[0].0.as_bytes();
-        let (headers, _) = dead
-            .iter()
-            .find(|(_, k)| k.as_deref() == Some(key))
-            .unwrap_or_else(|| panic!("{reason}: not dead-lettered"));
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        assert_eq!(get("lienthong.error.class"), "signature", "{reason}");
-        assert!(
-            get("lienthong.error.message").contains(reason),
-            "{reason}: {}",
-            get("lienthong.error.message")
-        );
-    }
+    assert_dead_lettered(
+        &dead,
+        "signature",
+        &[
+            (&flipped[0].0, "the signature does not verify"),
+            (
+                &posing[0].0,
+                "signed by STP, but its producer unit is 26734",
+            ),
+            (&unsigned[0].0, "the record is not signed"),
+            (&late[0].0, "was revoked: key lost"),
+        ],
+    );
 
     // `lienthong verify` finds the same four in the topic, and the rest signed by the ward.
-    let cli_config = dir.path().join("lienthong.toml");
+    let cli_config = pki.dir.path().join("lienthong.toml");
     std::fs::write(
         &cli_config,
         format!(
-            "[kafka]\nbootstrap = \"{}\"\n[signing]\ntrusted_cas = [\"{}\"]\ntopic = \"{certificates_topic}\"\n",
+            "[kafka]\nbootstrap = \"{}\"\n[signing]\ntrusted_cas = [\"{}\"]\ntopic = \"{}\"\n",
             kafka.bootstrap(),
-            ca_crt.display()
+            pki.ca_crt.display(),
+            pki.topic
         ),
     )
     .unwrap();
@@ -242,28 +201,9 @@ async fn a_python_verifier_checks_signed_records_from_the_documented_format() {
         .create_topic("signed-python-bad", 1, 1, &stamped)
         .await
         .unwrap();
-    let certificates_topic = format!("signed-python-certs-{}", unique_suffix());
-    let dir = tempfile::tempdir().unwrap();
-    let ca = CityCa::generate("HCMC City CA (test)", 30).unwrap();
-    let (_, ca_crt) = ca.save(dir.path()).unwrap();
     let shutdown = CancellationToken::new();
-    let log = CertificateLog::open(
-        &StateLogConfig {
-            kafka: kafka.config(),
-            topic: certificates_topic.clone(),
-            replication: 1,
-            topic_config: Vec::new(),
-            group: format!("signed-test-{}", unique_suffix()),
-        },
-        vec![ca.certificate().clone()],
-        DefaultConsumerContext,
-        shutdown.child_token(),
-    )
-    .await
-    .unwrap();
-    let issued = ca.issue("26734", 7).unwrap();
-    log.publish(&issued.certificate, "admin").await.unwrap();
-    let ward = AgencySigner::from_pem(&issued.key_pem, issued.certificate.clone()).unwrap();
+    let pki = Pki::new(&kafka, &shutdown).await;
+    let (_, ward) = pki.signer("26734").await;
     let records = encode_cases(&case_stream(&format!("HS-{}", unique_suffix()), 5));
     let producer = producer(&kafka);
     produce_signed(&producer, &good_topic, &records, &ward, |_, _| {}).await;
@@ -271,7 +211,7 @@ async fn a_python_verifier_checks_signed_records_from_the_documented_format() {
         v[8] ^= 0x01;
     })
     .await;
-    let schema = dir.path().join("case.avsc");
+    let schema = pki.dir.path().join("case.avsc");
     std::fs::write(&schema, case_schema()).unwrap();
     let verify = |topic: &str, count: usize| {
         std::process::Command::new(lienthong_tests::python())
@@ -279,8 +219,8 @@ async fn a_python_verifier_checks_signed_records_from_the_documented_format() {
             .env("BOOTSTRAP", kafka.bootstrap())
             .env("TOPIC", topic)
             .env("COUNT", count.to_string())
-            .env("CERTIFICATES", &certificates_topic)
-            .env("CA", &ca_crt)
+            .env("CERTIFICATES", &pki.topic)
+            .env("CA", &pki.ca_crt)
             .env("SCHEMA", &schema)
             .output()
             .unwrap()
@@ -370,29 +310,11 @@ async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
         )
         .await
         .unwrap();
-    let certificates_topic = format!("receipt-certs-{}", unique_suffix());
-    let dir = tempfile::tempdir().unwrap();
-    let ca = CityCa::generate("HCMC City CA (test)", 30).unwrap();
-    let (_, ca_crt) = ca.save(dir.path()).unwrap();
     let shutdown = CancellationToken::new();
-    let log = CertificateLog::open(
-        &StateLogConfig {
-            kafka: kafka.config(),
-            topic: certificates_topic.clone(),
-            replication: 1,
-            topic_config: Vec::new(),
-            group: format!("receipts-test-{}", unique_suffix()),
-        },
-        vec![ca.certificate().clone()],
-        DefaultConsumerContext,
-        shutdown.child_token(),
-    )
-    .await
-    .unwrap();
-    let ward = ca.issue("26734", 7).unwrap();
-    let stp = ca.issue("STP", 7).unwrap();
-    log.publish(&ward.certificate, "admin").await.unwrap();
-    log.publish(&stp.certificate, "admin").await.unwrap();
+    let pki = Pki::new(&kafka, &shutdown).await;
+    let ward = pki.issue("26734").await;
+    let stp = pki.issue("STP").await;
+    let dir = &pki.dir;
     let key_file = dir.path().join("26734.key");
     let certificate_file = dir.path().join("26734.crt");
     std::fs::write(&key_file, &ward.key_pem).unwrap();
@@ -432,7 +354,7 @@ async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
     let verifier = RecordVerifier::new();
     let receipts: Vec<Receipt> = all
         .iter()
-        .map(|m| Receipt::verify(&verifier, &log.read(), m).unwrap())
+        .map(|m| Receipt::verify(&verifier, &pki.log.read(), m).unwrap())
         .collect();
     assert!(
         receipts.len() >= 8,
@@ -496,7 +418,7 @@ async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
     assert_ne!(forged, value);
     let changed = last.clone().set_payload(Some(forged.into_bytes()));
     assert!(matches!(
-        Receipt::verify(&verifier, &log.read(), &changed),
+        Receipt::verify(&verifier, &pki.log.read(), &changed),
         Err(Refusal::Altered(_))
     ));
     let stp_signer = AgencySigner::from_pem(&stp.key_pem, stp.certificate.clone()).unwrap();
@@ -513,7 +435,7 @@ async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
     .unwrap();
     let posing = last.clone().replace_headers(Some(batch.headers(0)));
     assert!(matches!(
-        Receipt::verify(&verifier, &log.read(), &posing),
+        Receipt::verify(&verifier, &pki.log.read(), &posing),
         Err(Refusal::NotTheProducer { .. })
     ));
 
@@ -535,9 +457,9 @@ async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
         }],
         export_interval_ms: 200,
         receipts: Some(lienthong_kpi::config::ReceiptsWatch {
-            trusted_cas: vec![ca_crt.clone()],
+            trusted_cas: vec![pki.ca_crt.clone()],
             topic: receipts_topic.clone(),
-            certificates_topic: certificates_topic.clone(),
+            certificates_topic: pki.topic.clone(),
         }),
         ..lienthong_kpi::KpiConfig::default()
     };
@@ -682,34 +604,10 @@ async fn a_document_signature_in_a_case_event_is_verified_with_the_record() {
         .create_topic("documents-dlq", 1, 1, &[])
         .await
         .unwrap();
-    let certificates_topic = format!("document-certs-{}", unique_suffix());
-    let dir = tempfile::tempdir().unwrap();
-    let ca = CityCa::generate("HCMC City CA (test)", 30).unwrap();
-    let (_, ca_crt) = ca.save(dir.path()).unwrap();
     let shutdown = CancellationToken::new();
-    let log = CertificateLog::open(
-        &StateLogConfig {
-            kafka: kafka.config(),
-            topic: certificates_topic.clone(),
-            replication: 1,
-            topic_config: Vec::new(),
-            group: format!("documents-test-{}", unique_suffix()),
-        },
-        vec![ca.certificate().clone()],
-        DefaultConsumerContext,
-        shutdown.child_token(),
-    )
-    .await
-    .unwrap();
-    let signer = |agency: &str| {
-        let issued = ca.issue(agency, 7).unwrap();
-        let signer = AgencySigner::from_pem(&issued.key_pem, issued.certificate.clone()).unwrap();
-        (issued.certificate, signer)
-    };
-    let (ward_certificate, ward) = signer("26734");
-    let (stp_certificate, stp) = signer("STP");
-    log.publish(&ward_certificate, "admin").await.unwrap();
-    log.publish(&stp_certificate, "admin").await.unwrap();
+    let pki = Pki::new(&kafka, &shutdown).await;
+    let (_, ward) = pki.signer("26734").await;
+    let (stp_certificate, stp) = pki.signer("STP").await;
     let now_ms = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -746,7 +644,8 @@ async fn a_document_signature_in_a_case_event_is_verified_with_the_record() {
         d.signature = Some(s);
     });
     // STP's key is reported lost: a document it signs from then on is refused.
-    log.revoke(stp_certificate.id(), "key lost", "admin")
+    pki.log
+        .revoke(stp_certificate.id(), "key lost", "admin")
         .await
         .unwrap();
     let after_revocation = case("stp-after", &|d| {
@@ -778,10 +677,7 @@ async fn a_document_signature_in_a_case_event_is_verified_with_the_record() {
         &[(&topic, "cases")],
         &store,
         &dlq,
-        &format!(
-            "[signatures]\ntrusted_cas = [\"{}\"]\ntopic = \"{certificates_topic}\"\n",
-            ca_crt.display()
-        ),
+        &pki.signatures_toml(),
     );
     run_until_caught_up(config(&toml), &kafka, &store, &topic).await;
     check_cases(
@@ -794,43 +690,24 @@ async fn a_document_signature_in_a_case_event_is_verified_with_the_record() {
         3,
         "exactly the three forged documents: {dead:?}"
     );
-    for (event, reason) in [
-        (&other_document, "document 1: signed digest abab"),
-        (
-            &wrong_key,
-            "document 1: signature: does not verify under certificate",
-        ),
-        (&after_revocation, "document 1: certificate"),
-    ] {
-        let key = event.envelope.aggregate_id.as_bytes();
-        let (headers, _) = dead
-            .iter()
-            .find(|(_, k)| k.as_deref() == Some(key))
-            .unwrap_or_else(|| panic!("{reason}: not dead-lettered"));
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        assert_eq!(get("lienthong.error.class"), "signature", "{reason}");
-        assert!(
-            get("lienthong.error.message").contains(reason),
-            "{reason}: {}",
-            get("lienthong.error.message")
-        );
-    }
-    let revoked = dead
-        .iter()
-        .find(|(_, k)| k.as_deref() == Some(after_revocation.envelope.aggregate_id.as_bytes()))
-        .unwrap();
-    assert!(
-        revoked
-            .0
-            .iter()
-            .any(|(_, v)| v.contains("revoked: key lost")),
-        "{revoked:?}"
+    assert_dead_lettered(
+        &dead,
+        "signature",
+        &[
+            (
+                &other_document.envelope.aggregate_id,
+                "document 1: signed digest abab",
+            ),
+            (
+                &wrong_key.envelope.aggregate_id,
+                "document 1: signature: does not verify under certificate",
+            ),
+            (
+                &after_revocation.envelope.aggregate_id,
+                "document 1: certificate",
+            ),
+            (&after_revocation.envelope.aggregate_id, "revoked: key lost"),
+        ],
     );
     shutdown.cancel();
 }

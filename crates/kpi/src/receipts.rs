@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use lienthong_bus::state_log::StateLogConfig;
 use lienthong_signing::{CertificateLog, Receipt, RecordVerifier, Refusal};
-use lienthong_telemetry::{KafkaClientContext, Telemetry};
-use rdkafka::consumer::{DefaultConsumerContext, StreamConsumer};
+use lienthong_telemetry::Telemetry;
+use rdkafka::consumer::DefaultConsumerContext;
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,7 @@ pub(crate) async fn watch(
     telemetry: &Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> Result<(), KpiError> {
-    let errors = KafkaClientContext::new(telemetry, "kpi");
+    let consumer = crate::service::reader(config, telemetry)?;
     let kafka = config
         .kafka
         .as_ref()
@@ -59,11 +59,6 @@ pub(crate) async fn watch(
             Err(e) => return Err(KpiError::Config(format!("receipts: {e}"))),
         }
     };
-    let consumer: Arc<StreamConsumer<KafkaClientContext>> = Arc::new(
-        kafka
-            .consumer("lienthong-kpi-unused")
-            .create_with_context(errors)?,
-    );
     if crate::service::assign(&consumer, std::slice::from_ref(&receipts.topic), &shutdown)
         .await?
         .is_none()

@@ -295,6 +295,23 @@ pub(crate) async fn assign(
     Ok(Some(Progress { remaining }))
 }
 
+/// A consumer that reads by assignment, with no group membership and no commits: the engine
+/// always reads its topics from the beginning.
+pub(crate) fn reader(
+    config: &KpiConfig,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Arc<StreamConsumer<KafkaClientContext>>, KpiError> {
+    let kafka = config
+        .kafka
+        .as_ref()
+        .ok_or_else(|| KpiError::Config("kafka is not set".into()))?;
+    Ok(Arc::new(
+        kafka
+            .consumer("lienthong-kpi-unused")
+            .create_with_context(KafkaClientContext::new(telemetry, "kpi"))?,
+    ))
+}
+
 async fn consume(
     config: &KpiConfig,
     mut engine: Engine,
@@ -304,17 +321,7 @@ async fn consume(
     telemetry: &Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> Result<(), KpiError> {
-    let errors = KafkaClientContext::new(telemetry, "kpi");
-    let kafka = config
-        .kafka
-        .as_ref()
-        .ok_or_else(|| KpiError::Config("kafka is not set".into()))?;
-    // No group membership and no commits: the engine always starts from the beginning.
-    let consumer: Arc<StreamConsumer<KafkaClientContext>> = Arc::new(
-        kafka
-            .consumer("lienthong-kpi-unused")
-            .create_with_context(errors)?,
-    );
+    let consumer = reader(config, telemetry)?;
     let topics = [config.case_topic.clone(), config.feedback_topic.clone()];
     let Some(mut progress) = assign(&consumer, &topics, &shutdown).await? else {
         return Ok(());

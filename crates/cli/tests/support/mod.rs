@@ -544,13 +544,12 @@ pub fn assert_same_rows(actual: &[Row], expected: &[Row], what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: row count");
 }
 
+/// A dead-lettered record as read back: its headers (name, value) and its key.
+pub type DeadLetter = (Vec<(String, String)>, Option<Vec<u8>>);
+
 /// Read `n` DLQ records with their headers: `(headers, key)`, and one more if it comes
 /// within 2 s (a record dead-lettered that should not have been).
-pub async fn dlq_headers(
-    kafka: &lienthong_tests::Kafka,
-    topic: &str,
-    n: usize,
-) -> Vec<(Vec<(String, String)>, Option<Vec<u8>>)> {
+pub async fn dlq_headers(kafka: &lienthong_tests::Kafka, topic: &str, n: usize) -> Vec<DeadLetter> {
     use rdkafka::Message;
     use rdkafka::consumer::Consumer;
     let consumer = kafka
@@ -600,4 +599,102 @@ pub async fn apply_rate(config: ConnectorConfig, kafka: &Kafka, store: &Store, t
     token.cancel();
     task.await.unwrap().unwrap();
     rate
+}
+
+/// A city CA for one test: its certificate saved in a temporary folder (`ca_crt`, for a
+/// `trusted_cas`), and a certificate log on its own topic of `kafka`, trusting it.
+pub struct Pki {
+    pub ca: lienthong_signing::CityCa,
+    pub ca_crt: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub topic: String,
+    pub log: lienthong_signing::CertificateLog<rdkafka::consumer::DefaultConsumerContext>,
+}
+
+impl Pki {
+    pub async fn new(kafka: &Kafka, shutdown: &CancellationToken) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = lienthong_signing::CityCa::generate("HCMC City CA (test)", 30).unwrap();
+        let (_, ca_crt) = ca.save(dir.path()).unwrap();
+        let topic = format!("certificates-{}", unique_suffix());
+        let log = lienthong_signing::CertificateLog::open(
+            &lienthong_bus::state_log::StateLogConfig {
+                kafka: kafka.config(),
+                topic: topic.clone(),
+                replication: 1,
+                topic_config: Vec::new(),
+                group: format!("certificates-{}", unique_suffix()),
+            },
+            vec![ca.certificate().clone()],
+            rdkafka::consumer::DefaultConsumerContext,
+            shutdown.child_token(),
+        )
+        .await
+        .unwrap();
+        Pki {
+            ca,
+            ca_crt,
+            dir,
+            topic,
+            log,
+        }
+    }
+
+    /// A certificate issued to `agency`, on the log, with its private key in PEM.
+    pub async fn issue(&self, agency: &str) -> lienthong_signing::Issued {
+        let issued = self.ca.issue(agency, 7).unwrap();
+        self.log
+            .publish(&issued.certificate, "admin")
+            .await
+            .unwrap();
+        issued
+    }
+
+    /// `agency`'s certificate (on the log) and the signer holding its key.
+    pub async fn signer(
+        &self,
+        agency: &str,
+    ) -> (
+        lienthong_signing::AgencyCertificate,
+        lienthong_signing::AgencySigner,
+    ) {
+        let issued = self.issue(agency).await;
+        let signer =
+            lienthong_signing::AgencySigner::from_pem(&issued.key_pem, issued.certificate.clone())
+                .unwrap();
+        (issued.certificate, signer)
+    }
+
+    /// A connector's `[signatures]` section trusting this CA's log.
+    pub fn signatures_toml(&self) -> String {
+        format!(
+            "[signatures]\ntrusted_cas = [\"{}\"]\ntopic = \"{}\"\n",
+            self.ca_crt.display(),
+            self.topic
+        )
+    }
+}
+
+/// Assert that each of `expected` (a record key and a fragment of its reason) was
+/// dead-lettered with class `class` and that reason, among `dead` (from [`dlq_headers`]).
+pub fn assert_dead_lettered(dead: &[DeadLetter], class: &str, expected: &[(&str, &str)]) {
+    for (key, reason) in expected {
+        let (headers, _) = dead
+            .iter()
+            .find(|(_, k)| k.as_deref() == Some(key.as_bytes()))
+            .unwrap_or_else(|| panic!("{reason}: {key} not dead-lettered"));
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(get("lienthong.error.class"), class, "{reason}");
+        assert!(
+            get("lienthong.error.message").contains(reason),
+            "{reason}: {}",
+            get("lienthong.error.message")
+        );
+    }
 }
