@@ -32,7 +32,7 @@ use lienthong_tests::{kafka, unique_suffix};
 use rdkafka::producer::FutureRecord;
 use support::{
     Pki, apply_rate, case_stream, config, config_toml, encode_cases, produce, producer,
-    sqlite_store,
+    sqlite_store, stamped_topic,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -54,15 +54,8 @@ async fn main() {
     let pki = Pki::new(&kafka, &shutdown).await;
     let (_, signer) = pki.signer("26734").await;
 
-    let stamped = [("message.timestamp.type", "LogAppendTime")];
-    let unsigned_topic = kafka
-        .create_topic("bench-cases-unsigned", 6, 1, &stamped)
-        .await
-        .unwrap();
-    let signed_topic = kafka
-        .create_topic("bench-cases-signed", 6, 1, &stamped)
-        .await
-        .unwrap();
+    let unsigned_topic = stamped_topic(&kafka, "bench-cases-unsigned", 6).await;
+    let signed_topic = stamped_topic(&kafka, "bench-cases-signed", 6).await;
     let dlq = kafka
         .create_topic("bench-cases-dlq", 1, 1, &[])
         .await

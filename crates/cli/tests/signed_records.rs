@@ -55,15 +55,7 @@ async fn a_connector_applies_signed_records_and_dead_letters_each_forgery_with_i
     let kafka = kafka();
     let store = sqlite_store().await;
     // The broker's append time is what a revocation is checked against.
-    let topic = kafka
-        .create_topic(
-            "signed-cases",
-            2,
-            1,
-            &[("message.timestamp.type", "LogAppendTime")],
-        )
-        .await
-        .unwrap();
+    let topic = stamped_topic(&kafka, "signed-cases", 2).await;
     let dlq = kafka.create_topic("signed-dlq", 1, 1, &[]).await.unwrap();
     let shutdown = CancellationToken::new();
     let pki = Pki::new(&kafka, &shutdown).await;
@@ -192,15 +184,8 @@ async fn a_connector_applies_signed_records_and_dead_letters_each_forgery_with_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_verifier_checks_signed_records_from_the_documented_format() {
     let kafka = kafka();
-    let stamped = [("message.timestamp.type", "LogAppendTime")];
-    let good_topic = kafka
-        .create_topic("signed-python", 1, 1, &stamped)
-        .await
-        .unwrap();
-    let bad_topic = kafka
-        .create_topic("signed-python-bad", 1, 1, &stamped)
-        .await
-        .unwrap();
+    let good_topic = stamped_topic(&kafka, "signed-python", 1).await;
+    let bad_topic = stamped_topic(&kafka, "signed-python-bad", 1).await;
     let shutdown = CancellationToken::new();
     let pki = Pki::new(&kafka, &shutdown).await;
     let (_, ward) = pki.signer("26734").await;
@@ -288,28 +273,12 @@ async fn read_to_end(
 async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
     let kafka = kafka();
     let store = postgres_store().await;
-    let topic = kafka
-        .create_topic(
-            "receipted-cases",
-            3,
-            1,
-            &[("message.timestamp.type", "LogAppendTime")],
-        )
-        .await
-        .unwrap();
+    let topic = stamped_topic(&kafka, "receipted-cases", 3).await;
     let dlq = kafka
         .create_topic("receipted-dlq", 1, 1, &[])
         .await
         .unwrap();
-    let receipts_topic = kafka
-        .create_topic(
-            "receipts",
-            1,
-            1,
-            &[("message.timestamp.type", "LogAppendTime")],
-        )
-        .await
-        .unwrap();
+    let receipts_topic = stamped_topic(&kafka, "receipts", 1).await;
     let shutdown = CancellationToken::new();
     let pki = Pki::new(&kafka, &shutdown).await;
     let ward = pki.issue("26734").await;
@@ -591,15 +560,7 @@ async fn a_document_signature_in_a_case_event_is_verified_with_the_record() {
     use lienthong_contract::events::{CaseEventKind, Document};
     let kafka = kafka();
     let store = sqlite_store().await;
-    let topic = kafka
-        .create_topic(
-            "signed-documents",
-            1,
-            1,
-            &[("message.timestamp.type", "LogAppendTime")],
-        )
-        .await
-        .unwrap();
+    let topic = stamped_topic(&kafka, "signed-documents", 1).await;
     let dlq = kafka
         .create_topic("documents-dlq", 1, 1, &[])
         .await

@@ -698,3 +698,17 @@ pub fn assert_dead_lettered(dead: &[DeadLetter], class: &str, expected: &[(&str,
         );
     }
 }
+
+/// A fresh topic that keeps the broker's append time, as `lienthong topics create` makes the
+/// catalog's (what revocations and the sync delay are read against).
+pub async fn stamped_topic(kafka: &Kafka, name: &str, partitions: i32) -> String {
+    kafka
+        .create_topic(
+            name,
+            partitions,
+            1,
+            &[("message.timestamp.type", "LogAppendTime")],
+        )
+        .await
+        .unwrap()
+}
