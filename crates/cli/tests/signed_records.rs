@@ -511,6 +511,11 @@ async fn every_committed_batch_has_a_signed_receipt_with_the_stores_digest() {
         )),
         "{metrics}"
     );
+    // The receipts chain: no offset left uncovered.
+    assert!(
+        !metrics.contains("lienthong_receipt_gaps_total{"),
+        "{metrics}"
+    );
     // `lienthong trace` prints the same.
     let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
         .current_dir(lienthong_contract::repo_root())

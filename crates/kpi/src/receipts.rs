@@ -101,10 +101,18 @@ pub(crate) async fn watch(
                             ((receipt.committed_ms - r.published_ms[0]).max(0) as f64) / 1000.0,
                         );
                 }
-                index
+                let gaps = index
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .receipt(&receipt);
+                if gaps > 0 {
+                    tracing::warn!(connector = %receipt.connector, agency = %receipt.agency, offsets = gaps, "offsets no receipt covers: a receipt lost, or a store changed outside its connector");
+                    telemetry
+                        .kpi
+                        .receipt_gaps
+                        .with_label_values(&[&receipt.agency])
+                        .inc_by(gaps);
+                }
             }
             Err(refusal) => {
                 counted("refused");

@@ -210,8 +210,11 @@ impl TraceIndex {
         }
     }
 
-    /// A verified receipt.
-    pub fn receipt(&mut self, receipt: &Receipt) {
+    /// A verified receipt; returns how many offsets it shows no receipt of its connector
+    /// covers: its range starting beyond where the connector's previous range of the partition
+    /// ended (a receipt lost, or a store changed outside its connector).
+    pub fn receipt(&mut self, receipt: &Receipt) -> u64 {
+        let mut gaps = 0;
         let connector = self.name(&receipt.connector);
         let agency = self.name(&receipt.agency);
         for r in &receipt.ranges {
@@ -226,8 +229,10 @@ impl TraceIndex {
             // A connector's ranges come in offset order, each from where the last ended; one
             // that goes back (its store was replayed from the beginning) starts the list
             // again, so that the list stays sorted for the binary search.
-            if of.ranges.last().is_some_and(|l| r.from < l.to) {
-                of.ranges.clear();
+            match of.ranges.last() {
+                Some(l) if r.from < l.to => of.ranges.clear(),
+                Some(l) if r.from > l.to => gaps += (r.from - l.to) as u64,
+                _ => {}
             }
             of.ranges.push(Applied {
                 from: r.from,
@@ -235,6 +240,7 @@ impl TraceIndex {
                 committed_ms: receipt.committed_ms,
             });
         }
+        gaps
     }
 
     /// Events indexed.
@@ -367,10 +373,17 @@ mod tests {
         let n = cases.len() as i64;
         // The ward applied the case events in two batches, the department in one; the ward
         // applied the feedback.
-        index.receipt(&receipt("ward", "26734", CASES, 0, 2, 5_000));
-        index.receipt(&receipt("ward", "26734", CASES, 2, n, 6_000));
-        index.receipt(&receipt("dept", "STP", CASES, 0, n, 7_000));
-        index.receipt(&receipt("ward", "26734", FEEDBACK, 0, 3, 8_000));
+        for (connector, agency, topic, from, to, at) in [
+            ("ward", "26734", CASES, 0, 2, 5_000),
+            ("ward", "26734", CASES, 2, n, 6_000),
+            ("dept", "STP", CASES, 0, n, 7_000),
+            ("ward", "26734", FEEDBACK, 0, 3, 8_000),
+        ] {
+            assert_eq!(
+                index.receipt(&receipt(connector, agency, topic, from, to, at)),
+                0
+            );
+        }
 
         let trace = index.trace(&case_id).unwrap();
         assert_eq!(trace.case_id, case_id);
@@ -396,8 +409,20 @@ mod tests {
         assert_eq!(index.trace(&cases[0].envelope.correlation_id), Some(trace));
         assert_eq!(index.trace("no-such-case"), None);
 
+        // Chained ranges show no gap; a range that starts beyond the last one's end does.
+        assert_eq!(
+            index.receipt(&receipt("dept", "STP", CASES, n, n + 2, 7_500)),
+            0
+        );
+        assert_eq!(
+            index.receipt(&receipt("dept", "STP", CASES, n + 5, n + 6, 7_600)),
+            3
+        );
         // A replay (the ward's store rebuilt from the beginning) starts its ranges again.
-        index.receipt(&receipt("ward", "26734", CASES, 0, n, 9_000));
+        assert_eq!(
+            index.receipt(&receipt("ward", "26734", CASES, 0, n, 9_000)),
+            0
+        );
         let again = index.trace(&case_id).unwrap();
         assert!(
             again.events[..cases.len()]

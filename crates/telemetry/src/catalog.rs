@@ -476,6 +476,15 @@ pub const RECEIPTS_READ: MetricSpec = counter(
      another agency than the receipt's, or not a receipt) and left out of the trace and the \
      sync delay.",
 );
+/// Offsets no receipt covers.
+pub const RECEIPT_GAPS: MetricSpec = counter(
+    "lienthong_receipt_gaps_total",
+    &["agency"],
+    "Offsets an agency's connector moved its store across that none of its verified receipts \
+     covers: a receipt starting beyond where the connector's previous one for the partition \
+     ended. A receipt was lost between the store's commit and the broker, or the store's \
+     offsets were changed outside its connector.",
+);
 /// Cases held in memory.
 pub const KPI_CASES_TRACKED: MetricSpec = gauge(
     "lienthong_kpi_cases_tracked",
@@ -534,6 +543,7 @@ pub const ALL: &[&MetricSpec] = &[
     &KPI_CASES_TRACKED,
     &SYNC_DELAY,
     &RECEIPTS_READ,
+    &RECEIPT_GAPS,
 ];
 
 /// The catalog as the Markdown table in `docs/metrics.md`.

@@ -219,6 +219,8 @@ pub struct KpiMetrics {
     pub sync_delay: HistogramVec,
     /// [`catalog::RECEIPTS_READ`].
     pub receipts: IntCounterVec,
+    /// [`catalog::RECEIPT_GAPS`].
+    pub receipt_gaps: IntCounterVec,
 }
 
 /// One process's metrics: a Prometheus registry holding every family of the catalog.
@@ -310,6 +312,7 @@ impl Telemetry {
             cases_tracked: gauge(r, &catalog::KPI_CASES_TRACKED)?,
             sync_delay: histogram(r, &catalog::SYNC_DELAY)?,
             receipts: counter(r, &catalog::RECEIPTS_READ)?,
+            receipt_gaps: counter(r, &catalog::RECEIPT_GAPS)?,
         };
         Ok(Arc::new(Telemetry {
             registry,
