@@ -13,6 +13,8 @@
 //! Every event is published by the unit that did the step, so each goes through the same
 //! "publishes only as itself" check a real agency's system would.
 
+use std::collections::HashMap;
+
 use lienthong_contract::AgencyKind;
 use lienthong_contract::events::*;
 
@@ -270,6 +272,12 @@ pub struct Simulator {
     next_case: u64,
     next_feedback: u64,
     next_event: u64,
+    /// Today's case events handed to a publisher and not yet acknowledged: event id → case.
+    in_flight: HashMap<String, String>,
+    /// Per case, how many of its events are in flight. A case does not move on meanwhile: its
+    /// next step may be another unit's, published by another publisher, which could put it on
+    /// the log before the step it follows.
+    busy: HashMap<String, u32>,
 }
 
 impl Simulator {
@@ -282,6 +290,8 @@ impl Simulator {
             next_case: 1,
             next_feedback: 1,
             next_event: 1,
+            in_flight: HashMap::new(),
+            busy: HashMap::new(),
         }
     }
 
@@ -392,8 +402,32 @@ impl Simulator {
         out
     }
 
-    /// One step of today, at `now_ms`: file a case, advance one, or move feedback along.
+    /// One step of today, at `now_ms`: file a case, advance one (whose last event the
+    /// publisher acknowledged: [`Simulator::acknowledged`]), or move feedback along.
     pub fn step(&mut self, now_ms: i64) -> CityEvent {
+        let event = self.next_step(now_ms);
+        if let CityEvent::Case(e) = &event {
+            let case = e.envelope.aggregate_id.clone();
+            self.in_flight
+                .insert(e.envelope.event_id.clone(), case.clone());
+            *self.busy.entry(case).or_insert(0) += 1;
+        }
+        event
+    }
+
+    /// The publisher acknowledged event `event_id`: its case may move on.
+    pub fn acknowledged(&mut self, event_id: &str) {
+        if let Some(case) = self.in_flight.remove(event_id)
+            && let Some(n) = self.busy.get_mut(&case)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.busy.remove(&case);
+            }
+        }
+    }
+
+    fn next_step(&mut self, now_ms: i64) -> CityEvent {
         let roll = self.rng.below(100);
         if roll < 8 && !self.feedback.is_empty() {
             let idx = self.rng.below(self.feedback.len());
@@ -403,6 +437,9 @@ impl Simulator {
             return self.file_case(now_ms, day_of(now_ms));
         }
         let idx = self.rng.below(self.cases.len());
+        if self.busy.contains_key(&self.cases[idx].id) {
+            return self.file_case(now_ms, day_of(now_ms));
+        }
         match self.advance(idx, now_ms) {
             Some(e) => e,
             None => self.file_case(now_ms, day_of(now_ms)),
@@ -616,7 +653,6 @@ pub fn unit(code: &str) -> Option<&'static Unit> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::collections::HashMap;
 
     const NOW: i64 = 1_795_000_000_000; // a Tuesday in 2026
 
@@ -625,9 +661,36 @@ mod tests {
         let mut out = sim.reference_data(NOW);
         out.extend(sim.backlog(NOW, 5, 20));
         for i in 0..steps {
-            out.push(sim.step(NOW + i as i64 * 10));
+            // A publisher that acknowledges each event at once.
+            let e = sim.step(NOW + i as i64 * 10);
+            sim.acknowledged(&e.envelope().event_id);
+            out.push(e);
         }
         out
+    }
+
+    /// While a case's event is not acknowledged, the case does not move on (its next step
+    /// could be another unit's, whose publisher might put it on the log first); once it is,
+    /// it does.
+    #[test]
+    fn a_case_moves_on_only_once_its_last_event_is_acknowledged() {
+        let mut sim = Simulator::new(5);
+        let today: Vec<CityEvent> = (0..5_000).map(|i| sim.step(NOW + i * 10)).collect();
+        let mut seen = std::collections::HashSet::new();
+        for e in today.iter().filter(|e| matches!(e, CityEvent::Case(_))) {
+            assert!(
+                seen.insert(e.envelope().aggregate_id.clone()),
+                "a case advanced with an event in flight: {e:?}"
+            );
+        }
+        for e in &today {
+            sim.acknowledged(&e.envelope().event_id);
+        }
+        let advanced = (0..5_000)
+            .map(|i| sim.step(NOW + 50_000 + i * 10))
+            .filter(|e| matches!(e, CityEvent::Case(c) if seen.contains(&c.envelope.aggregate_id)))
+            .count();
+        assert!(advanced > 0, "acknowledged cases move on");
     }
 
     #[test]

@@ -553,7 +553,7 @@ async fn play(
         for event in opening {
             route(&publishers, &to_portal, &mut in_flight, event).await?;
         }
-        drain(&mut in_flight, &mut summary, 0).await?;
+        drain(&mut in_flight, &mut summary, &mut sim, 0).await?;
 
         say!(
             "today: {} steps/s for {} s (Ctrl-C ends the day early)",
@@ -581,7 +581,7 @@ async fn play(
                 route(&publishers, &to_portal, &mut in_flight, sim.step(now_ms())).await?;
             }
             // Keep at most a few thousand in flight; collect what is done.
-            drain(&mut in_flight, &mut summary, 5_000).await?;
+            drain(&mut in_flight, &mut summary, &mut sim, 5_000).await?;
             if last_report.elapsed() >= Duration::from_secs(1) {
                 let total: u64 = summary.published.values().sum();
                 let rate = (total - last_count) as f64 / last_report.elapsed().as_secs_f64();
@@ -600,7 +600,7 @@ async fn play(
                 last_count = total;
             }
         }
-        drain(&mut in_flight, &mut summary, 0).await?;
+        drain(&mut in_flight, &mut summary, &mut sim, 0).await?;
         for publisher in publishers.values() {
             publisher.flush(Duration::from_secs(10)).await?;
         }
@@ -666,6 +666,7 @@ fn publish<'a>(
 async fn drain(
     in_flight: &mut FuturesUnordered<InFlight<'_>>,
     summary: &mut Summary,
+    sim: &mut Simulator,
     keep: usize,
 ) -> Result<(), DemoError> {
     loop {
@@ -682,6 +683,7 @@ async fn drain(
             return Ok(());
         };
         let receipt = receipt?;
+        sim.acknowledged(&receipt.event_id);
         *summary
             .published
             .entry(receipt.topic.to_string())

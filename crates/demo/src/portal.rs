@@ -150,7 +150,12 @@ mod tests {
         let start = 1_764_288_000_000;
         let mut events = sim.reference_data(start);
         events.extend(sim.backlog(start, 3, 40));
-        events.extend((0..5_000).map(|i| sim.step(start + i * 100)));
+        events.extend((0..5_000).map(|i| {
+            // A publisher that acknowledges each event at once.
+            let e = sim.step(start + i * 100);
+            sim.acknowledged(&e.envelope().event_id);
+            e
+        }));
         let mut by_topic: BTreeMap<&str, usize> = BTreeMap::new();
         for event in &events {
             let (topic, json) = to_gateway_json(event, &catalog, &codec).unwrap();
