@@ -203,7 +203,9 @@ pub async fn verify_topic(
                 Ok((_, value)) => {
                     let unit = value["envelope"]["producer_unit"].as_str().unwrap_or("");
                     if unit == signer {
-                        Ok(signer)
+                        documents(&decoder, &certificates, bytes)
+                            .await?
+                            .map(|()| signer)
                     } else {
                         Err(lienthong_signing::Refusal::NotTheProducer {
                             signer,
@@ -247,6 +249,36 @@ pub async fn verify_topic(
         )));
     }
     Ok(())
+}
+
+/// The signed documents of a case event verify (`Ok(Err)` names the first that does not);
+/// records of other kinds have none.
+async fn documents(
+    decoder: &crate::tail::Decoder,
+    certificates: &Log,
+    bytes: &[u8],
+) -> Result<Result<(), String>, CliError> {
+    let Ok(codec) = decoder.codec_for(bytes).await? else {
+        return Ok(Ok(()));
+    };
+    let is_case_event = lienthong_contract::codec::split_frame(bytes)
+        .ok()
+        .and_then(|(id, _)| codec.schema(id).ok())
+        .is_some_and(
+            |s| matches!(s.schema(), apache_avro::Schema::Record(r) if r.name.name == "CaseEvent"),
+        );
+    if !is_case_event {
+        return Ok(Ok(()));
+    }
+    Ok(
+        match codec.decode::<lienthong_contract::events::CaseEvent<&str>>(bytes) {
+            Ok((_, event)) => {
+                lienthong_signing::verify_case_documents(&certificates.read(), &event)
+                    .map_err(|r| r.to_string())
+            }
+            Err(e) => Err(format!("not a case event: {e}")),
+        },
+    )
 }
 
 fn date(ms: i64) -> String {

@@ -302,6 +302,15 @@ impl Decoder {
         &self,
         bytes: &[u8],
     ) -> Result<Result<(u32, Json), String>, CliError> {
+        Ok(self
+            .codec_for(bytes)
+            .await?
+            .and_then(|codec| Self::decode_with(codec, bytes)))
+    }
+
+    /// The codec that knows the record's writer schema (fetched from the registry once), or
+    /// why none does (`Ok(Err)`); `Err` when the registry cannot be read.
+    pub(crate) async fn codec_for(&self, bytes: &[u8]) -> Result<Result<&Codec, String>, CliError> {
         let codec = match self {
             Decoder::Local(codec) => codec,
             Decoder::Registry(client) => {
@@ -322,7 +331,7 @@ impl Decoder {
                 client.codec()
             }
         };
-        Ok(Self::decode_with(codec, bytes))
+        Ok(Ok(codec))
     }
 
     fn decode_with(codec: &Codec, bytes: &[u8]) -> Result<(u32, Json), String> {

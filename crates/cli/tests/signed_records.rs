@@ -124,17 +124,7 @@ async fn a_connector_applies_signed_records_and_dead_letters_each_forgery_with_i
     );
 
     // `lienthong verify` finds the same four in the topic, and the rest signed by the ward.
-    let cli_config = pki.dir.path().join("lienthong.toml");
-    std::fs::write(
-        &cli_config,
-        format!(
-            "[kafka]\nbootstrap = \"{}\"\n[signing]\ntrusted_cas = [\"{}\"]\ntopic = \"{}\"\n",
-            kafka.bootstrap(),
-            pki.ca_crt.display(),
-            pki.topic
-        ),
-    )
-    .unwrap();
+    let cli_config = pki.cli_config(&kafka);
     let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
         .current_dir(lienthong_contract::repo_root())
         .arg("--config")
@@ -655,6 +645,30 @@ async fn a_document_signature_in_a_case_event_is_verified_with_the_record() {
         dead.len(),
         3,
         "exactly the three forged documents: {dead:?}"
+    );
+    // `lienthong verify` refuses the same three.
+    let cli_config = pki.cli_config(&kafka);
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
+        .current_dir(lienthong_contract::repo_root())
+        .arg("--config")
+        .arg(&cli_config)
+        .args(["verify", topic.as_str()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let refused: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("REFUSED"))
+        .collect();
+    assert_eq!(refused.len(), 3, "{stdout}");
+    assert!(
+        refused.iter().all(|l| l.contains("document 1:")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 record(s) verified (26734 2), 3 refused"),
+        "{stdout}"
     );
     assert_dead_lettered(
         &dead,

@@ -665,6 +665,22 @@ impl Pki {
         (issued.certificate, signer)
     }
 
+    /// A `lienthong` config file for `kafka` whose `[signing]` trusts this CA's log.
+    pub fn cli_config(&self, kafka: &Kafka) -> PathBuf {
+        let path = self.dir.path().join("lienthong.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[kafka]\nbootstrap = \"{}\"\n[signing]\ntrusted_cas = [\"{}\"]\ntopic = \"{}\"\n",
+                kafka.bootstrap(),
+                self.ca_crt.display(),
+                self.topic
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     /// A connector's `[signatures]` section trusting this CA's log.
     pub fn signatures_toml(&self) -> String {
         format!(
