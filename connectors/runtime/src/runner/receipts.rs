@@ -88,8 +88,9 @@ impl<S: Sink> Runner<S> {
         let Some(due) = self.receipts.as_ref().map(Receipts::digest_due) else {
             return;
         };
-        // Nothing else writes this store between the commit and here (the loop is serial and
-        // other instances are fenced), so this is the store as the batch left it.
+        // This loop writes nothing between the commit and here, so this is the store as the
+        // batch left it, plus whatever another instance of the connector sharing the store
+        // committed for its own partitions meanwhile.
         let store_digest = if due {
             match self.sink.rows().await {
                 Ok(rows) => {
