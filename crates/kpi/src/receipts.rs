@@ -7,7 +7,6 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use lienthong_bus::state_log::StateLogConfig;
 use lienthong_signing::{CertificateLog, Receipt, RecordVerifier, Refusal};
 use lienthong_telemetry::Telemetry;
 use rdkafka::consumer::DefaultConsumerContext;
@@ -31,18 +30,12 @@ pub(crate) async fn watch(
         .kafka
         .as_ref()
         .ok_or_else(|| KpiError::Config("kafka is not set".into()))?;
-    let anchors = lienthong_signing::load_trusted_cas(&receipts.trusted_cas)
-        .map_err(|e| KpiError::Config(format!("receipts: {e}")))?;
     let log = loop {
-        let opened = CertificateLog::open(
-            &StateLogConfig {
-                kafka: kafka.clone(),
-                topic: receipts.certificates_topic.clone(),
-                replication: 1,
-                topic_config: Vec::new(),
-                group: "lienthong-kpi-certificates".into(),
-            },
-            anchors.clone(),
+        let opened = CertificateLog::open_trusting(
+            kafka,
+            &receipts.certificates_topic,
+            &receipts.trusted_cas,
+            "lienthong-kpi-certificates".into(),
             DefaultConsumerContext,
             shutdown.child_token(),
         )

@@ -375,15 +375,7 @@ async fn consume(
                     offset: message.offset(),
                     published_ms: message.timestamp().to_millis().unwrap_or(0),
                 };
-                let mut traced = index.write().unwrap_or_else(|p| p.into_inner());
-                apply(
-                    &mut engine,
-                    &mut traced,
-                    decoder.codec(),
-                    stream,
-                    at,
-                    payload,
-                );
+                apply(&mut engine, &index, decoder.codec(), stream, at, payload);
                 progress.advance(message.topic(), message.partition(), message.offset());
             }
         }
@@ -408,11 +400,11 @@ async fn consume(
     Ok(())
 }
 
-/// Decode one record and apply it to the engine and the trace index; an undecodable one is an
-/// anomaly.
+/// Decode one record and apply it to the engine and the trace index (locked only for that, so
+/// that `/trace` waits for no decoding); an undecodable one is an anomaly.
 fn apply(
     engine: &mut Engine,
-    index: &mut TraceIndex,
+    index: &RwLock<TraceIndex>,
     codec: &Codec,
     stream: Stream,
     at: At<'_>,
@@ -422,7 +414,10 @@ fn apply(
         Stream::Case => match codec.decode::<CaseEvent<&str>>(payload) {
             Ok((_, event)) => {
                 engine.apply_case(&event);
-                index.case_event(at, &event);
+                index
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .case_event(at, &event);
             }
             Err(_) => {
                 engine.undecodable(stream);
@@ -431,7 +426,10 @@ fn apply(
         Stream::Feedback => match codec.decode::<FeedbackEvent<&str>>(payload) {
             Ok((_, event)) => {
                 engine.apply_feedback(&event);
-                index.feedback_event(at, &event);
+                index
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .feedback_event(at, &event);
             }
             Err(_) => {
                 engine.undecodable(stream);

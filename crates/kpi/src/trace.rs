@@ -57,7 +57,6 @@ pub struct TraceIndex {
     applied: HashMap<(Arc<str>, i32), HashMap<Arc<str>, ConnectorRanges>>,
     /// Interned topics, units, connectors and agencies (a few hundred strings).
     names: HashMap<Box<str>, Arc<str>>,
-    events: u64,
 }
 
 /// Where a record was read: its topic, partition, offset and the broker's timestamp.
@@ -165,7 +164,6 @@ impl TraceIndex {
             e.offset == event.offset && e.partition == event.partition && e.topic == event.topic
         }) {
             events.push(event);
-            self.events += 1;
         }
     }
 
@@ -241,11 +239,6 @@ impl TraceIndex {
             });
         }
         gaps
-    }
-
-    /// Events indexed.
-    pub fn events(&self) -> u64 {
-        self.events
     }
 
     /// The trace of `id`, a case id or a correlation id.

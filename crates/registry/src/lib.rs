@@ -252,7 +252,7 @@ impl Registry {
         let _one_at_a_time = self.register_lock.lock().await;
         self.sync().await?;
         for _ in 0..MAX_ATTEMPTS {
-            let (key, proposal, proposal_id) = {
+            let (key, proposal, proposal_id, version) = {
                 let state = self.read();
                 let identity = state::identity_of(schema, &references)
                     .map_err(RegistryError::InvalidSchema)?;
@@ -300,14 +300,8 @@ impl Registry {
                         agency: agency.code.clone(),
                     },
                     proposal_id,
+                    version,
                 )
-            };
-            let (version, identity) = match &key {
-                LogKey::Schema { version, .. } => (
-                    *version,
-                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&proposal.identity)),
-                ),
-                _ => (0, String::new()),
             };
             self.append(&key, &proposal).await?;
             let accepted = match self.read().outcomes.get(&proposal_id) {
@@ -319,7 +313,11 @@ impl Registry {
                     agency,
                     "schema.register",
                     subject,
-                    serde_json::json!({"version": version, "id": id, "fingerprint": identity}),
+                    serde_json::json!({
+                        "version": version,
+                        "id": id,
+                        "fingerprint": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&proposal.identity)),
+                    }),
                 )
                 .await?;
                 return Ok(id);

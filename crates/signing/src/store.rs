@@ -195,6 +195,28 @@ impl<C: ConsumerContext + Clone + 'static> CertificateLog<C> {
         Ok(CertificateLog { log })
     }
 
+    /// A verifier's view of the log: `topic` on `kafka`, read to its end, trusting the CAs
+    /// whose certificates are the PEM files `trusted_cas`; `group` names the reader. A CA file
+    /// that cannot be read or is not a certificate is a permanent error; Kafka's are transient.
+    pub async fn open_trusting(
+        kafka: &lienthong_bus::KafkaConfig,
+        topic: &str,
+        trusted_cas: &[std::path::PathBuf],
+        group: String,
+        context: C,
+        shutdown: CancellationToken,
+    ) -> Result<Self, SigningError> {
+        let anchors = crate::cert::load_trusted_cas(trusted_cas)?;
+        let config = StateLogConfig {
+            kafka: kafka.clone(),
+            topic: topic.to_string(),
+            replication: 1,
+            topic_config: Vec::new(),
+            group,
+        };
+        Self::open(&config, anchors, context, shutdown).await
+    }
+
     /// The certificates as read so far.
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Certificates> {
         self.log.read()

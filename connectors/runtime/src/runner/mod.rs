@@ -530,23 +530,19 @@ async fn open_certificates(
     let Some(signatures) = &config.signatures else {
         return Ok(None);
     };
-    let anchors = lienthong_signing::load_trusted_cas(&signatures.trusted_cas)
-        .map_err(|e| ConnectError::Config(format!("signatures: {e}")))?;
-    let log = lienthong_bus::state_log::StateLogConfig {
-        kafka: config.kafka.clone(),
-        topic: signatures.topic.clone(),
-        replication: 1,
-        topic_config: Vec::new(),
-        group: format!("{}-certificates", config.group()),
-    };
-    let certificates = Certificates::open(
-        &log,
-        anchors,
+    let certificates = Certificates::open_trusting(
+        &config.kafka,
+        &signatures.topic,
+        &signatures.trusted_cas,
+        format!("{}-certificates", config.group()),
         rdkafka::consumer::DefaultConsumerContext,
         shutdown.child_token(),
     )
     .await
-    .map_err(|e| ConnectError::Internal(format!("the certificate log: {e}")))?;
+    .map_err(|e| match e.is_transient() {
+        true => ConnectError::Internal(format!("the certificate log: {e}")),
+        false => ConnectError::Config(format!("signatures: {e}")),
+    })?;
     tracing::info!(connector = %config.name, topic = %signatures.topic, certificates = certificates.read().entries().count(), "verifying signatures");
     Ok(Some(Arc::new(certificates)))
 }

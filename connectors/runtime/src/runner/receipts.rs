@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lienthong_signing::{AgencySigner, Receipt, ReceiptRange, StoreDigest};
+use lienthong_telemetry::ConnectorMetrics;
 use rdkafka::producer::FutureRecord;
 
 use crate::config::ReceiptsConfig;
@@ -81,6 +82,15 @@ fn ranges(batch: &Batch, items: &[Item]) -> Vec<ReceiptRange> {
         .collect()
 }
 
+/// A receipt that did not reach the receipts topic: logged and counted.
+fn not_sent(metrics: &ConnectorMetrics, connector: &str, why: &dyn std::fmt::Display) {
+    tracing::warn!(connector, error = %why, "a receipt was not sent");
+    metrics
+        .receipts
+        .with_label_values(&[connector, "failed"])
+        .inc();
+}
+
 impl<S: Sink> Runner<S> {
     /// After `batch` (of `items`) committed with `applied`: its receipt, with the store's
     /// digest when one is due, signed and handed to the producer.
@@ -123,15 +133,11 @@ impl<S: Sink> Runner<S> {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         receipt.store_digest = store_digest;
-        let counter = self.metrics.receipts.clone();
+        let metrics = self.metrics.clone();
         let name = self.config.name.clone();
-        let failed = |e: &dyn std::fmt::Display| {
-            tracing::warn!(connector = %name, error = %e, "a receipt was not sent");
-            counter.with_label_values(&[&name, "failed"]).inc();
-        };
         let (key, value, headers) = match receipt.sign(&receipts.signer, &receipts.topic) {
             Ok(signed) => signed,
-            Err(e) => return failed(&e),
+            Err(e) => return not_sent(&metrics, &name, &e),
         };
         let record = FutureRecord::to(&receipts.topic)
             .key(&key)
@@ -139,23 +145,18 @@ impl<S: Sink> Runner<S> {
             .headers(headers);
         match self.producer.send_result(record) {
             Ok(delivery) => {
-                let counter = self.metrics.receipts.clone();
-                let name = self.config.name.clone();
                 tokio::spawn(async move {
                     match delivery.await {
-                        Ok(Ok(_)) => counter.with_label_values(&[&name, "delivered"]).inc(),
-                        Ok(Err((e, _))) => {
-                            tracing::warn!(connector = %name, error = %e, "a receipt was not delivered");
-                            counter.with_label_values(&[&name, "failed"]).inc();
-                        }
-                        Err(_) => {
-                            tracing::warn!(connector = %name, "a receipt was not delivered: the producer was dropped");
-                            counter.with_label_values(&[&name, "failed"]).inc();
-                        }
+                        Ok(Ok(_)) => metrics
+                            .receipts
+                            .with_label_values(&[&name, "delivered"])
+                            .inc(),
+                        Ok(Err((e, _))) => not_sent(&metrics, &name, &e),
+                        Err(_) => not_sent(&metrics, &name, &"the producer was dropped"),
                     }
                 });
             }
-            Err((e, _)) => failed(&e),
+            Err((e, _)) => not_sent(&metrics, &name, &e),
         }
     }
 }
