@@ -17,9 +17,11 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
+use apache_avro::GenericSingleObjectReader;
 use apache_avro::Schema;
+use apache_avro::headers::HeaderBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ContractError, Result};
@@ -59,6 +61,19 @@ pub struct RegisteredSchema {
     identity: String,
     avro: Schema,
     fast: serde_avro_fast::Schema,
+    /// `avro` with its named types resolved, built at the first generic decode: resolving
+    /// them for every record was most of a connector's decoding time.
+    values: OnceLock<Option<GenericSingleObjectReader>>,
+}
+
+/// The framing [`GenericSingleObjectReader`] expects before a value: none (the Confluent
+/// frame is split off before).
+struct NoHeader;
+
+impl HeaderBuilder for NoHeader {
+    fn build_header(&self) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 impl std::fmt::Debug for RegisteredSchema {
@@ -85,7 +100,25 @@ impl RegisteredSchema {
             identity: schema_identity(json).map_err(schema_err)?,
             avro,
             fast,
+            values: OnceLock::new(),
         })
+    }
+
+    /// Decode `body` (the Avro binary of one value, without a frame) into a generic value.
+    fn decode_generic(
+        &self,
+        body: &[u8],
+    ) -> std::result::Result<apache_avro::types::Value, String> {
+        let reader = self.values.get_or_init(|| {
+            GenericSingleObjectReader::new_with_header_builder(self.avro.clone(), NoHeader).ok()
+        });
+        let mut bytes = body;
+        match reader {
+            Some(reader) => reader.read_value(&mut bytes),
+            // Named types that do not resolve: apache-avro says why.
+            None => apache_avro::from_avro_datum(&self.avro, &mut bytes, None),
+        }
+        .map_err(|e| e.to_string())
     }
 
     /// The registry id.
@@ -235,9 +268,7 @@ impl Codec {
         // Validate the body first with the bounded, allocation-safe decoder: apache-avro would
         // pre-allocate from untrusted lengths.
         decode_with::<serde::de::IgnoredAny>(&schema, body)?;
-        let mut reader_bytes = body;
-        let value = apache_avro::from_avro_datum(&schema.avro, &mut reader_bytes, None)
-            .map_err(|e| decode_err(e.to_string()))?;
+        let value = schema.decode_generic(body).map_err(decode_err)?;
         // Resolution by the contract's own resolver: apache-avro 0.21 picks union branches by
         // shape, not by name (see `crate::resolve`).
         match reader {

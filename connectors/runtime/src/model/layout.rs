@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use apache_avro::schema::{Name, NamesRef, ResolvedSchema, UnionSchema};
+use apache_avro::schema::{Name, ResolvedSchema, UnionSchema};
 use apache_avro::types::Value;
 use lienthong_contract::physical::Physical;
 use sha2::Digest as _;
@@ -18,6 +18,8 @@ use super::*;
 pub struct Layout {
     pub(super) entity: Entity,
     pub(super) schema: Schema,
+    /// The schema's named types, resolved once (not for every record).
+    pub(super) names: Names,
     /// Every body column this writer can produce, in schema order.
     pub columns: Vec<Column>,
 }
@@ -52,18 +54,21 @@ pub fn column_name(path: &[&str]) -> String {
     format!("{}_{hash}", &full[..cut])
 }
 
+/// A schema's named types, by name.
+pub(super) type Names = HashMap<Name, Schema>;
+
 /// Why a record could not become a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid(pub String);
 
 pub(super) struct Walker<'a> {
-    pub(super) names: NamesRef<'a>,
+    pub(super) names: &'a Names,
 }
 
 impl<'a> Walker<'a> {
     pub(super) fn deref(&self, s: &'a Schema) -> &'a Schema {
         match s {
-            Schema::Ref { name } => self.names.get(name).copied().unwrap_or(s),
+            Schema::Ref { name } => self.names.get(name).unwrap_or(s),
             _ => s,
         }
     }
@@ -244,9 +249,15 @@ pub(super) fn float_json(f: f64) -> serde_json::Value {
         .unwrap_or_else(|| serde_json::Value::String(f.to_string()))
 }
 
-pub(super) fn names_of(schema: &Schema) -> Result<NamesRef<'_>, Invalid> {
+/// The named types of `schema`, by name.
+pub(super) fn names_of(schema: &Schema) -> Result<Names, Invalid> {
     ResolvedSchema::try_from(schema)
-        .map(|r| r.get_names().clone())
+        .map(|r| {
+            r.get_names()
+                .iter()
+                .map(|(n, s)| (n.clone(), (*s).clone()))
+                .collect()
+        })
         .map_err(|e| Invalid(e.to_string()))
 }
 
@@ -269,7 +280,7 @@ impl Layout {
             return Err(Invalid("the value schema has no envelope field".into()));
         }
         let names = names_of(schema)?;
-        let walker = Walker { names };
+        let walker = Walker { names: &names };
         let mut cells = Vec::new();
         // The sealed form of personal fields is opened (or dropped) before a change is made
         // of the record: no store holds it.
@@ -321,6 +332,7 @@ impl Layout {
         Ok(Layout {
             entity,
             schema: schema.clone(),
+            names,
             columns,
         })
     }
@@ -347,9 +359,7 @@ impl Layout {
         let Schema::Record(r) = &self.schema else {
             return Err(Invalid("the value schema is not a record".into()));
         };
-        let walker = Walker {
-            names: names_of(&self.schema)?,
-        };
+        let walker = Walker { names: &self.names };
         let mut envelope = None;
         let mut cells: Vec<(Column, Cell)> = Vec::with_capacity(self.columns.len() + 5);
         let mut history_kind = None;
