@@ -45,6 +45,11 @@ struct Script {
     refuse_key: Option<String>,
     applies: usize,
     offsets_reads: usize,
+    /// While set, `apply` waits for it to be notified before it writes (a transaction that
+    /// takes its time).
+    hold: Option<Arc<tokio::sync::Notify>>,
+    /// How many changes the batch held open holds.
+    held_ops: Option<usize>,
 }
 
 /// A store in memory that fails as its script says.
@@ -78,6 +83,11 @@ impl Sink for FaultyStore {
     }
 
     async fn apply(&mut self, batch: Batch) -> Result<Applied, StoreError> {
+        let hold = self.script().hold.take();
+        if let Some(hold) = hold {
+            self.script().held_ops = Some(batch.ops.len());
+            hold.notified().await;
+        }
         let fault = {
             let mut s = self.script();
             s.applies += 1;
@@ -172,9 +182,14 @@ fn config(bootstrap: &str) -> ConnectorConfig {
     .unwrap()
 }
 
-/// Run the loop over `store` until it holds `records` offsets in all (or 60 s pass), stop it,
-/// and return its metrics.
-async fn run_until_caught_up(setup: &Setup, store: &FaultyStore, records: i64) -> String {
+/// A loop running over a store, with its metrics.
+struct Running {
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), lienthong_connect::ConnectError>>,
+}
+
+fn start(setup: &Setup, store: &FaultyStore) -> Running {
     let telemetry = Telemetry::new("connector").unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(lienthong_connect::run(
@@ -184,6 +199,38 @@ async fn run_until_caught_up(setup: &Setup, store: &FaultyStore, records: i64) -
         telemetry.clone(),
         shutdown.clone(),
     ));
+    Running {
+        telemetry,
+        shutdown,
+        task,
+    }
+}
+
+/// Wait (at most 60 s) until the metric `name` with `labels` reaches `at_least`.
+async fn wait_for_metric(running: &Running, name: &str, labels: &[&str], at_least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = running.telemetry.render();
+        if metric(&text, name, labels) >= at_least {
+            return;
+        }
+        assert!(!running.task.is_finished(), "the loop stopped");
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed below {at_least}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Run the loop over `store` until it holds `records` offsets in all (or 60 s pass), stop it,
+/// and return its metrics.
+async fn run_until_caught_up(setup: &Setup, store: &FaultyStore, records: i64) -> String {
+    let Running {
+        telemetry,
+        shutdown,
+        task,
+    } = start(setup, store);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let held: i64 = store
@@ -357,4 +404,49 @@ async fn a_record_that_is_not_avro_is_dead_lettered_and_the_rest_applied() {
     );
     let (cases, history, _) = held(&store);
     assert_eq!((cases, history), (10, records.len() - 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_is_read_while_a_batch_is_in_its_transaction_and_lands_without_more_records()
+{
+    // 40 cases: more records than one batch (50) holds.
+    let records = events("PL", 40);
+    assert!(records.len() > 2 * 50);
+    let setup = setup(&records).await;
+    let store = FaultyStore::default();
+    let release = Arc::new(tokio::sync::Notify::new());
+    store.script().hold = Some(release.clone());
+    let running = start(&setup, &store);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        if let Some(n) = store.script().held_ops {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no batch reached the store");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The first batch's transaction is held open; meanwhile the loop reads and decodes on,
+    // past that batch and into the next (a serial loop would stop at the held batch).
+    wait_for_metric(
+        &running,
+        "lienthong_connector_events_consumed_total",
+        &[],
+        (held + 1) as f64,
+    )
+    .await;
+    assert_eq!(store.script().applies, 0, "nothing was written yet");
+    assert!(store.inner.all_rows().is_empty());
+    release.notify_one();
+    // Every batch lands, the last one too, with no record after it to wake the loop.
+    wait_for_metric(
+        &running,
+        "lienthong_connector_events_applied_total",
+        &[],
+        records.len() as f64,
+    )
+    .await;
+    running.shutdown.cancel();
+    running.task.await.unwrap().unwrap();
+    assert!(dead_letters(&setup.bootstrap).is_empty());
+    assert_every_event_once(&store, 40, records.len());
 }

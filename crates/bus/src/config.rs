@@ -233,8 +233,16 @@ impl KafkaConfig {
     /// A consumer in `group` that commits nothing by itself, reads only committed records
     /// (`read_committed`) and starts at the beginning of a partition it has no offset for.
     pub fn consumer(&self, group: &str) -> ClientConfig {
+        self.consumer_with(group, &[])
+    }
+
+    /// [`consumer`](Self::consumer) with a component's own tuning `defaults` (e.g. how much
+    /// it prefetches), which the options still override.
+    pub fn consumer_with(&self, group: &str, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut all = vec![("enable.partition.eof", "false")];
+        all.extend_from_slice(defaults);
         self.build(
-            &[("enable.partition.eof", "false")],
+            &all,
             &[Scope::Any, Scope::Consumer],
             &[
                 ("group.id", group),

@@ -1,7 +1,8 @@
-//! Applying a batch: its changes and offsets in one store transaction, retried with backoff
-//! while the store is away (consumption paused), bisected to find the one record that breaks a
-//! constraint, re-positioned when another instance moved the offsets; then the metrics and the
-//! lag.
+//! Applying a batch: its changes and offsets in one store transaction, started on its own task
+//! while the loop reads on (pipelined), landed before the next; a batch that fails there is
+//! applied again serially: retried with backoff while the store is away (consumption paused),
+//! bisected to find the one record that breaks a constraint, re-positioned when another
+//! instance moved the offsets; then the metrics and the lag.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,6 +12,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::error::{ConnectError, StoreError};
 use crate::sink::{Batch, OffsetUpdate, Sink};
+
+use super::{InFlight, Joined};
 
 use super::rebalance::{resume_paused, tpl_list};
 use super::{Item, Runner, Tp};
@@ -138,14 +141,109 @@ impl<S: Sink> Runner<S> {
         Ok(true)
     }
 
-    /// Apply the waiting batch: retry transient errors with consumption paused, bisect
-    /// constraint violations, re-position on fencing.
+    /// Hand the waiting batch to the store. The batch before it is landed first (its result
+    /// handled, so that the offsets this batch expects are the ones the store holds); then
+    /// this batch's transaction runs on its own task while the loop reads and decodes the
+    /// next batch (pipelining). A batch that fails there is applied again by
+    /// [`Runner::apply_serially`], with its retries, bisection and fencing.
     pub(super) async fn flush(&mut self) -> Result<(), ConnectError> {
+        self.land().await?;
+        if self.batch.is_empty() {
+            self.batch_since = None;
+            return Ok(());
+        }
         if !self.keys_recorded().await? {
             return Ok(());
         }
-        let mut items = std::mem::take(&mut self.batch);
+        let items = std::mem::take(&mut self.batch);
         self.batch_since = None;
+        let batch = self.build(&items);
+        if batch.offsets.is_empty() {
+            return Ok(());
+        }
+        let offsets = batch.offsets.clone();
+        let ops = batch.ops.len();
+        let mut sink = self.take_sink()?;
+        let started = Instant::now();
+        let task = tokio::spawn(async move {
+            let result = sink.apply(batch).await;
+            (sink, result)
+        });
+        self.in_flight = Some(InFlight {
+            items,
+            offsets,
+            ops,
+            started,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Wait for the batch whose transaction is running, if any, and handle its result.
+    pub(super) async fn land(&mut self) -> Result<(), ConnectError> {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return Ok(());
+        };
+        let joined = (&mut in_flight.task).await;
+        self.landed(joined).await
+    }
+
+    /// Handle the result of the batch in flight (`joined`, its task's outcome): the store
+    /// back with the loop, then the commit's metrics, offsets and receipt, or, when the
+    /// transaction failed, the batch applied again serially.
+    pub(super) async fn landed(&mut self, joined: Joined<S>) -> Result<(), ConnectError> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (sink, result) = joined.map_err(|e| {
+            ConnectError::Internal(format!(
+                "the task applying a batch to the store failed: {e}"
+            ))
+        })?;
+        self.sink = Some(sink);
+        match result {
+            Ok(applied) => {
+                let InFlight {
+                    items,
+                    offsets,
+                    ops,
+                    started,
+                    ..
+                } = in_flight;
+                self.committed(&offsets, ops, &items, applied, started);
+                self.send_receipt(&offsets, &items, applied).await;
+                Ok(())
+            }
+            Err(e) => {
+                let mut items = in_flight.items;
+                self.apply_serially(&mut items, e).await
+            }
+        }
+    }
+
+    /// The store, when no batch holds it.
+    pub(super) fn sink_mut(&mut self) -> Result<&mut S, ConnectError> {
+        self.sink.as_mut().ok_or_else(|| {
+            ConnectError::Internal("the store was used while a batch held it".into())
+        })
+    }
+
+    fn take_sink(&mut self) -> Result<S, ConnectError> {
+        self.sink.take().ok_or_else(|| {
+            ConnectError::Internal("the store was used while a batch held it".into())
+        })
+    }
+
+    /// Apply `items`, whose pipelined transaction failed with `failed`, waiting for each
+    /// attempt: retry transient errors with consumption paused, bisect constraint
+    /// violations, re-position on fencing.
+    async fn apply_serially(
+        &mut self,
+        items: &mut [Item],
+        failed: StoreError,
+    ) -> Result<(), ConnectError> {
+        // The pipelined attempt counts as the first.
+        let mut failed = Some(Err(failed));
         let mut queue: VecDeque<(usize, usize)> = VecDeque::from([(0, items.len())]);
         let mut retried = false;
         let result = 'outer: loop {
@@ -163,11 +261,17 @@ impl<S: Sink> Runner<S> {
                 if batch.offsets.is_empty() {
                     break;
                 }
+                let offsets = batch.offsets.clone();
+                let ops = batch.ops.len();
                 let started = Instant::now();
-                match self.sink.apply(batch.clone()).await {
+                let result = match failed.take() {
+                    Some(result) => result,
+                    None => self.sink_mut()?.apply(batch).await,
+                };
+                match result {
                     Ok(applied) => {
-                        self.committed(&batch, &items[lo..hi], applied, started);
-                        self.send_receipt(&batch, &items[lo..hi], applied).await;
+                        self.committed(&offsets, ops, &items[lo..hi], applied, started);
+                        self.send_receipt(&offsets, &items[lo..hi], applied).await;
                         break;
                     }
                     Err(e @ StoreError::Transient { .. }) => {
@@ -241,7 +345,8 @@ impl<S: Sink> Runner<S> {
 
     pub(super) fn committed(
         &mut self,
-        batch: &Batch,
+        offsets: &[OffsetUpdate],
+        ops: usize,
         items: &[Item],
         applied: crate::sink::Applied,
         started: Instant,
@@ -254,7 +359,7 @@ impl<S: Sink> Runner<S> {
         self.metrics
             .batch_size
             .with_label_values(&[name])
-            .observe(batch.ops.len() as f64);
+            .observe(ops as f64);
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -286,9 +391,12 @@ impl<S: Sink> Runner<S> {
                 .inc_by(applied.filtered as u64);
         }
         let mut tpl = TopicPartitionList::new();
-        for o in &batch.offsets {
+        for o in offsets {
             let tp = (self.topic_arc(&o.topic), o.partition);
-            self.positions.insert(tp, Some(o.next));
+            // A partition forgotten while its batch was in flight stays forgotten.
+            if let Some(position) = self.positions.get_mut(&tp) {
+                *position = Some(o.next);
+            }
             let _ = tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next));
         }
         // For lag visibility only; the store's offsets are the truth.

@@ -11,9 +11,18 @@
 //! the loop re-reads from the store. Offsets are committed to Kafka after each batch only so
 //! that lag shows.
 //!
-//! **Rebalances.** Callbacks run only while the loop polls, never while a batch is being
-//! applied, so a batch is always finished before its partitions can be revoked; a batch that
-//! is waiting for a store to come back loses the records of revoked partitions.
+//! **Pipelining.** A batch's store transaction runs on its own task while the loop reads and
+//! decodes the next batch; the next batch is handed to the store only once the one before it
+//! has landed (committed, its offsets, metrics and receipt taken), so at most one transaction
+//! is in flight and each batch expects the offsets the previous one left. A batch whose
+//! pipelined transaction fails is applied again serially, with the retries, bisection and
+//! fencing below.
+//!
+//! **Rebalances.** Callbacks run only while the loop polls. The loop lands the batch in flight
+//! before it forgets revoked partitions or positions assigned ones; if the group gave a
+//! partition of that batch to another instance meanwhile, whichever commits second finds the
+//! offsets moved and is fenced ([`StoreError::Fenced`]), so nothing is applied twice. A batch
+//! that is waiting for a store to come back loses the records of revoked partitions.
 //!
 //! **Errors.** A record that can never be applied (not Avro, unknown schema id, a foreign or
 //! invalid record, a constraint violation) goes to the dead-letter topic with headers, before
@@ -50,9 +59,9 @@ use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConnectorConfig;
-use crate::error::ConnectError;
+use crate::error::{ConnectError, StoreError};
 use crate::model::{Entity, Layout, Op};
-use crate::sink::Sink;
+use crate::sink::{Applied, OffsetUpdate, Sink};
 
 pub use dead_letter::{
     H_CLASS, H_CONNECTOR, H_MESSAGE, H_OFFSET, H_PARTITION, H_TOPIC, dlq_headers,
@@ -60,6 +69,14 @@ pub use dead_letter::{
 use rebalance::{Ctx, RebalanceEvent};
 
 type Tp = (Arc<str>, i32);
+
+/// How far the consumer reads ahead of the loop (the options may say otherwise): enough for
+/// the next batches, not librdkafka's default of 64 MiB and 100,000 records a partition, which
+/// held most of a connector's memory while it drained a large backlog.
+const PREFETCH: &[(&str, &str)] = &[
+    ("queued.max.messages.kbytes", "16384"),
+    ("queued.min.messages", "10000"),
+];
 
 /// One consumed record, decoded or not.
 struct Item {
@@ -74,6 +91,13 @@ struct Item {
     published_ms: i64,
 }
 
+/// What one turn of the loop got.
+enum Received<S> {
+    Nothing,
+    Message(Result<OwnedMessage, rdkafka::error::KafkaError>),
+    Landed(Joined<S>),
+}
+
 enum Decoded {
     Op(Op, Option<i64>),
     Skip,
@@ -82,10 +106,28 @@ enum Decoded {
     Interrupted,
 }
 
+/// What the task applying a batch gives back: the store, and the transaction's result.
+type Joined<S> = Result<(S, Result<Applied, StoreError>), tokio::task::JoinError>;
+
+/// A batch whose store transaction runs on its own task while the loop reads the next one.
+struct InFlight<S> {
+    items: Vec<Item>,
+    /// Where the batch takes its partitions.
+    offsets: Vec<OffsetUpdate>,
+    /// How many changes it holds.
+    ops: usize,
+    started: Instant,
+    task: tokio::task::JoinHandle<(S, Result<Applied, StoreError>)>,
+}
+
 /// A connector's loop over one store.
 struct Runner<S: Sink> {
     config: ConnectorConfig,
-    sink: S,
+    /// The store; `None` while a batch's transaction holds it (`in_flight`).
+    sink: Option<S>,
+    /// `postgres`, `sqlite`, `memory`.
+    kind: &'static str,
+    in_flight: Option<InFlight<S>>,
     metrics: ConnectorMetrics,
     codec: Codec,
     registry: Option<Arc<RegistryClient>>,
@@ -148,7 +190,7 @@ pub async fn run<S: Sink>(
             certificates,
             shutdown,
         )?;
-        tracing::info!(connector = %runner.name(), store = runner.sink.kind(), group = runner.config.group(), "connector started");
+        tracing::info!(connector = %runner.name(), store = runner.kind, group = runner.config.group(), "connector started");
         runner.run().await
     }
     .await;
@@ -294,7 +336,7 @@ impl<S: Sink> Runner<S> {
             }
             None => (Codec::from_catalog(&catalog)?, None),
         };
-        let kc = config.kafka.consumer(config.group());
+        let kc = config.kafka.consumer_with(config.group(), PREFETCH);
         let events = Arc::new(Mutex::new(Vec::new()));
         let wake = Arc::new(tokio::sync::Notify::new());
         let paused = Arc::new(Mutex::new(Vec::new()));
@@ -318,7 +360,9 @@ impl<S: Sink> Runner<S> {
             .transpose()?;
         Ok(Runner {
             config,
-            sink,
+            kind: sink.kind(),
+            sink: Some(sink),
+            in_flight: None,
             metrics,
             codec,
             registry,
@@ -386,31 +430,42 @@ impl<S: Sink> Runner<S> {
                     .batch_since
                     .map(|t| t + max_wait)
                     .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-                // Adaptive flushing: with records in the batch, the consumer is asked once
-                // whether more is ready; if not, the batch is applied now rather than at its
-                // deadline. Under load more is always ready, and batches grow.
-                let waiting = !self.batch.is_empty();
+                // Adaptive flushing: with records in the batch and no batch in flight, the
+                // consumer is asked once whether more is ready; if not, the batch is applied
+                // now rather than at its deadline. Under load more is always ready, and
+                // batches grow; while a batch is in flight the next one grows until it lands.
+                let waiting = !self.batch.is_empty() && self.in_flight.is_none();
+                let applying = self.in_flight.is_some();
+                let in_flight = &mut self.in_flight;
+                let landed = async move {
+                    match in_flight {
+                        Some(f) => (&mut f.task).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let received = tokio::select! {
                     biased;
-                    _ = self.shutdown.cancelled() => None,
-                    _ = self.wake.notified() => None,
-                    m = self.consumer.recv() => Some(m.map(|m| m.detach())),
+                    _ = self.shutdown.cancelled() => Received::Nothing,
+                    _ = self.wake.notified() => Received::Nothing,
+                    joined = landed, if applying => Received::Landed(joined),
+                    m = self.consumer.recv() => Received::Message(m.map(|m| m.detach())),
                     _ = std::future::ready(()), if waiting => {
                         idle = true;
-                        None
+                        Received::Nothing
                     }
-                    _ = tokio::time::sleep_until(deadline.into()) => None,
+                    _ = tokio::time::sleep_until(deadline.into()) => Received::Nothing,
                 };
                 match received {
-                    None => {}
-                    Some(Ok(m)) => self.take(m).await?,
-                    Some(Err(e)) if is_denied(&e) => {
+                    Received::Nothing => {}
+                    Received::Landed(joined) => self.landed(joined).await?,
+                    Received::Message(Ok(m)) => self.take(m).await?,
+                    Received::Message(Err(e)) if is_denied(&e) => {
                         return Err(ConnectError::Denied {
                             connector: self.config.name.clone(),
                             source: e,
                         });
                     }
-                    Some(Err(e)) => {
+                    Received::Message(Err(e)) => {
                         tracing::warn!(connector = %self.name(), error = %e, "Kafka consumer error");
                         self.metrics
                             .retries
@@ -432,15 +487,18 @@ impl<S: Sink> Runner<S> {
                 self.batch_since = None;
             }
         }
-        // Shutdown: finish the in-flight batch within the bounded time, then leave the group.
+        // Shutdown: finish the batches in flight and waiting within the bounded time, then
+        // leave the group.
         self.shutdown_deadline =
             Some(Instant::now() + Duration::from_secs(self.config.shutdown_timeout_secs));
+        self.land().await?;
         while let Some(m) = self.held_back.pop_front() {
             self.take(m).await?;
         }
         if !self.batch.is_empty() {
             self.flush().await?;
         }
+        self.land().await?;
         self.consumer.unsubscribe();
         if self.receipts.is_some() {
             // The last batches' receipts are on their way: give them a moment to arrive.
@@ -455,6 +513,11 @@ impl<S: Sink> Runner<S> {
 
     /// Take one record into the batch.
     async fn take(&mut self, m: OwnedMessage) -> Result<(), ConnectError> {
+        // Decoding a backlog never waits (the consumer always has a record ready), and the
+        // consumer is not one of tokio's resources: without this the loop would keep its
+        // worker thread, and the task applying the batch in flight (and the store client's
+        // connection) could wait behind it instead of running beside it.
+        tokio::task::consume_budget().await;
         let tp: Tp = (self.topic_arc(m.topic()), m.partition());
         let offset = m.offset();
         let Some(position) = self.positions.get(&tp) else {

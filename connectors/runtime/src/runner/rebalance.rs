@@ -90,6 +90,16 @@ impl<S: Sink> Runner<S> {
     /// Process rebalance events: forget revoked partitions (and their waiting records), and
     /// position newly assigned ones at the store's offsets.
     pub(super) async fn handle_rebalances(&mut self) -> Result<(), ConnectError> {
+        let pending = !self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if pending {
+            // The batch in flight commits before its partitions are forgotten or positioned
+            // again (one that lost them meanwhile is fenced by the store, not applied twice).
+            self.land().await?;
+        }
         let events: Vec<RebalanceEvent> =
             std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
         let mut to_assign: Option<Vec<(String, i32)>> = None;
@@ -135,7 +145,8 @@ impl<S: Sink> Runner<S> {
         }
         let mut attempt = 0;
         let stored = loop {
-            match self.sink.offsets(&self.config.name).await {
+            let name = self.config.name.clone();
+            match self.sink_mut()?.offsets(&name).await {
                 Ok(s) => break s,
                 Err(e) if e.is_transient() => {
                     attempt += 1;

@@ -15,7 +15,7 @@ use rdkafka::producer::FutureRecord;
 use crate::config::ReceiptsConfig;
 use crate::digest::{DEFAULT_BUCKETS, Digest};
 use crate::error::ConnectError;
-use crate::sink::{Applied, Batch, Sink};
+use crate::sink::{Applied, OffsetUpdate, Sink};
 
 use super::{Item, Runner};
 
@@ -51,7 +51,7 @@ impl Receipts {
 }
 
 /// Per partition of `batch`, what its `items` read of it.
-fn ranges(batch: &Batch, items: &[Item]) -> Vec<ReceiptRange> {
+fn ranges(offsets: &[OffsetUpdate], items: &[Item]) -> Vec<ReceiptRange> {
     let mut seen: HashMap<(&str, i32), (i64, u64, i64, i64)> = HashMap::new();
     for i in items {
         let e = seen
@@ -62,8 +62,7 @@ fn ranges(batch: &Batch, items: &[Item]) -> Vec<ReceiptRange> {
         e.2 = e.2.min(i.published_ms);
         e.3 = e.3.max(i.published_ms);
     }
-    batch
-        .offsets
+    offsets
         .iter()
         .map(|o| {
             let (first, records, oldest, newest) = seen
@@ -92,17 +91,27 @@ fn not_sent(metrics: &ConnectorMetrics, connector: &str, why: &dyn std::fmt::Dis
 }
 
 impl<S: Sink> Runner<S> {
-    /// After `batch` (of `items`) committed with `applied`: its receipt, with the store's
-    /// digest when one is due, signed and handed to the producer.
-    pub(super) async fn send_receipt(&mut self, batch: &Batch, items: &[Item], applied: Applied) {
+    /// After a batch (of `items`, taking its partitions to `offsets`) committed with
+    /// `applied`: its receipt, with the store's digest when one is due, signed and handed to
+    /// the producer.
+    pub(super) async fn send_receipt(
+        &mut self,
+        offsets: &[OffsetUpdate],
+        items: &[Item],
+        applied: Applied,
+    ) {
         let Some(due) = self.receipts.as_ref().map(Receipts::digest_due) else {
             return;
         };
-        // This loop writes nothing between the commit and here, so this is the store as the
-        // batch left it, plus whatever another instance of the connector sharing the store
-        // committed for its own partitions meanwhile.
+        // The next batch is started only after this one is landed, so this is the store as
+        // the batch left it, plus whatever another instance of the connector sharing the
+        // store committed for its own partitions meanwhile.
         let store_digest = if due {
-            match self.sink.rows().await {
+            let rows = match self.sink_mut() {
+                Ok(sink) => sink.rows().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match rows {
                 Ok(rows) => {
                     let d = Digest::of(rows, DEFAULT_BUCKETS);
                     Some(StoreDigest {
@@ -124,8 +133,8 @@ impl<S: Sink> Runner<S> {
         if store_digest.is_some() {
             receipts.last_digest = Some(Instant::now());
         }
-        let mut receipt = Receipt::new(&self.config.name, receipts.agency(), self.sink.kind());
-        receipt.ranges = ranges(batch, items);
+        let mut receipt = Receipt::new(&self.config.name, receipts.agency(), self.kind);
+        receipt.ranges = ranges(offsets, items);
         receipt.applied = applied.applied as u64;
         receipt.filtered = applied.filtered as u64;
         receipt.stale = applied.stale as u64;
