@@ -577,11 +577,15 @@ fn up_runs_every_component_as_its_own_principal() {
     case["envelope"]["aggregate_id"] = format!("HS-ACL-{}", unique_suffix()).into();
     let answer = post("hcm.case.events", &case);
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
-    let after = ends(kafka, "hcm.case.events");
-    assert!(
-        after.iter().sum::<i64>() > before.iter().sum::<i64>(),
-        "the case is on the log: {before:?} -> {after:?}"
-    );
+    // The gateway answers once its transaction is committed; the commit markers that make the
+    // record visible to read_committed readers (and move the end offsets this reads, the last
+    // stable offsets) are written by the broker just after.
+    eventually(Duration::from_secs(10), || {
+        let after = ends(kafka, "hcm.case.events");
+        (after.iter().sum::<i64>() > before.iter().sum::<i64>())
+            .then_some(())
+            .ok_or(format!("the case is on the log: {before:?} -> {after:?}"))
+    });
     let mut citizen = serde_json::to_value(lienthong_contract::samples::citizen_record()).unwrap();
     citizen["envelope"]["producer_unit"] = "26734".into();
     let answer = post("hcm.citizen.records", &citizen);
