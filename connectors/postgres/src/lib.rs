@@ -44,9 +44,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::StreamExt;
 use lienthong_connect::model::{self, Cell, Dialect, Entity, SqlType, quote as q};
 use lienthong_connect::sink::{Applied, Batch, Sink, StoredOffset};
-use lienthong_connect::{Row, StoreError};
+use lienthong_connect::{Digest, DigestBuilder, Row, StoreError};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 
@@ -400,18 +401,35 @@ impl Sink for PostgresSink {
     }
 
     async fn rows(&mut self) -> Result<Vec<Row>, StoreError> {
-        let client = self.client().await?;
         let mut out = Vec::new();
+        self.each_row(|row| out.push(row)).await?;
+        Ok(out)
+    }
+
+    async fn digest(&mut self, buckets: usize) -> Result<Digest, StoreError> {
+        let mut digest = DigestBuilder::new(buckets);
+        self.each_row(|row| digest.push(&row)).await?;
+        Ok(digest.finish())
+    }
+}
+
+impl PostgresSink {
+    /// Every row of every entity and history table, one at a time, as the server sends them
+    /// (a million rows are never all in memory).
+    async fn each_row(&mut self, mut f: impl FnMut(Row) + Send) -> Result<(), StoreError> {
+        let client = self.client().await?;
         for e in Entity::ALL {
             let tables = [(e.table(), "id")]
                 .into_iter()
                 .chain(e.history_table().map(|h| (h, "event_id")));
             for (table, key) in tables {
                 let rows = client
-                    .query(&format!("SELECT * FROM {}", q(table)), &[])
+                    .query_raw(&format!("SELECT * FROM {}", q(table)), NO_PARAMS)
                     .await
                     .map_err(|e| classify(&e))?;
-                for r in rows {
+                let mut rows = std::pin::pin!(rows);
+                while let Some(r) = rows.next().await {
+                    let r = r.map_err(|e| classify(&e))?;
                     let mut cells = std::collections::BTreeMap::new();
                     let mut id = String::new();
                     for (i, c) in r.columns().iter().enumerate() {
@@ -424,7 +442,7 @@ impl Sink for PostgresSink {
                             cells.insert(c.name().to_string(), cell);
                         }
                     }
-                    out.push(Row {
+                    f(Row {
                         table: table.to_string(),
                         key: id,
                         cells,
@@ -432,9 +450,12 @@ impl Sink for PostgresSink {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
+
+/// No statement parameters.
+const NO_PARAMS: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
 
 #[cfg(test)]
 mod tests;

@@ -117,19 +117,36 @@ pub struct Digest {
     pub buckets: Vec<BucketDigest>,
 }
 
-impl Digest {
-    /// The digest of `rows` with `buckets` buckets.
-    pub fn of(rows: impl IntoIterator<Item = Row>, buckets: usize) -> Digest {
-        let n = buckets.max(1);
-        let mut hashes: Vec<Vec<[u8; 32]>> = vec![Vec::new(); n];
-        let mut total = 0u64;
-        for row in rows {
-            hashes[row.bucket(n)].push(row.hash());
-            total += 1;
+/// A digest built one row at a time, keeping each row's hash (32 bytes), not the row: what a
+/// store with a million rows can afford.
+#[derive(Debug, Clone)]
+pub struct DigestBuilder {
+    hashes: Vec<Vec<[u8; 32]>>,
+    total: u64,
+}
+
+impl DigestBuilder {
+    /// An empty digest with `buckets` buckets.
+    pub fn new(buckets: usize) -> Self {
+        DigestBuilder {
+            hashes: vec![Vec::new(); buckets.max(1)],
+            total: 0,
         }
+    }
+
+    /// Add `row`.
+    pub fn push(&mut self, row: &Row) {
+        let n = self.hashes.len();
+        self.hashes[row.bucket(n)].push(row.hash());
+        self.total += 1;
+    }
+
+    /// The digest of the rows added.
+    pub fn finish(self) -> Digest {
+        let n = self.hashes.len();
         let mut overall = Sha256::new();
         let mut out = Vec::with_capacity(n);
-        for (i, mut hs) in hashes.into_iter().enumerate() {
+        for (i, mut hs) in self.hashes.into_iter().enumerate() {
             hs.sort_unstable();
             let mut h = Sha256::new();
             for x in &hs {
@@ -145,10 +162,21 @@ impl Digest {
             });
         }
         Digest {
-            rows: total,
+            rows: self.total,
             overall: hex::encode(overall.finalize()),
             buckets: out,
         }
+    }
+}
+
+impl Digest {
+    /// The digest of `rows` with `buckets` buckets.
+    pub fn of(rows: impl IntoIterator<Item = Row>, buckets: usize) -> Digest {
+        let mut digest = DigestBuilder::new(buckets);
+        for row in rows {
+            digest.push(&row);
+        }
+        digest.finish()
     }
 
     /// Indices of the buckets that differ from `other`'s (all, if the bucket counts differ).

@@ -25,7 +25,7 @@ pub mod runner;
 pub mod sink;
 
 pub use config::ConnectorConfig;
-pub use digest::{Digest, Row};
+pub use digest::{Digest, DigestBuilder, Row};
 pub use error::{ConnectError, StoreError};
 pub use memory::MemoryStore;
 pub use runner::{run, start};

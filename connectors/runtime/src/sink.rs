@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use crate::digest::Row;
+use crate::digest::{Digest, Row};
 use crate::error::StoreError;
 use crate::model::Op;
 
@@ -77,6 +77,16 @@ pub trait Sink: Send + 'static {
 
     /// Every row of every entity and history table, for the digest.
     fn rows(&mut self) -> impl Future<Output = Result<Vec<Row>, StoreError>> + Send;
+
+    /// The digest of every row with `buckets` buckets. The default folds [`Sink::rows`]; a
+    /// store that may hold many rows streams them into a [`crate::DigestBuilder`] instead, so that
+    /// it never holds them all at once.
+    fn digest(
+        &mut self,
+        buckets: usize,
+    ) -> impl Future<Output = Result<Digest, StoreError>> + Send {
+        async move { Ok(Digest::of(self.rows().await?, buckets)) }
+    }
 
     /// Forget `connector`'s offsets, so that its next start reads every topic from the
     /// beginning (the version guard makes that replay change nothing); returns how many

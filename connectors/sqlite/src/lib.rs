@@ -21,7 +21,7 @@ use lienthong_connect::model::{
     self, Cell, Dialect, Entity, HISTORY_COLUMNS, HistoryInsert, SqlType, plan, quote as q,
 };
 use lienthong_connect::sink::{Applied, Batch, Sink, StoredOffset};
-use lienthong_connect::{Row, StoreError};
+use lienthong_connect::{Digest, DigestBuilder, Row, StoreError};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior, params_from_iter};
 
@@ -346,9 +346,16 @@ fn apply_batch(inner: &mut Inner, batch: Batch) -> Result<Applied, StoreError> {
 }
 
 fn read_rows(inner: &mut Inner) -> Result<Vec<Row>, StoreError> {
+    let mut out = Vec::new();
+    each_row(inner, |row| out.push(row))?;
+    Ok(out)
+}
+
+/// Every row of every entity and history table, one at a time (a large store is never all in
+/// memory).
+fn each_row(inner: &mut Inner, mut f: impl FnMut(Row)) -> Result<(), StoreError> {
     // Another connection (the connector, while this one reads) may have added columns since.
     inner.known = load_known(&inner.conn)?;
-    let mut out = Vec::new();
     for e in Entity::ALL {
         let mut types: HashMap<String, SqlType> = HashMap::new();
         types.insert("version".into(), SqlType::Int);
@@ -397,7 +404,7 @@ fn read_rows(inner: &mut Inner) -> Result<Vec<Row>, StoreError> {
                         cells.insert(name.clone(), cell);
                     }
                 }
-                out.push(Row {
+                f(Row {
                     table: table.to_string(),
                     key: id,
                     cells,
@@ -405,7 +412,7 @@ fn read_rows(inner: &mut Inner) -> Result<Vec<Row>, StoreError> {
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 impl Sink for SqliteSink {
@@ -457,5 +464,14 @@ impl Sink for SqliteSink {
 
     async fn rows(&mut self) -> Result<Vec<Row>, StoreError> {
         self.blocking(read_rows).await
+    }
+
+    async fn digest(&mut self, buckets: usize) -> Result<Digest, StoreError> {
+        self.blocking(move |inner| {
+            let mut digest = DigestBuilder::new(buckets);
+            each_row(inner, |row| digest.push(&row))?;
+            Ok(digest.finish())
+        })
+        .await
     }
 }

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use lienthong_connect::config::{RetryConfig, StoreConfig};
-use lienthong_connect::{Applied, Batch, MemoryStore, Row, Sink, StoreError, StoredOffset};
+use lienthong_connect::{Applied, Batch, Digest, MemoryStore, Row, Sink, StoreError, StoredOffset};
 use lienthong_sink_postgres::PostgresSink;
 use lienthong_sink_sqlite::SqliteSink;
 use tokio_util::sync::CancellationToken;
@@ -89,6 +89,10 @@ impl Sink for AnyStore {
 
     async fn rows(&mut self) -> Result<Vec<Row>, StoreError> {
         each!(self, s => s.rows().await)
+    }
+
+    async fn digest(&mut self, buckets: usize) -> Result<Digest, StoreError> {
+        each!(self, s => s.digest(buckets).await)
     }
 
     async fn forget_offsets(&mut self, connector: &str) -> Result<u64, StoreError> {

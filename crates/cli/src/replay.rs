@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lienthong_connect::{ConnectorConfig, Digest, Sink, StoredOffset};
+use lienthong_connect::{ConnectorConfig, Sink, StoredOffset};
 use lienthong_store::AnyStore;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
@@ -181,9 +181,8 @@ pub async fn run_file(path: &Path, shutdown: CancellationToken) -> Result<(), Cl
         Ok(records) => {
             stopped.map_err(|e| CliError::Failed(e.to_string()))?;
             let digest = store
-                .rows()
+                .digest(lienthong_connect::digest::DEFAULT_BUCKETS)
                 .await
-                .map(|rows| Digest::of(rows, lienthong_connect::digest::DEFAULT_BUCKETS))
                 .map_err(|e| CliError::Failed(format!("store: {e}")))?;
             say!(
                 "replayed {records} records in {:.1} s; the store holds {} rows, digest {}",

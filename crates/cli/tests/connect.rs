@@ -579,6 +579,8 @@ async fn replay_rebuilds_a_store_from_the_beginning_of_the_log(store: Store) {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.trim_end().ends_with(&live.overall), "{out}");
     assert_eq!(Digest::of(fresh.rows().await, 64), live);
+    // The store's streamed digest is the digest of its rows, bucket by bucket.
+    assert_eq!(fresh.digest(64).await, live);
 
     // A topic that does not exist, a broker that does not answer, a malformed file.
     let missing = config_toml(

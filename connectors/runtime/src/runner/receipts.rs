@@ -13,7 +13,7 @@ use lienthong_telemetry::ConnectorMetrics;
 use rdkafka::producer::FutureRecord;
 
 use crate::config::ReceiptsConfig;
-use crate::digest::{DEFAULT_BUCKETS, Digest};
+use crate::digest::DEFAULT_BUCKETS;
 use crate::error::ConnectError;
 use crate::sink::{Applied, OffsetUpdate, Sink};
 
@@ -107,18 +107,18 @@ impl<S: Sink> Runner<S> {
         // the batch left it, plus whatever another instance of the connector sharing the
         // store committed for its own partitions meanwhile.
         let store_digest = if due {
-            let rows = match self.sink_mut() {
-                Ok(sink) => sink.rows().await.map_err(|e| e.to_string()),
+            let digest = match self.sink_mut() {
+                Ok(sink) => sink
+                    .digest(DEFAULT_BUCKETS)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            match rows {
-                Ok(rows) => {
-                    let d = Digest::of(rows, DEFAULT_BUCKETS);
-                    Some(StoreDigest {
-                        rows: d.rows,
-                        overall: d.overall,
-                    })
-                }
+            match digest {
+                Ok(d) => Some(StoreDigest {
+                    rows: d.rows,
+                    overall: d.overall,
+                }),
                 Err(e) => {
                     tracing::warn!(connector = %self.name(), error = %e, "the store's digest for a receipt");
                     None

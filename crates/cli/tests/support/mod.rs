@@ -91,6 +91,11 @@ impl Store {
         rows
     }
 
+    /// The store's own digest (streamed by the store, not built from [`Self::rows`]).
+    pub async fn digest(&self, buckets: usize) -> lienthong_connect::Digest {
+        self.open().await.digest(buckets).await.unwrap()
+    }
+
     pub async fn offsets(&self, connector: &str) -> Vec<StoredOffset> {
         self.open().await.offsets(connector).await.unwrap()
     }
