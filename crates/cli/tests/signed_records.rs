@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use lienthong_connect::digest::{DEFAULT_BUCKETS, Digest};
 use lienthong_signing::{AgencySigner, Receipt, RecordVerifier, Refusal, SignedBatch, leaf};
-use lienthong_tests::{kafka, unique_suffix};
+use lienthong_tests::{Kafka, kafka, unique_suffix};
 use rdkafka::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::*;
@@ -124,14 +124,7 @@ async fn a_connector_applies_signed_records_and_dead_letters_each_forgery_with_i
     );
 
     // `lienthong verify` finds the same four in the topic, and the rest signed by the ward.
-    let cli_config = pki.cli_config(&kafka);
-    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
-        .current_dir(lienthong_contract::repo_root())
-        .arg("--config")
-        .arg(&cli_config)
-        .args(["verify", topic.as_str()])
-        .output()
-        .unwrap();
+    let out = verify(&pki, &kafka, &topic);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -225,6 +218,18 @@ async fn a_python_verifier_checks_signed_records_from_the_documented_format() {
         String::from_utf8_lossy(&out.stderr)
     );
     shutdown.cancel();
+}
+
+/// `lienthong verify TOPIC`, run as the CLI with `pki`'s trust, over `kafka`.
+fn verify(pki: &Pki, kafka: &Kafka, topic: &str) -> std::process::Output {
+    let cli_config = pki.cli_config(kafka);
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
+        .current_dir(lienthong_contract::repo_root())
+        .arg("--config")
+        .arg(&cli_config)
+        .args(["verify", topic])
+        .output()
+        .unwrap()
 }
 
 /// Read every record of `topic` up to its end now, in offset order per partition.
@@ -647,14 +652,7 @@ async fn a_document_signature_in_a_case_event_is_verified_with_the_record() {
         "exactly the three forged documents: {dead:?}"
     );
     // `lienthong verify` refuses the same three.
-    let cli_config = pki.cli_config(&kafka);
-    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
-        .current_dir(lienthong_contract::repo_root())
-        .arg("--config")
-        .arg(&cli_config)
-        .args(["verify", topic.as_str()])
-        .output()
-        .unwrap();
+    let out = verify(&pki, &kafka, &topic);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let refused: Vec<&str> = stdout

@@ -223,15 +223,11 @@ impl<S: Sink> Runner<S> {
 
     /// The store, when no batch holds it.
     pub(super) fn sink_mut(&mut self) -> Result<&mut S, ConnectError> {
-        self.sink.as_mut().ok_or_else(|| {
-            ConnectError::Internal("the store was used while a batch held it".into())
-        })
+        self.sink.as_mut().ok_or_else(store_held)
     }
 
     fn take_sink(&mut self) -> Result<S, ConnectError> {
-        self.sink.take().ok_or_else(|| {
-            ConnectError::Internal("the store was used while a batch held it".into())
-        })
+        self.sink.take().ok_or_else(store_held)
     }
 
     /// Apply `items`, whose pipelined transaction failed with `failed`, waiting for each
@@ -436,4 +432,9 @@ impl<S: Sink> Runner<S> {
             }
         });
     }
+}
+
+/// The loop asked for the store while a batch's transaction held it: a bug in the loop.
+fn store_held() -> ConnectError {
+    ConnectError::Internal("the store was used while a batch held it".into())
 }
