@@ -12,9 +12,11 @@
 pub mod acl;
 mod admin;
 mod config;
+mod retry;
 pub mod state_log;
 
 pub use config::{KafkaConfig, is_secret};
+pub use retry::RetryConfig;
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
