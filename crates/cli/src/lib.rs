@@ -24,6 +24,7 @@ pub mod publish;
 pub mod replay;
 pub mod schemas;
 pub mod security;
+pub mod source;
 pub mod tail;
 pub mod trace;
 
@@ -77,6 +78,14 @@ pub enum Command {
         /// The connector's TOML file.
         #[arg(value_name = "CONNECTOR_TOML")]
         connector: std::path::PathBuf,
+    },
+    /// Run a source connector described by a TOML file until Ctrl-C: publish the rows an
+    /// agency's application writes to its PostgreSQL outbox, through the gateway (see
+    /// docs/sources.md).
+    Source {
+        /// The source's TOML file.
+        #[arg(value_name = "SOURCE_TOML")]
+        source: std::path::PathBuf,
     },
     /// Rebuild a connector's store from the beginning of the log, with a progress bar and an
     /// ETA; stop when it holds everything that was on the log at the start, and print its digest.
@@ -448,6 +457,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
     match &cli.command {
         Command::Connect { connector } => return connect::run_file(connector, shutdown).await,
         Command::Replay { connector } => return replay::run_file(connector, shutdown).await,
+        Command::Source { source } => return source::run_file(source, shutdown).await,
         _ => {}
     }
     let catalog = Catalog::load(&config.schemas_dir).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -479,7 +489,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
             topics_create(&config, &catalog, replication).await
         }
         Command::Up => up(&config, catalog, shutdown).await,
-        Command::Connect { .. } | Command::Replay { .. } => Ok(()),
+        Command::Connect { .. } | Command::Replay { .. } | Command::Source { .. } => Ok(()),
         Command::Demo(args) => demo(args, &config.schemas_dir, catalog, shutdown).await,
         Command::Tail(args) => tail::tail(&config, &catalog, args, shutdown).await,
         Command::Acl(AclCommand::Sync { dry_run, prune }) => {

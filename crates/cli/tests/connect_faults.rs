@@ -8,11 +8,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lienthong_connect::Digest;
-use lienthong_tests::{Kafka, kafka, run_ops, unique_suffix};
+use lienthong_tests::{Kafka, kafka, unique_suffix};
 use support::*;
 
 macro_rules! both_stores {
@@ -40,73 +39,6 @@ both_stores!(
     sigkill_ten_times_during_fifty_thousand_events_loses_and_duplicates_nothing,
     two_instances_share_the_partitions_and_one_is_killed,
 );
-
-/// A `lienthong connect` process writing its log to a file.
-struct Connector {
-    child: Child,
-}
-
-impl Connector {
-    fn start(config: &Path, log: &Path) -> Connector {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_lienthong"))
-            .arg("connect")
-            .arg(config)
-            .current_dir(lienthong_tests::repo_root())
-            .env("RUST_LOG", "info,apache_avro=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Connector { child }
-    }
-
-    fn sigkill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then wait (bounded) for a clean exit.
-    fn stop(mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "the connector exited with {status}");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no clean exit within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Connector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Connector logs stay in /tmp after the test, for a post-mortem.
-fn log_path(name: &str, which: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join("lienthong-sink-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}-{which}.log"));
-    eprintln!("connector log: {}", path.display());
-    path
-}
 
 fn write_config(dir: &Path, toml: &str) -> PathBuf {
     let path = dir.join(format!("connector-{}.toml", unique_suffix()));
@@ -176,13 +108,13 @@ async fn sigkill_ten_times_during_fifty_thousand_events_loses_and_duplicates_not
     );
     // The stream lasts about 40 s; a life of 2-6 s lets each instance join the group (about
     // 3 s) and die anywhere: before, during or after applying a batch.
-    let mut connector = Connector::start(&path, &log);
+    let mut connector = Process::start("connect", &path, &log);
     for kill in 0..10 {
         let wait = Duration::from_millis(fastrand::u64(2_000..6_000));
         tokio::time::sleep(wait).await;
         connector.sigkill();
         eprintln!("SIGKILL #{} after {wait:?}", kill + 1);
-        connector = Connector::start(&path, &log);
+        connector = Process::start("connect", &path, &log);
     }
     producing.await.unwrap();
     let ends = end_offsets(&kafka, &topic).await;
@@ -213,8 +145,8 @@ async fn two_instances_share_the_partitions_and_one_is_killed(store: Store) {
     let toml = config_toml(&name, &kafka, &[(&topic, "cases")], &store, &dlq, "");
     let path = write_config(dir.path(), &toml);
     let (log_a, log_b) = (log_path(&name, "a"), log_path(&name, "b"));
-    let a = Connector::start(&path, &log_a);
-    let b = Connector::start(&path, &log_b);
+    let a = Process::start("connect", &path, &log_a);
+    let b = Process::start("connect", &path, &log_b);
     let producing = produce_slowly(
         &kafka,
         &topic,
@@ -257,29 +189,6 @@ async fn two_instances_share_the_partitions_and_one_is_killed(store: Store) {
     );
     b.stop();
     check_exact(&store, &toml, &topic, &kafka, &events).await;
-}
-
-/// Stops (and deletes) a PostgreSQL instance of this test when dropped.
-struct OwnPostgres(String);
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let _ = run_ops("postgres.sh", &["stop", "--name", &self.0]);
-    }
-}
-
-fn ops_output(args: &[&str]) -> String {
-    let out = Command::new(lienthong_tests::repo_root().join("ops/postgres.sh"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ops/postgres.sh {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// PostgreSQL (its own instance) is stopped for 20 seconds while events stream in: the

@@ -261,6 +261,56 @@ pub const CONNECTOR_RECEIPTS: MetricSpec = counter(
      connector's chain of receipts).",
 );
 
+// --- Source connectors (`lienthong source`) ----------------------------------------------------
+//
+// `source` is the source connector's name (a handful per agency); `topic` a catalog topic;
+// `reason` the gateway's error code (a fixed set).
+
+/// Outbox rows published.
+pub const SOURCE_ROWS_PUBLISHED: MetricSpec = counter(
+    "lienthong_source_rows_published_total",
+    &["source", "topic"],
+    "Outbox rows the gateway accepted (committed to Kafka, or already there under the same event \
+     id) and the source then removed from the outbox.",
+);
+/// Outbox rows dead-lettered.
+pub const SOURCE_ROWS_DEAD_LETTERED: MetricSpec = counter(
+    "lienthong_source_rows_dead_lettered_total",
+    &["source", "reason"],
+    "Outbox rows the gateway refused, moved to the dead-letter table with the refusal, by the \
+     gateway's error code (`malformed`, `invalid_event`, `forbidden`, `not_found`, \
+     `event_id_conflict`, `too_large`, `unsupported_media_type`).",
+);
+/// Transient failures of a source.
+pub const SOURCE_ERRORS: MetricSpec = counter(
+    "lienthong_source_errors_total",
+    &["source", "kind"],
+    "Transient failures a source retried after a backoff: `database` (the agency's PostgreSQL \
+     did not answer or lost the connection) or `gateway` (unreachable, 429 or 5xx).",
+);
+/// How far the log is behind the outbox.
+pub const SOURCE_LAG: MetricSpec = gauge(
+    "lienthong_source_lag_seconds",
+    &["source"],
+    "Age of the oldest row waiting in the outbox at the last poll (0 when it is empty): how far \
+     the log is behind the agency's database.",
+);
+/// Whether this instance publishes.
+pub const SOURCE_UP: MetricSpec = gauge(
+    "lienthong_source_up",
+    &["source"],
+    "1 while this instance holds the outbox (its advisory lock) over an open database \
+     connection; 0 while it connects, retries, or stands by behind another instance.",
+);
+/// Insert to commit on the log.
+pub const SOURCE_LATENCY: MetricSpec = histogram(
+    "lienthong_source_latency_seconds",
+    &["source"],
+    "From an outbox row's `created_at` (the database's clock) to the gateway's answer that it is \
+     committed to Kafka, per row.",
+    END_TO_END_BUCKETS,
+);
+
 // --- KPI engine --------------------------------------------------------------------------------
 //
 // Two views, never crossed: by `unit` (about 170 unit codes from the engine's reference list)
@@ -515,6 +565,12 @@ pub const ALL: &[&MetricSpec] = &[
     &CONNECTOR_END_TO_END_LATENCY,
     &CONNECTOR_CONSUMER_LAG,
     &CONNECTOR_RECEIPTS,
+    &SOURCE_ROWS_PUBLISHED,
+    &SOURCE_ROWS_DEAD_LETTERED,
+    &SOURCE_ERRORS,
+    &SOURCE_LAG,
+    &SOURCE_UP,
+    &SOURCE_LATENCY,
     &KPI_UNIT_RECEIVED,
     &KPI_UNIT_END_TO_END_ONLINE,
     &KPI_UNIT_END_TO_END_ONLINE_RATIO,

@@ -159,6 +159,23 @@ pub struct ConnectorMetrics {
     pub receipts: IntCounterVec,
 }
 
+/// Families of source connectors (`lienthong source`).
+#[derive(Clone)]
+pub struct SourceMetrics {
+    /// [`catalog::SOURCE_ROWS_PUBLISHED`].
+    pub published: IntCounterVec,
+    /// [`catalog::SOURCE_ROWS_DEAD_LETTERED`].
+    pub dead_lettered: IntCounterVec,
+    /// [`catalog::SOURCE_ERRORS`].
+    pub errors: IntCounterVec,
+    /// [`catalog::SOURCE_LAG`].
+    pub lag: GaugeVec,
+    /// [`catalog::SOURCE_UP`].
+    pub up: IntGaugeVec,
+    /// [`catalog::SOURCE_LATENCY`].
+    pub latency: HistogramVec,
+}
+
 /// Families of the KPI engine (service-chain indicators), in two views: by unit and by
 /// procedure (top-N codes and `other`, with the procedure's online level).
 #[derive(Clone)]
@@ -234,6 +251,8 @@ pub struct Telemetry {
     pub registry_ops: RegistryMetrics,
     /// Sink connectors.
     pub connector: ConnectorMetrics,
+    /// Source connectors.
+    pub source: SourceMetrics,
     /// KPI engine.
     pub kpi: KpiMetrics,
     /// Whether the KPI indicators are left out of [`Telemetry::render`] (while rebuilt).
@@ -276,6 +295,14 @@ impl Telemetry {
             end_to_end_latency: histogram(r, &catalog::CONNECTOR_END_TO_END_LATENCY)?,
             consumer_lag: gauge(r, &catalog::CONNECTOR_CONSUMER_LAG)?,
             receipts: counter(r, &catalog::CONNECTOR_RECEIPTS)?,
+        };
+        let source = SourceMetrics {
+            published: counter(r, &catalog::SOURCE_ROWS_PUBLISHED)?,
+            dead_lettered: counter(r, &catalog::SOURCE_ROWS_DEAD_LETTERED)?,
+            errors: counter(r, &catalog::SOURCE_ERRORS)?,
+            lag: float_gauge(r, &catalog::SOURCE_LAG)?,
+            up: gauge(r, &catalog::SOURCE_UP)?,
+            latency: histogram(r, &catalog::SOURCE_LATENCY)?,
         };
         let kpi = KpiMetrics {
             unit_received: counter(r, &catalog::KPI_UNIT_RECEIVED)?,
@@ -320,6 +347,7 @@ impl Telemetry {
             gateway,
             registry_ops,
             connector,
+            source,
             kpi,
             indicators_hidden: AtomicBool::new(false),
         }))

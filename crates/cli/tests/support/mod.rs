@@ -5,7 +5,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -732,4 +733,97 @@ pub async fn stamped_topic(kafka: &Kafka, name: &str, partitions: i32) -> String
         )
         .await
         .unwrap()
+}
+
+/// A `lienthong connect` or `lienthong source` process writing its log to a file.
+pub struct Process {
+    child: Child,
+}
+
+impl Process {
+    /// `lienthong <command> <config>`, its log appended to `log`.
+    pub fn start(command: &str, config: &Path, log: &Path) -> Process {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_lienthong"))
+            .arg(command)
+            .arg(config)
+            .current_dir(lienthong_tests::repo_root())
+            .env("RUST_LOG", "info,apache_avro=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Process { child }
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn sigkill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the process exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no clean exit within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Process logs stay in /tmp after the test, for a post-mortem.
+pub fn log_path(name: &str, which: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("lienthong-sink-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}-{which}.log"));
+    eprintln!("log: {}", path.display());
+    path
+}
+
+/// Stops (and deletes) a PostgreSQL instance of this test when dropped.
+pub struct OwnPostgres(pub String);
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = lienthong_tests::run_ops("postgres.sh", &["stop", "--name", &self.0]);
+    }
+}
+
+/// `ops/postgres.sh ARGS`, which must succeed; its output.
+pub fn ops_output(args: &[&str]) -> String {
+    let out = Command::new(lienthong_tests::repo_root().join("ops/postgres.sh"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ops/postgres.sh {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
