@@ -210,7 +210,7 @@ impl Source {
             // order, so the rows that pass keep theirs.
             let mut parts: Vec<&[&OutboxRow]> = vec![&list];
             while let Some(part) = parts.pop() {
-                let Some(answer) = self.post(topic, part).await? else {
+                let Some(answer) = self.post(topic, part, read_at).await? else {
                     return Ok(Flow::Stopped);
                 };
                 match answer {
@@ -250,6 +250,7 @@ impl Source {
         &mut self,
         topic: &str,
         part: &[&OutboxRow],
+        read_at: Instant,
     ) -> Result<Option<Answer>, SourceError> {
         loop {
             match self.gateway.post(topic, part).await {
@@ -259,6 +260,12 @@ impl Source {
                 }
                 Err(e) if e.is_transient() => {
                     self.metrics.errors(&e).inc();
+                    // The rows in hand keep ageing while the gateway is away.
+                    let oldest = part.iter().map(|r| r.age).max().unwrap_or_default();
+                    let lag = (oldest + read_at.elapsed()).as_secs_f64();
+                    if lag > self.metrics.lag.get() {
+                        self.metrics.lag.set(lag);
+                    }
                     self.attempt = self.attempt.saturating_add(1);
                     let wait = self.config.retry.backoff(self.attempt);
                     tracing::warn!(error = %e, attempt = self.attempt, ?wait, rows = part.len(), "the gateway did not take the rows; sending them again");

@@ -560,6 +560,8 @@ async fn the_database_and_the_broker_each_gone_for_twenty_seconds_lose_nothing()
         db.count("lienthong_outbox").await > 0,
         "rows wait in the outbox while the broker is gone"
     );
+    let lag = metric_sum(&metrics, "lienthong_source_lag_seconds", &label);
+    assert!(lag > 10.0, "the lag grows while the rows wait: {lag} s");
     own.restart().unwrap();
     db.wait_drained(0, Duration::from_secs(180)).await;
     source.stop();

@@ -292,8 +292,9 @@ pub const SOURCE_ERRORS: MetricSpec = counter(
 pub const SOURCE_LAG: MetricSpec = gauge(
     "lienthong_source_lag_seconds",
     &["source"],
-    "Age of the oldest row waiting in the outbox at the last poll (0 when it is empty): how far \
-     the log is behind the agency's database.",
+    "Age of the oldest row waiting in the outbox (0 when it is empty), set at each read and \
+     while the source retries the gateway with rows in hand: how far the log is behind the \
+     agency's database.",
 );
 /// Whether this instance publishes.
 pub const SOURCE_UP: MetricSpec = gauge(
