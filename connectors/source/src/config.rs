@@ -87,6 +87,9 @@ pub struct BatchConfig {
     pub max_rows: usize,
     /// Without a notification, look at the outbox this often.
     pub poll_interval_ms: u64,
+    /// Requests sent at once, each for other aggregates (1: one at a time). Rows of one
+    /// aggregate always go in order, one request after the other.
+    pub in_flight: usize,
 }
 
 impl Default for BatchConfig {
@@ -94,6 +97,7 @@ impl Default for BatchConfig {
         BatchConfig {
             max_rows: 500,
             poll_interval_ms: 1000,
+            in_flight: 4,
         }
     }
 }
@@ -196,6 +200,9 @@ impl SourceConfig {
         }
         if self.batch.max_rows == 0 {
             return Err("batch.max_rows must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.batch.in_flight) {
+            return Err("batch.in_flight must be between 1 and 64".into());
         }
         if self.batch.poll_interval_ms == 0 {
             return Err("batch.poll_interval_ms must be at least 1".into());

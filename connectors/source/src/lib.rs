@@ -155,7 +155,9 @@ impl Source {
             if self.stop.is_cancelled() {
                 return Ok(());
             }
-            let rows = outbox.fetch(self.config.batch.max_rows).await?;
+            let rows = outbox
+                .fetch(self.config.batch.max_rows * self.config.batch.in_flight)
+                .await?;
             self.attempt = 0;
             self.metrics
                 .lag
@@ -175,16 +177,20 @@ impl Source {
         }
     }
 
-    /// Publish what one read of the outbox returned: per topic, in id order.
+    /// Publish what one read of the outbox returned. Rows are split into lanes by topic and
+    /// aggregate (the envelope's `aggregate_id`, the Kafka key), so all rows of one case share
+    /// a lane; each lane sends its rows in id order, one request at a time, and up to
+    /// `batch.in_flight` lanes send at once. The next read waits until every lane is done.
     async fn publish(
         &mut self,
         outbox: &Outbox,
         rows: &[OutboxRow],
         read_at: Instant,
     ) -> Result<Flow, SourceError> {
-        let mut topics: Vec<(&str, Vec<&OutboxRow>)> = Vec::new();
+        let lanes = self.config.batch.in_flight;
+        let mut units: Vec<((&str, usize), Vec<&OutboxRow>)> = Vec::new();
         for row in rows {
-            let (Some(topic), Some(_)) = (&row.topic, &row.payload) else {
+            let (Some(topic), Some(payload)) = (&row.topic, &row.payload) else {
                 let what = if row.topic.is_none() {
                     "topic"
                 } else {
@@ -200,44 +206,67 @@ impl Source {
                 .await?;
                 continue;
             };
-            match topics.iter_mut().find(|(t, _)| t == topic) {
+            let unit = (topic.as_str(), lane(topic, payload, lanes));
+            match units.iter_mut().find(|(u, _)| *u == unit) {
                 Some((_, list)) => list.push(row),
-                None => topics.push((topic, vec![row])),
+                None => units.push((unit, vec![row])),
             }
         }
-        for (topic, list) in topics {
-            // A refused request is split until the refused row is alone; the halves go in
-            // order, so the rows that pass keep theirs.
-            let mut parts: Vec<&[&OutboxRow]> = vec![&list];
-            while let Some(part) = parts.pop() {
-                let Some(answer) = self.post(topic, part, read_at).await? else {
-                    return Ok(Flow::Stopped);
-                };
-                match answer {
-                    Answer::Accepted => {
-                        let ids: Vec<i64> = part.iter().map(|r| r.id).collect();
-                        outbox.published(&ids).await?;
-                        self.metrics.published(topic).inc_by(part.len() as u64);
-                        let waited = read_at.elapsed();
-                        for row in part {
-                            self.metrics
-                                .latency
-                                .observe((row.age + waited).as_secs_f64());
-                        }
+        let this = &*self;
+        let done = futures::future::join_all(
+            units
+                .iter()
+                .map(|((topic, _), list)| this.publish_lane(outbox, topic, list, read_at)),
+        )
+        .await;
+        let mut flow = Flow::Continue;
+        for result in done {
+            if let Flow::Stopped = result? {
+                flow = Flow::Stopped;
+            }
+        }
+        Ok(flow)
+    }
+
+    /// One lane's rows of one topic, in id order, at most `max_rows` per request.
+    async fn publish_lane(
+        &self,
+        outbox: &Outbox,
+        topic: &str,
+        list: &[&OutboxRow],
+        read_at: Instant,
+    ) -> Result<Flow, SourceError> {
+        // A refused request is split until the refused row is alone; the halves go in order,
+        // so the rows that pass keep theirs.
+        let mut parts: Vec<&[&OutboxRow]> = list.chunks(self.config.batch.max_rows).rev().collect();
+        while let Some(part) = parts.pop() {
+            let Some(answer) = self.post(topic, part, read_at).await? else {
+                return Ok(Flow::Stopped);
+            };
+            match answer {
+                Answer::Accepted => {
+                    let ids: Vec<i64> = part.iter().map(|r| r.id).collect();
+                    outbox.published(&ids).await?;
+                    self.metrics.published(topic).inc_by(part.len() as u64);
+                    let waited = read_at.elapsed();
+                    for row in part {
+                        self.metrics
+                            .latency
+                            .observe((row.age + waited).as_secs_f64());
                     }
-                    Answer::Refused { .. } if part.len() > 1 => {
-                        let (first, second) = part.split_at(part.len() / 2);
-                        parts.push(second);
-                        parts.push(first);
-                    }
-                    Answer::Refused {
-                        status,
-                        error,
-                        reason,
-                    } => {
-                        self.dead_letter(outbox, part[0], status, &error, &reason)
-                            .await?
-                    }
+                }
+                Answer::Refused { .. } if part.len() > 1 => {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    parts.push(second);
+                    parts.push(first);
+                }
+                Answer::Refused {
+                    status,
+                    error,
+                    reason,
+                } => {
+                    self.dead_letter(outbox, part[0], status, &error, &reason)
+                        .await?
                 }
             }
         }
@@ -247,17 +276,15 @@ impl Source {
     /// Send one request, again and again while the gateway is unreachable; `None` once asked
     /// to stop (the rows stay in the outbox).
     async fn post(
-        &mut self,
+        &self,
         topic: &str,
         part: &[&OutboxRow],
         read_at: Instant,
     ) -> Result<Option<Answer>, SourceError> {
+        let mut attempt = 0u32;
         loop {
             match self.gateway.post(topic, part).await {
-                Ok(answer) => {
-                    self.attempt = 0;
-                    return Ok(Some(answer));
-                }
+                Ok(answer) => return Ok(Some(answer)),
                 Err(e) if e.is_transient() => {
                     self.metrics.errors(&e).inc();
                     // The rows in hand keep ageing while the gateway is away.
@@ -266,9 +293,9 @@ impl Source {
                     if lag > self.metrics.lag.get() {
                         self.metrics.lag.set(lag);
                     }
-                    self.attempt = self.attempt.saturating_add(1);
-                    let wait = self.config.retry.backoff(self.attempt);
-                    tracing::warn!(error = %e, attempt = self.attempt, ?wait, rows = part.len(), "the gateway did not take the rows; sending them again");
+                    attempt = attempt.saturating_add(1);
+                    let wait = self.config.retry.backoff(attempt);
+                    tracing::warn!(error = %e, attempt, ?wait, rows = part.len(), "the gateway did not take the rows; sending them again");
                     if let Flow::Stopped = self.pause(wait).await {
                         return Ok(None);
                     }
@@ -298,6 +325,34 @@ impl Source {
             );
         }
         Ok(())
+    }
+}
+
+/// The lane of a row: by topic and the envelope's `aggregate_id` (the Kafka key), so that one
+/// aggregate's rows always share a lane. A payload without one (it will be refused) goes to
+/// lane 0.
+fn lane(topic: &str, payload: &str, lanes: usize) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        envelope: Envelope<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        aggregate_id: std::borrow::Cow<'a, str>,
+    }
+    if lanes <= 1 {
+        return 0;
+    }
+    match serde_json::from_str::<Head<'_>>(payload) {
+        Ok(head) => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            (topic, &*head.envelope.aggregate_id).hash(&mut h);
+            (h.finish() % lanes as u64) as usize
+        }
+        Err(_) => 0,
     }
 }
 
@@ -354,5 +409,30 @@ mod prometheus_metrics {
                 .errors
                 .with_label_values(&[self.name.as_str(), kind])
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lane;
+
+    #[test]
+    fn one_aggregate_keeps_one_lane_and_aggregates_spread() {
+        let row = |case: &str, v: u32| {
+            format!(
+                r#"{{"envelope": {{"event_id": "e{v}", "aggregate_id": "{case}", "aggregate_version": {v}}}, "event": {{}}}}"#
+            )
+        };
+        let t = "hcm.case.events";
+        for case in ["HS-1", "HS-2", "HS-\\u0041"] {
+            let first = lane(t, &row(case, 1), 4);
+            assert!((2..9).all(|v| lane(t, &row(case, v), 4) == first), "{case}");
+        }
+        let used: std::collections::HashSet<usize> = (0..200)
+            .map(|i| lane(t, &row(&format!("HS-{i}"), 1), 4))
+            .collect();
+        assert_eq!(used.len(), 4, "200 cases use every lane");
+        assert_eq!(lane(t, "not json", 4), 0);
+        assert_eq!(lane(t, &row("HS-9", 1), 1), 0);
     }
 }
