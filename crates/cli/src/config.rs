@@ -35,6 +35,10 @@ pub struct Config {
     /// takes it (relative paths are from the working directory).
     #[serde(default)]
     pub connectors: Vec<PathBuf>,
+    /// Source connectors `lienthong up` runs, each a source TOML file as `lienthong source`
+    /// takes it (docs/sources.md); started last, once the gateway they may post to listens.
+    #[serde(default)]
+    pub sources: Vec<PathBuf>,
     /// Citizens' personal data (docs/personal-data.md): with this section, `up` runs the key
     /// service, the gateway seals citizen records, and the connectors it runs open them under
     /// their agency's grants; `lienthong pii …` manages grants, erasures and access reports.

@@ -64,8 +64,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the bus's components in one process until Ctrl-C: the schema registry (HTTP), and
     /// the HTTP gateway (with the registry also under /registry) if [gateway] is configured,
-    /// the KPI engine when the config has a `[kpi]` section, and the sink connectors listed in
-    /// `connectors = ["ward.toml", …]`.
+    /// the KPI engine when the config has a `[kpi]` section, the sink connectors listed in
+    /// `connectors = ["ward.toml", …]` and the source connectors in `sources = […]`.
     Up,
     /// Work with the schemas in the catalog.
     #[command(subcommand)]
@@ -718,6 +718,7 @@ async fn up(
     // Connector configs are checked now and the connectors started last, once every other
     // component has its config checked and its port bound.
     let mut connector_configs = connect::load_all(&config.connectors)?;
+    let source_configs = source::load_all(&config.sources)?;
     // The components' own token: the end of any one of them, or of this function (a start
     // that failed half way), stops them all.
     let components = shutdown.child_token();
@@ -862,6 +863,9 @@ async fn up(
     }
     for connector in connect::start_all(connector_configs, &telemetry, &components).await? {
         running.push(supervise(connector, &components));
+    }
+    for source in source::start_all(source_configs, &telemetry, &components).await? {
+        running.push(supervise(source, &components));
     }
     let ended = futures::future::join_all(running).await;
     let failures: Vec<String> = ended

@@ -123,6 +123,21 @@ impl AgencyDb {
         tx.commit().await.unwrap();
     }
 
+    /// Wait until `table` exists (the source creates its tables once it holds the outbox).
+    async fn wait_for_table(&self, table: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        {
+            assert!(Instant::now() < deadline, "no table {table} after 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn count(&self, table: &str) -> i64 {
         self.client
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
@@ -292,24 +307,7 @@ async fn committed_rows_reach_the_log_once_in_order_and_bad_rows_are_dead_letter
     );
     let source = Process::start("source", &path, &log_path(&name, "source"));
     // The source creates the notify trigger and the dead-letter table once it holds the outbox.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while db
-        .client
-        .query_one(
-            "SELECT to_regclass('lienthong_outbox_dead') IS NOT NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get::<_, bool>(0)
-        .eq(&false)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the source did not set up the outbox"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    db.wait_for_table("lienthong_outbox_dead").await;
 
     // Every case of this test starts with `base`: the good ones, the rolled back, the bad.
     let base = format!("HS-{}-", unique_suffix());
@@ -440,20 +438,7 @@ async fn sigkill_ten_times_during_fifty_thousand_rows_loses_duplicates_and_reord
     let rows = case_rows(&events);
     // The table exists once the source holds the outbox.
     let mut db = AgencyDb::open(&url, "json").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !db
-        .client
-        .query_one("SELECT to_regclass('lienthong_outbox') IS NOT NULL", &[])
-        .await
-        .unwrap()
-        .get::<_, bool>(0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the source did not create the outbox"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    db.wait_for_table("lienthong_outbox").await;
     let writer = tokio::spawn(async move {
         let mut at = 0;
         while at < rows.len() {
@@ -566,5 +551,79 @@ async fn the_database_and_the_broker_each_gone_for_twenty_seconds_lose_nothing()
     db.wait_drained(0, Duration::from_secs(180)).await;
     source.stop();
     let on_log = log_order(kafka, &from, &prefix).await;
+    assert_same_order(&on_log, &expected_order(&events));
+}
+
+/// `lienthong up` with `sources = [...]` runs the source beside its own gateway: committed rows
+/// reach the log in order, the source is on `/metrics`, and SIGINT stops everything cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn up_runs_a_source_beside_its_gateway() {
+    let kafka = kafka();
+    kafka.ensure_catalog_topics().await.unwrap();
+    let url = postgres().fresh_database("source").await.unwrap();
+    let from = kafka.end_offsets(CASES).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = unique_suffix();
+    let (gateway_port, metrics_port) = (lienthong_tests::free_port(), lienthong_tests::free_port());
+    let name = format!("up-outbox-{suffix}");
+    let source = write_config(
+        dir.path(),
+        &source_toml(
+            &name,
+            &url,
+            &format!("http://127.0.0.1:{gateway_port}"),
+            metrics_port,
+            "",
+        ),
+    );
+    let config = dir.path().join("lienthong.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "sources = [\"{}\"]\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_lienthong_schemas-{suffix}\"\n\
+             [[registry.agencies]]\ncode = \"{AGENCY}\"\nkind = \"ward\"\ntoken_sha256 = \"{}\"\n\
+             [gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\ntransactional_id = \"up-source-{suffix}\"\n",
+            source.display(),
+            hash_token(&token(AGENCY)),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(log_path(&name, "up")).unwrap();
+    let mut up = lienthong_tests::ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_lienthong"))
+            .current_dir(lienthong_tests::repo_root())
+            .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+            .env("RUST_LOG", "info,apache_avro=warn")
+            .arg("--config")
+            .arg(&config)
+            .arg("up")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let mut db = AgencyDb::open(&url, "json").await;
+    db.wait_for_table("lienthong_outbox").await;
+    let prefix = format!("HS-UP-{suffix}-");
+    let events = case_stream(&prefix, 50);
+    for chunk in case_rows(&events).chunks(20) {
+        db.commit(chunk).await;
+    }
+    db.wait_drained(0, Duration::from_secs(90)).await;
+    let metrics = metrics_text(metrics_port).await;
+    let label = format!("source=\"{name}\"");
+    assert_eq!(
+        metric_sum(&metrics, "lienthong_source_rows_published_total", &label),
+        events.len() as f64,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lienthong_gateway_requests_total"),
+        "one registry for the whole process: the gateway's families are on the source's /metrics"
+    );
+    let status = lienthong_tests::interrupt_and_wait(&mut up, Duration::from_secs(30));
+    assert!(status.success(), "up exited with {status}");
+    let on_log = log_order(&kafka, &from, &prefix).await;
     assert_same_order(&on_log, &expected_order(&events));
 }
