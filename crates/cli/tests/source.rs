@@ -273,6 +273,19 @@ fn metric_sum(text: &str, family: &str, filter: &str) -> f64 {
         .sum()
 }
 
+/// Scrape a source's `/metrics`, check that it counts `n` rows published, and return the
+/// scrape and the source's label.
+async fn scrape_published(port: u16, name: &str, n: usize) -> (String, String) {
+    let metrics = metrics_text(port).await;
+    let label = format!("source=\"{name}\"");
+    assert_eq!(
+        metric_sum(&metrics, "lienthong_source_rows_published_total", &label),
+        n as f64,
+        "{metrics}"
+    );
+    (metrics, label)
+}
+
 /// Committed rows reach the log once each, in order per case, woken by the outbox's
 /// notification (the poll interval is a minute); a rolled-back transaction never does;
 /// each kind of bad row is dead-lettered with the gateway's reason and the rows after it
@@ -393,13 +406,7 @@ async fn committed_rows_reach_the_log_once_in_order_and_bad_rows_are_dead_letter
         );
     }
 
-    let metrics = metrics_text(port).await;
-    let label = format!("source=\"{name}\"");
-    assert_eq!(
-        metric_sum(&metrics, "lienthong_source_rows_published_total", &label),
-        rows.len() as f64,
-        "{metrics}"
-    );
+    let (metrics, label) = scrape_published(port, &name, rows.len()).await;
     assert_eq!(
         metric_sum(
             &metrics,
@@ -611,13 +618,7 @@ async fn up_runs_a_source_beside_its_gateway() {
         db.commit(chunk).await;
     }
     db.wait_drained(0, Duration::from_secs(90)).await;
-    let metrics = metrics_text(metrics_port).await;
-    let label = format!("source=\"{name}\"");
-    assert_eq!(
-        metric_sum(&metrics, "lienthong_source_rows_published_total", &label),
-        events.len() as f64,
-        "{metrics}"
-    );
+    let (metrics, _) = scrape_published(metrics_port, &name, events.len()).await;
     assert!(
         metrics.contains("lienthong_gateway_requests_total"),
         "one registry for the whole process: the gateway's families are on the source's /metrics"
