@@ -1,4 +1,4 @@
-//! The bus's side: rows go to the city's gateway as one `events:batch` request per topic, so
+//! The bus's side: rows go to the city's gateway as `events:batch` requests of one topic, so
 //! that they pass the same checks, encoding, sealing and signing as any agency's events, and
 //! are committed in one Kafka transaction, all or nothing. A request sent again (after a crash,
 //! a timeout or an unknown outcome) carries the same event ids, and the gateway answers it

@@ -5,9 +5,10 @@
 //! agency's application ── one DB transaction ──► its own tables + a row in the outbox
 //!        (commit notifies the source's channel; polling is the fallback)
 //! lienthong source (the one instance holding the outbox's advisory lock):
-//!   read the outbox in id order (`outbox`) ─► per topic, POST …/events:batch to the gateway
-//!   (`gateway`: the same checks, encoding, sealing, signing; one Kafka transaction per
-//!   request) ─► delete the accepted rows
+//!   read the outbox in id order (`outbox`) ─► lanes by topic and aggregate ─► per lane, POST
+//!   …/events:batch to the gateway, up to `in_flight` lanes at once (`gateway`: the same
+//!   checks, encoding, sealing, signing; one Kafka transaction per request) ─► delete the
+//!   accepted rows
 //!        │ refused (4xx) ──► split the request until the refused row is alone ──► moved to
 //!        │                   the dead-letter table with the gateway's reason
 //!        └ database or gateway unreachable ──► back off, send the same rows again
@@ -16,8 +17,8 @@
 //! Nothing committed is lost: a row leaves the outbox only after the gateway answered that
 //! Kafka holds it. A crash between that answer and the delete sends the row again with the
 //! same event id, and the gateway answers with the original receipt instead of a second
-//! event. Rows of one aggregate keep their order: they are read in id order and sent in order,
-//! one request at a time. `docs/sources.md` is the user's guide.
+//! event. Rows of one aggregate keep their order: they are read in id order, always share a
+//! lane, and a lane sends one request at a time. `docs/sources.md` is the user's guide.
 
 pub mod config;
 pub mod error;
