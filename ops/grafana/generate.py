@@ -132,6 +132,22 @@ def bus_health():
         ("sum by (operation, outcome) (rate(lienthong_registry_operations_total[5m]))", "{{operation}} {{outcome}}")], unit="ops")
     l.panel("timeseries", "Kafka client errors /s", [
         ("sum by (component, code) (rate(lienthong_kafka_client_errors_total[5m]))", "{{component}} {{code}}")], unit="ops")
+    l.row("Sources (agencies' outboxes)")
+    l.panel("timeseries", "Outbox rows published /s", [
+        ("sum by (source, topic) (rate(lienthong_source_rows_published_total[5m]))", "{{source}} {{topic}}")], unit="ops",
+        w=6, description="Rows the gateway committed to Kafka and the source removed from the agency's outbox.")
+    l.panel("timeseries", "Outbox lag", [
+        ("max by (source) (lienthong_source_lag_seconds)", "{{source}}")], unit="s", w=6,
+        description="Age of the oldest row waiting in each outbox. Alert LienthongSourceBehind above 5 minutes.")
+    l.panel("timeseries", "Outbox row latency p95 (commit → Kafka)", [
+        ("histogram_quantile(0.95, sum by (source, le) (rate(lienthong_source_latency_seconds_bucket[5m])))", "{{source}}")],
+        unit="s", w=6)
+    l.panel("timeseries", "Sources: dead letters, retries, up", [
+        ("sum by (source, reason) (rate(lienthong_source_rows_dead_lettered_total[5m]))", "{{source}} dead {{reason}}"),
+        ("sum by (source, kind) (rate(lienthong_source_errors_total[5m]))", "{{source}} retry {{kind}}"),
+        ("max by (source) (lienthong_source_up)", "{{source}} up")], w=6,
+        description="Refused rows wait in the agency's dead-letter table (alert LienthongSourceDeadLetters); "
+                    "retries by cause; 1 while an instance publishes (alert LienthongSourceDown).")
     return dashboard("lienthong-bus-health", "lienthong — bus health",
                      "Flow, lag, dead letters, latency and errors of every lienthong component.", l, [])
 
