@@ -105,17 +105,23 @@ impl Source {
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_transient() => {
-                    self.metrics.errors(&e).inc();
                     self.attempt = self.attempt.saturating_add(1);
-                    let wait = self.config.retry.backoff(self.attempt);
-                    tracing::warn!(error = %e, attempt = self.attempt, ?wait, "retrying");
-                    if let Flow::Stopped = self.pause(wait).await {
+                    if let Flow::Stopped = self.back_off(&e, self.attempt, "retrying").await {
                         return Ok(());
                     }
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Count a transient failure, say so, and wait out the backoff of its `attempt`
+    /// (1-based); `Stopped` if asked to stop meanwhile.
+    async fn back_off(&self, e: &SourceError, attempt: u32, what: &str) -> Flow {
+        self.metrics.errors(e).inc();
+        let wait = self.config.retry.backoff(attempt);
+        tracing::warn!(error = %e, attempt, ?wait, "{what}");
+        self.pause(wait).await
     }
 
     /// Sleep unless asked to stop.
@@ -183,7 +189,7 @@ impl Source {
     /// a lane; each lane sends its rows in id order, one request at a time, and up to
     /// `batch.in_flight` lanes send at once. The next read waits until every lane is done.
     async fn publish(
-        &mut self,
+        &self,
         outbox: &Outbox,
         rows: &[OutboxRow],
         read_at: Instant,
@@ -213,11 +219,10 @@ impl Source {
                 None => units.push((unit, vec![row])),
             }
         }
-        let this = &*self;
         let done = futures::future::join_all(
             units
                 .iter()
-                .map(|((topic, _), list)| this.publish_lane(outbox, topic, list, read_at)),
+                .map(|((topic, _), list)| self.publish_lane(outbox, topic, list, read_at)),
         )
         .await;
         let mut flow = Flow::Continue;
@@ -287,7 +292,6 @@ impl Source {
             match self.gateway.post(topic, part).await {
                 Ok(answer) => return Ok(Some(answer)),
                 Err(e) if e.is_transient() => {
-                    self.metrics.errors(&e).inc();
                     // The rows in hand keep ageing while the gateway is away.
                     let oldest = part.iter().map(|r| r.age).max().unwrap_or_default();
                     let lag = (oldest + read_at.elapsed()).as_secs_f64();
@@ -295,9 +299,11 @@ impl Source {
                         self.metrics.lag.set(lag);
                     }
                     attempt = attempt.saturating_add(1);
-                    let wait = self.config.retry.backoff(attempt);
-                    tracing::warn!(error = %e, attempt, ?wait, rows = part.len(), "the gateway did not take the rows; sending them again");
-                    if let Flow::Stopped = self.pause(wait).await {
+                    let what = format!(
+                        "the gateway did not take {} rows; sending them again",
+                        part.len()
+                    );
+                    if let Flow::Stopped = self.back_off(&e, attempt, &what).await {
                         return Ok(None);
                     }
                 }
