@@ -105,6 +105,15 @@ def bus_health():
     l.panel("timeseries", "Connectors up / retrying", [
         ("lienthong_connector_up", "up {{connector}}"),
         ("lienthong_connector_retrying", "retrying {{connector}}")])
+    l.panel("timeseries", "Rows differing from the log (scheduled check)", [
+        ("max by (connector) (lienthong_connector_divergent_rows)", "{{connector}}")],
+        description="Rows of each store that the log does not account for, at the connector's last "
+        "[verify] check; alert LienthongStoreDiverged. `lienthong verify` names them, "
+        "`lienthong repair` puts them right.")
+    l.panel("stat", "Hours since the last finished check", [
+        ("(time() - max by (connector) (lienthong_connector_verified_timestamp_seconds)) / 3600", "{{connector}}")],
+        unit="h", description="Per connector with [verify]; alert LienthongStoreUnverified when every "
+        "check fails for a day.")
     l.row("Latency")
     l.panel("timeseries", "End-to-end latency p95 (event time → row committed)", [
         ("histogram_quantile(0.95, sum by (connector, le) (rate(lienthong_connector_end_to_end_latency_seconds_bucket[5m])))", "{{connector}}")],

@@ -46,8 +46,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lienthong_connect::model::{self, Cell, Dialect, Entity, SqlType, quote as q};
-use lienthong_connect::sink::{Applied, Batch, Sink, StoredOffset};
-use lienthong_connect::{Digest, DigestBuilder, Row, StoreError};
+use lienthong_connect::sink::{Applied, Batch, Fix, Sink, Snapshot, StoredOffset};
+use lienthong_connect::{Digest, DigestBuilder, Row, Scan, StoreError};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 
@@ -361,25 +361,7 @@ impl Sink for PostgresSink {
     }
 
     async fn offsets(&mut self, connector: &str) -> Result<Vec<StoredOffset>, StoreError> {
-        let result = async {
-            let client = self.client().await?;
-            let rows = client
-                .query(
-                    "SELECT topic, partition, next_offset FROM lienthong_offsets WHERE connector = $1",
-                    &[&connector],
-                )
-                .await
-                .map_err(|e| classify(&e))?;
-            Ok(rows
-                .iter()
-                .map(|r| StoredOffset {
-                    topic: r.get(0),
-                    partition: r.get(1),
-                    next: r.get(2),
-                })
-                .collect())
-        }
-        .await;
+        let result = async { offsets_on(self.client().await?, connector).await }.await;
         if let Err(e) = &result {
             self.drop_client_on(e);
         }
@@ -411,47 +393,176 @@ impl Sink for PostgresSink {
         self.each_row(|row| digest.push(&row)).await?;
         Ok(digest.finish())
     }
+
+    async fn repair(&mut self, connector: &str, fix: &Fix) -> Result<(), StoreError> {
+        let result = async { repair_on(self.client().await?, connector, fix).await }.await;
+        if let Err(e) = &result {
+            self.drop_client_on(e);
+        }
+        result
+    }
+
+    /// One `REPEATABLE READ, READ ONLY` transaction: the offsets and every row as of its
+    /// first statement, whatever the connector commits meanwhile.
+    async fn snapshot(
+        &mut self,
+        connector: &str,
+        buckets: usize,
+        keep: &[usize],
+    ) -> Result<Snapshot, StoreError> {
+        let result = async {
+            let client = self.client().await?;
+            client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await
+                .map_err(|e| classify(&e))?;
+            let read = async {
+                let offsets = offsets_on(client, connector).await?;
+                let mut scan = Scan::new(buckets, keep);
+                each_row_on(client, |row| scan.push(row)).await?;
+                Ok::<_, StoreError>(Snapshot::new(offsets, scan))
+            }
+            .await;
+            let end = if read.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            client.batch_execute(end).await.map_err(|e| classify(&e))?;
+            read
+        }
+        .await;
+        if let Err(e) = &result {
+            self.drop_client_on(e);
+        }
+        result
+    }
+}
+
+/// A cell as a statement parameter.
+fn param(cell: &Cell) -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+    match cell {
+        Cell::Null => Box::new(None::<String>),
+        Cell::Bool(b) => Box::new(*b),
+        Cell::Int(i) => Box::new(*i),
+        Cell::Double(d) => Box::new(*d),
+        Cell::Text(t) => Box::new(t.clone()),
+    }
+}
+
+/// [`Sink::repair`]'s transaction on `client`.
+async fn repair_on(client: &mut Client, connector: &str, fix: &Fix) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(|e| classify(&e))?;
+    // The connector's next batch updates these rows: it waits until this commits, and is
+    // then fenced if this moved them (it does not).
+    let held = tx
+        .query(
+            "SELECT topic, partition, next_offset FROM lienthong_offsets WHERE connector = $1 FOR UPDATE",
+            &[&connector],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+    fix.check(
+        held.iter()
+            .map(|r| StoredOffset {
+                topic: r.get(0),
+                partition: r.get(1),
+                next: r.get(2),
+            })
+            .collect(),
+    )?;
+    for (table, key) in &fix.keys {
+        let column = Fix::key_column(table)?;
+        tx.execute(
+            &format!("DELETE FROM {} WHERE {} = $1", q(table), q(column)),
+            &[key],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+    }
+    for row in &fix.rows {
+        let column = Fix::key_column(&row.table)?;
+        let mut names = vec![q(column)];
+        let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
+            vec![Box::new(row.key.clone())];
+        for (name, cell) in &row.cells {
+            names.push(q(name));
+            params.push(param(cell));
+        }
+        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            q(&row.table),
+            names.join(", "),
+            placeholders.join(", ")
+        );
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        tx.execute(&sql, &refs).await.map_err(|e| classify(&e))?;
+    }
+    tx.commit().await.map_err(|e| classify(&e))
+}
+
+/// The offsets `client`'s database holds for `connector`.
+async fn offsets_on(client: &Client, connector: &str) -> Result<Vec<StoredOffset>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT topic, partition, next_offset FROM lienthong_offsets WHERE connector = $1",
+            &[&connector],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredOffset {
+            topic: r.get(0),
+            partition: r.get(1),
+            next: r.get(2),
+        })
+        .collect())
 }
 
 impl PostgresSink {
     /// Every row of every entity and history table, one at a time, as the server sends them
     /// (a million rows are never all in memory).
-    async fn each_row(&mut self, mut f: impl FnMut(Row) + Send) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        for e in Entity::ALL {
-            let tables = [(e.table(), "id")]
-                .into_iter()
-                .chain(e.history_table().map(|h| (h, "event_id")));
-            for (table, key) in tables {
-                let rows = client
-                    .query_raw(&format!("SELECT * FROM {}", q(table)), NO_PARAMS)
-                    .await
-                    .map_err(|e| classify(&e))?;
-                let mut rows = std::pin::pin!(rows);
-                while let Some(r) = rows.next().await {
-                    let r = r.map_err(|e| classify(&e))?;
-                    let mut cells = std::collections::BTreeMap::new();
-                    let mut id = String::new();
-                    for (i, c) in r.columns().iter().enumerate() {
-                        let cell = cell_of(&r, i)?;
-                        if c.name() == key {
-                            if let Cell::Text(s) = cell {
-                                id = s;
-                            }
-                        } else if cell != Cell::Null {
-                            cells.insert(c.name().to_string(), cell);
+    async fn each_row(&mut self, f: impl FnMut(Row) + Send) -> Result<(), StoreError> {
+        each_row_on(self.client().await?, f).await
+    }
+}
+
+/// Every row of every entity and history table of `client`'s database, one at a time.
+async fn each_row_on(client: &Client, mut f: impl FnMut(Row) + Send) -> Result<(), StoreError> {
+    for e in Entity::ALL {
+        let tables = [(e.table(), "id")]
+            .into_iter()
+            .chain(e.history_table().map(|h| (h, "event_id")));
+        for (table, key) in tables {
+            let rows = client
+                .query_raw(&format!("SELECT * FROM {}", q(table)), NO_PARAMS)
+                .await
+                .map_err(|e| classify(&e))?;
+            let mut rows = std::pin::pin!(rows);
+            while let Some(r) = rows.next().await {
+                let r = r.map_err(|e| classify(&e))?;
+                let mut cells = std::collections::BTreeMap::new();
+                let mut id = String::new();
+                for (i, c) in r.columns().iter().enumerate() {
+                    let cell = cell_of(&r, i)?;
+                    if c.name() == key {
+                        if let Cell::Text(s) = cell {
+                            id = s;
                         }
+                    } else if cell != Cell::Null {
+                        cells.insert(c.name().to_string(), cell);
                     }
-                    f(Row {
-                        table: table.to_string(),
-                        key: id,
-                        cells,
-                    });
                 }
+                f(Row {
+                    table: table.to_string(),
+                    key: id,
+                    cells,
+                });
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// No statement parameters.

@@ -69,6 +69,32 @@ pub struct ConnectorConfig {
     /// `privacy`'s agency and purpose, to the connectors it runs. Not read from the file.
     #[serde(skip)]
     pub keys: lienthong_privacy::KeySource,
+    /// How often the running connector compares its store with the log itself (the
+    /// divergence gauge); off by default.
+    #[serde(default)]
+    pub verify: VerifyConfig,
+}
+
+/// A connector's `[verify]`: the scheduled check behind `lienthong_connector_divergent_rows`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Seconds between checks, the first one this long after the start; 0 (the default):
+    /// never. A check reads the connector's topics up to the store's offsets and folds them in
+    /// memory, so it costs a read of the log and memory for the rows the store holds: for a
+    /// store of a million rows, every few hours, not every minute.
+    pub interval_secs: u64,
+    /// Digest buckets (as `lienthong verify --buckets`).
+    pub buckets: usize,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            interval_secs: 0,
+            buckets: crate::digest::DEFAULT_BUCKETS,
+        }
+    }
 }
 
 fn default_shutdown() -> u64 {
@@ -381,6 +407,15 @@ impl ConnectorConfig {
         }
         if self.batch.max_records == 0 {
             return bad("batch.max_records must be at least 1".into());
+        }
+        if !(1..=crate::digest::MAX_BUCKETS).contains(&self.verify.buckets) {
+            return bad(format!(
+                "verify.buckets must be between 1 and {}",
+                crate::digest::MAX_BUCKETS
+            ));
+        }
+        if (1..10).contains(&self.verify.interval_secs) {
+            return bad("verify.interval_secs must be 0 (never) or at least 10".into());
         }
         if self.dead_letter_topic.trim().is_empty() {
             return bad("dead_letter_topic is empty".into());

@@ -26,6 +26,9 @@ use crate::model::Cell;
 /// Default number of buckets.
 pub const DEFAULT_BUCKETS: usize = 64;
 
+/// Most buckets a digest may have (a bucket is taken from two bytes of a hash).
+pub const MAX_BUCKETS: usize = 65_536;
+
 /// One row of a store, as the digest sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -166,6 +169,48 @@ impl DigestBuilder {
             overall: hex::encode(overall.finalize()),
             buckets: out,
         }
+    }
+}
+
+/// A store read once for a check: its digest, and the rows of some buckets kept whole (the
+/// ones an earlier digest found differing).
+#[derive(Debug, Clone)]
+pub struct Scan {
+    digest: DigestBuilder,
+    keep: Vec<bool>,
+    rows: Vec<Row>,
+}
+
+impl Scan {
+    /// A scan with `buckets` buckets keeping the rows of the buckets in `keep`.
+    pub fn new(buckets: usize, keep: &[usize]) -> Scan {
+        let digest = DigestBuilder::new(buckets);
+        let mut kept = vec![false; digest.hashes.len()];
+        for b in keep {
+            if let Some(k) = kept.get_mut(*b) {
+                *k = true;
+            }
+        }
+        Scan {
+            digest,
+            keep: kept,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Add `row`.
+    pub fn push(&mut self, row: Row) {
+        let bucket = row.bucket(self.keep.len());
+        self.digest.hashes[bucket].push(row.hash());
+        self.digest.total += 1;
+        if self.keep[bucket] {
+            self.rows.push(row);
+        }
+    }
+
+    /// The digest, and the rows kept.
+    pub fn finish(self) -> (Digest, Vec<Row>) {
+        (self.digest.finish(), self.rows)
     }
 }
 

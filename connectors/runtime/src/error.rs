@@ -112,6 +112,13 @@ pub enum ConnectError {
         /// The bootstrap servers asked.
         bootstrap: String,
     },
+    /// Shutdown came before a fold, a verification or a repair finished.
+    #[error("stopped before the {0} finished")]
+    Stopped(&'static str),
+    /// The store's offsets went back while it was being checked (a replay started): nothing
+    /// can be concluded; check again.
+    #[error("the store moved back while it was checked ({0}); run the check again")]
+    StoreMovedBack(String),
     /// Something that should not happen did (a task panicked, a record of a topic the
     /// connector does not consume): a bug, not bad input. The connector stops.
     #[error("internal error: {0}")]
@@ -126,7 +133,9 @@ impl ConnectError {
     pub fn is_transient(&self) -> bool {
         match self {
             ConnectError::Store(e) => e.is_transient(),
-            ConnectError::Kafka(_) | ConnectError::KafkaUnreachable { .. } => true,
+            ConnectError::Kafka(_)
+            | ConnectError::KafkaUnreachable { .. }
+            | ConnectError::StoreMovedBack(_) => true,
             _ => false,
         }
     }

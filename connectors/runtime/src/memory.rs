@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::digest::Row;
+use crate::digest::{Row, Scan};
 use crate::error::StoreError;
 use crate::model::{Cell, Entity, HistoryInsert, plan};
-use crate::sink::{Applied, Batch, Sink, StoredOffset};
+use crate::sink::{Applied, Batch, Fix, Sink, Snapshot, StoredOffset};
 
 /// Tables in memory. Clones share the same tables, so a test can keep one clone while a
 /// connector runs over another.
@@ -37,18 +37,24 @@ impl MemoryStore {
         self.lock().all_rows()
     }
 
+    /// How many rows the tables hold.
+    pub fn row_count(&self) -> u64 {
+        self.lock().tables.values().map(|t| t.len() as u64).sum()
+    }
+
+    /// Every row into `scan`, one at a time (the tables are not copied whole).
+    pub fn scan(&self, scan: &mut Scan) {
+        self.each_row(|row| scan.push(row));
+    }
+
+    /// Every row to `f`, one at a time.
+    pub fn each_row(&self, f: impl FnMut(Row)) {
+        self.lock().each_row(f);
+    }
+
     /// The offsets held for `connector`.
     pub fn offsets_of(&self, connector: &str) -> Vec<StoredOffset> {
-        self.lock()
-            .offsets
-            .iter()
-            .filter(|((c, _, _), _)| c == connector)
-            .map(|((_, t, p), n)| StoredOffset {
-                topic: t.clone(),
-                partition: *p,
-                next: *n,
-            })
-            .collect()
+        self.lock().offsets_of(connector)
     }
 
     /// Apply a batch (what [`Sink::apply`] does, synchronously).
@@ -60,9 +66,14 @@ impl MemoryStore {
 impl Tables {
     fn all_rows(&self) -> Vec<Row> {
         let mut out = Vec::new();
+        self.each_row(|row| out.push(row));
+        out
+    }
+
+    fn each_row(&self, mut f: impl FnMut(Row)) {
         for (table, rows) in &self.tables {
             for (key, cells) in rows {
-                out.push(Row {
+                f(Row {
                     table: table.clone(),
                     key: key.clone(),
                     cells: cells
@@ -73,7 +84,36 @@ impl Tables {
                 });
             }
         }
-        out
+    }
+
+    fn offsets_of(&self, connector: &str) -> Vec<StoredOffset> {
+        self.offsets
+            .iter()
+            .filter(|((c, _, _), _)| c == connector)
+            .map(|((_, t, p), n)| StoredOffset {
+                topic: t.clone(),
+                partition: *p,
+                next: *n,
+            })
+            .collect()
+    }
+
+    fn repair(&mut self, connector: &str, fix: &Fix) -> Result<(), StoreError> {
+        fix.check(self.offsets_of(connector))?;
+        for (table, key) in &fix.keys {
+            Fix::key_column(table)?;
+            if let Some(t) = self.tables.get_mut(table) {
+                t.remove(key);
+            }
+        }
+        for row in &fix.rows {
+            Fix::key_column(&row.table)?;
+            self.tables
+                .entry(row.table.clone())
+                .or_default()
+                .insert(row.key.clone(), row.cells.clone());
+        }
+        Ok(())
     }
 
     fn apply(&mut self, batch: Batch) -> Result<Applied, StoreError> {
@@ -176,6 +216,22 @@ impl Sink for MemoryStore {
 
     async fn rows(&mut self) -> Result<Vec<Row>, StoreError> {
         Ok(self.all_rows())
+    }
+
+    async fn snapshot(
+        &mut self,
+        connector: &str,
+        buckets: usize,
+        keep: &[usize],
+    ) -> Result<Snapshot, StoreError> {
+        let tables = self.lock();
+        let mut scan = Scan::new(buckets, keep);
+        tables.each_row(|row| scan.push(row));
+        Ok(Snapshot::new(tables.offsets_of(connector), scan))
+    }
+
+    async fn repair(&mut self, connector: &str, fix: &Fix) -> Result<(), StoreError> {
+        self.lock().repair(connector, fix)
     }
 
     async fn forget_offsets(&mut self, connector: &str) -> Result<u64, StoreError> {

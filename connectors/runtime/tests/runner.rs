@@ -119,6 +119,14 @@ impl Sink for FaultyStore {
         self.inner.rows().await
     }
 
+    async fn repair(
+        &mut self,
+        connector: &str,
+        fix: &lienthong_connect::Fix,
+    ) -> Result<(), StoreError> {
+        self.inner.repair(connector, fix).await
+    }
+
     async fn forget_offsets(&mut self, connector: &str) -> Result<u64, StoreError> {
         self.inner.forget_offsets(connector).await
     }

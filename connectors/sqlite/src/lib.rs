@@ -20,8 +20,8 @@ use std::time::Duration;
 use lienthong_connect::model::{
     self, Cell, Dialect, Entity, HISTORY_COLUMNS, HistoryInsert, SqlType, plan, quote as q,
 };
-use lienthong_connect::sink::{Applied, Batch, Sink, StoredOffset};
-use lienthong_connect::{Digest, DigestBuilder, Row, StoreError};
+use lienthong_connect::sink::{Applied, Batch, Fix, Sink, Snapshot, StoredOffset};
+use lienthong_connect::{Digest, DigestBuilder, Row, Scan, StoreError};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior, params_from_iter};
 
@@ -345,6 +345,25 @@ fn apply_batch(inner: &mut Inner, batch: Batch) -> Result<Applied, StoreError> {
     })
 }
 
+/// The offsets `conn`'s file holds for `connector`.
+fn offsets_in(conn: &Connection, connector: &str) -> Result<Vec<StoredOffset>, StoreError> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT topic, partition, next_offset FROM lienthong_offsets WHERE connector = ?1",
+        )
+        .map_err(err)?;
+    let rows = s
+        .query_map([connector], |r| {
+            Ok(StoredOffset {
+                topic: r.get(0)?,
+                partition: r.get(1)?,
+                next: r.get(2)?,
+            })
+        })
+        .map_err(err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(err)
+}
+
 fn read_rows(inner: &mut Inner) -> Result<Vec<Row>, StoreError> {
     let mut out = Vec::new();
     each_row(inner, |row| out.push(row))?;
@@ -437,23 +456,72 @@ impl Sink for SqliteSink {
 
     async fn offsets(&mut self, connector: &str) -> Result<Vec<StoredOffset>, StoreError> {
         let connector = connector.to_string();
+        self.blocking(move |inner| offsets_in(&inner.conn, &connector))
+            .await
+    }
+
+    async fn repair(&mut self, connector: &str, fix: &Fix) -> Result<(), StoreError> {
+        let connector = connector.to_string();
+        let fix = fix.clone();
         self.blocking(move |inner| {
-            let mut s = inner
+            // The write lock: the connector's next batch waits until this commits.
+            let tx = inner
                 .conn
-                .prepare_cached(
-                    "SELECT topic, partition, next_offset FROM lienthong_offsets WHERE connector = ?1",
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            fix.check(offsets_in(&tx, &connector)?)?;
+            for (table, key) in &fix.keys {
+                let column = Fix::key_column(table)?;
+                tx.execute(
+                    &format!("DELETE FROM {} WHERE {} = ?1", q(table), q(column)),
+                    [key],
                 )
                 .map_err(err)?;
-            let rows = s
-                .query_map([connector], |r| {
-                    Ok(StoredOffset {
-                        topic: r.get(0)?,
-                        partition: r.get(1)?,
-                        next: r.get(2)?,
-                    })
-                })
-                .map_err(err)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(err)
+            }
+            for row in &fix.rows {
+                let column = Fix::key_column(&row.table)?;
+                let mut names = vec![q(column)];
+                let mut values = vec![Value::Text(row.key.clone())];
+                for (name, cell) in &row.cells {
+                    names.push(q(name));
+                    values.push(to_value(cell));
+                }
+                let placeholders: Vec<String> =
+                    (1..=names.len()).map(|i| format!("?{i}")).collect();
+                let sql = format!(
+                    "INSERT INTO {} ({}) VALUES ({})",
+                    q(&row.table),
+                    names.join(", "),
+                    placeholders.join(", ")
+                );
+                tx.execute(&sql, params_from_iter(values)).map_err(err)?;
+            }
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    /// One read transaction: in WAL mode its first read fixes what it sees, whatever the
+    /// connector commits meanwhile.
+    async fn snapshot(
+        &mut self,
+        connector: &str,
+        buckets: usize,
+        keep: &[usize],
+    ) -> Result<Snapshot, StoreError> {
+        let connector = connector.to_string();
+        let keep = keep.to_vec();
+        self.blocking(move |inner| {
+            inner.conn.execute_batch("BEGIN DEFERRED").map_err(err)?;
+            let read = (|| {
+                let offsets = offsets_in(&inner.conn, &connector)?;
+                let mut scan = Scan::new(buckets, &keep);
+                each_row(inner, |row| scan.push(row))?;
+                Ok(Snapshot::new(offsets, scan))
+            })();
+            let end = if read.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            inner.conn.execute_batch(end).map_err(err)?;
+            read
         })
         .await
     }

@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use lienthong_connect::config::{RetryConfig, StoreConfig};
-use lienthong_connect::{Applied, Batch, Digest, MemoryStore, Row, Sink, StoreError, StoredOffset};
+use lienthong_connect::{
+    Applied, Batch, Digest, Fix, MemoryStore, Row, Sink, Snapshot, StoreError, StoredOffset,
+};
 use lienthong_sink_postgres::PostgresSink;
 use lienthong_sink_sqlite::SqliteSink;
 use tokio_util::sync::CancellationToken;
@@ -93,6 +95,19 @@ impl Sink for AnyStore {
 
     async fn digest(&mut self, buckets: usize) -> Result<Digest, StoreError> {
         each!(self, s => s.digest(buckets).await)
+    }
+
+    async fn snapshot(
+        &mut self,
+        connector: &str,
+        buckets: usize,
+        keep: &[usize],
+    ) -> Result<Snapshot, StoreError> {
+        each!(self, s => s.snapshot(connector, buckets, keep).await)
+    }
+
+    async fn repair(&mut self, connector: &str, fix: &Fix) -> Result<(), StoreError> {
+        each!(self, s => s.repair(connector, fix).await)
     }
 
     async fn forget_offsets(&mut self, connector: &str) -> Result<u64, StoreError> {

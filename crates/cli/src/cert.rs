@@ -187,7 +187,13 @@ pub async fn verify_topic(
     use rdkafka::Message;
     let certificates = open(config, &shutdown).await?;
     let decoder = crate::tail::Decoder::new(catalog, args.registry.as_deref())?;
-    let mut range = crate::tail::Range::open(config, &args.topic, &args.from, true).await?;
+    let mut range = crate::tail::Range::open(
+        config,
+        &args.topic,
+        args.from.as_deref().unwrap_or("beginning"),
+        true,
+    )
+    .await?;
     let verifier = lienthong_signing::RecordVerifier::new();
     let mut signers: std::collections::BTreeMap<String, u64> = Default::default();
     let mut refused = 0u64;

@@ -3,7 +3,8 @@
 //!
 //! The connector's TOML names its store (`[store] kind = "postgres"` or `"sqlite"`); this
 //! module hands the runtime (`lienthong_connect::start`) the one store opener
-//! (`AnyStore::open_retrying`, which waits with backoff while the store is unreachable). The
+//! (`AnyStore::open_retrying`, which waits with backoff while the store is unreachable; the
+//! runtime calls it twice when the connector checks its store on a schedule, `[verify]`). The
 //! runtime serves `/metrics`, `/healthz` and `/readyz` on `metrics_listen` if it is set.
 
 use lienthong_telemetry::say;
@@ -37,8 +38,19 @@ pub async fn start(
     telemetry: &Arc<Telemetry>,
     shutdown: &CancellationToken,
 ) -> Result<Running<ConnectError>, ConnectError> {
-    // Outside `up` (which hands its own key service), a connector that names the key service
-    // asks it over HTTP for the keys its agency's grants allow.
+    with_keys(&mut config)?;
+    let store = config.store.clone();
+    let retry = config.retry.clone();
+    lienthong_connect::start(config, telemetry, shutdown, move |stop| {
+        let (store, retry) = (store.clone(), retry.clone());
+        async move { Ok(AnyStore::open_retrying(&store, &retry, &stop).await?) }
+    })
+    .await
+}
+
+/// Outside `up` (which hands its own key service), a connector that names the key service
+/// asks it over HTTP for the keys its agency's grants allow.
+pub fn with_keys(config: &mut ConnectorConfig) -> Result<(), ConnectError> {
     if config.keys.0.is_none()
         && let Some(who) = &config.privacy
         && let Some(url) = &who.key_service_url
@@ -47,12 +59,7 @@ pub async fn start(
             .map_err(|e| ConnectError::Config(e.to_string()))?;
         config.keys = lienthong_privacy::KeySource(Some(Arc::new(keys)));
     }
-    let store = config.store.clone();
-    let retry = config.retry.clone();
-    lienthong_connect::start(config, telemetry, shutdown, move |stop| async move {
-        Ok(AnyStore::open_retrying(&store, &retry, &stop).await?)
-    })
-    .await
+    Ok(())
 }
 
 /// A configuration mistake is a usage error (exit 2); anything else, a failure (exit 1).

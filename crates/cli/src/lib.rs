@@ -27,6 +27,7 @@ pub mod security;
 pub mod source;
 pub mod tail;
 pub mod trace;
+pub mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -94,6 +95,16 @@ pub enum Command {
         #[arg(value_name = "CONNECTOR_TOML")]
         connector: std::path::PathBuf,
     },
+    /// Put right, in place and while the connector runs, only the rows of a connector's store
+    /// that differ from the log; then verify again (exit 1 if it still differs).
+    Repair {
+        /// The connector's TOML file (the same as for `connect`).
+        #[arg(value_name = "CONNECTOR_TOML")]
+        connector: std::path::PathBuf,
+        /// Digest buckets, as for `verify` (default: the connector's `[verify] buckets`, 64).
+        #[arg(long)]
+        buckets: Option<usize>,
+    },
     /// Play a day of the city on embedded defaults: an in-memory Kafka, the registry,
     /// `/metrics`, and cases filed, transferred, completed and rated at wards and departments.
     Demo(DemoArgs),
@@ -126,10 +137,12 @@ pub enum Command {
     /// The audit trail (docs/signatures.md): what admins did, hash-chained and signed.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Check every record of a topic, from --from to the end of the log as it is now, against
-    /// the certificate log ([signing]): who signed each, and every record that is unsigned,
-    /// altered, under an unknown or revoked certificate, or signed by another agency than its
-    /// producer unit; exit 1 on any.
+    /// Given a connector's TOML file: compare its live store with the log without stopping the
+    /// connector, print the rows that differ and how, exit 1 if any do (docs/connectors.md).
+    /// Given a topic: check every record, from --from to the end of the log as it is now,
+    /// against the certificate log ([signing]): who signed each, and every record that is
+    /// unsigned, altered, under an unknown or revoked certificate, or signed by another agency
+    /// than its producer unit; exit 1 on any (docs/signatures.md).
     Verify(VerifyArgs),
     /// Every event of a case (by case id or correlation id) across the case and feedback
     /// topics, and which agencies applied each and when, from their signed apply receipts:
@@ -140,12 +153,17 @@ pub enum Command {
 /// `lienthong verify` options.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The topic to check.
+    /// A connector's TOML file (an existing file), or a topic.
+    #[arg(value_name = "CONNECTOR_TOML|TOPIC")]
     pub topic: String,
-    /// Where to start in every partition: `beginning`, `offset:N`, or `time:T` (RFC 3339 or
-    /// milliseconds since the epoch).
-    #[arg(long, default_value = "beginning", value_name = "WHERE")]
-    pub from: String,
+    /// Topic only: where to start in every partition: `beginning` (the default), `offset:N`,
+    /// or `time:T` (RFC 3339 or milliseconds since the epoch).
+    #[arg(long, value_name = "WHERE")]
+    pub from: Option<String>,
+    /// Connector only: digest buckets (more buckets, fewer rows read again where a digest
+    /// differs; default: the connector's `[verify] buckets`, 64).
+    #[arg(long)]
+    pub buckets: Option<usize>,
     /// Fetch writer schemas by id from this registry (token from LIENTHONG_REGISTRY_TOKEN),
     /// to read each record's producer unit; without it, the catalog's local ids.
     #[arg(long, value_name = "URL")]
@@ -458,6 +476,23 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
         Command::Connect { connector } => return connect::run_file(connector, shutdown).await,
         Command::Replay { connector } => return replay::run_file(connector, shutdown).await,
         Command::Source { source } => return source::run_file(source, shutdown).await,
+        Command::Verify(args) if Path::new(&args.topic).is_file() => {
+            if args.from.is_some() || args.registry.is_some() {
+                return Err(CliError::Usage(
+                    "--from and --registry are for checking a topic's signatures, not a connector's store".into(),
+                ));
+            }
+            return verify::verify_file(Path::new(&args.topic), args.buckets, shutdown).await;
+        }
+        Command::Verify(args) if args.buckets.is_some() => {
+            return Err(CliError::Usage(format!(
+                "--buckets is for a connector's store, and {} is not a file",
+                args.topic
+            )));
+        }
+        Command::Repair { connector, buckets } => {
+            return verify::repair_file(connector, *buckets, shutdown).await;
+        }
         _ => {}
     }
     let catalog = Catalog::load(&config.schemas_dir).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -489,7 +524,10 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
             topics_create(&config, &catalog, replication).await
         }
         Command::Up => up(&config, catalog, shutdown).await,
-        Command::Connect { .. } | Command::Replay { .. } | Command::Source { .. } => Ok(()),
+        Command::Connect { .. }
+        | Command::Replay { .. }
+        | Command::Source { .. }
+        | Command::Repair { .. } => Ok(()),
         Command::Demo(args) => demo(args, &config.schemas_dir, catalog, shutdown).await,
         Command::Tail(args) => tail::tail(&config, &catalog, args, shutdown).await,
         Command::Acl(AclCommand::Sync { dry_run, prune }) => {

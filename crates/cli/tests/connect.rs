@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -10,27 +11,6 @@ use std::time::{Duration, Instant};
 use lienthong_connect::Digest;
 use lienthong_tests::{kafka, unique_suffix};
 use support::*;
-
-macro_rules! both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    super::$scenario(super::postgres_store().await).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    super::$scenario(super::sqlite_store().await).await
-                }
-            )*
-        }
-    };
-}
 
 both_stores!(
     a_stream_is_applied_exactly_and_a_replay_changes_nothing,

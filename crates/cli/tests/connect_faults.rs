@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+#[macro_use]
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -13,27 +14,6 @@ use std::time::{Duration, Instant};
 use lienthong_connect::Digest;
 use lienthong_tests::{Kafka, kafka, unique_suffix};
 use support::*;
-
-macro_rules! both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    super::$scenario(super::postgres_store().await).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    super::$scenario(super::sqlite_store().await).await
-                }
-            )*
-        }
-    };
-}
 
 both_stores!(
     sigkill_ten_times_during_fifty_thousand_events_loses_and_duplicates_nothing,

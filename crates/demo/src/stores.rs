@@ -120,6 +120,7 @@ fn connector_config(
         signatures: None,
         receipts: None,
         keys: Default::default(),
+        verify: Default::default(),
     }
 }
 

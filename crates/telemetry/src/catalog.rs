@@ -260,6 +260,28 @@ pub const CONNECTOR_RECEIPTS: MetricSpec = counter(
      the receipts topic, or `failed` (not signed, or not delivered within 30 s: a gap in the \
      connector's chain of receipts).",
 );
+/// Rows that differed from the log at the last scheduled check.
+pub const CONNECTOR_DIVERGENT_ROWS: MetricSpec = gauge(
+    "lienthong_connector_divergent_rows",
+    &["connector"],
+    "Rows of the store that differed from the log (missing, extra or changed) at the \
+     connector's last scheduled check (`[verify] interval_secs`), as of the store's offsets \
+     then; 0 when in sync. Absent until the first check finishes.",
+);
+/// When the last scheduled check finished.
+pub const CONNECTOR_VERIFIED_TIMESTAMP: MetricSpec = gauge(
+    "lienthong_connector_verified_timestamp_seconds",
+    &["connector"],
+    "Unix time at which the connector's last scheduled check of its store against the log \
+     finished (whatever it found).",
+);
+/// Scheduled checks, by outcome.
+pub const CONNECTOR_VERIFICATIONS: MetricSpec = counter(
+    "lienthong_connector_verifications_total",
+    &["connector", "result"],
+    "Scheduled checks of the store against the log, by result: `in_sync`, `diverged`, or \
+     `failed` (the store or Kafka did not answer; see the log).",
+);
 
 // --- Source connectors (`lienthong source`) ----------------------------------------------------
 //
@@ -566,6 +588,9 @@ pub const ALL: &[&MetricSpec] = &[
     &CONNECTOR_END_TO_END_LATENCY,
     &CONNECTOR_CONSUMER_LAG,
     &CONNECTOR_RECEIPTS,
+    &CONNECTOR_DIVERGENT_ROWS,
+    &CONNECTOR_VERIFIED_TIMESTAMP,
+    &CONNECTOR_VERIFICATIONS,
     &SOURCE_ROWS_PUBLISHED,
     &SOURCE_ROWS_DEAD_LETTERED,
     &SOURCE_ERRORS,

@@ -157,6 +157,12 @@ pub struct ConnectorMetrics {
     pub consumer_lag: IntGaugeVec,
     /// [`catalog::CONNECTOR_RECEIPTS`].
     pub receipts: IntCounterVec,
+    /// [`catalog::CONNECTOR_DIVERGENT_ROWS`].
+    pub divergent_rows: IntGaugeVec,
+    /// [`catalog::CONNECTOR_VERIFIED_TIMESTAMP`].
+    pub verified_timestamp: IntGaugeVec,
+    /// [`catalog::CONNECTOR_VERIFICATIONS`].
+    pub verifications: IntCounterVec,
 }
 
 /// Families of source connectors (`lienthong source`).
@@ -295,6 +301,9 @@ impl Telemetry {
             end_to_end_latency: histogram(r, &catalog::CONNECTOR_END_TO_END_LATENCY)?,
             consumer_lag: gauge(r, &catalog::CONNECTOR_CONSUMER_LAG)?,
             receipts: counter(r, &catalog::CONNECTOR_RECEIPTS)?,
+            divergent_rows: gauge(r, &catalog::CONNECTOR_DIVERGENT_ROWS)?,
+            verified_timestamp: gauge(r, &catalog::CONNECTOR_VERIFIED_TIMESTAMP)?,
+            verifications: counter(r, &catalog::CONNECTOR_VERIFICATIONS)?,
         };
         let source = SourceMetrics {
             published: counter(r, &catalog::SOURCE_ROWS_PUBLISHED)?,

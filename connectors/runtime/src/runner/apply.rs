@@ -395,6 +395,18 @@ impl<S: Sink> Runner<S> {
             }
             let _ = tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next));
         }
+        if self.folding.is_some() {
+            let reached: Vec<(Tp, i64)> = offsets
+                .iter()
+                .map(|o| ((self.topic_arc(&o.topic), o.partition), o.next))
+                .collect();
+            if let Some(folding) = &mut self.folding {
+                for (tp, next) in &reached {
+                    folding.reached(tp, *next);
+                }
+            }
+            return;
+        }
         // For lag visibility only; the store's offsets are the truth.
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(error = %e, "committing offsets to Kafka (lag visibility only)");

@@ -34,6 +34,10 @@ impl<S: Sink> Runner<S> {
         class: &'static str,
         message: &str,
     ) -> Result<(), ConnectError> {
+        if self.folding.is_some() {
+            // A fold skips the record as the connector did; the connector dead-lettered it.
+            return Ok(());
+        }
         let topic = &*item.tp.0;
         tracing::warn!(connector = %self.name(), topic, partition = item.tp.1, offset = item.offset, class, message, "dead-lettering a record");
         self.metrics

@@ -40,10 +40,11 @@
 mod apply;
 mod dead_letter;
 mod decode;
+mod fold;
 mod rebalance;
 mod receipts;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,6 +67,7 @@ use crate::sink::{Applied, OffsetUpdate, Sink};
 pub use dead_letter::{
     H_CLASS, H_CONNECTOR, H_MESSAGE, H_OFFSET, H_PARTITION, H_TOPIC, dlq_headers,
 };
+pub use fold::fold;
 use rebalance::{Ctx, RebalanceEvent};
 
 type Tp = (Arc<str>, i32);
@@ -164,6 +166,48 @@ struct Runner<S: Sink> {
     verifier: lienthong_signing::RecordVerifier,
     /// What the connector signs its apply receipts with (`[receipts]`).
     receipts: Option<receipts::Receipts>,
+    /// Set when the loop folds the log up to given offsets (`fold`) rather than runs a
+    /// connector: no group, no dead-letter records, no commits to Kafka, and it stops once
+    /// every partition reached its bound.
+    folding: Option<Folding>,
+}
+
+/// Where a fold stops, and which partitions got there.
+struct Folding {
+    /// Per partition, the offset the fold stops before.
+    until: HashMap<Tp, i64>,
+    /// Partitions that reached their bound (or have nothing left below it).
+    done: HashSet<Tp>,
+    /// Records taken, for a progress bar.
+    progress: crate::verify::Progress,
+}
+
+impl Folding {
+    /// Whether the fold may take the record at `offset` of `tp`; a record at or past the bound
+    /// means the partition is done.
+    fn admits(&mut self, tp: &Tp, offset: i64) -> bool {
+        match self.until.get(tp) {
+            Some(until) if offset < *until => {
+                self.progress.advance(1);
+                true
+            }
+            _ => {
+                self.done.insert(tp.clone());
+                false
+            }
+        }
+    }
+
+    /// Note that the fold's store now holds `next` for `tp`.
+    fn reached(&mut self, tp: &Tp, next: i64) {
+        if self.until.get(tp).is_some_and(|u| next >= *u) {
+            self.done.insert(tp.clone());
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.until.keys().all(|tp| self.done.contains(tp))
+    }
 }
 
 /// The certificate log a connector verifies against.
@@ -183,16 +227,15 @@ pub async fn run<S: Sink>(
     metrics.up.with_label_values(&[&name]).set(1);
     let result = async {
         check_kafka(&config).await?;
-        let kafka = KafkaClientContext::new(&telemetry, "connector");
         let certificates = open_certificates(&config, &shutdown).await?;
         let mut runner = Runner::new(
             config,
             catalog,
             sink,
-            metrics.clone(),
-            kafka,
+            &telemetry,
             certificates,
             shutdown,
+            None,
         )?;
         tracing::info!(connector = %runner.name(), store = runner.kind, group = runner.config.group(), "connector started");
         runner.run().await
@@ -209,7 +252,9 @@ pub async fn run<S: Sink>(
 /// Start a connector in the shape every component has (`lienthong_telemetry::component`):
 /// `/metrics`, `/healthz` and `/readyz` on `metrics_listen` if it is set; `open` opens the
 /// store (it may wait for one that is unreachable, and gives `None` if stopped first), then the
-/// loop ([`run`]) runs until `shutdown` or [`Running::stop`]. `/readyz` answers 503 until the
+/// loop ([`run`]) runs until `shutdown` or [`Running::stop`]. With `[verify] interval_secs`,
+/// `open` opens the store a second time for the scheduled check beside the loop
+/// (`crate::verify`). `/readyz` answers 503 until the
 /// store is open and while consumption is paused for a store or registry that does not answer.
 pub async fn start<S, Open, Opening>(
     config: ConnectorConfig,
@@ -219,7 +264,7 @@ pub async fn start<S, Open, Opening>(
 ) -> Result<Running<ConnectError>, ConnectError>
 where
     S: Sink + Sync,
-    Open: FnOnce(CancellationToken) -> Opening,
+    Open: Fn(CancellationToken) -> Opening,
     Opening: Future<Output = Result<Option<S>, ConnectError>> + Send + 'static,
 {
     let catalog = Arc::new(Catalog::load(&config.schemas.dir)?);
@@ -233,11 +278,31 @@ where
     let telemetry = Arc::clone(telemetry);
     Ok(component.start(move |stopping| {
         let opening = open(stopping.token());
+        // The scheduled check reads the store on a connection of its own.
+        let checking = (config.verify.interval_secs > 0).then(|| {
+            let token = stopping.token().child_token();
+            (token.clone(), open(token))
+        });
         async move {
             let Some(sink) = opening.await? else {
                 return Ok(());
             };
-            run(config, catalog, sink, telemetry, stopping.token()).await
+            let checks = checking.map(|(token, opening)| {
+                let task = tokio::spawn(crate::verify::scheduled(
+                    config.clone(),
+                    Arc::clone(&catalog),
+                    Arc::clone(&telemetry),
+                    opening,
+                    token.clone(),
+                ));
+                (token, task)
+            });
+            let result = run(config, catalog, sink, telemetry, stopping.token()).await;
+            if let Some((token, task)) = checks {
+                token.cancel();
+                let _ = task.await;
+            }
+            result
         }
     }))
 }
@@ -318,11 +383,13 @@ impl<S: Sink> Runner<S> {
         config: ConnectorConfig,
         catalog: Arc<Catalog>,
         sink: S,
-        metrics: ConnectorMetrics,
-        kafka: KafkaClientContext,
+        telemetry: &Telemetry,
         certificates: Option<Arc<Certificates>>,
         shutdown: CancellationToken,
+        folding: Option<Folding>,
     ) -> Result<Self, ConnectError> {
+        let metrics = telemetry.connector.clone();
+        let kafka = KafkaClientContext::new(telemetry, "connector");
         let mut readers = HashMap::new();
         let mut entities = HashMap::new();
         for t in &config.topics {
@@ -350,8 +417,10 @@ impl<S: Sink> Runner<S> {
             paused: paused.clone(),
             kafka: kafka.clone(),
         })?;
-        let topic_names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
-        consumer.subscribe(&topic_names)?;
+        if folding.is_none() {
+            let topic_names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
+            consumer.subscribe(&topic_names)?;
+        }
         let producer: FutureProducer<KafkaClientContext> = config
             .kafka
             .producer_with(&[("message.timeout.ms", "30000")])
@@ -391,6 +460,7 @@ impl<S: Sink> Runner<S> {
             certificates,
             verifier: lienthong_signing::RecordVerifier::new(),
             receipts,
+            folding,
         })
     }
 
@@ -426,6 +496,13 @@ impl<S: Sink> Runner<S> {
             self.handle_rebalances().await?;
             if self.shutdown.is_cancelled() {
                 break;
+            }
+            if self.folding.as_ref().is_some_and(Folding::finished)
+                && self.batch.is_empty()
+                && self.in_flight.is_none()
+                && self.held_back.is_empty()
+            {
+                return Ok(());
             }
             if let Some(m) = self.held_back.pop_front() {
                 self.take(m).await?;
@@ -528,6 +605,11 @@ impl<S: Sink> Runner<S> {
             return Ok(()); // not positioned at the store's offset yet
         };
         if position.is_some_and(|p| offset < p) || self.seen.get(&tp).is_some_and(|s| offset <= *s)
+        {
+            return Ok(());
+        }
+        if let Some(folding) = &mut self.folding
+            && !folding.admits(&tp, offset)
         {
             return Ok(());
         }

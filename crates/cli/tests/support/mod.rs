@@ -2,7 +2,7 @@
 //! streams, producing, waiting for a connector to catch up, and the expected state folded from
 //! the log by the in-memory store.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_macros, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -20,6 +20,29 @@ use lienthong_tests::{Kafka, postgres, unique_suffix};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
+
+/// A test module `postgres` and a test module `sqlite`, each running every listed scenario (an
+/// `async fn(Store)` of the test file) against a fresh store of that kind.
+macro_rules! both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    super::$scenario(super::postgres_store().await).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    super::$scenario(super::sqlite_store().await).await
+                }
+            )*
+        }
+    };
+}
 
 /// A store of either kind, created fresh for one test.
 pub enum Store {
