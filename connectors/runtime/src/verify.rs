@@ -282,8 +282,9 @@ pub async fn repair<S: Sink>(
 
 /// The scheduled check beside a running connector (`[verify] interval_secs`): every interval,
 /// verify the store (opened by `opening`, a connection of its own) and set the divergence
-/// gauges. A check that fails is counted and logged, and the next one runs at its time.
-pub(crate) async fn scheduled<S: Sink>(
+/// gauges in `telemetry`, until `stop`. A check that fails is counted and logged, and the next
+/// one runs at its time. [`crate::start`] runs it; the demo runs it beside its connectors.
+pub async fn scheduled<S: Sink>(
     config: ConnectorConfig,
     catalog: Arc<Catalog>,
     telemetry: Arc<lienthong_telemetry::Telemetry>,

@@ -529,6 +529,31 @@ fn demo_plays_a_day_and_proves_the_log() {
         stores.push(words[1].trim_end_matches(':').to_string());
     }
     assert_eq!(stores, ["STP", "26734", "26740", "27259"], "{summary}");
+    // drift <code>: edited <n> shown <g> repaired <r> MATCH: the one row edited by hand in
+    // 26734's store mid-run, shown by the scheduled check, and repaired; nothing elsewhere.
+    let drift: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.starts_with("drift "))
+        .collect();
+    assert_eq!(
+        drift,
+        [
+            "drift STP: edited 0 shown 0 repaired 0 MATCH",
+            "drift 26734: edited 1 shown 1 repaired 1 MATCH",
+            "drift 26740: edited 0 shown 0 repaired 0 MATCH",
+            "drift 27259: edited 0 shown 0 repaired 0 MATCH",
+        ],
+        "{summary}"
+    );
+    assert!(
+        out.contains("hand edit: an operator changes a row"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with('[') && l.ends_with("rows differing from the log: 1")),
+        "the progress lines never showed the edit: {out}"
+    );
     assert!(summary.contains("result: CONSISTENT"), "{summary}");
     // Progress lines were printed while it ran, with rows applied per store. The loop prints
     // at most one a second and skips seconds when a shared CI machine stalls it (a 2-core

@@ -147,6 +147,7 @@ impl Summary {
             && self.kpi_open == self.open_cases as i64
             && !self.stores.is_empty()
             && self.stores.iter().all(stores::StoreCheck::matches)
+            && self.stores.iter().all(stores::StoreCheck::drift_repaired)
     }
 
     /// The summary as printed at the end; `lienthong demo`'s test parses these lines.
@@ -186,6 +187,17 @@ impl Summary {
                     format!(" (did not catch up: {})", s.behind.join(", "))
                 },
                 s.path
+            ));
+        }
+        for s in &self.stores {
+            // drift <code>: edited <n> shown <g> repaired <r> MATCH
+            out.push_str(&format!(
+                "drift {}: edited {} shown {} repaired {} {}\n",
+                s.code,
+                s.edited,
+                s.gauge,
+                s.repaired,
+                verdict(s.drift_repaired())
             ));
         }
         out.push_str(&format!(
@@ -416,7 +428,7 @@ pub async fn run(
     let ends = stores::consumed(&after.ends);
     let checks = agency_stores
         .into_iter()
-        .map(|store| store.check(&ends, &catalog, Duration::from_secs(60), run_id));
+        .map(|store| store.check(&ends, &catalog, &telemetry, Duration::from_secs(60), run_id));
     for check in futures::future::join_all(checks).await {
         summary.stores.push(check?);
     }
@@ -567,6 +579,9 @@ async fn play(
         let mut ticker = tokio::time::interval(tick);
         let mut last_report = Instant::now();
         let mut last_count = summary.published.values().sum::<u64>();
+        // Halfway through the day, someone edits a ward's store by hand: the scheduled check
+        // shows it, and the end of the day repairs it.
+        let mut edit_due = agency_stores.get(1);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -574,6 +589,11 @@ async fn play(
             }
             if started.elapsed() >= config.duration {
                 break;
+            }
+            if started.elapsed() >= config.duration / 2
+                && let Some(store) = edit_due.take()
+            {
+                say!("hand edit: an operator changes a row of a ward's store, outside lienthong: {}", store.edit_by_hand().await?);
             }
             owed += per_tick;
             while owed >= 1.0 {
@@ -590,11 +610,12 @@ async fn play(
                     .map(|s| format!("{} {}", s.unit.code, s.applied(telemetry)))
                     .collect();
                 say!(
-                    "[{:>4.0} s] events {total:>8} {rate:>6.0}/s  open cases {:>5}  overdue {:>4}  rows applied: {}",
+                    "[{:>4.0} s] events {total:>8} {rate:>6.0}/s  open cases {:>5}  overdue {:>4}  rows applied: {}  rows differing from the log: {}",
                     started.elapsed().as_secs_f64(),
                     metric_sum(telemetry, "lienthong_kpi_unit_cases_open") as i64,
                     metric_sum(telemetry, "lienthong_kpi_unit_cases_open_overdue") as i64,
                     applied.join(", "),
+                    metric_sum(telemetry, "lienthong_connector_divergent_rows") as i64,
                 );
                 last_report = Instant::now();
                 last_count = total;

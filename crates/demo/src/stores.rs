@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lienthong_connect::config::{
@@ -44,7 +45,14 @@ pub struct AgencyStore {
     sink: AnyStore,
     task: JoinHandle<Result<(), ConnectError>>,
     stop: CancellationToken,
+    /// The scheduled check beside the connector (every [`CHECK_EVERY`]).
+    checks: JoinHandle<()>,
+    /// Rows changed by hand in this store during the run.
+    edited: AtomicUsize,
 }
+
+/// How often each demo store is checked against the log while the demo runs.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// What the end-of-day check found for one store.
 #[derive(Debug, Clone)]
@@ -64,12 +72,24 @@ pub struct StoreCheck {
     /// Partitions the store had not caught up on when the check's time ran out, as
     /// `topic/partition at <held> of <end>`; empty when it caught up.
     pub behind: Vec<String>,
+    /// Rows changed by hand in the store during the run.
+    pub edited: usize,
+    /// Rows the scheduled check showed as differing on `lienthong_connector_divergent_rows`
+    /// at the end of the day, before the repair.
+    pub gauge: i64,
+    /// Rows the end-of-day `repair` found differing (and put right, while the connector ran).
+    pub repaired: usize,
 }
 
 impl StoreCheck {
     /// The store holds exactly what the log says.
     pub fn matches(&self) -> bool {
         self.behind.is_empty() && self.rows == self.log_rows && self.digest == self.log_digest
+    }
+
+    /// Every row changed by hand was shown by the gauge, found and put right.
+    pub fn drift_repaired(&self) -> bool {
+        self.repaired == self.edited && self.gauge == self.edited as i64
     }
 }
 
@@ -120,7 +140,10 @@ fn connector_config(
         signatures: None,
         receipts: None,
         keys: Default::default(),
-        verify: Default::default(),
+        verify: lienthong_connect::config::VerifyConfig {
+            interval_secs: CHECK_EVERY.as_secs(),
+            buckets: lienthong_connect::digest::DEFAULT_BUCKETS,
+        },
     }
 }
 
@@ -150,7 +173,7 @@ pub async fn start(
             .await
             .map_err(|e| DemoError::Startup(format!("store {}: {e}", path.display())))
     };
-    let (connector_sink, sink) = (open().await?, open().await?);
+    let (connector_sink, sink, check_sink) = (open().await?, open().await?, open().await?);
     let stop = CancellationToken::new();
     let task = tokio::spawn(lienthong_connect::run(
         config.clone(),
@@ -159,12 +182,21 @@ pub async fn start(
         Arc::clone(telemetry),
         stop.clone(),
     ));
+    let checks = tokio::spawn(lienthong_connect::verify::scheduled(
+        config.clone(),
+        Arc::clone(catalog),
+        Arc::clone(telemetry),
+        async move { Ok(Some(check_sink)) },
+        stop.child_token(),
+    ));
     Ok(AgencyStore {
         unit,
         config,
         sink,
         task,
         stop,
+        checks,
+        edited: AtomicUsize::new(0),
     })
 }
 
@@ -221,12 +253,58 @@ impl AgencyStore {
             .sum()
     }
 
-    /// Wait (up to `timeout`) until the store holds `ends`, stop its connector, and compare
-    /// what it holds with the log folded in memory by the same config.
+    /// Change one row of the store by hand, outside the connector, as an operator's script
+    /// might: the unit's own name in the `units` table (reference data, which no event of the
+    /// day changes again). Returns what was changed.
+    pub async fn edit_by_hand(&self) -> Result<String, DemoError> {
+        let StoreConfig::Sqlite { path } = &self.config.store else {
+            return Err(DemoError::Startup(
+                "the demo's stores are SQLite files".into(),
+            ));
+        };
+        let (path, code) = (path.clone(), self.unit.code);
+        let changed = tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open(&path)?;
+            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.execute(
+                "UPDATE units SET name = name || ' (sửa tay)' WHERE id = ?1",
+                [code],
+            )
+        })
+        .await
+        .map_err(|e| DemoError::Startup(format!("editing store {}: {e}", self.unit.code)))?
+        .map_err(|e| DemoError::Startup(format!("editing store {}: {e}", self.unit.code)))?;
+        self.edited.fetch_add(changed, Ordering::Relaxed);
+        Ok(format!(
+            "units {code}: name edited in {} ({changed} row)",
+            self.path()
+        ))
+    }
+
+    fn path(&self) -> String {
+        match &self.config.store {
+            StoreConfig::Sqlite { path } => path.display().to_string(),
+            StoreConfig::Postgres { .. } => String::new(),
+        }
+    }
+
+    /// What the scheduled check last showed for this store.
+    fn gauge(&self, telemetry: &Telemetry) -> i64 {
+        telemetry
+            .connector
+            .divergent_rows
+            .with_label_values(&[&self.config.name])
+            .get()
+    }
+
+    /// Wait (up to `timeout`) until the store holds `ends`; note what the scheduled check
+    /// shows and `repair` the store while its connector still runs; then stop the connector,
+    /// and compare what the store holds with the log folded in memory by the same config.
     pub async fn check(
         mut self,
         ends: &Ends,
         catalog: &Arc<Catalog>,
+        telemetry: &Telemetry,
         timeout: Duration,
         run_id: i64,
     ) -> Result<StoreCheck, DemoError> {
@@ -246,7 +324,33 @@ impl AgencyStore {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        // The scheduled check shows the rows edited by hand (it runs every CHECK_EVERY; give
+        // it two turns); then the repair, with the connector still running.
+        let edited = self.edited.load(Ordering::Relaxed);
+        let shown_by = Instant::now() + 2 * CHECK_EVERY + Duration::from_secs(5);
+        while self.gauge(telemetry) != edited as i64 && Instant::now() < shown_by {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let gauge = self.gauge(telemetry);
+        let progress = lienthong_connect::verify::Progress::default();
+        let repaired = lienthong_connect::repair(
+            &self.config,
+            catalog,
+            &mut self.sink,
+            lienthong_connect::digest::DEFAULT_BUCKETS,
+            &progress,
+            &CancellationToken::new(),
+        )
+        .await
+        .map_err(|e| DemoError::Startup(format!("repairing store {}: {e}", self.unit.code)))?;
+        if !repaired.after.in_sync() {
+            return Err(DemoError::Startup(format!(
+                "store {} still differs from the log after the repair: {:?}",
+                self.unit.code, repaired.after.divergences
+            )));
+        }
         self.stop.cancel();
+        let _ = (&mut self.checks).await;
         match (&mut self.task).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -263,21 +367,22 @@ impl AgencyStore {
         let log_digest = Digest::of(folded, lienthong_connect::digest::DEFAULT_BUCKETS);
         Ok(StoreCheck {
             code: self.unit.code.to_string(),
-            path: match &self.config.store {
-                StoreConfig::Sqlite { path } => path.display().to_string(),
-                StoreConfig::Postgres { .. } => String::new(),
-            },
+            path: self.path(),
             rows: digest.rows,
             log_rows: log_digest.rows,
             digest: digest.overall,
             log_digest: log_digest.overall,
             behind,
+            edited,
+            gauge,
+            repaired: repaired.before.divergences.len(),
         })
     }
 
     /// Stop the connector without checking (the run failed).
     pub async fn abandon(self) {
         self.stop.cancel();
+        let _ = self.checks.await;
         let _ = self.task.await;
     }
 }
