@@ -1,7 +1,7 @@
 //! A store in memory, with exactly the semantics of the real ones: for unit tests, and to fold a
 //! topic's records into the state a store should hold (the digest "from the log").
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::digest::{Row, Scan};
@@ -18,8 +18,25 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Tables {
-    tables: BTreeMap<String, BTreeMap<String, BTreeMap<String, Cell>>>,
+    tables: BTreeMap<String, BTreeMap<String, Cells>>,
     offsets: BTreeMap<(String, String, i32), i64>,
+    /// Column names, each held once: a fold of a large log holds millions of cells.
+    names: HashSet<Arc<str>>,
+}
+
+/// A row's columns, by name.
+type Cells = BTreeMap<Arc<str>, Cell>;
+
+impl Tables {
+    /// The one copy of the column name `name`.
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return Arc::clone(n);
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.names.insert(Arc::clone(&n));
+        n
+    }
 }
 
 impl MemoryStore {
@@ -79,7 +96,7 @@ impl Tables {
                     cells: cells
                         .iter()
                         .filter(|(_, c)| **c != Cell::Null)
-                        .map(|(k, c)| (k.clone(), c.clone()))
+                        .map(|(k, c)| (k.to_string(), c.clone()))
                         .collect(),
                 });
             }
@@ -108,10 +125,15 @@ impl Tables {
         }
         for row in &fix.rows {
             Fix::key_column(&row.table)?;
+            let cells: Cells = row
+                .cells
+                .iter()
+                .map(|(n, c)| (self.name(n), c.clone()))
+                .collect();
             self.tables
                 .entry(row.table.clone())
                 .or_default()
-                .insert(row.key.clone(), row.cells.clone());
+                .insert(row.key.clone(), cells);
         }
         Ok(())
     }
@@ -153,6 +175,7 @@ impl Tables {
                 t.remove(key);
             }
         }
+        let version = self.name("version");
         for u in p.upserts {
             let row = self
                 .tables
@@ -167,25 +190,44 @@ impl Tables {
             if current.is_some_and(|v| v >= u.version) {
                 continue;
             }
-            row.insert("version".into(), Cell::Int(u.version));
+            row.insert(Arc::clone(&version), Cell::Int(u.version));
             for (c, v) in u.cells {
-                row.insert(c.name.to_string(), v);
+                row.insert(c.name, v);
             }
         }
         for HistoryInsert { entity, row: h, .. } in p.history {
             let Some(table) = entity.history_table() else {
                 continue;
             };
+            let names = [
+                "id",
+                "version",
+                "occurred_at",
+                "producer_unit",
+                "correlation_id",
+                "kind",
+                "body",
+            ]
+            .map(|n| self.name(n));
             let t = self.tables.entry(table.to_string()).or_default();
             t.entry(h.event_id.clone()).or_insert_with(|| {
+                let [
+                    id,
+                    version,
+                    occurred_at,
+                    producer_unit,
+                    correlation_id,
+                    kind,
+                    body,
+                ] = names;
                 BTreeMap::from([
-                    ("id".to_string(), Cell::Text(h.id)),
-                    ("version".to_string(), Cell::Int(h.version)),
-                    ("occurred_at".to_string(), Cell::Int(h.occurred_at)),
-                    ("producer_unit".to_string(), Cell::Text(h.producer_unit)),
-                    ("correlation_id".to_string(), Cell::Text(h.correlation_id)),
-                    ("kind".to_string(), Cell::Text(h.kind)),
-                    ("body".to_string(), Cell::Text(h.body)),
+                    (id, Cell::Text(h.id)),
+                    (version, Cell::Int(h.version)),
+                    (occurred_at, Cell::Int(h.occurred_at)),
+                    (producer_unit, Cell::Text(h.producer_unit)),
+                    (correlation_id, Cell::Text(h.correlation_id)),
+                    (kind, Cell::Text(h.kind)),
+                    (body, Cell::Text(h.body)),
                 ])
             });
         }
