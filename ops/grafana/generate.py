@@ -198,6 +198,14 @@ def service_chain():
     l.panel("timeseries", "Feedback per day", [
         (f"sum(increase(lienthong_kpi_unit_feedback_received_total{{{u}}}[1d]))", "received"),
         (f"sum(increase(lienthong_kpi_unit_feedback_resolved_total{{{u}}}[1d]))", "resolved")])
+    l.panel("timeseries", "Feedback open and past due", [
+        (f"sum(lienthong_kpi_unit_feedback_open{{{u}}})", "open"),
+        (f"sum(lienthong_kpi_unit_feedback_open_overdue{{{u}}})", "past due")],
+        description="Unresolved feedback by the unit handling it; past due: after the due date of its latest assignment.")
+    l.panel("timeseries", "Feedback handling time (working days), 30-day window", [
+        (f"histogram_quantile(0.5, sum by (le) (rate(lienthong_kpi_unit_feedback_handling_working_days_bucket{{{u}}}[30d])))", "median"),
+        (f"histogram_quantile(0.9, sum by (le) (rate(lienthong_kpi_unit_feedback_handling_working_days_bucket{{{u}}}[30d])))", "p90")],
+        description="From submission to resolution, in working days of the civil-service calendar.")
     l.panel("table", "Units by overdue share", [
         (f"sort_desc(lienthong_kpi_unit_open_overdue_ratio{{{u}}})", ""),
     ], w=12, h=10, description="Alert LienthongOverdueShareHigh above 20% with at least 10 open cases.")

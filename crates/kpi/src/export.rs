@@ -41,6 +41,8 @@ pub struct Exporter {
     /// at its last value (a case moved to another unit).
     units_seen: BTreeSet<String>,
     procedures_seen: BTreeSet<ProcedureKey>,
+    /// Units whose feedback gauges were exported.
+    feedback_units_seen: BTreeSet<String>,
     case_topic: String,
     feedback_topic: String,
 }
@@ -51,6 +53,7 @@ impl Exporter {
         Exporter {
             metrics,
             units_seen: BTreeSet::new(),
+            feedback_units_seen: BTreeSet::new(),
             procedures_seen: BTreeSet::new(),
             case_topic: case_topic.to_string(),
             feedback_topic: feedback_topic.to_string(),
@@ -67,6 +70,11 @@ impl Exporter {
             m.procedure_processing_time
                 .with_label_values(&[obs.procedure.0.as_str(), obs.procedure.1.as_label()])
                 .observe(obs.seconds);
+        }
+        for obs in engine.take_feedback_observations() {
+            m.unit_feedback_handling
+                .with_label_values(&[obs.unit.as_str()])
+                .observe(f64::from(obs.working_days));
         }
         let t = engine.tallies();
         let mut received_by_unit = std::collections::BTreeMap::<&str, u64>::new();
@@ -204,6 +212,26 @@ impl Exporter {
                 0.0
             };
             set_ratio(&m.unit_open_overdue_ratio, &[unit], share);
+        }
+        // Every unit that ever received or resolved feedback gets its feedback gauges.
+        let feedback_units = t
+            .unit_feedback_received
+            .keys()
+            .chain(t.unit_feedback_resolved.keys());
+        for unit in feedback_units {
+            if !self.feedback_units_seen.contains(unit) {
+                self.feedback_units_seen.insert(unit.clone());
+            }
+        }
+        self.feedback_units_seen
+            .extend(g.unit_feedback_open.keys().cloned());
+        for unit in &self.feedback_units_seen {
+            let open = g.unit_feedback_open.get(unit).copied().unwrap_or(0);
+            let overdue = g.unit_feedback_overdue.get(unit).copied().unwrap_or(0);
+            m.unit_feedback_open.with_label_values(&[unit]).set(open);
+            m.unit_feedback_open_overdue
+                .with_label_values(&[unit])
+                .set(overdue);
         }
         for ((code, level), open) in &g.procedure_open {
             let key = (code.clone(), *level);

@@ -453,6 +453,31 @@ pub const KPI_UNIT_FEEDBACK_SATISFACTION: MetricSpec = gauge(
     "Mean of the citizens' ratings (1 to 5) of resolved feedback, by resolving unit; absent \
      until a rating arrived.",
 );
+/// Buckets for feedback handling time, in working days.
+pub const WORKING_DAYS_BUCKETS: &[f64] =
+    &[0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 60.0];
+/// Feedback open, by unit.
+pub const KPI_UNIT_FEEDBACK_OPEN: MetricSpec = gauge(
+    "lienthong_kpi_unit_feedback_open",
+    &["unit"],
+    "Feedback items submitted and not resolved, by the unit handling them (the unit last \
+     assigned, else the receiving unit).",
+);
+/// Feedback open past its due date, by unit.
+pub const KPI_UNIT_FEEDBACK_OPEN_OVERDUE: MetricSpec = gauge(
+    "lienthong_kpi_unit_feedback_open_overdue",
+    &["unit"],
+    "Open feedback items past the due date of their latest assignment (FeedbackAssigned \
+     due_date; an item never assigned has none), by handling unit.",
+);
+/// Feedback handling time, by unit.
+pub const KPI_UNIT_FEEDBACK_HANDLING: MetricSpec = histogram(
+    "lienthong_kpi_unit_feedback_handling_working_days",
+    &["unit"],
+    "Working days from a feedback item's submission to its resolution (local days of the \
+     calendar: the submission day counts, the resolution day does not), by resolving unit.",
+    WORKING_DAYS_BUCKETS,
+);
 /// Cases received, by procedure.
 pub const KPI_PROCEDURE_RECEIVED: MetricSpec = counter(
     "lienthong_kpi_procedure_cases_received_total",
@@ -608,6 +633,9 @@ pub const ALL: &[&MetricSpec] = &[
     &KPI_UNIT_OPEN_OVERDUE_RATIO,
     &KPI_UNIT_SUPPLEMENTS,
     &KPI_UNIT_PROCESSING_TIME,
+    &KPI_UNIT_FEEDBACK_OPEN,
+    &KPI_UNIT_FEEDBACK_OPEN_OVERDUE,
+    &KPI_UNIT_FEEDBACK_HANDLING,
     &KPI_UNIT_FEEDBACK_RECEIVED,
     &KPI_UNIT_FEEDBACK_RESOLVED,
     &KPI_UNIT_FEEDBACK_SATISFACTION,

@@ -214,6 +214,12 @@ pub struct KpiMetrics {
     pub unit_feedback_resolved: IntCounterVec,
     /// [`catalog::KPI_UNIT_FEEDBACK_SATISFACTION`].
     pub unit_feedback_satisfaction: GaugeVec,
+    /// [`catalog::KPI_UNIT_FEEDBACK_OPEN`].
+    pub unit_feedback_open: IntGaugeVec,
+    /// [`catalog::KPI_UNIT_FEEDBACK_OPEN_OVERDUE`].
+    pub unit_feedback_open_overdue: IntGaugeVec,
+    /// [`catalog::KPI_UNIT_FEEDBACK_HANDLING`].
+    pub unit_feedback_handling: HistogramVec,
     /// [`catalog::KPI_PROCEDURE_RECEIVED`].
     pub procedure_received: IntCounterVec,
     /// [`catalog::KPI_PROCEDURE_ACCEPTED`].
@@ -331,6 +337,9 @@ impl Telemetry {
             unit_feedback_received: counter(r, &catalog::KPI_UNIT_FEEDBACK_RECEIVED)?,
             unit_feedback_resolved: counter(r, &catalog::KPI_UNIT_FEEDBACK_RESOLVED)?,
             unit_feedback_satisfaction: float_gauge(r, &catalog::KPI_UNIT_FEEDBACK_SATISFACTION)?,
+            unit_feedback_open: gauge(r, &catalog::KPI_UNIT_FEEDBACK_OPEN)?,
+            unit_feedback_open_overdue: gauge(r, &catalog::KPI_UNIT_FEEDBACK_OPEN_OVERDUE)?,
+            unit_feedback_handling: histogram(r, &catalog::KPI_UNIT_FEEDBACK_HANDLING)?,
             procedure_received: counter(r, &catalog::KPI_PROCEDURE_RECEIVED)?,
             procedure_accepted: counter(r, &catalog::KPI_PROCEDURE_ACCEPTED)?,
             procedure_completed: counter(r, &catalog::KPI_PROCEDURE_COMPLETED)?,

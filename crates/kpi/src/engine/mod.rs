@@ -190,9 +190,23 @@ pub struct Observation {
     pub seconds: f64,
 }
 
-/// The gauges, computed from the open cases for a given day.
+/// A feedback item's handling time, to observe in the histogram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackObservation {
+    /// The unit that resolved it.
+    pub unit: String,
+    /// Working days from its submission to its resolution (local days: the submission day
+    /// counts, the resolution day does not; resolved the same day is 0).
+    pub working_days: i32,
+}
+
+/// The gauges, computed from the open cases and feedback items for a given day.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gauges {
+    /// Open feedback items by handling unit (units with open items only).
+    pub unit_feedback_open: BTreeMap<String, i64>,
+    /// Of those, past the due date of their latest assignment.
+    pub unit_feedback_overdue: BTreeMap<String, i64>,
     /// Open cases by responsible unit (units with open cases only; the exporter adds zeros).
     pub unit_open: BTreeMap<String, i64>,
     /// Open overdue cases by responsible unit.
@@ -255,6 +269,10 @@ struct FeedbackItem {
     unit: String,
     resolved: bool,
     version: i64,
+    /// Local day of the submission.
+    submitted: Day,
+    /// Due date of the latest assignment (none before the first).
+    due: Option<Day>,
 }
 
 #[derive(Debug)]
@@ -281,8 +299,11 @@ pub struct Engine {
     /// Indexes of the open cases, so the gauges visit only those.
     open: std::collections::HashSet<usize>,
     feedback: HashMap<String, FeedbackEntry>,
+    /// Ids of the feedback items not resolved yet, so the gauges visit only those.
+    open_feedback: std::collections::HashSet<String>,
     tallies: Tallies,
     observations: Vec<Observation>,
+    feedback_observations: Vec<FeedbackObservation>,
 }
 
 impl Engine {
@@ -295,8 +316,10 @@ impl Engine {
             entries: Vec::new(),
             open: std::collections::HashSet::new(),
             feedback: HashMap::new(),
+            open_feedback: std::collections::HashSet::new(),
             tallies: Tallies::default(),
             observations: Vec::new(),
+            feedback_observations: Vec::new(),
         }
     }
 
@@ -313,6 +336,11 @@ impl Engine {
     /// Processing times recorded since the last call.
     pub fn take_observations(&mut self) -> Vec<Observation> {
         std::mem::take(&mut self.observations)
+    }
+
+    /// Feedback handling times observed since the last call.
+    pub fn take_feedback_observations(&mut self) -> Vec<FeedbackObservation> {
+        std::mem::take(&mut self.feedback_observations)
     }
 
     /// How many cases are held (any state).
@@ -416,9 +444,12 @@ impl Engine {
         }
         entry.seen.push(key);
         let version = event.envelope.aggregate_version;
+        let day = self.calendar.local_day(event.envelope.occurred_at);
         let tallies = &mut self.tallies;
         let reference = &self.reference;
         let mut extra = None;
+        let mut opened = false;
+        let mut resolved = None;
         let result = match (&mut entry.state, &event.event) {
             (FeedbackState::Refused, _) => return Outcome::Ignored,
             (FeedbackState::Orphan, FeedbackEventKind::FeedbackSubmitted(s)) => {
@@ -431,7 +462,10 @@ impl Engine {
                         unit: s.receiving_unit.to_string(),
                         resolved: false,
                         version,
+                        submitted: day,
+                        due: None,
                     });
+                    opened = true;
                     Ok(())
                 } else {
                     entry.state = FeedbackState::Refused;
@@ -447,6 +481,7 @@ impl Engine {
             (FeedbackState::Known(item), FeedbackEventKind::FeedbackAssigned(a)) => {
                 if reference.knows_unit(a.to_unit) {
                     item.unit = a.to_unit.to_string();
+                    item.due = Some(a.due_date);
                     item.version = version;
                     Ok(())
                 } else {
@@ -457,6 +492,10 @@ impl Engine {
                 item.resolved = true;
                 item.version = version;
                 bump(&mut tallies.unit_feedback_resolved, item.unit.clone());
+                resolved = Some(FeedbackObservation {
+                    unit: item.unit.clone(),
+                    working_days: self.calendar.working_days_between(item.submitted, day),
+                });
                 match r.satisfaction {
                     Some(score @ 1..=5) => {
                         let entry = tallies
@@ -472,6 +511,14 @@ impl Engine {
                 Ok(())
             }
         };
+        let id = event.envelope.aggregate_id;
+        if opened {
+            self.open_feedback.insert(id.to_string());
+        }
+        if let Some(observation) = resolved {
+            self.open_feedback.remove(id);
+            self.feedback_observations.push(observation);
+        }
         if let Some(kind) = extra {
             self.anomaly(kind);
         }
@@ -484,9 +531,10 @@ impl Engine {
         }
     }
 
-    /// Open and overdue cases as of local day `today`. A case is overdue when it is open, no
-    /// supplement is pending, and `today` is after its due date extended by the working days
-    /// its supplements were pending.
+    /// Open and overdue cases and feedback items as of local day `today`. A case is overdue
+    /// when it is open, no supplement is pending, and `today` is after its due date extended by
+    /// the working days its supplements were pending; a feedback item, when it is not resolved
+    /// and `today` is after the due date of its latest assignment.
     pub fn gauges(&self, today: Day) -> Gauges {
         // Count under borrowed keys (no allocation per case), then copy the few keys out.
         let mut units: HashMap<&str, (i64, i64)> = HashMap::new();
@@ -507,6 +555,16 @@ impl Engine {
             p.1 += overdue;
         }
         let mut g = Gauges::default();
+        for id in &self.open_feedback {
+            let Some(FeedbackState::Known(item)) = self.feedback.get(id).map(|e| &e.state) else {
+                continue;
+            };
+            *g.unit_feedback_open.entry(item.unit.clone()).or_insert(0) += 1;
+            let overdue = item.due.is_some_and(|due| today > due);
+            *g.unit_feedback_overdue
+                .entry(item.unit.clone())
+                .or_insert(0) += i64::from(overdue);
+        }
         for (unit, (open, overdue)) in units {
             g.unit_open.insert(unit.to_string(), open);
             g.unit_overdue.insert(unit.to_string(), overdue);

@@ -111,10 +111,21 @@ fn apply(engine: &mut Engine, event: &CaseEvent) -> Outcome {
 }
 
 fn feedback(id: &str, version: i64, seq: u64, event: FeedbackEventKind) -> FeedbackEvent {
+    feedback_on("2026-11-02", id, version, seq, event)
+}
+
+/// A feedback event at 09:00 local time on `date`.
+fn feedback_on(
+    date: &str,
+    id: &str,
+    version: i64,
+    seq: u64,
+    event: FeedbackEventKind,
+) -> FeedbackEvent {
     FeedbackEvent {
         envelope: Envelope {
             event_id: format!("{id}-{seq}"),
-            occurred_at: at("2026-11-02"),
+            occurred_at: at(date),
             producer_unit: "W1".into(),
             aggregate_id: id.into(),
             aggregate_version: version,
@@ -529,29 +540,143 @@ fn undecodable_records_are_anomalies() {
     assert_eq!(e.tallies().events[&(Stream::Feedback, Outcome::Anomaly)], 1);
 }
 
+fn feedback_submitted(unit: &str) -> FeedbackEventKind {
+    FeedbackEventKind::FeedbackSubmitted(FeedbackSubmitted {
+        receiving_unit: unit.into(),
+        channel: Channel::Online,
+        category: "land".into(),
+        content: "x".into(),
+        related_case_id: None,
+        citizen_id: None,
+    })
+}
+
+fn feedback_assigned(unit: &str, due: &str) -> FeedbackEventKind {
+    FeedbackEventKind::FeedbackAssigned(FeedbackAssigned {
+        to_unit: unit.into(),
+        due_date: day(due),
+    })
+}
+
+fn feedback_resolved() -> FeedbackEventKind {
+    FeedbackEventKind::FeedbackResolved(FeedbackResolved {
+        resolution: "done".into(),
+        satisfaction: None,
+    })
+}
+
+/// Handling time in working days (the submission day counts, the resolution day does not;
+/// holidays and weekends do not), and open and overdue feedback by the unit handling it, by the
+/// due date of its latest assignment.
+#[test]
+fn feedback_handling_time_in_working_days_and_open_and_overdue_by_unit() {
+    let mut e = engine();
+    let history = [
+        // Mon 2 Nov, assigned to STP on the 3rd (due Fri 6), resolved Wed 11 Nov: 2, 3, 4, 5, 6,
+        // 9, 10 Nov = 7 working days.
+        feedback_on("2026-11-02", "F1", 1, 1, feedback_submitted("W1")),
+        feedback_on(
+            "2026-11-03",
+            "F1",
+            2,
+            2,
+            feedback_assigned("STP", "2026-11-06"),
+        ),
+        feedback_on("2026-11-11", "F1", 3, 3, feedback_resolved()),
+        // Wed 29 Apr, resolved Tue 5 May: 29 Apr and 4 May (30 Apr, 1 May holidays, 2-3 May
+        // a weekend) = 2.
+        feedback_on("2026-04-29", "F2", 1, 1, feedback_submitted("W2")),
+        feedback_on("2026-05-05", "F2", 2, 2, feedback_resolved()),
+        // Resolved the day it came: 0.
+        feedback_on("2026-11-04", "F3", 1, 1, feedback_submitted("W1")),
+        feedback_on("2026-11-04", "F3", 2, 2, feedback_resolved()),
+        // Open: assigned to STP, due Fri 6 Nov, reassigned to W2 due Tue 10 Nov.
+        feedback_on("2026-11-02", "F4", 1, 1, feedback_submitted("W1")),
+        feedback_on(
+            "2026-11-02",
+            "F4",
+            2,
+            2,
+            feedback_assigned("STP", "2026-11-06"),
+        ),
+        feedback_on(
+            "2026-11-05",
+            "F4",
+            3,
+            3,
+            feedback_assigned("W2", "2026-11-10"),
+        ),
+        // Open, never assigned: never overdue.
+        feedback_on("2026-11-02", "F5", 1, 1, feedback_submitted("W2")),
+        // Open at STP, due Fri 6 Nov.
+        feedback_on("2026-11-02", "F6", 1, 1, feedback_submitted("W1")),
+        feedback_on(
+            "2026-11-02",
+            "F6",
+            2,
+            2,
+            feedback_assigned("STP", "2026-11-06"),
+        ),
+    ];
+    for ev in &history {
+        assert_eq!(apply_feedback(&mut e, ev), Outcome::Applied, "{ev:?}");
+        assert_eq!(apply_feedback(&mut e, ev), Outcome::Duplicate);
+    }
+    let mut handled: Vec<(String, i32)> = e
+        .take_feedback_observations()
+        .into_iter()
+        .map(|o| (o.unit, o.working_days))
+        .collect();
+    handled.sort();
+    assert_eq!(
+        handled,
+        [("STP".into(), 7), ("W1".into(), 0), ("W2".into(), 2)]
+    );
+    assert!(e.take_feedback_observations().is_empty());
+    let by_unit = |g: &Gauges| {
+        (
+            g.unit_feedback_open.clone(),
+            g.unit_feedback_overdue.clone(),
+        )
+    };
+    let map = |pairs: &[(&str, i64)]| -> BTreeMap<String, i64> {
+        pairs.iter().map(|(u, n)| (u.to_string(), *n)).collect()
+    };
+    // On its due date an item is not overdue yet; the day after it is.
+    assert_eq!(
+        by_unit(&e.gauges(day("2026-11-06"))),
+        (map(&[("STP", 1), ("W2", 2)]), map(&[("STP", 0), ("W2", 0)]))
+    );
+    assert_eq!(
+        by_unit(&e.gauges(day("2026-11-09"))),
+        (map(&[("STP", 1), ("W2", 2)]), map(&[("STP", 1), ("W2", 0)]))
+    );
+    assert_eq!(
+        by_unit(&e.gauges(day("2026-11-11"))),
+        (map(&[("STP", 1), ("W2", 2)]), map(&[("STP", 1), ("W2", 1)]))
+    );
+    // Resolving one takes it out of both.
+    apply_feedback(
+        &mut e,
+        &feedback_on("2026-11-12", "F6", 3, 3, feedback_resolved()),
+    );
+    assert_eq!(
+        by_unit(&e.gauges(day("2026-11-12"))),
+        (map(&[("W2", 2)]), map(&[("W2", 1)]))
+    );
+}
+
 #[test]
 fn feedback_received_resolved_and_rated() {
     let mut e = engine();
-    let submitted = |unit: &str| {
-        FeedbackEventKind::FeedbackSubmitted(FeedbackSubmitted {
-            receiving_unit: unit.into(),
-            channel: Channel::Online,
-            category: "land".into(),
-            content: "x".into(),
-            related_case_id: None,
-            citizen_id: None,
-        })
-    };
+    let submitted = feedback_submitted;
     let resolved = |s: Option<i32>| {
         FeedbackEventKind::FeedbackResolved(FeedbackResolved {
             resolution: "done".into(),
             satisfaction: s,
         })
     };
-    let assigned = FeedbackEventKind::FeedbackAssigned(FeedbackAssigned {
-        to_unit: "STP".into(),
-        due_date: day("2026-11-10"),
-    });
+    let assigned = feedback_assigned("STP", "2026-11-10");
     let f1 = [
         feedback("F1", 1, 1, submitted("W1")),
         feedback("F1", 2, 2, assigned.clone()),

@@ -441,6 +441,25 @@ pub fn scenario_expectations() -> Vec<Expectation> {
             unit("26734"),
             2.0,
         ),
+        // FB3 is the one item open (never assigned: not past due); the others were resolved.
+        ("lienthong_kpi_unit_feedback_open", unit("27004"), 1.0),
+        (
+            "lienthong_kpi_unit_feedback_open_overdue",
+            unit("27004"),
+            0.0,
+        ),
+        ("lienthong_kpi_unit_feedback_open", unit("26734"), 0.0),
+        ("lienthong_kpi_unit_feedback_open", unit("STP"), 0.0),
+        (
+            "lienthong_kpi_unit_feedback_handling_working_days_count",
+            unit("STP"),
+            2.0,
+        ),
+        (
+            "lienthong_kpi_unit_feedback_handling_working_days_count",
+            unit("26734"),
+            1.0,
+        ),
         (
             "lienthong_kpi_procedure_cases_received_total",
             plc(PROC_TOP_ONLINE, "full_online", "online"),
