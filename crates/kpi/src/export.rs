@@ -67,9 +67,17 @@ impl Exporter {
             m.unit_processing_time
                 .with_label_values(&[obs.unit.as_str()])
                 .observe(obs.seconds);
+            m.unit_processing_working_days
+                .with_label_values(&[obs.unit.as_str()])
+                .observe(f64::from(obs.working_days));
             m.procedure_processing_time
                 .with_label_values(&[obs.procedure.0.as_str(), obs.procedure.1.as_label()])
                 .observe(obs.seconds);
+        }
+        for held in engine.take_holdings() {
+            m.unit_holding
+                .with_label_values(&[held.unit.as_str()])
+                .observe(f64::from(held.working_days));
         }
         for obs in engine.take_feedback_observations() {
             m.unit_feedback_handling
@@ -102,6 +110,12 @@ impl Exporter {
         }
         for (unit, n) in &t.unit_supplements {
             set_counter(&m.unit_supplements, &[unit], *n);
+        }
+        for (unit, n) in &t.unit_outside_home {
+            set_counter(&m.unit_outside_home, &[unit], *n);
+        }
+        for (unit, n) in &t.unit_transfers {
+            set_counter(&m.unit_transfers, &[unit], *n);
         }
         for (unit, n) in &t.unit_feedback_received {
             set_counter(&m.unit_feedback_received, &[unit], *n);

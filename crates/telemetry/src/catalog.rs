@@ -388,9 +388,39 @@ pub const KPI_UNIT_ACCEPTED: MetricSpec = counter(
 pub const KPI_UNIT_COMPLETED: MetricSpec = counter(
     "lienthong_kpi_unit_cases_completed_total",
     &["unit", "timeliness"],
-    "Cases decided (CaseCompleted), by the unit responsible at completion and timeliness \
-     (`on_time`: completed on or before the due date extended by supplement pauses, in \
-     working days; `late`).",
+    "Cases decided (CaseCompleted), by the unit responsible at completion and timeliness, \
+     against the due date extended by supplement pauses in working days: `early` (before it), \
+     `on_time` (on it), `late` (after it).",
+);
+/// Cases filed outside the applicant's home unit, by receiving unit.
+pub const KPI_UNIT_OUTSIDE_HOME: MetricSpec = counter(
+    "lienthong_kpi_unit_cases_received_outside_home_total",
+    &["unit"],
+    "Cases submitted at a unit other than the applicant's home unit (CaseSubmitted with \
+     receiving_unit != home_unit: filed \"phi địa giới\"), by receiving unit.",
+);
+/// Transfers out, by unit.
+pub const KPI_UNIT_TRANSFERS: MetricSpec = counter(
+    "lienthong_kpi_unit_case_transfers_total",
+    &["unit"],
+    "Cases transferred to another competent unit (CaseAssigned of kind TRANSFERRED), by the \
+     unit transferring out.",
+);
+/// How long a unit held a case, in working days.
+pub const KPI_UNIT_HOLDING: MetricSpec = histogram(
+    "lienthong_kpi_unit_holding_working_days",
+    &["unit"],
+    "Working days a unit was responsible for a case, observed when the responsibility moves \
+     to another unit (acceptance elsewhere, assignment, transfer) and when the case closes.",
+    WORKING_DAYS_BUCKETS,
+);
+/// Processing time in working days, by unit.
+pub const KPI_UNIT_PROCESSING_WORKING_DAYS: MetricSpec = histogram(
+    "lienthong_kpi_unit_processing_working_days",
+    &["unit"],
+    "Working days from submission to completion of completed cases, the supplement pauses left \
+     out, by the unit responsible at completion.",
+    WORKING_DAYS_BUCKETS,
 );
 /// Cases closed without a result, by unit and outcome.
 pub const KPI_UNIT_ENDED: MetricSpec = counter(
@@ -495,7 +525,7 @@ pub const KPI_PROCEDURE_ACCEPTED: MetricSpec = counter(
 pub const KPI_PROCEDURE_COMPLETED: MetricSpec = counter(
     "lienthong_kpi_procedure_cases_completed_total",
     &["procedure", "level", "timeliness"],
-    "Cases decided, by procedure, level and timeliness (`on_time`, `late`).",
+    "Cases decided, by procedure, level and timeliness (`early`, `on_time`, `late`).",
 );
 /// Open cases, by procedure.
 pub const KPI_PROCEDURE_OPEN: MetricSpec = gauge(
@@ -633,6 +663,10 @@ pub const ALL: &[&MetricSpec] = &[
     &KPI_UNIT_OPEN_OVERDUE_RATIO,
     &KPI_UNIT_SUPPLEMENTS,
     &KPI_UNIT_PROCESSING_TIME,
+    &KPI_UNIT_OUTSIDE_HOME,
+    &KPI_UNIT_TRANSFERS,
+    &KPI_UNIT_HOLDING,
+    &KPI_UNIT_PROCESSING_WORKING_DAYS,
     &KPI_UNIT_FEEDBACK_OPEN,
     &KPI_UNIT_FEEDBACK_OPEN_OVERDUE,
     &KPI_UNIT_FEEDBACK_HANDLING,

@@ -214,6 +214,14 @@ pub struct KpiMetrics {
     pub unit_feedback_resolved: IntCounterVec,
     /// [`catalog::KPI_UNIT_FEEDBACK_SATISFACTION`].
     pub unit_feedback_satisfaction: GaugeVec,
+    /// [`catalog::KPI_UNIT_OUTSIDE_HOME`].
+    pub unit_outside_home: IntCounterVec,
+    /// [`catalog::KPI_UNIT_TRANSFERS`].
+    pub unit_transfers: IntCounterVec,
+    /// [`catalog::KPI_UNIT_HOLDING`].
+    pub unit_holding: HistogramVec,
+    /// [`catalog::KPI_UNIT_PROCESSING_WORKING_DAYS`].
+    pub unit_processing_working_days: HistogramVec,
     /// [`catalog::KPI_UNIT_FEEDBACK_OPEN`].
     pub unit_feedback_open: IntGaugeVec,
     /// [`catalog::KPI_UNIT_FEEDBACK_OPEN_OVERDUE`].
@@ -337,6 +345,10 @@ impl Telemetry {
             unit_feedback_received: counter(r, &catalog::KPI_UNIT_FEEDBACK_RECEIVED)?,
             unit_feedback_resolved: counter(r, &catalog::KPI_UNIT_FEEDBACK_RESOLVED)?,
             unit_feedback_satisfaction: float_gauge(r, &catalog::KPI_UNIT_FEEDBACK_SATISFACTION)?,
+            unit_outside_home: counter(r, &catalog::KPI_UNIT_OUTSIDE_HOME)?,
+            unit_transfers: counter(r, &catalog::KPI_UNIT_TRANSFERS)?,
+            unit_holding: histogram(r, &catalog::KPI_UNIT_HOLDING)?,
+            unit_processing_working_days: histogram(r, &catalog::KPI_UNIT_PROCESSING_WORKING_DAYS)?,
             unit_feedback_open: gauge(r, &catalog::KPI_UNIT_FEEDBACK_OPEN)?,
             unit_feedback_open_overdue: gauge(r, &catalog::KPI_UNIT_FEEDBACK_OPEN_OVERDUE)?,
             unit_feedback_handling: histogram(r, &catalog::KPI_UNIT_FEEDBACK_HANDLING)?,

@@ -108,19 +108,32 @@ impl Anomaly {
     }
 }
 
-/// Completed on or before the (extended) due date, or after it.
+/// Completed before the (extended) due date, on it, or after it: the three classes of the
+/// national service index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timeliness {
-    /// On or before the due date.
+    /// Before the due date.
+    Early,
+    /// On the due date.
     OnTime,
     /// After it.
     Late,
 }
 
 impl Timeliness {
+    /// The class of a completion on local day `day` of a case due on `due`.
+    pub fn of(day: Day, due: Day) -> Timeliness {
+        match day.cmp(&due) {
+            std::cmp::Ordering::Less => Timeliness::Early,
+            std::cmp::Ordering::Equal => Timeliness::OnTime,
+            std::cmp::Ordering::Greater => Timeliness::Late,
+        }
+    }
+
     /// The label value.
     pub fn as_label(self) -> &'static str {
         match self {
+            Timeliness::Early => "early",
             Timeliness::OnTime => "on_time",
             Timeliness::Late => "late",
         }
@@ -153,6 +166,12 @@ pub struct Tallies {
     pub unit_ended: BTreeMap<(String, &'static str), u64>,
     /// Supplement requests, by responsible unit.
     pub unit_supplements: BTreeMap<String, u64>,
+    /// Received from an applicant whose home unit is another (filed "outside the home ward"),
+    /// by receiving unit.
+    pub unit_outside_home: BTreeMap<String, u64>,
+    /// Transfers to another competent unit (`CaseAssigned` of kind `TRANSFERRED`), by the
+    /// unit transferring the case out.
+    pub unit_transfers: BTreeMap<String, u64>,
     /// Feedback received, by receiving unit.
     pub unit_feedback_received: BTreeMap<String, u64>,
     /// Feedback resolved, by resolving unit.
@@ -188,15 +207,18 @@ pub struct Observation {
     pub procedure: ProcedureKey,
     /// Seconds from submission to completion.
     pub seconds: f64,
+    /// Working days from submission to completion, the supplement pauses left out.
+    pub working_days: i32,
 }
 
-/// A feedback item's handling time, to observe in the histogram.
+/// A span in working days, by unit, to observe in a histogram: how long a unit held a case,
+/// or took to resolve a feedback item. Local days of the calendar: the first day counts, the
+/// last does not (the same day is 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedbackObservation {
-    /// The unit that resolved it.
+pub struct WorkingDays {
+    /// The unit.
     pub unit: String,
-    /// Working days from its submission to its resolution (local days: the submission day
-    /// counts, the resolution day does not; resolved the same day is 0).
+    /// Working days.
     pub working_days: i32,
 }
 
@@ -237,6 +259,10 @@ struct OpenCase {
     unit: String,
     procedure: ProcedureKey,
     submitted_at: i64,
+    /// Local day of the submission.
+    submitted: Day,
+    /// Local day the responsible unit became responsible.
+    held_since: Day,
     due: Day,
     /// Working days the clock was paused by supplements already received.
     paused: i32,
@@ -303,7 +329,8 @@ pub struct Engine {
     open_feedback: std::collections::HashSet<String>,
     tallies: Tallies,
     observations: Vec<Observation>,
-    feedback_observations: Vec<FeedbackObservation>,
+    feedback_observations: Vec<WorkingDays>,
+    holdings: Vec<WorkingDays>,
 }
 
 impl Engine {
@@ -320,6 +347,7 @@ impl Engine {
             tallies: Tallies::default(),
             observations: Vec::new(),
             feedback_observations: Vec::new(),
+            holdings: Vec::new(),
         }
     }
 
@@ -338,8 +366,14 @@ impl Engine {
         std::mem::take(&mut self.observations)
     }
 
+    /// How long each unit held a case, observed since the last call: at each change of the
+    /// responsible unit, and when the case closes (for the last unit).
+    pub fn take_holdings(&mut self) -> Vec<WorkingDays> {
+        std::mem::take(&mut self.holdings)
+    }
+
     /// Feedback handling times observed since the last call.
-    pub fn take_feedback_observations(&mut self) -> Vec<FeedbackObservation> {
+    pub fn take_feedback_observations(&mut self) -> Vec<WorkingDays> {
         std::mem::take(&mut self.feedback_observations)
     }
 
@@ -393,22 +427,32 @@ impl Engine {
         let reference = &self.reference;
         let tallies = &mut self.tallies;
         let observations = &mut self.observations;
+        let holdings = &mut self.holdings;
         let result = match &mut entry.state {
             CaseState::Refused => return Outcome::Ignored,
             CaseState::Orphan => match &event.event {
-                CaseEventKind::CaseSubmitted(s) => match submit(reference, tallies, event, s) {
-                    Ok(case) => {
-                        entry.state = CaseState::Known(Box::new(case));
-                        Ok(())
+                CaseEventKind::CaseSubmitted(s) => {
+                    match submit(reference, calendar, tallies, event, s) {
+                        Ok(case) => {
+                            entry.state = CaseState::Known(Box::new(case));
+                            Ok(())
+                        }
+                        Err(kind) => {
+                            entry.state = CaseState::Refused;
+                            Err(kind)
+                        }
                     }
-                    Err(kind) => {
-                        entry.state = CaseState::Refused;
-                        Err(kind)
-                    }
-                },
+                }
                 _ => Err(Anomaly::BeforeSubmission),
             },
-            CaseState::Known(case) => step(reference, calendar, tallies, observations, case, event),
+            CaseState::Known(case) => step(
+                reference,
+                calendar,
+                tallies,
+                (observations, holdings),
+                case,
+                event,
+            ),
         };
         if matches!(&entry.state, CaseState::Known(case) if !case.closed) {
             self.open.insert(index);
@@ -492,7 +536,7 @@ impl Engine {
                 item.resolved = true;
                 item.version = version;
                 bump(&mut tallies.unit_feedback_resolved, item.unit.clone());
-                resolved = Some(FeedbackObservation {
+                resolved = Some(WorkingDays {
                     unit: item.unit.clone(),
                     working_days: self.calendar.working_days_between(item.submitted, day),
                 });
@@ -579,6 +623,7 @@ impl Engine {
 
 fn submit(
     reference: &Reference,
+    calendar: &Calendar,
     tallies: &mut Tallies,
     event: &CaseEvent<&str>,
     s: &lienthong_contract::events::CaseSubmitted<&str>,
@@ -600,10 +645,16 @@ fn submit(
         bump(&mut tallies.unit_end_to_end_online, unit.clone());
         bump(&mut tallies.procedure_end_to_end_online, procedure.clone());
     }
+    if s.home_unit != s.receiving_unit {
+        bump(&mut tallies.unit_outside_home, unit.clone());
+    }
+    let day = calendar.local_day(event.envelope.occurred_at);
     Ok(OpenCase {
         unit,
         procedure,
         submitted_at: event.envelope.occurred_at,
+        submitted: day,
+        held_since: day,
         due: s.due_date,
         paused: 0,
         effective_due: s.due_date,
@@ -623,11 +674,38 @@ fn end_pause(calendar: &Calendar, case: &mut OpenCase, day: Day) {
     }
 }
 
+/// The unit responsible for `case` becomes `to` on local day `day`: the unit before it held
+/// the case from `held_since` (nothing changes when `to` is the same unit).
+fn hand_over(
+    calendar: &Calendar,
+    holdings: &mut Vec<WorkingDays>,
+    case: &mut OpenCase,
+    to: &str,
+    day: Day,
+) {
+    if case.unit != to {
+        let unit = std::mem::replace(&mut case.unit, to.to_string());
+        holdings.push(WorkingDays {
+            unit,
+            working_days: calendar.working_days_between(case.held_since, day),
+        });
+        case.held_since = day;
+    }
+}
+
+/// The responsible unit's hold of `case` ends with the case, on local day `day`.
+fn release(calendar: &Calendar, holdings: &mut Vec<WorkingDays>, case: &OpenCase, day: Day) {
+    holdings.push(WorkingDays {
+        unit: case.unit.clone(),
+        working_days: calendar.working_days_between(case.held_since, day),
+    });
+}
+
 fn step(
     reference: &Reference,
     calendar: &Calendar,
     tallies: &mut Tallies,
-    observations: &mut Vec<Observation>,
+    (observations, holdings): (&mut Vec<Observation>, &mut Vec<WorkingDays>),
     case: &mut OpenCase,
     event: &CaseEvent<&str>,
 ) -> Result<(), Anomaly> {
@@ -649,7 +727,7 @@ fn step(
             if !reference.knows_unit(a.processing_unit) {
                 return Err(Anomaly::UnknownUnit);
             }
-            case.unit = a.processing_unit.to_string();
+            hand_over(calendar, holdings, case, a.processing_unit, day);
             bump(&mut tallies.unit_accepted, case.unit.clone());
             bump(&mut tallies.procedure_accepted, case.procedure.clone());
         }
@@ -657,7 +735,10 @@ fn step(
             if !reference.knows_unit(a.to_unit) {
                 return Err(Anomaly::UnknownUnit);
             }
-            case.unit = a.to_unit.to_string();
+            if a.kind == lienthong_contract::events::AssignmentKind::Transferred {
+                bump(&mut tallies.unit_transfers, case.unit.clone());
+            }
+            hand_over(calendar, holdings, case, a.to_unit, day);
         }
         SupplementRequested(_) => {
             if case.pending_since.is_none() {
@@ -682,11 +763,8 @@ fn step(
             }
             end_pause(calendar, case, day);
             case.closed = true;
-            let timeliness = if day <= case.effective_due {
-                Timeliness::OnTime
-            } else {
-                Timeliness::Late
-            };
+            release(calendar, holdings, case, day);
+            let timeliness = Timeliness::of(day, case.effective_due);
             bump(&mut tallies.unit_completed, (case.unit.clone(), timeliness));
             bump(
                 &mut tallies.procedure_completed,
@@ -696,6 +774,8 @@ fn step(
                 unit: case.unit.clone(),
                 procedure: case.procedure.clone(),
                 seconds: (event.envelope.occurred_at - case.submitted_at) as f64 / 1000.0,
+                working_days: (calendar.working_days_between(case.submitted, day) - case.paused)
+                    .max(0),
             });
         }
         CaseRejected(_) | CaseWithdrawn(_) => {
@@ -706,6 +786,7 @@ fn step(
             };
             case.closed = true;
             case.pending_since = None;
+            release(calendar, holdings, case, day);
             bump(&mut tallies.unit_ended, (case.unit.clone(), outcome));
         }
     }

@@ -309,7 +309,8 @@ fn the_pause_skips_holidays_and_ends_at_completion() {
     let mut a = Case::new("A");
     // Due Thursday 29 Apr 2026; supplement requested Tuesday 28 Apr, never received,
     // completed Tuesday 5 May: paused 28, 29 Apr and 4 May (30 Apr, 1 May holidays,
-    // 2–3 May weekend) = 3 working days, due moves to Tuesday 5 May: on time.
+    // 2–3 May weekend) = 3 working days, due moves 3 working days on, to Wednesday 6 May:
+    // completed early.
     apply(
         &mut e,
         &a.event(
@@ -320,7 +321,7 @@ fn the_pause_skips_holidays_and_ends_at_completion() {
     apply(&mut e, &a.event(at("2026-04-28"), supplement_requested()));
     apply(&mut e, &a.event(at("2026-05-05"), completed()));
     assert_eq!(
-        e.tallies().unit_completed[&("W1".to_string(), Timeliness::OnTime)],
+        e.tallies().unit_completed[&("W1".to_string(), Timeliness::Early)],
         1
     );
     let mut b = Case::new("B");
@@ -728,4 +729,125 @@ fn event_keys() {
     );
     assert_eq!(event_key("not a uuid"), event_key("not a uuid"));
     assert_ne!(event_key("a"), event_key("b"));
+}
+
+fn assigned(from: &str, to: &str, kind: AssignmentKind) -> CaseEventKind {
+    CaseEventKind::CaseAssigned(CaseAssigned {
+        from_unit: from.into(),
+        to_unit: to.into(),
+        kind,
+        note: None,
+    })
+}
+
+/// The service chain of one case: filed at W1 for an applicant of W2 (outside the home ward),
+/// accepted at STP, assigned within STP's chain to W2, transferred back to STP, completed a
+/// day before its due date: early. Each unit's hold in working days, the transfer counted
+/// against the unit that transferred, the processing time in working days without the
+/// supplement pause.
+#[test]
+fn the_chain_of_a_case_holding_transfers_outside_home_and_early() {
+    let mut e = engine();
+    let mut a = Case::new("A");
+    let history = [
+        // Mon 2 Nov at W1, due Fri 20 Nov.
+        a.event(
+            at("2026-11-02"),
+            submitted("W1", "P1", Channel::Counter, false, "2026-11-20"),
+        ),
+        // Wed 4 Nov: STP accepts (W1 held it 2, 3 Nov = 2 working days).
+        a.event(at("2026-11-04"), accepted("STP")),
+        // Mon 9 Nov: assigned to W2 (STP held 4, 5, 6 Nov = 3).
+        a.event(
+            at("2026-11-09"),
+            assigned("STP", "W2", AssignmentKind::Assigned),
+        ),
+        // Tue 10 Nov: supplement requested; received Thu 12 Nov (paused 10, 11 Nov = 2; the
+        // due date moves to Tue 24 Nov).
+        a.event(at("2026-11-10"), supplement_requested()),
+        a.event(at("2026-11-12"), supplement_received()),
+        // Fri 13 Nov: W2 transfers it back to STP (W2 held 9–12 Nov = 4).
+        a.event(
+            at("2026-11-13"),
+            assigned("W2", "STP", AssignmentKind::Transferred),
+        ),
+        // Mon 23 Nov: completed (STP held 13, 16–20 Nov = 6), before Tue 24 Nov: early.
+        a.event(at("2026-11-23"), completed()),
+    ];
+    for ev in &history {
+        assert_eq!(apply(&mut e, ev), Outcome::Applied, "{ev:?}");
+    }
+    let t = e.tallies();
+    assert_eq!(t.unit_outside_home["W1"], 1);
+    assert_eq!(
+        t.unit_transfers.clone().into_iter().collect::<Vec<_>>(),
+        [("W2".to_string(), 1)]
+    );
+    assert_eq!(t.unit_completed[&("STP".to_string(), Timeliness::Early)], 1);
+    let held: Vec<(String, i32)> = e
+        .take_holdings()
+        .into_iter()
+        .map(|h| (h.unit, h.working_days))
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("W1".to_string(), 2),
+            ("STP".to_string(), 3),
+            ("W2".to_string(), 4),
+            ("STP".to_string(), 6),
+        ]
+    );
+    // 2 Nov to 23 Nov: 15 working days, less the 2 paused.
+    let obs = e.take_observations();
+    assert_eq!(obs.len(), 1);
+    assert_eq!((obs[0].unit.as_str(), obs[0].working_days), ("STP", 13));
+
+    // Filed at the applicant's home ward: not counted outside; completed on its due date: on
+    // time; after it: late.
+    let mut b = Case::new("B");
+    apply(
+        &mut e,
+        &b.event(
+            at("2026-11-02"),
+            submitted("W2", "P1", Channel::Online, true, "2026-11-04"),
+        ),
+    );
+    apply(&mut e, &b.event(at("2026-11-04"), completed()));
+    let mut c = Case::new("C");
+    apply(
+        &mut e,
+        &c.event(
+            at("2026-11-02"),
+            submitted("W2", "P1", Channel::Online, true, "2026-11-04"),
+        ),
+    );
+    apply(&mut e, &c.event(at("2026-11-05"), completed()));
+    let t = e.tallies();
+    assert!(!t.unit_outside_home.contains_key("W2"));
+    assert_eq!(t.unit_completed[&("W2".to_string(), Timeliness::OnTime)], 1);
+    assert_eq!(t.unit_completed[&("W2".to_string(), Timeliness::Late)], 1);
+    // A withdrawal ends the hold too.
+    let mut d = Case::new("D");
+    apply(
+        &mut e,
+        &d.event(
+            at("2026-11-02"),
+            submitted("W2", "P1", Channel::Online, true, "2026-11-30"),
+        ),
+    );
+    e.take_holdings();
+    apply(
+        &mut e,
+        &d.event(
+            at("2026-11-06"),
+            CaseEventKind::CaseWithdrawn(CaseWithdrawn { reason: None }),
+        ),
+    );
+    let held: Vec<(String, i32)> = e
+        .take_holdings()
+        .into_iter()
+        .map(|h| (h.unit, h.working_days))
+        .collect();
+    assert_eq!(held, [("W2".to_string(), 4)]);
 }

@@ -441,6 +441,14 @@ pub fn scenario_expectations() -> Vec<Expectation> {
             unit("26734"),
             2.0,
         ),
+        // Every case filed at 26734 is from an applicant of 27004; D was transferred out of
+        // 27004.
+        (
+            "lienthong_kpi_unit_cases_received_outside_home_total",
+            unit("26734"),
+            4.0,
+        ),
+        ("lienthong_kpi_unit_case_transfers_total", unit("27004"), 1.0),
         // FB3 is the one item open (never assigned: not past due); the others were resolved.
         ("lienthong_kpi_unit_feedback_open", unit("27004"), 1.0),
         (
