@@ -448,7 +448,11 @@ pub fn scenario_expectations() -> Vec<Expectation> {
             unit("26734"),
             4.0,
         ),
-        ("lienthong_kpi_unit_case_transfers_total", unit("27004"), 1.0),
+        (
+            "lienthong_kpi_unit_case_transfers_total",
+            unit("27004"),
+            1.0,
+        ),
         // FB3 is the one item open (never assigned: not past due); the others were resolved.
         ("lienthong_kpi_unit_feedback_open", unit("27004"), 1.0),
         (
