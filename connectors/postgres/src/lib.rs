@@ -404,12 +404,7 @@ impl Sink for PostgresSink {
 
     /// One `REPEATABLE READ, READ ONLY` transaction: the offsets and every row as of its
     /// first statement, whatever the connector commits meanwhile.
-    async fn snapshot(
-        &mut self,
-        connector: &str,
-        buckets: usize,
-        keep: &[usize],
-    ) -> Result<Snapshot, StoreError> {
+    async fn snapshot(&mut self, connector: &str, mut scan: Scan) -> Result<Snapshot, StoreError> {
         let result = async {
             let client = self.client().await?;
             client
@@ -418,7 +413,6 @@ impl Sink for PostgresSink {
                 .map_err(|e| classify(&e))?;
             let read = async {
                 let offsets = offsets_on(client, connector).await?;
-                let mut scan = Scan::new(buckets, keep);
                 each_row_on(client, |row| scan.push(row)).await?;
                 Ok::<_, StoreError>(Snapshot::new(offsets, scan))
             }

@@ -179,6 +179,8 @@ pub struct Scan {
     digest: DigestBuilder,
     keep: Vec<bool>,
     rows: Vec<Row>,
+    /// Only these tables (all when `None`).
+    tables: Option<std::collections::HashSet<String>>,
 }
 
 impl Scan {
@@ -195,11 +197,26 @@ impl Scan {
             digest,
             keep: kept,
             rows: Vec::new(),
+            tables: None,
         }
     }
 
-    /// Add `row`.
+    /// The same scan, taking only the rows of `tables` (a connector's own tables, when other
+    /// connectors write other tables of the same store).
+    pub fn only<'a>(mut self, tables: impl IntoIterator<Item = &'a str>) -> Scan {
+        self.tables = Some(tables.into_iter().map(str::to_string).collect());
+        self
+    }
+
+    /// Add `row` (ignored if its table is not taken).
     pub fn push(&mut self, row: Row) {
+        if self
+            .tables
+            .as_ref()
+            .is_some_and(|t| !t.contains(&row.table))
+        {
+            return;
+        }
         let bucket = row.bucket(self.keep.len());
         self.digest.hashes[bucket].push(row.hash());
         self.digest.total += 1;

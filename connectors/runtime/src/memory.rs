@@ -260,14 +260,8 @@ impl Sink for MemoryStore {
         Ok(self.all_rows())
     }
 
-    async fn snapshot(
-        &mut self,
-        connector: &str,
-        buckets: usize,
-        keep: &[usize],
-    ) -> Result<Snapshot, StoreError> {
+    async fn snapshot(&mut self, connector: &str, mut scan: Scan) -> Result<Snapshot, StoreError> {
         let tables = self.lock();
-        let mut scan = Scan::new(buckets, keep);
         tables.each_row(|row| scan.push(row));
         Ok(Snapshot::new(tables.offsets_of(connector), scan))
     }

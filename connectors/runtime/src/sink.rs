@@ -97,18 +97,16 @@ pub trait Sink: Send + 'static {
     }
 
     /// In **one** read snapshot, while a connector may be writing: the offsets the store holds
-    /// for `connector`, the digest of every row with `buckets` buckets, and the rows of the
-    /// buckets listed in `keep`. The default reads one after the other, which is right only
-    /// for a store nobody else writes meanwhile.
+    /// for `connector`, and every row pushed into `scan` (its digest, and the rows of the
+    /// buckets it keeps). The default reads one after the other, which is right only for a
+    /// store nobody else writes meanwhile.
     fn snapshot(
         &mut self,
         connector: &str,
-        buckets: usize,
-        keep: &[usize],
+        mut scan: Scan,
     ) -> impl Future<Output = Result<Snapshot, StoreError>> + Send {
         async move {
             let offsets = self.offsets(connector).await?;
-            let mut scan = Scan::new(buckets, keep);
             for row in self.rows().await? {
                 scan.push(row);
             }

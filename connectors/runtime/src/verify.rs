@@ -1,7 +1,7 @@
 //! Is a live store in sync with the log? And if not, put right only what differs.
 //!
 //! **Verify**, while the connector runs: read the store in one snapshot (its offsets and the
-//! digest of its rows, `Sink::snapshot`), fold the log into memory up to exactly those offsets
+//! digest of the rows of the connector's own tables, `Sink::snapshot`), fold the log into memory up to exactly those offsets
 //! with the connector's own config ([`crate::fold`]: the same decode, filter and plan), and
 //! compare the two digests bucket by bucket (`crate::digest`). Equal digests: the store holds
 //! what the log says, as of those offsets. For the buckets that differ, the store is read once
@@ -173,8 +173,19 @@ pub async fn verify<S: Sink>(
 ) -> Result<Verification, ConnectError> {
     let buckets = buckets.max(1);
     let name = config.name.as_str();
+    let tables = tables_of(config)?;
+    let reading = |keep: &[usize]| Scan::new(buckets, keep).only(tables.iter().copied());
     progress.start("reading the store", 0);
-    let first = store.snapshot(name, buckets, &[]).await?;
+    let first = store.snapshot(name, reading(&[])).await?;
+    if consumed(config, &first.offsets).is_empty() && first.digest.rows > 0 {
+        // Folding nothing would call every row extra, and a repair would remove them all.
+        return Err(ConnectError::Config(format!(
+            "the store holds {} rows in {} but no offsets for connector {name}: nothing to \
+             compare them with (is `name` the one the connector runs as?)",
+            first.digest.rows,
+            tables.join(", ")
+        )));
+    }
     let log = MemoryStore::new();
     fold_to(config, catalog, &log, &first.offsets, progress, shutdown).await?;
     progress.start("comparing", 0);
@@ -194,7 +205,7 @@ pub async fn verify<S: Sink>(
     // The connector may have moved since: read the differing buckets' rows in a second
     // snapshot, and the log on to its offsets.
     progress.start("reading the differing rows", 0);
-    let second = store.snapshot(name, buckets, &differing).await?;
+    let second = store.snapshot(name, reading(&differing)).await?;
     forward(&first.offsets, &second.offsets)?;
     fold_to(config, catalog, &log, &second.offsets, progress, shutdown).await?;
     progress.start("comparing", 0);
@@ -349,6 +360,19 @@ pub async fn scheduled<S: Sink>(
             .map_or(0, |d| d.as_secs() as i64);
         m.verified_timestamp.with_label_values(&[&name]).set(now);
     }
+}
+
+/// The tables `config`'s topics fill: a store may hold other connectors' tables too.
+fn tables_of(config: &ConnectorConfig) -> Result<Vec<&'static str>, ConnectError> {
+    let mut tables = Vec::new();
+    for topic in &config.topics {
+        let entity = config.entity_of(&topic.name)?;
+        tables.push(entity.table());
+        tables.extend(entity.history_table());
+    }
+    tables.sort_unstable();
+    tables.dedup();
+    Ok(tables)
 }
 
 /// Read the log on into `log` up to `offsets` (those of the topics `config` consumes).

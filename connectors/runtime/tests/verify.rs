@@ -133,7 +133,16 @@ async fn rows_changed_removed_and_added_by_hand_are_found_and_put_right() {
             ("cases".into(), "VF-0003".into()),
             ("cases".into(), "VF-0011".into()),
         ],
-        rows: vec![changed, extra],
+        // And a row of a table another connector would keep (units): not this one's to check.
+        rows: vec![
+            changed,
+            extra,
+            Row {
+                table: "units".into(),
+                key: "26734".into(),
+                cells: [("name".to_string(), Cell::Text("Phường".into()))].into(),
+            },
+        ],
     };
     store.repair(NAME, &tamper).await.unwrap();
 
@@ -165,6 +174,20 @@ async fn rows_changed_removed_and_added_by_hand_are_found_and_put_right() {
         v.divergences[1]
             .to_string()
             .contains("status is \"edited\" in the store")
+    );
+
+    // A connector name the store holds no offsets for: refused, not "every row is extra".
+    let mut misnamed = config.clone();
+    misnamed.name = "verify-tset".into();
+    let refused = lienthong_connect::verify(&misnamed, &catalog, &mut store, 16, &progress, &stop)
+        .await
+        .unwrap_err();
+    assert!(refused.is_config(), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("no offsets for connector verify-tset"),
+        "{refused}"
     );
 
     let before = store.all_rows().len();
@@ -214,10 +237,9 @@ impl Sink for MovesOnce {
     async fn snapshot(
         &mut self,
         connector: &str,
-        buckets: usize,
-        keep: &[usize],
+        scan: lienthong_connect::Scan,
     ) -> Result<lienthong_connect::Snapshot, lienthong_connect::StoreError> {
-        self.inner.snapshot(connector, buckets, keep).await
+        self.inner.snapshot(connector, scan).await
     }
 
     async fn repair(

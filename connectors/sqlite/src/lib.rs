@@ -503,19 +503,12 @@ impl Sink for SqliteSink {
 
     /// One read transaction: in WAL mode its first read fixes what it sees, whatever the
     /// connector commits meanwhile.
-    async fn snapshot(
-        &mut self,
-        connector: &str,
-        buckets: usize,
-        keep: &[usize],
-    ) -> Result<Snapshot, StoreError> {
+    async fn snapshot(&mut self, connector: &str, mut scan: Scan) -> Result<Snapshot, StoreError> {
         let connector = connector.to_string();
-        let keep = keep.to_vec();
         self.blocking(move |inner| {
             inner.conn.execute_batch("BEGIN DEFERRED").map_err(err)?;
             let read = (|| {
                 let offsets = offsets_in(&inner.conn, &connector)?;
-                let mut scan = Scan::new(buckets, &keep);
                 each_row(inner, |row| scan.push(row))?;
                 Ok(Snapshot::new(offsets, scan))
             })();

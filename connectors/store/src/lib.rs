@@ -8,7 +8,7 @@ use std::path::Path;
 
 use lienthong_connect::config::{RetryConfig, StoreConfig};
 use lienthong_connect::{
-    Applied, Batch, Digest, Fix, MemoryStore, Row, Sink, Snapshot, StoreError, StoredOffset,
+    Applied, Batch, Digest, Fix, MemoryStore, Row, Scan, Sink, Snapshot, StoreError, StoredOffset,
 };
 use lienthong_sink_postgres::PostgresSink;
 use lienthong_sink_sqlite::SqliteSink;
@@ -97,13 +97,8 @@ impl Sink for AnyStore {
         each!(self, s => s.digest(buckets).await)
     }
 
-    async fn snapshot(
-        &mut self,
-        connector: &str,
-        buckets: usize,
-        keep: &[usize],
-    ) -> Result<Snapshot, StoreError> {
-        each!(self, s => s.snapshot(connector, buckets, keep).await)
+    async fn snapshot(&mut self, connector: &str, scan: Scan) -> Result<Snapshot, StoreError> {
+        each!(self, s => s.snapshot(connector, scan).await)
     }
 
     async fn repair(&mut self, connector: &str, fix: &Fix) -> Result<(), StoreError> {
