@@ -200,6 +200,10 @@ def service_chain():
         (f"histogram_quantile(0.5, sum by (le) (rate(lienthong_kpi_unit_processing_working_days_bucket{{{u}}}[30d])))", "processing"),
         (f"histogram_quantile(0.5, sum by (le) (rate(lienthong_kpi_unit_holding_working_days_bucket{{{u}}}[30d])))", "held by a unit")],
         description="Processing: submission to completion, supplement pauses left out. Holding: how long one unit was responsible.")
+    l.panel("table", "This month and last month, quarter and last quarter", [
+        (f'sum by (period) (lienthong_kpi_unit_cases_received_in_period{{{u}}})', "received"),
+        (f'sum by (period) (lienthong_kpi_unit_cases_completed_in_period{{{u},timeliness=~"early|on_time"}}) / sum by (period) (lienthong_kpi_unit_cases_completed_in_period{{{u}}})', "on time share")],
+        description="Calendar months and quarters, by the events' own days (docs/kpi.md).")
     l.panel("timeseries", "Open and overdue", [
         (f"sum(lienthong_kpi_unit_cases_open{{{u}}})", "open"),
         (f"sum(lienthong_kpi_unit_cases_open_overdue{{{u}}})", "overdue")])

@@ -545,14 +545,11 @@ fn demo_plays_a_day_and_proves_the_log() {
         ],
         "{summary}"
     );
+    // (The progress line shows it too once a check has run after the edit; on a loaded
+    // machine that may be after the day ended, so only the summary's `shown` is asserted.)
     assert!(
         out.contains("hand edit: an operator changes a row"),
         "{out}"
-    );
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with('[') && l.ends_with("rows differing from the log: 1")),
-        "the progress lines never showed the edit: {out}"
     );
     assert!(summary.contains("result: CONSISTENT"), "{summary}");
     // Progress lines were printed while it ran, with rows applied per store. The loop prints

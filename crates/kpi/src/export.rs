@@ -227,6 +227,32 @@ impl Exporter {
             };
             set_ratio(&m.unit_open_overdue_ratio, &[unit], share);
         }
+        // Month and quarter views: every unit that ever had a case gets every period, zero
+        // when nothing happened in it (a new month starts at zero).
+        let periods = engine.periods(today);
+        for unit in &self.units_seen {
+            for period in crate::engine::PERIODS {
+                let received = periods
+                    .received
+                    .get(&(unit.clone(), period))
+                    .copied()
+                    .unwrap_or(0);
+                m.unit_received_in_period
+                    .with_label_values(&[unit, period])
+                    .set(received as i64);
+                for timeliness in crate::engine::Timeliness::ALL {
+                    let label = timeliness.as_label();
+                    let n = periods
+                        .completed
+                        .get(&(unit.clone(), period, label))
+                        .copied()
+                        .unwrap_or(0);
+                    m.unit_completed_in_period
+                        .with_label_values(&[unit, period, label])
+                        .set(n as i64);
+                }
+            }
+        }
         // Every unit that ever received or resolved feedback gets its feedback gauges.
         let feedback_units = t
             .unit_feedback_received

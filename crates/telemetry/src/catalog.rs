@@ -486,6 +486,21 @@ pub const KPI_UNIT_FEEDBACK_SATISFACTION: MetricSpec = gauge(
 /// Buckets for feedback handling time, in working days.
 pub const WORKING_DAYS_BUCKETS: &[f64] =
     &[0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 60.0];
+/// Cases received in a period, by unit.
+pub const KPI_UNIT_RECEIVED_IN_PERIOD: MetricSpec = gauge(
+    "lienthong_kpi_unit_cases_received_in_period",
+    &["unit", "period"],
+    "Cases submitted in the period, by the local day of the submission and receiving unit: \
+     `this_month`, `last_month`, `this_quarter`, `last_quarter` (calendar months and quarters \
+     of the engine's calendar, as of today).",
+);
+/// Cases completed in a period, by unit and timeliness.
+pub const KPI_UNIT_COMPLETED_IN_PERIOD: MetricSpec = gauge(
+    "lienthong_kpi_unit_cases_completed_in_period",
+    &["unit", "period", "timeliness"],
+    "Cases completed in the period (as for ..._received_in_period), by the local day of the \
+     completion, responsible unit and timeliness (`early`, `on_time`, `late`).",
+);
 /// Feedback open, by unit.
 pub const KPI_UNIT_FEEDBACK_OPEN: MetricSpec = gauge(
     "lienthong_kpi_unit_feedback_open",
@@ -667,6 +682,8 @@ pub const ALL: &[&MetricSpec] = &[
     &KPI_UNIT_TRANSFERS,
     &KPI_UNIT_HOLDING,
     &KPI_UNIT_PROCESSING_WORKING_DAYS,
+    &KPI_UNIT_RECEIVED_IN_PERIOD,
+    &KPI_UNIT_COMPLETED_IN_PERIOD,
     &KPI_UNIT_FEEDBACK_OPEN,
     &KPI_UNIT_FEEDBACK_OPEN_OVERDUE,
     &KPI_UNIT_FEEDBACK_HANDLING,

@@ -121,6 +121,9 @@ pub enum Timeliness {
 }
 
 impl Timeliness {
+    /// Every class.
+    pub const ALL: [Timeliness; 3] = [Timeliness::Early, Timeliness::OnTime, Timeliness::Late];
+
     /// The class of a completion on local day `day` of a case due on `due`.
     pub fn of(day: Day, due: Day) -> Timeliness {
         match day.cmp(&due) {
@@ -169,6 +172,9 @@ pub struct Tallies {
     /// Received from an applicant whose home unit is another (filed "outside the home ward"),
     /// by receiving unit.
     pub unit_outside_home: BTreeMap<String, u64>,
+    /// Received and completed, by (unit, calendar month of the event's local day, measure):
+    /// `received` (receiving unit), or the completion's timeliness label (responsible unit).
+    pub unit_monthly: BTreeMap<(String, Month, &'static str), u64>,
     /// Transfers to another competent unit (`CaseAssigned` of kind `TRANSFERRED`), by the
     /// unit transferring the case out.
     pub unit_transfers: BTreeMap<String, u64>,
@@ -220,6 +226,40 @@ pub struct WorkingDays {
     pub unit: String,
     /// Working days.
     pub working_days: i32,
+}
+
+/// A calendar month, as year × 12 + (month − 1).
+pub type Month = i32;
+
+/// The calendar month of local day `day`.
+pub fn month_of(day: Day) -> Month {
+    let (year, month, _) = crate::calendar::civil_from_days(day);
+    year * 12 + month as i32 - 1
+}
+
+/// The periods an analyst compares, relative to today: the `period` label.
+pub const PERIODS: [&str; 4] = ["this_month", "last_month", "this_quarter", "last_quarter"];
+
+/// The months of each of [`PERIODS`], as a range, for local day `today`.
+pub fn period_months(today: Day) -> [std::ops::RangeInclusive<Month>; 4] {
+    let month = month_of(today);
+    let quarter = month.div_euclid(3) * 3;
+    [
+        month..=month,
+        month - 1..=month - 1,
+        quarter..=quarter + 2,
+        quarter - 3..=quarter - 1,
+    ]
+}
+
+/// Cases received and completed in each period, by unit: (unit, period) → received, and
+/// (unit, period, timeliness) → completed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeriodCounts {
+    /// Received, by (receiving unit, period).
+    pub received: BTreeMap<(String, &'static str), u64>,
+    /// Completed, by (responsible unit, period, timeliness label).
+    pub completed: BTreeMap<(String, &'static str, &'static str), u64>,
 }
 
 /// The gauges, computed from the open cases and feedback items for a given day.
@@ -375,6 +415,29 @@ impl Engine {
     /// Feedback handling times observed since the last call.
     pub fn take_feedback_observations(&mut self) -> Vec<WorkingDays> {
         std::mem::take(&mut self.feedback_observations)
+    }
+
+    /// Cases received and completed in each of [`PERIODS`] as of local day `today`, by the
+    /// local day of the event (not of its arrival: a rebuild gives the same counts).
+    pub fn periods(&self, today: Day) -> PeriodCounts {
+        let ranges = period_months(today);
+        let mut counts = PeriodCounts::default();
+        for ((unit, month, measure), n) in &self.tallies.unit_monthly {
+            for (period, range) in PERIODS.iter().zip(&ranges) {
+                if !range.contains(month) {
+                    continue;
+                }
+                if *measure == "received" {
+                    *counts.received.entry((unit.clone(), *period)).or_insert(0) += n;
+                } else {
+                    *counts
+                        .completed
+                        .entry((unit.clone(), *period, *measure))
+                        .or_insert(0) += n;
+                }
+            }
+        }
+        counts
     }
 
     /// How many cases are held (any state).
@@ -649,6 +712,10 @@ fn submit(
         bump(&mut tallies.unit_outside_home, unit.clone());
     }
     let day = calendar.local_day(event.envelope.occurred_at);
+    bump(
+        &mut tallies.unit_monthly,
+        (unit.clone(), month_of(day), "received"),
+    );
     Ok(OpenCase {
         unit,
         procedure,
@@ -765,6 +832,10 @@ fn step(
             case.closed = true;
             release(calendar, holdings, case, day);
             let timeliness = Timeliness::of(day, case.effective_due);
+            bump(
+                &mut tallies.unit_monthly,
+                (case.unit.clone(), month_of(day), timeliness.as_label()),
+            );
             bump(&mut tallies.unit_completed, (case.unit.clone(), timeliness));
             bump(
                 &mut tallies.procedure_completed,

@@ -851,3 +851,75 @@ fn the_chain_of_a_case_holding_transfers_outside_home_and_early() {
         .collect();
     assert_eq!(held, [("W2".to_string(), 4)]);
 }
+
+/// Month and quarter views by the local day of each event: received at W1 in September, October
+/// and November; completed in October (early) and November (late). As of 15 November 2026:
+/// this month is November, last month October, this quarter October to December, the last
+/// one July to September.
+#[test]
+fn received_and_completed_by_month_and_quarter() {
+    let mut e = engine();
+    let mut a = Case::new("A");
+    let mut b = Case::new("B");
+    let mut c = Case::new("C");
+    for ev in [
+        a.event(
+            at("2026-09-30"),
+            submitted("W1", "P1", Channel::Online, true, "2026-10-09"),
+        ),
+        a.event(at("2026-10-05"), completed()),
+        b.event(
+            at("2026-10-01"),
+            submitted("W1", "P1", Channel::Online, true, "2026-10-09"),
+        ),
+        b.event(at("2026-11-02"), completed()),
+        c.event(
+            at("2026-11-03"),
+            submitted("W1", "P1", Channel::Online, true, "2026-11-30"),
+        ),
+    ] {
+        assert_eq!(apply(&mut e, &ev), Outcome::Applied);
+    }
+    let p = e.periods(day("2026-11-15"));
+    let received: Vec<(&str, u64)> = p
+        .received
+        .iter()
+        .map(|((u, period), n)| {
+            assert_eq!(u, "W1");
+            (*period, *n)
+        })
+        .collect();
+    assert_eq!(
+        received,
+        [
+            ("last_month", 1),
+            ("last_quarter", 1),
+            ("this_month", 1),
+            ("this_quarter", 2)
+        ]
+    );
+    let completed: Vec<(&str, &str, u64)> = p
+        .completed
+        .iter()
+        .map(|((_, period, t), n)| (*period, *t, *n))
+        .collect();
+    assert_eq!(
+        completed,
+        [
+            ("last_month", "early", 1),
+            ("this_month", "late", 1),
+            ("this_quarter", "early", 1),
+            ("this_quarter", "late", 1),
+        ]
+    );
+    // In January the quarter before is October to December.
+    let january = e.periods(day("2027-01-04"));
+    assert_eq!(
+        january.received.get(&("W1".to_string(), "last_quarter")),
+        Some(&2)
+    );
+    assert_eq!(
+        january.received.get(&("W1".to_string(), "this_month")),
+        None
+    );
+}
