@@ -161,6 +161,13 @@ def bus_health():
                      "Flow, lag, dead letters, latency and errors of every lienthong component.", l, [])
 
 
+def named(expr):
+    """`expr` (by unit) with each unit's name joined from lienthong_kpi_unit_info; units without
+    a name keep their code only."""
+    return (f"sort_desc(({expr} * on (unit) group_left (name) lienthong_kpi_unit_info)"
+            f" or {expr})")
+
+
 def service_chain():
     u = 'unit=~"$unit"'
     l = Layout()
@@ -219,11 +226,12 @@ def service_chain():
         (f"histogram_quantile(0.9, sum by (le) (rate(lienthong_kpi_unit_feedback_handling_working_days_bucket{{{u}}}[30d])))", "p90")],
         description="From submission to resolution, in working days of the civil-service calendar.")
     l.panel("table", "Units by overdue share", [
-        (f"sort_desc(lienthong_kpi_unit_open_overdue_ratio{{{u}}})", ""),
-    ], w=12, h=10, description="Alert LienthongOverdueShareHigh above 20% with at least 10 open cases.")
+        (named(f"lienthong_kpi_unit_open_overdue_ratio{{{u}}}"), ""),
+    ], w=12, h=10, description="With each unit's name (lienthong_kpi_unit_info). "
+                                "Alert LienthongOverdueShareHigh above 20% with at least 10 open cases.")
     l.panel("table", "Units by end-to-end online share", [
-        (f"sort_desc(lienthong_kpi_unit_end_to_end_online_ratio{{{u}}})", ""),
-    ], w=12, h=10)
+        (named(f"lienthong_kpi_unit_end_to_end_online_ratio{{{u}}}"), ""),
+    ], w=12, h=10, description="With each unit's name (lienthong_kpi_unit_info).")
     l.row("By procedure (top-N codes, the rest as other; not filtered by unit)")
     l.panel("timeseries", "Open and overdue by procedure", [
         ("sum by (procedure, level) (lienthong_kpi_procedure_cases_open)", "open {{procedure}}"),

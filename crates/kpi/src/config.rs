@@ -22,6 +22,9 @@ pub struct KpiConfig {
     pub case_topic: String,
     /// The feedback events topic.
     pub feedback_topic: String,
+    /// The units reference topic, for the units' names (`lienthong_kpi_unit_info`); read if it
+    /// exists when the engine starts, else the engine runs without names.
+    pub units_topic: String,
     /// The schemas folder, for decoding with the catalog's local schema ids.
     pub schemas_dir: PathBuf,
     /// A Confluent-compatible schema registry to fetch writer schemas from by id; without it,
@@ -83,6 +86,7 @@ impl Default for KpiConfig {
             kafka: None,
             case_topic: "hcm.case.events".into(),
             feedback_topic: "hcm.feedback.events".into(),
+            units_topic: "hcm.reference.units".into(),
             schemas_dir: PathBuf::from("schemas"),
             registry_url: None,
             registry_agency: None,
@@ -106,6 +110,7 @@ impl std::fmt::Debug for KpiConfig {
             .field("kafka", &self.kafka)
             .field("case_topic", &self.case_topic)
             .field("feedback_topic", &self.feedback_topic)
+            .field("units_topic", &self.units_topic)
             .field("schemas_dir", &self.schemas_dir)
             .field("registry_url", &self.registry_url)
             .field("registry_agency", &self.registry_agency)
@@ -178,6 +183,11 @@ impl KpiConfig {
         if self.case_topic == self.feedback_topic {
             return Err(KpiError::Config(
                 "case_topic and feedback_topic must differ".into(),
+            ));
+        }
+        if self.units_topic == self.case_topic || self.units_topic == self.feedback_topic {
+            return Err(KpiError::Config(
+                "units_topic must differ from case_topic and feedback_topic".into(),
             ));
         }
         match &self.registry_url {

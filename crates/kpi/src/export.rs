@@ -8,7 +8,7 @@
 use lienthong_telemetry::KpiMetrics;
 use prometheus::{GaugeVec, IntCounterVec};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::calendar::Day;
 use crate::engine::{Anomaly, Engine, Outcome, Stream};
@@ -43,6 +43,9 @@ pub struct Exporter {
     procedures_seen: BTreeSet<ProcedureKey>,
     /// Units whose feedback gauges were exported.
     feedback_units_seen: BTreeSet<String>,
+    /// Units' names from the reference topic, and the name last exported for each.
+    names: BTreeMap<String, String>,
+    names_exported: BTreeMap<String, String>,
     case_topic: String,
     feedback_topic: String,
 }
@@ -54,10 +57,17 @@ impl Exporter {
             metrics,
             units_seen: BTreeSet::new(),
             feedback_units_seen: BTreeSet::new(),
+            names: BTreeMap::new(),
+            names_exported: BTreeMap::new(),
             procedures_seen: BTreeSet::new(),
             case_topic: case_topic.to_string(),
             feedback_topic: feedback_topic.to_string(),
         }
+    }
+
+    /// Unit `code` is named `name` (from the units reference topic; the latest record wins).
+    pub fn name_unit(&mut self, code: &str, name: &str) {
+        self.names.insert(code.to_string(), name.to_string());
     }
 
     /// Export everything as of local day `today`.
@@ -282,6 +292,15 @@ impl Exporter {
             m.procedure_open_overdue
                 .with_label_values(&[code, level.as_label()])
                 .set(overdue);
+        }
+        for (unit, name) in &self.names {
+            if !engine.knows_unit(unit) || self.names_exported.get(unit) == Some(name) {
+                continue;
+            }
+            if let Some(old) = self.names_exported.insert(unit.clone(), name.clone()) {
+                let _ = m.unit_info.remove_label_values(&[unit, &old]);
+            }
+            m.unit_info.with_label_values(&[unit, name]).set(1);
         }
         m.cases_tracked
             .with_label_values(&[] as &[&str])

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use lienthong_contract::codec::split_frame;
-use lienthong_contract::events::{CaseEvent, FeedbackEvent};
+use lienthong_contract::events::{AdminUnitRecord, CaseEvent, FeedbackEvent};
 use lienthong_contract::{Catalog, Codec};
 use lienthong_registry::client::{Credentials, RegistryClient};
 use lienthong_telemetry::component::{Component, Listener, Readiness, Running};
@@ -157,6 +157,19 @@ impl Decoder {
         }
     }
 
+    /// [`Decoder::prepare`], waiting while the registry cannot be read (skipping would lose
+    /// the record); `false` if `shutdown` came first.
+    async fn ready_for(&self, payload: &[u8], shutdown: &CancellationToken) -> bool {
+        while let Err(e) = self.prepare(payload).await {
+            tracing::warn!(error = %e, "schema registry unavailable; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        true
+    }
+
     fn codec(&self) -> &Codec {
         match self {
             Decoder::Local(c) => c,
@@ -270,12 +283,28 @@ pub(crate) async fn assign(
     topics: &[String],
     shutdown: &CancellationToken,
 ) -> Result<Option<Progress>, KpiError> {
+    assign_with(consumer, topics, None, shutdown).await
+}
+
+/// [`assign`], with `optional` too if it exists now (it is not waited for).
+async fn assign_with(
+    consumer: &Arc<StreamConsumer<KafkaClientContext>>,
+    topics: &[String],
+    optional: Option<&str>,
+    shutdown: &CancellationToken,
+) -> Result<Option<Progress>, KpiError> {
     let mut tpl = TopicPartitionList::new();
     let mut remaining = HashMap::new();
-    for topic in topics {
+    let mut wanted: Vec<(&str, bool)> = topics.iter().map(|t| (t.as_str(), true)).collect();
+    wanted.extend(optional.map(|t| (t, false)));
+    for (topic, required) in wanted {
         let partitions = loop {
             match describe(consumer, topic).await {
                 Ok(Some(p)) => break p,
+                Ok(None) if !required => {
+                    tracing::warn!(%topic, "topic does not exist; going on without it");
+                    break Vec::new();
+                }
                 Ok(None) => tracing::warn!(%topic, "topic does not exist yet; waiting"),
                 Err(e) => tracing::warn!(%topic, error = %e, "cannot describe topic; retrying"),
             }
@@ -287,7 +316,7 @@ pub(crate) async fn assign(
         for (p, low, high) in partitions {
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
             if high > low {
-                remaining.insert((topic.clone(), p), high);
+                remaining.insert((topic.to_string(), p), high);
             }
         }
     }
@@ -323,7 +352,8 @@ async fn consume(
 ) -> Result<(), KpiError> {
     let consumer = reader(config, telemetry)?;
     let topics = [config.case_topic.clone(), config.feedback_topic.clone()];
-    let Some(mut progress) = assign(&consumer, &topics, &shutdown).await? else {
+    let units = Some(config.units_topic.as_str()).filter(|t| !t.is_empty());
+    let Some(mut progress) = assign_with(&consumer, &topics, units, &shutdown).await? else {
         return Ok(());
     };
     let started = Instant::now();
@@ -353,6 +383,19 @@ async fn consume(
                 tracing::warn!(error = %e, "Kafka consumer error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            Ok(Ok(message)) if message.topic() == config.units_topic => {
+                let payload = message.payload().unwrap_or_default();
+                if !decoder.ready_for(payload, &shutdown).await {
+                    return Ok(());
+                }
+                match decoder.codec().decode::<AdminUnitRecord<&str>>(payload) {
+                    Ok((_, record)) => exporter.name_unit(record.unit.code, record.unit.name),
+                    Err(e) => {
+                        tracing::warn!(topic = message.topic(), offset = message.offset(), error = %e, "a units record that cannot be read; its name is not used")
+                    }
+                }
+                progress.advance(message.topic(), message.partition(), message.offset());
+            }
             Ok(Ok(message)) => {
                 read += 1;
                 let stream = if message.topic() == config.case_topic {
@@ -362,12 +405,8 @@ async fn consume(
                 };
                 let payload = message.payload().unwrap_or_default();
                 // A registry that is down is waited for: skipping would lose the event.
-                while let Err(e) = decoder.prepare(payload).await {
-                    tracing::warn!(error = %e, "schema registry unavailable; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
+                if !decoder.ready_for(payload, &shutdown).await {
+                    return Ok(());
                 }
                 let at = At {
                     topic: message.topic(),

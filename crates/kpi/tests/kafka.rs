@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use lienthong_contract::events::Channel;
+use std::time::Duration;
 
 async fn topics(kafka: &lienthong_tests::Kafka) -> (String, String) {
     let case = kafka.create_topic("kpi-case", 3, 1, &[]).await.unwrap();
@@ -460,5 +461,73 @@ async fn a_log_ending_in_a_transaction_marker_is_caught_up() {
         samples.sum("lienthong_kpi_unit_cases_received_total") > 0.0,
         "the indicators show once caught up"
     );
+    engine.stop().await.unwrap();
+}
+
+/// Units' names come from the units reference topic: a known unit gets
+/// `lienthong_kpi_unit_info{unit,name} 1`, a unit outside the reference list none, and a
+/// renamed unit keeps one series, under its new name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unit_names_come_from_the_reference_topic_and_a_rename_replaces_the_series() {
+    use lienthong_contract::{Catalog, Codec, samples};
+    let kafka = lienthong_tests::kafka();
+    let (case_topic, feedback_topic) = topics(&kafka).await;
+    let units_topic = kafka.create_topic("kpi-units", 1, 1, &[]).await.unwrap();
+    let catalog = Catalog::load(lienthong_contract::repo_schemas_dir()).unwrap();
+    let codec = Codec::from_catalog(&catalog).unwrap();
+    let id = catalog.local_id("hcm.reference.units").unwrap();
+    let producer = kafka.idempotent_producer().unwrap();
+    let send = |code: &str, name: &str| {
+        let mut record = samples::admin_unit();
+        record.unit.code = code.into();
+        record.unit.name = name.into();
+        let payload = codec.encode_to_vec(id, &record).unwrap();
+        let (producer, topic, key) = (producer.clone(), units_topic.clone(), code.to_string());
+        async move {
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::to(&topic)
+                        .key(&key)
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    };
+    send("26734", "Phường Sài Gòn").await;
+    send("99999", "Không có trong danh mục").await;
+    let mut cfg = config(kafka.bootstrap(), &case_topic, &feedback_topic);
+    cfg.units_topic = units_topic.clone();
+    let engine = Running::start(cfg).await.unwrap();
+    let names = |s: &Samples| -> Vec<(String, String, f64)> {
+        let mut v: Vec<_> = s
+            .series("lienthong_kpi_unit_info")
+            .into_iter()
+            .map(|(l, value)| (l["unit"].clone(), l["name"].clone(), value))
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while names(&engine.values()).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no unit names");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        names(&engine.values()),
+        [("26734".into(), "Phường Sài Gòn".into(), 1.0)]
+    );
+    send("26734", "Phường Sài Gòn (mới)").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = names(&engine.values());
+        if now == [("26734".into(), "Phường Sài Gòn (mới)".into(), 1.0)] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     engine.stop().await.unwrap();
 }

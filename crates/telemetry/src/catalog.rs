@@ -486,6 +486,15 @@ pub const KPI_UNIT_FEEDBACK_SATISFACTION: MetricSpec = gauge(
 /// Buckets for feedback handling time, in working days.
 pub const WORKING_DAYS_BUCKETS: &[f64] =
     &[0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 60.0];
+/// A unit's name.
+pub const KPI_UNIT_INFO: MetricSpec = gauge(
+    "lienthong_kpi_unit_info",
+    &["unit", "name"],
+    "1 for each unit of the reference list whose name the units reference topic \
+     (hcm.reference.units) gives, labelled with that name (Vietnamese): join it on `unit` \
+     (`* on (unit) group_left (name) lienthong_kpi_unit_info`) to show names. One series per \
+     unit; a renamed unit's old series is removed.",
+);
 /// Cases received in a period, by unit.
 pub const KPI_UNIT_RECEIVED_IN_PERIOD: MetricSpec = gauge(
     "lienthong_kpi_unit_cases_received_in_period",
@@ -682,6 +691,7 @@ pub const ALL: &[&MetricSpec] = &[
     &KPI_UNIT_TRANSFERS,
     &KPI_UNIT_HOLDING,
     &KPI_UNIT_PROCESSING_WORKING_DAYS,
+    &KPI_UNIT_INFO,
     &KPI_UNIT_RECEIVED_IN_PERIOD,
     &KPI_UNIT_COMPLETED_IN_PERIOD,
     &KPI_UNIT_FEEDBACK_OPEN,

@@ -222,6 +222,8 @@ pub struct KpiMetrics {
     pub unit_holding: HistogramVec,
     /// [`catalog::KPI_UNIT_PROCESSING_WORKING_DAYS`].
     pub unit_processing_working_days: HistogramVec,
+    /// [`catalog::KPI_UNIT_INFO`].
+    pub unit_info: IntGaugeVec,
     /// [`catalog::KPI_UNIT_RECEIVED_IN_PERIOD`].
     pub unit_received_in_period: IntGaugeVec,
     /// [`catalog::KPI_UNIT_COMPLETED_IN_PERIOD`].
@@ -353,6 +355,7 @@ impl Telemetry {
             unit_transfers: counter(r, &catalog::KPI_UNIT_TRANSFERS)?,
             unit_holding: histogram(r, &catalog::KPI_UNIT_HOLDING)?,
             unit_processing_working_days: histogram(r, &catalog::KPI_UNIT_PROCESSING_WORKING_DAYS)?,
+            unit_info: gauge(r, &catalog::KPI_UNIT_INFO)?,
             unit_received_in_period: gauge(r, &catalog::KPI_UNIT_RECEIVED_IN_PERIOD)?,
             unit_completed_in_period: gauge(r, &catalog::KPI_UNIT_COMPLETED_IN_PERIOD)?,
             unit_feedback_open: gauge(r, &catalog::KPI_UNIT_FEEDBACK_OPEN)?,

@@ -396,6 +396,11 @@ impl Engine {
         &self.calendar
     }
 
+    /// Whether `code` is a unit of the reference list.
+    pub fn knows_unit(&self, code: &str) -> bool {
+        self.reference.knows_unit(code)
+    }
+
     /// The tallies so far.
     pub fn tallies(&self) -> &Tallies {
         &self.tallies
