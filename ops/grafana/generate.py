@@ -184,8 +184,8 @@ def service_chain():
         (f"sum(lienthong_kpi_unit_cases_end_to_end_online_total{{{u}}}) / sum(lienthong_kpi_unit_cases_received_total{{{u}}})", "online")],
         unit="percentunit", w=4, h=5)
     l.panel("stat", "Feedback satisfaction (1–5)", [
-        (f"avg(lienthong_kpi_unit_feedback_satisfaction_average_score{{{u}}})", "score")], w=4, h=5,
-        description="Mean over the selected units of each unit's average rating.")
+        (f"sum(lienthong_kpi_unit_feedback_rating_points_total{{{u}}}) / sum(lienthong_kpi_unit_feedback_ratings_total{{{u}}})", "score")], w=4, h=5,
+        description="Mean of every rating given to the selected units (each rating counts once, whatever its unit).")
     l.row("Flow of cases")
     l.panel("timeseries", "Received per day by channel", [
         (f"sum by (channel) (increase(lienthong_kpi_unit_cases_received_total{{{u}}}[1d]))", "{{channel}}")])

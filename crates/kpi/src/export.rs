@@ -134,6 +134,8 @@ impl Exporter {
             set_counter(&m.unit_feedback_resolved, &[unit], *n);
         }
         for (unit, (sum, count)) in &t.unit_satisfaction {
+            set_counter(&m.unit_feedback_ratings, &[unit], *count);
+            set_counter(&m.unit_feedback_rating_points, &[unit], *sum);
             if *count > 0 {
                 set_ratio(
                     &m.unit_feedback_satisfaction,

@@ -486,6 +486,19 @@ pub const KPI_UNIT_FEEDBACK_SATISFACTION: MetricSpec = gauge(
 /// Buckets for feedback handling time, in working days.
 pub const WORKING_DAYS_BUCKETS: &[f64] =
     &[0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 60.0];
+/// Ratings given, by unit.
+pub const KPI_UNIT_FEEDBACK_RATINGS: MetricSpec = counter(
+    "lienthong_kpi_unit_feedback_ratings_total",
+    &["unit"],
+    "Ratings (1 to 5) given with resolved feedback, by resolving unit: with \
+     ..._rating_points_total, the weighted mean over any set of units.",
+);
+/// Rating points given, by unit.
+pub const KPI_UNIT_FEEDBACK_RATING_POINTS: MetricSpec = counter(
+    "lienthong_kpi_unit_feedback_rating_points_total",
+    &["unit"],
+    "The sum of the ratings (1 to 5) given with resolved feedback, by resolving unit.",
+);
 /// A unit's name.
 pub const KPI_UNIT_INFO: MetricSpec = gauge(
     "lienthong_kpi_unit_info",
@@ -691,6 +704,8 @@ pub const ALL: &[&MetricSpec] = &[
     &KPI_UNIT_TRANSFERS,
     &KPI_UNIT_HOLDING,
     &KPI_UNIT_PROCESSING_WORKING_DAYS,
+    &KPI_UNIT_FEEDBACK_RATINGS,
+    &KPI_UNIT_FEEDBACK_RATING_POINTS,
     &KPI_UNIT_INFO,
     &KPI_UNIT_RECEIVED_IN_PERIOD,
     &KPI_UNIT_COMPLETED_IN_PERIOD,

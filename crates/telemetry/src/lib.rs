@@ -222,6 +222,10 @@ pub struct KpiMetrics {
     pub unit_holding: HistogramVec,
     /// [`catalog::KPI_UNIT_PROCESSING_WORKING_DAYS`].
     pub unit_processing_working_days: HistogramVec,
+    /// [`catalog::KPI_UNIT_FEEDBACK_RATINGS`].
+    pub unit_feedback_ratings: IntCounterVec,
+    /// [`catalog::KPI_UNIT_FEEDBACK_RATING_POINTS`].
+    pub unit_feedback_rating_points: IntCounterVec,
     /// [`catalog::KPI_UNIT_INFO`].
     pub unit_info: IntGaugeVec,
     /// [`catalog::KPI_UNIT_RECEIVED_IN_PERIOD`].
@@ -355,6 +359,8 @@ impl Telemetry {
             unit_transfers: counter(r, &catalog::KPI_UNIT_TRANSFERS)?,
             unit_holding: histogram(r, &catalog::KPI_UNIT_HOLDING)?,
             unit_processing_working_days: histogram(r, &catalog::KPI_UNIT_PROCESSING_WORKING_DAYS)?,
+            unit_feedback_ratings: counter(r, &catalog::KPI_UNIT_FEEDBACK_RATINGS)?,
+            unit_feedback_rating_points: counter(r, &catalog::KPI_UNIT_FEEDBACK_RATING_POINTS)?,
             unit_info: gauge(r, &catalog::KPI_UNIT_INFO)?,
             unit_received_in_period: gauge(r, &catalog::KPI_UNIT_RECEIVED_IN_PERIOD)?,
             unit_completed_in_period: gauge(r, &catalog::KPI_UNIT_COMPLETED_IN_PERIOD)?,

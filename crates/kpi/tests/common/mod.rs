@@ -441,6 +441,22 @@ pub fn scenario_expectations() -> Vec<Expectation> {
             unit("26734"),
             2.0,
         ),
+        // The weights of those averages.
+        (
+            "lienthong_kpi_unit_feedback_ratings_total",
+            unit("STP"),
+            2.0,
+        ),
+        (
+            "lienthong_kpi_unit_feedback_rating_points_total",
+            unit("STP"),
+            9.0,
+        ),
+        (
+            "lienthong_kpi_unit_feedback_ratings_total",
+            unit("26734"),
+            1.0,
+        ),
         // Every case filed at 26734 is from an applicant of 27004; D was transferred out of
         // 27004.
         (
