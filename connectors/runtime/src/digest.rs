@@ -139,9 +139,15 @@ impl DigestBuilder {
 
     /// Add `row`.
     pub fn push(&mut self, row: &Row) {
-        let n = self.hashes.len();
-        self.hashes[row.bucket(n)].push(row.hash());
+        self.add(row);
+    }
+
+    /// Add `row`; returns its bucket.
+    fn add(&mut self, row: &Row) -> usize {
+        let bucket = row.bucket(self.hashes.len());
+        self.hashes[bucket].push(row.hash());
         self.total += 1;
+        bucket
     }
 
     /// The digest of the rows added.
@@ -217,9 +223,7 @@ impl Scan {
         {
             return;
         }
-        let bucket = row.bucket(self.keep.len());
-        self.digest.hashes[bucket].push(row.hash());
-        self.digest.total += 1;
+        let bucket = self.digest.add(&row);
         if self.keep[bucket] {
             self.rows.push(row);
         }

@@ -428,7 +428,7 @@ pub async fn run(
     let ends = stores::consumed(&after.ends);
     let checks = agency_stores
         .into_iter()
-        .map(|store| store.check(&ends, &catalog, &telemetry, Duration::from_secs(60), run_id));
+        .map(|store| store.check(&ends, &catalog, &telemetry, Duration::from_secs(60)));
     for check in futures::future::join_all(checks).await {
         summary.stores.push(check?);
     }

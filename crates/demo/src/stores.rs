@@ -222,11 +222,6 @@ fn behind(held: &[StoredOffset], ends: &Ends) -> Vec<String> {
         .collect()
 }
 
-/// Whether `held` reaches `ends` on every partition that has records.
-fn reached(held: &[StoredOffset], ends: &Ends) -> bool {
-    behind(held, ends).is_empty()
-}
-
 /// The consumed topics' ends, from the log scan (`ends` of every catalog topic).
 pub fn consumed(ends: &Ends) -> Ends {
     ends.iter()
@@ -306,7 +301,6 @@ impl AgencyStore {
         catalog: &Arc<Catalog>,
         telemetry: &Telemetry,
         timeout: Duration,
-        run_id: i64,
     ) -> Result<StoreCheck, DemoError> {
         let store_err = |e: lienthong_connect::StoreError| {
             DemoError::Startup(format!("store {}: {e}", self.unit.code))
@@ -363,7 +357,7 @@ impl AgencyStore {
         }
         let rows = self.sink.rows().await.map_err(store_err)?;
         let digest = Digest::of(rows, lienthong_connect::digest::DEFAULT_BUCKETS);
-        let folded = fold_in_memory(&self.config, ends, catalog, timeout, run_id).await?;
+        let folded = fold_in_memory(&self.config, ends, catalog, timeout).await?;
         let log_digest = Digest::of(folded, lienthong_connect::digest::DEFAULT_BUCKETS);
         Ok(StoreCheck {
             code: self.unit.code.to_string(),
@@ -387,48 +381,42 @@ impl AgencyStore {
     }
 }
 
-/// The rows a store with `config` must hold once it has read up to `ends`: the same connector
-/// run over a store in memory.
+/// The rows a store with `config` must hold once it has read up to `ends`: the log folded in
+/// memory by the same config (`lienthong_connect::fold`).
 async fn fold_in_memory(
     config: &ConnectorConfig,
     ends: &Ends,
     catalog: &Arc<Catalog>,
     timeout: Duration,
-    run_id: i64,
 ) -> Result<Vec<lienthong_connect::Row>, DemoError> {
-    let mut config = config.clone();
-    config.name = format!("{}-log-fold", config.name);
-    config.group = Some(format!("lienthong-{}-{run_id}", config.name));
+    let until: Vec<StoredOffset> = ends
+        .iter()
+        .map(|((topic, partition), end)| StoredOffset {
+            topic: topic.clone(),
+            partition: *partition,
+            next: *end,
+        })
+        .collect();
     let memory = MemoryStore::new();
-    let telemetry = Telemetry::new("demo-fold").map_err(|e| DemoError::Startup(e.to_string()))?;
-    let stop = CancellationToken::new();
-    let name = config.name.clone();
-    let task = tokio::spawn(lienthong_connect::run(
+    let (progress, stop) = (
+        lienthong_connect::verify::Progress::default(),
+        CancellationToken::new(),
+    );
+    let folding = lienthong_connect::fold(
         config,
         Arc::clone(catalog),
         memory.clone(),
-        telemetry,
-        stop.clone(),
-    ));
-    let deadline = Instant::now() + timeout;
-    while !reached(&memory.offsets_of(&name), ends) {
-        if Instant::now() >= deadline || task.is_finished() {
-            stop.cancel();
-            let why = match task.await {
-                Ok(Err(e)) => format!("it stopped: {e}"),
-                Err(e) => format!("it failed: {e}"),
-                Ok(Ok(())) => format!("it did not reach the end of the log within {timeout:?}"),
-            };
-            return Err(DemoError::Startup(format!(
-                "folding the log for {name}: {why}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.cancel();
-    match task.await {
-        Ok(Ok(())) => Ok(memory.all_rows()),
-        Ok(Err(e)) => Err(DemoError::Startup(format!("folding the log: {e}"))),
-        Err(e) => Err(DemoError::Startup(format!("folding the log: {e}"))),
-    }
+        &until,
+        &progress,
+        &stop,
+    );
+    let why = match tokio::time::timeout(timeout, folding).await {
+        Ok(Ok(())) => return Ok(memory.all_rows()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("it did not reach the end of the log within {timeout:?}"),
+    };
+    Err(DemoError::Startup(format!(
+        "folding the log for {}: {why}",
+        config.name
+    )))
 }
