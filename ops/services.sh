@@ -23,6 +23,7 @@ Usage: ops/services.sh COMMAND
               Python venv                   LIENTHONG_PYTHON
               Apicurio Registry (external)  LIENTHONG_APICURIO_URL
               Prometheus, promtool          LIENTHONG_PROMETHEUS, LIENTHONG_PROMTOOL
+              headless Chromium             LIENTHONG_CHROMIUM
             If any service fails to start, everything this call started is stopped again.
             Use it as:  eval "$(ops/services.sh up)"   then   cargo test
   down      stop every service `up` started (safe to run when nothing runs)
@@ -45,6 +46,8 @@ install() {
   "$OPS/prometheus.sh" install
   "$OPS/kafka.sh" fetch
   command -v openssl >/dev/null 2>&1 || apt_install openssl
+  # Headless Chromium for the status page's browser tests, with fonts that have Vietnamese.
+  apt_install chromium fonts-dejavu-core
   "$OPS/apicurio.sh" fetch
   "$OPS/python-env.sh" create >/dev/null
 }
@@ -91,6 +94,7 @@ up() {
   printf 'export LIENTHONG_PG_URL=%q\n' "$pg"
   printf 'export LIENTHONG_PYTHON=%q\n' "$py"
   printf 'export LIENTHONG_APICURIO_URL=%q\n' "$apicurio"
+  printf 'export LIENTHONG_CHROMIUM=%q\n' "$(command -v chromium)"
   "$OPS/prometheus.sh" paths | sed -e 's/^/export LIENTHONG_/'
 }
 

@@ -134,6 +134,8 @@ pub use secured::*;
 
 pub mod prometheus;
 
+pub mod browser;
+
 /// A child process (a `lienthong` under test) that is killed if the test ends without
 /// stopping it, so that a failed test leaves no process behind holding ports and pipes.
 pub struct ChildGuard(pub std::process::Child);

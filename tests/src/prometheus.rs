@@ -157,7 +157,7 @@ impl Prometheus {
 
 /// Samples of one scrape, by metric name and label set.
 #[derive(Debug, Clone, Default)]
-pub struct Samples(Vec<(String, BTreeMap<String, String>, f64)>);
+pub struct Samples(pub Vec<(String, BTreeMap<String, String>, f64)>);
 
 impl Samples {
     /// From (name, labels, value) triples.

@@ -529,7 +529,7 @@ fn demo_plays_a_day_and_proves_the_log() {
         stores.push(words[1].trim_end_matches(':').to_string());
     }
     assert_eq!(stores, ["STP", "26734", "26740", "27259"], "{summary}");
-    // drift <code>: edited <n> shown <g> repaired <r> MATCH: the one row edited by hand in
+    // drift <code>: edited <n> shown <g> page <p> repaired <r> MATCH: the one row edited by hand in
     // 26734's store mid-run, shown by the scheduled check, and repaired; nothing elsewhere.
     let drift: Vec<&str> = summary
         .lines()
@@ -538,10 +538,10 @@ fn demo_plays_a_day_and_proves_the_log() {
     assert_eq!(
         drift,
         [
-            "drift STP: edited 0 shown 0 repaired 0 MATCH",
-            "drift 26734: edited 1 shown 1 repaired 1 MATCH",
-            "drift 26740: edited 0 shown 0 repaired 0 MATCH",
-            "drift 27259: edited 0 shown 0 repaired 0 MATCH",
+            "drift STP: edited 0 shown 0 page 0 repaired 0 MATCH",
+            "drift 26734: edited 1 shown 1 page 1 repaired 1 MATCH",
+            "drift 26740: edited 0 shown 0 page 0 repaired 0 MATCH",
+            "drift 27259: edited 0 shown 0 page 0 repaired 0 MATCH",
         ],
         "{summary}"
     );

@@ -190,12 +190,13 @@ impl Summary {
             ));
         }
         for s in &self.stores {
-            // drift <code>: edited <n> shown <g> repaired <r> MATCH
+            // drift <code>: edited <n> shown <g> page <p> repaired <r> MATCH
             out.push_str(&format!(
-                "drift {}: edited {} shown {} repaired {} {}\n",
+                "drift {}: edited {} shown {} page {} repaired {} {}\n",
                 s.code,
                 s.edited,
                 s.gauge,
+                s.page.map_or_else(|| "none".to_string(), |p| p.to_string()),
                 s.repaired,
                 verdict(s.drift_repaired())
             ));
@@ -303,7 +304,7 @@ pub async fn run(
     }
     let telemetry = Telemetry::new("demo").map_err(|e| DemoError::Startup(e.to_string()))?;
     let components = CancellationToken::new();
-    let kpi = start_kpi(&config, &bootstrap, &telemetry, components.clone()).await?;
+    let (kpi, kpi_addr) = start_kpi(&config, &bootstrap, &telemetry, components.clone()).await?;
     let gateway = Gateway::start(
         GatewayConfig {
             agencies: WARDS
@@ -364,6 +365,7 @@ pub async fn run(
     say!("gateway:         http://{local}/openapi.json (POST /topics/{{topic}}/events)");
     say!("schema registry: http://{local}/registry/subjects");
     say!("KPI engine:      service-chain indicators under lienthong_kpi_* in /metrics");
+    say!("status page:     http://{kpi_addr}/status (stores, service chain, find a case)");
     say!("metrics:         http://{local}/metrics");
     say!(
         "stores:          SQLite files under {}: {}",
@@ -426,9 +428,16 @@ pub async fn run(
     summary.on_log = after.counts;
     say!("checking each store against the log …");
     let ends = stores::consumed(&after.ends);
-    let checks = agency_stores
-        .into_iter()
-        .map(|store| store.check(&ends, &catalog, &telemetry, Duration::from_secs(60)));
+    let status_page = format!("http://{kpi_addr}/status");
+    let checks = agency_stores.into_iter().map(|store| {
+        store.check(
+            &ends,
+            &catalog,
+            &telemetry,
+            &status_page,
+            Duration::from_secs(60),
+        )
+    });
     for check in futures::future::join_all(checks).await {
         summary.stores.push(check?);
     }
@@ -449,14 +458,14 @@ struct Endpoints {
     unit_tokens: HashMap<&'static str, String>,
 }
 
-/// The KPI engine, in this process, on this process's metrics; its own `/metrics` listener is
-/// an unused ephemeral port (the demo's server shows the same registry).
+/// The KPI engine, in this process, on this process's metrics; its own listener, on an
+/// ephemeral port, serves the status page (and the same `/metrics` as the demo's server).
 async fn start_kpi(
     config: &DemoConfig,
     bootstrap: &str,
     telemetry: &Arc<Telemetry>,
     shutdown: CancellationToken,
-) -> Result<Running<lienthong_kpi::KpiError>, DemoError> {
+) -> Result<(Running<lienthong_kpi::KpiError>, std::net::SocketAddr), DemoError> {
     use lienthong_kpi::reference::{Level, ProcedureRef};
     let kpi = lienthong_kpi::KpiConfig {
         kafka: Some(KafkaConfig::new(bootstrap)),
@@ -488,7 +497,9 @@ async fn start_kpi(
     let listener = Listener::bind("KPI engine", "127.0.0.1:0")
         .await
         .map_err(|e| DemoError::Startup(e.to_string()))?;
+    let addr = listener.addr();
     lienthong_kpi::start(kpi, listener, telemetry, &shutdown)
+        .map(|running| (running, addr))
         .map_err(|e| DemoError::Startup(format!("KPI engine: {e}")))
 }
 

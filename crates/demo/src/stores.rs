@@ -77,6 +77,9 @@ pub struct StoreCheck {
     /// Rows the scheduled check showed as differing on `lienthong_connector_divergent_rows`
     /// at the end of the day, before the repair.
     pub gauge: i64,
+    /// The divergent rows the status page showed for the store at that moment (`None`: the
+    /// page did not answer, or did not list the store).
+    pub page: Option<i64>,
     /// Rows the end-of-day `repair` found differing (and put right, while the connector ran).
     pub repaired: usize,
 }
@@ -87,9 +90,12 @@ impl StoreCheck {
         self.behind.is_empty() && self.rows == self.log_rows && self.digest == self.log_digest
     }
 
-    /// Every row changed by hand was shown by the gauge, found and put right.
+    /// Every row changed by hand was shown by the gauge and the status page, found and put
+    /// right.
     pub fn drift_repaired(&self) -> bool {
-        self.repaired == self.edited && self.gauge == self.edited as i64
+        self.repaired == self.edited
+            && self.gauge == self.edited as i64
+            && self.page == Some(self.gauge)
     }
 }
 
@@ -300,6 +306,7 @@ impl AgencyStore {
         ends: &Ends,
         catalog: &Arc<Catalog>,
         telemetry: &Telemetry,
+        status_page: &str,
         timeout: Duration,
     ) -> Result<StoreCheck, DemoError> {
         let store_err = |e: lienthong_connect::StoreError| {
@@ -326,6 +333,7 @@ impl AgencyStore {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let gauge = self.gauge(telemetry);
+        let page = shown_on_page(status_page, &self.config.name).await;
         let progress = lienthong_connect::verify::Progress::default();
         let repaired = lienthong_connect::repair(
             &self.config,
@@ -369,6 +377,7 @@ impl AgencyStore {
             behind,
             edited,
             gauge,
+            page,
             repaired: repaired.before.divergences.len(),
         })
     }
@@ -419,4 +428,16 @@ async fn fold_in_memory(
         "folding the log for {}: {why}",
         config.name
     )))
+}
+
+/// The divergent rows the status page at `url` shows for connector `name` (its
+/// `data-key="store/{name}/divergent_rows"` cell), or `None` if the page does not answer or
+/// has no such figure.
+async fn shown_on_page(url: &str, name: &str) -> Option<i64> {
+    let page = reqwest::get(url).await.ok()?.text().await.ok()?;
+    let key = format!("data-key=\"store/{name}/divergent_rows\"");
+    let cell = &page[page.find(&key)? + key.len()..];
+    let cell = &cell[..cell.find('>')?];
+    let value = cell.split("data-value=\"").nth(1)?.split('"').next()?;
+    value.parse::<f64>().ok().map(|v| v as i64)
 }

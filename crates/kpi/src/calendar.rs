@@ -174,6 +174,11 @@ impl Calendar {
         &self.name
     }
 
+    /// Minutes east of UTC of the calendar's local time.
+    pub fn utc_offset_minutes(&self) -> i32 {
+        self.utc_offset_minutes
+    }
+
     /// The local day of an instant in milliseconds since the epoch.
     pub fn local_day(&self, millis: i64) -> Day {
         let secs = millis.div_euclid(1000) + i64::from(self.utc_offset_minutes) * 60;

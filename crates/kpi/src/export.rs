@@ -5,6 +5,7 @@
 //! ratios) are recomputed from the state for "today". Histograms take the processing times
 //! recorded since the last export.
 
+use lienthong_contract::events::UnitKind;
 use lienthong_telemetry::KpiMetrics;
 use prometheus::{GaugeVec, IntCounterVec};
 
@@ -44,8 +45,8 @@ pub struct Exporter {
     /// Units whose feedback gauges were exported.
     feedback_units_seen: BTreeSet<String>,
     /// Units' names from the reference topic, and the name last exported for each.
-    names: BTreeMap<String, String>,
-    names_exported: BTreeMap<String, String>,
+    names: BTreeMap<String, (String, &'static str)>,
+    names_exported: BTreeMap<String, (String, &'static str)>,
     case_topic: String,
     feedback_topic: String,
 }
@@ -65,9 +66,11 @@ impl Exporter {
         }
     }
 
-    /// Unit `code` is named `name` (from the units reference topic; the latest record wins).
-    pub fn name_unit(&mut self, code: &str, name: &str) {
-        self.names.insert(code.to_string(), name.to_string());
+    /// Unit `code` is named `name` and is of `kind` (from the units reference topic; the
+    /// latest record wins).
+    pub fn name_unit(&mut self, code: &str, name: &str, kind: UnitKind) {
+        self.names
+            .insert(code.to_string(), (name.to_string(), kind_label(kind)));
     }
 
     /// Export everything as of local day `today`.
@@ -295,14 +298,16 @@ impl Exporter {
                 .with_label_values(&[code, level.as_label()])
                 .set(overdue);
         }
-        for (unit, name) in &self.names {
-            if !engine.knows_unit(unit) || self.names_exported.get(unit) == Some(name) {
+        for (unit, named) in &self.names {
+            if !engine.knows_unit(unit) || self.names_exported.get(unit) == Some(named) {
                 continue;
             }
-            if let Some(old) = self.names_exported.insert(unit.clone(), name.clone()) {
-                let _ = m.unit_info.remove_label_values(&[unit, &old]);
+            if let Some((old, kind)) = self.names_exported.insert(unit.clone(), named.clone()) {
+                let _ = m.unit_info.remove_label_values(&[unit, &old, kind]);
             }
-            m.unit_info.with_label_values(&[unit, name]).set(1);
+            m.unit_info
+                .with_label_values(&[unit, &named.0, named.1])
+                .set(1);
         }
         m.cases_tracked
             .with_label_values(&[] as &[&str])
@@ -310,5 +315,16 @@ impl Exporter {
         m.caught_up
             .with_label_values(&[] as &[&str])
             .set(i64::from(caught_up));
+    }
+}
+
+/// The `kind` label of a unit.
+pub fn kind_label(kind: UnitKind) -> &'static str {
+    match kind {
+        UnitKind::Department => "department",
+        UnitKind::Ward => "ward",
+        UnitKind::Commune => "commune",
+        UnitKind::SpecialZone => "special_zone",
+        UnitKind::Unknown => "unknown",
     }
 }

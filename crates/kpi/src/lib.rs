@@ -25,6 +25,7 @@ pub mod export;
 mod receipts;
 pub mod reference;
 mod service;
+pub mod status;
 pub mod trace;
 
 pub use crate::config::KpiConfig;

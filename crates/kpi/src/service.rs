@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Stream};
 use crate::export::Exporter;
+use crate::status::Board;
 use crate::trace::{At, TraceIndex};
 use crate::{KpiConfig, KpiError};
 
@@ -62,7 +63,18 @@ pub fn start(
     };
     let recording = Arc::clone(telemetry);
     let index = Arc::new(RwLock::new(TraceIndex::default()));
-    let routes = trace_routes(Arc::clone(&index), Arc::clone(telemetry));
+    let board = Board::new(
+        Arc::clone(telemetry),
+        Arc::clone(&index),
+        engine.calendar().utc_offset_minutes(),
+    );
+    let routes = {
+        let (trace, board) = (
+            trace_routes(Arc::clone(&index), Arc::clone(telemetry)),
+            board.clone(),
+        );
+        move |router| board.routes(trace(router))
+    };
     Ok(Component::new("kpi", telemetry, shutdown)
         .readiness(readiness)
         .serve_with(listener, routes)
@@ -72,7 +84,7 @@ pub fn start(
                 engine,
                 decoder,
                 exporter,
-                Arc::clone(&index),
+                &board,
                 &recording,
                 stopping.token(),
             );
@@ -346,7 +358,7 @@ async fn consume(
     mut engine: Engine,
     decoder: Decoder,
     mut exporter: Exporter,
-    index: Arc<RwLock<TraceIndex>>,
+    board: &Board,
     telemetry: &Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> Result<(), KpiError> {
@@ -362,6 +374,7 @@ async fn consume(
     let calendar = engine.calendar().clone();
     let today = || calendar.local_day(now_millis());
     exporter.export(&mut engine, today(), caught_up);
+    board.set_trend(engine.month_trend(today()));
     telemetry.hide_indicators(!caught_up);
     let mut last_export = Instant::now();
     let mut read = 0u64;
@@ -389,7 +402,9 @@ async fn consume(
                     return Ok(());
                 }
                 match decoder.codec().decode::<AdminUnitRecord<&str>>(payload) {
-                    Ok((_, record)) => exporter.name_unit(record.unit.code, record.unit.name),
+                    Ok((_, record)) => {
+                        exporter.name_unit(record.unit.code, record.unit.name, record.unit.kind)
+                    }
                     Err(e) => {
                         tracing::warn!(topic = message.topic(), offset = message.offset(), error = %e, "a units record that cannot be read; its name is not used")
                     }
@@ -414,7 +429,14 @@ async fn consume(
                     offset: message.offset(),
                     published_ms: message.timestamp().to_millis().unwrap_or(0),
                 };
-                apply(&mut engine, &index, decoder.codec(), stream, at, payload);
+                apply(
+                    &mut engine,
+                    board.index(),
+                    decoder.codec(),
+                    stream,
+                    at,
+                    payload,
+                );
                 progress.advance(message.topic(), message.partition(), message.offset());
             }
         }
@@ -430,6 +452,7 @@ async fn consume(
         }
         if just_caught_up || last_export.elapsed() >= interval {
             exporter.export(&mut engine, today(), caught_up);
+            board.set_trend(engine.month_trend(today()));
             last_export = Instant::now();
             // Only now may a scrape see the indicators: the export above holds the full state.
             telemetry.hide_indicators(!caught_up);
@@ -477,7 +500,8 @@ fn apply(
     }
 }
 
-fn now_millis() -> i64 {
+/// Now, in ms since the epoch.
+pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -25,6 +25,8 @@ struct EventRef {
     event_id: Box<str>,
     kind: &'static str,
     producer_unit: Arc<str>,
+    /// The unit the event sends the case (or the feedback) to, if it moves it.
+    to_unit: Option<Arc<str>>,
     occurred_at_ms: i64,
     published_ms: i64,
 }
@@ -96,6 +98,11 @@ pub struct TracedEvent {
     pub kind: String,
     /// The unit that published it.
     pub producer_unit: String,
+    /// The unit the event puts the case (or the feedback item) with, for the events that move
+    /// it: the receiving unit of a submission, the processing unit of an acceptance, the
+    /// destination of an assignment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_unit: Option<String>,
     /// When it happened (ms since the epoch, the publisher's clock).
     pub occurred_at_ms: i64,
     /// When the broker appended it (ms).
@@ -129,6 +136,16 @@ fn case_kind<S>(k: &CaseEventKind<S>) -> &'static str {
     }
 }
 
+/// The unit a case event puts the case with, if it moves it.
+fn moved_to<'a>(k: &CaseEventKind<&'a str>) -> Option<&'a str> {
+    match k {
+        CaseEventKind::CaseSubmitted(s) => Some(s.receiving_unit),
+        CaseEventKind::CaseAccepted(a) => Some(a.processing_unit),
+        CaseEventKind::CaseAssigned(a) => Some(a.to_unit),
+        _ => None,
+    }
+}
+
 impl TraceIndex {
     fn name(&mut self, s: &str) -> Arc<str> {
         if let Some(n) = self.names.get(s) {
@@ -145,7 +162,7 @@ impl TraceIndex {
         at: At<'_>,
         event_id: &str,
         kind: &'static str,
-        unit: &str,
+        (unit, to_unit): (&str, Option<&str>),
         occurred_at_ms: i64,
     ) {
         let event = EventRef {
@@ -155,6 +172,7 @@ impl TraceIndex {
             event_id: event_id.into(),
             kind,
             producer_unit: self.name(unit),
+            to_unit: to_unit.map(|u| self.name(u)),
             occurred_at_ms,
             published_ms: at.published_ms,
         };
@@ -179,7 +197,7 @@ impl TraceIndex {
             at,
             e.event_id,
             case_kind(&event.event),
-            e.producer_unit,
+            (e.producer_unit, moved_to(&event.event)),
             e.occurred_at,
         );
     }
@@ -187,24 +205,37 @@ impl TraceIndex {
     /// A feedback event read at `at`: traced under the case it is about, if it names one.
     pub fn feedback_event(&mut self, at: At<'_>, event: &FeedbackEvent<&str>) {
         let e = &event.envelope;
-        let (kind, case) = match &event.event {
+        let (kind, case, to_unit) = match &event.event {
             FeedbackEventKind::FeedbackSubmitted(s) => {
                 if let Some(case) = s.related_case_id {
                     self.feedback.insert(e.aggregate_id.into(), case.into());
                 }
-                ("FeedbackSubmitted", s.related_case_id.map(Box::<str>::from))
+                (
+                    "FeedbackSubmitted",
+                    s.related_case_id.map(Box::<str>::from),
+                    Some(s.receiving_unit),
+                )
             }
-            FeedbackEventKind::FeedbackAssigned(_) => (
+            FeedbackEventKind::FeedbackAssigned(a) => (
                 "FeedbackAssigned",
                 self.feedback.get(e.aggregate_id).cloned(),
+                Some(a.to_unit),
             ),
             FeedbackEventKind::FeedbackResolved(_) => (
                 "FeedbackResolved",
                 self.feedback.get(e.aggregate_id).cloned(),
+                None,
             ),
         };
         if let Some(case) = case {
-            self.push(&case, at, e.event_id, kind, e.producer_unit, e.occurred_at);
+            self.push(
+                &case,
+                at,
+                e.event_id,
+                kind,
+                (e.producer_unit, to_unit),
+                e.occurred_at,
+            );
         }
     }
 
@@ -256,6 +287,7 @@ impl TraceIndex {
                 event_id: e.event_id.to_string(),
                 kind: e.kind.to_string(),
                 producer_unit: e.producer_unit.to_string(),
+                to_unit: e.to_unit.as_deref().map(str::to_string),
                 occurred_at_ms: e.occurred_at_ms,
                 published_ms: e.published_ms,
                 applied: self.applied_by(&e.topic, e.partition, e.offset),

@@ -465,7 +465,7 @@ async fn a_log_ending_in_a_transaction_marker_is_caught_up() {
 }
 
 /// Units' names come from the units reference topic: a known unit gets
-/// `lienthong_kpi_unit_info{unit,name} 1`, a unit outside the reference list none, and a
+/// `lienthong_kpi_unit_info{unit,name,kind} 1`, a unit outside the reference list none, and a
 /// renamed unit keeps one series, under its new name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unit_names_come_from_the_reference_topic_and_a_rename_replaces_the_series() {
@@ -519,6 +519,14 @@ async fn unit_names_come_from_the_reference_topic_and_a_rename_replaces_the_seri
         names(&engine.values()),
         [("26734".into(), "Phường Sài Gòn".into(), 1.0)]
     );
+    // The unit's kind, for telling wards from departments.
+    let kinds: Vec<String> = engine
+        .values()
+        .series("lienthong_kpi_unit_info")
+        .into_iter()
+        .map(|(l, _)| l["kind"].clone())
+        .collect();
+    assert_eq!(kinds, ["ward"]);
     send("26734", "Phường Sài Gòn (mới)").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {

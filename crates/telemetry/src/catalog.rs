@@ -275,6 +275,13 @@ pub const CONNECTOR_VERIFIED_TIMESTAMP: MetricSpec = gauge(
     "Unix time at which the connector's last scheduled check of its store against the log \
      finished (whatever it found).",
 );
+/// When the connector last committed a batch.
+pub const CONNECTOR_APPLIED_TIMESTAMP: MetricSpec = gauge(
+    "lienthong_connector_applied_timestamp_seconds",
+    &["connector"],
+    "Unix time at which the connector last committed a batch to its store (rows and offsets \
+     in one transaction); absent until its first batch.",
+);
 /// Scheduled checks, by outcome.
 pub const CONNECTOR_VERIFICATIONS: MetricSpec = counter(
     "lienthong_connector_verifications_total",
@@ -502,9 +509,10 @@ pub const KPI_UNIT_FEEDBACK_RATING_POINTS: MetricSpec = counter(
 /// A unit's name.
 pub const KPI_UNIT_INFO: MetricSpec = gauge(
     "lienthong_kpi_unit_info",
-    &["unit", "name"],
+    &["unit", "name", "kind"],
     "1 for each unit of the reference list whose name the units reference topic \
-     (hcm.reference.units) gives, labelled with that name (Vietnamese): join it on `unit` \
+     (hcm.reference.units) gives, labelled with that name (Vietnamese) and its kind \
+     (`department`, `ward`, `commune`, `special_zone`): join it on `unit` \
      (`* on (unit) group_left (name) lienthong_kpi_unit_info`) to show names. One series per \
      unit; a renamed unit's old series is removed.",
 );
@@ -683,6 +691,7 @@ pub const ALL: &[&MetricSpec] = &[
     &CONNECTOR_DIVERGENT_ROWS,
     &CONNECTOR_VERIFIED_TIMESTAMP,
     &CONNECTOR_VERIFICATIONS,
+    &CONNECTOR_APPLIED_TIMESTAMP,
     &SOURCE_ROWS_PUBLISHED,
     &SOURCE_ROWS_DEAD_LETTERED,
     &SOURCE_ERRORS,

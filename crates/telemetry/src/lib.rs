@@ -163,6 +163,8 @@ pub struct ConnectorMetrics {
     pub verified_timestamp: IntGaugeVec,
     /// [`catalog::CONNECTOR_VERIFICATIONS`].
     pub verifications: IntCounterVec,
+    /// [`catalog::CONNECTOR_APPLIED_TIMESTAMP`].
+    pub applied_timestamp: IntGaugeVec,
 }
 
 /// Families of source connectors (`lienthong source`).
@@ -327,6 +329,7 @@ impl Telemetry {
             receipts: counter(r, &catalog::CONNECTOR_RECEIPTS)?,
             divergent_rows: gauge(r, &catalog::CONNECTOR_DIVERGENT_ROWS)?,
             verified_timestamp: gauge(r, &catalog::CONNECTOR_VERIFIED_TIMESTAMP)?,
+            applied_timestamp: gauge(r, &catalog::CONNECTOR_APPLIED_TIMESTAMP)?,
             verifications: counter(r, &catalog::CONNECTOR_VERIFICATIONS)?,
         };
         let source = SourceMetrics {

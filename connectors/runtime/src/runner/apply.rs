@@ -360,6 +360,10 @@ impl<S: Sink> Runner<S> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
+        self.metrics
+            .applied_timestamp
+            .with_label_values(&[name])
+            .set(now_ms / 1000);
         let mut per_topic: HashMap<&str, u64> = HashMap::new();
         for i in items.iter().filter(|i| i.op.is_some()) {
             *per_topic.entry(&i.tp.0).or_default() += 1;
@@ -414,16 +418,19 @@ impl<S: Sink> Runner<S> {
         self.update_lag();
     }
 
-    /// At most every 5 s, set the lag gauge (high watermark minus the store's offset) from a
-    /// client outside the group, on a blocking thread.
+    /// At most every [`super::LAG_INTERVAL`], set the lag gauge (high watermark minus the
+    /// store's offset) from a client outside the group, on a blocking thread. A call within
+    /// the interval marks the gauge stale; the loop sets it once the interval is up.
     pub(super) fn update_lag(&mut self) {
         if self
             .lag_updated
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+            .is_some_and(|t| t.elapsed() < super::LAG_INTERVAL)
         {
+            self.lag_stale = true;
             return;
         }
         self.lag_updated = Some(Instant::now());
+        self.lag_stale = false;
         let positions: Vec<(String, i32, i64)> = self
             .positions
             .iter()

@@ -78,6 +78,9 @@ type Tp = (Arc<str>, i32);
 /// a large backlog. With thresholds this low, librdkafka's default pause of a second before it
 /// fetches again for a partition over them (`fetch.queue.backoff.ms`) halved a one-partition
 /// topic's rate; 10 ms does not.
+/// How often at most the lag gauge is set (each time, a watermark request per partition).
+pub(super) const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
 const PREFETCH: &[(&str, &str)] = &[
     ("queued.max.messages.kbytes", "16384"),
     ("queued.min.messages", "10000"),
@@ -160,6 +163,9 @@ struct Runner<S: Sink> {
     /// A client outside the group, for high watermarks (the lag gauge).
     watermarks: Arc<BaseConsumer>,
     lag_updated: Option<Instant>,
+    /// A commit came within 5 s of the last lag update: the gauge is to be set again once
+    /// that time is up, even if nothing else arrives (else it would stay at a stale value).
+    lag_stale: bool,
     /// The certificate log, when the connector verifies signatures (`[signatures]`).
     certificates: Option<Arc<Certificates>>,
     /// Batch roots already verified.
@@ -457,6 +463,7 @@ impl<S: Sink> Runner<S> {
             shutdown_deadline: None,
             watermarks: Arc::new(watermarks),
             lag_updated: None,
+            lag_stale: false,
             certificates,
             verifier: lienthong_signing::RecordVerifier::new(),
             receipts,
@@ -507,9 +514,16 @@ impl<S: Sink> Runner<S> {
             if let Some(m) = self.held_back.pop_front() {
                 self.take(m).await?;
             } else {
+                let lag_due = self
+                    .lag_updated
+                    .filter(|_| self.lag_stale)
+                    .map(|t| t + LAG_INTERVAL);
                 let deadline = self
                     .batch_since
                     .map(|t| t + max_wait)
+                    .into_iter()
+                    .chain(lag_due)
+                    .min()
                     .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
                 // Adaptive flushing: with records in the batch and no batch in flight, the
                 // consumer is asked once whether more is ready; if not, the batch is applied
@@ -559,6 +573,9 @@ impl<S: Sink> Runner<S> {
                         }
                     }
                 }
+            }
+            if self.lag_stale && self.folding.is_none() {
+                self.update_lag();
             }
             let due = idle || self.batch_since.is_some_and(|t| t.elapsed() >= max_wait);
             if self.batch.len() >= self.config.batch.max_records || (due && !self.batch.is_empty())

@@ -172,9 +172,11 @@ pub struct Tallies {
     /// Received from an applicant whose home unit is another (filed "outside the home ward"),
     /// by receiving unit.
     pub unit_outside_home: BTreeMap<String, u64>,
-    /// Received and completed, by (unit, calendar month of the event's local day, measure):
-    /// `received` (receiving unit), or the completion's timeliness label (responsible unit).
-    pub unit_monthly: BTreeMap<(String, Month, &'static str), u64>,
+    /// Received and completed, by (local day of the event, unit, measure): `received`
+    /// (receiving unit), or the completion's timeliness label (responsible unit). The periods
+    /// and the month's trend are sums over it. A city's year is about 168 units × 365 days ×
+    /// 4 measures, some 250,000 entries at most.
+    pub unit_daily: BTreeMap<(Day, String, &'static str), u64>,
     /// Transfers to another competent unit (`CaseAssigned` of kind `TRANSFERRED`), by the
     /// unit transferring the case out.
     pub unit_transfers: BTreeMap<String, u64>,
@@ -260,6 +262,38 @@ pub struct PeriodCounts {
     pub received: BTreeMap<(String, &'static str), u64>,
     /// Completed, by (responsible unit, period, timeliness label).
     pub completed: BTreeMap<(String, &'static str, &'static str), u64>,
+}
+
+/// Cases received and completed at one unit on one day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayCounts {
+    /// Received (as receiving unit).
+    pub received: u64,
+    /// Completed before the due date (as responsible unit).
+    pub early: u64,
+    /// Completed on the due date.
+    pub on_time: u64,
+    /// Completed after it.
+    pub late: u64,
+}
+
+impl DayCounts {
+    /// Completed, whatever the timeliness.
+    pub fn completed(&self) -> u64 {
+        self.early + self.on_time + self.late
+    }
+}
+
+/// The current month day by day, per unit ([`Engine::month_trend`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonthTrend {
+    /// The month's first local day.
+    pub first_day: Day,
+    /// The last day counted (today).
+    pub today: Day,
+    /// Unit → one entry per day from `first_day` to `today` (units with no case this month
+    /// are absent).
+    pub units: BTreeMap<String, Vec<DayCounts>>,
 }
 
 /// The gauges, computed from the open cases and feedback items for a given day.
@@ -427,9 +461,10 @@ impl Engine {
     pub fn periods(&self, today: Day) -> PeriodCounts {
         let ranges = period_months(today);
         let mut counts = PeriodCounts::default();
-        for ((unit, month, measure), n) in &self.tallies.unit_monthly {
+        for ((day, unit, measure), n) in &self.tallies.unit_daily {
+            let month = month_of(*day);
             for (period, range) in PERIODS.iter().zip(&ranges) {
-                if !range.contains(month) {
+                if !range.contains(&month) {
                     continue;
                 }
                 if *measure == "received" {
@@ -443,6 +478,40 @@ impl Engine {
             }
         }
         counts
+    }
+
+    /// Each unit's cases received and completed on each day of the calendar month of local
+    /// day `today`, up to `today` (by the local day of the event, as [`Engine::periods`]): the
+    /// status page's trend.
+    pub fn month_trend(&self, today: Day) -> MonthTrend {
+        let (year, month, _) = crate::calendar::civil_from_days(today);
+        let first = crate::calendar::days_from_civil(year, month, 1);
+        let mut trend = MonthTrend {
+            first_day: first,
+            today,
+            units: BTreeMap::new(),
+        };
+        let days = (today - first + 1).max(0) as usize;
+        let start = (first, String::new(), "");
+        for ((day, unit, measure), n) in self.tallies.unit_daily.range(start..) {
+            if *day > today {
+                break;
+            }
+            let daily = trend
+                .units
+                .entry(unit.clone())
+                .or_insert_with(|| vec![DayCounts::default(); days]);
+            let Some(counts) = daily.get_mut((day - first) as usize) else {
+                continue;
+            };
+            match Timeliness::ALL.iter().find(|t| t.as_label() == *measure) {
+                Some(Timeliness::Early) => counts.early += n,
+                Some(Timeliness::OnTime) => counts.on_time += n,
+                Some(Timeliness::Late) => counts.late += n,
+                None => counts.received += n,
+            }
+        }
+        trend
     }
 
     /// How many cases are held (any state).
@@ -717,10 +786,7 @@ fn submit(
         bump(&mut tallies.unit_outside_home, unit.clone());
     }
     let day = calendar.local_day(event.envelope.occurred_at);
-    bump(
-        &mut tallies.unit_monthly,
-        (unit.clone(), month_of(day), "received"),
-    );
+    bump(&mut tallies.unit_daily, (day, unit.clone(), "received"));
     Ok(OpenCase {
         unit,
         procedure,
@@ -838,8 +904,8 @@ fn step(
             release(calendar, holdings, case, day);
             let timeliness = Timeliness::of(day, case.effective_due);
             bump(
-                &mut tallies.unit_monthly,
-                (case.unit.clone(), month_of(day), timeliness.as_label()),
+                &mut tallies.unit_daily,
+                (day, case.unit.clone(), timeliness.as_label()),
             );
             bump(&mut tallies.unit_completed, (case.unit.clone(), timeliness));
             bump(

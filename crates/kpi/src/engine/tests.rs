@@ -852,12 +852,9 @@ fn the_chain_of_a_case_holding_transfers_outside_home_and_early() {
     assert_eq!(held, [("W2".to_string(), 4)]);
 }
 
-/// Month and quarter views by the local day of each event: received at W1 in September, October
-/// and November; completed in October (early) and November (late). As of 15 November 2026:
-/// this month is November, last month October, this quarter October to December, the last
-/// one July to September.
-#[test]
-fn received_and_completed_by_month_and_quarter() {
+/// Cases received at W1 on 30 September, 1 October and 3 November 2026; completed on 5 October
+/// (early) and 2 November (late).
+fn three_months_at_one_ward() -> Engine {
     let mut e = engine();
     let mut a = Case::new("A");
     let mut b = Case::new("B");
@@ -880,6 +877,16 @@ fn received_and_completed_by_month_and_quarter() {
     ] {
         assert_eq!(apply(&mut e, &ev), Outcome::Applied);
     }
+    e
+}
+
+/// Month and quarter views by the local day of each event: received at W1 in September, October
+/// and November; completed in October (early) and November (late). As of 15 November 2026:
+/// this month is November, last month October, this quarter October to December, the last
+/// one July to September.
+#[test]
+fn received_and_completed_by_month_and_quarter() {
+    let e = three_months_at_one_ward();
     let p = e.periods(day("2026-11-15"));
     let received: Vec<(&str, u64)> = p
         .received
@@ -922,4 +929,41 @@ fn received_and_completed_by_month_and_quarter() {
         january.received.get(&("W1".to_string(), "this_month")),
         None
     );
+}
+
+/// The status page's trend: the same history day by day. On 15 November: B completed late on
+/// the 2nd, C received on the 3rd, nothing else; on 31 October: B received on the 1st, A
+/// completed early on the 5th (A's submission was in September).
+#[test]
+fn the_month_trend_counts_each_day_of_the_current_month() {
+    let e = three_months_at_one_ward();
+    let november = e.month_trend(day("2026-11-15"));
+    assert_eq!(november.first_day, day("2026-11-01"));
+    let w1 = &november.units["W1"];
+    assert_eq!(w1.len(), 15);
+    let late = DayCounts {
+        late: 1,
+        ..DayCounts::default()
+    };
+    let received = DayCounts {
+        received: 1,
+        ..DayCounts::default()
+    };
+    for (i, counts) in w1.iter().enumerate() {
+        let expected = match i {
+            1 => late,
+            2 => received,
+            _ => DayCounts::default(),
+        };
+        assert_eq!(*counts, expected, "day {}", i + 1);
+    }
+    let october = e.month_trend(day("2026-10-31"));
+    let w1 = &october.units["W1"];
+    assert_eq!(w1.len(), 31);
+    assert_eq!(w1[0], received);
+    assert_eq!(w1[4].early, 1);
+    assert_eq!(w1.iter().map(DayCounts::completed).sum::<u64>(), 1);
+    assert_eq!(w1.iter().map(|d| d.received).sum::<u64>(), 1);
+    // A day before anything of the month happened: no unit.
+    assert!(e.month_trend(day("2026-12-01")).units.is_empty());
 }
