@@ -10,6 +10,84 @@ import pathlib
 HERE = pathlib.Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
+# Vietnamese titles of the dashboards' rows and panels: shown as "Vietnamese · English".
+VI = {
+    # bus health
+    "lienthong — bus health": "Liên thông — tình trạng hệ thống",
+    "Targets and versions": "Thành phần và phiên bản",
+    "Components up": "Thành phần đang chạy",
+    "Build info": "Phiên bản",
+    "Flow": "Luồng sự kiện",
+    "Events produced /s": "Sự kiện phát hành mỗi giây",
+    "Events consumed /s": "Sự kiện đã đọc mỗi giây",
+    "Events applied /s": "Sự kiện đã áp dụng mỗi giây",
+    "Consumer lag (records)": "Độ trễ (bản ghi chưa áp dụng)",
+    "Failed and dead-lettered /s": "Lỗi và thư lỗi mỗi giây",
+    "Connectors up / retrying": "Bộ kết nối chạy / đang thử lại",
+    "Rows differing from the log (scheduled check)": "Dòng lệch so với nhật ký (đối chiếu định kỳ)",
+    "Hours since the last finished check": "Số giờ từ lần đối chiếu gần nhất",
+    "Latency": "Độ trễ",
+    "End-to-end latency p95 (event time → row committed)": "Độ trễ đầu-cuối p95 (sự kiện → dòng đã ghi)",
+    "Batch apply latency p95": "Thời gian áp dụng lô p95",
+    "Mean batch size": "Cỡ lô trung bình",
+    "Transient retries /s": "Lần thử lại mỗi giây",
+    "Gateway and registry": "Cổng tiếp nhận và kho lược đồ",
+    "Gateway requests /s by status": "Yêu cầu tới cổng mỗi giây theo mã trạng thái",
+    "Gateway 5xx share by route": "Tỷ lệ lỗi 5xx của cổng theo đường dẫn",
+    "Gateway latency p95 by route": "Độ trễ cổng p95 theo đường dẫn",
+    "Gateway rejections and duplicates /s": "Cổng từ chối và trùng lặp mỗi giây",
+    "Registry operations /s": "Thao tác kho lược đồ mỗi giây",
+    "Kafka client errors /s": "Lỗi máy khách Kafka mỗi giây",
+    "Sources (agencies' outboxes)": "Nguồn dữ liệu (hộp thư đi của cơ quan)",
+    "Outbox rows published /s": "Dòng hộp thư đi đã phát hành mỗi giây",
+    "Outbox lag": "Độ trễ hộp thư đi",
+    "Outbox row latency p95 (commit → Kafka)": "Độ trễ dòng hộp thư đi p95 (ghi → Kafka)",
+    "Sources: dead letters, retries, up": "Nguồn: thư lỗi, thử lại, đang chạy",
+    # service chain
+    "lienthong — service-chain indicators": "Liên thông — chỉ số chuỗi dịch vụ",
+    "Selected units ($unit)": "Đơn vị đã chọn ($unit)",
+    "Open cases": "Hồ sơ đang xử lý",
+    "Open past due": "Đang xử lý quá hạn",
+    "Overdue share of open": "Tỷ lệ quá hạn trong hồ sơ đang xử lý",
+    "Completed on time": "Hoàn thành đúng hạn",
+    "Handled end-to-end online": "Xử lý trực tuyến toàn trình",
+    "Feedback satisfaction (1–5)": "Mức hài lòng với xử lý phản ánh (1–5)",
+    "Flow of cases": "Luồng hồ sơ",
+    "Received per day by channel": "Tiếp nhận mỗi ngày theo kênh",
+    "Accepted, completed and closed per day": "Thụ lý, hoàn thành và kết thúc mỗi ngày",
+    "Supplement requests per day": "Yêu cầu bổ sung mỗi ngày",
+    "Processing time (submission → completion), 7-day window": "Thời gian giải quyết (tiếp nhận → hoàn thành), 7 ngày",
+    "Service chain: filed outside the home ward, transfers per case": "Chuỗi dịch vụ: nộp ngoài địa giới, số lần chuyển mỗi hồ sơ",
+    "Working days: processing and holding, 30-day window (median)": "Ngày làm việc: giải quyết và lưu giữ, 30 ngày (trung vị)",
+    "This month and last month, quarter and last quarter": "Tháng này và tháng trước, quý này và quý trước",
+    "Open and overdue": "Đang xử lý và quá hạn",
+    "Feedback per day": "Phản ánh, kiến nghị mỗi ngày",
+    "Feedback open and past due": "Phản ánh đang xử lý và quá hạn",
+    "Feedback handling time (working days), 30-day window": "Thời gian xử lý phản ánh (ngày làm việc), 30 ngày",
+    "Units by overdue share": "Đơn vị theo tỷ lệ quá hạn",
+    "Units by end-to-end online share": "Đơn vị theo tỷ lệ trực tuyến toàn trình",
+    "By procedure (top-N codes, the rest as other; not filtered by unit)": "Theo thủ tục (N thủ tục chính, còn lại gộp là khác; không lọc theo đơn vị)",
+    "Open and overdue by procedure": "Đang xử lý và quá hạn theo thủ tục",
+    "Received per day by online level": "Tiếp nhận mỗi ngày theo mức độ trực tuyến",
+    "Completed late share by procedure": "Tỷ lệ hoàn thành trễ hạn theo thủ tục",
+    "Processing time p90 by procedure, 7-day window": "Thời gian giải quyết p90 theo thủ tục, 7 ngày",
+    "End-to-end online share by procedure": "Tỷ lệ trực tuyến toàn trình theo thủ tục",
+    "Supplement requests per day by procedure": "Yêu cầu bổ sung mỗi ngày theo thủ tục",
+    "KPI engine": "Bộ tính chỉ số",
+    "Caught up with the log": "Đã đọc kịp nhật ký",
+    "Cases in memory": "Hồ sơ trong bộ nhớ",
+    "Anomalies per hour by kind": "Bất thường mỗi giờ theo loại",
+    "Records read /s by outcome": "Bản ghi đã đọc mỗi giây theo kết quả",
+}
+
+
+def title_of(english):
+    """A title as shown: Vietnamese first, then the English one. Every title needs its
+    Vietnamese form in VI (the city's officials read these dashboards)."""
+    if english not in VI:
+        raise SystemExit(f"no Vietnamese title for {english!r}: add it to VI in {__file__}")
+    return f"{VI[english]} · {english}"
+
 
 class Layout:
     def __init__(self):
@@ -18,20 +96,20 @@ class Layout:
         self.y = 0
         self.next_id = 1
 
-    def row(self, title):
+    def row(self, name):
         if self.x:
             self.x, self.y = 0, self.y + 8
-        self.panels.append({"type": "row", "title": title, "id": self.next_id, "collapsed": False,
+        self.panels.append({"type": "row", "title": title_of(name), "id": self.next_id, "collapsed": False,
                             "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}, "panels": []})
         self.next_id += 1
         self.y += 1
 
-    def panel(self, kind, title, targets, unit="short", w=8, h=8, description="", extra=None):
+    def panel(self, kind, name, targets, unit="short", w=8, h=8, description="", extra=None):
         if self.x + w > 24:
             self.x, self.y = 0, self.y + h
         p = {
             "type": kind,
-            "title": title,
+            "title": title_of(name),
             "description": description,
             "id": self.next_id,
             "datasource": DS,
@@ -56,10 +134,10 @@ class Layout:
             self.x, self.y = 0, self.y + h
 
 
-def dashboard(uid, title, description, layout, variables):
+def dashboard(uid, name, description, layout, variables):
     return {
         "uid": uid,
-        "title": title,
+        "title": title_of(name),
         "description": description,
         "tags": ["lienthong"],
         "schemaVersion": 39,
@@ -168,6 +246,13 @@ def named(expr):
             f" or {expr})")
 
 
+def named_procedure(expr):
+    """`expr` (by procedure) with each top procedure's name joined from
+    lienthong_kpi_procedure_info; `other` and procedures without a name keep their code only."""
+    return (f"({expr} * on (procedure) group_left (name) lienthong_kpi_procedure_info)"
+            f" or {expr}")
+
+
 def service_chain():
     u = 'unit=~"$unit"'
     l = Layout()
@@ -209,8 +294,11 @@ def service_chain():
         description="Processing: submission to completion, supplement pauses left out. Holding: how long one unit was responsible.")
     l.panel("table", "This month and last month, quarter and last quarter", [
         (f'sum by (period) (lienthong_kpi_unit_cases_received_in_period{{{u}}})', "received"),
-        (f'sum by (period) (lienthong_kpi_unit_cases_completed_in_period{{{u},timeliness=~"early|on_time"}}) / sum by (period) (lienthong_kpi_unit_cases_completed_in_period{{{u}}})', "on time share")],
-        description="Calendar months and quarters, by the events' own days (docs/kpi.md).")
+        (f'sum by (period) (lienthong_kpi_unit_cases_completed_in_period{{{u},timeliness=~"early|on_time"}}) / sum by (period) (lienthong_kpi_unit_cases_completed_in_period{{{u}}})', "on time share"),
+        (f'sum by (period) (lienthong_kpi_unit_feedback_received_in_period{{{u}}})', "feedback received"),
+        (f'sum by (period) (lienthong_kpi_unit_feedback_resolved_in_period{{{u}}})', "feedback resolved")],
+        description="Calendar months and quarters, by the events' own days (docs/kpi.md): cases received, "
+                    "the on-time share of completions (early or on time), feedback received and resolved.")
     l.panel("timeseries", "Open and overdue", [
         (f"sum(lienthong_kpi_unit_cases_open{{{u}}})", "open"),
         (f"sum(lienthong_kpi_unit_cases_open_overdue{{{u}}})", "overdue")])
@@ -234,21 +322,21 @@ def service_chain():
     ], w=12, h=10, description="With each unit's name (lienthong_kpi_unit_info).")
     l.row("By procedure (top-N codes, the rest as other; not filtered by unit)")
     l.panel("timeseries", "Open and overdue by procedure", [
-        ("sum by (procedure, level) (lienthong_kpi_procedure_cases_open)", "open {{procedure}}"),
-        ("sum by (procedure, level) (lienthong_kpi_procedure_cases_open_overdue)", "overdue {{procedure}}")])
+        (named_procedure("sum by (procedure, level) (lienthong_kpi_procedure_cases_open)"), "open {{procedure}} {{name}}"),
+        (named_procedure("sum by (procedure, level) (lienthong_kpi_procedure_cases_open_overdue)"), "overdue {{procedure}} {{name}}")])
     l.panel("timeseries", "Received per day by online level", [
         ("sum by (level) (increase(lienthong_kpi_procedure_cases_received_total[1d]))", "{{level}}"),
         ("sum by (level) (increase(lienthong_kpi_procedure_cases_accepted_total[1d]))", "accepted {{level}}")])
     l.panel("timeseries", "Completed late share by procedure", [
-        ('sum by (procedure) (lienthong_kpi_procedure_cases_completed_total{timeliness="late"}) / sum by (procedure) (lienthong_kpi_procedure_cases_completed_total)', "{{procedure}}")],
+        (named_procedure('(sum by (procedure) (lienthong_kpi_procedure_cases_completed_total{timeliness="late"}) / sum by (procedure) (lienthong_kpi_procedure_cases_completed_total))'), "{{procedure}} {{name}}")],
         unit="percentunit")
     l.panel("timeseries", "Processing time p90 by procedure, 7-day window", [
-        ("histogram_quantile(0.9, sum by (procedure, le) (rate(lienthong_kpi_procedure_processing_duration_seconds_bucket[7d])))", "{{procedure}}")],
+        (named_procedure("histogram_quantile(0.9, sum by (procedure, le) (rate(lienthong_kpi_procedure_processing_duration_seconds_bucket[7d])))"), "{{procedure}} {{name}}")],
         unit="s")
     l.panel("timeseries", "End-to-end online share by procedure", [
-        ("lienthong_kpi_procedure_end_to_end_online_ratio", "{{procedure}} ({{level}})")], unit="percentunit")
+        (named_procedure("lienthong_kpi_procedure_end_to_end_online_ratio"), "{{procedure}} {{name}} ({{level}})")], unit="percentunit")
     l.panel("timeseries", "Supplement requests per day by procedure", [
-        ("sum by (procedure) (increase(lienthong_kpi_procedure_supplement_requests_total[1d]))", "{{procedure}}")])
+        (named_procedure("sum by (procedure) (increase(lienthong_kpi_procedure_supplement_requests_total[1d]))"), "{{procedure}} {{name}}")])
     l.row("KPI engine")
     l.panel("stat", "Caught up with the log", [("min(lienthong_kpi_caught_up)", "caught up")], w=6, h=5,
             description="0 while the engine re-reads its topics after a start: indicators are partial.")
@@ -258,7 +346,7 @@ def service_chain():
     l.panel("timeseries", "Records read /s by outcome", [
         ("sum by (topic, outcome) (rate(lienthong_kpi_events_total[5m]))", "{{topic}} {{outcome}}")], unit="ops", w=6, h=5)
     unit_var = {
-        "name": "unit", "label": "Unit", "type": "query", "datasource": DS,
+        "name": "unit", "label": "Đơn vị · Unit", "type": "query", "datasource": DS,
         "query": {"query": "label_values(lienthong_kpi_unit_cases_open, unit)", "refId": "units"},
         "definition": "label_values(lienthong_kpi_unit_cases_open, unit)",
         "multi": True, "includeAll": True, "allValue": ".*", "refresh": 2, "sort": 1,

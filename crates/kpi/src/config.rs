@@ -25,6 +25,9 @@ pub struct KpiConfig {
     /// The units reference topic, for the units' names (`lienthong_kpi_unit_info`); read if it
     /// exists when the engine starts, else the engine runs without names.
     pub units_topic: String,
+    /// The procedures reference topic, for the top procedures' names
+    /// (`lienthong_kpi_procedure_info`); read if it exists when the engine starts.
+    pub procedures_topic: String,
     /// The schemas folder, for decoding with the catalog's local schema ids.
     pub schemas_dir: PathBuf,
     /// A Confluent-compatible schema registry to fetch writer schemas from by id; without it,
@@ -87,6 +90,7 @@ impl Default for KpiConfig {
             case_topic: "hcm.case.events".into(),
             feedback_topic: "hcm.feedback.events".into(),
             units_topic: "hcm.reference.units".into(),
+            procedures_topic: "hcm.reference.procedures".into(),
             schemas_dir: PathBuf::from("schemas"),
             registry_url: None,
             registry_agency: None,
@@ -111,6 +115,7 @@ impl std::fmt::Debug for KpiConfig {
             .field("case_topic", &self.case_topic)
             .field("feedback_topic", &self.feedback_topic)
             .field("units_topic", &self.units_topic)
+            .field("procedures_topic", &self.procedures_topic)
             .field("schemas_dir", &self.schemas_dir)
             .field("registry_url", &self.registry_url)
             .field("registry_agency", &self.registry_agency)
@@ -185,9 +190,19 @@ impl KpiConfig {
                 "case_topic and feedback_topic must differ".into(),
             ));
         }
-        if self.units_topic == self.case_topic || self.units_topic == self.feedback_topic {
+        for (name, topic) in [
+            ("units_topic", &self.units_topic),
+            ("procedures_topic", &self.procedures_topic),
+        ] {
+            if *topic == self.case_topic || *topic == self.feedback_topic {
+                return Err(KpiError::Config(format!(
+                    "{name} must differ from case_topic and feedback_topic"
+                )));
+            }
+        }
+        if !self.units_topic.is_empty() && self.units_topic == self.procedures_topic {
             return Err(KpiError::Config(
-                "units_topic must differ from case_topic and feedback_topic".into(),
+                "units_topic and procedures_topic must differ".into(),
             ));
         }
         match &self.registry_url {

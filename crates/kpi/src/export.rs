@@ -47,6 +47,9 @@ pub struct Exporter {
     /// Units' names from the reference topic, and the name last exported for each.
     names: BTreeMap<String, (String, &'static str)>,
     names_exported: BTreeMap<String, (String, &'static str)>,
+    /// Procedures' names from the reference topic, and the name last exported for each.
+    procedure_names: BTreeMap<String, String>,
+    procedure_names_exported: BTreeMap<String, String>,
     case_topic: String,
     feedback_topic: String,
 }
@@ -60,6 +63,8 @@ impl Exporter {
             feedback_units_seen: BTreeSet::new(),
             names: BTreeMap::new(),
             names_exported: BTreeMap::new(),
+            procedure_names: BTreeMap::new(),
+            procedure_names_exported: BTreeMap::new(),
             procedures_seen: BTreeSet::new(),
             case_topic: case_topic.to_string(),
             feedback_topic: feedback_topic.to_string(),
@@ -71,6 +76,13 @@ impl Exporter {
     pub fn name_unit(&mut self, code: &str, name: &str, kind: UnitKind) {
         self.names
             .insert(code.to_string(), (name.to_string(), kind_label(kind)));
+    }
+
+    /// Procedure `code` is named `name` (from the procedures reference topic; the latest
+    /// record wins).
+    pub fn name_procedure(&mut self, code: &str, name: &str) {
+        self.procedure_names
+            .insert(code.to_string(), name.to_string());
     }
 
     /// Export everything as of local day `today`.
@@ -278,6 +290,19 @@ impl Exporter {
                 self.feedback_units_seen.insert(unit.clone());
             }
         }
+        for unit in &self.feedback_units_seen {
+            for period in crate::engine::PERIODS {
+                let key = (unit.clone(), period);
+                let received = periods.feedback_received.get(&key).copied().unwrap_or(0);
+                let resolved = periods.feedback_resolved.get(&key).copied().unwrap_or(0);
+                m.unit_feedback_received_in_period
+                    .with_label_values(&[unit, period])
+                    .set(received as i64);
+                m.unit_feedback_resolved_in_period
+                    .with_label_values(&[unit, period])
+                    .set(resolved as i64);
+            }
+        }
         self.feedback_units_seen
             .extend(g.unit_feedback_open.keys().cloned());
         for unit in &self.feedback_units_seen {
@@ -308,6 +333,20 @@ impl Exporter {
             m.unit_info
                 .with_label_values(&[unit, &named.0, named.1])
                 .set(1);
+        }
+        for (code, name) in &self.procedure_names {
+            if !engine.labels_procedure(code)
+                || self.procedure_names_exported.get(code) == Some(name)
+            {
+                continue;
+            }
+            if let Some(old) = self
+                .procedure_names_exported
+                .insert(code.clone(), name.clone())
+            {
+                let _ = m.procedure_info.remove_label_values(&[code, &old]);
+            }
+            m.procedure_info.with_label_values(&[code, name]).set(1);
         }
         m.cases_tracked
             .with_label_values(&[] as &[&str])

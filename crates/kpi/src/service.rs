@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use lienthong_contract::codec::split_frame;
-use lienthong_contract::events::{AdminUnitRecord, CaseEvent, FeedbackEvent};
+use lienthong_contract::events::{AdminUnitRecord, CaseEvent, FeedbackEvent, ProcedureRecord};
 use lienthong_contract::{Catalog, Codec};
 use lienthong_registry::client::{Credentials, RegistryClient};
 use lienthong_telemetry::component::{Component, Listener, Readiness, Running};
@@ -295,20 +295,20 @@ pub(crate) async fn assign(
     topics: &[String],
     shutdown: &CancellationToken,
 ) -> Result<Option<Progress>, KpiError> {
-    assign_with(consumer, topics, None, shutdown).await
+    assign_with(consumer, topics, &[], shutdown).await
 }
 
 /// [`assign`], with `optional` too if it exists now (it is not waited for).
 async fn assign_with(
     consumer: &Arc<StreamConsumer<KafkaClientContext>>,
     topics: &[String],
-    optional: Option<&str>,
+    optional: &[&str],
     shutdown: &CancellationToken,
 ) -> Result<Option<Progress>, KpiError> {
     let mut tpl = TopicPartitionList::new();
     let mut remaining = HashMap::new();
     let mut wanted: Vec<(&str, bool)> = topics.iter().map(|t| (t.as_str(), true)).collect();
-    wanted.extend(optional.map(|t| (t, false)));
+    wanted.extend(optional.iter().map(|t| (*t, false)));
     for (topic, required) in wanted {
         let partitions = loop {
             match describe(consumer, topic).await {
@@ -364,8 +364,11 @@ async fn consume(
 ) -> Result<(), KpiError> {
     let consumer = reader(config, telemetry)?;
     let topics = [config.case_topic.clone(), config.feedback_topic.clone()];
-    let units = Some(config.units_topic.as_str()).filter(|t| !t.is_empty());
-    let Some(mut progress) = assign_with(&consumer, &topics, units, &shutdown).await? else {
+    let reference: Vec<&str> = [config.units_topic.as_str(), &config.procedures_topic]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect();
+    let Some(mut progress) = assign_with(&consumer, &topics, &reference, &shutdown).await? else {
         return Ok(());
     };
     let started = Instant::now();
@@ -396,18 +399,13 @@ async fn consume(
                 tracing::warn!(error = %e, "Kafka consumer error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Ok(Ok(message)) if message.topic() == config.units_topic => {
+            Ok(Ok(message)) if reference.contains(&message.topic()) => {
                 let payload = message.payload().unwrap_or_default();
                 if !decoder.ready_for(payload, &shutdown).await {
                     return Ok(());
                 }
-                match decoder.codec().decode::<AdminUnitRecord<&str>>(payload) {
-                    Ok((_, record)) => {
-                        exporter.name_unit(record.unit.code, record.unit.name, record.unit.kind)
-                    }
-                    Err(e) => {
-                        tracing::warn!(topic = message.topic(), offset = message.offset(), error = %e, "a units record that cannot be read; its name is not used")
-                    }
+                if let Err(e) = name(&mut exporter, config, decoder.codec(), &message) {
+                    tracing::warn!(topic = message.topic(), offset = message.offset(), error = %e, "a reference record that cannot be read; its name is not used");
                 }
                 progress.advance(message.topic(), message.partition(), message.offset());
             }
@@ -459,6 +457,24 @@ async fn consume(
         }
     }
     exporter.export(&mut engine, today(), caught_up);
+    Ok(())
+}
+
+/// A units or procedures reference record: the unit's or procedure's name for the exporter.
+fn name(
+    exporter: &mut Exporter,
+    config: &KpiConfig,
+    codec: &Codec,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) -> lienthong_contract::Result<()> {
+    let payload = message.payload().unwrap_or_default();
+    if message.topic() == config.units_topic {
+        let (_, record) = codec.decode::<AdminUnitRecord<&str>>(payload)?;
+        exporter.name_unit(record.unit.code, record.unit.name, record.unit.kind);
+    } else {
+        let (_, record) = codec.decode::<ProcedureRecord<&str>>(payload)?;
+        exporter.name_procedure(record.procedure.code, record.procedure.name);
+    }
     Ok(())
 }
 

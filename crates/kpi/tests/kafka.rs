@@ -466,7 +466,8 @@ async fn a_log_ending_in_a_transaction_marker_is_caught_up() {
 
 /// Units' names come from the units reference topic: a known unit gets
 /// `lienthong_kpi_unit_info{unit,name,kind} 1`, a unit outside the reference list none, and a
-/// renamed unit keeps one series, under its new name.
+/// renamed unit keeps one series, under its new name. Procedures' names likewise, for the top
+/// procedures only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unit_names_come_from_the_reference_topic_and_a_rename_replaces_the_series() {
     use lienthong_contract::{Catalog, Codec, samples};
@@ -498,8 +499,13 @@ async fn unit_names_come_from_the_reference_topic_and_a_rename_replaces_the_seri
     };
     send("26734", "Phường Sài Gòn").await;
     send("99999", "Không có trong danh mục").await;
+    let procedures_topic = kafka
+        .create_topic("kpi-procedures", 1, 1, &[])
+        .await
+        .unwrap();
     let mut cfg = config(kafka.bootstrap(), &case_topic, &feedback_topic);
     cfg.units_topic = units_topic.clone();
+    cfg.procedures_topic = procedures_topic.clone();
     let engine = Running::start(cfg).await.unwrap();
     let names = |s: &Samples| -> Vec<(String, String, f64)> {
         let mut v: Vec<_> = s
@@ -535,6 +541,46 @@ async fn unit_names_come_from_the_reference_topic_and_a_rename_replaces_the_seri
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Procedures' names from their topic, read while the engine runs: a top procedure gets a
+    // series, a procedure folded into `other` none.
+    let procedures_id = catalog.local_id("hcm.reference.procedures").unwrap();
+    for (code, name) in [
+        (PROC_TOP_ONLINE, "Đăng ký khai sinh"),
+        (PROC_OTHER, "Thủ tục khác"),
+    ] {
+        let mut record = samples::procedure();
+        record.procedure.code = code.into();
+        record.procedure.name = name.into();
+        let payload = codec.encode_to_vec(procedures_id, &record).unwrap();
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&procedures_topic)
+                    .key(code)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now: Vec<(String, String)> = engine
+            .values()
+            .series("lienthong_kpi_procedure_info")
+            .into_iter()
+            .map(|(l, _)| (l["procedure"].clone(), l["name"].clone()))
+            .collect();
+        if !now.is_empty() {
+            assert_eq!(
+                now,
+                [(PROC_TOP_ONLINE.to_string(), "Đăng ký khai sinh".to_string())]
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no procedure names");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     engine.stop().await.unwrap();

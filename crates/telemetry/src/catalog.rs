@@ -531,6 +531,29 @@ pub const KPI_UNIT_COMPLETED_IN_PERIOD: MetricSpec = gauge(
     "Cases completed in the period (as for ..._received_in_period), by the local day of the \
      completion, responsible unit and timeliness (`early`, `on_time`, `late`).",
 );
+/// Feedback received in a period, by unit.
+pub const KPI_UNIT_FEEDBACK_RECEIVED_IN_PERIOD: MetricSpec = gauge(
+    "lienthong_kpi_unit_feedback_received_in_period",
+    &["unit", "period"],
+    "Feedback items submitted in the period (as for ..._cases_received_in_period), by the \
+     local day of the submission and receiving unit.",
+);
+/// Feedback resolved in a period, by unit.
+pub const KPI_UNIT_FEEDBACK_RESOLVED_IN_PERIOD: MetricSpec = gauge(
+    "lienthong_kpi_unit_feedback_resolved_in_period",
+    &["unit", "period"],
+    "Feedback items resolved in the period (as for ..._cases_received_in_period), by the \
+     local day of the resolution and the unit that resolved them.",
+);
+/// Procedures' names.
+pub const KPI_PROCEDURE_INFO: MetricSpec = gauge(
+    "lienthong_kpi_procedure_info",
+    &["procedure", "name"],
+    "1 for each procedure of `top_procedures` whose name the procedures reference topic \
+     (hcm.reference.procedures) gives, labelled with that name (Vietnamese): join it on \
+     `procedure` (`* on (procedure) group_left (name) lienthong_kpi_procedure_info`). One \
+     series per top procedure (at most 100); a renamed procedure's old series is removed.",
+);
 /// Feedback open, by unit.
 pub const KPI_UNIT_FEEDBACK_OPEN: MetricSpec = gauge(
     "lienthong_kpi_unit_feedback_open",
@@ -716,6 +739,9 @@ pub const ALL: &[&MetricSpec] = &[
     &KPI_UNIT_FEEDBACK_RATINGS,
     &KPI_UNIT_FEEDBACK_RATING_POINTS,
     &KPI_UNIT_INFO,
+    &KPI_PROCEDURE_INFO,
+    &KPI_UNIT_FEEDBACK_RECEIVED_IN_PERIOD,
+    &KPI_UNIT_FEEDBACK_RESOLVED_IN_PERIOD,
     &KPI_UNIT_RECEIVED_IN_PERIOD,
     &KPI_UNIT_COMPLETED_IN_PERIOD,
     &KPI_UNIT_FEEDBACK_OPEN,

@@ -230,6 +230,12 @@ pub struct KpiMetrics {
     pub unit_feedback_rating_points: IntCounterVec,
     /// [`catalog::KPI_UNIT_INFO`].
     pub unit_info: IntGaugeVec,
+    /// [`catalog::KPI_PROCEDURE_INFO`].
+    pub procedure_info: IntGaugeVec,
+    /// [`catalog::KPI_UNIT_FEEDBACK_RECEIVED_IN_PERIOD`].
+    pub unit_feedback_received_in_period: IntGaugeVec,
+    /// [`catalog::KPI_UNIT_FEEDBACK_RESOLVED_IN_PERIOD`].
+    pub unit_feedback_resolved_in_period: IntGaugeVec,
     /// [`catalog::KPI_UNIT_RECEIVED_IN_PERIOD`].
     pub unit_received_in_period: IntGaugeVec,
     /// [`catalog::KPI_UNIT_COMPLETED_IN_PERIOD`].
@@ -365,6 +371,15 @@ impl Telemetry {
             unit_feedback_ratings: counter(r, &catalog::KPI_UNIT_FEEDBACK_RATINGS)?,
             unit_feedback_rating_points: counter(r, &catalog::KPI_UNIT_FEEDBACK_RATING_POINTS)?,
             unit_info: gauge(r, &catalog::KPI_UNIT_INFO)?,
+            procedure_info: gauge(r, &catalog::KPI_PROCEDURE_INFO)?,
+            unit_feedback_received_in_period: gauge(
+                r,
+                &catalog::KPI_UNIT_FEEDBACK_RECEIVED_IN_PERIOD,
+            )?,
+            unit_feedback_resolved_in_period: gauge(
+                r,
+                &catalog::KPI_UNIT_FEEDBACK_RESOLVED_IN_PERIOD,
+            )?,
             unit_received_in_period: gauge(r, &catalog::KPI_UNIT_RECEIVED_IN_PERIOD)?,
             unit_completed_in_period: gauge(r, &catalog::KPI_UNIT_COMPLETED_IN_PERIOD)?,
             unit_feedback_open: gauge(r, &catalog::KPI_UNIT_FEEDBACK_OPEN)?,

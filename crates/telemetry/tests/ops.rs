@@ -281,6 +281,48 @@ fn every_alert_has_a_unit_test_that_fires_and_one_that_does_not() {
     }
 }
 
+/// Every `title` (the dashboard's, its rows' and panels') of a dashboard.
+fn titles(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("title", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => titles(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| titles(v, out)),
+        _ => {}
+    }
+}
+
+/// The city's officials read the dashboards in Vietnamese: every title is "Vietnamese ·
+/// English", the Vietnamese part written with its diacritics.
+#[test]
+fn every_dashboard_title_is_in_vietnamese_then_english() {
+    let mut checked = 0;
+    for path in files(&repo().join("ops/grafana/dashboards"), "json") {
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut all = Vec::new();
+        titles(&json, &mut all);
+        assert!(all.len() > 10, "{}: {} titles", path.display(), all.len());
+        for t in all {
+            let (vi, en) = t
+                .split_once(" · ")
+                .unwrap_or_else(|| panic!("{}: {t:?} has no Vietnamese part", path.display()));
+            assert!(
+                !vi.is_ascii() && !en.trim().is_empty(),
+                "{}: {t:?} is not \"Vietnamese · English\"",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "{checked} titles");
+}
+
 #[test]
 fn promtool_accepts_every_dashboard_expression() {
     // Wrap each dashboard query in a recording rule so promtool parses it.

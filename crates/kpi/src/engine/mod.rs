@@ -173,7 +173,8 @@ pub struct Tallies {
     /// by receiving unit.
     pub unit_outside_home: BTreeMap<String, u64>,
     /// Received and completed, by (local day of the event, unit, measure): `received`
-    /// (receiving unit), or the completion's timeliness label (responsible unit). The periods
+    /// (receiving unit), the completion's timeliness label (responsible unit),
+    /// `feedback_received` (receiving unit) or `feedback_resolved` (resolving unit). The periods
     /// and the month's trend are sums over it. A city's year is about 168 units × 365 days ×
     /// 4 measures, some 250,000 entries at most.
     pub unit_daily: BTreeMap<(Day, String, &'static str), u64>,
@@ -239,6 +240,11 @@ pub fn month_of(day: Day) -> Month {
     year * 12 + month as i32 - 1
 }
 
+/// The measures of [`Tallies::unit_daily`] besides the completions' timeliness labels.
+const RECEIVED: &str = "received";
+const FEEDBACK_RECEIVED: &str = "feedback_received";
+const FEEDBACK_RESOLVED: &str = "feedback_resolved";
+
 /// The periods an analyst compares, relative to today: the `period` label.
 pub const PERIODS: [&str; 4] = ["this_month", "last_month", "this_quarter", "last_quarter"];
 
@@ -262,9 +268,13 @@ pub struct PeriodCounts {
     pub received: BTreeMap<(String, &'static str), u64>,
     /// Completed, by (responsible unit, period, timeliness label).
     pub completed: BTreeMap<(String, &'static str, &'static str), u64>,
+    /// Feedback received, by (receiving unit, period).
+    pub feedback_received: BTreeMap<(String, &'static str), u64>,
+    /// Feedback resolved, by (resolving unit, period).
+    pub feedback_resolved: BTreeMap<(String, &'static str), u64>,
 }
 
-/// Cases received and completed at one unit on one day.
+/// Cases received and completed, and feedback received and resolved, at one unit on one day.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DayCounts {
     /// Received (as receiving unit).
@@ -275,6 +285,10 @@ pub struct DayCounts {
     pub on_time: u64,
     /// Completed after it.
     pub late: u64,
+    /// Feedback items received (as receiving unit).
+    pub feedback_received: u64,
+    /// Feedback items resolved (as the unit handling them).
+    pub feedback_resolved: u64,
 }
 
 impl DayCounts {
@@ -435,6 +449,13 @@ impl Engine {
         self.reference.knows_unit(code)
     }
 
+    /// Whether `code` is a procedure with its own `procedure` label (one of `top_procedures`).
+    pub fn labels_procedure(&self, code: &str) -> bool {
+        self.reference
+            .procedure_key(code)
+            .is_some_and(|(label, _)| label == code)
+    }
+
     /// The tallies so far.
     pub fn tallies(&self) -> &Tallies {
         &self.tallies
@@ -467,14 +488,17 @@ impl Engine {
                 if !range.contains(&month) {
                     continue;
                 }
-                if *measure == "received" {
-                    *counts.received.entry((unit.clone(), *period)).or_insert(0) += n;
-                } else {
-                    *counts
+                let key = (unit.clone(), *period);
+                let slot = match *measure {
+                    RECEIVED => counts.received.entry(key).or_insert(0),
+                    FEEDBACK_RECEIVED => counts.feedback_received.entry(key).or_insert(0),
+                    FEEDBACK_RESOLVED => counts.feedback_resolved.entry(key).or_insert(0),
+                    timeliness => counts
                         .completed
-                        .entry((unit.clone(), *period, *measure))
-                        .or_insert(0) += n;
-                }
+                        .entry((unit.clone(), *period, timeliness))
+                        .or_insert(0),
+                };
+                *slot += n;
             }
         }
         counts
@@ -504,11 +528,14 @@ impl Engine {
             let Some(counts) = daily.get_mut((day - first) as usize) else {
                 continue;
             };
-            match Timeliness::ALL.iter().find(|t| t.as_label() == *measure) {
-                Some(Timeliness::Early) => counts.early += n,
-                Some(Timeliness::OnTime) => counts.on_time += n,
-                Some(Timeliness::Late) => counts.late += n,
-                None => counts.received += n,
+            match *measure {
+                RECEIVED => counts.received += n,
+                FEEDBACK_RECEIVED => counts.feedback_received += n,
+                FEEDBACK_RESOLVED => counts.feedback_resolved += n,
+                m if m == Timeliness::Early.as_label() => counts.early += n,
+                m if m == Timeliness::OnTime.as_label() => counts.on_time += n,
+                m if m == Timeliness::Late.as_label() => counts.late += n,
+                _ => {}
             }
         }
         trend
@@ -639,6 +666,10 @@ impl Engine {
                         &mut tallies.unit_feedback_received,
                         s.receiving_unit.to_string(),
                     );
+                    bump(
+                        &mut tallies.unit_daily,
+                        (day, s.receiving_unit.to_string(), FEEDBACK_RECEIVED),
+                    );
                     entry.state = FeedbackState::Known(FeedbackItem {
                         unit: s.receiving_unit.to_string(),
                         resolved: false,
@@ -673,6 +704,10 @@ impl Engine {
                 item.resolved = true;
                 item.version = version;
                 bump(&mut tallies.unit_feedback_resolved, item.unit.clone());
+                bump(
+                    &mut tallies.unit_daily,
+                    (day, item.unit.clone(), FEEDBACK_RESOLVED),
+                );
                 resolved = Some(WorkingDays {
                     unit: item.unit.clone(),
                     working_days: self.calendar.working_days_between(item.submitted, day),
@@ -786,7 +821,7 @@ fn submit(
         bump(&mut tallies.unit_outside_home, unit.clone());
     }
     let day = calendar.local_day(event.envelope.occurred_at);
-    bump(&mut tallies.unit_daily, (day, unit.clone(), "received"));
+    bump(&mut tallies.unit_daily, (day, unit.clone(), RECEIVED));
     Ok(OpenCase {
         unit,
         procedure,

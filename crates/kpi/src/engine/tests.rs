@@ -967,3 +967,50 @@ fn the_month_trend_counts_each_day_of_the_current_month() {
     // A day before anything of the month happened: no unit.
     assert!(e.month_trend(day("2026-12-01")).units.is_empty());
 }
+
+/// Feedback by period and day: received at W1 on 30 October and resolved by STP (to which it
+/// was assigned) on 3 November; received at W1 on 2 November, still open. As of 15 November:
+/// W1 received 1 last month and 1 this month (2 this quarter); STP resolved 1 this month. The
+/// month's trend shows the same on the 2nd and the 3rd, and no case.
+#[test]
+fn feedback_by_period_and_day() {
+    let mut e = engine();
+    for ev in [
+        feedback_on("2026-10-30", "F1", 1, 1, feedback_submitted("W1")),
+        feedback_on(
+            "2026-10-30",
+            "F1",
+            2,
+            2,
+            feedback_assigned("STP", "2026-11-06"),
+        ),
+        feedback_on("2026-11-03", "F1", 3, 3, feedback_resolved()),
+        feedback_on("2026-11-02", "F2", 1, 4, feedback_submitted("W1")),
+    ] {
+        assert_eq!(apply_feedback(&mut e, &ev), Outcome::Applied, "{ev:?}");
+    }
+    let p = e.periods(day("2026-11-15"));
+    let w1 = |period| {
+        p.feedback_received
+            .get(&("W1".to_string(), period))
+            .copied()
+    };
+    assert_eq!(w1("last_month"), Some(1));
+    assert_eq!(w1("this_month"), Some(1));
+    assert_eq!(w1("this_quarter"), Some(2));
+    assert_eq!(w1("last_quarter"), None);
+    assert_eq!(
+        p.feedback_resolved
+            .iter()
+            .map(|((u, period), n)| (u.as_str(), *period, *n))
+            .collect::<Vec<_>>(),
+        [("STP", "this_month", 1), ("STP", "this_quarter", 1)]
+    );
+    assert!(p.received.is_empty() && p.completed.is_empty(), "no case");
+    let trend = e.month_trend(day("2026-11-15"));
+    assert_eq!(trend.units["W1"][1].feedback_received, 1);
+    assert_eq!(trend.units["STP"][2].feedback_resolved, 1);
+    for days in trend.units.values() {
+        assert!(days.iter().all(|d| d.received == 0 && d.completed() == 0));
+    }
+}

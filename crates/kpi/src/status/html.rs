@@ -386,6 +386,8 @@ struct UnitRow {
     transfers: f64,
     feedback_open: f64,
     feedback_overdue: f64,
+    feedback_received: f64,
+    feedback_resolved: f64,
 }
 
 impl UnitRow {
@@ -419,6 +421,18 @@ impl UnitRow {
             transfers: total("lienthong_kpi_unit_case_transfers_total"),
             feedback_open: total("lienthong_kpi_unit_feedback_open"),
             feedback_overdue: total("lienthong_kpi_unit_feedback_open_overdue"),
+            feedback_received: s
+                .sum(
+                    "lienthong_kpi_unit_feedback_received_in_period",
+                    &[unit, month],
+                )
+                .unwrap_or(0.0),
+            feedback_resolved: s
+                .sum(
+                    "lienthong_kpi_unit_feedback_resolved_in_period",
+                    &[unit, month],
+                )
+                .unwrap_or(0.0),
         }
     }
 
@@ -527,7 +541,8 @@ fn chain(out: &mut String, ctx: &Context<'_>) {
              <th>Quá hạn <small>Overdue now</small></th>\
              <th>Nộp ngoài địa giới <small>Filed outside home ward, all time</small></th>\
              <th>Chuyển đi <small>Transfers out, all time</small></th>\
-             <th>Phản ánh mở / quá hạn <small>Feedback open / overdue</small></th>\
+             <th>Phản ánh nhận / đã xử lý <small>Feedback received / resolved</small></th>\
+             <th>Phản ánh mở / quá hạn <small>Feedback open / overdue now</small></th>\
              <th>Xu hướng theo ngày <small>Daily trend</small> <span class=\"legend\">\
              <span style=\"background:#7fb2e5\"></span>nhận<span \
              style=\"background:#17723a\"></span>xong</span></th>\
@@ -609,6 +624,17 @@ fn unit_row(out: &mut String, ctx: &Context<'_>, r: &UnitRow) {
         r.received_all,
     );
     count_cell(out, &key("transfers"), Some(r.transfers), "");
+    let _ = write!(
+        out,
+        "<td class=\"num\" data-key=\"{}\" data-value=\"{}\">{} / <span data-key=\"{}\" \
+         data-value=\"{}\">{}</span></td>",
+        esc(&key("feedback_received")),
+        r.feedback_received,
+        count(r.feedback_received),
+        esc(&key("feedback_resolved")),
+        r.feedback_resolved,
+        count(r.feedback_resolved)
+    );
     let class = if r.feedback_overdue > 0.0 { "bad" } else { "" };
     let _ = write!(
         out,

@@ -88,6 +88,15 @@ fn the_overview_shows_the_metrics_figures() {
             .with_label_values(&["26734", "this_month", t_])
             .set(n);
     }
+    k.unit_feedback_received_in_period
+        .with_label_values(&["26734", "this_month"])
+        .set(5);
+    k.unit_feedback_resolved_in_period
+        .with_label_values(&["26734", "this_month"])
+        .set(3);
+    k.unit_feedback_resolved_in_period
+        .with_label_values(&["26734", "last_month"])
+        .set(30);
     k.unit_open.with_label_values(&["26734"]).set(6);
     k.unit_open_overdue.with_label_values(&["26734"]).set(2);
     k.unit_open.with_label_values(&["STP"]).set(1);
@@ -113,6 +122,7 @@ fn the_overview_shows_the_metrics_figures() {
                     early: 2,
                     on_time: 1,
                     late: 1,
+                    ..DayCounts::default()
                 },
             ],
         )]
@@ -135,6 +145,8 @@ fn the_overview_shows_the_metrics_figures() {
     assert_eq!(f["unit/26734/open"], "6");
     assert_eq!(f["unit/26734/overdue"], "2");
     assert_eq!(f["unit/26734/outside_home_ratio"], "0.25");
+    assert_eq!(f["unit/26734/feedback_received"], "5");
+    assert_eq!(f["unit/26734/feedback_resolved"], "3");
     assert_eq!(f["unit/STP/open"], "1");
     assert_eq!(f["city/open"], "7");
     assert_eq!(f["city/received"], "10");
