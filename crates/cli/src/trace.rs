@@ -92,8 +92,12 @@ fn time(ms: i64) -> String {
 fn print(trace: &Trace) {
     say!("case {}: {} event(s)", trace.case_id, trace.events.len());
     for e in &trace.events {
+        let moved = match e.to_unit.as_deref() {
+            Some(to) if to != e.producer_unit => format!(" → {to}"),
+            _ => String::new(),
+        };
         say!(
-            "{}  {:<20} by {:<6} {}[{}]@{}  event {}",
+            "{}  {:<20} by {:<6}{moved} {}[{}]@{}  event {}",
             time(e.published_ms),
             e.kind,
             e.producer_unit,

@@ -482,7 +482,15 @@ impl Engine {
     pub fn periods(&self, today: Day) -> PeriodCounts {
         let ranges = period_months(today);
         let mut counts = PeriodCounts::default();
-        for ((day, unit, measure), n) in &self.tallies.unit_daily {
+        // Only the days from the first of the earliest month of any period on.
+        let earliest = ranges.iter().map(|r| *r.start()).min().unwrap_or(0);
+        let from = crate::calendar::days_from_civil(
+            earliest.div_euclid(12),
+            (earliest.rem_euclid(12) + 1) as u32,
+            1,
+        );
+        let start = (from, String::new(), "");
+        for ((day, unit, measure), n) in self.tallies.unit_daily.range(start..) {
             let month = month_of(*day);
             for (period, range) in PERIODS.iter().zip(&ranges) {
                 if !range.contains(&month) {
