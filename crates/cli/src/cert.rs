@@ -287,6 +287,86 @@ async fn documents(
     )
 }
 
+/// `cert sign-document`: print the signed `Document` as JSON. Offline: it needs neither
+/// Kafka nor the catalog (an official's own machine).
+pub fn sign_document(command: &CertCommand) -> Result<(), CliError> {
+    let CertCommand::SignDocument {
+        file,
+        key,
+        certificate,
+        signer_name,
+        media_type,
+    } = command
+    else {
+        return Err(CliError::Usage("not a sign-document command".into()));
+    };
+    let document = sign_file(file, key, certificate, signer_name, media_type.as_deref())?;
+    let json = serde_json::to_string_pretty(&document)
+        .map_err(|e| CliError::Failed(format!("the document as JSON: {e}")))?;
+    say!("{json}");
+    Ok(())
+}
+
+/// The `Document` of `file`, signed now as `signer_name` with the agency's key. Every mistake
+/// (a file that cannot be read, a key that is not the certificate's) is a usage error.
+fn sign_file(
+    file: &std::path::Path,
+    key: &std::path::Path,
+    certificate: &std::path::Path,
+    signer_name: &str,
+    media_type: Option<&str>,
+) -> Result<lienthong_contract::events::Document, CliError> {
+    use sha2::Digest as _;
+    if signer_name.trim().is_empty() {
+        return Err(CliError::Usage("--signer-name is empty".into()));
+    }
+    let content =
+        std::fs::read(file).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+    let signer = AgencySigner::load(key, certificate).map_err(|e| {
+        CliError::Usage(format!(
+            "{} with {}: {e}",
+            key.display(),
+            certificate.display()
+        ))
+    })?;
+    let sha256 = hex::encode(sha2::Sha256::digest(&content));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let signature = lienthong_signing::sign_document(&signer, signer_name, &sha256, now_ms)
+        .map_err(|e| CliError::Failed(format!("signing: {e}")))?;
+    let media_type = media_type
+        .unwrap_or_else(|| media_type_of(file))
+        .to_string();
+    Ok(lienthong_contract::events::Document {
+        sha256,
+        media_type,
+        size_bytes: content.len() as i64,
+        signature: Some(signature),
+    })
+}
+
+/// The media type of the usual document files, by extension.
+fn media_type_of(file: &std::path::Path) -> &'static str {
+    let extension = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match extension.as_deref() {
+        Some("pdf") => "application/pdf",
+        Some("xml") => "application/xml",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("tif" | "tiff") => "image/tiff",
+        Some("doc") => "application/msword",
+        Some("docx") => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        Some("txt") => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
 fn date(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .map(|t| t.date().to_string())
@@ -298,6 +378,7 @@ pub async fn run(config: &Config, command: CertCommand) -> Result<(), CliError> 
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     match command {
+        CertCommand::SignDocument { .. } => sign_document(&command),
         CertCommand::CaInit { dir, name, days } => {
             let ca = CityCa::generate(&name, days).map_err(failed)?;
             let (key, cert) = ca.save(&dir).map_err(failed)?;

@@ -239,6 +239,27 @@ pub enum CertCommand {
     },
     /// List the certificates on the log: id, agency, key, valid until, revoked.
     List,
+    /// Sign a document as an official of an agency, offline, with the agency's key: print the
+    /// `Document` to put in a case event (`documents`, `result_document`), as JSON: its
+    /// SHA-256, media type, size and signature (docs/signatures.md). Connectors with
+    /// [signatures] and `lienthong verify` check it against the certificate log.
+    SignDocument {
+        /// The document (any file: a PDF, a scan).
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// The agency's private key (`AGENCY.key` from `cert issue`).
+        #[arg(long)]
+        key: std::path::PathBuf,
+        /// The agency's certificate (`AGENCY.crt`), on the certificate log.
+        #[arg(long)]
+        certificate: std::path::PathBuf,
+        /// The signing official's name, as it should appear.
+        #[arg(long)]
+        signer_name: String,
+        /// The document's media type (default: from the file's extension).
+        #[arg(long)]
+        media_type: Option<String>,
+    },
 }
 
 /// `lienthong pii …`
@@ -492,6 +513,9 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> Resul
         }
         Command::Repair { connector, buckets } => {
             return verify::repair_file(connector, *buckets, shutdown).await;
+        }
+        Command::Cert(sign @ CertCommand::SignDocument { .. }) => {
+            return cert::sign_document(sign);
         }
         _ => {}
     }

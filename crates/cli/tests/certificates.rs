@@ -377,3 +377,88 @@ async fn the_audit_trail_verifies_and_finds_what_was_altered() {
         assert!(out.contains(expected), "{name}: {out}");
     }
 }
+
+/// `lienthong cert sign-document`: an official signs a file offline with the agency's key; the
+/// printed `Document` carries the file's SHA-256, size and media type, and a signature that
+/// verifies against the certificate log (as a connector with [signatures] checks it), names
+/// the agency, and fails for another document. A key that is not the certificate's, or a file
+/// that is not there, is a usage error (exit 2).
+#[tokio::test]
+async fn a_document_signed_with_the_cli_verifies_against_the_log() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CityCa::generate("test CA", 30).unwrap();
+    let stp = ca.issue("STP", 30).unwrap();
+    let other = ca.issue("SXD", 30).unwrap();
+    for (name, text) in [
+        ("STP.key", &stp.key_pem),
+        ("STP.crt", &stp.certificate.pem().to_string()),
+        ("SXD.key", &other.key_pem),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let document = dir.path().join("giay-khai-sinh.pdf");
+    let content = b"%PDF-1.7 a birth certificate".to_vec();
+    std::fs::write(&document, &content).unwrap();
+    let run = |args: &[&std::path::Path], extra: &[&str]| {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("lienthong"))
+            .env_remove("RUST_LOG")
+            .args(["cert", "sign-document"])
+            .arg(args[0])
+            .arg("--key")
+            .arg(args[1])
+            .arg("--certificate")
+            .arg(args[2])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (key, crt) = (dir.path().join("STP.key"), dir.path().join("STP.crt"));
+    let (code, stdout, stderr) = run(
+        &[&document, &key, &crt],
+        &["--signer-name", "Nguyễn Văn An"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let signed: lienthong_contract::events::Document = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(signed.sha256, hex::encode(sha2::Sha256::digest(&content)));
+    assert_eq!(signed.size_bytes, content.len() as i64);
+    assert_eq!(signed.media_type, "application/pdf");
+    let signature = signed.signature.as_ref().unwrap();
+    assert_eq!(signature.signer_name, "Nguyễn Văn An");
+    assert_eq!(signature.signer_unit.as_deref(), Some("STP"));
+    assert!((signature.signed_at - now_ms()).abs() < 60_000);
+
+    let log = CertificateLog::<DefaultConsumerContext>::in_memory(vec![ca.certificate().clone()]);
+    log.publish(&stp.certificate, "test").await.unwrap();
+    assert_eq!(
+        lienthong_signing::verify_document(&log.read(), &signed),
+        Ok(Some("STP".to_string()))
+    );
+    // The same signature on another document's fingerprint does not verify.
+    let mut moved = signed.clone();
+    moved.sha256 = hex::encode(sha2::Sha256::digest(b"another document"));
+    assert!(lienthong_signing::verify_document(&log.read(), &moved).is_err());
+    let mut forged = signed.clone();
+    forged.sha256 = moved.sha256.clone();
+    forged.signature.as_mut().unwrap().signed_digest = Some(moved.sha256.clone());
+    assert!(lienthong_signing::verify_document(&log.read(), &forged).is_err());
+
+    // Another agency's key with STP's certificate, and a missing file: usage errors.
+    let (code, _, stderr) = run(
+        &[&document, &dir.path().join("SXD.key"), &crt],
+        &["--signer-name", "X"],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("SXD.key"), "{stderr}");
+    let (code, _, stderr) = run(
+        &[&dir.path().join("no-such.pdf"), &key, &crt],
+        &["--signer-name", "X"],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no-such.pdf"), "{stderr}");
+}
