@@ -136,6 +136,27 @@ pub mod prometheus;
 
 pub mod browser;
 
+/// `lienthong --config CONFIG up`, with `bin` the `lienthong` binary
+/// (`assert_cmd::cargo::cargo_bin("lienthong")`), run from the repository root on `kafka`'s
+/// cluster, with `RUST_LOG` unset and stdout piped: the tests read the addresses it prints.
+/// Stderr is the caller's choice.
+pub fn up_command(
+    bin: impl AsRef<std::path::Path>,
+    config: &std::path::Path,
+    kafka: &Kafka,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(bin.as_ref());
+    command
+        .current_dir(repo_root())
+        .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+        .env_remove("RUST_LOG")
+        .arg("--config")
+        .arg(config)
+        .arg("up")
+        .stdout(std::process::Stdio::piped());
+    command
+}
+
 /// A child process (a `lienthong` under test) that is killed if the test ends without
 /// stopping it, so that a failed test leaves no process behind holding ports and pipes.
 pub struct ChildGuard(pub std::process::Child);

@@ -36,7 +36,7 @@ pub fn trusted_cas(signing: &SigningConfig) -> Result<Vec<AgencyCertificate>, Cl
         .map_err(|e| CliError::Usage(format!("[signing] {e}")))
 }
 
-async fn open(config: &Config, shutdown: &CancellationToken) -> Result<Log, CliError> {
+pub(crate) async fn open(config: &Config, shutdown: &CancellationToken) -> Result<Log, CliError> {
     let signing = signing(config)?;
     let log = StateLogConfig {
         kafka: signing

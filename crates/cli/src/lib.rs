@@ -731,6 +731,7 @@ async fn gateway(
         .kafka
         .clone()
         .unwrap_or_else(|| config.kafka.clone());
+    let check_documents = gateway_config.check_document_signatures;
     let gw = Gateway::start(
         gateway_config,
         kafka,
@@ -744,6 +745,18 @@ async fn gateway(
     if let Some(keys) = sealer {
         gw.seal_citizen_records(keys)
             .map_err(|e| CliError::Failed(e.to_string()))?;
+    }
+    if check_documents {
+        // The certificate log of [signing], followed for as long as the components run.
+        let certificates = cert::open(config, components).await.map_err(|e| match e {
+            CliError::Usage(m) => {
+                CliError::Usage(format!("[gateway] check_document_signatures: {m}"))
+            }
+            other => other,
+        })?;
+        gw.check_document_signatures(Arc::new(certificates))
+            .map_err(|e| CliError::Usage(format!("[gateway] check_document_signatures: {e}")))?;
+        say!("gateway: document signatures in case events are checked against the certificate log");
     }
     say!(
         "gateway listening on http://{} (schema registry under /registry)",

@@ -1171,3 +1171,55 @@ fn tail_until_end_stops_after_a_transaction() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(out.lines().count(), 3, "{out}");
 }
+
+/// `[gateway] check_document_signatures = true` takes the certificate log of `[signing]`:
+/// without that section `up` refuses to start (exit 2, naming both); with it the gateway says
+/// it checks documents (what it then refuses: `crates/gateway/tests/gateway.rs`).
+#[test]
+fn up_checks_document_signatures_with_the_signing_sections_log() {
+    let kafka = kafka();
+    let suffix = unique_suffix();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lienthong.toml");
+    let base = format!(
+        "[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_lienthong_schemas-{suffix}\"\n[[registry.agencies]]\ncode = \"26734\"\nkind = \"ward\"\ntoken_sha256 = \"{}\"\n[gateway]\nlisten = \"127.0.0.1:0\"\ntransactional_id = \"docs-gw-{suffix}\"\ncheck_document_signatures = true\n",
+        hash_token("ward-token"),
+    );
+    let up = || {
+        let mut command =
+            lienthong_tests::up_command(assert_cmd::cargo::cargo_bin("lienthong"), &config, &kafka);
+        command.stderr(Stdio::piped());
+        command
+    };
+    std::fs::write(&config, &base).unwrap();
+    let out = up().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("check_document_signatures") && stderr.contains("[signing]"),
+        "{stderr}"
+    );
+
+    let ca = lienthong_signing::CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let (_, ca_crt) = ca.save(&dir.path().join("ca")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[signing]\ntrusted_cas = [\"{}\"]\ntopic = \"certificates-{suffix}\"\n",
+            ca_crt.display()
+        ),
+    )
+    .unwrap();
+    let mut child = lienthong_tests::ChildGuard(up().stderr(Stdio::inherit()).spawn().unwrap());
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no document-check line");
+        let line = lines.next().expect("the process ended").unwrap();
+        if line.starts_with("gateway: document signatures in case events are checked") {
+            break;
+        }
+    }
+    let status = lienthong_tests::interrupt_and_wait(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+}

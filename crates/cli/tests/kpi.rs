@@ -84,17 +84,11 @@ level = "FULL_ONLINE"
         ),
     )
     .unwrap();
-    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("lienthong"))
-        .current_dir(repo_root())
-        .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
-        .env_remove("RUST_LOG")
-        .arg("--config")
-        .arg(&config)
-        .arg("up")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let child =
+        lienthong_tests::up_command(assert_cmd::cargo::cargo_bin("lienthong"), &config, &kafka)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
     let mut child = lienthong_tests::ChildGuard(child);
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     // Both components start: the engine first (its config is checked before anything

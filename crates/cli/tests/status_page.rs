@@ -13,13 +13,13 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command as StdCommand, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use lienthong_contract::events::CaseEventKind;
 use lienthong_tests::browser;
 use lienthong_tests::prometheus::Samples;
-use lienthong_tests::{kafka, repo_root, unique_suffix};
+use lienthong_tests::{kafka, unique_suffix};
 use support::*;
 
 /// Every `data-key="…" data-value="…"` pair of a page's DOM.
@@ -193,17 +193,11 @@ level = "FULL_ONLINE"
         ),
     )
     .unwrap();
-    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("lienthong"))
-        .current_dir(repo_root())
-        .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
-        .env_remove("RUST_LOG")
-        .arg("--config")
-        .arg(&config)
-        .arg("up")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let child =
+        lienthong_tests::up_command(assert_cmd::cargo::cargo_bin("lienthong"), &config, &kafka)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
     let mut child = lienthong_tests::ChildGuard(child);
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(60);

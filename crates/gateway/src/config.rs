@@ -51,6 +51,11 @@ pub struct GatewayConfig {
     /// from this directory of `<AGENCY>.key` and `<AGENCY>.crt` (`lienthong cert issue
     /// --out`); an agency without a key here is refused (403). Unset: records are not signed.
     pub signing_keys_dir: Option<std::path::PathBuf>,
+    /// Check the signature of every signed document in a case event before publishing it
+    /// (docs/signatures.md): against the certificate log of the process's `[signing]` section
+    /// under `lienthong up`. A signature that does not verify is refused (400, naming the
+    /// event and the document). Default: off (connectors with `[signatures]` still check).
+    pub check_document_signatures: bool,
 }
 
 impl Default for GatewayConfig {
@@ -73,6 +78,7 @@ impl Default for GatewayConfig {
             health_interval_ms: 500,
             drain_timeout_ms: 10_000,
             signing_keys_dir: None,
+            check_document_signatures: false,
             kafka: None,
         }
     }

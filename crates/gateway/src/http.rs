@@ -491,6 +491,31 @@ async fn accept(
             })
         })?;
     }
+    if &*route.name == crate::CASE_TOPIC
+        && let Some(documents) = gw.documents.get()
+    {
+        let refused: Vec<Problem> = encoded
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let problem = documents.refusal(&e.value)?;
+                Some(Problem {
+                    index: batch.then_some(i),
+                    path: if batch {
+                        format!("$[{i}].event")
+                    } else {
+                        "$.event".into()
+                    },
+                    problem: format!("a document signature does not verify: {problem}"),
+                })
+            })
+            .collect();
+        if !refused.is_empty() {
+            let count = refused.len();
+            let problems = refused.into_iter().take(gw.config.max_problems).collect();
+            return Err(GatewayError::Invalid { problems, count });
+        }
+    }
     let mut encoded = encoded;
     if let Some(sealer) = gw.sealer.get() {
         for e in encoded.iter_mut() {

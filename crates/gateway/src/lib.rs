@@ -79,6 +79,32 @@ pub struct Gateway {
     sealer: std::sync::OnceLock<Sealer>,
     /// The agencies' signing keys, when the gateway signs (`signing_keys_dir`).
     signers: Option<HashMap<String, lienthong_signing::AgencySigner>>,
+    /// Checks the signed documents of case events, once
+    /// [`Gateway::check_document_signatures`] set it.
+    documents: std::sync::OnceLock<DocumentCheck>,
+}
+
+/// The certificate log, a verifier's view of it, and the case event schema by the id this
+/// gateway encodes with.
+pub(crate) struct DocumentCheck {
+    certificates: Arc<lienthong_signing::CertificateLog<rdkafka::consumer::DefaultConsumerContext>>,
+    codec: lienthong_contract::Codec,
+}
+
+impl DocumentCheck {
+    /// Why the encoded case event `value` may not be published, if a signed document of it
+    /// does not verify.
+    pub(crate) fn refusal(&self, value: &[u8]) -> Option<String> {
+        use lienthong_contract::events::CaseEvent;
+        match self.codec.decode::<CaseEvent<&str>>(value) {
+            Ok((_, event)) => {
+                lienthong_signing::verify_case_documents(&self.certificates.read(), &event)
+                    .err()
+                    .map(|refusal| refusal.to_string())
+            }
+            Err(e) => Some(format!("not a case event: {e}")),
+        }
+    }
 }
 
 /// What sealing a citizen record takes: the key service, and the record's schema to decode
@@ -190,6 +216,7 @@ impl Gateway {
             shutdown,
             sealer: std::sync::OnceLock::new(),
             signers,
+            documents: std::sync::OnceLock::new(),
         }))
     }
 
@@ -229,6 +256,38 @@ impl Gateway {
         self.sealer
             .set(Sealer { keys, codec })
             .map_err(|_| GatewayError::Config("citizen records are sealed already".into()))
+    }
+
+    /// Check every signed document of a case event posted from now on against
+    /// `certificates` (which keeps following its topic: a revocation applies at once), and
+    /// refuse the request when one does not verify. Refused if this gateway does not serve the
+    /// case topic with a schema the contract's `CaseEvent` reads.
+    pub fn check_document_signatures(
+        &self,
+        certificates: Arc<
+            lienthong_signing::CertificateLog<rdkafka::consumer::DefaultConsumerContext>,
+        >,
+    ) -> Result<(), GatewayError> {
+        use lienthong_contract::events::CaseEvent;
+        let route = self.routes.get(CASE_TOPIC).ok_or_else(|| {
+            GatewayError::Config(format!("{CASE_TOPIC} is not served: no documents to check"))
+        })?;
+        let topic = self
+            .catalog
+            .topic(CASE_TOPIC)
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        let codec = lienthong_contract::Codec::new();
+        let schema = codec
+            .insert(route.encoder.schema_id(), &topic.schema_json)
+            .map_err(|e| GatewayError::Config(format!("{CASE_TOPIC}: {e}")))?;
+        lienthong_contract::RegisteredSchema::check_typed::<CaseEvent>(&schema)
+            .map_err(|e| GatewayError::Config(format!("checking documents: {e}")))?;
+        self.documents
+            .set(DocumentCheck {
+                certificates,
+                codec,
+            })
+            .map_err(|_| GatewayError::Config("documents are checked already".into()))
     }
 
     /// The metrics it records (served at `/metrics` by [`http::router`]).

@@ -1116,3 +1116,94 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// With document checks on (`check_document_signatures`, the certificate log of `[signing]`
+/// under `lienthong up`), a case event whose signed document verifies is published; one whose
+/// signature is of another document, or was made with another key, is refused with 400 naming
+/// the event and the document, and a batch holding one such event publishes nothing. A
+/// signature that carries only metadata (no value: made outside the bus) is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_checking_documents_refuses_a_document_signature_that_does_not_verify() {
+    use lienthong_contract::events::CaseEventKind;
+    let kafka = kafka();
+    let ca = lienthong_signing::CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let ward = ca.issue("26734", 7).unwrap();
+    let other = ca.issue("STP", 7).unwrap();
+    let log =
+        lienthong_signing::CertificateLog::<rdkafka::consumer::DefaultConsumerContext>::in_memory(
+            vec![ca.certificate().clone()],
+        );
+    log.publish(&ward.certificate, "admin").await.unwrap();
+    log.publish(&other.certificate, "admin").await.unwrap();
+    let signer =
+        lienthong_signing::AgencySigner::from_pem(&ward.key_pem, ward.certificate.clone()).unwrap();
+    let stp = lienthong_signing::AgencySigner::from_pem(&other.key_pem, other.certificate.clone())
+        .unwrap();
+    let gw = start(&kafka, |_| {}).await;
+    gw.gateway.check_document_signatures(Arc::new(log)).unwrap();
+    let topic = "hcm.case.events";
+    let since = kafka.offsets_at_time(topic, now_ms() - 1_000).unwrap();
+    let run = unique_suffix();
+    // A submission whose second document (unsigned in the sample) `sign` changes.
+    let case = |name: &str, sign: &dyn Fn(&mut lienthong_contract::events::Document)| {
+        let mut e = samples::typical_case_submitted();
+        let CaseEventKind::CaseSubmitted(s) = &mut e.event else {
+            unreachable!("the sample is a submission")
+        };
+        sign(&mut s.documents[1]);
+        fresh(&e, &format!("HS-DOC-{run}-{name}"))
+    };
+    let signed = |by: &lienthong_signing::AgencySigner, digest: &str| {
+        lienthong_signing::sign_document(by, "Nguyễn Văn An", digest, now_ms() - 1_000).unwrap()
+    };
+    let good = case("good", &|d| d.signature = Some(signed(&signer, &d.sha256)));
+    let metadata_only = case("metadata", &|_| {});
+    let other_document = case("other-document", &|d| {
+        d.signature = Some(signed(&signer, &"ab".repeat(32)))
+    });
+    let wrong_key = case("wrong-key", &|d| {
+        let mut s = signed(&signer, &d.sha256);
+        s.value = signed(&stp, &d.sha256).value;
+        d.signature = Some(s);
+    });
+    for ok in [&good, &metadata_only] {
+        let a = gw.post(topic, "26734", ok).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    }
+    for (bad, why) in [
+        (&other_document, "not the document's"),
+        (&wrong_key, "does not verify"),
+    ] {
+        let a = gw.post(topic, "26734", bad).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+        let text = a.body.to_string();
+        assert!(text.contains("document 1") && text.contains(why), "{text}");
+    }
+    let batch_good = case("batch-good", &|d| {
+        d.signature = Some(signed(&signer, &d.sha256))
+    });
+    let a = gw
+        .post_batch(topic, "26734", &[batch_good.clone(), wrong_key.clone()])
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert!(a.body.to_string().contains("$[1].event"), "{}", a.body);
+    // Only the two accepted events reached Kafka.
+    let a = gw.post(topic, "26734", &case("last", &|_| {})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let records = kafka.read_since(topic, &since, false).await.unwrap();
+    let ours: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.key.as_deref())
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .filter(|k| k.starts_with(&format!("HS-DOC-{run}-")))
+        .collect();
+    let mut expected: Vec<String> = ["good", "metadata", "last"]
+        .iter()
+        .map(|n| format!("HS-DOC-{run}-{n}"))
+        .collect();
+    let mut ours = ours;
+    ours.sort();
+    expected.sort();
+    assert_eq!(ours, expected);
+    gw.stop().await;
+}
