@@ -319,6 +319,40 @@ impl Kafka {
             .with_context(|| format!("no committed record at {topic}/{partition}@{offset}"))
     }
 
+    /// The whole message at `offset` of `topic`/`partition` (headers and timestamp too), read
+    /// with `read_committed`.
+    pub async fn message_at(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<rdkafka::message::OwnedMessage> {
+        use futures::StreamExt;
+        use rdkafka::Message;
+        let consumer: StreamConsumer = self
+            .client_config()
+            .set("group.id", format!("reader-{}", unique_suffix()))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))?;
+        consumer.assign(&tpl)?;
+        let mut stream = consumer.stream();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) | Ok(None) => bail!("no committed record at {topic}/{partition}@{offset}"),
+                Ok(Some(Err(e))) => bail!("consuming {topic}: {e}"),
+                Ok(Some(Ok(m))) if m.offset() == offset => return Ok(m.detach()),
+                Ok(Some(Ok(m))) if m.offset() > offset => {
+                    bail!("no committed record at {topic}/{partition}@{offset}")
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     async fn read_partition_range(
         &self,
         topic: &str,

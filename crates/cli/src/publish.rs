@@ -46,6 +46,13 @@ pub struct PublishArgs {
     /// LIENTHONG_REGISTRY_TOKEN); without it, the catalog's local ids are used.
     #[arg(long, value_name = "URL")]
     pub registry: Option<String>,
+    /// Sign every record with the agency's key (`AGENCY.key` from `lienthong cert issue`),
+    /// for sinks that require signatures (docs/signatures.md); needs --sign-certificate.
+    #[arg(long, value_name = "KEY_FILE", requires = "sign_certificate")]
+    pub sign_key: Option<PathBuf>,
+    /// The agency's certificate (`AGENCY.crt`), with --sign-key.
+    #[arg(long, value_name = "CERTIFICATE_FILE", requires = "sign_key")]
+    pub sign_certificate: Option<PathBuf>,
     /// The events: one JSON object per line, or one JSON array. Stdin when absent or `-`.
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
@@ -221,13 +228,30 @@ pub async fn publish(
         Some(client) => SchemaIds::Registry(client),
         None => SchemaIds::Local,
     };
+    // The key is checked before anything connects: a wrong file publishes nothing.
+    let signer = match (&args.sign_key, &args.sign_certificate) {
+        (Some(key), Some(certificate)) => Some(
+            lienthong_signing::AgencySigner::load(key, certificate).map_err(|e| {
+                CliError::Usage(format!(
+                    "{} with {}: {e}",
+                    key.display(),
+                    certificate.display()
+                ))
+            })?,
+        ),
+        _ => None,
+    };
     let publisher_config = PublisherConfig::new(&args.agency, kind, config.kafka.clone());
     let in_flight = publisher_config.max_in_flight.max(1);
-    let publisher = Arc::new(
-        Publisher::connect(publisher_config, Arc::new(catalog.clone()), ids)
-            .await
-            .map_err(sdk_error)?,
-    );
+    let publisher = Publisher::connect(publisher_config, Arc::new(catalog.clone()), ids)
+        .await
+        .map_err(sdk_error)?;
+    let publisher = Arc::new(match signer {
+        Some(signer) => publisher
+            .with_signer(signer)
+            .map_err(|e| CliError::Usage(e.to_string()))?,
+        None => publisher,
+    });
     // At most `max_in_flight` events are handed to the SDK at a time (so memory stays bounded
     // and Ctrl-C takes effect); after Ctrl-C, events not yet handed over are not sent, and
     // those already with Kafka are waited for.

@@ -1223,3 +1223,113 @@ fn up_checks_document_signatures_with_the_signing_sections_log() {
     let status = lienthong_tests::interrupt_and_wait(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status}");
 }
+
+/// `publish --sign-key --sign-certificate` signs every record with the agency's key: each
+/// record read back from Kafka verifies against the certificate log and names the ward. A
+/// certificate of another agency than `--as`, or a key that is not the certificate's, is a
+/// usage error before anything is published; one of the two options alone is refused by the
+/// command line.
+#[test]
+fn publish_signs_every_record_with_the_agencys_key() {
+    use lienthong_contract::{Catalog, repo_schemas_dir, samples};
+    let kafka = kafka();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(kafka.ensure_catalog_topics()).unwrap();
+    let catalog = Catalog::load(repo_schemas_dir()).unwrap();
+    let topic = "hcm.case.events";
+    let case = format!("HS-SIGNPUB-{}", unique_suffix());
+    let lines: Vec<String> = samples::case_lifecycle()
+        .into_iter()
+        .take(3)
+        .map(|mut e| {
+            e.envelope.aggregate_id = case.clone();
+            e.envelope.event_id = uuid::Uuid::new_v4().to_string();
+            e.envelope.producer_unit = "26734".into();
+            gateway_json(&catalog, topic, &e).to_string()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let ca = lienthong_signing::CityCa::generate("HCMC City CA (test)", 30).unwrap();
+    let ward = ca.issue("26734", 7).unwrap();
+    let stp = ca.issue("STP", 7).unwrap();
+    for (name, text) in [
+        ("26734.key", ward.key_pem.clone()),
+        ("26734.crt", ward.certificate.pem().to_string()),
+        ("STP.key", stp.key_pem.clone()),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let publish = |extra: &[&str]| {
+        output(
+            lienthong()
+                .env("LIENTHONG__KAFKA__BOOTSTRAP", kafka.bootstrap())
+                .args(["publish", "--topic", topic])
+                .args(extra)
+                .arg(&file),
+        )
+    };
+    let (code, out, err) = publish(&[
+        "--as",
+        "26734",
+        "--sign-key",
+        &path("26734.key"),
+        "--sign-certificate",
+        &path("26734.crt"),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let receipts: Vec<(i32, i64)> = out
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                r["partition"].as_i64().unwrap() as i32,
+                r["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(receipts.len(), 3, "{out}");
+    let log =
+        lienthong_signing::CertificateLog::<rdkafka::consumer::DefaultConsumerContext>::in_memory(
+            vec![ca.certificate().clone()],
+        );
+    rt.block_on(log.publish(&ward.certificate, "admin"))
+        .unwrap();
+    let verifier = lienthong_signing::RecordVerifier::new();
+    for (partition, offset) in receipts {
+        let m = rt
+            .block_on(kafka.message_at(topic, partition, offset))
+            .unwrap();
+        let signer = verifier
+            .verify_message(&log.read(), &m)
+            .map(|c| c.agency().to_string());
+        assert_eq!(signer.as_deref(), Ok("26734"), "record at {offset}");
+    }
+
+    // The ward's certificate for STP's events, another agency's key: usage errors.
+    let (code, _, err) = publish(&[
+        "--as",
+        "STP",
+        "--sign-key",
+        &path("26734.key"),
+        "--sign-certificate",
+        &path("26734.crt"),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("26734") && err.contains("STP"), "{err}");
+    let (code, _, err) = publish(&[
+        "--as",
+        "26734",
+        "--sign-key",
+        &path("STP.key"),
+        "--sign-certificate",
+        &path("26734.crt"),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("STP.key"), "{err}");
+    let (code, _, err) = publish(&["--as", "26734", "--sign-key", &path("26734.key")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--sign-certificate"), "{err}");
+}
