@@ -136,6 +136,14 @@ pub mod prometheus;
 
 pub mod browser;
 
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// `lienthong --config CONFIG up`, with `bin` the `lienthong` binary
 /// (`assert_cmd::cargo::cargo_bin("lienthong")`), run from the repository root on `kafka`'s
 /// cluster, with `RUST_LOG` unset and stdout piped: the tests read the addresses it prints.

@@ -11,17 +11,10 @@ use std::time::Duration;
 use lienthong_bus::KafkaConfig;
 use lienthong_bus::state_log::StateLogConfig;
 use lienthong_signing::{AgencyCertificate, AgencySigner, CertificateLog, CityCa, SigningError};
-use lienthong_tests::{kafka, unique_suffix};
+use lienthong_tests::{kafka, now_ms, unique_suffix};
 use rdkafka::consumer::DefaultConsumerContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 #[tokio::test]
 async fn an_issued_certificate_verifies_everywhere_until_it_is_revoked() {

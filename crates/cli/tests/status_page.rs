@@ -19,40 +19,23 @@ use std::time::{Duration, Instant};
 use lienthong_contract::events::CaseEventKind;
 use lienthong_tests::browser;
 use lienthong_tests::prometheus::Samples;
-use lienthong_tests::{kafka, unique_suffix};
+use lienthong_tests::{kafka, now_ms, unique_suffix};
 use support::*;
 
-/// Every `data-key="…" data-value="…"` pair of a page's DOM.
+/// The numeric figures of a page's DOM (`data-key` → `data-value`), read as the product
+/// documents them.
 fn figures(dom: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for part in dom.split("data-key=\"").skip(1) {
-        let key = part.split('"').next().unwrap().to_string();
-        let rest = &part[key.len()..];
-        let tag_end = rest.find('>').unwrap_or(rest.len());
-        if let Some(v) = rest[..tag_end].split("data-value=\"").nth(1) {
-            let v = v.split('"').next().unwrap();
-            if let Ok(v) = v.parse() {
-                out.insert(key, v);
-            }
-        }
-    }
-    out
+    lienthong_kpi::status::figures(dom)
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+        .collect()
 }
 
 /// The `data-value` text of `key` (for non-numeric values such as the case's path).
 fn text_value(dom: &str, key: &str) -> String {
-    let at = dom
-        .find(&format!("data-key=\"{key}\""))
-        .unwrap_or_else(|| panic!("no {key} on the page"));
-    let rest = &dom[at..];
-    let rest = &rest[..rest.find('>').unwrap()];
-    rest.split("data-value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string()
+    lienthong_kpi::status::figures(dom)
+        .remove(key)
+        .unwrap_or_else(|| panic!("no {key} on the page"))
 }
 
 async fn scrape(addr: &str) -> Samples {
@@ -64,13 +47,6 @@ async fn scrape(addr: &str) -> Samples {
             .await
             .unwrap(),
     )
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -435,9 +435,7 @@ async fn fold_in_memory(
 /// has no such figure.
 async fn shown_on_page(url: &str, name: &str) -> Option<i64> {
     let page = reqwest::get(url).await.ok()?.text().await.ok()?;
-    let key = format!("data-key=\"store/{name}/divergent_rows\"");
-    let cell = &page[page.find(&key)? + key.len()..];
-    let cell = &cell[..cell.find('>')?];
-    let value = cell.split("data-value=\"").nth(1)?.split('"').next()?;
+    let value =
+        lienthong_kpi::status::figures(&page).remove(&format!("store/{name}/divergent_rows"))?;
     value.parse::<f64>().ok().map(|v| v as i64)
 }

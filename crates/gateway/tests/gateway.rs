@@ -15,7 +15,7 @@ use lienthong_gateway::{Gateway, GatewayConfig, local_ids};
 use lienthong_registry::auth::hash_token;
 use lienthong_registry::{Agencies, AgencyCredential, Registry};
 use lienthong_telemetry::component::{Listener, Running};
-use lienthong_tests::{Kafka, OwnKafka, kafka, unique_suffix};
+use lienthong_tests::{Kafka, OwnKafka, kafka, now_ms, unique_suffix};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::Serialize;
@@ -1095,13 +1095,6 @@ async fn a_signing_gateway_signs_each_record_as_the_posting_agency() {
         "a refused event reached Kafka"
     );
     gw.stop().await;
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// With document checks on (`check_document_signatures`, the certificate log of `[signing]`

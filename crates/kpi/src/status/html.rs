@@ -12,6 +12,24 @@ use crate::trace::Trace;
 
 use super::Samples;
 
+/// Every figure of a page as its `data-key` → `data-value` (as written, HTML-escaped): how a
+/// script, a test or the demo reads the page.
+pub fn figures(page: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for part in page.split("data-key=\"").skip(1) {
+        let Some((key, rest)) = part.split_once('"') else {
+            continue;
+        };
+        let tag = rest.split('>').next().unwrap_or(rest);
+        if let Some((_, value)) = tag.split_once("data-value=\"")
+            && let Some((value, _)) = value.split_once('"')
+        {
+            out.insert(key.to_string(), value.to_string());
+        }
+    }
+    out
+}
+
 /// What a page is drawn from.
 pub struct Context<'a> {
     /// The process's metrics now.

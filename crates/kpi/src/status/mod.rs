@@ -33,6 +33,7 @@ use crate::engine::MonthTrend;
 use crate::service::now_millis;
 use crate::trace::TraceIndex;
 
+pub use html::figures;
 pub use samples::Samples;
 
 /// What the status page reads: the process's metrics, the engine's month trend and the trace

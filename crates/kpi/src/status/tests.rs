@@ -1,29 +1,15 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use lienthong_contract::events::{CaseEvent, CaseEventKind};
 use lienthong_telemetry::Telemetry;
 
+use super::figures;
 use super::html::{count, esc, percent};
 use super::*;
 use crate::engine::DayCounts;
 use crate::trace::At;
-
-/// Every `data-key="…" data-value="…"` pair of a page.
-fn figures(page: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for part in page.split("data-key=\"").skip(1) {
-        let key = part.split('"').next().unwrap().to_string();
-        let rest = &part[key.len()..];
-        let tag_end = rest.find('>').unwrap_or(rest.len());
-        if let Some(v) = rest[..tag_end].split("data-value=\"").nth(1) {
-            out.insert(key, v.split('"').next().unwrap().to_string());
-        }
-    }
-    out
-}
 
 fn board() -> (Board, Arc<Telemetry>, Arc<RwLock<TraceIndex>>) {
     let telemetry = Telemetry::new("test").unwrap();
@@ -252,4 +238,22 @@ fn a_case_page_shows_the_path_across_units() {
     let (status, page) = board.case_html("  ");
     assert_eq!(status, axum::http::StatusCode::OK);
     assert!(page.contains("name=\"id\""));
+}
+
+/// The reader of figures takes what is well formed and skips the rest, never panicking.
+#[test]
+fn figures_are_read_from_well_formed_cells_only() {
+    let page = "<td data-key=\"a\" data-value=\"1\">1</td><td data-key=\"b\">—</td>\
+                <td data-key=\"c\" data-value=\"x,y\">";
+    let f = figures(page);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!((f["a"].as_str(), f["c"].as_str()), ("1", "x,y"));
+    for broken in [
+        "data-key=\"",
+        "data-key=\"k",
+        "data-key=\"k\" data-value=\"v",
+        "",
+    ] {
+        assert!(figures(broken).is_empty(), "{broken}");
+    }
 }
